@@ -1,0 +1,62 @@
+"""Backends: a registry dict, a factory, and the one rule for what `auto` picks."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, GuardError
+from ..probe import StorageVerdict
+from ..runner import Runner
+from ..settings import Settings
+from .base import Backend, BackendStatus
+from .buildah import BuildahBackend
+from .docker import DockerBackend
+from .kaniko import KanikoBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (DockerBackend, BuildahBackend, KanikoBackend)
+}
+AUTO_ORDER = ("docker", "buildah")  # kaniko is chosen explicitly: it needs a cluster
+
+
+def make_backend(name: str, runner: Runner, settings: Settings, storage: StorageVerdict) -> Backend:
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}") from None
+    return cls(runner, settings, storage)
+
+
+def probe_all(runner: Runner, settings: Settings, storage: StorageVerdict) -> dict[str, BackendStatus]:
+    return {name: make_backend(name, runner, settings, storage).status() for name in BACKENDS}
+
+
+def choose_backend(
+    requested: str,
+    statuses: dict[str, BackendStatus],
+    storage: StorageVerdict,
+    *,
+    force: bool = False,
+) -> tuple[str, str]:
+    """(backend, why). `auto`: docker where a daemon answers on sane storage, else buildah."""
+    if requested == "auto":
+        for name in AUTO_ORDER:
+            if statuses[name].works:
+                skipped = [f"{n}: {statuses[n].reason}" for n in AUTO_ORDER[: AUTO_ORDER.index(name)]]
+                why = f"auto picked {name} ({statuses[name].reason})"
+                return name, why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+        reasons = "; ".join(f"{n}: {statuses[n].reason}" for n in AUTO_ORDER)
+        raise GuardError(f"no backend works here ({reasons}); run `invoke doctor` for fixes")
+    if requested not in statuses:
+        raise ConfigError(f"unknown backend {requested!r}; choose one of auto, {', '.join(BACKENDS)}")
+    status = statuses[requested]
+    if requested == "docker" and storage.nested and not force:
+        works = [n for n, s in statuses.items() if s.works and n != "docker"]
+        raise GuardError(
+            f"refusing the docker backend: {storage.path} is on nested overlay and docker build "
+            f"fails there; works here: {', '.join(works) or 'nothing yet (invoke setup)'}; "
+            "pass --force to try anyway"
+        )
+    if not status.available:
+        raise GuardError(f"backend {requested} is not available: {status.reason}; fix: {status.fix}")
+    if requested == "docker" and storage.nested:
+        return requested, f"docker requested with --force despite nested overlay at {storage.path}"
+    return requested, f"{requested} requested ({status.reason})"

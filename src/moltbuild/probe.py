@@ -1,0 +1,204 @@
+"""Where am I, and what really works here? Everything reads an injected environ and root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import CommandError, MoltbuildError
+from .runner import Runner
+
+DEVPOD_VARS = ("DEVPOD", "DEVPOD_WORKSPACE_ID", "REMOTE_CONTAINERS", "DEVCONTAINER",
+               "CODESPACES", "GITPOD_WORKSPACE_ID")
+CONTAINER_CGROUP_MARKERS = ("docker", "kubepods", "containerd", "libpod", "lxc", "crio")
+SA_TOKEN = "var/run/secrets/kubernetes.io/serviceaccount/token"
+NESTING_FSTYPES = {"overlay", "aufs", "fuse.fuse-overlayfs"}
+
+
+@dataclass
+class Place:
+    container: bool
+    kubernetes: bool
+    devpod: bool
+    ci: str | None  # "github-actions", "ci" or None
+    evidence: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.ci:
+            return f"CI ({self.ci})"
+        if self.devpod:
+            return "devpod"
+        if self.kubernetes:
+            return "Kubernetes pod"
+        return "container" if self.container else "host (laptop or VM)"
+
+
+def _truthy(value: str | None) -> bool:
+    return bool(value) and value.strip().lower() not in ("0", "false", "no", "")
+
+
+def detect_place(environ: Mapping[str, str], root: Path = Path("/")) -> Place:
+    evidence: list[str] = []
+    for marker in (".dockerenv", "run/.containerenv"):
+        if (root / marker).exists():
+            evidence.append(f"/{marker} exists")
+    try:
+        cgroup = (root / "proc/1/cgroup").read_text(errors="replace")
+    except OSError:
+        cgroup = ""
+    hits = [m for m in CONTAINER_CGROUP_MARKERS if m in cgroup]
+    if hits:
+        evidence.append(f"/proc/1/cgroup mentions {hits[0]}")
+    if environ.get("container"):
+        evidence.append(f"container={environ['container']}")
+
+    kube = []
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        kube.append("KUBERNETES_SERVICE_HOST is set")
+    if (root / SA_TOKEN).exists():
+        kube.append("a service-account token is mounted")
+    devpod = [v for v in DEVPOD_VARS if environ.get(v)]
+
+    ci = None
+    if _truthy(environ.get("GITHUB_ACTIONS")):
+        ci = "github-actions"
+    elif _truthy(environ.get("CI")):
+        ci = "ci"
+    return Place(
+        container=bool(evidence) or bool(kube),
+        kubernetes=bool(kube),
+        devpod=bool(devpod),
+        ci=ci,
+        evidence=evidence + kube + [f"{v} is set" for v in devpod] + ([f"CI={ci}"] if ci else []),
+    )
+
+
+def default_storage_root(environ: Mapping[str, str], euid: int | None = None) -> Path:
+    """buildah's own graphroot default."""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return Path("/var/lib/containers/storage")
+    data = environ.get("XDG_DATA_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".local/share")
+    return Path(data) / "containers/storage"
+
+
+def _unescape(field_: str) -> str:
+    return field_.encode().decode("unicode_escape") if "\\" in field_ else field_
+
+
+def mount_of(path: Path, mountinfo: str) -> tuple[str, str]:
+    """(mount point, fstype) of the mount holding `path`, from /proc/self/mountinfo text."""
+    best = ("/", "unknown")
+    target = str(path)
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        if len(fields) < 5:
+            continue
+        point, fstype = _unescape(fields[4]), right.split()[0]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):
+            best = (point, fstype)
+    return best
+
+
+def existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+@dataclass
+class StorageVerdict:
+    path: str
+    mount_point: str
+    fstype: str
+    overlay_ok: bool
+    nested: bool
+    method: str  # "mount" (really tried) or "fstype"
+    detail: str
+    fuse_overlayfs: str | None
+
+    @property
+    def buildah_driver(self) -> str:
+        return "overlay" if (self.overlay_ok or self.fuse_overlayfs) else "vfs"
+
+    @property
+    def driver_label(self) -> str:
+        if self.overlay_ok:
+            return "overlay"
+        return "overlay via fuse-overlayfs" if self.fuse_overlayfs else "vfs"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "buildah_driver": self.driver_label}
+
+
+def probe_storage(
+    path: Path,
+    runner: Runner,
+    *,
+    root: Path = Path("/"),
+    euid: int | None = None,
+    fuse_path: str | None = None,
+) -> StorageVerdict:
+    """Can an overlay be mounted with its upperdir at `path`? Tried for real as root."""
+    euid = os.geteuid() if euid is None else euid
+    fuse = shutil.which("fuse-overlayfs", path=fuse_path)
+    try:
+        mountinfo = (root / "proc/self/mountinfo").read_text()
+    except OSError:
+        mountinfo = ""
+    anchor = existing_ancestor(path)
+    point, fstype = mount_of(anchor.resolve(), mountinfo)
+    by_type_nested = fstype in NESTING_FSTYPES
+    verdict = dict(path=str(path), mount_point=point, fstype=fstype, fuse_overlayfs=fuse)
+    if euid == 0 and root == Path("/"):
+        tried = _try_overlay_mount(anchor, runner)
+        if tried is not None:
+            ok, detail = tried
+            return StorageVerdict(**verdict, overlay_ok=ok, nested=not ok and "Invalid argument" in detail,
+                                  method="mount", detail=detail)
+    if by_type_nested:
+        detail = f"{point} is {fstype}: an overlay upperdir cannot live there (nested overlay)"
+    else:
+        detail = f"{point} is {fstype}: overlay upperdir supported"
+    return StorageVerdict(**verdict, overlay_ok=not by_type_nested, nested=by_type_nested,
+                          method="fstype", detail=detail)
+
+
+def _try_overlay_mount(anchor: Path, runner: Runner) -> tuple[bool, str] | None:
+    """Mount a throwaway overlay under `anchor`. None when mounting is not possible at all
+    (no mount binary, no permission), so the caller falls back to the filesystem type."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".moltbuild-probe-", dir=anchor))
+    except OSError:
+        return None
+    try:
+        dirs = {n: tmp / n for n in ("lower", "upper", "work", "merged")}
+        for d in dirs.values():
+            d.mkdir()
+        opts = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
+        try:
+            runner.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs["merged"])],
+                       mutates=False, timeout=20)
+        except CommandError as exc:
+            tail = exc.tail.strip()
+            if "Invalid argument" in tail:
+                return False, f"overlay mount with upperdir under {anchor} fails: Invalid argument (nested overlay)"
+            if "permission denied" in tail.lower() or "must be superuser" in tail:
+                return None
+            return False, f"overlay mount under {anchor} fails: {tail.splitlines()[-1] if tail else exc}"
+        except MoltbuildError:
+            return None
+        runner.run(["umount", str(dirs["merged"])], mutates=False, check=False, timeout=20)
+        return True, f"a test overlay mounted and unmounted under {anchor}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

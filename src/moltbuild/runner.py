@@ -1,0 +1,243 @@
+"""The only place that starts processes.
+
+Commands are argv lists; secrets go through stdin or files, never argv; every echoed or
+captured line is masked; in dry-run, commands that change anything are echoed, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CommandError, ToolMissingError
+from .settings import MASK, Secret
+
+INSTALL_HINTS = {
+    "buildah": "apt-get install -y buildah (or: invoke setup)",
+    "skopeo": "apt-get install -y skopeo (or: invoke setup)",
+    "docker": "apt-get install -y docker.io, or install Docker Desktop",
+    "dockerd": "apt-get install -y docker.io (or: invoke setup)",
+    "docker-registry": "apt-get install -y docker-registry (or: invoke setup)",
+    "fuse-overlayfs": "apt-get install -y fuse-overlayfs (or: invoke setup)",
+    "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/",
+    "git": "apt-get install -y git",
+    "mount": "apt-get install -y mount",
+}
+
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+
+
+def terminate_all(grace: float = 5.0) -> None:
+    """Stop every child this process started (Ctrl-C, a failed sibling build)."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def which(tool: str, path: str | None = None) -> str:
+    found = shutil.which(tool, path=path)
+    if not found:
+        hint = INSTALL_HINTS.get(tool, f"install {tool}")
+        raise ToolMissingError(f"`{tool}` is not installed or not on PATH; fix: {hint}")
+    return found
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        dry_run: bool = False,
+        secrets: Iterable[str] = (),
+        out: Callable[[str], None] | None = None,
+    ):
+        self.dry_run = dry_run
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._out_lock = threading.Lock()
+        self._out = out or self._print
+
+    @staticmethod
+    def _print(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def add_secret(self, value: str | Secret) -> None:
+        raw = value.reveal() if isinstance(value, Secret) else value
+        if raw and raw not in self._secrets:
+            self._secrets = sorted([*self._secrets, raw], key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def say(self, line: str) -> None:
+        with self._out_lock:
+            self._out(self.mask(line))
+
+    def describe(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
+        shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        return self.mask(f"+ {shown_env + ' ' if shown_env else ''}{shlex.join(argv)}")
+
+    def _check_argv(self, argv: list[str]) -> None:
+        # Defence in depth: a secret in argv is visible to every user via /proc.
+        for arg in argv:
+            if any(secret in arg for secret in self._secrets):
+                raise CommandError(self.mask_argv(argv), -1, what="refusing to pass a secret in argv")
+
+    def mask_argv(self, argv: list[str]) -> list[str]:
+        return [self.mask(a) for a in argv]
+
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
+        return None if env is None else {**os.environ, **env}
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: str | Secret | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        mutates: bool = True,
+        what: str = "",
+        echo: bool = False,
+    ) -> Result:
+        """Run to completion and capture output. `mutates=False` marks read-only probes,
+        which run even in dry-run."""
+        self._check_argv(argv)
+        if self.dry_run and mutates:
+            self.say(self.describe(argv, env))
+            return Result(argv, 0)
+        if echo:
+            self.say(self.describe(argv, env))
+        data = stdin.reveal() if isinstance(stdin, Secret) else stdin
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env(env),
+                cwd=cwd,
+                text=True,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ToolMissingError(
+                f"`{argv[0]}` is not installed; fix: {INSTALL_HINTS.get(Path(argv[0]).name, 'install it')}"
+            ) from None
+        with _live_lock:
+            _live.add(proc)
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            out, err = proc.communicate()
+            result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))
+            raise CommandError(result.argv, -9, f"timed out after {timeout}s", what=what) from None
+        finally:
+            with _live_lock:
+                _live.discard(proc)
+        result = Result(self.mask_argv(argv), proc.returncode, self.mask(out), self.mask(err))
+        if check and proc.returncode != 0:
+            raise CommandError(result.argv, proc.returncode, result.stderr or result.stdout, what=what)
+        return result
+
+    def stream(
+        self,
+        argv: list[str],
+        *,
+        prefix: str = "",
+        stdin: str | Secret | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        log_path: Path | None = None,
+        what: str = "",
+        tail_lines: int = 20,
+    ) -> Result:
+        """Run a long command, printing each output line (stdout+stderr) with `prefix`;
+        on failure the error carries the last lines."""
+        self._check_argv(argv)
+        if self.dry_run:
+            self.say(f"{prefix}{self.describe(argv, env)}")
+            return Result(argv, 0)
+        self.say(f"{prefix}{self.describe(argv, env)}")
+        data = stdin.reveal() if isinstance(stdin, Secret) else stdin
+        tail: deque[str] = deque(maxlen=tail_lines)
+        log = log_path.open("a", encoding="utf-8") if log_path else None
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self._env(env),
+                cwd=cwd,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            if log:
+                log.close()
+            raise ToolMissingError(f"`{argv[0]}` is not installed") from None
+        with _live_lock:
+            _live.add(proc)
+        try:
+            if data is not None and proc.stdin:
+                proc.stdin.write(data)
+                proc.stdin.close()
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = self.mask(raw.rstrip("\n"))
+                tail.append(line)
+                if log:
+                    log.write(line + "\n")
+                self.say(f"{prefix}{line}")
+            proc.wait()
+        finally:
+            with _live_lock:
+                _live.discard(proc)
+            if log:
+                log.close()
+        result = Result(self.mask_argv(argv), proc.returncode, "\n".join(tail))
+        if proc.returncode != 0:
+            raise CommandError(result.argv, proc.returncode, result.stdout, what=what)
+        return result

@@ -1,0 +1,56 @@
+"""Shared run context: settings, runner and probes assembled once per command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .backends import probe_all
+from .backends.base import BackendStatus
+from .config import find_project_root
+from .probe import Place, StorageVerdict, default_storage_root, detect_place, probe_storage
+from .runner import Runner
+from .settings import Settings, load_settings
+
+
+@dataclass
+class Session:
+    settings: Settings
+    runner: Runner
+    environ: Mapping[str, str]
+    root: Path = Path("/")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        cli: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        environ: Mapping[str, str] | None = None,
+        project_root: Path | None = None,
+    ) -> Session:
+        environ = dict(os.environ if environ is None else environ)
+        settings = load_settings(project_root or find_project_root(), environ=environ, cli=cli)
+        runner = Runner(dry_run=dry_run, secrets=settings.secrets)
+        return cls(settings=settings, runner=runner, environ=environ)
+
+    @property
+    def storage_root(self) -> Path:
+        configured = self.settings.get("MOLTBUILD_STORAGE_ROOT")
+        return Path(configured).expanduser() if configured else default_storage_root(self.environ)
+
+    @cached_property
+    def place(self) -> Place:
+        return detect_place(self.environ, self.root)
+
+    @cached_property
+    def storage(self) -> StorageVerdict:
+        return probe_storage(self.storage_root, self.runner, root=self.root)
+
+    @cached_property
+    def backends(self) -> dict[str, BackendStatus]:
+        return probe_all(self.runner, self.settings, self.storage)

@@ -1,0 +1,222 @@
+"""Settings: one function owns precedence and returns every value with its source.
+
+Precedence, highest first: CLI flag > process env > .env.local > .env > [tool.moltbuild] > default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+
+from .errors import ConfigError
+
+MASK = "****"
+BACKENDS = ("auto", "docker", "buildah", "kaniko")
+
+
+class Secret:
+    """A value whose str/repr/format never show it; call reveal() at the one place it is used."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK if self._value else ""
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    key: str
+    help: str
+    pyproject: str | None = None  # key under [tool.moltbuild]
+    default: str = ""
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+
+
+KEYS: dict[str, KeySpec] = {
+    spec.key: spec
+    for spec in (
+        KeySpec("GITHUB_TOKEN", "token for ghcr.io (scope write:packages to push)", secret=True),
+        KeySpec("GITHUB_USERNAME", "GitHub user that owns GITHUB_TOKEN"),
+        KeySpec("REGISTRY_USERNAME", "user for any other registry"),
+        KeySpec("REGISTRY_PASSWORD", "password or token for REGISTRY_USERNAME", secret=True),
+        KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry",
+                "ghcr.io/ardenone"),
+        KeySpec("MOLTBUILD_BACKEND", "auto|docker|buildah|kaniko", "backend", "auto",
+                choices=BACKENDS),
+        KeySpec("MOLTBUILD_BASE_MIRROR", "HOST[:PORT]/PREFIX Docker Hub bases are pulled through",
+                "base_mirror"),
+        KeySpec("MOLTBUILD_INSECURE_REGISTRIES", "comma list of host:port allowed over plain HTTP",
+                "insecure_registries"),
+        KeySpec("MOLTBUILD_REGISTRY_CA", "CA bundle (PEM) for a private registry", "registry_ca"),
+        KeySpec("MOLTBUILD_STORAGE_ROOT", "buildah graphroot; the storage probe tests this path",
+                "storage_root"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: Any  # str, or Secret for secret keys
+    source: str
+
+    @property
+    def display(self) -> str:
+        return str(self.value)
+
+
+@dataclass
+class Settings:
+    values: dict[str, Setting]
+    project_root: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key].value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        setting = self.values.get(key)
+        return default if setting is None or not setting.value else setting.value
+
+    def source(self, key: str) -> str:
+        return self.values[key].source
+
+    @property
+    def secrets(self) -> list[str]:
+        """Plain secret values, for the runner's output masking."""
+        return [s.value.reveal() for s in self.values.values()
+                if isinstance(s.value, Secret) and s.value]
+
+    @property
+    def insecure_registries(self) -> list[str]:
+        raw = self.get("MOLTBUILD_INSECURE_REGISTRIES", "")
+        return [h.strip() for h in raw.split(",") if h.strip()]
+
+    def as_rows(self) -> list[tuple[str, str, str]]:
+        return [(k, s.display, s.source) for k, s in self.values.items()]
+
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env_file(path: Path) -> dict[str, tuple[str, int]]:
+    """Parse a dotenv file into {KEY: (value, line)}; any malformed line is a ConfigError.
+
+    The message names FILE:LINE and never echoes the line: it may hold a secret.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
+    out: dict[str, tuple[str, int]] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            raise ConfigError(
+                f"{path}:{line}: cannot parse this line; write KEY=VALUE "
+                "(quote values with spaces, close every quote) or start it with #"
+            )
+        if binding.key is None:
+            continue
+        if not _KEY_RE.match(binding.key):
+            raise ConfigError(f"{path}:{line}: `{binding.key}` is not a valid variable name")
+        if binding.value is None:
+            raise ConfigError(
+                f"{path}:{line}: `{binding.key}` has no `=`; write {binding.key}=VALUE "
+                f"(or {binding.key}= for empty)"
+            )
+        out[binding.key] = (binding.value, line)
+    return out
+
+
+def _unknown_key_warnings(keys: list[str], where: str) -> list[str]:
+    warnings = []
+    for key in keys:
+        if key.startswith("MOLTBUILD_") and key not in KEYS:
+            close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"unknown setting {key} in {where}{hint}")
+    return warnings
+
+
+def _validate(spec: KeySpec, value: str, source: str) -> None:
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(
+            f"{spec.key}={value!r} (from {source}) is not one of {', '.join(spec.choices)}"
+        )
+
+
+def load_settings(
+    project_root: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    tool_config: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every known key by precedence and record where its value came from.
+
+    `cli` maps KEY -> (value, flag name) for flags that were given; `tool_config` is the
+    [tool.moltbuild] table (read from pyproject.toml when None).
+    """
+    environ = os.environ if environ is None else environ
+    cli = cli or {}
+    if tool_config is None:
+        from .config import read_tool_table
+
+        tool_config = read_tool_table(project_root)
+
+    layers: list[tuple[str, dict[str, tuple[str, str]]]] = []
+    warnings: list[str] = []
+    for name in (".env.local", ".env"):
+        path = project_root / name
+        if path.is_file():
+            parsed = parse_env_file(path)
+            layers.append((name, {k: (v, f"{name}:{ln}") for k, (v, ln) in parsed.items()}))
+            warnings += _unknown_key_warnings(list(parsed), name)
+    warnings += _unknown_key_warnings(sorted(environ), "the environment")
+
+    values: dict[str, Setting] = {}
+    for key, spec in KEYS.items():
+        value, source = spec.default, "default"
+        if spec.pyproject and spec.pyproject in tool_config:
+            value, source = str(tool_config[spec.pyproject]), f"pyproject.toml [tool.moltbuild] {spec.pyproject}"
+        for _name, layer in reversed(layers):  # .env first, then .env.local overrides
+            if key in layer:
+                value, source = layer[key]
+        if key in environ:
+            value, source = environ[key], "environment"
+        if key in cli and cli[key] is not None:
+            flag_value, flag = cli[key]
+            value, source = str(flag_value), f"flag {flag}"
+        _validate(spec, value, source)
+        values[key] = Setting(key, Secret(value) if spec.secret else value, source)
+    return Settings(values=values, project_root=project_root, warnings=warnings)

@@ -1,0 +1,66 @@
+"""System tools the pipeline and its tests need, installed by `invoke setup`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from .errors import ToolMissingError
+from .runner import Runner
+
+# Debian/Ubuntu package -> what needs it.
+PACKAGES = {
+    "buildah": "daemonless builds (the devpod backend)",
+    "skopeo": "inspecting images in registries",
+    "fuse-overlayfs": "overlay storage for buildah on nested overlay",
+    "docker-registry": "the embedded registry of `nox -s pipeline` and the tests",
+    "docker.io": "the docker backend (dockerd + CLI)",
+    "busybox-static": "offline base images for the tests",
+    "apache2-utils": "htpasswd for registry basic-auth tests",
+    "git": "the tag plan reads HEAD",
+    "openssl": "test TLS certificates",
+}
+
+
+def is_debian_like(root: Path = Path("/")) -> bool:
+    try:
+        text = (root / "etc/os-release").read_text()
+    except OSError:
+        return False
+    ids = {line.split("=", 1)[1].strip().strip('"') for line in text.splitlines()
+           if line.startswith(("ID=", "ID_LIKE="))}
+    return any(word in ("debian", "ubuntu") for value in ids for word in value.split())
+
+
+def missing_packages(runner: Runner, packages: list[str]) -> list[str]:
+    res = runner.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
+                     mutates=False, check=False)
+    installed = {line.split()[0] for line in res.stdout.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in installed]
+
+
+def install_command(packages: list[str]) -> str:
+    return f"apt-get update && apt-get install -y --no-install-recommends {shlex.join(packages)}"
+
+
+def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Path("/")) -> list[str]:
+    """Install what is missing; returns what was installed. Idempotent and fast when done."""
+    packages = packages or list(PACKAGES)
+    if not is_debian_like(root):
+        raise ToolMissingError(
+            "automatic setup supports Debian/Ubuntu only; install these with your package "
+            f"manager: {' '.join(packages)}"
+        )
+    missing = missing_packages(runner, packages)
+    if not missing:
+        runner.say(f"setup: all {len(packages)} system packages present")
+        return []
+    if os.geteuid() != 0:
+        raise ToolMissingError(f"missing system packages; run as root: {install_command(missing)}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    runner.say(f"setup: installing {' '.join(missing)}")
+    runner.run(["apt-get", "update", "-qq"], env=env, timeout=600, what="apt-get update")
+    runner.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env,
+               timeout=1200, what="apt-get install")
+    return missing

@@ -1,0 +1,31 @@
+"""Invoke adapters: flags in, one library call, MoltbuildError out as invoke.Exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Exit
+
+from ..errors import MoltbuildError
+
+
+def edge(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map library errors to a one-line message and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MoltbuildError as exc:
+            raise Exit(f"error: {exc.message}", code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            from ..runner import terminate_all
+
+            terminate_all()
+            print("interrupted: stopped every child process", file=sys.stderr)
+            raise Exit(code=130) from None
+
+    return wrapper

@@ -1,0 +1,16 @@
+"""moltbuild tasks: `invoke --list`. All logic lives in src/moltbuild; this file only composes."""
+
+import sys
+from pathlib import Path
+
+# Let `invoke` work from a plain checkout whose dependencies are installed.
+sys.path.insert(0, str(Path(__file__).parent / "src"))
+
+from invoke import Collection  # noqa: E402
+
+from moltbuild.tasks import core, env  # noqa: E402
+
+ns = Collection()
+for task in core.ns.tasks.values():
+    ns.add_task(task)
+ns.add_collection(env.ns)
