@@ -31,10 +31,12 @@ def collect(session: Session) -> dict[str, Any]:
         picked, why = None, exc.message
     problems: list[dict[str, str]] = []
     if storage.nested:
-        problems.append({
-            "problem": f"nested overlay: {storage.detail}",
-            "fix": "build with buildah (auto does this); docker build cannot work on this storage",
-        })
+        problems.append(
+            {
+                "problem": f"nested overlay: {storage.detail}",
+                "fix": "build with buildah (auto does this); docker build cannot work on this storage",
+            }
+        )
     for status in statuses.values():
         if status.fix and not status.works:
             problems.append({"problem": f"{status.name}: {status.reason}", "fix": status.fix})
@@ -43,11 +45,13 @@ def collect(session: Session) -> dict[str, Any]:
     creds = credentials_present(session)
     registry = session.settings["MOLTBUILD_REGISTRY"]
     if not any(creds.values()):
-        problems.append({
-            "problem": f"no registry credentials: pushing to {registry} will fail",
-            "fix": "set GITHUB_USERNAME and GITHUB_TOKEN (write:packages) in .env.local, "
-                   "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
-        })
+        problems.append(
+            {
+                "problem": f"no registry credentials: pushing to {registry} will fail",
+                "fix": "set GITHUB_USERNAME and GITHUB_TOKEN (write:packages) in .env.local, "
+                "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
+            }
+        )
     return {
         "place": {"label": session.place.label, **vars(session.place)},
         "storage": storage.to_dict(),
@@ -64,12 +68,18 @@ def collect(session: Session) -> dict[str, Any]:
 def render(report: dict[str, Any], as_json: bool = False) -> str:
     if as_json:
         return json.dumps(report, indent=2, sort_keys=False)
-    lines = [f"place:    {report['place']['label']}"
-             + (f" ({'; '.join(report['place']['evidence'])})" if report["place"]["evidence"] else "")]
+    lines = [
+        f"place:    {report['place']['label']}"
+        + (f" ({'; '.join(report['place']['evidence'])})" if report["place"]["evidence"] else "")
+    ]
     st = report["storage"]
-    verdict = "NESTED OVERLAY" if st["nested"] else ("overlay ok" if st["overlay_ok"] else "overlay not usable")
-    lines.append(f"storage:  {st['path']} on {st['fstype']} ({st['mount_point']}): {verdict} "
-                 f"[{st['method']}] -> buildah driver {st['buildah_driver']}")
+    verdict = (
+        "NESTED OVERLAY" if st["nested"] else ("overlay ok" if st["overlay_ok"] else "overlay not usable")
+    )
+    lines.append(
+        f"storage:  {st['path']} on {st['fstype']} ({st['mount_point']}): {verdict} "
+        f"[{st['method']}] -> buildah driver {st['buildah_driver']}"
+    )
     lines.append("")
     rows = [(n, _yn(b["available"]), _yn(b["works"]), b["reason"]) for n, b in report["backends"].items()]
     lines.append(render_table(("backend", "available", "works", "reason"), rows))

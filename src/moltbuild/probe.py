@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -9,11 +11,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import CommandError, MoltbuildError
-from .runner import Runner
-
-DEVPOD_VARS = ("DEVPOD", "DEVPOD_WORKSPACE_ID", "REMOTE_CONTAINERS", "DEVCONTAINER",
-               "CODESPACES", "GITPOD_WORKSPACE_ID")
+DEVPOD_VARS = (
+    "DEVPOD",
+    "DEVPOD_WORKSPACE_ID",
+    "REMOTE_CONTAINERS",
+    "DEVCONTAINER",
+    "CODESPACES",
+    "GITPOD_WORKSPACE_ID",
+)
 CONTAINER_CGROUP_MARKERS = ("docker", "kubepods", "containerd", "libpod", "lxc", "crio")
 SA_TOKEN = "var/run/secrets/kubernetes.io/serviceaccount/token"
 NESTING_FSTYPES = {"overlay", "aufs", "fuse.fuse-overlayfs"}
@@ -143,7 +148,6 @@ class StorageVerdict:
 
 def probe_storage(
     path: Path,
-    runner: Runner,
     *,
     root: Path = Path("/"),
     euid: int | None = None,
@@ -156,27 +160,40 @@ def probe_storage(
         mountinfo = (root / "proc/self/mountinfo").read_text()
     except OSError:
         mountinfo = ""
-    anchor = existing_ancestor(path)
-    point, fstype = mount_of(anchor.resolve(), mountinfo)
+    real = root == Path("/")
+    target = path.resolve() if real else Path(os.path.normpath(path))
+    point, fstype = mount_of(target, mountinfo)
     by_type_nested = fstype in NESTING_FSTYPES
     verdict = dict(path=str(path), mount_point=point, fstype=fstype, fuse_overlayfs=fuse)
-    if euid == 0 and root == Path("/"):
-        tried = _try_overlay_mount(anchor, runner)
+    if euid == 0 and real:
+        tried = _try_overlay_mount(existing_ancestor(target))
         if tried is not None:
             ok, detail = tried
-            return StorageVerdict(**verdict, overlay_ok=ok, nested=not ok and "Invalid argument" in detail,
-                                  method="mount", detail=detail)
+            return StorageVerdict(
+                **verdict, overlay_ok=ok, nested=not ok and "EINVAL" in detail, method="mount", detail=detail
+            )
     if by_type_nested:
         detail = f"{point} is {fstype}: an overlay upperdir cannot live there (nested overlay)"
     else:
         detail = f"{point} is {fstype}: overlay upperdir supported"
-    return StorageVerdict(**verdict, overlay_ok=not by_type_nested, nested=by_type_nested,
-                          method="fstype", detail=detail)
+    return StorageVerdict(
+        **verdict, overlay_ok=not by_type_nested, nested=by_type_nested, method="fstype", detail=detail
+    )
 
 
-def _try_overlay_mount(anchor: Path, runner: Runner) -> tuple[bool, str] | None:
+def _mount_overlay(opts: str, target: Path) -> int:
+    """mount(2) directly, for the exact errno (mount(8) turns EINVAL into prose)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(b"overlay", str(target).encode(), b"overlay", 0, opts.encode())
+    if rc != 0:
+        return ctypes.get_errno()
+    libc.umount2(str(target).encode(), 0)
+    return 0
+
+
+def _try_overlay_mount(anchor: Path) -> tuple[bool, str] | None:
     """Mount a throwaway overlay under `anchor`. None when mounting is not possible at all
-    (no mount binary, no permission), so the caller falls back to the filesystem type."""
+    (no permission), so the caller falls back to the filesystem type."""
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".moltbuild-probe-", dir=anchor))
     except OSError:
@@ -186,19 +203,15 @@ def _try_overlay_mount(anchor: Path, runner: Runner) -> tuple[bool, str] | None:
         for d in dirs.values():
             d.mkdir()
         opts = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
-        try:
-            runner.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs["merged"])],
-                       mutates=False, timeout=20)
-        except CommandError as exc:
-            tail = exc.tail.strip()
-            if "Invalid argument" in tail:
-                return False, f"overlay mount with upperdir under {anchor} fails: Invalid argument (nested overlay)"
-            if "permission denied" in tail.lower() or "must be superuser" in tail:
-                return None
-            return False, f"overlay mount under {anchor} fails: {tail.splitlines()[-1] if tail else exc}"
-        except MoltbuildError:
-            return None
-        runner.run(["umount", str(dirs["merged"])], mutates=False, check=False, timeout=20)
-        return True, f"a test overlay mounted and unmounted under {anchor}"
+        err = _mount_overlay(opts, dirs["merged"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if err == 0:
+        return True, f"a test overlay mounted and unmounted under {anchor}"
+    if err in (errno.EPERM, errno.EACCES):
+        return None
+    if err == errno.EINVAL:
+        return False, (
+            f"overlay mount with upperdir under {anchor} fails with EINVAL (Invalid argument): nested overlay"
+        )
+    return False, f"overlay mount under {anchor} fails: {os.strerror(err)}"

@@ -6,6 +6,7 @@ captured line is masked; in dry-run, commands that change anything are echoed, n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -51,10 +52,8 @@ def terminate_all(grace: float = 5.0) -> None:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def which(tool: str, path: str | None = None) -> str:

@@ -49,7 +49,7 @@ class Session:
 
     @cached_property
     def storage(self) -> StorageVerdict:
-        return probe_storage(self.storage_root, self.runner, root=self.root)
+        return probe_storage(self.storage_root, root=self.root)
 
     @cached_property
     def backends(self) -> dict[str, BackendStatus]:

@@ -68,17 +68,20 @@ KEYS: dict[str, KeySpec] = {
         KeySpec("GITHUB_USERNAME", "GitHub user that owns GITHUB_TOKEN"),
         KeySpec("REGISTRY_USERNAME", "user for any other registry"),
         KeySpec("REGISTRY_PASSWORD", "password or token for REGISTRY_USERNAME", secret=True),
-        KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry",
-                "ghcr.io/ardenone"),
-        KeySpec("MOLTBUILD_BACKEND", "auto|docker|buildah|kaniko", "backend", "auto",
-                choices=BACKENDS),
-        KeySpec("MOLTBUILD_BASE_MIRROR", "HOST[:PORT]/PREFIX Docker Hub bases are pulled through",
-                "base_mirror"),
-        KeySpec("MOLTBUILD_INSECURE_REGISTRIES", "comma list of host:port allowed over plain HTTP",
-                "insecure_registries"),
+        KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry", "ghcr.io/ardenone"),
+        KeySpec("MOLTBUILD_BACKEND", "auto|docker|buildah|kaniko", "backend", "auto", choices=BACKENDS),
+        KeySpec(
+            "MOLTBUILD_BASE_MIRROR", "HOST[:PORT]/PREFIX Docker Hub bases are pulled through", "base_mirror"
+        ),
+        KeySpec(
+            "MOLTBUILD_INSECURE_REGISTRIES",
+            "comma list of host:port allowed over plain HTTP",
+            "insecure_registries",
+        ),
         KeySpec("MOLTBUILD_REGISTRY_CA", "CA bundle (PEM) for a private registry", "registry_ca"),
-        KeySpec("MOLTBUILD_STORAGE_ROOT", "buildah graphroot; the storage probe tests this path",
-                "storage_root"),
+        KeySpec(
+            "MOLTBUILD_STORAGE_ROOT", "buildah graphroot; the storage probe tests this path", "storage_root"
+        ),
     )
 }
 
@@ -113,8 +116,7 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Plain secret values, for the runner's output masking."""
-        return [s.value.reveal() for s in self.values.values()
-                if isinstance(s.value, Secret) and s.value]
+        return [s.value.reveal() for s in self.values.values() if isinstance(s.value, Secret) and s.value]
 
     @property
     def insecure_registries(self) -> list[str]:
@@ -139,7 +141,9 @@ def parse_env_file(path: Path) -> dict[str, tuple[str, int]]:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
     out: dict[str, tuple[str, int]] = {}
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        raw = binding.original.string
+        # The parser folds leading blank lines into the next binding; count them back.
+        line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
         if binding.error:
             raise ConfigError(
                 f"{path}:{line}: cannot parse this line; write KEY=VALUE "
@@ -170,9 +174,7 @@ def _unknown_key_warnings(keys: list[str], where: str) -> list[str]:
 
 def _validate(spec: KeySpec, value: str, source: str) -> None:
     if spec.choices and value not in spec.choices:
-        raise ConfigError(
-            f"{spec.key}={value!r} (from {source}) is not one of {', '.join(spec.choices)}"
-        )
+        raise ConfigError(f"{spec.key}={value!r} (from {source}) is not one of {', '.join(spec.choices)}")
 
 
 def load_settings(
@@ -208,7 +210,10 @@ def load_settings(
     for key, spec in KEYS.items():
         value, source = spec.default, "default"
         if spec.pyproject and spec.pyproject in tool_config:
-            value, source = str(tool_config[spec.pyproject]), f"pyproject.toml [tool.moltbuild] {spec.pyproject}"
+            value, source = (
+                str(tool_config[spec.pyproject]),
+                f"pyproject.toml [tool.moltbuild] {spec.pyproject}",
+            )
         for _name, layer in reversed(layers):  # .env first, then .env.local overrides
             if key in layer:
                 value, source = layer[key]

@@ -28,14 +28,18 @@ def is_debian_like(root: Path = Path("/")) -> bool:
         text = (root / "etc/os-release").read_text()
     except OSError:
         return False
-    ids = {line.split("=", 1)[1].strip().strip('"') for line in text.splitlines()
-           if line.startswith(("ID=", "ID_LIKE="))}
+    ids = {
+        line.split("=", 1)[1].strip().strip('"')
+        for line in text.splitlines()
+        if line.startswith(("ID=", "ID_LIKE="))
+    }
     return any(word in ("debian", "ubuntu") for value in ids for word in value.split())
 
 
 def missing_packages(runner: Runner, packages: list[str]) -> list[str]:
-    res = runner.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
-                     mutates=False, check=False)
+    res = runner.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages], mutates=False, check=False
+    )
     installed = {line.split()[0] for line in res.stdout.splitlines() if line.endswith(" installed")}
     return [p for p in packages if p not in installed]
 
@@ -61,6 +65,10 @@ def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Pat
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     runner.say(f"setup: installing {' '.join(missing)}")
     runner.run(["apt-get", "update", "-qq"], env=env, timeout=600, what="apt-get update")
-    runner.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env,
-               timeout=1200, what="apt-get install")
+    runner.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        env=env,
+        timeout=1200,
+        what="apt-get install",
+    )
     return missing

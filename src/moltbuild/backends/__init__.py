@@ -11,9 +11,7 @@ from .buildah import BuildahBackend
 from .docker import DockerBackend
 from .kaniko import KanikoBackend
 
-BACKENDS: dict[str, type[Backend]] = {
-    cls.name: cls for cls in (DockerBackend, BuildahBackend, KanikoBackend)
-}
+BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (DockerBackend, BuildahBackend, KanikoBackend)}
 AUTO_ORDER = ("docker", "buildah")  # kaniko is chosen explicitly: it needs a cluster
 
 

@@ -7,8 +7,10 @@ import os
 from ..errors import CommandError, MoltbuildError
 from .base import Backend, BackendStatus
 
-NESTED_FIX = ("use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
-              "or --force to try docker anyway")
+NESTED_FIX = (
+    "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
+    "or --force to try docker anyway"
+)
 
 
 class DockerBackend(Backend):
@@ -20,7 +22,8 @@ class DockerBackend(Backend):
         try:
             res = self.runner.run(
                 [self.binary, "info", "--format", "{{.ServerVersion}}|{{.Driver}}"],
-                mutates=False, timeout=15,
+                mutates=False,
+                timeout=15,
             )
         except CommandError as exc:
             return (exc.tail.strip().splitlines() or [str(exc)])[-1]
@@ -33,17 +36,29 @@ class DockerBackend(Backend):
 
     def status(self) -> BackendStatus:
         if not self.tool_path():
-            return BackendStatus(self.name, False, False, "docker CLI not installed",
-                                 "install Docker, or use buildah (invoke setup)")
+            return BackendStatus(
+                self.name,
+                False,
+                False,
+                "docker CLI not installed",
+                "install Docker, or use buildah (invoke setup)",
+            )
         info = self.daemon_info()
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if isinstance(info, str):
-            return BackendStatus(self.name, True, False, f"no Docker daemon answers at {host}: {info}",
-                                 "start Docker or set DOCKER_HOST; in a devpod use buildah")
+            return BackendStatus(
+                self.name,
+                True,
+                False,
+                f"no Docker daemon answers at {host}: {info}",
+                "start Docker or set DOCKER_HOST; in a devpod use buildah",
+            )
         version, driver = info
         if self.storage.nested:
             return BackendStatus(
-                self.name, True, False,
+                self.name,
+                True,
+                False,
                 f"daemon {version} answers, but {self.storage.path} is on nested overlay: "
                 "docker build fails with 'mount source: \"overlay\" ... invalid argument'",
                 NESTED_FIX,

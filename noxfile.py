@@ -1,0 +1,37 @@
+"""nox sessions: thin wrappers that run the same invoke tasks CI runs, in isolated venvs."""
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    session.install("-e", ".")
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and real integration tests; installs the system tools first (invoke setup)."""
+    install(session, "test")
+    session.run("invoke", "setup")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff over the library, tasks, sessions and tests."""
+    install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def pipeline(session: nox.Session) -> None:
+    """The main job: set up, check this machine, build, push and verify both images."""
+    install(session)
+    session.run("invoke", "setup")
+    session.run("invoke", "pipeline", *session.posargs)

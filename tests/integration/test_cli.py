@@ -1,0 +1,48 @@
+"""The invoke tasks, run as a user runs them, in a throwaway copy of the project."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.test_nested_overlay import run_invoke
+
+pytestmark = pytest.mark.integration
+CANARY = "ghp_CanaryToken0123456789abcdefghij"
+
+
+def test_list_shows_foundation_tasks(project):
+    out = run_invoke(project, "--list")
+    assert out.returncode == 0, out.stderr
+    for name in ("doctor", "env.show", "setup"):
+        assert name in out.stdout
+
+
+def test_doctor_json_is_valid(project):
+    out = run_invoke(project, "doctor", "--json")
+    assert out.returncode == 0, out.stderr
+    backends = json.loads(out.stdout)["backends"]
+    assert set(backends) >= {"docker", "buildah", "kaniko"}
+    assert all({"available", "works", "reason"} <= set(b) for b in backends.values())
+
+
+def test_bad_env_local_line_fails_naming_file_and_line(project):
+    (project / ".env.local").write_text(f"GITHUB_TOKEN={CANARY}\n# ok\nnot a setting\n")
+    for task in ("env.show", "doctor"):
+        out = run_invoke(project, task)
+        assert out.returncode != 0
+        assert ".env.local:3:" in out.stderr
+        assert CANARY not in out.stdout + out.stderr
+
+
+def test_token_from_env_local_never_printed(project):
+    (project / ".env.local").write_text(f"GITHUB_USERNAME=octo\nGITHUB_TOKEN={CANARY}\nMOLTBUILD_BAKEND=x\n")
+    show = run_invoke(project, "env.show")
+    assert show.returncode == 0, show.stderr
+    assert "GITHUB_TOKEN" in show.stdout and "****" in show.stdout and ".env.local:2" in show.stdout
+    assert "did you mean MOLTBUILD_BACKEND" in show.stderr
+    doctor = run_invoke(project, "doctor", "--json")
+    assert json.loads(doctor.stdout)["credentials"]["ghcr.io (GITHUB_USERNAME + GITHUB_TOKEN)"] is True
+    for out in (show, doctor):
+        assert CANARY not in out.stdout + out.stderr
