@@ -8,8 +8,11 @@ from .app import make_server
 
 
 def main() -> None:
-    server = make_server(os.environ.get("HOST", "0.0.0.0"), int(os.environ.get("PORT", "8000")),
-                         os.environ.get("APP_VERSION", "dev"))
+    server = make_server(
+        os.environ.get("HOST", "0.0.0.0"),
+        int(os.environ.get("PORT", "8000")),
+        os.environ.get("APP_VERSION", "dev"),
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"moltbook-api listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
     try:

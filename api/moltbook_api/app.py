@@ -22,8 +22,7 @@ class PostStore:
 
     def create(self, author: str, body: str) -> dict:
         with self._lock:
-            post = {"id": self._next_id, "author": author, "body": body, "created": time.time(),
-                    "likes": 0}
+            post = {"id": self._next_id, "author": author, "body": body, "created": time.time(), "likes": 0}
             self._posts[post["id"]] = post
             self._next_id += 1
             return dict(post)

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from moltbuild.probe import probe_storage
 
+from moltbuild.probe import probe_storage
 from tests.conftest import need_root
 
 pytestmark = pytest.mark.integration
@@ -47,15 +47,24 @@ def test_probe_says_ok_on_plain_disk(tmp_path):
 
 
 def run_invoke(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MOLTBUILD_", "GITHUB_", "REGISTRY_"))}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MOLTBUILD_", "GITHUB_", "REGISTRY_"))
+    }
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=project, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_doctor_reports_nested_only_inside_overlay(project, overlay_mount, tmp_path):
-    inside = run_invoke(project, "doctor", "--json",
-                        env={"MOLTBUILD_STORAGE_ROOT": str(overlay_mount / "storage")})
+    inside = run_invoke(
+        project, "doctor", "--json", env={"MOLTBUILD_STORAGE_ROOT": str(overlay_mount / "storage")}
+    )
     assert inside.returncode == 0, inside.stderr
     report = json.loads(inside.stdout)
     assert report["storage"]["nested"] is True

@@ -1,4 +1,5 @@
 import pytest
+
 from moltbuild.backends import BACKENDS, choose_backend, make_backend
 from moltbuild.backends.base import Backend, BackendStatus
 from moltbuild.errors import ConfigError, GuardError
@@ -8,9 +9,16 @@ from moltbuild.settings import load_settings
 
 
 def verdict(nested: bool) -> StorageVerdict:
-    return StorageVerdict(path="/s", mount_point="/", fstype="overlay" if nested else "ext4",
-                          overlay_ok=not nested, nested=nested, method="fstype", detail="",
-                          fuse_overlayfs=None)
+    return StorageVerdict(
+        path="/s",
+        mount_point="/",
+        fstype="overlay" if nested else "ext4",
+        overlay_ok=not nested,
+        nested=nested,
+        method="fstype",
+        detail="",
+        fuse_overlayfs=None,
+    )
 
 
 def statuses(docker: bool, buildah: bool) -> dict[str, BackendStatus]:
@@ -30,7 +38,7 @@ def test_every_registered_backend_constructs(name, tmp_path):
 
 def test_unknown_backend_is_a_config_error(tmp_path):
     settings = load_settings(tmp_path, environ={}, tool_config={})
-    with pytest.raises(ConfigError, match="unknown backend 'podman'"):
+    with pytest.raises(ConfigError, match=r"unknown backend 'podman'"):
         make_backend("podman", Runner(), settings, verdict(False))
 
 
@@ -46,17 +54,17 @@ def test_auto_prefers_working_docker_then_buildah(docker, buildah, expected):
 
 
 def test_auto_with_nothing_working_says_why():
-    with pytest.raises(GuardError, match="no backend works here.*docker: no daemon"):
+    with pytest.raises(GuardError, match=r"no backend works here.*docker: no daemon"):
         choose_backend("auto", statuses(False, False), verdict(False))
 
 
 def test_guard_refuses_docker_on_nested_overlay_unless_forced():
-    with pytest.raises(GuardError, match="nested overlay.*works here: buildah.*--force"):
+    with pytest.raises(GuardError, match=r"nested overlay.*works here: buildah.*--force"):
         choose_backend("docker", statuses(True, True), verdict(True))
     name, why = choose_backend("docker", statuses(True, True), verdict(True), force=True)
     assert name == "docker" and "--force" in why
 
 
 def test_explicit_backend_that_is_missing_is_refused():
-    with pytest.raises(GuardError, match="buildah is not available: missing"):
+    with pytest.raises(GuardError, match=r"buildah is not available: missing"):
         choose_backend("buildah", statuses(True, False), verdict(False))

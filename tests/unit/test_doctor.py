@@ -14,13 +14,23 @@ def make_session(tmp_path, nested: bool, docker_works: bool, environ=None) -> Se
     session = Session(settings=settings, runner=Runner(dry_run=True), environ=environ)
     session.place = Place(container=True, kubernetes=True, devpod=True, ci=None, evidence=["DEVPOD is set"])
     session.storage = StorageVerdict(
-        path="/work/storage", mount_point="/work", fstype="overlay" if nested else "ext4",
-        overlay_ok=not nested, nested=nested, method="mount", detail="EINVAL" if nested else "ok",
+        path="/work/storage",
+        mount_point="/work",
+        fstype="overlay" if nested else "ext4",
+        overlay_ok=not nested,
+        nested=nested,
+        method="mount",
+        detail="EINVAL" if nested else "ok",
         fuse_overlayfs=None,
     )
     session.backends = {
-        "docker": BackendStatus("docker", True, docker_works, "daemon 28" if docker_works else "nested",
-                                "" if docker_works else "use buildah"),
+        "docker": BackendStatus(
+            "docker",
+            True,
+            docker_works,
+            "daemon 28" if docker_works else "nested",
+            "" if docker_works else "use buildah",
+        ),
         "buildah": BackendStatus("buildah", True, True, "buildah 1.28"),
         "kaniko": BackendStatus("kaniko", False, False, "kubectl has no current context", "get a kubeconfig"),
     }

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from moltbuild.probe import default_storage_root, detect_place, mount_of, probe_storage
 
 MOUNTINFO = """\
@@ -85,5 +86,7 @@ def test_fuse_overlayfs_keeps_overlay_driver_on_nested(tmp_path):
 
 def test_default_storage_root():
     assert default_storage_root({}, euid=0) == Path("/var/lib/containers/storage")
-    assert default_storage_root({"HOME": "/home/u"}, euid=1000) == Path("/home/u/.local/share/containers/storage")
+    assert default_storage_root({"HOME": "/home/u"}, euid=1000) == Path(
+        "/home/u/.local/share/containers/storage"
+    )
     assert default_storage_root({"XDG_DATA_HOME": "/x"}, euid=1000) == Path("/x/containers/storage")

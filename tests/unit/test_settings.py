@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from moltbuild.errors import ConfigError
 from moltbuild.settings import MASK, Secret, load_settings, parse_env_file
 
@@ -61,7 +62,7 @@ def test_secret_settings_are_secret_type_and_listed(tmp_path):
     "text, line, fragment",
     [
         ("A=1\nthis is bad\n", 2, "cannot parse"),
-        ("A=1\n\nB=\"unterminated\n", 3, "cannot parse"),
+        ('A=1\n\nB="unterminated\n', 3, "cannot parse"),
         ("GITHUB_TOKEN\n", 1, "has no `=`"),
         ("=secretvalue\n", 1, "cannot parse"),
     ],
