@@ -6,11 +6,12 @@ from pathlib import Path
 # Let `invoke` work from a plain checkout whose dependencies are installed.
 sys.path.insert(0, str(Path(__file__).parent / "src"))
 
-from invoke import Collection
+from invoke import Collection  # noqa: E402
 
-from moltbuild.tasks import core, env
+from moltbuild.tasks import build, core, env  # noqa: E402
 
 ns = Collection()
-for task in core.ns.tasks.values():
-    ns.add_task(task)
+for module in (core, build):
+    for task in module.ns.tasks.values():
+        ns.add_task(task)
 ns.add_collection(env.ns)

@@ -240,3 +240,25 @@ class Runner:
         if proc.returncode != 0:
             raise CommandError(result.argv, proc.returncode, result.stdout, what=what)
         return result
+
+    def spawn(self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        """Start a background service (a local registry, a daemon); output goes to `log_path`."""
+        self._check_argv(argv)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=self._env(env), start_new_session=True)
+        with _live_lock:
+            _live.add(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        with _live_lock:
+            _live.discard(proc)

@@ -1,0 +1,58 @@
+"""`nox -s pipeline`: build both images, push them, read every digest back over HTTP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import report
+from .build import build_images
+from .config import find_project_root
+from .credentials import credentials_for, registry_client
+from .errors import RegistryError
+from .localregistry import LocalRegistry
+from .runner import Runner
+from .session import Session
+from .tables import render_table
+
+
+def verify_report(session: Session, path: Path) -> list[tuple[str, str, str, str, str]]:
+    """Every tag of every pushed image, HEAD over HTTP with the OCI/Docker Accept headers."""
+    rows, bad = [], []
+    for entry in report.entries(path):
+        host, name = entry["repository"].split("/", 1)
+        client = registry_client(host, session.settings, credentials_for(host, session.settings))
+        for tag in entry["tags"]:
+            found = client.manifest(name, tag)
+            actual = found.digest if found else "missing"
+            verdict = "ok" if actual == entry["digest"] else "MISMATCH"
+            rows.append((entry["name"], tag, entry["digest"] or "-", actual, verdict))
+            if verdict != "ok":
+                bad.append(f"{entry['repository']}:{tag}")
+    session.runner.say(render_table(("image", "tag", "report digest", "registry digest", "verdict"), rows))
+    if bad:
+        raise RegistryError(f"registry does not serve the reported digest for {', '.join(bad)}")
+    return rows
+
+
+def run_pipeline(*, jobs: int = 2) -> None:
+    root = find_project_root()
+    probe = Session.create(project_root=root)
+    runner = Runner(secrets=probe.settings.secrets)
+    registry = None
+    if probe.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
+        registry = LocalRegistry(root / "build" / "registry", runner).start()
+        insecure = ",".join(filter(None, [probe.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host]))
+        os.environ["MOLTBUILD_REGISTRY"] = f"{registry.host}/ardenone"
+        os.environ["MOLTBUILD_INSECURE_REGISTRIES"] = insecure
+        runner.say(f"pipeline: no registry configured; embedded registry on {registry.host} "
+                   f"(data under build/registry)")
+    try:
+        session = Session.create(project_root=root)
+        build_images(push=True, jobs=jobs, session=session)
+        runner.say("\npipeline: reading every digest back from the registry")
+        verify_report(session, report.default_path(root))
+        runner.say("pipeline: all images built, pushed and verified")
+    finally:
+        if registry:
+            registry.stop()

@@ -1,0 +1,163 @@
+"""The build plan: which images, which refs and tags, which args and labels, and which backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import baseimages, tagging
+from .backends import choose_backend
+from .buildcontext import input_digest
+from .config import ImageConfig, load_images
+from .errors import ConfigError
+from .session import Session
+from .tables import render_table
+
+INPUT_DIGEST_LABEL = "dev.moltbuild.input-digest"
+
+
+@dataclass
+class ImagePlan:
+    name: str
+    repository: str  # registry/namespace/repo, no tag
+    tags: list[str]
+    context: Path
+    dockerfile: Path
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    target: str | None
+    platforms: list[str]
+    input_digest: str
+    bases: list[str]  # as the Dockerfile names them
+
+    @property
+    def refs(self) -> list[str]:
+        return [f"{self.repository}:{tag}" for tag in self.tags]
+
+    @property
+    def registry_host(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+
+@dataclass
+class BuildPlan:
+    images: list[ImagePlan]
+    backend: str
+    backend_reason: str
+    push: bool
+    registry: str
+    git: tagging.GitState
+    mirror: str | None
+    no_cache: bool = False
+    jobs: int = 2
+    pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
+
+
+def select_images(images: dict[str, ImageConfig], *, only: Iterable[str] = (), api_only: bool = False,
+                  frontend_only: bool = False) -> list[ImageConfig]:
+    if api_only and frontend_only:
+        raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
+    wanted = [n.strip() for n in only if n.strip()]
+    if api_only:
+        wanted.append("api")
+    if frontend_only:
+        wanted.append("frontend")
+    unknown = [n for n in wanted if n not in images]
+    if unknown:
+        raise ConfigError(f"unknown image {unknown[0]!r}; known: {', '.join(images)}")
+    return [images[n] for n in images if not wanted or n in wanted]
+
+
+def parse_platforms(value: str | None) -> list[str]:
+    platforms = [p.strip() for p in (value or "").split(",") if p.strip()]
+    for p in platforms:
+        if p.count("/") not in (1, 2):
+            raise ConfigError(f"--platform {p!r} is not OS/ARCH[/VARIANT], e.g. linux/amd64")
+    return platforms
+
+
+def make_plan(
+    session: Session,
+    *,
+    only: Iterable[str] = (),
+    api_only: bool = False,
+    frontend_only: bool = False,
+    extra_tags: Iterable[str] = (),
+    backend: str | None = None,
+    platforms: str | None = None,
+    push: bool = False,
+    force: bool = False,
+    no_cache: bool = False,
+    jobs: int = 2,
+) -> BuildPlan:
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be at least 1")
+    settings = session.settings
+    root = settings.project_root
+    configs = select_images(load_images(root), only=only, api_only=api_only, frontend_only=frontend_only)
+    git = tagging.read_git_state(root, session.runner, session.environ)
+    tags = tagging.plan_tags(git, extra_tags)
+    registry = settings["MOLTBUILD_REGISTRY"].rstrip("/")
+    if "/" not in registry:
+        raise ConfigError(f"MOLTBUILD_REGISTRY={registry!r} needs a namespace: HOST[:PORT]/NAMESPACE")
+    mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
+    if mirror:
+        mirror = baseimages.validate_mirror(mirror)
+    cli_platforms = parse_platforms(platforms)
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    version = tagging.version_of(git)
+
+    name, reason = choose_backend(backend or settings["MOLTBUILD_BACKEND"], session.backends,
+                                  session.storage, force=force)
+    if name == "kaniko":
+        raise ConfigError("the kaniko backend runs through `invoke kaniko.build`; use --backend "
+                          "buildah or docker here")
+    images = []
+    pulls: dict[str, str] = {}
+    for cfg in configs:
+        plats = cli_platforms or list(cfg.platforms)
+        digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, plats)
+        label_args = {"VERSION": version, "REVISION": git.sha, "CREATED": created, "SOURCE": git.source}
+        labels = {
+            "org.opencontainers.image.revision": git.sha,
+            "org.opencontainers.image.source": git.source,
+            "org.opencontainers.image.created": created,
+            "org.opencontainers.image.version": version,
+            INPUT_DIGEST_LABEL: digest,
+        }
+        bases = baseimages.dockerfile_bases(cfg.dockerfile, cfg.build_args)
+        for base in bases:
+            pulls[base] = baseimages.mirrored(base, mirror)
+        images.append(ImagePlan(
+            name=cfg.name, repository=f"{registry}/{cfg.repository}", tags=list(tags),
+            context=cfg.context, dockerfile=cfg.dockerfile,
+            build_args={**label_args, **cfg.build_args}, labels=labels, target=cfg.target,
+            platforms=plats, input_digest=digest, bases=bases,
+        ))
+    return BuildPlan(images=images, backend=name, backend_reason=reason, push=push, registry=registry,
+                     git=git, mirror=mirror, no_cache=no_cache, jobs=jobs, pulls=pulls)
+
+
+def render_plan(plan: BuildPlan) -> str:
+    git = plan.git
+    lines = [
+        f"backend:  {plan.backend}: {plan.backend_reason}",
+        f"revision: {git.sha} on {git.branch or '(detached)'}{' (dirty)' if git.dirty else ''}; "
+        f"default branch {git.default_branch}",
+        f"push:     {'yes, to ' + plan.registry if plan.push else 'no (add --push)'}",
+    ]
+    if plan.pulls:
+        lines.append("bases:    " + ", ".join(
+            base if base == src or baseimages.parse_ref(base).__str__() == src else f"{base} <- {src}"
+            for base, src in plan.pulls.items()))
+    rows = []
+    for img in plan.images:
+        rows.append((img.name, img.repository, ", ".join(img.tags), ",".join(img.platforms) or "native",
+                     img.input_digest[:19]))
+    lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
+    for img in plan.images:
+        args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
+        lines.append(f"\n{img.name} build args: {args}")
+    return "\n".join(lines)

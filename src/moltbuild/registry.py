@@ -1,0 +1,225 @@
+"""OCI distribution client on one requests.Session: auth challenges, Accept headers, retries."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import requests
+
+from .errors import RegistryError
+from .settings import Secret
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+TRANSIENT = {429, 500, 502, 503, 504}
+_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_registry(ref: str) -> tuple[str, str]:
+    """'127.0.0.1:5000/ardenone/api' -> ('127.0.0.1:5000', 'ardenone/api')."""
+    host, _, path = ref.partition("/")
+    if not path:
+        raise RegistryError(f"{ref!r} has no registry host; expected HOST[:PORT]/NAME")
+    return host, path
+
+
+@dataclass
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes = b""
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        host: str,
+        *,
+        username: str | None = None,
+        password: Secret | None = None,
+        insecure_hosts: list[str] | tuple[str, ...] = (),
+        ca_bundle: str | None = None,
+        timeout: float = 30,
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_wait: float = 60,
+    ):
+        self.host = host
+        self.plain_http = host in insecure_hosts
+        self.base = f"{'http' if self.plain_http else 'https'}://{host}"
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.session = requests.Session()
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.username and self.password)
+
+    def _basic(self) -> tuple[str, str] | None:
+        if not self.has_credentials:
+            return None
+        return (self.username or "", self.password.reveal() if self.password else "")
+
+    def _can_send_credentials(self, url: str) -> bool:
+        return url.startswith("https://") or self.plain_http or is_loopback(self.host)
+
+    def _bearer(self, challenge: str, scope: str | None) -> str:
+        params = dict(_CHALLENGE_RE.findall(challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            raise RegistryError(f"{self.host}: auth challenge without realm: {challenge[:100]}")
+        if scope:
+            params["scope"] = scope
+        key = f"{realm}|{params.get('scope', '')}"
+        cached = self._tokens.get(key)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        auth = self._basic() if self._can_send_credentials(realm) else None
+        resp = self._send("GET", realm, params=params, auth=auth)
+        if resp.status_code in (401, 403):
+            who = f"user {self.username!r}" if auth else "anonymous access"
+            raise RegistryError(
+                f"{self.host}: token service refused {who} for {params.get('scope', 'access')}; "
+                "check GITHUB_TOKEN/REGISTRY_PASSWORD"
+            )
+        resp.raise_for_status()
+        data = resp.json()
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise RegistryError(f"{self.host}: token service answered without a token")
+        ttl = float(data.get("expires_in") or 60)
+        self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
+        return token
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One request with bounded retries on connection errors, 429 and 5xx only."""
+        deadline = time.monotonic() + self.max_wait
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                if "WRONG_VERSION_NUMBER" in str(exc):
+                    raise RegistryError(
+                        f"{self.host} speaks plain HTTP; add it to MOLTBUILD_INSECURE_REGISTRIES "
+                        "if that is intended"
+                    ) from None
+                raise RegistryError(
+                    f"{self.host}: TLS verification failed ({_short(exc)}); set MOLTBUILD_REGISTRY_CA "
+                    "to the registry's CA bundle"
+                ) from None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt > self.retries or time.monotonic() >= deadline:
+                    raise RegistryError(
+                        f"{self.host}: unreachable after {attempt} attempts ({_short(exc)})"
+                    ) from None
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), max(deadline - time.monotonic(), 0)))
+                continue
+            if resp.status_code not in TRANSIENT or attempt > self.retries:
+                return resp
+            wait = _retry_after(resp) or self.backoff * 2 ** (attempt - 1)
+            if time.monotonic() + wait > deadline:
+                return resp
+            time.sleep(wait)
+
+    def request(self, method: str, path: str, *, scope: str | None = None, **kwargs) -> requests.Response:
+        url = urljoin(self.base + "/", path.lstrip("/"))
+        headers = dict(kwargs.pop("headers", {}) or {})
+        resp = self._send(method, url, headers=headers, **kwargs)
+        if resp.status_code != 401:
+            return resp
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            headers["Authorization"] = f"Bearer {self._bearer(challenge, scope)}"
+            return self._send(method, url, headers=headers, **kwargs)
+        if challenge.lower().startswith("basic") and self.has_credentials:
+            if not self._can_send_credentials(url):
+                raise RegistryError(
+                    f"{self.host}: refusing to send credentials over plain HTTP; use HTTPS or add "
+                    f"{self.host} to MOLTBUILD_INSECURE_REGISTRIES"
+                )
+            return self._send(method, url, headers=headers, auth=self._basic(), **kwargs)
+        return resp
+
+    # -- API ----------------------------------------------------------------------------------
+
+    def ping(self) -> int:
+        """Status of GET /v2/ after auth: 200 reachable and authorised, 401 needs credentials."""
+        return self.request("GET", "/v2/").status_code
+
+    def manifest(self, name: str, reference: str, *, method: str = "HEAD") -> Manifest | None:
+        resp = self.request(method, f"/v2/{name}/manifests/{reference}", scope=f"repository:{name}:pull",
+                            headers={"Accept": ACCEPT})
+        if resp.status_code == 404:
+            return None
+        self._raise_for(resp, f"manifest {name}:{reference}")
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        return Manifest(digest, resp.headers.get("Content-Type", ""), resp.content if method == "GET" else b"")
+
+    def tags(self, name: str) -> list[str]:
+        out: list[str] = []
+        path: str | None = f"/v2/{name}/tags/list"
+        while path:
+            resp = self.request("GET", path, scope=f"repository:{name}:pull")
+            if resp.status_code == 404:
+                return []
+            self._raise_for(resp, f"tags of {name}")
+            out += resp.json().get("tags") or []
+            link = resp.links.get("next", {}).get("url")
+            path = link
+        return out
+
+    def _raise_for(self, resp: requests.Response, what: str) -> None:
+        if resp.ok:
+            return
+        if resp.status_code == 401:
+            who = f"user {self.username!r}" if self.has_credentials else "no credentials"
+            raise RegistryError(f"{self.host}: 401 unauthorized reading {what} ({who} tried); "
+                                "set REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_USERNAME/GITHUB_TOKEN")
+        if resp.status_code == 403:
+            raise RegistryError(f"{self.host}: 403 forbidden for {what}; the token lacks the scope "
+                                "(write:packages to push, read:packages to read)")
+        raise RegistryError(f"{self.host}: {what} answered HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After", "")
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:160]

@@ -1,0 +1,100 @@
+"""The one tag plan: every step that pushes, verifies or deploys reads tags from here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError, MoltbuildError
+from .runner import Runner
+
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DEFAULT_SOURCE = "https://github.com/moltbook-org/moltbook"
+
+
+@dataclass(frozen=True)
+class GitState:
+    sha: str  # full 40 hex
+    branch: str | None  # None when detached and CI says nothing
+    default_branch: str
+    dirty: bool
+    source: str  # repository URL without credentials
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
+def validate_tag(tag: str, origin: str = "--tag") -> str:
+    if not TAG_RE.match(tag):
+        raise ConfigError(
+            f"{origin} {tag!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
+            "(not first), at most 128 characters"
+        )
+    return tag
+
+
+def sanitize_branch(branch: str) -> str:
+    """A branch name as a tag: invalid characters become '-', no leading '.'/'-'."""
+    tag = re.sub(r"[^A-Za-z0-9._-]+", "-", branch).lstrip(".-")[:128].rstrip(".-")
+    return tag
+
+
+def strip_credentials(url: str) -> str:
+    if "://" not in url:
+        # scp-like git@github.com:org/repo.git
+        host_path = url.split("@", 1)[-1].replace(":", "/", 1)
+        return "https://" + host_path.removesuffix(".git")
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(("https" if parts.scheme in ("http", "https", "ssh", "git") else parts.scheme,
+                       netloc, parts.path.removesuffix(".git"), "", ""))
+
+
+def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> GitState:
+    def git(*args: str, check: bool = True) -> str:
+        return runner.run(["git", "-C", str(repo), *args], mutates=False, check=check,
+                          timeout=30).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--verify", "HEAD")
+    except MoltbuildError:
+        raise ConfigError(
+            f"{repo} is not a git checkout with a commit; tags are derived from HEAD "
+            "(commit first, or run from the monorepo clone)"
+        ) from None
+    branch = git("symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
+    if branch is None:  # detached HEAD, usual in CI
+        branch = environ.get("GITHUB_HEAD_REF") or environ.get("GITHUB_REF_NAME") or None
+    origin_head = git("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
+    default = origin_head.split("/", 1)[1] if "/" in origin_head else (
+        git("config", "--get", "init.defaultBranch", check=False) or "main")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    remote = git("config", "--get", "remote.origin.url", check=False)
+    return GitState(sha=sha, branch=branch, default_branch=default, dirty=dirty,
+                    source=strip_credentials(remote) if remote else DEFAULT_SOURCE)
+
+
+def plan_tags(state: GitState, extra: Iterable[str] = ()) -> list[str]:
+    """sha-<7>[-dirty], the sanitised branch, latest (default branch, clean), then --tag values."""
+    tags = [f"sha-{state.short}" + ("-dirty" if state.dirty else "")]
+    if state.branch:
+        branch_tag = sanitize_branch(state.branch)
+        if branch_tag:
+            tags.append(validate_tag(branch_tag, "branch tag"))
+    if state.branch == state.default_branch and not state.dirty:
+        tags.append("latest")
+    for tag in extra:
+        validate_tag(tag)
+        if tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def version_of(state: GitState) -> str:
+    return f"sha-{state.short}" + ("-dirty" if state.dirty else "")

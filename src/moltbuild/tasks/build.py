@@ -1,0 +1,63 @@
+"""Build, push and tag tasks."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from .. import build as build_mod
+from .. import pipeline as pipeline_mod
+from .. import publish
+from . import edge
+
+BUILD_HELP = {
+    "push": "push every tag after building",
+    "api-only": "build only the api image",
+    "frontend-only": "build only the frontend image",
+    "only": "comma list of image names to build",
+    "tag": "extra tag (repeatable); added to sha-<7>, branch and latest",
+    "backend": "auto|docker|buildah (default: MOLTBUILD_BACKEND or auto)",
+    "platform": "comma list, e.g. linux/amd64,linux/arm64",
+    "no-cache": "do not reuse cached layers",
+    "jobs": "images built at once (default 2)",
+    "force": "use the docker backend even on nested overlay",
+    "dry-run": "print the plan and the exact commands; run nothing",
+}
+
+
+@task(iterable=["tag"], help=BUILD_HELP)
+@edge
+def build(c, push=False, api_only=False, frontend_only=False, only="", tag=None, backend=None,
+          platform=None, no_cache=False, jobs=2, force=False, dry_run=False):
+    """Build the images (and push with --push); writes build/images.json."""
+    build_mod.build_images(push=push, api_only=api_only, frontend_only=frontend_only, only=only,
+                           tags=tag, backend=backend, platform=platform, no_cache=no_cache,
+                           jobs=int(jobs), force=force, dry_run=dry_run)
+
+
+@task(help={"only": "comma list of image names", "dry-run": "print the commands; run nothing"})
+@edge
+def push(c, only="", dry_run=False):
+    """Push the images recorded in build/images.json by an earlier build."""
+    publish.push_built(only=only, dry_run=dry_run)
+
+
+@task(iterable=["tag"], help={"tag": "tag to add (repeatable)", "only": "comma list of image names",
+                              "dry-run": "print the commands; run nothing"})
+@edge
+def tag(c, tag=None, only="", dry_run=False):
+    """Add tags to the images of the last build and push them under those tags."""
+    if not tag:
+        from invoke import Exit
+
+        raise Exit("error: pass at least one --tag", code=2)
+    publish.push_built(only=only, dry_run=dry_run, add_tags=tag)
+
+
+@task(help={"jobs": "images built at once (default 2)"})
+@edge
+def pipeline(c, jobs=2):
+    """The main job: build both images, push (embedded registry if none set), verify digests."""
+    pipeline_mod.run_pipeline(jobs=int(jobs))
+
+
+ns = Collection(build, push, tag, pipeline)
