@@ -73,8 +73,8 @@ class RegistryClient:
         self.backoff = backoff
         self.max_wait = max_wait
         self.session = requests.Session()
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        # Passed per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment.
+        self.verify: str | bool = ca_bundle or True
         self._tokens: dict[str, tuple[str, float]] = {}
 
     # -- auth ---------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class RegistryClient:
         while True:
             attempt += 1
             try:
-                resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+                resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
             except requests.exceptions.SSLError as exc:
                 if "WRONG_VERSION_NUMBER" in str(exc):
                     raise RegistryError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CommandError, ToolMissingError
-from .settings import MASK, Secret
+from .settings import KEYS, MASK, Secret
 
 INSTALL_HINTS = {
     "buildah": "apt-get install -y buildah (or: invoke setup)",
@@ -33,6 +33,8 @@ INSTALL_HINTS = {
     "git": "apt-get install -y git",
     "mount": "apt-get install -y mount",
 }
+
+SECRET_ENV_KEYS = frozenset(k for k, spec in KEYS.items() if spec.secret)
 
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
@@ -121,8 +123,10 @@ class Runner:
     def mask_argv(self, argv: list[str]) -> list[str]:
         return [self.mask(a) for a in argv]
 
-    def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
-        return None if env is None else {**os.environ, **env}
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        # Children never inherit our secret settings: tools get them through stdin or files.
+        inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_KEYS}
+        return {**inherited, **(env or {})}
 
     def run(
         self,

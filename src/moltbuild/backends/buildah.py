@@ -120,7 +120,7 @@ class BuildahBackend(Backend):
         # registries.conf rewrites docker.io to the mirror, so the image keeps its Docker Hub name.
         argv = [*self.global_argv(), "pull", "--policy", "missing", "--authfile", self._file("auth.json"),
                 str(parse_ref(base))]
-        self.runner.run(argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}")
+        self.runner.run(argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}", echo=True)
 
     def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
         self.runner.stream(self.build_argv(image, no_cache=no_cache), prefix=prefix, env=self.env(),

@@ -101,7 +101,7 @@ class DockerBackend(Backend):
 
     def pull_base(self, base: str, source: str) -> None:
         self.runner.run([self.binary, "pull", source], env=self.env(), timeout=1800,
-                        what=f"pulling base image {base} from {source}")
+                        what=f"pulling base image {base} from {source}", echo=True)
         canonical = str(parse_ref(base))
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
             self.runner.run([self.binary, "tag", source, canonical], env=self.env(), timeout=60)

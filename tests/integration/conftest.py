@@ -1,0 +1,171 @@
+"""Real parts for integration tests: registries on 127.0.0.1, offline base images, a dockerd."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from moltbuild.localregistry import LocalRegistry, TLSFiles
+from moltbuild.registry import ACCEPT
+
+from tests.conftest import ROOT, need_root, need_tool
+from tests.support import offline_bases
+
+SECRET_PREFIXES = ("MOLTBUILD_", "GITHUB_", "REGISTRY_", "DOCKER_HOST")
+
+
+@pytest.fixture(scope="session")
+def build_tools() -> None:
+    need_root()
+    need_tool("buildah", "docker-registry", "git", "fuse-overlayfs")
+
+
+@pytest.fixture(scope="session")
+def mirror(build_tools, tmp_path_factory) -> Iterator[LocalRegistry]:
+    """A plain registry holding the offline stand-ins under mirror/library/... (also a push target)."""
+    base = tmp_path_factory.mktemp("mirror")
+    registry = LocalRegistry(base / "registry").start()
+    offline_bases.build_and_push(f"{registry.host}/mirror", storage_root=base / "bases-storage")
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_root(tmp_path_factory) -> Path:
+    """One buildah graphroot on plain disk for the session: later builds reuse pulled bases."""
+    return tmp_path_factory.mktemp("buildah") / "storage"
+
+
+@pytest.fixture()
+def git_project(project: Path) -> Path:
+    """The project copy as a git checkout on main with one commit."""
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (project / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "test"], check=True)
+    return project
+
+
+def head_short(project: Path) -> str:
+    return subprocess.run(["git", "-C", str(project), "rev-parse", "--short=7", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+def build_env(mirror: LocalRegistry, storage_root: Path, namespace: str, **extra: str) -> dict[str, str]:
+    defaults = {
+        "MOLTBUILD_REGISTRY": f"{mirror.host}/{namespace}",
+        "MOLTBUILD_INSECURE_REGISTRIES": mirror.host,
+        "MOLTBUILD_BASE_MIRROR": f"{mirror.host}/mirror",
+        "MOLTBUILD_STORAGE_ROOT": str(storage_root),
+    }
+    return clean_env(**{**defaults, **extra})
+
+
+def invoke(project: Path, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_report(project: Path) -> dict[str, dict]:
+    data = json.loads((project / "build" / "images.json").read_text())
+    assert data["version"] == 1
+    return {e["name"]: e for e in data["images"]}
+
+
+def registry_digest(url: str, name: str, tag: str, **kw) -> str | None:
+    resp = requests.head(f"{url}/v2/{name}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10, **kw)
+    if resp.status_code == 404:
+        return None
+    resp.raise_for_status()
+    return resp.headers["Docker-Content-Digest"]
+
+
+def registry_labels(url: str, name: str, tag: str, **kw) -> dict[str, str]:
+    manifest = requests.get(f"{url}/v2/{name}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10,
+                            **kw).json()
+    config = requests.get(f"{url}/v2/{name}/blobs/{manifest['config']['digest']}", timeout=10, **kw).json()
+    return config["config"].get("Labels") or {}
+
+
+def assert_report_matches_registry(project: Path, url: str, names: set[str], **kw) -> dict[str, dict]:
+    entries = read_report(project)
+    assert set(entries) == names
+    for entry in entries.values():
+        assert entry["pushed"] is True and entry["digest"].startswith("sha256:")
+        name = entry["repository"].split("/", 1)[1]
+        for tag in entry["tags"]:
+            assert registry_digest(url, name, tag, **kw) == entry["digest"], f"{name}:{tag}"
+    return entries
+
+
+# -- TLS and basic auth --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> TLSFiles:
+    import trustme
+
+    base = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(base / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(base / "server.crt"))
+    ca.cert_pem.write_to_path(str(base / "ca.crt"))
+    return TLSFiles(cert=base / "server.crt", key=base / "server.key", ca=base / "ca.crt")
+
+
+def htpasswd_file(path: Path, user: str, password: str) -> Path:
+    need_tool("htpasswd")
+    # htpasswd reads the password from stdin (-i): it never appears in argv.
+    subprocess.run(["htpasswd", "-iBc", str(path), user], input=password, text=True, check=True,
+                   capture_output=True)
+    return path
+
+
+# -- a real dockerd ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def dockerd(build_tools, mirror, tmp_path_factory) -> Iterator[str]:
+    need_tool("dockerd", "docker")
+    base = Path(f"/tmp/mb-dockerd-{os.getpid()}")  # short: unix socket paths are limited
+    base.mkdir(exist_ok=True)
+    sock = base / "docker.sock"
+    log = (base / "dockerd.log").open("w")
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
+         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}",
+         "--insecure-registry", mirror.host],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    host = f"unix://{sock}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ok = subprocess.run(["docker", "-H", host, "info"], capture_output=True).returncode == 0
+        if ok:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"dockerd exited: {(base / 'dockerd.log').read_text()[-800:]}")
+        time.sleep(0.2)
+    else:
+        pytest.fail("dockerd did not answer within 60s")
+    yield host
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""`invoke build` with buildah against real registries, for real."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from moltbuild.localregistry import LocalRegistry
+
+from tests.integration.conftest import (
+    assert_report_matches_registry,
+    build_env,
+    clean_env,
+    head_short,
+    htpasswd_file,
+    invoke,
+    read_report,
+    registry_labels,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_buildah_builds_and_pushes_both_apps(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "bboth")
+    out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    entries = assert_report_matches_registry(git_project, mirror.url, {"api", "frontend"})
+    sha = f"sha-{head_short(git_project)}"
+    for entry in entries.values():
+        assert entry["tags"] == [sha, "main", "latest"] and entry["backend"] == "buildah"
+        name = entry["repository"].split("/", 1)[1]
+        tags = requests.get(f"{mirror.url}/v2/{name}/tags/list", timeout=10).json()["tags"]
+        assert sha in tags
+        labels = registry_labels(mirror.url, name, sha)
+        assert labels["dev.moltbuild.input-digest"] == entry["input_digest"]
+        assert labels["org.opencontainers.image.revision"].startswith(sha[4:])
+    # output lines of the parallel builds carry the image name
+    assert "[api] " in out.stdout and "[frontend] " in out.stdout
+    assert "storage driver overlay" in out.stdout
+
+
+def test_api_only_builds_only_the_api_and_it_serves_health(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "bapi")
+    out = invoke(git_project, "build", "--api-only", "--backend", "buildah", "--tag", "rc1", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    entries = read_report(git_project)
+    assert set(entries) == {"api"} and entries["api"]["pushed"] is False
+    assert "rc1" in entries["api"]["tags"]
+    # The image really runs: start the server inside it and ask /healthz.
+    ref = f"{entries['api']['repository']}:rc1"
+    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
+    ctr = subprocess.run(["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    probe = ("import threading,urllib.request,json; from moltbook_api.app import make_server; "
+             "s=make_server('127.0.0.1',0); threading.Thread(target=s.serve_forever,daemon=True).start(); "
+             "print(urllib.request.urlopen(f'http://127.0.0.1:{s.server_address[1]}/healthz').read().decode())")
+    try:
+        res = subprocess.run(["buildah", *flags, "run", "--isolation", "chroot", ctr, "--", "python3", "-c",
+                              probe], capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"status": "ok"}
+
+
+def test_dry_run_starts_no_build_or_push(git_project, mirror, storage_root, tmp_path):
+    """A recording wrapper stands first on PATH: only read-only probes may reach buildah."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    wrapper = bindir / "buildah"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec /usr/bin/buildah "$@"\n')
+    wrapper.chmod(0o755)
+    env = build_env(mirror, storage_root, "bdry", PATH=f"{bindir}:{os.environ['PATH']}")
+    out = invoke(git_project, "build", "--push", "--dry-run", "--backend", "buildah", env=env)
+    assert out.returncode == 0, out.stderr
+    assert " bud " in out.stdout and " push " in out.stdout  # the plan shows the commands
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    assert all(line.startswith("version") for line in recorded), recorded
+    assert not (git_project / "build" / "images.json").exists()
+
+
+def test_one_failing_image_keeps_the_other_in_the_report(git_project, mirror, storage_root):
+    dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "COPY src/ /src/", "COPY src/ /src/\nRUN echo 'the frontend build broke here' >&2; exit 3"))
+    env = build_env(mirror, storage_root, "bfail")
+    out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
+    assert out.returncode != 0
+    assert "frontend" in out.stderr and "the frontend build broke here" in out.stderr
+    entries = read_report(git_project)
+    assert entries["api"]["pushed"] is True and entries["api"]["status"] == "pushed"
+    assert entries["frontend"]["status"] == "failed" and entries["frontend"]["pushed"] is False
+
+
+def _overlay_mount(tmp_path: Path) -> Path:
+    dirs = {n: tmp_path / n for n in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        d.mkdir()
+    libc = ctypes.CDLL(None, use_errno=True)
+    opts = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
+    assert libc.mount(b"overlay", str(dirs["merged"]).encode(), b"overlay", 0, opts.encode()) == 0
+    return dirs["merged"]
+
+
+def _path_without(tool: str, tmp_path: Path) -> str:
+    """A PATH with every tool of this machine except `tool`: as if it were not installed."""
+    bindir = tmp_path / "path-without"
+    bindir.mkdir()
+    for directory in os.environ["PATH"].split(":"):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.listdir(directory):
+            link = bindir / entry
+            if entry != tool and not link.exists():
+                link.symlink_to(os.path.join(directory, entry))
+    return str(bindir)
+
+
+def test_nested_overlay_without_fuse_builds_with_vfs_and_refuses_docker(git_project, mirror, tmp_path):
+    merged = _overlay_mount(tmp_path)
+    try:
+        env = build_env(mirror, merged / "storage", "bnested", PATH=_path_without("fuse-overlayfs", tmp_path))
+        doctor = invoke(git_project, "doctor", "--json", env=env)
+        report = json.loads(doctor.stdout)
+        assert report["storage"]["nested"] and report["storage"]["buildah_driver"] == "vfs"
+        out = invoke(git_project, "build", "--push", "--api-only", env=env)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "auto picked buildah" in out.stdout and "--storage-driver vfs" in out.stdout
+        assert_report_matches_registry(git_project, mirror.url, {"api"})
+        refused = invoke(git_project, "build", "--api-only", "--backend", "docker", env=env)
+        assert refused.returncode != 0
+        assert "refusing the docker backend" in refused.stderr and "buildah" in refused.stderr
+        forced = invoke(git_project, "build", "--api-only", "--backend", "docker", "--force", "--dry-run",
+                        env=env)
+        assert "refusing" not in forced.stderr
+    finally:
+        subprocess.run(["buildah", "--root", str(merged / "storage"), "--runroot", f"{merged}/storage-run",
+                        "--storage-driver", "vfs", "rmi", "--all", "--force"], capture_output=True)
+        ctypes.CDLL(None).umount2(str(merged).encode(), 2)
+
+
+CANARY = "ghp_CanaryTok3n0123456789abcdefXYZ"
+
+
+@pytest.fixture()
+def auth_registry(tmp_path, build_tools):
+    registry = LocalRegistry(tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", CANARY))
+    registry.start()
+    yield registry
+    registry.stop()
+
+
+def _sample_argv(stop: threading.Event, seen: list[str]) -> None:
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+                except OSError:
+                    pass
+        stop.wait(0.01)
+
+
+def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_root, auth_registry):
+    env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
+                    MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+                    REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=CANARY, GITHUB_TOKEN=CANARY)
+    stop, seen = threading.Event(), []
+    sampler = threading.Thread(target=_sample_argv, args=(stop, seen), daemon=True)
+    sampler.start()
+    try:
+        out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
+    finally:
+        stop.set()
+        sampler.join()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert any("buildah" in argv and "bud" in argv for argv in seen), "sampler saw no build"
+    assert not [argv for argv in seen if CANARY in argv]
+    assert CANARY not in out.stdout + out.stderr
+    assert CANARY not in (git_project / "build" / "images.json").read_text()
+    assert CANARY not in "".join(p.read_text() for p in (git_project / "build" / "logs").glob("*.log"))
+    assert_report_matches_registry(git_project, auth_registry.url, {"api", "frontend"}, auth=("ci", CANARY))
+
+
+def test_wrong_credentials_fail_before_any_build(git_project, mirror, storage_root, auth_registry):
+    env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
+                    MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+                    REGISTRY_USERNAME="ci", REGISTRY_PASSWORD="wrong-password")
+    out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
+    assert out.returncode != 0
+    assert "rejected the credentials from REGISTRY_USERNAME/REGISTRY_PASSWORD" in out.stderr
+    assert "STEP" not in out.stdout and "wrong-password" not in out.stdout + out.stderr
+    missing = invoke(git_project, "build", "--push", env=clean_env(**{
+        k: v for k, v in env.items() if k not in ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")}))
+    assert missing.returncode != 0 and "REGISTRY_USERNAME and REGISTRY_PASSWORD" in missing.stderr
+
+
+def test_ghcr_push_without_token_names_the_setting(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "x")
+    env.pop("MOLTBUILD_REGISTRY")
+    out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
+    assert out.returncode != 0
+    assert "GITHUB_USERNAME and GITHUB_TOKEN" in out.stderr and "STEP" not in out.stdout
+
+
+def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_files, tmp_path):
+    with LocalRegistry(tmp_path / "tlsreg", tls=tls_files) as registry:
+        env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{registry.host}/tls",
+                        MOLTBUILD_REGISTRY_CA=str(tls_files.ca))
+        out = invoke(git_project, "build", "--push", "--api-only", "--backend", "buildah", env=env)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "--cert-dir" in out.stdout
+        assert_report_matches_registry(git_project, registry.url, {"api"}, verify=str(tls_files.ca))
