@@ -6,9 +6,9 @@ from pathlib import Path
 # Let `invoke` work from a plain checkout whose dependencies are installed.
 sys.path.insert(0, str(Path(__file__).parent / "src"))
 
-from invoke import Collection  # noqa: E402
+from invoke import Collection
 
-from moltbuild.tasks import build, core, env  # noqa: E402
+from moltbuild.tasks import build, core, env
 
 ns = Collection()
 for module in (core, build):

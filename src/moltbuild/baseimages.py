@@ -104,8 +104,13 @@ def registries_conf(mirror: str | None, insecure: list[str]) -> str:
     if mirror:
         mirror = validate_mirror(mirror)
         host = mirror.split("/", 1)[0]
-        lines += ["[[registry]]", 'prefix = "docker.io"', f'location = "{mirror}"',
-                  f"insecure = {'true' if host in insecure else 'false'}", ""]
+        lines += [
+            "[[registry]]",
+            'prefix = "docker.io"',
+            f'location = "{mirror}"',
+            f"insecure = {'true' if host in insecure else 'false'}",
+            "",
+        ]
     for host in insecure:
         lines += ["[[registry]]", f'location = "{host}"', "insecure = true", ""]
     return "\n".join(lines)

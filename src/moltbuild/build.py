@@ -19,8 +19,9 @@ from .runner import terminate_all
 from .session import Session
 from .tables import render_table
 
-MIRROR_HINT = ("set MOLTBUILD_BASE_MIRROR=HOST[:PORT]/PREFIX to pull Docker Hub bases through a "
-               "mirror you can reach")
+MIRROR_HINT = (
+    "set MOLTBUILD_BASE_MIRROR=HOST[:PORT]/PREFIX to pull Docker Hub bases through a mirror you can reach"
+)
 
 
 @dataclass
@@ -125,14 +126,24 @@ def execute(session: Session, plan: BuildPlan, *, report_path: Path | None = Non
     if failed:
         first = failed[0]
         names = ", ".join(o.image.name for o in failed)
-        raise BuildError(f"{len(failed)} image(s) failed: {names}; {first.image.name}: {first.error}"
-                         + (f"\n(full log: {log_dir / (first.image.name + '.log')})" if log_dir else ""))
+        raise BuildError(
+            f"{len(failed)} image(s) failed: {names}; {first.image.name}: {first.error}"
+            + (f"\n(full log: {log_dir / (first.image.name + '.log')})" if log_dir else "")
+        )
     return outcomes
 
 
 def summary(outcomes: list[Outcome]) -> str:
-    rows = [(o.image.name, ", ".join(o.image.tags), o.digest or o.image_id[:19] or "-",
-             "yes" if o.pushed else "no", f"{o.duration_s:.1f}s") for o in outcomes]
+    rows = [
+        (
+            o.image.name,
+            ", ".join(o.image.tags),
+            o.digest or o.image_id[:19] or "-",
+            "yes" if o.pushed else "no",
+            f"{o.duration_s:.1f}s",
+        )
+        for o in outcomes
+    ]
     return render_table(("image", "tags", "digest", "pushed", "time"), rows)
 
 
@@ -157,8 +168,16 @@ def build_images(
     cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
     session = session or Session.create(cli=cli, dry_run=dry_run)
     plan = make_plan(
-        session, only=only.split(",") if only else (), api_only=api_only, frontend_only=frontend_only,
-        extra_tags=tags or (), push=push, platforms=platform, force=force, no_cache=no_cache, jobs=jobs,
+        session,
+        only=only.split(",") if only else (),
+        api_only=api_only,
+        frontend_only=frontend_only,
+        extra_tags=tags or (),
+        push=push,
+        platforms=platform,
+        force=force,
+        no_cache=no_cache,
+        jobs=jobs,
     )
     session.runner.say(render_plan(plan) + "\n")
     if dry_run:

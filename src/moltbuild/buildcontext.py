@@ -22,7 +22,7 @@ def dockerignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
         body = line[1:] if negate else line
         body = os.path.normpath(body.lstrip("/")).replace(os.sep, "/") if body.strip("/") else body
         patterns.append(("!" if negate else "") + "/" + body.lstrip("/"))
-    return pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    return pathspec.PathSpec.from_lines("gitignore", patterns)
 
 
 def context_files(context: Path) -> list[str]:
@@ -65,7 +65,10 @@ def input_digest(
         executable = os.access(path, os.X_OK) and not path.is_symlink()
         h.update(f"file {rel} {'x' if executable else '-'} {_file_digest(path)}\n".encode())
     h.update(b"dockerfile " + _file_digest(dockerfile).encode() + b"\n")
-    meta = {"build_args": dict(sorted(build_args.items())), "target": target or "",
-            "platforms": sorted(platforms)}
+    meta = {
+        "build_args": dict(sorted(build_args.items())),
+        "target": target or "",
+        "platforms": sorted(platforms),
+    }
     h.update(json.dumps(meta, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()

@@ -60,8 +60,9 @@ def preflight_push(host: str, settings: Settings, *, check_registry: bool = True
                 f"{host} requires credentials; set REGISTRY_USERNAME and REGISTRY_PASSWORD "
                 "(in .env.local or the environment)"
             )
-        raise RegistryError(f"{host} rejected the credentials from {creds.keys} (user "
-                            f"{creds.username!r}); check them")
+        raise RegistryError(
+            f"{host} rejected the credentials from {creds.keys} (user {creds.username!r}); check them"
+        )
     if status >= 400:
         raise RegistryError(f"{host}: GET /v2/ answered HTTP {status}; is this a container registry?")
     return creds

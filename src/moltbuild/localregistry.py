@@ -58,7 +58,8 @@ class LocalRegistry:
         lines = [
             "version: 0.1",
             "log: {level: warn}",
-            f"storage: {{filesystem: {{rootdirectory: {self.data_dir / 'data'}}}, delete: {{enabled: true}}}}",
+            f"storage: {{filesystem: {{rootdirectory: {self.data_dir / 'data'}}}, "
+            "delete: {enabled: true}}",
             "http:",
             f"  addr: {self.host}",
         ]
@@ -68,8 +69,10 @@ class LocalRegistry:
             lines.append(f"auth: {{htpasswd: {{realm: moltbuild, path: {self.htpasswd}}}}}")
         elif self.token_auth:
             t = self.token_auth
-            lines.append(f"auth: {{token: {{realm: {t['realm']}, service: {t['service']}, "
-                         f"issuer: {t['issuer']}, rootcertbundle: {t['rootcertbundle']}}}}}")
+            lines.append(
+                f"auth: {{token: {{realm: {t['realm']}, service: {t['service']}, "
+                f"issuer: {t['issuer']}, rootcertbundle: {t['rootcertbundle']}}}}}"
+            )
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> LocalRegistry:
@@ -77,7 +80,9 @@ class LocalRegistry:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "config.yml"
         config.write_text(self.config())
-        self._proc = self.runner.spawn([binary, "serve", str(config)], log_path=self.data_dir / "registry.log")
+        self._proc = self.runner.spawn(
+            [binary, "serve", str(config)], log_path=self.data_dir / "registry.log"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

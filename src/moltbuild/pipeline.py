@@ -42,11 +42,15 @@ def run_pipeline(*, jobs: int = 2) -> None:
     registry = None
     if probe.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
         registry = LocalRegistry(root / "build" / "registry", runner).start()
-        insecure = ",".join(filter(None, [probe.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host]))
+        insecure = ",".join(
+            filter(None, [probe.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
+        )
         os.environ["MOLTBUILD_REGISTRY"] = f"{registry.host}/ardenone"
         os.environ["MOLTBUILD_INSECURE_REGISTRIES"] = insecure
-        runner.say(f"pipeline: no registry configured; embedded registry on {registry.host} "
-                   f"(data under build/registry)")
+        runner.say(
+            f"pipeline: no registry configured; embedded registry on {registry.host} "
+            f"(data under build/registry)"
+        )
     try:
         session = Session.create(project_root=root)
         build_images(push=True, jobs=jobs, session=session)

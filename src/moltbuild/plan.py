@@ -55,8 +55,13 @@ class BuildPlan:
     pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
 
 
-def select_images(images: dict[str, ImageConfig], *, only: Iterable[str] = (), api_only: bool = False,
-                  frontend_only: bool = False) -> list[ImageConfig]:
+def select_images(
+    images: dict[str, ImageConfig],
+    *,
+    only: Iterable[str] = (),
+    api_only: bool = False,
+    frontend_only: bool = False,
+) -> list[ImageConfig]:
     if api_only and frontend_only:
         raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
     wanted = [n.strip() for n in only if n.strip()]
@@ -109,11 +114,13 @@ def make_plan(
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     version = tagging.version_of(git)
 
-    name, reason = choose_backend(backend or settings["MOLTBUILD_BACKEND"], session.backends,
-                                  session.storage, force=force)
+    name, reason = choose_backend(
+        backend or settings["MOLTBUILD_BACKEND"], session.backends, session.storage, force=force
+    )
     if name == "kaniko":
-        raise ConfigError("the kaniko backend runs through `invoke kaniko.build`; use --backend "
-                          "buildah or docker here")
+        raise ConfigError(
+            "the kaniko backend runs through `invoke kaniko.build`; use --backend buildah or docker here"
+        )
     images = []
     pulls: dict[str, str] = {}
     for cfg in configs:
@@ -130,14 +137,33 @@ def make_plan(
         bases = baseimages.dockerfile_bases(cfg.dockerfile, cfg.build_args)
         for base in bases:
             pulls[base] = baseimages.mirrored(base, mirror)
-        images.append(ImagePlan(
-            name=cfg.name, repository=f"{registry}/{cfg.repository}", tags=list(tags),
-            context=cfg.context, dockerfile=cfg.dockerfile,
-            build_args={**label_args, **cfg.build_args}, labels=labels, target=cfg.target,
-            platforms=plats, input_digest=digest, bases=bases,
-        ))
-    return BuildPlan(images=images, backend=name, backend_reason=reason, push=push, registry=registry,
-                     git=git, mirror=mirror, no_cache=no_cache, jobs=jobs, pulls=pulls)
+        images.append(
+            ImagePlan(
+                name=cfg.name,
+                repository=f"{registry}/{cfg.repository}",
+                tags=list(tags),
+                context=cfg.context,
+                dockerfile=cfg.dockerfile,
+                build_args={**label_args, **cfg.build_args},
+                labels=labels,
+                target=cfg.target,
+                platforms=plats,
+                input_digest=digest,
+                bases=bases,
+            )
+        )
+    return BuildPlan(
+        images=images,
+        backend=name,
+        backend_reason=reason,
+        push=push,
+        registry=registry,
+        git=git,
+        mirror=mirror,
+        no_cache=no_cache,
+        jobs=jobs,
+        pulls=pulls,
+    )
 
 
 def render_plan(plan: BuildPlan) -> str:
@@ -149,13 +175,24 @@ def render_plan(plan: BuildPlan) -> str:
         f"push:     {'yes, to ' + plan.registry if plan.push else 'no (add --push)'}",
     ]
     if plan.pulls:
-        lines.append("bases:    " + ", ".join(
-            base if base == src or baseimages.parse_ref(base).__str__() == src else f"{base} <- {src}"
-            for base, src in plan.pulls.items()))
+        lines.append(
+            "bases:    "
+            + ", ".join(
+                base if base == src or baseimages.parse_ref(base).__str__() == src else f"{base} <- {src}"
+                for base, src in plan.pulls.items()
+            )
+        )
     rows = []
     for img in plan.images:
-        rows.append((img.name, img.repository, ", ".join(img.tags), ",".join(img.platforms) or "native",
-                     img.input_digest[:19]))
+        rows.append(
+            (
+                img.name,
+                img.repository,
+                ", ".join(img.tags),
+                ",".join(img.platforms) or "native",
+                img.input_digest[:19],
+            )
+        )
     lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
     for img in plan.images:
         args = " ".join(f"{k}={v}" for k, v in img.build_args.items())

@@ -16,22 +16,37 @@ from .session import Session
 
 def _image_from_entry(entry: dict) -> ImagePlan:
     return ImagePlan(
-        name=entry["name"], repository=entry["repository"], tags=list(entry["tags"]),
-        context=Path("."), dockerfile=Path("Dockerfile"), build_args={}, labels={}, target=None,
-        platforms=list(entry.get("platforms") or []), input_digest=entry["input_digest"], bases=[],
+        name=entry["name"],
+        repository=entry["repository"],
+        tags=list(entry["tags"]),
+        context=Path("."),
+        dockerfile=Path("Dockerfile"),
+        build_args={},
+        labels={},
+        target=None,
+        platforms=list(entry.get("platforms") or []),
+        input_digest=entry["input_digest"],
+        bases=[],
     )
 
 
 def _built_entries(path: Path, names: list[str] | None) -> list[dict]:
     found = [e for e in report.entries(path, names) if e.get("status") in ("built", "pushed")]
     if not found:
-        raise ConfigError(f"{path} records no built image{' named ' + ', '.join(names) if names else ''}; "
-                          "run `invoke build` first")
+        raise ConfigError(
+            f"{path} records no built image{' named ' + ', '.join(names) if names else ''}; "
+            "run `invoke build` first"
+        )
     return found
 
 
-def push_built(*, only: str = "", dry_run: bool = False, add_tags: list[str] | None = None,
-               report_path: Path | None = None) -> list[dict]:
+def push_built(
+    *,
+    only: str = "",
+    dry_run: bool = False,
+    add_tags: list[str] | None = None,
+    report_path: Path | None = None,
+) -> list[dict]:
     """Push images recorded in the report (optionally under extra tags); update their entries."""
     session = Session.create(dry_run=dry_run)
     runner = session.runner
@@ -64,8 +79,14 @@ def push_built(*, only: str = "", dry_run: bool = False, add_tags: list[str] | N
                 raise MoltbuildError(f"{image.name}: {exc.message}", exit_code=exc.exit_code) from None
             if entry.get("digest") and digest and entry["pushed"] and digest != entry["digest"]:
                 runner.say(f"[{image.name}] note: digest changed from {entry['digest']} to {digest}")
-            entry = {**entry, "tags": image.tags, "digest": digest or entry.get("digest"), "pushed": True,
-                     "status": "pushed", "duration_s": round(time.monotonic() - start, 2)}
+            entry = {
+                **entry,
+                "tags": image.tags,
+                "digest": digest or entry.get("digest"),
+                "pushed": True,
+                "status": "pushed",
+                "duration_s": round(time.monotonic() - start, 2),
+            }
             if not dry_run:
                 report.update_image(path, entry)
             updated.append(entry)

@@ -179,13 +179,19 @@ class RegistryClient:
         return self.request("GET", "/v2/").status_code
 
     def manifest(self, name: str, reference: str, *, method: str = "HEAD") -> Manifest | None:
-        resp = self.request(method, f"/v2/{name}/manifests/{reference}", scope=f"repository:{name}:pull",
-                            headers={"Accept": ACCEPT})
+        resp = self.request(
+            method,
+            f"/v2/{name}/manifests/{reference}",
+            scope=f"repository:{name}:pull",
+            headers={"Accept": ACCEPT},
+        )
         if resp.status_code == 404:
             return None
         self._raise_for(resp, f"manifest {name}:{reference}")
         digest = resp.headers.get("Docker-Content-Digest", "")
-        return Manifest(digest, resp.headers.get("Content-Type", ""), resp.content if method == "GET" else b"")
+        return Manifest(
+            digest, resp.headers.get("Content-Type", ""), resp.content if method == "GET" else b""
+        )
 
     def tags(self, name: str) -> list[str]:
         out: list[str] = []
@@ -205,11 +211,15 @@ class RegistryClient:
             return
         if resp.status_code == 401:
             who = f"user {self.username!r}" if self.has_credentials else "no credentials"
-            raise RegistryError(f"{self.host}: 401 unauthorized reading {what} ({who} tried); "
-                                "set REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_USERNAME/GITHUB_TOKEN")
+            raise RegistryError(
+                f"{self.host}: 401 unauthorized reading {what} ({who} tried); "
+                "set REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_USERNAME/GITHUB_TOKEN"
+            )
         if resp.status_code == 403:
-            raise RegistryError(f"{self.host}: 403 forbidden for {what}; the token lacks the scope "
-                                "(write:packages to push, read:packages to read)")
+            raise RegistryError(
+                f"{self.host}: 403 forbidden for {what}; the token lacks the scope "
+                "(write:packages to push, read:packages to read)"
+            )
         raise RegistryError(f"{self.host}: {what} answered HTTP {resp.status_code}: {resp.text[:200]}")
 
 

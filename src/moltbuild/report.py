@@ -13,8 +13,17 @@ from filelock import FileLock
 from .errors import ConfigError
 
 VERSION = 1
-FIELDS = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed",
-          "platforms", "duration_s")
+FIELDS = (
+    "name",
+    "repository",
+    "tags",
+    "digest",
+    "input_digest",
+    "backend",
+    "pushed",
+    "platforms",
+    "duration_s",
+)
 
 
 def default_path(project_root: Path) -> Path:
@@ -27,10 +36,14 @@ def read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); delete it and "
-                          "build again") from None
-    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(
-            data.get("images"), list):
+        raise ConfigError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); delete it and build again"
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != VERSION
+        or not isinstance(data.get("images"), list)
+    ):
         raise ConfigError(f"{path}: not a version {VERSION} build report; delete it and build again")
     return data
 

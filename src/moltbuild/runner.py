@@ -245,13 +245,21 @@ class Runner:
             raise CommandError(result.argv, proc.returncode, result.stdout, what=what)
         return result
 
-    def spawn(self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def spawn(
+        self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start a background service (a local registry, a daemon); output goes to `log_path`."""
         self._check_argv(argv)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=self._env(env), start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(env),
+                start_new_session=True,
+            )
         with _live_lock:
             _live.add(proc)
         return proc

@@ -52,14 +52,22 @@ def strip_credentials(url: str) -> str:
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit(("https" if parts.scheme in ("http", "https", "ssh", "git") else parts.scheme,
-                       netloc, parts.path.removesuffix(".git"), "", ""))
+    return urlunsplit(
+        (
+            "https" if parts.scheme in ("http", "https", "ssh", "git") else parts.scheme,
+            netloc,
+            parts.path.removesuffix(".git"),
+            "",
+            "",
+        )
+    )
 
 
 def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> GitState:
     def git(*args: str, check: bool = True) -> str:
-        return runner.run(["git", "-C", str(repo), *args], mutates=False, check=check,
-                          timeout=30).stdout.strip()
+        return runner.run(
+            ["git", "-C", str(repo), *args], mutates=False, check=check, timeout=30
+        ).stdout.strip()
 
     try:
         sha = git("rev-parse", "--verify", "HEAD")
@@ -72,12 +80,20 @@ def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> Gi
     if branch is None:  # detached HEAD, usual in CI
         branch = environ.get("GITHUB_HEAD_REF") or environ.get("GITHUB_REF_NAME") or None
     origin_head = git("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
-    default = origin_head.split("/", 1)[1] if "/" in origin_head else (
-        git("config", "--get", "init.defaultBranch", check=False) or "main")
+    default = (
+        origin_head.split("/", 1)[1]
+        if "/" in origin_head
+        else (git("config", "--get", "init.defaultBranch", check=False) or "main")
+    )
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     remote = git("config", "--get", "remote.origin.url", check=False)
-    return GitState(sha=sha, branch=branch, default_branch=default, dirty=dirty,
-                    source=strip_credentials(remote) if remote else DEFAULT_SOURCE)
+    return GitState(
+        sha=sha,
+        branch=branch,
+        default_branch=default,
+        dirty=dirty,
+        source=strip_credentials(remote) if remote else DEFAULT_SOURCE,
+    )
 
 
 def plan_tags(state: GitState, extra: Iterable[str] = ()) -> list[str]:

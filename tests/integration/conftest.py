@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from moltbuild.localregistry import LocalRegistry, TLSFiles
 from moltbuild.registry import ACCEPT
-
 from tests.conftest import ROOT, need_root, need_tool
 from tests.support import offline_bases
 
@@ -38,10 +39,23 @@ def mirror(build_tools, tmp_path_factory) -> Iterator[LocalRegistry]:
     registry.stop()
 
 
+def release_storage(root: Path, driver: str = "overlay") -> None:
+    """Remove buildah's containers and images under `root` and the mounts it leaves behind."""
+    flags = ["--root", str(root), "--runroot", f"{root}-run", "--storage-driver", driver]
+    subprocess.run(["buildah", *flags, "rm", "--all"], capture_output=True)
+    subprocess.run(["buildah", *flags, "rmi", "--all", "--force"], capture_output=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(str(root))), key=len, reverse=True):
+        libc.umount2(point.encode(), 2)  # MNT_DETACH
+
+
 @pytest.fixture(scope="session")
-def storage_root(tmp_path_factory) -> Path:
+def storage_root(build_tools, tmp_path_factory) -> Iterator[Path]:
     """One buildah graphroot on plain disk for the session: later builds reuse pulled bases."""
-    return tmp_path_factory.mktemp("buildah") / "storage"
+    root = tmp_path_factory.mktemp("buildah") / "storage"
+    yield root
+    release_storage(root)
 
 
 @pytest.fixture()
@@ -56,8 +70,12 @@ def git_project(project: Path) -> Path:
 
 
 def head_short(project: Path) -> str:
-    return subprocess.run(["git", "-C", str(project), "rev-parse", "--short=7", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(project), "rev-parse", "--short=7", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -76,9 +94,17 @@ def build_env(mirror: LocalRegistry, storage_root: Path, namespace: str, **extra
     return clean_env(**{**defaults, **extra})
 
 
-def invoke(project: Path, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def invoke(
+    project: Path, *args: str, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_report(project: Path) -> dict[str, dict]:
@@ -96,8 +122,9 @@ def registry_digest(url: str, name: str, tag: str, **kw) -> str | None:
 
 
 def registry_labels(url: str, name: str, tag: str, **kw) -> dict[str, str]:
-    manifest = requests.get(f"{url}/v2/{name}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10,
-                            **kw).json()
+    manifest = requests.get(
+        f"{url}/v2/{name}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10, **kw
+    ).json()
     config = requests.get(f"{url}/v2/{name}/blobs/{manifest['config']['digest']}", timeout=10, **kw).json()
     return config["config"].get("Labels") or {}
 
@@ -115,6 +142,7 @@ def assert_report_matches_registry(project: Path, url: str, names: set[str], **k
 
 # -- TLS and basic auth --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory) -> TLSFiles:
     import trustme
@@ -131,12 +159,14 @@ def tls_files(tmp_path_factory) -> TLSFiles:
 def htpasswd_file(path: Path, user: str, password: str) -> Path:
     need_tool("htpasswd")
     # htpasswd reads the password from stdin (-i): it never appears in argv.
-    subprocess.run(["htpasswd", "-iBc", str(path), user], input=password, text=True, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["htpasswd", "-iBc", str(path), user], input=password, text=True, check=True, capture_output=True
+    )
     return path
 
 
 # -- a real dockerd ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def dockerd(build_tools, mirror, tmp_path_factory) -> Iterator[str]:
@@ -146,10 +176,22 @@ def dockerd(build_tools, mirror, tmp_path_factory) -> Iterator[str]:
     sock = base / "docker.sock"
     log = (base / "dockerd.log").open("w")
     proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}",
-         "--insecure-registry", mirror.host],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "dockerd",
+            "--data-root",
+            str(base / "data"),
+            "--exec-root",
+            str(base / "exec"),
+            "--pidfile",
+            str(base / "docker.pid"),
+            "-H",
+            f"unix://{sock}",
+            "--insecure-registry",
+            mirror.host,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     host = f"unix://{sock}"
     deadline = time.monotonic() + 60

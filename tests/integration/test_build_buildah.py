@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from moltbuild.localregistry import LocalRegistry
 
+from moltbuild.localregistry import LocalRegistry
 from tests.integration.conftest import (
     assert_report_matches_registry,
     build_env,
@@ -22,6 +23,7 @@ from tests.integration.conftest import (
     invoke,
     read_report,
     registry_labels,
+    release_storage,
 )
 
 pytestmark = pytest.mark.integration
@@ -56,14 +58,21 @@ def test_api_only_builds_only_the_api_and_it_serves_health(git_project, mirror, 
     # The image really runs: start the server inside it and ask /healthz.
     ref = f"{entries['api']['repository']}:rc1"
     flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
-    ctr = subprocess.run(["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    probe = ("import threading,urllib.request,json; from moltbook_api.app import make_server; "
-             "s=make_server('127.0.0.1',0); threading.Thread(target=s.serve_forever,daemon=True).start(); "
-             "print(urllib.request.urlopen(f'http://127.0.0.1:{s.server_address[1]}/healthz').read().decode())")
+    ctr = subprocess.run(
+        ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    probe = (
+        "import threading,urllib.request,json; from moltbook_api.app import make_server; "
+        "s=make_server('127.0.0.1',0); threading.Thread(target=s.serve_forever,daemon=True).start(); "
+        "print(urllib.request.urlopen(f'http://127.0.0.1:{s.server_address[1]}/healthz').read().decode())"
+    )
     try:
-        res = subprocess.run(["buildah", *flags, "run", "--isolation", "chroot", ctr, "--", "python3", "-c",
-                              probe], capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            ["buildah", *flags, "run", "--isolation", "chroot", ctr, "--", "python3", "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
     assert res.returncode == 0, res.stderr
@@ -89,8 +98,11 @@ def test_dry_run_starts_no_build_or_push(git_project, mirror, storage_root, tmp_
 
 def test_one_failing_image_keeps_the_other_in_the_report(git_project, mirror, storage_root):
     dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace(
-        "COPY src/ /src/", "COPY src/ /src/\nRUN echo 'the frontend build broke here' >&2; exit 3"))
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "COPY src/ /src/", "COPY src/ /src/\nRUN echo 'the frontend build broke here' >&2; exit 3"
+        )
+    )
     env = build_env(mirror, storage_root, "bfail")
     out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
     assert out.returncode != 0
@@ -138,12 +150,12 @@ def test_nested_overlay_without_fuse_builds_with_vfs_and_refuses_docker(git_proj
         refused = invoke(git_project, "build", "--api-only", "--backend", "docker", env=env)
         assert refused.returncode != 0
         assert "refusing the docker backend" in refused.stderr and "buildah" in refused.stderr
-        forced = invoke(git_project, "build", "--api-only", "--backend", "docker", "--force", "--dry-run",
-                        env=env)
+        forced = invoke(
+            git_project, "build", "--api-only", "--backend", "docker", "--force", "--dry-run", env=env
+        )
         assert "refusing" not in forced.stderr
     finally:
-        subprocess.run(["buildah", "--root", str(merged / "storage"), "--runroot", f"{merged}/storage-run",
-                        "--storage-driver", "vfs", "rmi", "--all", "--force"], capture_output=True)
+        release_storage(merged / "storage", "vfs")
         ctypes.CDLL(None).umount2(str(merged).encode(), 2)
 
 
@@ -152,7 +164,9 @@ CANARY = "ghp_CanaryTok3n0123456789abcdefXYZ"
 
 @pytest.fixture()
 def auth_registry(tmp_path, build_tools):
-    registry = LocalRegistry(tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", CANARY))
+    registry = LocalRegistry(
+        tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", CANARY)
+    )
     registry.start()
     yield registry
     registry.stop()
@@ -162,17 +176,22 @@ def _sample_argv(stop: threading.Event, seen: list[str]) -> None:
     while not stop.is_set():
         for pid in os.listdir("/proc"):
             if pid.isdigit():
-                try:
+                with contextlib.suppress(OSError):
                     seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
-                except OSError:
-                    pass
         stop.wait(0.01)
 
 
 def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_root, auth_registry):
-    env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
-                    MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
-                    REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=CANARY, GITHUB_TOKEN=CANARY)
+    env = build_env(
+        mirror,
+        storage_root,
+        "x",
+        MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
+        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+        REGISTRY_USERNAME="ci",
+        REGISTRY_PASSWORD=CANARY,
+        GITHUB_TOKEN=CANARY,
+    )
     stop, seen = threading.Event(), []
     sampler = threading.Thread(target=_sample_argv, args=(stop, seen), daemon=True)
     sampler.start()
@@ -191,15 +210,27 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
 
 
 def test_wrong_credentials_fail_before_any_build(git_project, mirror, storage_root, auth_registry):
-    env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
-                    MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
-                    REGISTRY_USERNAME="ci", REGISTRY_PASSWORD="wrong-password")
+    env = build_env(
+        mirror,
+        storage_root,
+        "x",
+        MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
+        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+        REGISTRY_USERNAME="ci",
+        REGISTRY_PASSWORD="wrong-password",
+    )
     out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
     assert out.returncode != 0
     assert "rejected the credentials from REGISTRY_USERNAME/REGISTRY_PASSWORD" in out.stderr
     assert "STEP" not in out.stdout and "wrong-password" not in out.stdout + out.stderr
-    missing = invoke(git_project, "build", "--push", env=clean_env(**{
-        k: v for k, v in env.items() if k not in ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")}))
+    missing = invoke(
+        git_project,
+        "build",
+        "--push",
+        env=clean_env(
+            **{k: v for k, v in env.items() if k not in ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")}
+        ),
+    )
     assert missing.returncode != 0 and "REGISTRY_USERNAME and REGISTRY_PASSWORD" in missing.stderr
 
 
@@ -213,8 +244,13 @@ def test_ghcr_push_without_token_names_the_setting(git_project, mirror, storage_
 
 def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_files, tmp_path):
     with LocalRegistry(tmp_path / "tlsreg", tls=tls_files) as registry:
-        env = build_env(mirror, storage_root, "x", MOLTBUILD_REGISTRY=f"{registry.host}/tls",
-                        MOLTBUILD_REGISTRY_CA=str(tls_files.ca))
+        env = build_env(
+            mirror,
+            storage_root,
+            "x",
+            MOLTBUILD_REGISTRY=f"{registry.host}/tls",
+            MOLTBUILD_REGISTRY_CA=str(tls_files.ca),
+        )
         out = invoke(git_project, "build", "--push", "--api-only", "--backend", "buildah", env=env)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "--cert-dir" in out.stdout

@@ -18,8 +18,19 @@ from pathlib import Path
 BUSYBOX = "/bin/busybox"
 PYTHON = "/usr/bin/python3.11"
 STDLIB = Path("/usr/lib/python3.11")
-SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-               "config-3.11-x86_64-linux-gnu", "unittest", "site-packages", "dist-packages"}
+SKIP_STDLIB = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "config-3.11-x86_64-linux-gnu",
+    "unittest",
+    "site-packages",
+    "dist-packages",
+}
 IMAGES = {"busybox": "library/busybox:1.36", "python": "library/python:3.12-slim"}
 
 
@@ -84,13 +95,27 @@ def build_and_push(mirror: str, *, storage_root: Path, insecure: bool = True) ->
                 rootfs = Path(tmp) / "rootfs"
                 (_python_rootfs if name == "python" else _busybox_rootfs)(rootfs)
                 sh("buildah", *gflags, "copy", ctr, f"{rootfs}/.", "/")
-            sh("buildah", *gflags, "config", "--cmd", "/bin/sh" if name == "busybox" else "python3",
-               "--env", "PATH=/usr/local/bin:/usr/bin:/bin", ctr)
+            sh(
+                "buildah",
+                *gflags,
+                "config",
+                "--cmd",
+                "/bin/sh" if name == "busybox" else "python3",
+                "--env",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                ctr,
+            )
             sh("buildah", *gflags, "commit", "--format", "docker", ctr, ref)
         finally:
             subprocess.run(["buildah", *gflags, "rm", ctr], capture_output=True)
-        sh("buildah", *gflags, "push", f"--tls-verify={'false' if insecure else 'true'}", ref,
-           f"docker://{ref}")
+        sh(
+            "buildah",
+            *gflags,
+            "push",
+            f"--tls-verify={'false' if insecure else 'true'}",
+            ref,
+            f"docker://{ref}",
+        )
         refs[name] = ref
     return refs
 
@@ -103,8 +128,9 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("needs root (chroot, buildah storage)")
     with tempfile.TemporaryDirectory(prefix="offline-bases-") as tmp:
-        for name, ref in build_and_push(args.mirror, storage_root=Path(tmp) / "storage",
-                                        insecure=not args.secure).items():
+        for name, ref in build_and_push(
+            args.mirror, storage_root=Path(tmp) / "storage", insecure=not args.secure
+        ).items():
             print(f"{name}: {ref}")
 
 

@@ -42,7 +42,11 @@ class BackendStatus:
 
 
 def retry_transient(
-    action: Callable[[], T], *, attempts: int = 3, backoff: float = 2.0, say: Callable[[str], None] = print,
+    action: Callable[[], T],
+    *,
+    attempts: int = 3,
+    backoff: float = 2.0,
+    say: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run `action`, retrying CommandErrors whose output looks transient, with backoff."""
@@ -53,8 +57,10 @@ def retry_transient(
             if attempt == attempts or not TRANSIENT_RE.search(exc.tail):
                 raise
             delay = backoff * 2 ** (attempt - 1)
-            say(f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {attempt + 1}/"
-                f"{attempts} in {delay:.0f}s")
+            say(
+                f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {attempt + 1}/"
+                f"{attempts} in {delay:.0f}s"
+            )
             sleep(delay)
     raise AssertionError("unreachable")
 

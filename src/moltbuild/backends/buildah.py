@@ -24,21 +24,30 @@ class BuildahBackend(Backend):
 
     def status(self) -> BackendStatus:
         if not self.tool_path():
-            return BackendStatus(self.name, False, False, "buildah not installed",
-                                 "invoke setup (or: apt-get install -y buildah fuse-overlayfs)")
+            return BackendStatus(
+                self.name,
+                False,
+                False,
+                "buildah not installed",
+                "invoke setup (or: apt-get install -y buildah fuse-overlayfs)",
+            )
         try:
             res = self.runner.run([self.binary, "version", "--json"], mutates=False, timeout=15)
             version = json.loads(res.stdout).get("version", "?")
         except (MoltbuildError, ValueError) as exc:
-            return BackendStatus(self.name, True, False, f"buildah does not run: {exc}",
-                                 "reinstall buildah (invoke setup)")
+            return BackendStatus(
+                self.name, True, False, f"buildah does not run: {exc}", "reinstall buildah (invoke setup)"
+            )
         fix = ""
         if not self.storage.overlay_ok and not self.storage.fuse_overlayfs:
             fix = "apt-get install -y fuse-overlayfs for faster builds than vfs"
         return BackendStatus(
-            self.name, True, True,
+            self.name,
+            True,
+            True,
             f"buildah {version}, daemonless; storage driver {self.storage.driver_label} "
-            f"at {self.storage.path}", fix,
+            f"at {self.storage.path}",
+            fix,
         )
 
     # -- argv, kept pure -----------------------------------------------------------------------
@@ -72,9 +81,22 @@ class BuildahBackend(Backend):
         return {"CONTAINERS_REGISTRIES_CONF": self._file("registries.conf"), "BUILDAH_ISOLATION": "chroot"}
 
     def build_argv(self, image: ImagePlan, *, no_cache: bool = False) -> list[str]:
-        argv = [*self.global_argv(), "bud", "--isolation", "chroot", "--format", "docker", "--layers",
-                "--pull=false", "--authfile", self._file("auth.json"), "--iidfile", self.iidfile(image),
-                "-f", str(image.dockerfile)]
+        argv = [
+            *self.global_argv(),
+            "bud",
+            "--isolation",
+            "chroot",
+            "--format",
+            "docker",
+            "--layers",
+            "--pull=false",
+            "--authfile",
+            self._file("auth.json"),
+            "--iidfile",
+            self.iidfile(image),
+            "-f",
+            str(image.dockerfile),
+        ]
         if len(image.platforms) > 1:
             argv += ["--platform", ",".join(image.platforms), "--manifest", image.refs[0]]
         else:
@@ -90,11 +112,23 @@ class BuildahBackend(Backend):
         return [*argv, str(image.context)]
 
     def push_argv(self, image: ImagePlan, ref: str, digestfile: str) -> list[str]:
-        common = ["--authfile", self._file("auth.json"), *self.tls_argv(image.registry_host),
-                  "--digestfile", digestfile]
+        common = [
+            "--authfile",
+            self._file("auth.json"),
+            *self.tls_argv(image.registry_host),
+            "--digestfile",
+            digestfile,
+        ]
         if len(image.platforms) > 1:
-            return [*self.global_argv(), "manifest", "push", "--all", *common, image.refs[0],
-                    f"docker://{ref}"]
+            return [
+                *self.global_argv(),
+                "manifest",
+                "push",
+                "--all",
+                *common,
+                image.refs[0],
+                f"docker://{ref}",
+            ]
         return [*self.global_argv(), "push", *common, ref, f"docker://{ref}"]
 
     # -- actions -------------------------------------------------------------------------------
@@ -111,20 +145,46 @@ class BuildahBackend(Backend):
 
     def login(self, host: str, creds: Credentials) -> None:
         self.runner.run(
-            [self.binary, "login", "--authfile", self._file("auth.json"), *self.tls_argv(host),
-             "--username", creds.username, "--password-stdin", host],
-            stdin=creds.password, env=self.env(), timeout=120, what=f"buildah login to {host}",
+            [
+                self.binary,
+                "login",
+                "--authfile",
+                self._file("auth.json"),
+                *self.tls_argv(host),
+                "--username",
+                creds.username,
+                "--password-stdin",
+                host,
+            ],
+            stdin=creds.password,
+            env=self.env(),
+            timeout=120,
+            what=f"buildah login to {host}",
         )
 
     def pull_base(self, base: str, source: str) -> None:
         # registries.conf rewrites docker.io to the mirror, so the image keeps its Docker Hub name.
-        argv = [*self.global_argv(), "pull", "--policy", "missing", "--authfile", self._file("auth.json"),
-                str(parse_ref(base))]
-        self.runner.run(argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}", echo=True)
+        argv = [
+            *self.global_argv(),
+            "pull",
+            "--policy",
+            "missing",
+            "--authfile",
+            self._file("auth.json"),
+            str(parse_ref(base)),
+        ]
+        self.runner.run(
+            argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}", echo=True
+        )
 
     def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
-        self.runner.stream(self.build_argv(image, no_cache=no_cache), prefix=prefix, env=self.env(),
-                           log_path=log_path, what=f"buildah build of {image.name}")
+        self.runner.stream(
+            self.build_argv(image, no_cache=no_cache),
+            prefix=prefix,
+            env=self.env(),
+            log_path=log_path,
+            what=f"buildah build of {image.name}",
+        )
 
     def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
         digests = []
@@ -133,7 +193,8 @@ class BuildahBackend(Backend):
             argv = self.push_argv(image, ref, digestfile)
             retry_transient(
                 lambda argv=argv, ref=ref: self.runner.stream(
-                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"),
+                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"
+                ),
                 say=lambda line: self.runner.say(prefix + line),
             )
             if not self.runner.dry_run:

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..plan import ImagePlan
 
-NESTED_FIX = ("use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
-              "or --force to try docker anyway")
+NESTED_FIX = (
+    "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
+    "or --force to try docker anyway"
+)
 
 
 class DockerBackend(Backend):
@@ -29,7 +31,8 @@ class DockerBackend(Backend):
         try:
             res = self.runner.run(
                 [self.binary, "info", "--format", "{{.ServerVersion}}|{{.Driver}}"],
-                mutates=False, timeout=15,
+                mutates=False,
+                timeout=15,
             )
         except CommandError as exc:
             return (exc.tail.strip().splitlines() or [str(exc)])[-1]
@@ -42,17 +45,29 @@ class DockerBackend(Backend):
 
     def status(self) -> BackendStatus:
         if not self.tool_path():
-            return BackendStatus(self.name, False, False, "docker CLI not installed",
-                                 "install Docker, or use buildah (invoke setup)")
+            return BackendStatus(
+                self.name,
+                False,
+                False,
+                "docker CLI not installed",
+                "install Docker, or use buildah (invoke setup)",
+            )
         info = self.daemon_info()
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if isinstance(info, str):
-            return BackendStatus(self.name, True, False, f"no Docker daemon answers at {host}: {info}",
-                                 "start Docker or set DOCKER_HOST; in a devpod use buildah")
+            return BackendStatus(
+                self.name,
+                True,
+                False,
+                f"no Docker daemon answers at {host}: {info}",
+                "start Docker or set DOCKER_HOST; in a devpod use buildah",
+            )
         version, driver = info
         if self.storage.nested:
             return BackendStatus(
-                self.name, True, False,
+                self.name,
+                True,
+                False,
                 f"daemon {version} answers, but {self.storage.path} is on nested overlay: "
                 "docker build fails with 'mount source: \"overlay\" ... invalid argument'",
                 NESTED_FIX,
@@ -67,8 +82,14 @@ class DockerBackend(Backend):
     # -- argv, kept pure -----------------------------------------------------------------------
 
     def build_argv(self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False) -> list[str]:
-        argv = [self.binary, *(["buildx", "build", "--load"] if buildx else ["build"]),
-                "--iidfile", self.iidfile(image), "-f", str(image.dockerfile)]
+        argv = [
+            self.binary,
+            *(["buildx", "build", "--load"] if buildx else ["build"]),
+            "--iidfile",
+            self.iidfile(image),
+            "-f",
+            str(image.dockerfile),
+        ]
         argv += [a for ref in image.refs for a in ("-t", ref)]
         argv += [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
         argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
@@ -96,36 +117,54 @@ class DockerBackend(Backend):
             (config / "cli-plugins").symlink_to(plugins)
 
     def login(self, host: str, creds: Credentials) -> None:
-        self.runner.run([self.binary, "login", "--username", creds.username, "--password-stdin", host],
-                        stdin=creds.password, env=self.env(), timeout=120, what=f"docker login to {host}")
+        self.runner.run(
+            [self.binary, "login", "--username", creds.username, "--password-stdin", host],
+            stdin=creds.password,
+            env=self.env(),
+            timeout=120,
+            what=f"docker login to {host}",
+        )
 
     def pull_base(self, base: str, source: str) -> None:
-        self.runner.run([self.binary, "pull", source], env=self.env(), timeout=1800,
-                        what=f"pulling base image {base} from {source}", echo=True)
+        self.runner.run(
+            [self.binary, "pull", source],
+            env=self.env(),
+            timeout=1800,
+            what=f"pulling base image {base} from {source}",
+            echo=True,
+        )
         canonical = str(parse_ref(base))
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
             self.runner.run([self.binary, "tag", source, canonical], env=self.env(), timeout=60)
 
     def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
         if len(image.platforms) > 1:
-            raise ConfigError(f"{image.name}: the docker backend builds one platform at a time here; "
-                              "use --backend buildah for multi-platform images")
+            raise ConfigError(
+                f"{image.name}: the docker backend builds one platform at a time here; "
+                "use --backend buildah for multi-platform images"
+            )
         argv = self.build_argv(image, no_cache=no_cache, buildx=self.has_buildx)
-        self.runner.stream(argv, prefix=prefix, env=self.env(), log_path=log_path,
-                           what=f"docker build of {image.name}")
+        self.runner.stream(
+            argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"docker build of {image.name}"
+        )
 
     def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
         for ref in image.refs:
             argv = [self.binary, "push", ref]
             retry_transient(
                 lambda argv=argv, ref=ref: self.runner.stream(
-                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"),
+                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"
+                ),
                 say=lambda line: self.runner.say(prefix + line),
             )
         if self.runner.dry_run:
             return ""
-        res = self.runner.run([self.binary, "image", "inspect", "--format", "{{json .RepoDigests}}",
-                               image.refs[0]], env=self.env(), mutates=False, timeout=60)
+        res = self.runner.run(
+            [self.binary, "image", "inspect", "--format", "{{json .RepoDigests}}", image.refs[0]],
+            env=self.env(),
+            mutates=False,
+            timeout=60,
+        )
         for entry in json.loads(res.stdout or "[]") or []:
             repo, _, digest = entry.partition("@")
             if repo == image.repository:

@@ -26,12 +26,34 @@ BUILD_HELP = {
 
 @task(iterable=["tag"], help=BUILD_HELP)
 @edge
-def build(c, push=False, api_only=False, frontend_only=False, only="", tag=None, backend=None,
-          platform=None, no_cache=False, jobs=2, force=False, dry_run=False):
+def build(
+    c,
+    push=False,
+    api_only=False,
+    frontend_only=False,
+    only="",
+    tag=None,
+    backend=None,
+    platform=None,
+    no_cache=False,
+    jobs=2,
+    force=False,
+    dry_run=False,
+):
     """Build the images (and push with --push); writes build/images.json."""
-    build_mod.build_images(push=push, api_only=api_only, frontend_only=frontend_only, only=only,
-                           tags=tag, backend=backend, platform=platform, no_cache=no_cache,
-                           jobs=int(jobs), force=force, dry_run=dry_run)
+    build_mod.build_images(
+        push=push,
+        api_only=api_only,
+        frontend_only=frontend_only,
+        only=only,
+        tags=tag,
+        backend=backend,
+        platform=platform,
+        no_cache=no_cache,
+        jobs=int(jobs),
+        force=force,
+        dry_run=dry_run,
+    )
 
 
 @task(help={"only": "comma list of image names", "dry-run": "print the commands; run nothing"})
@@ -41,8 +63,14 @@ def push(c, only="", dry_run=False):
     publish.push_built(only=only, dry_run=dry_run)
 
 
-@task(iterable=["tag"], help={"tag": "tag to add (repeatable)", "only": "comma list of image names",
-                              "dry-run": "print the commands; run nothing"})
+@task(
+    iterable=["tag"],
+    help={
+        "tag": "tag to add (repeatable)",
+        "only": "comma list of image names",
+        "dry-run": "print the commands; run nothing",
+    },
+)
 @edge
 def tag(c, tag=None, only="", dry_run=False):
     """Add tags to the images of the last build and push them under those tags."""

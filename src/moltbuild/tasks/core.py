@@ -31,4 +31,3 @@ def setup(c, dry_run=False):
 
 
 ns = Collection(doctor, setup)
-

@@ -1,0 +1,156 @@
+"""Backends build their commands as pure argv lists: checked here as tables."""
+
+from pathlib import Path
+
+import pytest
+
+from moltbuild.backends import make_backend
+from moltbuild.backends.base import retry_transient
+from moltbuild.errors import CommandError
+from moltbuild.plan import ImagePlan
+from moltbuild.probe import StorageVerdict
+from moltbuild.runner import Runner
+from moltbuild.settings import load_settings
+
+
+def image(**kw) -> ImagePlan:
+    base = dict(
+        name="api",
+        repository="reg:5000/ns/moltbook-api",
+        tags=["sha-abc1234", "main"],
+        context=Path("/ctx"),
+        dockerfile=Path("/ctx/Dockerfile"),
+        build_args={"VERSION": "v"},
+        labels={"a.b": "c"},
+        target=None,
+        platforms=[],
+        input_digest="sha256:1",
+        bases=[],
+    )
+    return ImagePlan(**(base | kw))
+
+
+def storage(overlay_ok=True, fuse=None) -> StorageVerdict:
+    return StorageVerdict(
+        path="/s",
+        mount_point="/",
+        fstype="ext4",
+        overlay_ok=overlay_ok,
+        nested=not overlay_ok,
+        method="mount",
+        detail="",
+        fuse_overlayfs=fuse,
+    )
+
+
+def backend(name, tmp_path, environ=None, verdict=None):
+    settings = load_settings(tmp_path, environ=environ or {}, tool_config={})
+    b = make_backend(name, Runner(dry_run=True), settings, verdict or storage())
+    b.workdir = tmp_path
+    return b
+
+
+@pytest.mark.parametrize(
+    "verdict, root, expected",
+    [
+        (storage(), None, ["buildah", "--storage-driver", "overlay"]),
+        (
+            storage(False, "/usr/bin/fuse-overlayfs"),
+            None,
+            [
+                "buildah",
+                "--storage-driver",
+                "overlay",
+                "--storage-opt",
+                "overlay.mount_program=/usr/bin/fuse-overlayfs",
+            ],
+        ),
+        (storage(False), "/g", ["buildah", "--storage-driver", "vfs", "--root", "/g", "--runroot", "/g-run"]),
+    ],
+)
+def test_buildah_global_flags_follow_the_storage_probe(tmp_path, verdict, root, expected):
+    env = {"MOLTBUILD_STORAGE_ROOT": root} if root else {}
+    assert backend("buildah", tmp_path, env, verdict).global_argv() == expected
+
+
+def test_buildah_build_argv(tmp_path):
+    argv = backend("buildah", tmp_path).build_argv(image(target="final"), no_cache=True)
+    assert argv[:4] == ["buildah", "--storage-driver", "overlay", "bud"]
+    assert argv[argv.index("--isolation") + 1] == "chroot"
+    assert argv[argv.index("--format") + 1] == "docker"
+    assert argv[argv.index("-t") : argv.index("-t") + 2] == ["-t", "reg:5000/ns/moltbook-api:sha-abc1234"]
+    assert "--build-arg" in argv and "VERSION=v" in argv and "a.b=c" in argv
+    assert argv[-4:] == ["--target", "final", "--no-cache", "/ctx"]
+
+
+def test_buildah_multi_platform_builds_a_manifest(tmp_path):
+    b = backend("buildah", tmp_path)
+    img = image(platforms=["linux/amd64", "linux/arm64"])
+    argv = b.build_argv(img)
+    assert argv[argv.index("--platform") + 1] == "linux/amd64,linux/arm64"
+    assert argv[argv.index("--manifest") + 1] == img.refs[0] and "-t" not in argv
+    push = b.push_argv(img, img.refs[1], "/d")
+    assert push[3:6] == ["manifest", "push", "--all"] and push[-1] == f"docker://{img.refs[1]}"
+
+
+@pytest.mark.parametrize(
+    "environ, tls",
+    [
+        ({"MOLTBUILD_INSECURE_REGISTRIES": "reg:5000"}, ["--tls-verify=false"]),
+        ({"MOLTBUILD_REGISTRY_CA": "/ca.pem"}, ["--cert-dir"]),
+        ({}, []),
+    ],
+)
+def test_buildah_push_argv_tls(tmp_path, environ, tls):
+    b = backend("buildah", tmp_path, environ)
+    argv = b.push_argv(image(), "reg:5000/ns/moltbook-api:main", "/d/digest")
+    assert argv[3] == "push" and argv[-2:] == [
+        "reg:5000/ns/moltbook-api:main",
+        "docker://reg:5000/ns/moltbook-api:main",
+    ]
+    assert argv[argv.index("--digestfile") + 1] == "/d/digest"
+    for flag in tls:
+        assert flag in argv
+    assert "--tls-verify=false" in argv if tls == ["--tls-verify=false"] else "--tls-verify=false" not in argv
+
+
+@pytest.mark.parametrize(
+    "buildx, head", [(False, ["docker", "build"]), (True, ["docker", "buildx", "build", "--load"])]
+)
+def test_docker_build_argv(tmp_path, buildx, head):
+    argv = backend("docker", tmp_path).build_argv(image(platforms=["linux/arm64"]), buildx=buildx)
+    assert argv[: len(head)] == head
+    assert argv[argv.index("--platform") + 1] == "linux/arm64" and argv[-1] == "/ctx"
+    assert argv.count("-t") == 2
+
+
+def fails(*tails):
+    calls = []
+
+    def action():
+        calls.append(1)
+        if len(calls) <= len(tails):
+            raise CommandError(["buildah", "push"], 1, tails[len(calls) - 1])
+        return "done"
+
+    return action, calls
+
+
+def test_retry_transient_retries_network_errors_only():
+    action, calls = fails("read: connection reset by peer", "received unexpected HTTP status: 503")
+    assert retry_transient(action, say=lambda _: None, sleep=lambda _: None) == "done" and len(calls) == 3
+    action, calls = fails("unauthorized: authentication required")
+    with pytest.raises(CommandError):
+        retry_transient(action, say=lambda _: None, sleep=lambda _: None)
+    assert len(calls) == 1
+    action, calls = fails("timeout", "timeout", "timeout")
+    with pytest.raises(CommandError):
+        retry_transient(action, attempts=3, say=lambda _: None, sleep=lambda _: None)
+    assert len(calls) == 3
+
+
+def test_runner_masks_secrets_and_refuses_them_in_argv():
+    runner = Runner(dry_run=True, secrets=["s3cret"])
+    assert runner.describe(["tool", "--x=s3cret"], {"K": "s3cret"}) == "+ K=**** tool --x=****"
+    with pytest.raises(CommandError, match="refusing to pass a secret in argv"):
+        runner.run(["tool", "--password", "s3cret"])
