@@ -29,7 +29,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """`invoke build` in an isolated venv; pass flags after --, e.g. nox -s build -- --push --api-only."""
+    install(session)
+    session.run("invoke", "build", *session.posargs)
+
+
+@nox.session(default=False)
 def pipeline(session: nox.Session) -> None:
     """The main job: set up, check this machine, build, push and verify both images."""
     install(session)

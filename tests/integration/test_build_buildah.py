@@ -6,8 +6,11 @@ import contextlib
 import ctypes
 import json
 import os
+import signal
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -255,3 +258,44 @@ def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_fil
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "--cert-dir" in out.stdout
         assert_report_matches_registry(git_project, registry.url, {"api"}, verify=str(tls_files.ca))
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if text in cmd and "pytest" not in cmd:
+                    found.append(cmd)
+    return found
+
+
+def test_ctrl_c_stops_every_child(git_project, mirror, storage_root):
+    dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("COPY src/ /src/", "COPY src/ /src/\nRUN sleep 120"))
+    env = build_env(mirror, storage_root, "bint")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "build", "--backend", "buildah"],
+        cwd=git_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if "RUN sleep 120" in line:
+                break
+        time.sleep(1)
+        assert _processes_mentioning("sleep 120"), "the build step never started"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 15
+    while _processes_mentioning("sleep 120") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning("sleep 120")
+    assert not _processes_mentioning("bud --isolation chroot")
