@@ -37,6 +37,13 @@ def build(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def verify(session: nox.Session) -> None:
+    """`invoke verify`: every reported image:tag is in the registry with its digest."""
+    install(session)
+    session.run("invoke", "verify", *session.posargs)
+
+
+@nox.session(default=False)
 def pipeline(session: nox.Session) -> None:
     """The main job: set up, check this machine, build, push and verify both images."""
     install(session)

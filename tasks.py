@@ -8,10 +8,10 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env
+from moltbuild.tasks import build, core, env, registry
 
 ns = Collection()
-for module in (core, build):
+for module in (core, build, registry):
     for task in module.ns.tasks.values():
         ns.add_task(task)
 ns.add_collection(env.ns)

@@ -12,9 +12,10 @@ from typing import Any
 from . import report
 from .backends import make_backend
 from .backends.base import Backend
-from .credentials import preflight_push
+from .credentials import preflight_push, registry_client
 from .errors import BuildError, CommandError, MoltbuildError
-from .plan import BuildPlan, ImagePlan
+from .plan import INPUT_DIGEST_LABEL, BuildPlan, ImagePlan, cache_tag
+from .registry import RegistryClient
 from .runner import terminate_all
 from .session import Session
 from .tables import render_table
@@ -31,6 +32,7 @@ class Outcome:
     digest: str = ""
     image_id: str = ""
     pushed: bool = False
+    skipped: bool = False
     duration_s: float = 0.0
     error: str = ""
 
@@ -47,6 +49,7 @@ def report_entry(plan: BuildPlan, out: Outcome) -> dict[str, Any]:
         "pushed": out.pushed,
         "platforms": img.platforms,
         "duration_s": round(out.duration_s, 2),
+        "skipped": out.skipped,
         "status": "pushed" if out.pushed else ("built" if out.ok else "failed"),
         "image_id": out.image_id or None,
         "revision": plan.git.sha,
@@ -55,9 +58,34 @@ def report_entry(plan: BuildPlan, out: Outcome) -> dict[str, Any]:
     }
 
 
-def _pull_bases(backend: Backend, plan: BuildPlan) -> None:
+def reuse_unchanged(client: RegistryClient, img: ImagePlan, say) -> Outcome | None:
+    """When the registry already has an image built from the same inputs, tag it remotely."""
+    start = time.monotonic()
+    name = img.repository.split("/", 1)[1]
+    cached = cache_tag(img.input_digest)
+    found = client.manifest(name, cached)
+    if found is None:
+        return None
+    config = client.image_config(name, cached) or {}
+    labels = (config.get("config") or {}).get("Labels") or {}
+    if labels.get(INPUT_DIGEST_LABEL) != img.input_digest:
+        say(f"[{img.name}] {cached} exists but its label does not match; building")
+        return None
+    for tag in img.tags:
+        if tag != cached:
+            client.copy(name, cached, name, tag)
+    say(f"[{img.name}] unchanged inputs: reused {found.digest[:19]}, tagged {', '.join(img.tags)}")
+    return Outcome(
+        img, ok=True, digest=found.digest, pushed=True, skipped=True, duration_s=time.monotonic() - start
+    )
+
+
+def _pull_bases(backend: Backend, plan: BuildPlan, images: list[ImagePlan]) -> None:
+    needed = {base for img in images for base in img.bases}
     for base, source in plan.pulls.items():
-        users = ", ".join(i.name for i in plan.images if base in i.bases)
+        if base not in needed:
+            continue
+        users = ", ".join(i.name for i in images if base in i.bases)
         try:
             backend.pull_base(base, source)
         except CommandError as exc:
@@ -101,13 +129,24 @@ def execute(session: Session, plan: BuildPlan, *, report_path: Path | None = Non
     creds = preflight_push(host, settings, check_registry=not runner.dry_run) if plan.push else None
     log_dir = None if runner.dry_run else report_path.parent / "logs"
     outcomes: list[Outcome] = []
+    to_build = list(plan.images)
+    if plan.push and not plan.rebuild and not runner.dry_run:
+        client = registry_client(host, settings, creds)
+        for img in plan.images:
+            reused = reuse_unchanged(client, img, runner.say)
+            if reused:
+                outcomes.append(reused)
+                report.update_image(report_path, report_entry(plan, reused), version=report.VERSION)
+                to_build.remove(img)
+    if not to_build:
+        return sorted(outcomes, key=lambda o: o.image.name)
     with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
         backend.prepare(Path(tmp), plan.mirror)
         if creds:
             backend.login(host, creds)
-        _pull_bases(backend, plan)
-        pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(plan.images)) or 1)
-        futures = {pool.submit(_build_one, backend, plan, img, log_dir): img for img in plan.images}
+        _pull_bases(backend, plan, to_build)
+        pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(to_build)))
+        futures = {pool.submit(_build_one, backend, plan, img, log_dir): img for img in to_build}
         try:
             for fut in cf.as_completed(futures):
                 out = fut.result()
@@ -159,6 +198,7 @@ def build_images(
     no_cache: bool = False,
     jobs: int = 2,
     force: bool = False,
+    rebuild: bool = False,
     dry_run: bool = False,
     session: Session | None = None,
 ) -> list[Outcome]:

@@ -5,34 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import report
+from . import report, verify
 from .build import build_images
 from .config import find_project_root
-from .credentials import credentials_for, registry_client
-from .errors import RegistryError
 from .localregistry import LocalRegistry
 from .runner import Runner
 from .session import Session
-from .tables import render_table
 
 
-def verify_report(session: Session, path: Path) -> list[tuple[str, str, str, str, str]]:
+def verify_report(session: Session, path: Path) -> None:
     """Every tag of every pushed image, HEAD over HTTP with the OCI/Docker Accept headers."""
-    rows, bad = [], []
-    for entry in report.entries(path):
-        host, name = entry["repository"].split("/", 1)
-        client = registry_client(host, session.settings, credentials_for(host, session.settings))
-        for tag in entry["tags"]:
-            found = client.manifest(name, tag)
-            actual = found.digest if found else "missing"
-            verdict = "ok" if actual == entry["digest"] else "MISMATCH"
-            rows.append((entry["name"], tag, entry["digest"] or "-", actual, verdict))
-            if verdict != "ok":
-                bad.append(f"{entry['repository']}:{tag}")
-    session.runner.say(render_table(("image", "tag", "report digest", "registry digest", "verdict"), rows))
-    if bad:
-        raise RegistryError(f"registry does not serve the reported digest for {', '.join(bad)}")
-    return rows
+    checks = verify.verify(session.settings, report_path=path)
+    session.runner.say(verify.render(checks))
+    verify.raise_on_failure(checks)
 
 
 def run_pipeline(*, jobs: int = 2) -> None:

@@ -16,6 +16,12 @@ from .session import Session
 from .tables import render_table
 
 INPUT_DIGEST_LABEL = "dev.moltbuild.input-digest"
+CACHE_TAG_PREFIX = "input-"
+
+
+def cache_tag(input_digest: str) -> str:
+    """The tag that finds an image by its inputs in the registry (the registry is the cache)."""
+    return CACHE_TAG_PREFIX + input_digest.removeprefix("sha256:")[:32]
 
 
 @dataclass
@@ -52,6 +58,7 @@ class BuildPlan:
     mirror: str | None
     no_cache: bool = False
     jobs: int = 2
+    rebuild: bool = False
     pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
 
 
@@ -96,6 +103,7 @@ def make_plan(
     force: bool = False,
     no_cache: bool = False,
     jobs: int = 2,
+    rebuild: bool = False,
 ) -> BuildPlan:
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1")
@@ -141,7 +149,7 @@ def make_plan(
             ImagePlan(
                 name=cfg.name,
                 repository=f"{registry}/{cfg.repository}",
-                tags=list(tags),
+                tags=[*tags, cache_tag(digest)] if push else list(tags),
                 context=cfg.context,
                 dockerfile=cfg.dockerfile,
                 build_args={**label_args, **cfg.build_args},
@@ -163,6 +171,7 @@ def make_plan(
         no_cache=no_cache,
         jobs=jobs,
         pulls=pulls,
+        rebuild=rebuild,
     )
 
 
@@ -173,6 +182,7 @@ def render_plan(plan: BuildPlan) -> str:
         f"revision: {git.sha} on {git.branch or '(detached)'}{' (dirty)' if git.dirty else ''}; "
         f"default branch {git.default_branch}",
         f"push:     {'yes, to ' + plan.registry if plan.push else 'no (add --push)'}",
+        f"reuse:    {_reuse_line(plan)}",
     ]
     if plan.pulls:
         lines.append(
@@ -198,3 +208,14 @@ def render_plan(plan: BuildPlan) -> str:
         args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
         lines.append(f"\n{img.name} build args: {args}")
     return "\n".join(lines)
+
+
+def _reuse_line(plan: BuildPlan) -> str:
+    if not plan.push:
+        return "no (the registry is the cache: only with --push)"
+    if plan.rebuild:
+        return "no (--rebuild)"
+    return (
+        f"an image already pushed with the same inputs ({CACHE_TAG_PREFIX}<digest> tag) "
+        "is retagged, not rebuilt"
+    )

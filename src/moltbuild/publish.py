@@ -46,8 +46,11 @@ def push_built(
     dry_run: bool = False,
     add_tags: list[str] | None = None,
     report_path: Path | None = None,
+    require_tags: bool = False,
 ) -> list[dict]:
     """Push images recorded in the report (optionally under extra tags); update their entries."""
+    if require_tags and not add_tags:
+        raise ConfigError("pass at least one --tag (or --source REF to retag in the registry)")
     session = Session.create(dry_run=dry_run)
     runner = session.runner
     path = report_path or report.default_path(session.settings.project_root)

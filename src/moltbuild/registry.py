@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -76,6 +78,7 @@ class RegistryClient:
         # Passed per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment.
         self.verify: str | bool = ca_bundle or True
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._basic_known = False
 
     # -- auth ---------------------------------------------------------------------------------
 
@@ -91,9 +94,9 @@ class RegistryClient:
     def _can_send_credentials(self, url: str) -> bool:
         return url.startswith("https://") or self.plain_http or is_loopback(self.host)
 
-    def _bearer(self, challenge: str, scope: str | None) -> str:
-        params = dict(_CHALLENGE_RE.findall(challenge))
-        realm = params.pop("realm", None)
+    def _bearer(self, challenge: str, scope: str | list[str] | None) -> str:
+        params: dict[str, str | list[str]] = dict(_CHALLENGE_RE.findall(challenge))
+        realm = str(params.pop("realm", ""))
         if not realm:
             raise RegistryError(f"{self.host}: auth challenge without realm: {challenge[:100]}")
         if scope:
@@ -102,7 +105,12 @@ class RegistryClient:
         cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        auth = self._basic() if self._can_send_credentials(realm) else None
+        if self.has_credentials and not self._can_send_credentials(realm):
+            raise RegistryError(
+                f"{self.host}: refusing to send credentials to token service {realm} over plain HTTP; "
+                f"add {self.host} to MOLTBUILD_INSECURE_REGISTRIES only if you trust that network"
+            )
+        auth = self._basic()
         resp = self._send("GET", realm, params=params, auth=auth)
         if resp.status_code in (401, 403):
             who = f"user {self.username!r}" if auth else "anonymous access"
@@ -153,9 +161,13 @@ class RegistryClient:
                 return resp
             time.sleep(wait)
 
-    def request(self, method: str, path: str, *, scope: str | None = None, **kwargs) -> requests.Response:
-        url = urljoin(self.base + "/", path.lstrip("/"))
+    def request(
+        self, method: str, path: str, *, scope: str | list[str] | None = None, **kwargs
+    ) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else urljoin(self.base + "/", path.lstrip("/"))
         headers = dict(kwargs.pop("headers", {}) or {})
+        if self._basic_known and self.has_credentials:
+            kwargs["auth"] = self._basic()
         resp = self._send(method, url, headers=headers, **kwargs)
         if resp.status_code != 401:
             return resp
@@ -163,12 +175,13 @@ class RegistryClient:
         if challenge.lower().startswith("bearer"):
             headers["Authorization"] = f"Bearer {self._bearer(challenge, scope)}"
             return self._send(method, url, headers=headers, **kwargs)
-        if challenge.lower().startswith("basic") and self.has_credentials:
+        if challenge.lower().startswith("basic") and self.has_credentials and "auth" not in kwargs:
             if not self._can_send_credentials(url):
                 raise RegistryError(
                     f"{self.host}: refusing to send credentials over plain HTTP; use HTTPS or add "
                     f"{self.host} to MOLTBUILD_INSECURE_REGISTRIES"
                 )
+            self._basic_known = True
             return self._send(method, url, headers=headers, auth=self._basic(), **kwargs)
         return resp
 
@@ -179,6 +192,7 @@ class RegistryClient:
         return self.request("GET", "/v2/").status_code
 
     def manifest(self, name: str, reference: str, *, method: str = "HEAD") -> Manifest | None:
+        """A manifest by tag or digest (None when the registry has no such tag/digest)."""
         resp = self.request(
             method,
             f"/v2/{name}/manifests/{reference}",
@@ -189,38 +203,136 @@ class RegistryClient:
             return None
         self._raise_for(resp, f"manifest {name}:{reference}")
         digest = resp.headers.get("Docker-Content-Digest", "")
+        if method == "GET" and not digest:
+            digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
         return Manifest(
-            digest, resp.headers.get("Content-Type", ""), resp.content if method == "GET" else b""
+            digest,
+            resp.headers.get("Content-Type", "").split(";")[0],
+            resp.content if method == "GET" else b"",
         )
 
-    def tags(self, name: str) -> list[str]:
+    def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT",
+            f"/v2/{name}/manifests/{reference}",
+            scope=f"repository:{name}:pull,push",
+            data=body,
+            headers={"Content-Type": media_type},
+        )
+        self._raise_for(resp, f"manifest push of {name}:{reference}", pushing=True)
+        return resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def tags(self, name: str, *, page_size: int | None = None) -> list[str]:
+        """Every tag, following `Link: <...>; rel="next"` pagination."""
         out: list[str] = []
-        path: str | None = f"/v2/{name}/tags/list"
+        path: str | None = f"/v2/{name}/tags/list" + (f"?n={page_size}" if page_size else "")
         while path:
             resp = self.request("GET", path, scope=f"repository:{name}:pull")
             if resp.status_code == 404:
-                return []
+                raise RegistryError(
+                    f"{self.host}: repository {name} not found (name unknown); check the "
+                    "image name and MOLTBUILD_REGISTRY"
+                )
             self._raise_for(resp, f"tags of {name}")
             out += resp.json().get("tags") or []
-            link = resp.links.get("next", {}).get("url")
-            path = link
+            path = resp.links.get("next", {}).get("url")
         return out
 
-    def _raise_for(self, resp: requests.Response, what: str) -> None:
+    def blob(self, name: str, digest: str) -> bytes:
+        resp = self.request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+        self._raise_for(resp, f"blob {digest[:19]} of {name}")
+        return resp.content
+
+    def has_blob(self, name: str, digest: str) -> bool:
+        resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+        return resp.status_code == 200
+
+    def mount_blob(self, name: str, digest: str, source: str) -> None:
+        """Make `digest` of `source` available in `name`: a cross-repository mount, else a copy."""
+        if self.has_blob(name, digest):
+            return
+        scopes = [f"repository:{name}:pull,push", f"repository:{source}:pull"]
+        resp = self.request("POST", f"/v2/{name}/blobs/uploads/?mount={digest}&from={source}", scope=scopes)
+        if resp.status_code == 201:
+            return
+        self._raise_for(resp, f"blob mount into {name}", pushing=True)
+        # 202: the registry opened an upload instead of mounting; upload the bytes ourselves.
+        location = resp.headers["Location"]
+        data = self.blob(source, digest)
+        sep = "&" if "?" in location else "?"
+        put = self.request(
+            "PUT",
+            f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
+            scope=scopes,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._raise_for(put, f"blob upload into {name}", pushing=True)
+
+    def image_config(self, name: str, reference: str) -> dict | None:
+        """The image config (labels live in ["config"]["Labels"]); for an index, its first image's."""
+        found = self.manifest(name, reference, method="GET")
+        if found is None:
+            return None
+        doc = json.loads(found.body)
+        if "manifests" in doc:
+            if not doc["manifests"]:
+                return None
+            return self.image_config(name, doc["manifests"][0]["digest"])
+        return json.loads(self.blob(name, doc["config"]["digest"]))
+
+    def copy(self, source_name: str, reference: str, name: str, tag: str) -> str:
+        """Tag `source_name:reference` as `name:tag` by copying the manifest; no pull, no daemon."""
+        found = self.manifest(source_name, reference, method="GET")
+        if found is None:
+            raise RegistryError(
+                f"{self.host}: {source_name}:{reference} not found (tag unknown); nothing to retag"
+            )
+        if name != source_name:
+            self._copy_children(source_name, name, json.loads(found.body))
+        return self.put_manifest(name, tag, found.body, found.media_type)
+
+    def _copy_children(self, source_name: str, name: str, doc: dict) -> None:
+        if "manifests" in doc:  # an index: copy each platform's manifest by digest first
+            for child in doc["manifests"]:
+                sub = self.manifest(source_name, child["digest"], method="GET")
+                if sub is None:
+                    raise RegistryError(f"{self.host}: {source_name}@{child['digest']} is missing")
+                self._copy_children(source_name, name, json.loads(sub.body))
+                self.put_manifest(name, child["digest"], sub.body, sub.media_type)
+            return
+        for desc in [doc["config"], *doc.get("layers", [])]:
+            self.mount_blob(name, desc["digest"], source_name)
+
+    def _raise_for(self, resp: requests.Response, what: str, *, pushing: bool = False) -> None:
         if resp.ok:
             return
         if resp.status_code == 401:
             who = f"user {self.username!r}" if self.has_credentials else "no credentials"
             raise RegistryError(
-                f"{self.host}: 401 unauthorized reading {what} ({who} tried); "
+                f"{self.host}: 401 unauthorized for {what} ({who} tried); "
                 "set REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_USERNAME/GITHUB_TOKEN"
             )
         if resp.status_code == 403:
+            need = "write:packages" if pushing else "read:packages"
             raise RegistryError(
-                f"{self.host}: 403 forbidden for {what}; the token lacks the scope "
-                "(write:packages to push, read:packages to read)"
+                f"{self.host}: 403 forbidden for {what}; the credentials lack permission "
+                f"(a GitHub token needs {need})"
             )
+        code = _error_code(resp)
+        if code == "NAME_UNKNOWN":
+            raise RegistryError(f"{self.host}: {what}: repository not found (name unknown)")
+        if code == "MANIFEST_UNKNOWN":
+            raise RegistryError(f"{self.host}: {what}: tag or digest not found (manifest unknown)")
         raise RegistryError(f"{self.host}: {what} answered HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def _error_code(resp: requests.Response) -> str:
+    try:
+        errors = resp.json().get("errors") or []
+        return errors[0].get("code", "") if errors else ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _retry_after(resp: requests.Response) -> float | None:

@@ -20,6 +20,7 @@ BUILD_HELP = {
     "no-cache": "do not reuse cached layers",
     "jobs": "images built at once (default 2)",
     "force": "use the docker backend even on nested overlay",
+    "rebuild": "build even when the registry has an image with the same inputs",
     "dry-run": "print the plan and the exact commands; run nothing",
 }
 
@@ -38,6 +39,7 @@ def build(
     no_cache=False,
     jobs=2,
     force=False,
+    rebuild=False,
     dry_run=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
@@ -52,6 +54,7 @@ def build(
         no_cache=no_cache,
         jobs=int(jobs),
         force=force,
+        rebuild=rebuild,
         dry_run=dry_run,
     )
 
@@ -63,24 +66,6 @@ def push(c, only="", dry_run=False):
     publish.push_built(only=only, dry_run=dry_run)
 
 
-@task(
-    iterable=["tag"],
-    help={
-        "tag": "tag to add (repeatable)",
-        "only": "comma list of image names",
-        "dry-run": "print the commands; run nothing",
-    },
-)
-@edge
-def tag(c, tag=None, only="", dry_run=False):
-    """Add tags to the images of the last build and push them under those tags."""
-    if not tag:
-        from invoke import Exit
-
-        raise Exit("error: pass at least one --tag", code=2)
-    publish.push_built(only=only, dry_run=dry_run, add_tags=tag)
-
-
 @task(help={"jobs": "images built at once (default 2)"})
 @edge
 def pipeline(c, jobs=2):
@@ -88,4 +73,4 @@ def pipeline(c, jobs=2):
     pipeline_mod.run_pipeline(jobs=int(jobs))
 
 
-ns = Collection(build, push, tag, pipeline)
+ns = Collection(build, push, pipeline)

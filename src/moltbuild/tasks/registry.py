@@ -1,0 +1,53 @@
+"""Registry tasks: verify, tag. No Docker needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection, task
+
+from .. import publish, retag
+from .. import verify as verify_mod
+from ..session import Session
+from . import edge
+
+
+@task(
+    help={
+        "report": "report to check (default build/images.json)",
+        "kustomization": "also check every image this kustomization references",
+        "json": "print machine-readable JSON",
+    }
+)
+@edge
+def verify(c, report=None, kustomization=None, json=False):
+    """Check that every reported/deployed image:tag exists in the registry with its digest."""
+    session = Session.create()
+    checks = verify_mod.verify(
+        session.settings,
+        report_path=Path(report) if report else None,
+        kustomization=Path(kustomization) if kustomization else None,
+    )
+    print(verify_mod.render(checks, as_json=json))
+    verify_mod.raise_on_failure(checks)
+
+
+@task(
+    iterable=["tag"],
+    help={
+        "tag": "tag to add (repeatable)",
+        "source": "retag in the registry: REGISTRY/NAME:TAG (or @DIGEST) to copy from; no pull, no daemon",
+        "only": "without --source: comma list of image names from the last build",
+        "dry-run": "print the commands; run nothing",
+    },
+)
+@edge
+def tag(c, tag=None, source=None, only="", dry_run=False):
+    """Add tags: remotely with --source, else to the last build's images (and push them)."""
+    if source:
+        retag.retag(Session.create().settings, source, tag or [], say=print)
+    else:
+        publish.push_built(only=only, dry_run=dry_run, add_tags=tag or [], require_tags=True)
+
+
+ns = Collection(verify, tag)
