@@ -14,7 +14,7 @@ from .backends import make_backend
 from .backends.base import Backend
 from .credentials import preflight_push, registry_client
 from .errors import BuildError, CommandError, MoltbuildError
-from .plan import INPUT_DIGEST_LABEL, BuildPlan, ImagePlan, cache_tag
+from .plan import INPUT_DIGEST_LABEL, BuildPlan, ImagePlan, cache_tag, make_plan, render_plan
 from .registry import RegistryClient
 from .runner import terminate_all
 from .session import Session
@@ -178,7 +178,7 @@ def summary(outcomes: list[Outcome]) -> str:
             o.image.name,
             ", ".join(o.image.tags),
             o.digest or o.image_id[:19] or "-",
-            "yes" if o.pushed else "no",
+            ("reused" if o.skipped else "yes") if o.pushed else "no",
             f"{o.duration_s:.1f}s",
         )
         for o in outcomes
@@ -203,7 +203,6 @@ def build_images(
     session: Session | None = None,
 ) -> list[Outcome]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary."""
-    from .plan import make_plan, render_plan
 
     cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
     session = session or Session.create(cli=cli, dry_run=dry_run)
@@ -218,6 +217,7 @@ def build_images(
         force=force,
         no_cache=no_cache,
         jobs=jobs,
+        rebuild=rebuild,
     )
     session.runner.say(render_plan(plan) + "\n")
     if dry_run:

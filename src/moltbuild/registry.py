@@ -238,6 +238,17 @@ class RegistryClient:
             path = resp.links.get("next", {}).get("url")
         return out
 
+    def catalog(self, *, page_size: int | None = None) -> list[str]:
+        """Every repository name the registry lists, following pagination."""
+        out: list[str] = []
+        path: str | None = "/v2/_catalog" + (f"?n={page_size}" if page_size else "")
+        while path:
+            resp = self.request("GET", path, scope="registry:catalog:*")
+            self._raise_for(resp, "the catalog")
+            out += resp.json().get("repositories") or []
+            path = resp.links.get("next", {}).get("url")
+        return out
+
     def blob(self, name: str, digest: str) -> bytes:
         resp = self.request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
         self._raise_for(resp, f"blob {digest[:19]} of {name}")
