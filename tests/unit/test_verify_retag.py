@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import pytest
+
+from moltbuild.errors import ConfigError
+from moltbuild.plan import cache_tag
+from moltbuild.registry import RegistryClient, is_loopback
+from moltbuild.retag import split_source
+from moltbuild.settings import Secret
+from moltbuild.verify import Check, kustomization_targets, raise_on_failure, render
+
+
+def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
+    path = tmp_path / "kustomization.yml"
+    path.write_text(
+        "images:\n"
+        "  - name: ghcr.io/ardenone/moltbook-api\n    newTag: sha-abc1234\n"
+        "  - name: ghcr.io/ardenone/moltbook-frontend\n    newName: reg:5000/ns/fe\n"
+        "    digest: sha256:" + "1" * 64 + "\n"
+        "  - name: nginx\n"
+    )
+    known = {"ghcr.io/ardenone/moltbook-api:sha-abc1234": "sha256:" + "2" * 64}
+    api, fe, nginx = kustomization_targets(path, known)
+    assert (api.repository, api.reference, api.expected) == (
+        "ghcr.io/ardenone/moltbook-api",
+        "sha-abc1234",
+        "sha256:" + "2" * 64,
+    )
+    assert (fe.repository, fe.reference, fe.expected) == (
+        "reg:5000/ns/fe",
+        "sha256:" + "1" * 64,
+        "sha256:" + "1" * 64,
+    )
+    assert (nginx.repository, nginx.reference, nginx.expected) == ("docker.io/library/nginx", "latest", None)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("images: [\n", "kustomization.yml:"),
+        ("images: {a: 1}\n", "must be a list"),
+        ("images:\n  - newTag: x\n", "images[0] needs a `name`"),
+    ],
+)
+def test_bad_kustomization_names_the_file(tmp_path, text, fragment):
+    path = tmp_path / "kustomization.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        kustomization_targets(path, {})
+
+
+def test_failures_are_rendered_and_raised_with_the_first_reason():
+    checks = [
+        Check("report", "api", "r/a:1", "sha256:1", "sha256:1", "ok", ""),
+        Check("k.yml", "fe", "r/f:never", "(exists)", "-", "missing", "the registry has no such tag"),
+    ]
+    assert "missing" in render(checks) and '"ok": false' in render(checks, as_json=True)
+    with pytest.raises(Exception, match=r"1 of 2 checks failed; first: r/f:never \(k.yml\): missing"):
+        raise_on_failure(checks)
+
+
+@pytest.mark.parametrize(
+    "ref, parts",
+    [
+        ("ghcr.io/ardenone/moltbook-api:sha-abc1234", ("ghcr.io", "ardenone/moltbook-api", "sha-abc1234")),
+        ("127.0.0.1:5000/a/b@sha256:" + "f" * 64, ("127.0.0.1:5000", "a/b", "sha256:" + "f" * 64)),
+    ],
+)
+def test_split_source(ref, parts):
+    assert split_source(ref) == parts
+
+
+@pytest.mark.parametrize("bad", ["ardenone/moltbook-api:x", "ghcr.io/ardenone/moltbook-api"])
+def test_split_source_needs_host_and_tag(bad):
+    with pytest.raises(ConfigError, match="--source"):
+        split_source(bad)
+
+
+@pytest.mark.parametrize(
+    "host, loop",
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost:80", True),
+        ("[::1]:5000", True),
+        ("ghcr.io", False),
+        ("10.0.0.1:5000", False),
+    ],
+)
+def test_is_loopback(host, loop):
+    assert is_loopback(host) is loop
+
+
+def test_credentials_only_over_https_unless_insecure_listed_or_loopback():
+    creds = {"username": "u", "password": Secret("p")}
+    remote = RegistryClient("reg.example:5000", **creds)
+    assert remote.base.startswith("https://")
+    assert not remote._can_send_credentials("http://reg.example:5000/token")
+    listed = RegistryClient("reg.example:5000", insecure_hosts=["reg.example:5000"], **creds)
+    assert listed.base.startswith("http://") and listed._can_send_credentials("http://reg.example:5000/v2/")
+    assert RegistryClient("127.0.0.1:5000", **creds)._can_send_credentials("http://127.0.0.1:9/token")
+
+
+def test_cache_tag_is_a_valid_tag_derived_from_the_input_digest():
+    tag = cache_tag("sha256:" + "ab" * 32)
+    assert tag == "input-" + "ab" * 16 and len(tag) <= 128
