@@ -14,10 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import CommandError, ToolMissingError
 from .settings import KEYS, MASK, Secret
@@ -41,16 +43,48 @@ _live_lock = threading.Lock()
 
 
 def terminate_all(grace: float = 5.0) -> None:
-    """Stop every child this process started (Ctrl-C, a failed sibling build)."""
+    """Stop every child this process started and everything they started (Ctrl-C, a failed
+    sibling build). Builders re-exec into new sessions, so process groups alone miss some."""
     with _live_lock:
         procs = list(_live)
-    for proc in procs:
+    trees = {proc: _descendants(proc.pid) for proc in procs}
+    for proc, tree in trees.items():
         _signal_group(proc, signal.SIGTERM)
+        for pid in tree:
+            _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+    for proc, tree in trees.items():
+        _signal_group(proc, signal.SIGKILL)
+        for pid in tree:
+            _kill(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -150,23 +184,9 @@ class Runner:
         if echo:
             self.say(self.describe(argv, env))
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env(env),
-                cwd=cwd,
-                text=True,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise ToolMissingError(
-                f"`{argv[0]}` is not installed; fix: {INSTALL_HINTS.get(Path(argv[0]).name, 'install it')}"
-            ) from None
-        with _live_lock:
-            _live.add(proc)
+        proc = self._start(
+            argv, env, cwd, stdin=data is not None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -203,26 +223,17 @@ class Runner:
         self.say(f"{prefix}{self.describe(argv, env)}")
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
         tail: deque[str] = deque(maxlen=tail_lines)
+        proc = self._start(
+            argv,
+            env,
+            cwd,
+            stdin=data is not None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            errors="replace",
+            bufsize=1,
+        )
         log = log_path.open("a", encoding="utf-8") if log_path else None
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=self._env(env),
-                cwd=cwd,
-                text=True,
-                errors="replace",
-                bufsize=1,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            if log:
-                log.close()
-            raise ToolMissingError(f"`{argv[0]}` is not installed") from None
-        with _live_lock:
-            _live.add(proc)
         try:
             if data is not None and proc.stdin:
                 proc.stdin.write(data)
@@ -252,14 +263,32 @@ class Runner:
         self._check_argv(argv)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
+            return self._start(argv, env, None, stdin=False, stdout=log, stderr=subprocess.STDOUT, text=False)
+
+    def _start(
+        self,
+        argv: list[str],
+        env: Mapping[str, str] | None,
+        cwd: Path | str | None,
+        *,
+        stdin: bool,
+        text: bool = True,
+        **popen: Any,
+    ) -> subprocess.Popen:
+        """Popen in its own session (so Ctrl-C handling can stop its whole group), tracked live."""
+        try:
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 env=self._env(env),
+                cwd=cwd,
+                text=text,
                 start_new_session=True,
+                **popen,
             )
+        except FileNotFoundError:
+            hint = INSTALL_HINTS.get(Path(argv[0]).name, "install it")
+            raise ToolMissingError(f"`{argv[0]}` is not installed; fix: {hint}") from None
         with _live_lock:
             _live.add(proc)
         return proc

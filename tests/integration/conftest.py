@@ -94,6 +94,20 @@ def build_env(mirror: LocalRegistry, storage_root: Path, namespace: str, **extra
     return clean_env(**{**defaults, **extra})
 
 
+def push_env(
+    mirror: LocalRegistry, storage_root: Path, target: LocalRegistry, **extra: str
+) -> dict[str, str]:
+    """Bases from the mirror, images pushed to another plain-HTTP registry on loopback."""
+    return build_env(
+        mirror,
+        storage_root,
+        "unused",
+        MOLTBUILD_REGISTRY=f"{target.host}/ardenone",
+        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{target.host}",
+        **extra,
+    )
+
+
 def invoke(
     project: Path, *args: str, env: dict[str, str], timeout: float = 600
 ) -> subprocess.CompletedProcess:

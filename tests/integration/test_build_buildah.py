@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     head_short,
     htpasswd_file,
     invoke,
+    push_env,
     read_report,
     registry_labels,
     release_storage,
@@ -39,7 +40,8 @@ def test_buildah_builds_and_pushes_both_apps(git_project, mirror, storage_root):
     entries = assert_report_matches_registry(git_project, mirror.url, {"api", "frontend"})
     sha = f"sha-{head_short(git_project)}"
     for entry in entries.values():
-        assert entry["tags"] == [sha, "main", "latest"] and entry["backend"] == "buildah"
+        assert entry["tags"][:3] == [sha, "main", "latest"] and entry["backend"] == "buildah"
+        assert entry["tags"][3].startswith("input-") and len(entry["tags"]) == 4
         name = entry["repository"].split("/", 1)[1]
         tags = requests.get(f"{mirror.url}/v2/{name}/tags/list", timeout=10).json()["tags"]
         assert sha in tags
@@ -185,12 +187,10 @@ def _sample_argv(stop: threading.Event, seen: list[str]) -> None:
 
 
 def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_root, auth_registry):
-    env = build_env(
+    env = push_env(
         mirror,
         storage_root,
-        "x",
-        MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
-        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+        auth_registry,
         REGISTRY_USERNAME="ci",
         REGISTRY_PASSWORD=CANARY,
         GITHUB_TOKEN=CANARY,
@@ -213,12 +213,10 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
 
 
 def test_wrong_credentials_fail_before_any_build(git_project, mirror, storage_root, auth_registry):
-    env = build_env(
+    env = push_env(
         mirror,
         storage_root,
-        "x",
-        MOLTBUILD_REGISTRY=f"{auth_registry.host}/secure",
-        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{auth_registry.host}",
+        auth_registry,
         REGISTRY_USERNAME="ci",
         REGISTRY_PASSWORD="wrong-password",
     )

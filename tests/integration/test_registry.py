@@ -16,7 +16,14 @@ from moltbuild.localregistry import LocalRegistry
 from moltbuild.registry import RegistryClient
 from moltbuild.settings import Secret
 from tests.conftest import need_tool
-from tests.integration.conftest import build_env, head_short, invoke, read_report, registry_digest
+from tests.integration.conftest import (
+    build_env,
+    head_short,
+    invoke,
+    push_env,
+    read_report,
+    registry_digest,
+)
 from tests.support.fault_proxy import FaultProxy
 from tests.support.token_server import TokenServer
 
@@ -183,12 +190,10 @@ def test_bearer_challenge_with_credentials_and_token_cache(token_registry, mirro
 
 def test_build_push_and_verify_through_bearer_auth(git_project, mirror, storage_root, token_registry):
     registry, _ = token_registry
-    env = build_env(
+    env = push_env(
         mirror,
         storage_root,
-        "x",
-        MOLTBUILD_REGISTRY=f"{registry.host}/ardenone",
-        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{registry.host}",
+        registry,
         REGISTRY_USERNAME="octo",
         REGISTRY_PASSWORD="s3cret-token",
     )
