@@ -297,3 +297,19 @@ def test_ctrl_c_stops_every_child(git_project, mirror, storage_root):
         time.sleep(0.2)
     assert not _processes_mentioning("sleep 120")
     assert not _processes_mentioning("bud --isolation chroot")
+
+
+def test_push_and_tag_act_on_the_last_build(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "bpush")
+    built = invoke(git_project, "build", "--api-only", "--backend", "buildah", env=env)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr
+    assert read_report(git_project)["api"]["status"] == "built"
+    pushed = invoke(git_project, "push", env=env)
+    assert pushed.returncode == 0, pushed.stdout[-2000:] + pushed.stderr
+    entry = assert_report_matches_registry(git_project, mirror.url, {"api"})["api"]
+    tagged = invoke(git_project, "tag", "--tag", "rc2", env=env)
+    assert tagged.returncode == 0, tagged.stdout[-2000:] + tagged.stderr
+    entries = assert_report_matches_registry(git_project, mirror.url, {"api"})
+    assert "rc2" in entries["api"]["tags"] and entries["api"]["digest"] == entry["digest"]
+    no_tag = invoke(git_project, "tag", env=env)
+    assert no_tag.returncode != 0 and "--tag" in no_tag.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..baseimages import parse_ref, registries_conf
-from ..errors import MoltbuildError
+from ..errors import ConfigError, MoltbuildError
 from ..probe import default_storage_root
 from .base import Backend, BackendStatus, retry_transient
 
@@ -184,6 +184,21 @@ class BuildahBackend(Backend):
             env=self.env(),
             log_path=log_path,
             what=f"buildah build of {image.name}",
+        )
+
+    def add_tags(self, image: ImagePlan, tags: list[str]) -> None:
+        if len(image.platforms) > 1:
+            raise ConfigError(
+                f"{image.name}: a multi-platform manifest list is tagged remotely; use "
+                "invoke tag --source REF --tag T"
+            )
+        new = [f"{image.repository}:{tag}" for tag in tags]
+        self.runner.run(
+            [*self.global_argv(), "tag", image.refs[0], *new],
+            env=self.env(),
+            timeout=60,
+            what=f"buildah tag of {image.name}",
+            echo=True,
         )
 
     def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:

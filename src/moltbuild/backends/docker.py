@@ -148,6 +148,16 @@ class DockerBackend(Backend):
             argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"docker build of {image.name}"
         )
 
+    def add_tags(self, image: ImagePlan, tags: list[str]) -> None:
+        for tag in tags:
+            self.runner.run(
+                [self.binary, "tag", image.refs[0], f"{image.repository}:{tag}"],
+                env=self.env(),
+                timeout=60,
+                what=f"docker tag of {image.name}",
+                echo=True,
+            )
+
     def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
         for ref in image.refs:
             argv = [self.binary, "push", ref]
