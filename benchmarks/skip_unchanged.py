@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from moltbuild.localregistry import LocalRegistry
-
 from tests.support import offline_bases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,26 +21,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed(args: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg") as reg:
         offline_bases.build_and_push(f"{reg.host}/mirror", storage_root=Path(tmp) / "bases")
-        env = {**os.environ, "MOLTBUILD_REGISTRY": f"{reg.host}/bench",
-               "MOLTBUILD_INSECURE_REGISTRIES": reg.host, "MOLTBUILD_BASE_MIRROR": f"{reg.host}/mirror",
-               "MOLTBUILD_STORAGE_ROOT": str(Path(tmp) / "storage"), "MOLTBUILD_BACKEND": "buildah"}
+        env = {
+            **os.environ,
+            "MOLTBUILD_REGISTRY": f"{reg.host}/bench",
+            "MOLTBUILD_INSECURE_REGISTRIES": reg.host,
+            "MOLTBUILD_BASE_MIRROR": f"{reg.host}/mirror",
+            "MOLTBUILD_STORAGE_ROOT": str(Path(tmp) / "storage"),
+            "MOLTBUILD_BACKEND": "buildah",
+        }
         full = timed(["build", "--push", "--no-cache", "--rebuild"], env)
         skipped = timed(["build", "--push"], env)
         rebuilt = timed(["build", "--push", "--rebuild"], env)
         print(f"full build+push (no cache):   {full:6.2f} s")
         print(f"rebuild with layer cache:     {rebuilt:6.2f} s  ({rebuilt / full:.0%} of full)")
         print(f"unchanged, skipped:           {skipped:6.2f} s  ({skipped / full:.0%} of full)")
-        subprocess.run(["buildah", "--root", env["MOLTBUILD_STORAGE_ROOT"], "--runroot",
-                        env["MOLTBUILD_STORAGE_ROOT"] + "-run", "rmi", "--all", "--force"],
-                       capture_output=True)
+        subprocess.run(
+            [
+                "buildah",
+                "--root",
+                env["MOLTBUILD_STORAGE_ROOT"],
+                "--runroot",
+                env["MOLTBUILD_STORAGE_ROOT"] + "-run",
+                "rmi",
+                "--all",
+                "--force",
+            ],
+            capture_output=True,
+        )
 
 
 if __name__ == "__main__":
