@@ -47,7 +47,7 @@ def report_entry(plan: BuildPlan, out: Outcome) -> dict[str, Any]:
         "input_digest": img.input_digest,
         "backend": plan.backend,
         "pushed": out.pushed,
-        "platforms": img.platforms,
+        "platforms": img.platforms or [plan.native_platform],
         "duration_s": round(out.duration_s, 2),
         "skipped": out.skipped,
         "status": "pushed" if out.pushed else ("built" if out.ok else "failed"),
@@ -125,6 +125,7 @@ def execute(session: Session, plan: BuildPlan, *, report_path: Path | None = Non
     settings = session.settings
     report_path = report_path or report.default_path(settings.project_root)
     backend = make_backend(plan.backend, runner, settings, session.storage)
+    plan.native_platform = backend.native_platform()
     host = plan.registry.split("/", 1)[0]
     creds = preflight_push(host, settings, check_registry=not runner.dry_run) if plan.push else None
     log_dir = None if runner.dry_run else report_path.parent / "logs"

@@ -60,6 +60,7 @@ class BuildPlan:
     jobs: int = 2
     rebuild: bool = False
     pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
+    native_platform: str = "linux/amd64"  # set from the backend when the build runs
 
 
 def select_images(

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from moltbuild.localregistry import LocalRegistry
+from moltbuild.registry import ACCEPT
 from tests.integration.conftest import (
     assert_report_matches_registry,
     build_env,
@@ -313,3 +314,34 @@ def test_push_and_tag_act_on_the_last_build(git_project, mirror, storage_root):
     assert "rc2" in entries["api"]["tags"] and entries["api"]["digest"] == entry["digest"]
     no_tag = invoke(git_project, "tag", env=env)
     assert no_tag.returncode != 0 and "--tag" in no_tag.stderr
+
+
+def test_multi_platform_build_pushes_an_index(git_project, mirror, storage_root):
+    """Two platforms from one Dockerfile: buildah builds a manifest list and pushes it whole.
+    The base is the offline two-platform busybox stand-in (see tests/support/offline_bases.py)."""
+    dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("busybox:1.36", "busybox:1.36-multi"))
+    env = build_env(mirror, storage_root, "bmulti")
+    out = invoke(
+        git_project,
+        "build",
+        "--push",
+        "--frontend-only",
+        "--backend",
+        "buildah",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    entry = assert_report_matches_registry(git_project, mirror.url, {"frontend"})["frontend"]
+    assert entry["platforms"] == ["linux/amd64", "linux/arm64"]
+    name = entry["repository"].split("/", 1)[1]
+    index = requests.get(
+        f"{mirror.url}/v2/{name}/manifests/{entry['tags'][0]}", headers={"Accept": ACCEPT}, timeout=10
+    ).json()
+    archs = sorted(m["platform"]["architecture"] for m in index["manifests"])
+    assert archs == ["amd64", "arm64"]
+    single = invoke(git_project, "build", "--api-only", "--backend", "buildah", env=env)
+    assert single.returncode == 0
+    assert read_report(git_project)["api"]["platforms"] == ["linux/amd64"]

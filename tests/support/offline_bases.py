@@ -117,7 +117,51 @@ def build_and_push(mirror: str, *, storage_root: Path, insecure: bool = True) ->
             f"docker://{ref}",
         )
         refs[name] = ref
+    refs["busybox-multi"] = _push_multi_arch_busybox(mirror, gflags, insecure)
     return refs
+
+
+def _push_multi_arch_busybox(mirror: str, gflags: list[str], insecure: bool) -> str:
+    """busybox:1.36-multi, an index for linux/amd64 and linux/arm64. Both carry this machine's
+    amd64 busybox (no arm64 binaries offline); the arm64 one differs in its config's architecture,
+    which is what a multi-platform build and push must keep apart."""
+    ref = f"{mirror.rstrip('/')}/library/busybox:1.36-multi"
+    local = "localhost/busybox-multi"
+    sh("buildah", *gflags, "manifest", "create", local)
+    for arch in ("amd64", "arm64"):
+        ctr = sh("buildah", *gflags, "from", "scratch")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                rootfs = Path(tmp) / "rootfs"
+                _busybox_rootfs(rootfs)
+                sh("buildah", *gflags, "copy", ctr, f"{rootfs}/.", "/")
+            sh("buildah", *gflags, "config", "--arch", arch, "--os", "linux", "--cmd", "/bin/sh", ctr)
+            sh("buildah", *gflags, "commit", "--format", "docker", ctr, f"{local}-{arch}")
+        finally:
+            subprocess.run(["buildah", *gflags, "rm", ctr], capture_output=True)
+        sh(
+            "buildah",
+            *gflags,
+            "manifest",
+            "add",
+            "--arch",
+            arch,
+            "--os",
+            "linux",
+            local,
+            f"containers-storage:{local}-{arch}",
+        )
+    sh(
+        "buildah",
+        *gflags,
+        "manifest",
+        "push",
+        "--all",
+        f"--tls-verify={'false' if insecure else 'true'}",
+        local,
+        f"docker://{ref}",
+    )
+    return ref
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import time
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from ..plan import ImagePlan
 
 T = TypeVar("T")
+ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 # Errors worth another try: the network or the registry hiccuped, not a refusal.
 TRANSIENT_RE = re.compile(
     r"connection (reset|refused)|timeout|timed out|temporarily unavailable|\b50[234]\b|"
@@ -77,6 +79,10 @@ class Backend(ABC):
 
     def tool_path(self) -> str | None:
         return shutil.which(self.binary)
+
+    def native_platform(self) -> str:
+        """The platform an image built without --platform gets (recorded in the report)."""
+        return f"linux/{ARCHES.get(platform.machine(), platform.machine())}"
 
     @abstractmethod
     def status(self) -> BackendStatus:

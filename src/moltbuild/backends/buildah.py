@@ -92,14 +92,14 @@ class BuildahBackend(Backend):
             "--pull=false",
             "--authfile",
             self._file("auth.json"),
-            "--iidfile",
-            self.iidfile(image),
             "-f",
             str(image.dockerfile),
         ]
         if len(image.platforms) > 1:
+            # One image per platform, collected in a manifest list; an iidfile holds only one ID.
             argv += ["--platform", ",".join(image.platforms), "--manifest", image.refs[0]]
         else:
+            argv += ["--iidfile", self.iidfile(image)]
             argv += [a for ref in image.refs for a in ("-t", ref)]
             if image.platforms:
                 argv += ["--platform", image.platforms[0]]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..baseimages import parse_ref
 from ..errors import CommandError, ConfigError, MoltbuildError
-from .base import Backend, BackendStatus, retry_transient
+from .base import ARCHES, Backend, BackendStatus, retry_transient
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
@@ -73,6 +73,18 @@ class DockerBackend(Backend):
                 NESTED_FIX,
             )
         return BackendStatus(self.name, True, True, f"daemon {version} at {host}, storage driver {driver}")
+
+    def native_platform(self) -> str:
+        res = self.runner.run(
+            [self.binary, "info", "--format", "{{.OSType}}/{{.Architecture}}"],
+            mutates=False,
+            check=False,
+            timeout=15,
+        )
+        os_type, _, arch = res.stdout.strip().partition("/")
+        if not res.ok or not arch:
+            return super().native_platform()
+        return f"{os_type}/{ARCHES.get(arch, arch)}"
 
     @cached_property
     def has_buildx(self) -> bool:
