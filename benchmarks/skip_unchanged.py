@@ -19,10 +19,10 @@ from tests.support import offline_bases
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(args: list[str], env: dict[str, str]) -> float:
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "invoke", *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL
     )
     return time.perf_counter() - start
 
