@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..baseimages import parse_ref
 from ..errors import CommandError, ConfigError, MoltbuildError
+from ..registry import is_loopback
 from .base import ARCHES, Backend, BackendStatus, retry_transient
 
 if TYPE_CHECKING:
@@ -124,6 +125,19 @@ class DockerBackend(Backend):
         config = workdir / "docker-config"
         config.mkdir(mode=0o700, exist_ok=True)
         (config / "config.json").write_text('{"auths": {}}')
+        # TLS trust and plain-HTTP registries are daemon settings; the CLI cannot pass them.
+        ca = self.settings.get("MOLTBUILD_REGISTRY_CA")
+        if ca:
+            self.runner.say(
+                f"note: docker reads registry CAs from the daemon; copy {ca} to "
+                "/etc/docker/certs.d/HOST:PORT/ca.crt on the daemon's machine"
+            )
+        for host in self.settings.insecure_registries:
+            if not is_loopback(host):
+                self.runner.say(
+                    f"note: docker pulls/pushes {host} over HTTP only if the daemon lists "
+                    "it in insecure-registries (daemon.json)"
+                )
         plugins = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
         if plugins.is_dir():  # keep buildx & co. visible with the private config dir
             (config / "cli-plugins").symlink_to(plugins)
