@@ -17,6 +17,7 @@ PACKAGES = {
     "docker-registry": "the embedded registry of `nox -s pipeline` and the tests",
     "docker.io": "the docker backend (dockerd + CLI)",
     "busybox-static": "offline base images for the tests",
+    "python3.11": "the offline python base image stand-in for the tests",
     "apache2-utils": "htpasswd for registry basic-auth tests",
     "git": "the tag plan reads HEAD",
     "openssl": "test TLS certificates",

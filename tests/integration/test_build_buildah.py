@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from moltbuild.localregistry import LocalRegistry
+from moltbuild.localregistry import LocalRegistry, free_port
 from moltbuild.registry import ACCEPT
 from tests.integration.conftest import (
     assert_report_matches_registry,
@@ -345,3 +345,50 @@ def test_multi_platform_build_pushes_an_index(git_project, mirror, storage_root)
     single = invoke(git_project, "build", "--api-only", "--backend", "buildah", env=env)
     assert single.returncode == 0
     assert read_report(git_project)["api"]["platforms"] == ["linux/amd64"]
+
+
+def test_frontend_image_serves_health_and_the_baked_api_url(git_project, mirror, storage_root):
+    pyproject = git_project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('API_BASE_URL = "/api"', 'API_BASE_URL = "https://api.example.test/v9"')
+    )
+    env = build_env(mirror, storage_root, "bfront")
+    out = invoke(git_project, "build", "--frontend-only", "--backend", "buildah", "--tag", "t1", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    ref = f"{read_report(git_project)['frontend']['repository']}:t1"
+    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
+    ctr = subprocess.run(
+        ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    port = free_port()
+    # httpd in the foreground, stopped by the script: nothing outlives the test
+    script = (
+        f"httpd -f -p 127.0.0.1:{port} -h /www & pid=$!; sleep 0.5; "
+        f"wget -q -O- http://127.0.0.1:{port}/healthz && wget -q -O- http://127.0.0.1:{port}/config.js; "
+        "rc=$?; kill $pid; exit $rc"
+    )
+    try:
+        res = subprocess.run(
+            [
+                "buildah",
+                *flags,
+                "run",
+                "--isolation",
+                "chroot",
+                "--user",
+                "10001:10001",
+                ctr,
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok\n")
+    assert 'apiBaseUrl: "https://api.example.test/v9"' in res.stdout

@@ -46,6 +46,18 @@ def _libs(binaries: list[str]) -> set[str]:
     return libs
 
 
+def _dlopened(names: list[str]) -> set[str]:
+    """Libraries loaded at run time, which ldd does not list (glibc dlopens libgcc_s.so.1 for
+    pthread_exit: a thread ending without it aborts the interpreter)."""
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    found = set()
+    for name in names:
+        match = re.search(rf"^\s*{re.escape(name)} \(libc6[^)]*\) => (\S+)$", cache, re.M)
+        if match:
+            found.add(match.group(1))
+    return found
+
+
 def _copy(src: str, root: Path) -> None:
     dest = root / src.lstrip("/")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +77,7 @@ def _busybox_rootfs(root: Path) -> None:
 def _python_rootfs(root: Path) -> None:
     _busybox_rootfs(root)
     dynload = sorted(str(p) for p in (STDLIB / "lib-dynload").glob("*.so"))
-    for lib in _libs([PYTHON, *dynload]):
+    for lib in _libs([PYTHON, *dynload]) | _dlopened(["libgcc_s.so.1"]):
         _copy(lib, root)
     _copy(PYTHON, root)
     for entry in STDLIB.iterdir():
