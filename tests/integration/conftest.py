@@ -121,6 +121,26 @@ def invoke(
     )
 
 
+def run_in_image(
+    storage_root: Path, ref: str, argv: list[str], *, user: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run `argv` in a container of the built image `ref` (buildah, chroot isolation), then remove it."""
+    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
+    ctr = subprocess.run(
+        ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        as_user = ["--user", user] if user else []
+        return subprocess.run(
+            ["buildah", *flags, "run", "--isolation", "chroot", *as_user, ctr, "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+
+
 def read_report(project: Path) -> dict[str, dict]:
     data = json.loads((project / "build" / "images.json").read_text())
     assert data["version"] == 1

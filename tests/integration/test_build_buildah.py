@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     read_report,
     registry_labels,
     release_storage,
+    run_in_image,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,24 +64,12 @@ def test_api_only_builds_only_the_api_and_it_serves_health(git_project, mirror, 
     assert "rc1" in entries["api"]["tags"]
     # The image really runs: start the server inside it and ask /healthz.
     ref = f"{entries['api']['repository']}:rc1"
-    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
-    ctr = subprocess.run(
-        ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
-    ).stdout.strip()
     probe = (
         "import threading,urllib.request,json; from moltbook_api.app import make_server; "
         "s=make_server('127.0.0.1',0); threading.Thread(target=s.serve_forever,daemon=True).start(); "
         "print(urllib.request.urlopen(f'http://127.0.0.1:{s.server_address[1]}/healthz').read().decode())"
     )
-    try:
-        res = subprocess.run(
-            ["buildah", *flags, "run", "--isolation", "chroot", ctr, "--", "python3", "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+    res = run_in_image(storage_root, ref, ["python3", "-c", probe])
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"status": "ok"}
 
@@ -356,10 +345,6 @@ def test_frontend_image_serves_health_and_the_baked_api_url(git_project, mirror,
     out = invoke(git_project, "build", "--frontend-only", "--backend", "buildah", "--tag", "t1", env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     ref = f"{read_report(git_project)['frontend']['repository']}:t1"
-    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
-    ctr = subprocess.run(
-        ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
-    ).stdout.strip()
     port = free_port()
     # httpd in the foreground, stopped by the script: nothing outlives the test
     script = (
@@ -367,28 +352,7 @@ def test_frontend_image_serves_health_and_the_baked_api_url(git_project, mirror,
         f"wget -q -O- http://127.0.0.1:{port}/healthz && wget -q -O- http://127.0.0.1:{port}/config.js; "
         "rc=$?; kill $pid; exit $rc"
     )
-    try:
-        res = subprocess.run(
-            [
-                "buildah",
-                *flags,
-                "run",
-                "--isolation",
-                "chroot",
-                "--user",
-                "10001:10001",
-                ctr,
-                "--",
-                "sh",
-                "-c",
-                script,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+    res = run_in_image(storage_root, ref, ["sh", "-c", script], user="10001:10001", timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok\n")
     assert 'apiBaseUrl: "https://api.example.test/v9"' in res.stdout

@@ -6,13 +6,13 @@ import ctypes
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from moltbuild.probe import probe_storage
 from tests.conftest import need_root
+from tests.integration.conftest import clean_env, invoke
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +47,7 @@ def test_probe_says_ok_on_plain_disk(tmp_path):
 
 
 def run_invoke(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MOLTBUILD_", "GITHUB_", "REGISTRY_"))
-    }
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=project,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return invoke(project, *args, env=clean_env(**(env or {})), timeout=120)
 
 
 def test_doctor_reports_nested_only_inside_overlay(project, overlay_mount, tmp_path):
