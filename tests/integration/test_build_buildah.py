@@ -82,10 +82,20 @@ def test_dry_run_starts_no_build_or_push(git_project, mirror, storage_root, tmp_
     wrapper = bindir / "buildah"
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec /usr/bin/buildah "$@"\n')
     wrapper.chmod(0o755)
-    env = build_env(mirror, storage_root, "bdry", PATH=f"{bindir}:{os.environ['PATH']}")
+    env = build_env(
+        mirror,
+        storage_root,
+        "bdry",
+        PATH=f"{bindir}:{os.environ['PATH']}",
+        REGISTRY_USERNAME="ci",
+        REGISTRY_PASSWORD=CANARY,
+        GITHUB_TOKEN=CANARY,
+    )
     out = invoke(git_project, "build", "--push", "--dry-run", "--backend", "buildah", env=env)
     assert out.returncode == 0, out.stderr
     assert " bud " in out.stdout and " push " in out.stdout  # the plan shows the commands
+    assert "login" in out.stdout and "--password-stdin" in out.stdout
+    assert CANARY not in out.stdout + out.stderr
     recorded = calls.read_text().splitlines() if calls.exists() else []
     assert all(line.startswith("version") for line in recorded), recorded
     assert not (git_project / "build" / "images.json").exists()
