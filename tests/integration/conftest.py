@@ -39,9 +39,11 @@ def mirror(build_tools, tmp_path_factory) -> Iterator[LocalRegistry]:
     registry.stop()
 
 
-def release_storage(root: Path, driver: str = "overlay") -> None:
+def release_storage(root: Path, driver: str = "overlay", storage_opt: str | None = None) -> None:
     """Remove buildah's containers and images under `root` and the mounts it leaves behind."""
     flags = ["--root", str(root), "--runroot", f"{root}-run", "--storage-driver", driver]
+    if storage_opt:
+        flags += ["--storage-opt", storage_opt]
     subprocess.run(["buildah", *flags, "rm", "--all"], capture_output=True)
     subprocess.run(["buildah", *flags, "rmi", "--all", "--force"], capture_output=True)
     libc = ctypes.CDLL(None, use_errno=True)

@@ -18,6 +18,7 @@ import requests
 
 from moltbuild.localregistry import LocalRegistry, free_port
 from moltbuild.registry import ACCEPT
+from tests.conftest import need, need_tool
 from tests.integration.conftest import (
     assert_report_matches_registry,
     build_env,
@@ -161,6 +162,23 @@ def test_nested_overlay_without_fuse_builds_with_vfs_and_refuses_docker(git_proj
         assert "refusing" not in forced.stderr
     finally:
         release_storage(merged / "storage", "vfs")
+        ctypes.CDLL(None).umount2(str(merged).encode(), 2)
+
+
+def test_nested_overlay_with_fuse_overlayfs_keeps_the_overlay_driver(git_project, mirror, tmp_path):
+    need_tool("fuse-overlayfs")
+    need(os.path.exists("/dev/fuse"), "/dev/fuse is missing")
+    merged = _overlay_mount(tmp_path)
+    storage = merged / "storage"
+    try:
+        env = build_env(mirror, storage, "bfuse")
+        out = invoke(git_project, "build", "--push", "--api-only", env=env)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "storage driver overlay via fuse-overlayfs" in out.stdout
+        assert "overlay.mount_program=" in out.stdout
+        assert_report_matches_registry(git_project, mirror.url, {"api"})
+    finally:
+        release_storage(storage, "overlay", "overlay.mount_program=/usr/bin/fuse-overlayfs")
         ctypes.CDLL(None).umount2(str(merged).encode(), 2)
 
 
