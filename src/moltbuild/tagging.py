@@ -85,7 +85,8 @@ def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> Gi
         if "/" in origin_head
         else (git("config", "--get", "init.defaultBranch", check=False) or "main")
     )
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # Untracked, not-ignored files count: a build context COPYs them, so the image differs from HEAD.
+    dirty = bool(git("status", "--porcelain", "--untracked-files=normal"))
     remote = git("config", "--get", "remote.origin.url", check=False)
     return GitState(
         sha=sha,
