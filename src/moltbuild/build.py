@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def report_entry(plan: BuildPlan, out: Outcome) -> dict[str, Any]:
     }
 
 
-def reuse_unchanged(client: RegistryClient, img: ImagePlan, say) -> Outcome | None:
+def reuse_unchanged(client: RegistryClient, img: ImagePlan, say: Callable[[str], None]) -> Outcome | None:
     """When the registry already has an image built from the same inputs, tag it remotely."""
     start = time.monotonic()
     name = img.repository.split("/", 1)[1]
@@ -121,47 +122,66 @@ def _build_one(backend: Backend, plan: BuildPlan, img: ImagePlan, log_dir: Path 
 
 
 def execute(session: Session, plan: BuildPlan, *, report_path: Path | None = None) -> list[Outcome]:
-    runner = session.runner
-    settings = session.settings
+    """Reuse what the registry already has, build the rest in parallel, record every outcome."""
+    runner, settings = session.runner, session.settings
     report_path = report_path or report.default_path(settings.project_root)
     backend = make_backend(plan.backend, runner, settings, session.storage)
     plan.native_platform = backend.native_platform()
     host = plan.registry.split("/", 1)[0]
     creds = preflight_push(host, settings, check_registry=not runner.dry_run) if plan.push else None
-    log_dir = None if runner.dry_run else report_path.parent / "logs"
+
+    def record(out: Outcome) -> None:
+        if not runner.dry_run:
+            report.update_image(report_path, report_entry(plan, out), version=report.VERSION)
+
     outcomes: list[Outcome] = []
-    to_build = list(plan.images)
     if plan.push and not plan.rebuild and not runner.dry_run:
         client = registry_client(host, settings, creds)
-        for img in plan.images:
-            reused = reuse_unchanged(client, img, runner.say)
-            if reused:
-                outcomes.append(reused)
-                report.update_image(report_path, report_entry(plan, reused), version=report.VERSION)
-                to_build.remove(img)
-    if not to_build:
-        return sorted(outcomes, key=lambda o: o.image.name)
-    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
-        backend.prepare(Path(tmp), plan.mirror)
-        if creds:
-            backend.login(host, creds)
-        _pull_bases(backend, plan, to_build)
-        pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(to_build)))
-        futures = {pool.submit(_build_one, backend, plan, img, log_dir): img for img in to_build}
-        try:
-            for fut in cf.as_completed(futures):
-                out = fut.result()
-                outcomes.append(out)
-                if not runner.dry_run:
-                    report.update_image(report_path, report_entry(plan, out), version=report.VERSION)
-                state = "ok" if out.ok else "FAILED"
-                runner.say(f"[{out.image.name}] {state} in {out.duration_s:.1f}s")
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            terminate_all()
-            raise
-        pool.shutdown(wait=True)
+        outcomes = [o for img in plan.images if (o := reuse_unchanged(client, img, runner.say))]
+        for out in outcomes:
+            record(out)
+    reused = {o.image.name for o in outcomes}
+    to_build = [img for img in plan.images if img.name not in reused]
+    log_dir = None if runner.dry_run else report_path.parent / "logs"
+    if to_build:
+        with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
+            backend.prepare(Path(tmp), plan.mirror)
+            if creds:
+                backend.login(host, creds)
+            _pull_bases(backend, plan, to_build)
+            outcomes += _build_parallel(backend, plan, to_build, log_dir, record, runner.say)
     outcomes.sort(key=lambda o: o.image.name)
+    _raise_for_failures(plan, outcomes, log_dir)
+    return outcomes
+
+
+def _build_parallel(
+    backend: Backend,
+    plan: BuildPlan,
+    images: list[ImagePlan],
+    log_dir: Path | None,
+    record: Callable[[Outcome], None],
+    say: Callable[[str], None],
+) -> list[Outcome]:
+    """`plan.jobs` images at once; each outcome is recorded the moment it is known."""
+    outcomes = []
+    pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(images)))
+    futures = [pool.submit(_build_one, backend, plan, img, log_dir) for img in images]
+    try:
+        for fut in cf.as_completed(futures):
+            out = fut.result()
+            outcomes.append(out)
+            record(out)
+            say(f"[{out.image.name}] {'ok' if out.ok else 'FAILED'} in {out.duration_s:.1f}s")
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        terminate_all()
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def _raise_for_failures(plan: BuildPlan, outcomes: list[Outcome], log_dir: Path | None) -> None:
     failed = [o for o in outcomes if not o.ok or (plan.push and not o.pushed)]
     if failed:
         first = failed[0]
@@ -170,7 +190,6 @@ def execute(session: Session, plan: BuildPlan, *, report_path: Path | None = Non
             f"{len(failed)} image(s) failed: {names}; {first.image.name}: {first.error}"
             + (f"\n(full log: {log_dir / (first.image.name + '.log')})" if log_dir else "")
         )
-    return outcomes
 
 
 def summary(outcomes: list[Outcome]) -> str:
