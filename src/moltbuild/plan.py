@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import baseimages, tagging
-from .backends import choose_backend
+from .backends import choose_backend, statuses_for
 from .buildcontext import input_digest
 from .config import ImageConfig, load_images
 from .errors import ConfigError
@@ -123,8 +123,12 @@ def make_plan(
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     version = tagging.version_of(git)
 
+    requested = backend or settings["MOLTBUILD_BACKEND"]
     name, reason = choose_backend(
-        backend or settings["MOLTBUILD_BACKEND"], session.backends, session.storage, force=force
+        requested,
+        statuses_for(requested, session.runner, settings, session.storage),
+        session.storage,
+        force=force,
     )
     if name == "kaniko":
         raise ConfigError(

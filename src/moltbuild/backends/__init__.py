@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+from collections.abc import Iterable
+
 from ..errors import ConfigError, GuardError
 from ..probe import StorageVerdict
 from ..runner import Runner
@@ -23,8 +26,23 @@ def make_backend(name: str, runner: Runner, settings: Settings, storage: Storage
     return cls(runner, settings, storage)
 
 
-def probe_all(runner: Runner, settings: Settings, storage: StorageVerdict) -> dict[str, BackendStatus]:
-    return {name: make_backend(name, runner, settings, storage).status() for name in BACKENDS}
+def probe_all(
+    runner: Runner, settings: Settings, storage: StorageVerdict, names: Iterable[str] | None = None
+) -> dict[str, BackendStatus]:
+    """Status of each named backend (all by default), probed concurrently: each may wait on a
+    daemon or a cluster that does not answer."""
+    wanted = [n for n in BACKENDS if names is None or n in set(names)]
+    with cf.ThreadPoolExecutor(max_workers=len(wanted) or 1) as pool:
+        found = pool.map(lambda n: make_backend(n, runner, settings, storage).status(), wanted)
+        return dict(zip(wanted, found, strict=True))
+
+
+def statuses_for(
+    requested: str, runner: Runner, settings: Settings, storage: StorageVerdict
+) -> dict[str, BackendStatus]:
+    """Only what choosing `requested` needs: `auto` looks at docker and buildah, not the cluster."""
+    names = set(AUTO_ORDER) | ({requested} if requested in BACKENDS else set())
+    return probe_all(runner, settings, storage, names)
 
 
 def choose_backend(
