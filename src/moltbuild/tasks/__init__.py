@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,12 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except MoltbuildError as exc:
             raise Exit(f"error: {exc.message}", code=exc.exit_code) from None
+        except BrokenPipeError:  # `invoke build --dry-run | head`: the reader left; stop quietly
+            from ..runner import terminate_all
+
+            terminate_all()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=141) from None
         except KeyboardInterrupt:
             from ..runner import terminate_all
 
