@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import report, tagging
 from .backends import make_backend
+from .backends.base import Backend
 from .credentials import preflight_push
 from .errors import ConfigError, MoltbuildError
 from .plan import ImagePlan
@@ -59,17 +60,17 @@ def push_built(
         tagging.validate_tag(tag)
     updated = []
     with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
-        by_backend: dict[str, object] = {}
+        ready: dict[tuple[str, str], Backend] = {}  # one login per backend and registry
         for entry in entries:
-            backend = by_backend.get(entry["backend"])
+            host = entry["repository"].split("/", 1)[0]
+            backend = ready.get((entry["backend"], host))
             if backend is None:
                 backend = make_backend(entry["backend"], runner, session.settings, session.storage)
-                backend.prepare(Path(tmp), None)
-                host = entry["repository"].split("/", 1)[0]
+                backend.prepare(Path(tempfile.mkdtemp(dir=tmp)), None)
                 creds = preflight_push(host, session.settings, check_registry=not dry_run)
                 if creds:
                     backend.login(host, creds)
-                by_backend[entry["backend"]] = backend
+                ready[(entry["backend"], host)] = backend
             image = _image_from_entry(entry)
             new = [t for t in add_tags or [] if t not in image.tags]
             if new:
