@@ -182,7 +182,7 @@ def test_nested_overlay_with_fuse_overlayfs_keeps_the_overlay_driver(git_project
         ctypes.CDLL(None).umount2(str(merged).encode(), 2)
 
 
-CANARY = "ghp_CanaryTok3n0123456789abcdefXYZ"
+CANARY = "canary-tok3n-0123456789-not-a-real-one"
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.test_nested_overlay import run_invoke
 
 pytestmark = pytest.mark.integration
-CANARY = "ghp_CanaryToken0123456789abcdefghij"
+CANARY = "canary-token-0123456789-not-a-real-one"
 
 
 def test_list_shows_foundation_tasks(project):
