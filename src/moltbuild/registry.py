@@ -40,14 +40,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def split_registry(ref: str) -> tuple[str, str]:
-    """'127.0.0.1:5000/ardenone/api' -> ('127.0.0.1:5000', 'ardenone/api')."""
-    host, _, path = ref.partition("/")
-    if not path:
-        raise RegistryError(f"{ref!r} has no registry host; expected HOST[:PORT]/NAME")
-    return host, path
-
-
 @dataclass
 class Manifest:
     digest: str

@@ -130,11 +130,6 @@ class Runner:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    def add_secret(self, value: str | Secret) -> None:
-        raw = value.reveal() if isinstance(value, Secret) else value
-        if raw and raw not in self._secrets:
-            self._secrets = sorted([*self._secrets, raw], key=len, reverse=True)
-
     def mask(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
