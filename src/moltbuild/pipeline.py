@@ -9,7 +9,6 @@ from . import report, verify
 from .build import build_images
 from .config import find_project_root
 from .localregistry import LocalRegistry
-from .runner import Runner
 from .session import Session
 
 
@@ -23,7 +22,7 @@ def verify_report(session: Session, path: Path) -> None:
 def run_pipeline(*, jobs: int = 2) -> None:
     root = find_project_root()
     probe = Session.create(project_root=root)
-    runner = Runner(secrets=probe.settings.secrets)
+    runner = probe.runner
     registry = None
     if probe.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
         registry = LocalRegistry(root / "build" / "registry", runner).start()

@@ -193,7 +193,7 @@ def render_plan(plan: BuildPlan) -> str:
         lines.append(
             "bases:    "
             + ", ".join(
-                base if base == src or baseimages.parse_ref(base).__str__() == src else f"{base} <- {src}"
+                base if str(baseimages.parse_ref(base)) == src else f"{base} <- {src}"
                 for base, src in plan.pulls.items()
             )
         )
