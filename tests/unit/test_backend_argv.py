@@ -11,6 +11,7 @@ from moltbuild.plan import ImagePlan
 from moltbuild.probe import StorageVerdict
 from moltbuild.runner import Runner
 from moltbuild.settings import load_settings
+from tests.unit.verdicts import storage_verdict
 
 
 def image(**kw) -> ImagePlan:
@@ -31,16 +32,8 @@ def image(**kw) -> ImagePlan:
 
 
 def storage(overlay_ok=True, fuse=None) -> StorageVerdict:
-    return StorageVerdict(
-        path="/s",
-        mount_point="/",
-        fstype="ext4",
-        overlay_ok=overlay_ok,
-        nested=not overlay_ok,
-        method="mount",
-        detail="",
-        fuse_overlayfs=fuse,
-    )
+    """`overlay_ok=False`: the graphroot is on nested overlay."""
+    return storage_verdict(nested=not overlay_ok, fuse=fuse, fstype="ext4", method="mount")
 
 
 def backend(name, tmp_path, environ=None, verdict=None):

@@ -6,19 +6,11 @@ from moltbuild.errors import ConfigError, GuardError
 from moltbuild.probe import StorageVerdict
 from moltbuild.runner import Runner
 from moltbuild.settings import load_settings
+from tests.unit.verdicts import storage_verdict
 
 
 def verdict(nested: bool) -> StorageVerdict:
-    return StorageVerdict(
-        path="/s",
-        mount_point="/",
-        fstype="overlay" if nested else "ext4",
-        overlay_ok=not nested,
-        nested=nested,
-        method="fstype",
-        detail="",
-        fuse_overlayfs=None,
-    )
+    return storage_verdict(nested=nested)
 
 
 def statuses(docker: bool, buildah: bool) -> dict[str, BackendStatus]:

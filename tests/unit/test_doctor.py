@@ -2,10 +2,11 @@ import json
 
 from moltbuild import doctor
 from moltbuild.backends.base import BackendStatus
-from moltbuild.probe import Place, StorageVerdict
+from moltbuild.probe import Place
 from moltbuild.runner import Runner
 from moltbuild.session import Session
 from moltbuild.settings import load_settings
+from tests.unit.verdicts import storage_verdict
 
 
 def make_session(tmp_path, nested: bool, docker_works: bool, environ=None) -> Session:
@@ -13,15 +14,12 @@ def make_session(tmp_path, nested: bool, docker_works: bool, environ=None) -> Se
     settings = load_settings(tmp_path, environ=environ, tool_config={"registry": "ghcr.io/ardenone"})
     session = Session(settings=settings, runner=Runner(dry_run=True), environ=environ)
     session.place = Place(container=True, kubernetes=True, devpod=True, ci=None, evidence=["DEVPOD is set"])
-    session.storage = StorageVerdict(
+    session.storage = storage_verdict(
+        nested=nested,
         path="/work/storage",
         mount_point="/work",
-        fstype="overlay" if nested else "ext4",
-        overlay_ok=not nested,
-        nested=nested,
         method="mount",
         detail="EINVAL" if nested else "ok",
-        fuse_overlayfs=None,
     )
     session.backends = {
         "docker": BackendStatus(
