@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .refs import ImageRef
 
-DOCKER_HUB = "docker.io"
 _ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.I)
 _FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.I)
 _VAR_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    registry: str
-    path: str  # e.g. library/python
-    tag: str | None
-    digest: str | None
-
-    @property
-    def on_docker_hub(self) -> bool:
-        return self.registry == DOCKER_HUB
-
-    def with_registry(self, registry_and_prefix: str) -> str:
-        ref = f"{registry_and_prefix.rstrip('/')}/{self.path}"
-        return ref + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
-
-    def __str__(self) -> str:
-        return self.with_registry(self.registry)
-
-
-def parse_ref(ref: str) -> ImageRef:
-    """Normalise like docker: python:3.12 -> docker.io/library/python:3.12."""
-    name, _, digest = ref.partition("@")
-    tag = None
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, tag = name.rsplit(":", 1)
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, rest
-    else:
-        registry, path = DOCKER_HUB, name
-    if registry == DOCKER_HUB and "/" not in path:
-        path = f"library/{path}"
-    if tag is None and not digest:
-        tag = "latest"
-    return ImageRef(registry, path, tag, digest or None)
+def parse_base(ref: str, origin: str = "FROM") -> ImageRef:
+    """A base image as docker reads it: python:3.12 -> docker.io/library/python:3.12."""
+    return ImageRef.parse(ref, origin, default_tag="latest")
 
 
 def _substitute(text: str, args: dict[str, str]) -> str:
@@ -73,6 +39,7 @@ def dockerfile_bases(dockerfile: Path, build_args: dict[str, str] | None = None)
             seen_from = True
             image = _substitute(m.group(1), args)
             if image.lower() != "scratch" and image not in stages and image not in bases:
+                parse_base(image, f"{dockerfile}: FROM")  # a typo fails here, naming the file
                 bases.append(image)
             if m.group(2):
                 stages.add(m.group(2))
@@ -91,9 +58,9 @@ def validate_mirror(mirror: str) -> str:
 
 def mirrored(ref: str, mirror: str | None) -> str:
     """Where to pull `ref` from: through the mirror for Docker Hub images, else unchanged."""
-    parsed = parse_ref(ref)
+    parsed = parse_base(ref)
     if mirror and parsed.on_docker_hub:
-        return parsed.with_registry(validate_mirror(mirror))
+        return str(parsed.moved_to(validate_mirror(mirror)))
     return str(parsed)
 
 

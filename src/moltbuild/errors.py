@@ -54,5 +54,14 @@ class BuildError(MoltbuildError):
     """One or more images failed to build or push."""
 
 
+class JobError(MoltbuildError):
+    """One image's job failed; `image_id` is set when a local image was built before the failure
+    (a push can be retried with `invoke push`)."""
+
+    def __init__(self, message: str, *, image_id: str | None = None, exit_code: int | None = None):
+        super().__init__(message, exit_code=exit_code)
+        self.image_id = image_id
+
+
 class RegistryError(MoltbuildError):
     """The registry said no, or could not be reached."""

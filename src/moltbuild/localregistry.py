@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -20,30 +19,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass
-class TLSFiles:
-    cert: Path
-    key: Path
-    ca: Path
-
-
 class LocalRegistry:
-    def __init__(
-        self,
-        data_dir: Path,
-        runner: Runner | None = None,
-        *,
-        port: int | None = None,
-        htpasswd: Path | None = None,
-        tls: TLSFiles | None = None,
-        token_auth: dict[str, str] | None = None,  # realm, service, issuer, rootcertbundle
-    ):
+    """Plain HTTP on loopback; tests/support adds the auth and TLS modes they need."""
+
+    def __init__(self, data_dir: Path, runner: Runner | None = None, *, port: int | None = None):
         self.data_dir = data_dir
         self.runner = runner or Runner()
         self.port = port or free_port()
-        self.htpasswd = htpasswd
-        self.tls = tls
-        self.token_auth = token_auth
         self._proc = None
 
     @property
@@ -52,7 +34,16 @@ class LocalRegistry:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}"
+        return f"http://{self.host}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests should verify the registry's certificate with."""
+        return True
+
+    def extra_config(self) -> list[str]:
+        """Lines appended to the config (http.tls, auth); none for the plain registry."""
+        return []
 
     def config(self) -> str:
         lines = [
@@ -62,17 +53,8 @@ class LocalRegistry:
             "delete: {enabled: true}}",
             "http:",
             f"  addr: {self.host}",
+            *self.extra_config(),
         ]
-        if self.tls:
-            lines.append(f"  tls: {{certificate: {self.tls.cert}, key: {self.tls.key}}}")
-        if self.htpasswd:
-            lines.append(f"auth: {{htpasswd: {{realm: moltbuild, path: {self.htpasswd}}}}}")
-        elif self.token_auth:
-            t = self.token_auth
-            lines.append(
-                f"auth: {{token: {{realm: {t['realm']}, service: {t['service']}, "
-                f"issuer: {t['issuer']}, rootcertbundle: {t['rootcertbundle']}}}}}"
-            )
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> LocalRegistry:
@@ -89,7 +71,7 @@ class LocalRegistry:
                 log = (self.data_dir / "registry.log").read_text()[-500:]
                 raise MoltbuildError(f"docker-registry exited at start: {log.strip()}")
             try:
-                requests.get(f"{self.url}/v2/", timeout=1, verify=str(self.tls.ca) if self.tls else True)
+                requests.get(f"{self.url}/v2/", timeout=1, verify=self.verify)
                 return self
             except requests.RequestException:
                 time.sleep(0.03)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import report, verify
@@ -10,6 +9,8 @@ from .build import build_images
 from .config import find_project_root
 from .localregistry import LocalRegistry
 from .session import Session
+
+EMBEDDED = "pipeline: embedded registry"
 
 
 def verify_report(session: Session, path: Path) -> None:
@@ -24,19 +25,23 @@ def run_pipeline(*, jobs: int = 2) -> None:
     probe = Session.create(project_root=root)
     runner = probe.runner
     registry = None
+    overrides: dict[str, tuple[str, str]] = {}
     if probe.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
         registry = LocalRegistry(root / "build" / "registry", runner).start()
         insecure = ",".join(
             filter(None, [probe.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
         )
-        os.environ["MOLTBUILD_REGISTRY"] = f"{registry.host}/ardenone"
-        os.environ["MOLTBUILD_INSECURE_REGISTRIES"] = insecure
+        # Through the settings layer, with its own source name: the process environment is untouched.
+        overrides = {
+            "MOLTBUILD_REGISTRY": (f"{registry.host}/ardenone", EMBEDDED),
+            "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
+        }
         runner.say(
             f"pipeline: no registry configured; embedded registry on {registry.host} "
             f"(data under build/registry)"
         )
     try:
-        session = Session.create(project_root=root)
+        session = Session.create(project_root=root, overrides=overrides)
         build_images(push=True, jobs=jobs, session=session)
         runner.say("\npipeline: reading every digest back from the registry")
         verify_report(session, report.default_path(root))

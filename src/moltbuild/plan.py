@@ -9,9 +9,11 @@ from pathlib import Path
 
 from . import baseimages, tagging
 from .backends import choose_backend, statuses_for
+from .backends.base import BasePull
 from .buildcontext import input_digest
 from .config import ImageConfig, load_images
 from .errors import ConfigError
+from .refs import ImageRef
 from .session import Session
 from .tables import render_table
 
@@ -24,43 +26,69 @@ def cache_tag(input_digest: str) -> str:
     return CACHE_TAG_PREFIX + input_digest.removeprefix("sha256:")[:32]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImagePlan:
     name: str
-    repository: str  # registry/namespace/repo, no tag
-    tags: list[str]
+    ref: ImageRef  # the repository images go to, no tag
+    tags: tuple[str, ...]  # pin tag first; the input tag last
     context: Path
     dockerfile: Path
     build_args: dict[str, str]
     labels: dict[str, str]
     target: str | None
-    platforms: list[str]
+    platforms: tuple[str, ...]
     input_digest: str
-    bases: list[str]  # as the Dockerfile names them
+    bases: tuple[str, ...]  # as the Dockerfile names them
+
+    @property
+    def pin_tag(self) -> str:
+        """The immutable revision tag deployments pin (the tag plan's first tag)."""
+        return self.tags[0]
+
+    @property
+    def repository(self) -> str:
+        return self.ref.name
 
     @property
     def refs(self) -> list[str]:
-        return [f"{self.repository}:{tag}" for tag in self.tags]
+        return [str(self.ref.with_tag(tag)) for tag in self.tags]
 
     @property
-    def registry_host(self) -> str:
-        return self.repository.split("/", 1)[0]
+    def multi_platform(self) -> bool:
+        return len(self.platforms) > 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildPlan:
-    images: list[ImagePlan]
+    images: tuple[ImagePlan, ...]
     backend: str
     backend_reason: str
     push: bool
-    registry: str
+    registry: ImageRef  # HOST[:PORT]/NAMESPACE
     git: tagging.GitState
     mirror: str | None
     no_cache: bool = False
     jobs: int = 2
     rebuild: bool = False
     pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
-    native_platform: str = "linux/amd64"  # set from the backend when the build runs
+
+    def bases_for(self, images: Iterable[ImagePlan]) -> dict[str, BasePull]:
+        """The bases `images` need, each with its source and the images that use it."""
+        chosen = list(images)
+        return {
+            base: BasePull(source, tuple(i.name for i in chosen if base in i.bases))
+            for base, source in self.pulls.items()
+            if any(base in i.bases for i in chosen)
+        }
+
+
+def registry_prefix(value: str) -> ImageRef:
+    """MOLTBUILD_REGISTRY as HOST[:PORT]/NAMESPACE; anything else is one clear line."""
+    value = value.strip().rstrip("/")
+    first, sep, _ = value.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
+    return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")
 
 
 def select_images(
@@ -113,9 +141,7 @@ def make_plan(
     configs = select_images(load_images(root), only=only, api_only=api_only, frontend_only=frontend_only)
     git = tagging.read_git_state(root, session.runner, session.environ)
     tags = tagging.plan_tags(git, extra_tags)
-    registry = settings["MOLTBUILD_REGISTRY"].rstrip("/")
-    if "/" not in registry:
-        raise ConfigError(f"MOLTBUILD_REGISTRY={registry!r} needs a namespace: HOST[:PORT]/NAMESPACE")
+    registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
     if mirror:
         mirror = baseimages.validate_mirror(mirror)
@@ -130,14 +156,10 @@ def make_plan(
         session.storage,
         force=force,
     )
-    if name == "kaniko":
-        raise ConfigError(
-            "the kaniko backend runs through `invoke kaniko.build`; use --backend buildah or docker here"
-        )
     images = []
     pulls: dict[str, str] = {}
     for cfg in configs:
-        plats = cli_platforms or list(cfg.platforms)
+        plats = tuple(cli_platforms or cfg.platforms)
         digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, plats)
         label_args = {"VERSION": version, "REVISION": git.sha, "CREATED": created, "SOURCE": git.source}
         labels = {
@@ -153,8 +175,10 @@ def make_plan(
         images.append(
             ImagePlan(
                 name=cfg.name,
-                repository=f"{registry}/{cfg.repository}",
-                tags=[*tags, cache_tag(digest)] if push else list(tags),
+                ref=ImageRef.repository_of(
+                    f"{registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
+                ),
+                tags=(*tags, cache_tag(digest)),
                 context=cfg.context,
                 dockerfile=cfg.dockerfile,
                 build_args={**label_args, **cfg.build_args},
@@ -162,11 +186,11 @@ def make_plan(
                 target=cfg.target,
                 platforms=plats,
                 input_digest=digest,
-                bases=bases,
+                bases=tuple(bases),
             )
         )
     return BuildPlan(
-        images=images,
+        images=tuple(images),
         backend=name,
         backend_reason=reason,
         push=push,
@@ -186,14 +210,14 @@ def render_plan(plan: BuildPlan) -> str:
         f"backend:  {plan.backend}: {plan.backend_reason}",
         f"revision: {git.sha} on {git.branch or '(detached)'}{' (dirty)' if git.dirty else ''}; "
         f"default branch {git.default_branch}",
-        f"push:     {'yes, to ' + plan.registry if plan.push else 'no (add --push)'}",
+        f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
     ]
     if plan.pulls:
         lines.append(
             "bases:    "
             + ", ".join(
-                base if str(baseimages.parse_ref(base)) == src else f"{base} <- {src}"
+                base if str(baseimages.parse_base(base)) == src else f"{base} <- {src}"
                 for base, src in plan.pulls.items()
             )
         )

@@ -1,38 +1,29 @@
-"""`invoke push` and `invoke tag`: act on images a previous build recorded in the report."""
+"""`invoke push` and `invoke tag`: act on the images a previous build recorded in the report.
+
+Push uploads a local image once and adds its other tags by manifest PUT; tag only adds tags,
+in the registry when the image is there, else to the record for the next `invoke push`.
+"""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import report, tagging
 from .backends import make_backend
-from .backends.base import Backend
-from .credentials import preflight_push
-from .errors import ConfigError, MoltbuildError
-from .plan import ImagePlan
+from .backends.base import Backend, JobLog, PushTarget, RunSpec
+from .credentials import credentials_for, preflight_push, registry_client
+from .errors import ConfigError, MoltbuildError, RegistryError
+from .plan import cache_tag
+from .report import ImageRecord
 from .session import Session
 
 
-def _image_from_entry(entry: dict) -> ImagePlan:
-    return ImagePlan(
-        name=entry["name"],
-        repository=entry["repository"],
-        tags=list(entry["tags"]),
-        context=Path("."),
-        dockerfile=Path("Dockerfile"),
-        build_args={},
-        labels={},
-        target=None,
-        platforms=list(entry.get("platforms") or []),
-        input_digest=entry["input_digest"],
-        bases=[],
-    )
-
-
-def _built_entries(path: Path, names: list[str] | None) -> list[dict]:
-    found = [e for e in report.entries(path, names) if e.get("status") in ("built", "pushed")]
+def _built_records(path: Path, only: str) -> list[ImageRecord]:
+    names = [n.strip() for n in only.split(",") if n.strip()] or None
+    found = [r for r in report.require(path, names) if r.status in ("built", "pushed")]
     if not found:
         raise ConfigError(
             f"{path} records no built image{' named ' + ', '.join(names) if names else ''}; "
@@ -41,58 +32,113 @@ def _built_entries(path: Path, names: list[str] | None) -> list[dict]:
     return found
 
 
+def _planned_tags(record: ImageRecord) -> list[str]:
+    """Every tag the build planned; reports of older versions lacked the input tag without --push."""
+    tags = list(record.tags)
+    cached = cache_tag(record.input_digest)
+    return tags if cached in tags else [*tags, cached]
+
+
+def _retag_remote(
+    session: Session, record: ImageRecord, tags: list[str], *, dry_run: bool, say: Callable[[str], None]
+) -> None:
+    """Point `tags` at the record's digest in the registry: manifest PUTs, no upload."""
+    ref = record.ref
+    if dry_run:
+        for tag in tags:
+            say(f"[{record.name}] + PUT {ref.with_tag(tag)} (the manifest at {record.digest})")
+        return
+    client = registry_client(ref.host, session.settings, credentials_for(ref.host, session.settings))
+    served = client.put_tags(ref.repository, tags, reference=record.digest or "")
+    wrong = [tag for tag, digest in served.items() if digest != record.digest]
+    if wrong:
+        raise RegistryError(f"{ref.with_tag(wrong[0])} does not serve {record.digest}")
+
+
+class _Backends:
+    """One opened backend (one private dir, one login) per backend and registry host."""
+
+    def __init__(self, session: Session, workdir: Path, dry_run: bool):
+        self.session, self.workdir, self.dry_run = session, workdir, dry_run
+        self._open: dict[tuple[str, str], Backend] = {}
+
+    def get(self, record: ImageRecord) -> Backend:
+        key = (record.backend, record.ref.host)
+        if key not in self._open:
+            s = self.session
+            backend = make_backend(record.backend, s.runner, s.settings, s.storage, dry_run=self.dry_run)
+            creds = preflight_push(key[1], s.settings, check_registry=not self.dry_run)
+            backend.open(RunSpec(Path(tempfile.mkdtemp(dir=self.workdir)), logins={key[1]: creds}))
+            self._open[key] = backend
+        return self._open[key]
+
+
 def push_built(
-    *,
-    only: str = "",
-    dry_run: bool = False,
-    add_tags: list[str] | None = None,
-    report_path: Path | None = None,
-    require_tags: bool = False,
-) -> list[dict]:
-    """Push images recorded in the report (optionally under extra tags); update their entries."""
-    if require_tags and not add_tags:
-        raise ConfigError("pass at least one --tag (or --source REF to retag in the registry)")
-    session = Session.create(dry_run=dry_run)
-    runner = session.runner
+    *, only: str = "", dry_run: bool = False, report_path: Path | None = None
+) -> list[ImageRecord]:
+    """Push the images the report records as built (every planned tag); update their records."""
+    session = Session.create()
+    say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
-    entries = _built_entries(path, only.split(",") if only else None)
-    for tag in add_tags or []:
-        tagging.validate_tag(tag)
     updated = []
-    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
-        ready: dict[tuple[str, str], Backend] = {}  # one login per backend and registry
-        for entry in entries:
-            host = entry["repository"].split("/", 1)[0]
-            backend = ready.get((entry["backend"], host))
-            if backend is None:
-                backend = make_backend(entry["backend"], runner, session.settings, session.storage)
-                backend.prepare(Path(tempfile.mkdtemp(dir=tmp)), None)
-                creds = preflight_push(host, session.settings, check_registry=not dry_run)
-                if creds:
-                    backend.login(host, creds)
-                ready[(entry["backend"], host)] = backend
-            image = _image_from_entry(entry)
-            new = [t for t in add_tags or [] if t not in image.tags]
-            if new:
-                backend.add_tags(image, new)
-                image.tags += new
+    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
+        backends = _Backends(session, Path(tmp), dry_run)
+        for record in _built_records(path, only):
             start = time.monotonic()
+            tags = _planned_tags(record)
             try:
-                digest = backend.push(image, prefix=f"[{image.name}] ", log_path=None)
+                if record.image_id:
+                    target = PushTarget(
+                        record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
+                    )
+                    digest = backends.get(record).push_built(target, log=JobLog(f"[{record.name}] ")).digest
+                elif record.pushed:  # reused or pushed in the cluster: nothing local, tags are remote
+                    _retag_remote(session, record, tags, dry_run=dry_run, say=say)
+                    digest = record.digest
+                else:
+                    raise ConfigError("the report records no local image to push; run `invoke build` again")
             except MoltbuildError as exc:
-                raise MoltbuildError(f"{image.name}: {exc.message}", exit_code=exc.exit_code) from None
-            if entry.get("digest") and digest and entry["pushed"] and digest != entry["digest"]:
-                runner.say(f"[{image.name}] note: digest changed from {entry['digest']} to {digest}")
-            entry = {
-                **entry,
-                "tags": image.tags,
-                "digest": digest or entry.get("digest"),
-                "pushed": True,
-                "status": "pushed",
-                "duration_s": round(time.monotonic() - start, 2),
-            }
+                raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
+            if record.pushed and digest and digest != record.digest:
+                say(f"[{record.name}] note: digest changed from {record.digest} to {digest}")
+            new = record.but(
+                tags=tags,
+                digest=digest or record.digest,
+                pushed=not dry_run or record.pushed,
+                status="pushed" if not dry_run else record.status,
+                duration_s=round(time.monotonic() - start, 2),
+                error="",
+            )
             if not dry_run:
-                report.update_image(path, entry)
-            updated.append(entry)
-            runner.say(f"[{image.name}] pushed {', '.join(image.tags)} -> {digest or '(dry run)'}")
+                report.update(path, new)
+            updated.append(new)
+            say(f"[{record.name}] pushed {', '.join(tags)} -> {digest or '(dry run)'}")
+    return updated
+
+
+def tag_built(
+    tags: list[str], *, only: str = "", dry_run: bool = False, report_path: Path | None = None
+) -> list[ImageRecord]:
+    """Add `tags` to the last build's images: in the registry for pushed ones (no push), else to
+    the record, for the next `invoke push`."""
+    if not tags:
+        raise ConfigError("pass at least one --tag (or --source REF to retag in the registry)")
+    for tag in tags:
+        tagging.validate_tag(tag)
+    session = Session.create()
+    say = session.runner.say
+    path = report_path or report.default_path(session.settings.project_root)
+    updated = []
+    for record in _built_records(path, only):
+        new_tags = [t for t in tags if t not in record.tags]
+        if record.pushed:
+            _retag_remote(session, record, new_tags, dry_run=dry_run, say=say)
+            where = f"in the registry at {record.digest[:19] if record.digest else '?'}"
+        else:
+            where = "in the report only: not pushed yet, `invoke push` pushes it"
+        new = record.but(tags=[*record.tags, *new_tags])
+        if not dry_run:
+            report.update(path, new)
+        updated.append(new)
+        say(f"[{record.name}] tagged {', '.join(tags)} {where}")
     return updated

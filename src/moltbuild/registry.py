@@ -290,6 +290,14 @@ class RegistryClient:
 
     def copy(self, source_name: str, reference: str, name: str, tag: str) -> str:
         """Tag `source_name:reference` as `name:tag` by copying the manifest; no pull, no daemon."""
+        return self.put_tags(name, [tag], source_name=source_name, reference=reference)[tag]
+
+    def put_tags(
+        self, name: str, tags: list[str], *, reference: str, source_name: str | None = None
+    ) -> dict[str, str]:
+        """Point each of `tags` in `name` at the manifest `source_name:reference` (one GET, a PUT
+        per tag; blobs are mounted first across repositories). Returns tag -> digest served."""
+        source_name = source_name or name
         found = self.manifest(source_name, reference, method="GET")
         if found is None:
             raise RegistryError(
@@ -297,7 +305,7 @@ class RegistryClient:
             )
         if name != source_name:
             self._copy_children(source_name, name, json.loads(found.body))
-        return self.put_manifest(name, tag, found.body, found.media_type)
+        return {tag: self.put_manifest(name, tag, found.body, found.media_type) for tag in tags}
 
     def _copy_children(self, source_name: str, name: str, doc: dict) -> None:
         if "manifests" in doc:  # an index: copy each platform's manifest by digest first

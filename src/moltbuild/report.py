@@ -1,51 +1,178 @@
-"""build/images.json: the single record every later step reads. Atomic, locked, merged."""
+"""build/images.json: the single record every later step reads. Atomic, locked, validated.
+
+Only this module reads or writes the file; everything else sees `ImageRecord`s.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from .errors import ConfigError
+from .refs import DIGEST_RE, TAG_RE, ImageRef
 
 VERSION = 1
-FIELDS = (
-    "name",
-    "repository",
-    "tags",
-    "digest",
-    "input_digest",
-    "backend",
-    "pushed",
-    "platforms",
-    "duration_s",
-)
+STATUSES = ("built", "pushed", "failed")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    name: str
+    repository: str  # HOST/PATH, no tag
+    tags: list[str]
+    digest: str | None  # the registry's manifest digest once pushed
+    input_digest: str
+    backend: str
+    pushed: bool
+    platforms: list[str]
+    duration_s: float
+    status: str  # built | pushed | failed
+    pin_tag: str  # the immutable revision tag deployments pin
+    skipped: bool = False  # reused from the registry, not rebuilt
+    image_id: str | None = None  # the local image (or manifest list) to push later
+    revision: str = ""
+    backend_reason: str = ""
+    log_path: str | None = None
+    error: str = ""
+
+    @property
+    def ref(self) -> ImageRef:
+        return ImageRef.parse(self.repository, "report repository")
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not data["error"]:
+            del data["error"]
+        return data
+
+    def but(self, **changes: Any) -> ImageRecord:
+        return replace(self, **changes)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# field -> (check, what it must be). Fields absent from older reports get defaults in `_defaults`.
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (_is_str, "a non-empty string"),
+    "repository": (_is_str, "HOST/PATH of the image"),
+    "tags": (lambda v: _is_str_list(v) and bool(v) and all(TAG_RE.match(t) for t in v), "a list of tags"),
+    "digest": (
+        lambda v: v is None or (isinstance(v, str) and bool(DIGEST_RE.match(v))),
+        "sha256:<hex> or null",
+    ),
+    "input_digest": (lambda v: isinstance(v, str) and bool(DIGEST_RE.match(v)), "sha256:<hex>"),
+    "backend": (_is_str, "a backend name"),
+    "pushed": (lambda v: isinstance(v, bool), "true or false"),
+    "platforms": (_is_str_list, "a list of OS/ARCH strings"),
+    "duration_s": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0, "seconds"),
+    "status": (lambda v: v in STATUSES, " or ".join(STATUSES)),
+    "pin_tag": (_is_str, "one of the tags"),
+    "skipped": (lambda v: isinstance(v, bool), "true or false"),
+    "image_id": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "revision": (lambda v: isinstance(v, str), "a string"),
+    "backend_reason": (lambda v: isinstance(v, str), "a string"),
+    "log_path": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "error": (lambda v: isinstance(v, str), "a string"),
+}
+_REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
+
+
+def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """What reports of earlier versions left out: derived the way they meant it."""
+    out = {"duration_s": 0.0, "skipped": False, "revision": "", "backend_reason": "", "error": ""}
+    out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")
+    tags = raw.get("tags")
+    if isinstance(tags, list) and tags:
+        out["pin_tag"] = tags[0]
+    return out
+
+
+def record_from_dict(raw: Any, where: str) -> tuple[ImageRecord | None, list[str]]:
+    """(record, problems); `where` is `FILE: images[N]`, prefixed to every problem."""
+    if not isinstance(raw, dict):
+        return None, [f"{where}: must be an object with name, repository, tags, digest, ..."]
+    known = {f.name for f in fields(ImageRecord)}
+    data = {**_defaults(raw), **{k: v for k, v in raw.items() if k in known}}
+    problems = [f"{where}.{key}: missing" for key in _REQUIRED if key not in raw]
+    for key, value in data.items():
+        check, what = _CHECKS[key]
+        if (key in raw or key not in _REQUIRED) and not check(value):
+            problems.append(f"{where}.{key}: must be {what}, found {json.dumps(value)[:60]}")
+    if not problems:
+        try:
+            ImageRef.repository_of(data["repository"], f"{where}.repository")
+        except ConfigError as exc:
+            problems.append(exc.message)
+        if data["pin_tag"] not in data["tags"]:
+            problems.append(f"{where}.pin_tag: must be one of the tags, found {data['pin_tag']!r}")
+        if data["pushed"] and not data["digest"]:
+            problems.append(f"{where}.digest: a pushed image needs its digest")
+    if problems:
+        return None, problems
+    return ImageRecord(**data), []
 
 
 def default_path(project_root: Path) -> Path:
     return project_root / "build" / "images.json"
 
 
-def read(path: Path) -> dict[str, Any]:
+def _fix(path: Path) -> str:
+    return f"fix it or delete {path} and build again"
+
+
+def read(path: Path) -> list[ImageRecord]:
+    """Every record; a missing file reads as none. Any problem: ConfigError, a line per problem."""
     if not path.is_file():
-        return {"version": VERSION, "images": []}
+        return []
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); delete it and build again"
-        ) from None
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {_fix(path)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the build report ({exc}); {_fix(path)}") from None
     if (
         not isinstance(data, dict)
         or data.get("version") != VERSION
         or not isinstance(data.get("images"), list)
     ):
-        raise ConfigError(f"{path}: not a version {VERSION} build report; delete it and build again")
-    return data
+        raise ConfigError(
+            f"{path}: not a version {VERSION} build report (needs version and images); {_fix(path)}"
+        )
+    records, problems = [], []
+    for i, raw in enumerate(data["images"]):
+        record, found = record_from_dict(raw, f"{path}: images[{i}]")
+        problems += found
+        if record:
+            records.append(record)
+    if problems:
+        raise ConfigError("\n".join(f"{p}; {_fix(path)}" for p in problems))
+    return records
+
+
+def require(path: Path, names: Iterable[str] | None = None) -> list[ImageRecord]:
+    """The records of `names` (all by default); a missing file says so."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run `invoke build` first (or pass --report FILE)")
+    found = read(path)
+    wanted = list(names) if names is not None else None
+    return [r for r in found if wanted is None or r.name in wanted]
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -63,23 +190,24 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def update_image(path: Path, entry: dict[str, Any], **run_info: Any) -> None:
-    """Insert or replace one image's entry (by name) under a file lock."""
-    missing = [f for f in FIELDS if f not in entry]
-    if missing:
-        raise ValueError(f"report entry lacks {missing}")
+def update(path: Path, record: ImageRecord) -> None:
+    """Insert or replace one image's record (by name) under a file lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=60):
-        data = read(path)
-        images = [e for e in data["images"] if e.get("name") != entry["name"]]
-        images.append(entry)
-        data["images"] = sorted(images, key=lambda e: e["name"])
-        data.update(run_info)
-        _write_atomic(path, data)
+        kept = [r for r in read(path) if r.name != record.name]
+        images = sorted([*kept, record], key=lambda r: r.name)
+        _write_atomic(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
 
 
-def entries(path: Path, names: list[str] | None = None) -> list[dict[str, Any]]:
-    found = read(path)["images"]
-    if names is not None:
-        found = [e for e in found if e["name"] in names]
-    return found
+@dataclass
+class Recorder:
+    """Writes each record the moment it is known; writes nothing in a dry run."""
+
+    path: Path
+    dry_run: bool
+    written: list[ImageRecord] = field(default_factory=list)
+
+    def __call__(self, record: ImageRecord) -> None:
+        self.written.append(record)
+        if not self.dry_run:
+            update(self.path, record)

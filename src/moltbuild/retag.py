@@ -6,45 +6,53 @@ from collections.abc import Callable
 
 from .credentials import credentials_for, registry_client
 from .errors import ConfigError
+from .refs import ImageRef
 from .settings import Settings
 from .tagging import validate_tag
 
 
-def split_source(ref: str) -> tuple[str, str, str]:
-    """'HOST/NAME:TAG' or 'HOST/NAME@sha256:...' -> (host, name, reference)."""
-    if "@" in ref:
-        repo, reference = ref.split("@", 1)
-    else:
-        repo, sep, reference = ref.rpartition(":")
-        if not sep or "/" in reference:
-            raise ConfigError(f"--source {ref!r} needs a tag or digest: REGISTRY/NAME:TAG or @sha256:...")
-    host, _, name = repo.partition("/")
-    if not name or ("." not in host and ":" not in host and host != "localhost"):
-        raise ConfigError(f"--source {ref!r} needs the registry host, e.g. ghcr.io/ardenone/moltbook-api:TAG")
-    return host, name, reference
+def parse_source(text: str) -> ImageRef:
+    """--source: HOST/NAME:TAG or HOST/NAME@sha256:..., the registry named explicitly."""
+    ref = ImageRef.parse(text, "--source")
+    if not (ref.tag or ref.digest):
+        raise ConfigError(f"--source {text!r} needs a tag or digest: REGISTRY/NAME:TAG or @sha256:...")
+    if not text.strip().startswith(ref.host):
+        raise ConfigError(
+            f"--source {text!r} needs the registry host, e.g. ghcr.io/ardenone/moltbook-api:TAG"
+        )
+    return ref
+
+
+def destination(source: ImageRef, tag: str) -> ImageRef:
+    """--tag: TAG (same repository), NAME:TAG or HOST/NAME:TAG on the same registry."""
+    if ":" not in tag:
+        return source.bare().with_tag(validate_tag(tag))
+    repo, new_tag = tag.rsplit(":", 1)
+    validate_tag(new_tag)
+    first = repo.split("/", 1)[0]
+    if "/" in repo and ("." in first or ":" in first or first == "localhost"):
+        dest = ImageRef.parse(tag, "--tag")
+        if dest.host != source.host:
+            raise ConfigError(
+                f"--tag {tag!r}: retagging across registries is not supported; "
+                f"use a repository on {source.host}"
+            )
+        return dest
+    return ImageRef.parse(f"{source.host}/{tag}", "--tag")
 
 
 def retag(settings: Settings, source: str, tags: list[str], *, say: Callable[[str], None]) -> str:
     """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository)."""
     if not tags:
         raise ConfigError("pass at least one --tag")
-    host, name, reference = split_source(source)
-    client = registry_client(host, settings, credentials_for(host, settings))
+    src = parse_source(source)
+    dests = [destination(src, tag) for tag in tags]
+    client = registry_client(src.host, settings, credentials_for(src.host, settings))
     digest = ""
-    for tag in tags:
-        dest_name, dest_tag = name, tag
-        if ":" in tag:
-            dest_repo, dest_tag = tag.rsplit(":", 1)
-            dest_host, _, rest = dest_repo.partition("/")
-            if rest and dest_host == host:
-                dest_name = rest
-            elif rest and ("." in dest_host or ":" in dest_host):
-                raise ConfigError(
-                    f"--tag {tag!r}: retagging across registries is not supported; use a repository on {host}"
-                )
-            else:
-                dest_name = dest_repo
-        validate_tag(dest_tag)
-        digest = client.copy(name, reference, dest_name, dest_tag)
-        say(f"{host}/{dest_name}:{dest_tag} -> {digest}")
+    for dest in dests:
+        assert dest.tag is not None
+        digest = client.put_tags(
+            dest.repository, [dest.tag], reference=src.reference, source_name=src.repository
+        )[dest.tag]
+        say(f"{dest} -> {digest}")
     return digest

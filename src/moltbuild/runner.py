@@ -7,6 +7,7 @@ captured line is masked; in dry-run, commands that change anything are echoed, n
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shlex
 import shutil
@@ -124,6 +125,12 @@ class Runner:
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._out_lock = threading.Lock()
         self._out = out or self._print
+
+    def derive(self, *, dry_run: bool) -> Runner:
+        """The same runner (secrets, output, its lock) with another dry-run setting."""
+        clone = copy.copy(self)
+        clone.dry_run = dry_run
+        return clone
 
     @staticmethod
     def _print(line: str) -> None:

@@ -29,19 +29,23 @@ class Session:
         cls,
         *,
         cli: Mapping[str, Any] | None = None,
-        dry_run: bool = False,
+        overrides: Mapping[str, tuple[str, str]] | None = None,
         environ: Mapping[str, str] | None = None,
         project_root: Path | None = None,
     ) -> Session:
+        """Settings and a runner for one command. Dry runs are chosen per call, never here."""
         environ = dict(os.environ if environ is None else environ)
-        settings = load_settings(project_root or find_project_root(), environ=environ, cli=cli)
-        runner = Runner(dry_run=dry_run, secrets=settings.secrets)
+        settings = load_settings(
+            project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
+        )
+        runner = Runner(secrets=settings.secrets)
         return cls(settings=settings, runner=runner, environ=environ)
 
     @property
     def storage_root(self) -> Path:
         configured = self.settings.get("MOLTBUILD_STORAGE_ROOT")
-        return Path(configured).expanduser() if configured else default_storage_root(self.environ)
+        # Expanded and absolute once, here: the probe tests this path and buildah is given it.
+        return Path(configured).expanduser().resolve() if configured else default_storage_root(self.environ)
 
     @cached_property
     def place(self) -> Place:

@@ -182,12 +182,15 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     cli: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, tuple[str, str]] | None = None,
     tool_config: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Resolve every known key by precedence and record where its value came from.
 
-    `cli` maps KEY -> (value, flag name) for flags that were given; `tool_config` is the
-    [tool.moltbuild] table (read from pyproject.toml when None).
+    `cli` maps KEY -> (value, flag name) for flags that were given; `overrides` maps KEY ->
+    (value, source name) for values a command sets itself (the pipeline's embedded registry),
+    above the environment and below flags; `tool_config` is the [tool.moltbuild] table (read
+    from pyproject.toml when None). An empty value means unset, in every layer.
     """
     environ = os.environ if environ is None else environ
     cli = cli or {}
@@ -215,10 +218,12 @@ def load_settings(
                 f"pyproject.toml [tool.moltbuild] {spec.pyproject}",
             )
         for _name, layer in reversed(layers):  # .env first, then .env.local overrides
-            if key in layer:
+            if layer.get(key, ("",))[0] != "":
                 value, source = layer[key]
-        if key in environ:
+        if environ.get(key):
             value, source = environ[key], "environment"
+        if (overrides or {}).get(key):
+            value, source = overrides[key]  # type: ignore[index]
         if key in cli and cli[key] is not None:
             flag_value, flag = cli[key]
             value, source = str(flag_value), f"flag {flag}"

@@ -9,9 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError, MoltbuildError
+from .refs import TAG_RE
 from .runner import Runner
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DEFAULT_SOURCE = "https://github.com/moltbook-org/moltbook"
 
 

@@ -12,20 +12,20 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from . import report
-from .baseimages import parse_ref
 from .credentials import credentials_for, registry_client
 from .errors import ConfigError, MoltbuildError, RegistryError
+from .refs import DIGEST_RE, ImageRef
 from .registry import RegistryClient
 from .settings import Settings
 from .tables import render_table
+from .tagging import validate_tag
 
 
 @dataclass
 class Target:
     origin: str  # "report" or the kustomization file name
     image: str
-    repository: str  # HOST/NAME
-    reference: str  # tag or digest
+    ref: ImageRef  # with the tag or digest to look up
     expected: str | None  # digest, or None: must merely exist
 
 
@@ -41,41 +41,44 @@ class Check:
 
 
 def report_targets(path: Path) -> list[Target]:
-    targets = []
-    for entry in report.entries(path):
-        if not entry.get("pushed"):
-            continue
-        for tag in entry["tags"]:
-            targets.append(Target("report", entry["name"], entry["repository"], tag, entry["digest"]))
+    records = report.require(path)
+    targets = [
+        Target("report", r.name, r.ref.with_tag(tag), r.digest) for r in records if r.pushed for tag in r.tags
+    ]
     if not targets:
         raise ConfigError(f"{path} records no pushed image; run `invoke build --push` first")
     return targets
 
 
 def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
-    """Targets for every `images:` entry; `known` maps repository:tag -> digest from the report."""
+    """Targets for every `images:` entry; `known` maps HOST/NAME:TAG -> digest from the report."""
     try:
-        doc = YAML(typ="safe").load(path.read_text())
+        # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
+        doc = YAML(typ="base").load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the kustomization ({exc.strerror})") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML; fix the syntax") from None
-    images = (doc or {}).get("images") or []
+    images = (doc or {}).get("images") or [] if isinstance(doc, dict) else []
     if not isinstance(images, list):
         raise ConfigError(f"{path}: `images` must be a list of name/newName/newTag/digest entries")
     targets = []
     for i, item in enumerate(images):
         if not isinstance(item, dict) or not item.get("name"):
             raise ConfigError(f"{path}: images[{i}] needs a `name`")
-        parsed = parse_ref(str(item.get("newName") or item["name"]))
-        repository = f"{parsed.registry}/{parsed.path}"
-        digest = item.get("digest")
-        tag = item.get("newTag")
-        reference = str(tag) if tag else (digest or "latest")
-        expected = digest or known.get(f"{repository}:{reference}")
-        targets.append(Target(path.name, str(item["name"]), repository, reference, expected))
+        where = f"{path}: images[{i}]"
+        base = ImageRef.parse(str(item.get("newName") or item["name"]), f"{where}.newName").bare()
+        tag = str(item["newTag"]) if item.get("newTag") else None
+        digest = str(item["digest"]) if item.get("digest") else None
+        if digest and not DIGEST_RE.match(digest):
+            raise ConfigError(f"{where}.digest {digest!r} must look like sha256:<64 hex>")
+        if tag:
+            ref = base.with_tag(validate_tag(tag, f"{where}.newTag"))
+        else:
+            ref = base.with_digest(digest) if digest else base.with_tag("latest")
+        targets.append(Target(path.name, str(item["name"]), ref, digest or known.get(str(ref))))
     return targets
 
 
@@ -96,12 +99,10 @@ class _Clients:
 
 
 def check(target: Target, clients: _Clients) -> Check:
-    host, name = target.repository.split("/", 1)
-    sep = "@" if target.reference.startswith("sha256:") else ":"
-    ref = f"{target.repository}{sep}{target.reference}"
+    ref = str(target.ref)
     expected = target.expected or "(exists)"
     try:
-        found = clients.get(host).manifest(name, target.reference)
+        found = clients.get(target.ref.host).manifest(target.ref.repository, target.ref.reference)
     except MoltbuildError as exc:
         return Check(target.origin, target.image, ref, expected, "-", "error", exc.message)
     if found is None:
@@ -112,7 +113,7 @@ def check(target: Target, clients: _Clients) -> Check:
             expected,
             "-",
             "missing",
-            "the registry has no such tag" if sep == ":" else "the registry has no such digest",
+            "the registry has no such digest" if target.ref.digest else "the registry has no such tag",
         )
     if target.expected and found.digest != target.expected:
         return Check(
@@ -139,7 +140,7 @@ def verify(
     known: dict[str, str] = {}
     if path.is_file() or kustomization is None:
         targets += report_targets(path)
-        known = {f"{t.repository}:{t.reference}": t.expected for t in targets if t.expected}
+        known = {str(t.ref): t.expected for t in targets if t.expected}
     if kustomization is not None:
         targets += kustomization_targets(kustomization, known)
     clients = _Clients(settings)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from moltbuild.localregistry import LocalRegistry, TLSFiles
+from moltbuild.localregistry import LocalRegistry
 from moltbuild.registry import ACCEPT
 from tests.conftest import ROOT, need_root, need_tool
 from tests.support import offline_bases
+from tests.support.registries import TLSFiles
 
 SECRET_PREFIXES = ("MOLTBUILD_", "GITHUB_", "REGISTRY_", "DOCKER_HOST")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from moltbuild.localregistry import LocalRegistry, free_port
+from moltbuild.localregistry import free_port
 from moltbuild.registry import ACCEPT
 from tests.conftest import need, need_tool
 from tests.integration.conftest import (
@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     release_storage,
     run_in_image,
 )
+from tests.support.registries import TestRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -187,9 +188,7 @@ CANARY = "canary-tok3n-0123456789-not-a-real-one"
 
 @pytest.fixture()
 def auth_registry(tmp_path, build_tools):
-    registry = LocalRegistry(
-        tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", CANARY)
-    )
+    registry = TestRegistry(tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", CANARY))
     registry.start()
     yield registry
     registry.stop()
@@ -262,7 +261,7 @@ def test_ghcr_push_without_token_names_the_setting(git_project, mirror, storage_
 
 
 def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_files, tmp_path):
-    with LocalRegistry(tmp_path / "tlsreg", tls=tls_files) as registry:
+    with TestRegistry(tmp_path / "tlsreg", tls=tls_files) as registry:
         env = build_env(
             mirror,
             storage_root,

@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     registry_digest,
 )
 from tests.support.fault_proxy import FaultProxy
+from tests.support.registries import TestRegistry
 from tests.support.token_server import TokenServer
 
 pytestmark = pytest.mark.integration
@@ -150,7 +151,7 @@ def test_retag_within_and_across_repositories_mounts_blobs(mirror, pushed):
 @pytest.fixture()
 def token_registry(tmp_path, build_tools):
     tokens = TokenServer(tmp_path / "tokens", {"octo": "s3cret-token"}).start()
-    registry = LocalRegistry(tmp_path / "tokreg", token_auth=tokens.registry_auth()).start()
+    registry = TestRegistry(tmp_path / "tokreg", token_auth=tokens.registry_auth()).start()
     yield registry, tokens
     registry.stop()
     tokens.stop()

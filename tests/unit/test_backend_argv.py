@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from moltbuild.backends import make_backend
-from moltbuild.backends.base import retry_transient
+from moltbuild.backends.base import PushTarget, retry_transient
 from moltbuild.errors import CommandError
 from moltbuild.plan import ImagePlan
 from moltbuild.probe import StorageVerdict
+from moltbuild.refs import ImageRef
 from moltbuild.runner import Runner
 from moltbuild.settings import load_settings
 from tests.unit.verdicts import storage_verdict
@@ -17,18 +18,22 @@ from tests.unit.verdicts import storage_verdict
 def image(**kw) -> ImagePlan:
     base = dict(
         name="api",
-        repository="reg:5000/ns/moltbook-api",
-        tags=["sha-abc1234", "main"],
+        ref=ImageRef.parse("reg:5000/ns/moltbook-api", "test"),
+        tags=("sha-abc1234", "main"),
         context=Path("/ctx"),
         dockerfile=Path("/ctx/Dockerfile"),
         build_args={"VERSION": "v"},
         labels={"a.b": "c"},
         target=None,
-        platforms=[],
-        input_digest="sha256:1",
-        bases=[],
+        platforms=(),
+        input_digest="sha256:" + "1" * 64,
+        bases=(),
     )
     return ImagePlan(**(base | kw))
+
+
+def target(img: ImagePlan, source: str = "sha256:" + "e" * 64) -> PushTarget:
+    return PushTarget(img.name, img.ref, img.tags, source, img.platforms)
 
 
 def storage(overlay_ok=True, fuse=None) -> StorageVerdict:
@@ -38,7 +43,7 @@ def storage(overlay_ok=True, fuse=None) -> StorageVerdict:
 
 def backend(name, tmp_path, environ=None, verdict=None):
     settings = load_settings(tmp_path, environ=environ or {}, tool_config={})
-    b = make_backend(name, Runner(dry_run=True), settings, verdict or storage())
+    b = make_backend(name, Runner(), settings, verdict or storage(), dry_run=True)
     b.workdir = tmp_path
     return b
 
@@ -58,10 +63,15 @@ def backend(name, tmp_path, environ=None, verdict=None):
                 "overlay.mount_program=/usr/bin/fuse-overlayfs",
             ],
         ),
-        (storage(False), "/g", ["buildah", "--storage-driver", "vfs", "--root", "/g", "--runroot", "/g-run"]),
+        (
+            storage_verdict(nested=True, path="/home/u/g"),
+            "~/g",
+            ["buildah", "--storage-driver", "vfs", "--root", "/home/u/g", "--runroot", "/home/u/g-run"],
+        ),
     ],
 )
 def test_buildah_global_flags_follow_the_storage_probe(tmp_path, verdict, root, expected):
+    """--root is the path the probe tested (expanded), never the setting's raw text."""
     env = {"MOLTBUILD_STORAGE_ROOT": root} if root else {}
     assert backend("buildah", tmp_path, env, verdict).global_argv() == expected
 
@@ -78,12 +88,13 @@ def test_buildah_build_argv(tmp_path):
 
 def test_buildah_multi_platform_builds_a_manifest(tmp_path):
     b = backend("buildah", tmp_path)
-    img = image(platforms=["linux/amd64", "linux/arm64"])
+    img = image(platforms=("linux/amd64", "linux/arm64"))
     argv = b.build_argv(img)
     assert argv[argv.index("--platform") + 1] == "linux/amd64,linux/arm64"
     assert argv[argv.index("--manifest") + 1] == img.refs[0] and "-t" not in argv
-    push = b.push_argv(img, img.refs[1], "/d")
-    assert push[3:6] == ["manifest", "push", "--all"] and push[-1] == f"docker://{img.refs[1]}"
+    push = b.push_argv(target(img, img.refs[0]), "main", "/d")
+    assert push[3:6] == ["manifest", "push", "--all"]
+    assert push[-2:] == [img.refs[0], f"docker://{img.refs[1]}"]
 
 
 @pytest.mark.parametrize(
@@ -96,9 +107,9 @@ def test_buildah_multi_platform_builds_a_manifest(tmp_path):
 )
 def test_buildah_push_argv_tls(tmp_path, environ, tls):
     b = backend("buildah", tmp_path, environ)
-    argv = b.push_argv(image(), "reg:5000/ns/moltbook-api:main", "/d/digest")
+    argv = b.push_argv(target(image()), "main", "/d/digest")
     assert argv[3] == "push" and argv[-2:] == [
-        "reg:5000/ns/moltbook-api:main",
+        "sha256:" + "e" * 64,  # pushed by image ID: another run's image of the same name cannot slip in
         "docker://reg:5000/ns/moltbook-api:main",
     ]
     assert argv[argv.index("--digestfile") + 1] == "/d/digest"
@@ -111,7 +122,7 @@ def test_buildah_push_argv_tls(tmp_path, environ, tls):
     "buildx, head", [(False, ["docker", "build"]), (True, ["docker", "buildx", "build", "--load"])]
 )
 def test_docker_build_argv(tmp_path, buildx, head):
-    argv = backend("docker", tmp_path).build_argv(image(platforms=["linux/arm64"]), buildx=buildx)
+    argv = backend("docker", tmp_path).build_argv(image(platforms=("linux/arm64",)), buildx=buildx)
     assert argv[: len(head)] == head
     assert argv[argv.index("--platform") + 1] == "linux/arm64" and argv[-1] == "/ctx"
     assert argv.count("-t") == 2

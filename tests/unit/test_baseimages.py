@@ -1,22 +1,7 @@
 import pytest
 
-from moltbuild.baseimages import dockerfile_bases, mirrored, parse_ref, registries_conf
+from moltbuild.baseimages import dockerfile_bases, mirrored, registries_conf
 from moltbuild.errors import ConfigError
-
-
-@pytest.mark.parametrize(
-    "ref, normal",
-    [
-        ("python:3.12-slim", "docker.io/library/python:3.12-slim"),
-        ("busybox", "docker.io/library/busybox:latest"),
-        ("bitnami/redis:7", "docker.io/bitnami/redis:7"),
-        ("ghcr.io/org/img:1", "ghcr.io/org/img:1"),
-        ("localhost:5000/img", "localhost:5000/img:latest"),
-        ("img@sha256:abc", "docker.io/library/img@sha256:abc"),
-    ],
-)
-def test_parse_ref_normalises_like_docker(ref, normal):
-    assert str(parse_ref(ref)) == normal
 
 
 def test_only_docker_hub_goes_through_the_mirror():

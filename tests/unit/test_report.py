@@ -5,51 +5,128 @@ import pytest
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
+from moltbuild.report import ImageRecord
+
+DIGEST = "sha256:" + "2" * 64
+INPUT = "sha256:" + "1" * 64
 
 
-def entry(name, **kw):
+def raw(name, **kw):
+    """An entry as the previous version of moltbuild wrote it (no pin_tag, no log_path)."""
     base = {
         "name": name,
-        "repository": f"r/{name}",
-        "tags": ["t"],
+        "repository": f"reg.example:5000/ns/{name}",
+        "tags": ["sha-abc1234", "main"],
         "digest": None,
-        "input_digest": "sha256:1",
+        "input_digest": INPUT,
         "backend": "buildah",
         "pushed": False,
-        "platforms": [],
+        "platforms": ["linux/amd64"],
         "duration_s": 1.0,
+        "skipped": False,
+        "status": "built",
+        "image_id": "e" * 64,
+        "revision": "a" * 40,
+        "backend_reason": "auto picked buildah",
     }
     return base | kw
 
 
+def record(name, **kw) -> ImageRecord:
+    rec, problems = report.record_from_dict(raw(name, **kw), "test")
+    assert not problems, problems
+    return rec
+
+
+def write(path, *entries, version=1):
+    path.write_text(json.dumps({"version": version, "images": list(entries)}))
+
+
 def test_updates_merge_by_name_and_keep_the_schema(tmp_path):
     path = tmp_path / "build" / "images.json"
-    report.update_image(path, entry("api"))
-    report.update_image(path, entry("frontend"))
-    report.update_image(path, entry("api", pushed=True, digest="sha256:2"))
+    report.update(path, record("api"))
+    report.update(path, record("frontend"))
+    report.update(path, record("api", pushed=True, digest=DIGEST, status="pushed"))
     data = json.loads(path.read_text())
     assert data["version"] == 1
-    assert [(e["name"], e["pushed"]) for e in data["images"]] == [("api", True), ("frontend", False)]
+    assert [(e["name"], e["pushed"], e["pin_tag"]) for e in data["images"]] == [
+        ("api", True, "sha-abc1234"),
+        ("frontend", False, "sha-abc1234"),
+    ]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".images.json.")]
+    assert [r.name for r in report.read(path)] == ["api", "frontend"]
+
+
+def test_reports_of_the_previous_version_still_read(tmp_path):
+    path = tmp_path / "images.json"
+    old = raw("api", pushed=True, digest=DIGEST, status="pushed")
+    write(path, old, {k: v for k, v in raw("fe").items() if k not in ("status", "skipped", "image_id")})
+    api, fe = report.read(path)
+    assert api.pin_tag == "sha-abc1234" and api.status == "pushed" and api.ref.host == "reg.example:5000"
+    assert fe.status == "built" and fe.image_id is None and fe.skipped is False
 
 
 def test_concurrent_updates_lose_nothing(tmp_path):
     path = tmp_path / "images.json"
-    threads = [threading.Thread(target=report.update_image, args=(path, entry(f"img{i}"))) for i in range(12)]
+    threads = [threading.Thread(target=report.update, args=(path, record(f"img{i}"))) for i in range(12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(report.entries(path)) == 12
+    assert len(report.read(path)) == 12
 
 
-def test_incomplete_entry_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="lacks"):
-        report.update_image(tmp_path / "r.json", {"name": "x"})
-
-
-def test_corrupt_report_names_the_file(tmp_path):
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"status": "done"}, r"images\[0\]\.status: must be built or pushed or failed"),
+        ({"digest": "12"}, r"images\[0\]\.digest: must be sha256:<hex> or null"),
+        ({"tags": "main"}, r"images\[0\]\.tags: must be a list of tags"),
+        ({"tags": ["main", "bad tag"]}, r"images\[0\]\.tags: must be a list of tags"),
+        ({"pushed": "yes"}, r"images\[0\]\.pushed: must be true or false"),
+        ({"repository": "Reg/UPPER"}, r"images\[0\]\.repository 'Reg/UPPER' is not a valid image reference"),
+        ({"pushed": True, "status": "pushed"}, r"images\[0\]\.digest: a pushed image needs its digest"),
+        ({"pin_tag": "other"}, r"images\[0\]\.pin_tag: must be one of the tags"),
+    ],
+)
+def test_hand_edited_entries_fail_naming_file_and_field(tmp_path, changes, fragment):
     path = tmp_path / "images.json"
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match=r"images\.json: not valid JSON"):
+    write(path, raw("api", **changes))
+    with pytest.raises(ConfigError, match=r"images\.json: " + fragment) as err:
         report.read(path)
+    assert len(err.value.message.splitlines()) == 1
+
+
+def test_a_missing_field_and_one_line_per_problem(tmp_path):
+    path = tmp_path / "images.json"
+    entry = raw("api", status="?")
+    del entry["input_digest"]
+    write(path, entry)
+    with pytest.raises(ConfigError) as err:
+        report.read(path)
+    lines = err.value.message.splitlines()
+    assert len(lines) == 2 and "images[0].input_digest: missing" in lines[0] and ".status" in lines[1]
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"version": 1, "images": [{"name": "api"', "not valid JSON"),
+        ('{"images": []}', "not a version 1 build report"),
+        ("[]", "not a version 1 build report"),
+    ],
+)
+def test_truncated_or_foreign_report_names_the_file(tmp_path, text, fragment):
+    path = tmp_path / "images.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"images\.json: {fragment}"):
+        report.read(path)
+
+
+def test_require_says_not_found_and_a_dry_recorder_writes_nothing(tmp_path):
+    path = tmp_path / "images.json"
+    with pytest.raises(ConfigError, match=r"images\.json not found; run `invoke build` first"):
+        report.require(path)
+    recorder = report.Recorder(path, dry_run=True)
+    recorder(record("api"))
+    assert recorder.written and not path.exists()

@@ -5,7 +5,7 @@ import pytest
 from moltbuild.errors import ConfigError
 from moltbuild.plan import cache_tag
 from moltbuild.registry import RegistryClient, is_loopback
-from moltbuild.retag import split_source
+from moltbuild.retag import destination, parse_source
 from moltbuild.settings import Secret
 from moltbuild.verify import Check, kustomization_targets, raise_on_failure, render
 
@@ -18,20 +18,26 @@ def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
         "  - name: ghcr.io/ardenone/moltbook-frontend\n    newName: reg:5000/ns/fe\n"
         "    digest: sha256:" + "1" * 64 + "\n"
         "  - name: nginx\n"
+        "  - name: ghcr.io/ardenone/short\n    newTag: 0012345\n"
     )
     known = {"ghcr.io/ardenone/moltbook-api:sha-abc1234": "sha256:" + "2" * 64}
-    api, fe, nginx = kustomization_targets(path, known)
-    assert (api.repository, api.reference, api.expected) == (
+    api, fe, nginx, short = kustomization_targets(path, known)
+    assert (api.ref.name, api.ref.reference, api.expected) == (
         "ghcr.io/ardenone/moltbook-api",
         "sha-abc1234",
         "sha256:" + "2" * 64,
     )
-    assert (fe.repository, fe.reference, fe.expected) == (
+    assert (fe.ref.name, fe.ref.reference, fe.expected) == (
         "reg:5000/ns/fe",
         "sha256:" + "1" * 64,
         "sha256:" + "1" * 64,
     )
-    assert (nginx.repository, nginx.reference, nginx.expected) == ("docker.io/library/nginx", "latest", None)
+    assert (nginx.ref.name, nginx.ref.reference, nginx.expected) == (
+        "docker.io/library/nginx",
+        "latest",
+        None,
+    )
+    assert short.ref.tag == "0012345"  # a short sha is a string, not the number 12345
 
 
 @pytest.mark.parametrize(
@@ -66,14 +72,29 @@ def test_failures_are_rendered_and_raised_with_the_first_reason():
         ("127.0.0.1:5000/a/b@sha256:" + "f" * 64, ("127.0.0.1:5000", "a/b", "sha256:" + "f" * 64)),
     ],
 )
-def test_split_source(ref, parts):
-    assert split_source(ref) == parts
+def test_parse_source(ref, parts):
+    src = parse_source(ref)
+    assert (src.host, src.repository, src.reference) == parts
 
 
-@pytest.mark.parametrize("bad", ["ardenone/moltbook-api:x", "ghcr.io/ardenone/moltbook-api"])
-def test_split_source_needs_host_and_tag(bad):
+@pytest.mark.parametrize("bad", ["ardenone/moltbook-api:x", "ghcr.io/ardenone/moltbook-api", "ghcr.io/A/b:1"])
+def test_parse_source_needs_host_and_tag(bad):
     with pytest.raises(ConfigError, match="--source"):
-        split_source(bad)
+        parse_source(bad)
+
+
+@pytest.mark.parametrize(
+    "tag, dest",
+    [
+        ("rc1", "ghcr.io/ardenone/api:rc1"),
+        ("ardenone/promoted:v1", "ghcr.io/ardenone/promoted:v1"),
+        ("ghcr.io/other/app:v2", "ghcr.io/other/app:v2"),
+    ],
+)
+def test_destination_stays_on_the_source_registry(tag, dest):
+    assert str(destination(parse_source("ghcr.io/ardenone/api:sha-abc1234"), tag)) == dest
+    with pytest.raises(ConfigError, match="across registries"):
+        destination(parse_source("ghcr.io/ardenone/api:x"), "quay.io/a/b:1")
 
 
 @pytest.mark.parametrize(

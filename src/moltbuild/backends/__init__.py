@@ -18,12 +18,14 @@ BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (DockerBackend, B
 AUTO_ORDER = ("docker", "buildah")  # kaniko is chosen explicitly: it needs a cluster
 
 
-def make_backend(name: str, runner: Runner, settings: Settings, storage: StorageVerdict) -> Backend:
+def make_backend(
+    name: str, runner: Runner, settings: Settings, storage: StorageVerdict, *, dry_run: bool = False
+) -> Backend:
     try:
         cls = BACKENDS[name]
     except KeyError:
         raise ConfigError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}") from None
-    return cls(runner, settings, storage)
+    return cls(runner, settings, storage, dry_run=dry_run)
 
 
 def probe_all(

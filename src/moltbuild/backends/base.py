@@ -1,4 +1,9 @@
-"""The backend interface: every way of building an image answers the same questions."""
+"""The backend contract: each backend owns the whole per-image job.
+
+The orchestration (build.py, publish.py) calls only what is declared here, in this order:
+`open` once per run (private dir, credentials, bases), then `produce` per planned image or
+`push_built` per image an earlier run built. It never knows which kind of backend it drives.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import re
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ..errors import CommandError
 from ..probe import StorageVerdict
@@ -20,6 +25,7 @@ from ..settings import Settings
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..plan import ImagePlan
+    from ..refs import ImageRef
 
 T = TypeVar("T")
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -41,6 +47,55 @@ class BackendStatus:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BasePull:
+    source: str  # where it is pulled from (the mirror, or the base itself)
+    users: tuple[str, ...]  # images that need it, for messages
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run needs before its jobs: a private 0700 dir, logins, the base mirror and bases."""
+
+    workdir: Path
+    logins: Mapping[str, Credentials | None] = field(default_factory=dict)  # registry host -> creds
+    mirror: str | None = None
+    bases: Mapping[str, BasePull] = field(default_factory=dict)  # base as the Dockerfile names it
+
+
+@dataclass(frozen=True)
+class JobLog:
+    prefix: str  # "[api] ", for interleaved output
+    path: Path | None = None  # build/logs/NAME.log; None in a dry run
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """An image built earlier, to be pushed once and tagged in the registry."""
+
+    name: str
+    ref: ImageRef  # the repository, no tag
+    tags: tuple[str, ...]  # the first is pushed; the others are added by manifest PUT
+    source: str  # the local image ID, or the local manifest list's name
+    platforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome; the orchestration turns it into a report record."""
+
+    image_id: str | None  # what `push_built` can push later (None: nothing local)
+    platforms: tuple[str, ...]
+    duration_s: float
+    log_path: Path | None = None
+    digest: str | None = None  # the registry's digest, once pushed
+    tags_pushed: tuple[str, ...] = ()
+
+    @property
+    def pushed(self) -> bool:
+        return bool(self.tags_pushed)
 
 
 def retry_transient(
@@ -68,14 +123,15 @@ def retry_transient(
 
 
 class Backend(ABC):
-    name: str = ""
-    binary: str = ""
+    name: ClassVar[str] = ""
+    binary: ClassVar[str] = ""
 
-    def __init__(self, runner: Runner, settings: Settings, storage: StorageVerdict):
-        self.runner = runner
+    def __init__(self, runner: Runner, settings: Settings, storage: StorageVerdict, *, dry_run: bool = False):
+        # A dry run gets a runner that only echoes commands that change anything, whatever was passed.
+        self.dry_run = dry_run
+        self.runner = runner.derive(dry_run=True) if dry_run else runner
         self.settings = settings
         self.storage = storage
-        self.workdir: Path | None = None
 
     def tool_path(self) -> str | None:
         return shutil.which(self.binary)
@@ -88,34 +144,15 @@ class Backend(ABC):
     def status(self) -> BackendStatus:
         """Probe, read-only: is the tool here, and can it build in this place?"""
 
-    # The build steps below are used by backends that build locally (docker, buildah).
+    @abstractmethod
+    def open(self, run: RunSpec) -> None:
+        """Per-run setup before any job: config files and logins in `run.workdir`, bases ready."""
 
-    def prepare(self, workdir: Path, mirror: str | None) -> None:
-        """Write per-run config files (auth, registries) into a private temp dir."""
-        self.workdir = workdir
+    @abstractmethod
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        """Build `image`; with `push`, leave every one of its tags in the registry at one digest.
+        Failures raise JobError (a MoltbuildError)."""
 
-    def iidfile(self, image: ImagePlan) -> str:
-        assert self.workdir is not None, "prepare() first"
-        return str(self.workdir / f"{image.name}.iid")
-
-    def image_id(self, image: ImagePlan) -> str:
-        path = Path(self.iidfile(image))
-        return path.read_text().strip() if path.is_file() else ""
-
-    def login(self, host: str, creds: Credentials) -> None:
-        raise NotImplementedError(f"{self.name} cannot log in")
-
-    def pull_base(self, base: str, source: str) -> None:
-        raise NotImplementedError(f"{self.name} cannot pull")
-
-    def build_argv(self, image: ImagePlan, *, no_cache: bool = False) -> list[str]:
-        raise NotImplementedError(f"{self.name} cannot build locally")
-
-    def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
-        raise NotImplementedError(f"{self.name} cannot build locally")
-
-    def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
-        raise NotImplementedError(f"{self.name} cannot push")
-
-    def add_tags(self, image: ImagePlan, tags: list[str]) -> None:
-        raise NotImplementedError(f"{self.name} cannot tag")
+    @abstractmethod
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        """Push an image an earlier run built here, under every tag of `target`."""

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..baseimages import parse_ref, registries_conf
-from ..errors import ConfigError, MoltbuildError
-from ..probe import default_storage_root
-from .base import Backend, BackendStatus, retry_transient
+from ..baseimages import parse_base, registries_conf
+from ..errors import MoltbuildError
+from .base import BackendStatus, JobLog, PushTarget, RunSpec
+from .local import LocalBackend
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..plan import ImagePlan
 
 
-class BuildahBackend(Backend):
+class BuildahBackend(LocalBackend):
     name = "buildah"
     binary = "buildah"
 
@@ -52,23 +51,15 @@ class BuildahBackend(Backend):
 
     # -- argv, kept pure -----------------------------------------------------------------------
 
-    @property
-    def storage_root(self) -> Path:
-        configured = self.settings.get("MOLTBUILD_STORAGE_ROOT")
-        return Path(configured) if configured else default_storage_root(os.environ)
-
     def global_argv(self) -> list[str]:
         argv = [self.binary, "--storage-driver", self.storage.buildah_driver]
         if self.settings.get("MOLTBUILD_STORAGE_ROOT"):
-            root = self.storage_root
-            argv += ["--root", str(root), "--runroot", f"{root}-run"]
+            # The probed path (expanded, absolute): buildah gets exactly what the probe tested.
+            root = self.storage.path
+            argv += ["--root", root, "--runroot", f"{root}-run"]
         if self.storage.buildah_driver == "overlay" and not self.storage.overlay_ok:
             argv += ["--storage-opt", f"overlay.mount_program={self.storage.fuse_overlayfs}"]
         return argv
-
-    def _file(self, name: str) -> str:
-        assert self.workdir is not None, "prepare() first"
-        return str(self.workdir / name)
 
     def tls_argv(self, host: str) -> list[str]:
         if host in self.settings.insecure_registries:
@@ -79,6 +70,9 @@ class BuildahBackend(Backend):
 
     def env(self) -> dict[str, str]:
         return {"CONTAINERS_REGISTRIES_CONF": self._file("registries.conf"), "BUILDAH_ISOLATION": "chroot"}
+
+    def iidfile(self, image: ImagePlan) -> str:
+        return self._file(f"{image.name}.iid")
 
     def build_argv(self, image: ImagePlan, *, no_cache: bool = False) -> list[str]:
         argv = [
@@ -95,7 +89,7 @@ class BuildahBackend(Backend):
             "-f",
             str(image.dockerfile),
         ]
-        if len(image.platforms) > 1:
+        if image.multi_platform:
             # One image per platform, collected in a manifest list; an iidfile holds only one ID.
             argv += ["--platform", ",".join(image.platforms), "--manifest", image.refs[0]]
         else:
@@ -111,33 +105,23 @@ class BuildahBackend(Backend):
             argv.append("--no-cache")
         return [*argv, str(image.context)]
 
-    def push_argv(self, image: ImagePlan, ref: str, digestfile: str) -> list[str]:
-        common = [
-            "--authfile",
-            self._file("auth.json"),
-            *self.tls_argv(image.registry_host),
-            "--digestfile",
-            digestfile,
-        ]
-        if len(image.platforms) > 1:
-            return [
-                *self.global_argv(),
-                "manifest",
-                "push",
-                "--all",
-                *common,
-                image.refs[0],
-                f"docker://{ref}",
-            ]
-        return [*self.global_argv(), "push", *common, ref, f"docker://{ref}"]
+    def push_argv(self, target: PushTarget, tag: str, digestfile: str) -> list[str]:
+        dest = f"docker://{target.ref.with_tag(tag)}"
+        common = ["--authfile", self._file("auth.json"), *self.tls_argv(target.ref.host)]
+        common += ["--digestfile", digestfile]
+        if len(target.platforms) > 1:
+            return [*self.global_argv(), "manifest", "push", "--all", *common, target.source, dest]
+        return [*self.global_argv(), "push", *common, target.source, dest]
 
     # -- actions -------------------------------------------------------------------------------
 
-    def prepare(self, workdir: Path, mirror: str | None) -> None:
-        super().prepare(workdir, mirror)
+    def write_config(self, run: RunSpec) -> None:
+        workdir = run.workdir
         (workdir / "auth.json").write_text('{"auths": {}}')
         (workdir / "auth.json").chmod(0o600)
-        (workdir / "registries.conf").write_text(registries_conf(mirror, self.settings.insecure_registries))
+        (workdir / "registries.conf").write_text(
+            registries_conf(run.mirror, self.settings.insecure_registries)
+        )
         ca = self.settings.get("MOLTBUILD_REGISTRY_CA")
         if ca:
             (workdir / "certs").mkdir(exist_ok=True)
@@ -171,47 +155,35 @@ class BuildahBackend(Backend):
             "missing",
             "--authfile",
             self._file("auth.json"),
-            str(parse_ref(base)),
+            str(parse_base(base)),
         ]
         self.runner.run(
             argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}", echo=True
         )
 
-    def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
         self.runner.stream(
             self.build_argv(image, no_cache=no_cache),
-            prefix=prefix,
+            prefix=log.prefix,
             env=self.env(),
-            log_path=log_path,
+            log_path=log.path,
             what=f"buildah build of {image.name}",
         )
 
-    def add_tags(self, image: ImagePlan, tags: list[str]) -> None:
-        if len(image.platforms) > 1:
-            raise ConfigError(
-                f"{image.name}: a multi-platform manifest list is tagged remotely; use "
-                "invoke tag --source REF --tag T"
-            )
-        new = [f"{image.repository}:{tag}" for tag in tags]
-        self.runner.run(
-            [*self.global_argv(), "tag", image.refs[0], *new],
-            env=self.env(),
-            timeout=60,
-            what=f"buildah tag of {image.name}",
-            echo=True,
-        )
+    def built_id(self, image: ImagePlan) -> str | None:
+        if image.multi_platform:
+            return image.refs[0]  # the manifest list, by its local name
+        path = Path(self.iidfile(image))
+        return path.read_text().strip() if path.is_file() else None
 
-    def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
-        digests = []
-        for i, ref in enumerate(image.refs):
-            digestfile = self._file(f"{image.name}.{i}.digest")
-            argv = self.push_argv(image, ref, digestfile)
-            retry_transient(
-                lambda argv=argv, ref=ref: self.runner.stream(
-                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"
-                ),
-                say=lambda line: self.runner.say(prefix + line),
-            )
-            if not self.runner.dry_run:
-                digests.append(Path(digestfile).read_text().strip())
-        return digests[0] if digests else ""
+    def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
+        digestfile = Path(self._file(f"{target.name}.digest"))
+        digestfile.unlink(missing_ok=True)
+        self.runner.stream(
+            self.push_argv(target, tag, str(digestfile)),
+            prefix=log.prefix,
+            env=self.env(),
+            log_path=log.path,
+            what=f"push of {target.ref.with_tag(tag)}",
+        )
+        return "" if self.dry_run else digestfile.read_text().strip()

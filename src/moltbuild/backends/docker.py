@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..baseimages import parse_ref
+from ..baseimages import parse_base
 from ..errors import CommandError, ConfigError, MoltbuildError
 from ..registry import is_loopback
-from .base import ARCHES, Backend, BackendStatus, retry_transient
+from .base import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
+from .local import LocalBackend
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..plan import ImagePlan
 
+PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
     "or --force to try docker anyway"
 )
 
 
-class DockerBackend(Backend):
+class DockerBackend(LocalBackend):
     name = "docker"
     binary = "docker"
 
@@ -94,6 +96,9 @@ class DockerBackend(Backend):
 
     # -- argv, kept pure -----------------------------------------------------------------------
 
+    def iidfile(self, image: ImagePlan) -> str:
+        return self._file(f"{image.name}.iid")
+
     def build_argv(self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False) -> list[str]:
         argv = [
             self.binary,
@@ -115,14 +120,12 @@ class DockerBackend(Backend):
         return [*argv, str(image.context)]
 
     def env(self) -> dict[str, str]:
-        assert self.workdir is not None, "prepare() first"
-        return {"DOCKER_CONFIG": str(self.workdir / "docker-config")}
+        return {"DOCKER_CONFIG": self._file("docker-config")}
 
     # -- actions -------------------------------------------------------------------------------
 
-    def prepare(self, workdir: Path, mirror: str | None) -> None:
-        super().prepare(workdir, mirror)
-        config = workdir / "docker-config"
+    def write_config(self, run: RunSpec) -> None:
+        config = run.workdir / "docker-config"
         config.mkdir(mode=0o700, exist_ok=True)
         (config / "config.json").write_text('{"auths": {}}')
         # TLS trust and plain-HTTP registries are daemon settings; the CLI cannot pass them.
@@ -159,50 +162,39 @@ class DockerBackend(Backend):
             what=f"pulling base image {base} from {source}",
             echo=True,
         )
-        canonical = str(parse_ref(base))
+        canonical = str(parse_base(base))
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
             self.runner.run([self.binary, "tag", source, canonical], env=self.env(), timeout=60)
 
-    def build(self, image: ImagePlan, *, no_cache: bool, prefix: str, log_path: Path | None) -> None:
-        if len(image.platforms) > 1:
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
+        if image.multi_platform:
             raise ConfigError(
                 f"{image.name}: the docker backend builds one platform at a time here; "
                 "use --backend buildah for multi-platform images"
             )
         argv = self.build_argv(image, no_cache=no_cache, buildx=self.has_buildx)
         self.runner.stream(
-            argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"docker build of {image.name}"
+            argv, prefix=log.prefix, env=self.env(), log_path=log.path, what=f"docker build of {image.name}"
         )
 
-    def add_tags(self, image: ImagePlan, tags: list[str]) -> None:
-        for tag in tags:
-            self.runner.run(
-                [self.binary, "tag", image.refs[0], f"{image.repository}:{tag}"],
-                env=self.env(),
-                timeout=60,
-                what=f"docker tag of {image.name}",
-                echo=True,
-            )
+    def built_id(self, image: ImagePlan) -> str | None:
+        path = Path(self.iidfile(image))
+        return path.read_text().strip() if path.is_file() else None
 
-    def push(self, image: ImagePlan, *, prefix: str, log_path: Path | None) -> str:
-        for ref in image.refs:
-            argv = [self.binary, "push", ref]
-            retry_transient(
-                lambda argv=argv, ref=ref: self.runner.stream(
-                    argv, prefix=prefix, env=self.env(), log_path=log_path, what=f"push of {ref}"
-                ),
-                say=lambda line: self.runner.say(prefix + line),
-            )
-        if self.runner.dry_run:
-            return ""
-        res = self.runner.run(
-            [self.binary, "image", "inspect", "--format", "{{json .RepoDigests}}", image.refs[0]],
+    def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
+        # docker pushes names, not IDs: name exactly the image this run built, then push that name.
+        ref = str(target.ref.with_tag(tag))
+        self.runner.run([self.binary, "tag", target.source, ref], env=self.env(), timeout=60, echo=True)
+        res = self.runner.stream(
+            [self.binary, "push", ref],
+            prefix=log.prefix,
             env=self.env(),
-            mutates=False,
-            timeout=60,
+            log_path=log.path,
+            what=f"push of {ref}",
         )
-        for entry in json.loads(res.stdout or "[]") or []:
-            repo, _, digest = entry.partition("@")
-            if repo == image.repository:
-                return digest
-        raise MoltbuildError(f"{image.name}: pushed, but docker recorded no digest for {image.repository}")
+        if self.dry_run:
+            return ""
+        found = PUSHED_DIGEST_RE.search(res.stdout)
+        if found:
+            return found.group(1)
+        raise MoltbuildError(f"{target.name}: pushed {ref}, but docker printed no digest")

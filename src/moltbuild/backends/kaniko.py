@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from ..errors import MoltbuildError
-from .base import Backend, BackendStatus
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, MoltbuildError
+from .base import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
+
+if TYPE_CHECKING:
+    from ..plan import ImagePlan
+
+NOT_HERE = (
+    "the kaniko backend builds in the cluster through `invoke kaniko.build`; "
+    "here use --backend buildah or docker"
+)
 
 
 class KanikoBackend(Backend):
@@ -45,4 +55,16 @@ class KanikoBackend(Backend):
             )
         return BackendStatus(
             self.name, True, True, f"cluster of context {ctx} answers; builds run as Kaniko Jobs"
+        )
+
+    def open(self, run: RunSpec) -> None:
+        raise ConfigError(NOT_HERE)
+
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        raise ConfigError(NOT_HERE)
+
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        raise ConfigError(
+            f"{target.name} was built and pushed by a Kaniko Job; nothing local to push "
+            "(use `invoke tag --tag T` to add tags in the registry)"
         )

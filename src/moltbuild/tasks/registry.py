@@ -47,7 +47,7 @@ def tag(c, tag=None, source=None, only="", dry_run=False):
     if source:
         retag.retag(Session.create().settings, source, tag or [], say=print)
     else:
-        publish.push_built(only=only, dry_run=dry_run, add_tags=tag or [], require_tags=True)
+        publish.tag_built(tag or [], only=only, dry_run=dry_run)
 
 
 ns = Collection(verify, tag)

@@ -1,0 +1,143 @@
+"""What buildah and docker share: build a local image, push it once by image ID, then add the
+other tags in the registry by manifest PUT (no re-upload, no second push)."""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..credentials import registry_client
+from ..errors import CommandError, JobError, MoltbuildError, RegistryError
+from ..registry import RegistryClient
+from .base import Backend, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
+
+if TYPE_CHECKING:
+    from ..credentials import Credentials
+    from ..plan import ImagePlan
+    from ..refs import ImageRef
+
+MIRROR_HINT = (
+    "set MOLTBUILD_BASE_MIRROR=HOST[:PORT]/PREFIX to pull Docker Hub bases through a mirror you can reach"
+)
+
+
+class LocalBackend(Backend):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workdir: Path | None = None
+        self._logins: dict[str, Credentials | None] = {}
+        self._clients: dict[str, RegistryClient] = {}
+
+    # -- what each local builder provides ------------------------------------------------------
+
+    @abstractmethod
+    def write_config(self, run: RunSpec) -> None:
+        """Per-run config files (auth, registries, CA) in `self.workdir`."""
+
+    @abstractmethod
+    def login(self, host: str, creds: Credentials) -> None: ...
+
+    @abstractmethod
+    def pull_base(self, base: str, source: str) -> None: ...
+
+    @abstractmethod
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None: ...
+
+    @abstractmethod
+    def built_id(self, image: ImagePlan) -> str | None:
+        """What `push_once` pushes: the image ID, or the manifest list's local name."""
+
+    @abstractmethod
+    def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
+        """Upload `target.source` as `target.ref:tag`; the registry's digest ('' in a dry run)."""
+
+    # -- the shared job ------------------------------------------------------------------------
+
+    @cached_property
+    def native(self) -> str:
+        return self.native_platform()
+
+    def _file(self, name: str) -> str:
+        if self.workdir is None:
+            raise MoltbuildError(f"{self.name} backend used before open(): a bug, please report it")
+        return str(self.workdir / name)
+
+    def open(self, run: RunSpec) -> None:
+        self.workdir = run.workdir
+        self._logins = dict(run.logins)
+        self.write_config(run)
+        for host, creds in run.logins.items():
+            if creds:
+                self.login(host, creds)
+        for base, pull in run.bases.items():
+            try:
+                self.pull_base(base, pull.source)
+            except CommandError as exc:
+                last = (exc.tail.strip().splitlines() or ["no output"])[-1][:200]
+                via = f" through the mirror as {pull.source}" if run.mirror and pull.source != base else ""
+                raise JobError(
+                    f"cannot pull base image {base}{via} (needed by {', '.join(pull.users)}): {last}; "
+                    + (f"check that {pull.source} exists in the mirror" if via else MIRROR_HINT)
+                ) from None
+
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        start = time.monotonic()
+        try:
+            self.build(image, no_cache=no_cache, log=log)
+        except MoltbuildError as exc:
+            raise JobError(_with_tail(exc)) from None
+        image_id = self.built_id(image)
+        platforms = image.platforms or (self.native,)
+        if not push:
+            return ImageResult(image_id, platforms, time.monotonic() - start, log.path)
+        target = PushTarget(image.name, image.ref, image.tags, image_id or image.refs[0], image.platforms)
+        try:
+            pushed = self.push_built(target, log=log)
+        except MoltbuildError as exc:
+            raise JobError(_with_tail(exc), image_id=image_id) from None
+        return ImageResult(
+            image_id, platforms, time.monotonic() - start, log.path, pushed.digest, pushed.tags_pushed
+        )
+
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        start = time.monotonic()
+        first, *rest = target.tags
+        digest = retry_transient(
+            lambda: self.push_once(target, first, log), say=lambda line: self.runner.say(log.prefix + line)
+        )
+        if rest:
+            self.tag_remote(target.ref, first, digest, rest, log)
+        return ImageResult(
+            target.source,
+            target.platforms or (self.native,),
+            time.monotonic() - start,
+            log.path,
+            digest or None,
+            target.tags,
+        )
+
+    def tag_remote(self, ref: ImageRef, first: str, digest: str, tags: list[str], log: JobLog) -> None:
+        """Every other tag is a manifest PUT of what was just pushed; each must serve `digest`."""
+        if self.dry_run:
+            for tag in tags:
+                self.runner.say(f"{log.prefix}+ PUT {ref.with_tag(tag)} (the manifest pushed as {first})")
+            return
+        served = self.registry(ref.host).put_tags(ref.repository, tags, reference=digest)
+        wrong = {tag: got for tag, got in served.items() if got != digest}
+        if wrong:
+            tag, got = next(iter(wrong.items()))
+            raise RegistryError(f"{ref.with_tag(tag)} serves {got}, not the pushed {digest}")
+        self.runner.say(f"{log.prefix}tagged {', '.join(tags)} in the registry at {digest[:19]}")
+
+    def registry(self, host: str) -> RegistryClient:
+        if host not in self._clients:
+            self._clients[host] = registry_client(host, self.settings, self._logins.get(host))
+        return self._clients[host]
+
+
+def _with_tail(exc: MoltbuildError) -> str:
+    tail = getattr(exc, "tail", "")
+    return exc.message + (f"\n{tail}" if tail and tail not in exc.message else "")

@@ -1,0 +1,109 @@
+"""One image reference type: every module parses and renders references here.
+
+Grammar after distribution/reference: `[HOST[:PORT]/]PATH[:TAG][@DIGEST]`; a first component
+without `.` or `:` (and not `localhost`) is a path on Docker Hub, as docker reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from .errors import ConfigError
+
+DOCKER_HUB = "docker.io"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
+
+
+def _is_host(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    host: str  # registry host[:port], docker.io for Docker Hub
+    repository: str  # path inside the registry, e.g. ardenone/moltbook-api or library/python
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, origin: str = "image reference", *, default_tag: str | None = None) -> ImageRef:
+        """Parse `text`; a grammar error names `origin` (a setting, flag or file:field)."""
+
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"{origin} {text!r} is not a valid image reference: {why}")
+
+        raw = text.strip()
+        if not raw or any(c.isspace() for c in raw):
+            raise bad("it is empty or contains spaces")
+        if "://" in raw:
+            raise bad("drop the scheme (no http:// or https://)")
+        name, _, digest = raw.partition("@")
+        if digest and not DIGEST_RE.match(digest):
+            raise bad("the digest must look like sha256:<64 hex>")
+        tag = None
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last and not last.startswith("["):
+            name, tag = name.rsplit(":", 1)
+            if not TAG_RE.match(tag):
+                raise bad(f"tag {tag!r} may use letters, digits, '_', '.', '-' (not first), 128 at most")
+        first, sep, rest = name.partition("/")
+        if sep and _is_host(first):
+            host, path = first, rest
+            if not _HOST_RE.match(host):
+                raise bad(f"registry host {host!r} is not HOST[:PORT]")
+        else:
+            host, path = DOCKER_HUB, name
+        if host == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"
+        if not _PATH_RE.match(path):
+            raise bad(f"repository {path!r} must be lowercase letters, digits and . _ - separated by /")
+        if tag is None and not digest:
+            tag = default_tag
+        return cls(host, path, tag, digest or None)
+
+    @classmethod
+    def repository_of(cls, text: str, origin: str) -> ImageRef:
+        """A repository without tag or digest, e.g. MOLTBUILD_REGISTRY + image repository."""
+        ref = cls.parse(text, origin)
+        if ref.tag or ref.digest:
+            raise ConfigError(f"{origin} {text!r} must name a repository without a tag or digest")
+        return ref
+
+    @property
+    def name(self) -> str:
+        """HOST/REPOSITORY, the form reports and kustomizations use."""
+        return f"{self.host}/{self.repository}"
+
+    @property
+    def on_docker_hub(self) -> bool:
+        return self.host == DOCKER_HUB
+
+    @property
+    def reference(self) -> str:
+        """What the registry API takes after /manifests/: the digest when known, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return replace(self, tag=tag, digest=None)
+
+    def with_digest(self, digest: str) -> ImageRef:
+        return replace(self, digest=digest)
+
+    def bare(self) -> ImageRef:
+        return replace(self, tag=None, digest=None)
+
+    def moved_to(self, prefix: str) -> ImageRef:
+        """The same path under another registry prefix (HOST[:PORT]/PREFIX), e.g. a mirror."""
+        host, _, sub = prefix.rstrip("/").partition("/")
+        return replace(self, host=host, repository=f"{sub}/{self.repository}" if sub else self.repository)
+
+    def __str__(self) -> str:
+        return self.name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")

@@ -1,0 +1,54 @@
+"""Registry modes only the tests need: basic auth, TLS with a private CA, bearer tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from moltbuild.localregistry import LocalRegistry
+
+
+@dataclass
+class TLSFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class TestRegistry(LocalRegistry):
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        htpasswd: Path | None = None,
+        tls: TLSFiles | None = None,
+        token_auth: dict[str, str] | None = None,  # realm, service, issuer, rootcertbundle
+    ):
+        super().__init__(data_dir)
+        self.htpasswd = htpasswd
+        self.tls = tls
+        self.token_auth = token_auth
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def verify(self) -> str | bool:
+        return str(self.tls.ca) if self.tls else True
+
+    def extra_config(self) -> list[str]:
+        lines = []
+        if self.tls:
+            lines.append(f"  tls: {{certificate: {self.tls.cert}, key: {self.tls.key}}}")
+        if self.htpasswd:
+            lines.append(f"auth: {{htpasswd: {{realm: moltbuild, path: {self.htpasswd}}}}}")
+        elif self.token_auth:
+            t = self.token_auth
+            lines.append(
+                f"auth: {{token: {{realm: {t['realm']}, service: {t['service']}, "
+                f"issuer: {t['issuer']}, rootcertbundle: {t['rootcertbundle']}}}}}"
+            )
+        return lines
