@@ -21,6 +21,13 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(default=False)
+def unit(session: nox.Session) -> None:
+    """Unit tests only: no root, no system tools, no processes (contributors, non-root runners)."""
+    install(session, "test")
+    session.run("pytest", "tests/unit", "api/tests", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff over the library, tasks, sessions and tests."""
@@ -41,6 +48,15 @@ def verify(session: nox.Session) -> None:
     """`invoke verify`: every reported image:tag is in the registry with its digest."""
     install(session)
     session.run("invoke", "verify", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks in one run, interleaved (root; buildah and docker-registry installed)."""
+    install(session, "test")
+    session.run("invoke", "setup")
+    session.run("python", "-m", "benchmarks.push_once", *session.posargs)
+    session.run("python", "-m", "benchmarks.skip_unchanged")
 
 
 @nox.session(default=False)

@@ -112,7 +112,7 @@ def push_env(
 
 
 def invoke(
-    project: Path, *args: str, env: dict[str, str], timeout: float = 600
+    project: Path, *args: str, env: dict[str, str], timeout: float = 600, **popen
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
@@ -121,6 +121,7 @@ def invoke(
         capture_output=True,
         text=True,
         timeout=timeout,
+        **popen,
     )
 
 
@@ -142,6 +143,22 @@ def run_in_image(
         )
     finally:
         subprocess.run(["buildah", *flags, "rm", ctr], capture_output=True)
+
+
+def spy_on(tool: str, tmp_path: Path) -> tuple[str, Path]:
+    """A recording wrapper first on PATH: (the PATH to use, the file each call's argv goes to)."""
+    bindir = tmp_path / f"spy-{tool}"
+    bindir.mkdir()
+    calls = tmp_path / f"{tool}.calls"
+    real = shutil.which(tool)
+    wrapper = bindir / tool
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bindir}:{os.environ['PATH']}", calls
+
+
+def spied_calls(calls: Path) -> list[list[str]]:
+    return [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
 def read_report(project: Path) -> dict[str, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -10,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +29,11 @@ from tests.integration.conftest import (
     registry_labels,
     release_storage,
     run_in_image,
+    spied_calls,
+    spy_on,
 )
+from tests.support import proctree
+from tests.support.proctree import ProcessTree
 from tests.support.registries import TestRegistry
 
 pytestmark = pytest.mark.integration
@@ -78,17 +80,12 @@ def test_api_only_builds_only_the_api_and_it_serves_health(git_project, mirror, 
 
 def test_dry_run_starts_no_build_or_push(git_project, mirror, storage_root, tmp_path):
     """A recording wrapper stands first on PATH: only read-only probes may reach buildah."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    calls = tmp_path / "calls"
-    wrapper = bindir / "buildah"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec /usr/bin/buildah "$@"\n')
-    wrapper.chmod(0o755)
+    path, calls = spy_on("buildah", tmp_path)
     env = build_env(
         mirror,
         storage_root,
         "bdry",
-        PATH=f"{bindir}:{os.environ['PATH']}",
+        PATH=path,
         REGISTRY_USERNAME="ci",
         REGISTRY_PASSWORD=CANARY,
         GITHUB_TOKEN=CANARY,
@@ -98,8 +95,8 @@ def test_dry_run_starts_no_build_or_push(git_project, mirror, storage_root, tmp_
     assert " bud " in out.stdout and " push " in out.stdout  # the plan shows the commands
     assert "login" in out.stdout and "--password-stdin" in out.stdout
     assert CANARY not in out.stdout + out.stderr
-    recorded = calls.read_text().splitlines() if calls.exists() else []
-    assert all(line.startswith("version") for line in recorded), recorded
+    recorded = spied_calls(calls)
+    assert all(argv[0] == "version" for argv in recorded), recorded
     assert not (git_project / "build" / "images.json").exists()
 
 
@@ -194,12 +191,9 @@ def auth_registry(tmp_path, build_tools):
     registry.stop()
 
 
-def _sample_argv(stop: threading.Event, seen: list[str]) -> None:
+def _sample_argv(tree: ProcessTree, stop: threading.Event, seen: list[str]) -> None:
     while not stop.is_set():
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                with contextlib.suppress(OSError):
-                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+        seen += tree.cmdlines()
         stop.wait(0.01)
 
 
@@ -212,14 +206,18 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
         REGISTRY_PASSWORD=CANARY,
         GITHUB_TOKEN=CANARY,
     )
+    need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
     stop, seen = threading.Event(), []
-    sampler = threading.Thread(target=_sample_argv, args=(stop, seen), daemon=True)
-    sampler.start()
-    try:
-        out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
-    finally:
-        stop.set()
-        sampler.join()
+    with ProcessTree() as tree:
+        sampler = threading.Thread(target=_sample_argv, args=(tree, stop, seen), daemon=True)
+        sampler.start()
+        try:
+            out = invoke(
+                git_project, "build", "--push", "--backend", "buildah", env=env, preexec_fn=tree.enter
+            )
+        finally:
+            stop.set()
+            sampler.join()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert any("buildah" in argv and "bud" in argv for argv in seen), "sampler saw no build"
     assert not [argv for argv in seen if CANARY in argv]
@@ -275,45 +273,30 @@ def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_fil
         assert_report_matches_registry(git_project, registry.url, {"api"}, verify=str(tls_files.ca))
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if text in cmd and "pytest" not in cmd:
-                    found.append(cmd)
-    return found
-
-
 def test_ctrl_c_stops_every_child(git_project, mirror, storage_root):
+    """Watches only its own process tree (a cgroup of its own): other builds may run meanwhile."""
+    need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
     dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("COPY src/ /src/", "COPY src/ /src/\nRUN sleep 120"))
     env = build_env(mirror, storage_root, "bint")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "build", "--backend", "buildah"],
-        cwd=git_project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in proc.stdout:
-            if "RUN sleep 120" in line:
-                break
-        time.sleep(1)
-        assert _processes_mentioning("sleep 120"), "the build step never started"
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
-    deadline = time.monotonic() + 15
-    while _processes_mentioning("sleep 120") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _processes_mentioning("sleep 120")
-    assert not _processes_mentioning("bud --isolation chroot")
+    with ProcessTree() as tree:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "build", "--backend", "buildah"],
+            cwd=git_project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=tree.enter,
+        )
+        try:
+            assert tree.wait_for("sleep 120", timeout=300), "the build step never started"
+            assert any("bud" in cmd for cmd in tree.cmdlines())
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130
+        assert tree.wait_empty(timeout=15), f"left running: {tree.cmdlines()}"
 
 
 def test_push_and_tag_act_on_the_last_build(git_project, mirror, storage_root):

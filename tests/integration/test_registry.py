@@ -19,6 +19,7 @@ from tests.conftest import need_tool
 from tests.integration.conftest import (
     build_env,
     head_short,
+    htpasswd_file,
     invoke,
     push_env,
     read_report,
@@ -236,7 +237,7 @@ def test_persistent_faults_fail_clearly_and_boundedly(mirror, fault, message):
         proxy.stop()
 
 
-def test_404_and_401_are_never_retried(mirror):
+def test_404_and_401_are_never_retried(mirror, tmp_path):
     proxy = FaultProxy(mirror.url).start()
     try:
         client = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=4, backoff=0.05)
@@ -244,6 +245,25 @@ def test_404_and_401_are_never_retried(mirror):
         assert len(proxy.seen) == 1
     finally:
         proxy.stop()
+    password = "right-password-0123"
+    with TestRegistry(
+        tmp_path / "authreg", htpasswd=htpasswd_file(tmp_path / "htpasswd", "ci", password)
+    ) as reg:
+        proxy = FaultProxy(reg.url).start()
+        try:
+            anonymous = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=4, backoff=0.05)
+            with pytest.raises(RegistryError, match="401 unauthorized"):
+                anonymous.manifest("t/any", "x")
+            assert len(proxy.seen) == 1  # the registry's 401, not retried
+            proxy.seen.clear()
+            wrong = RegistryClient(
+                proxy.host, username="ci", password=Secret("wrong"), insecure_hosts=[proxy.host], retries=4
+            )
+            with pytest.raises(RegistryError, match="401 unauthorized.*user 'ci'"):
+                wrong.manifest("t/any", "x")
+            assert len(proxy.seen) == 2  # the challenge, then one answer with credentials; never more
+        finally:
+            proxy.stop()
 
 
 # -- the acceptance flow, as a user types it -----------------------------------------------------

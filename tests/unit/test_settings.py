@@ -93,3 +93,29 @@ def test_unknown_moltbuild_key_warns_with_closest(tmp_path):
 def test_insecure_registries_list(tmp_path):
     s = settings(tmp_path, environ={"MOLTBUILD_INSECURE_REGISTRIES": " 127.0.0.1:5000, reg:80 ,"})
     assert s.insecure_registries == ["127.0.0.1:5000", "reg:80"]
+
+
+def test_overrides_have_their_own_source_above_the_environment_below_flags(tmp_path):
+    over = {"MOLTBUILD_REGISTRY": ("127.0.0.1:5000/ardenone", "pipeline: embedded registry")}
+    env = {"MOLTBUILD_REGISTRY": "from-process/x"}
+    s = load_settings(tmp_path, environ=env, overrides=over, tool_config=TOOL)
+    assert (s["MOLTBUILD_REGISTRY"], s.source("MOLTBUILD_REGISTRY")) == over["MOLTBUILD_REGISTRY"]
+    s = load_settings(
+        tmp_path,
+        environ=env,
+        overrides=over,
+        cli={"MOLTBUILD_REGISTRY": ("f/x", "--registry")},
+        tool_config=TOOL,
+    )
+    assert s.source("MOLTBUILD_REGISTRY") == "flag --registry"
+    assert env == {"MOLTBUILD_REGISTRY": "from-process/x"}
+
+
+def test_an_empty_value_means_unset_in_every_layer(tmp_path):
+    """The copied template has `MOLTBUILD_REGISTRY=`: it must not outrank the pyproject default."""
+    (tmp_path / ".env.local").write_text("MOLTBUILD_REGISTRY=\nMOLTBUILD_BACKEND=\n")
+    s = settings(tmp_path, environ={"MOLTBUILD_BASE_MIRROR": ""})
+    assert s["MOLTBUILD_REGISTRY"] == "ghcr.io/ardenone" and s.source("MOLTBUILD_REGISTRY").startswith(
+        "pyproject"
+    )
+    assert s["MOLTBUILD_BACKEND"] == "auto" and s.source("MOLTBUILD_BASE_MIRROR") == "default"

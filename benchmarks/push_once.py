@@ -1,0 +1,114 @@
+"""Benchmark: `invoke build --push --rebuild` of both images against the same raw commands a
+shell script would run (`buildah bud`, then one `buildah push` per tag), interleaved rounds in
+one run; prints each side's median and the ratio's median and spread.
+
+    python -m benchmarks.push_once [ROUNDS]     (root; buildah and docker-registry installed)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from moltbuild.backends import make_backend
+from moltbuild.backends.base import PushTarget, RunSpec
+from moltbuild.localregistry import LocalRegistry
+from moltbuild.plan import make_plan
+from moltbuild.session import Session
+from tests.support import offline_bases
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed_invoke(env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--push", "--rebuild", "--backend", "buildah"],
+        cwd=cwd,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def timed_raw(env: dict[str, str], cwd: Path, workdir: Path) -> float:
+    """The plan's exact bud argv per image, then `buildah push` once per tag; images in parallel
+    like moltbuild's default --jobs 2."""
+    session = Session.create(project_root=cwd, environ=env)
+    plan = make_plan(session, push=True, rebuild=True, backend="buildah")
+    backend = make_backend("buildah", session.runner, session.settings, session.storage)
+    backend.open(RunSpec(workdir, mirror=plan.mirror))  # config files only: bases are already local
+    child_env = {**os.environ, **env, **backend.env()}
+
+    def one(image) -> None:
+        subprocess.run(backend.build_argv(image), env=child_env, check=True, stdout=subprocess.DEVNULL)
+        for tag in image.tags:
+            ref = str(image.ref.with_tag(tag))
+            target = PushTarget(image.name, image.ref, image.tags, ref)
+            argv = backend.push_argv(target, tag, str(workdir / f"{image.name}.digest"))
+            subprocess.run(
+                argv, env=child_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, plan.images))
+    return time.perf_counter() - start
+
+
+def main(rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg") as reg:
+        base = Path(tmp)
+        offline_bases.build_and_push(f"{reg.host}/mirror", storage_root=base / "bases")
+        env = {
+            **os.environ,
+            "MOLTBUILD_REGISTRY": f"{reg.host}/bench",
+            "MOLTBUILD_INSECURE_REGISTRIES": reg.host,
+            "MOLTBUILD_BASE_MIRROR": f"{reg.host}/mirror",
+            "MOLTBUILD_STORAGE_ROOT": str(base / "storage"),
+        }
+        work = base / "clone"  # a clone of HEAD: this checkout's build/ is never touched
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+        timed_invoke(env, work)  # warm-up: bases pulled, layer cache filled, the same for both sides
+        ours, raw = [], []
+        for i in range(rounds):
+            (workdir := base / f"raw-{i}").mkdir(mode=0o700)
+            # alternate which side goes first, so neither always runs on a warmer machine
+            if i % 2:
+                raw.append(timed_raw(env, work, workdir))
+                ours.append(timed_invoke(env, work))
+            else:
+                ours.append(timed_invoke(env, work))
+                raw.append(timed_raw(env, work, workdir))
+        ratios = [o / r for o, r in zip(ours, raw, strict=True)]
+        print(f"rounds: {rounds} (interleaved, alternating order)")
+        print(f"invoke build --push --rebuild:       median {statistics.median(ours):5.2f} s")
+        print(f"raw buildah bud + push per tag:      median {statistics.median(raw):5.2f} s")
+        print(
+            f"ratio invoke/raw:                    median {statistics.median(ratios):5.2f} "
+            f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
+        subprocess.run(
+            [
+                "buildah",
+                "--root",
+                env["MOLTBUILD_STORAGE_ROOT"],
+                "--runroot",
+                env["MOLTBUILD_STORAGE_ROOT"] + "-run",
+                "rmi",
+                "--all",
+                "--force",
+            ],
+            capture_output=True,
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

@@ -1,0 +1,211 @@
+"""build.execute and publish drive any backend through the contract alone: a recording backend
+of our own contract stands in here (no process is started)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from moltbuild import build, publish, report
+from moltbuild.backends import BACKENDS
+from moltbuild.backends.base import Backend, BackendStatus, BasePull, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
+from moltbuild.plan import BuildPlan, ImagePlan, cache_tag
+from moltbuild.refs import ImageRef
+from moltbuild.runner import Runner
+from moltbuild.session import Session
+from moltbuild.settings import load_settings
+from moltbuild.tagging import GitState
+from tests.unit.verdicts import storage_verdict
+
+DIGEST = "sha256:" + "d" * 64
+
+
+class RecordingBackend(Backend):
+    name = "recording"
+    binary = "true"
+    instances: list[RecordingBackend] = []
+    fail: dict[str, JobError] = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple] = []
+        RecordingBackend.instances.append(self)
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.name, True, True, "records calls")
+
+    def open(self, run: RunSpec) -> None:
+        assert run.workdir.is_dir() and (run.workdir.stat().st_mode & 0o777) == 0o700
+        self.calls.append(("open", dict(run.logins), dict(run.bases)))
+
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        self.calls.append(("produce", image.name, push, log.prefix))
+        if image.name in self.fail:
+            raise self.fail[image.name]
+        pushed = image.tags if push and not self.dry_run else ()
+        return ImageResult(
+            "id-" + image.name, ("linux/amd64",), 0.5, log.path, DIGEST if pushed else None, pushed
+        )
+
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        self.calls.append(("push_built", target))
+        return ImageResult(target.source, ("linux/amd64",), 0.1, None, DIGEST, target.tags)
+
+
+@pytest.fixture()
+def recording(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "recording", RecordingBackend)
+    RecordingBackend.instances.clear()
+    RecordingBackend.fail = {}
+    yield RecordingBackend
+
+
+def image(name: str, bases=("python:3.12-slim",)) -> ImagePlan:
+    digest = "sha256:" + name[0] * 64 if name[0] in "abcdef" else "sha256:" + "f" * 64
+    return ImagePlan(
+        name=name,
+        ref=ImageRef.parse(f"127.0.0.1:5000/ns/moltbook-{name}", "test"),
+        tags=("sha-abc1234", "main", cache_tag(digest)),
+        context=Path("/ctx"),
+        dockerfile=Path("/ctx/Dockerfile"),
+        build_args={},
+        labels={},
+        target=None,
+        platforms=(),
+        input_digest=digest,
+        bases=tuple(bases),
+    )
+
+
+def plan(*images: ImagePlan, push=False, rebuild=True) -> BuildPlan:
+    return BuildPlan(
+        images=images,
+        backend="recording",
+        backend_reason="test",
+        push=push,
+        registry=ImageRef.parse("127.0.0.1:5000/ns", "test"),
+        git=GitState("a" * 40, "main", "main", False, "https://example.org/r"),
+        mirror=None,
+        rebuild=rebuild,
+        pulls={"python:3.12-slim": "docker.io/library/python:3.12-slim", "busybox:1.36": "x/busybox"},
+    )
+
+
+def session(tmp_path: Path, runner: Runner | None = None) -> Session:
+    settings = load_settings(tmp_path, environ={}, tool_config={"registry": "127.0.0.1:5000/ns"})
+    s = Session(settings=settings, runner=runner or Runner(out=lambda _: None), environ={})
+    s.storage = storage_verdict()
+    return s
+
+
+def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_it():
+    assert Backend.__abstractmethods__ == {"status", "open", "produce", "push_built"}
+    for cls in BACKENDS.values():
+        assert not cls.__abstractmethods__, cls
+        assert "NotImplementedError" not in inspect.getsource(inspect.getmodule(cls))
+
+
+def test_kaniko_refuses_local_jobs_with_a_moltbuild_error(tmp_path):
+    kaniko = BACKENDS["kaniko"](Runner(), session(tmp_path).settings, storage_verdict())
+    with pytest.raises(MoltbuildError, match="invoke kaniko.build"):
+        kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
+
+
+def test_execute_opens_once_builds_each_image_and_records_it(tmp_path, recording):
+    s = session(tmp_path)
+    p = plan(image("api"), image("frontend", bases=("busybox:1.36",)))
+    path = tmp_path / "build" / "images.json"
+    records = build.execute(s, p, dry_run=False, report_path=path)
+    (backend,) = recording.instances
+    assert backend.calls[0] == (
+        "open",
+        {},
+        {
+            "python:3.12-slim": BasePull("docker.io/library/python:3.12-slim", ("api",)),
+            "busybox:1.36": BasePull("x/busybox", ("frontend",)),
+        },
+    )
+    assert sorted(c[1] for c in backend.calls[1:]) == ["api", "frontend"]
+    assert [r.status for r in records] == ["built", "built"]
+    on_disk = report.read(path)
+    assert on_disk == records and on_disk[0].pin_tag == "sha-abc1234" and on_disk[0].image_id == "id-api"
+    assert (tmp_path / "build" / "logs" / "api.log").exists()
+
+
+def test_one_failure_keeps_the_other_and_a_failed_push_stays_pushable(tmp_path, recording):
+    recording.fail = {
+        "api": JobError("build of api failed: boom"),
+        "frontend": JobError("push failed: registry said no", image_id="id-frontend"),
+    }
+    path = tmp_path / "images.json"
+    with pytest.raises(BuildError, match=r"2 image\(s\) failed: api, frontend; api: build of api failed"):
+        build.execute(
+            session(tmp_path), plan(image("api"), image("frontend")), dry_run=False, report_path=path
+        )
+    api, frontend = report.read(path)
+    assert (api.status, api.image_id) == ("failed", None)
+    assert (frontend.status, frontend.image_id, frontend.error) == (
+        "built",
+        "id-frontend",
+        "push failed: registry said no",
+    )
+
+
+def test_dry_run_reaches_the_backend_whatever_runner_the_session_has(tmp_path, recording):
+    s = session(tmp_path)
+    assert s.runner.dry_run is False
+    path = tmp_path / "images.json"
+    records = build.execute(s, plan(image("api"), push=True), dry_run=True, report_path=path)
+    (backend,) = recording.instances
+    assert backend.dry_run is True and backend.runner.dry_run is True and s.runner.dry_run is False
+    assert not path.exists() and not records[0].pushed
+    assert ("produce", "api", True, "[api] ") in backend.calls
+
+
+def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.moltbuild]\nregistry = "127.0.0.1:5000/ns"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MOLTBUILD_REGISTRY", raising=False)
+    monkeypatch.setattr(Session, "storage", storage_verdict(), raising=False)
+    path = root / "build" / "images.json"
+    old = build.to_record(plan(image("api")), image("api"), ImageResult("id-api", ("linux/amd64",), 1.0))
+    report.update(path, old.but(tags=["sha-abc1234", "main"]))  # as versions before the input tag wrote it
+    monkeypatch.setattr(publish, "preflight_push", lambda *a, **k: None)
+    (new,) = publish.push_built(report_path=path)
+    (backend,) = recording.instances
+    target = backend.calls[1][1]
+    assert target.source == "id-api" and target.tags == ("sha-abc1234", "main", cache_tag(old.input_digest))
+    assert report.read(path) == [new] and new.status == "pushed" and new.digest == DIGEST
+    # tagging an image that is not pushed yet only records the tag for the next push
+    recording.instances.clear()
+    report.update(path, old)
+    (tagged,) = publish.tag_built(["rc1"], report_path=path)
+    assert tagged.tags[-1] == "rc1" and not tagged.pushed and not recording.instances
+
+
+def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.moltbuild]\nregistry = "127.0.0.1:5000/ns"\n')
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "images.json"
+    failed = build.to_record(plan(image("api")), image("api"), None, error="boom")
+    report.update(path, failed)
+    with pytest.raises(ConfigError, match="records no built image"):
+        publish.push_built(report_path=path)
+    with pytest.raises(ConfigError, match="at least one --tag"):
+        publish.tag_built([], report_path=path)
+    assert json.loads(path.read_text())["images"][0]["status"] == "failed"
+
+
+def test_unit_tests_start_no_process(monkeypatch, tmp_path, recording):
+    def refuse(*a, **k):
+        raise AssertionError("a unit test started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    build.execute(session(tmp_path), plan(image("api")), dry_run=False, report_path=tmp_path / "r.json")

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from moltbuild.config import load_images
+from moltbuild.credentials import credentials_for, preflight_push
+from moltbuild.errors import ConfigError
+from moltbuild.plan import parse_platforms, registry_prefix, select_images
+from moltbuild.settings import load_settings
+
+IMAGES = {
+    "api": {"repository": "moltbook-api", "context": "api"},
+    "frontend": {"repository": "moltbook-frontend", "context": "fe", "build_args": {"A": 1}},
+}
+
+
+def images(tmp_path: Path, table=None):
+    for d in ("api", "fe"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    return load_images(tmp_path, {"images": table or IMAGES})
+
+
+def test_config_resolves_paths_and_stringifies_build_args(tmp_path):
+    found = images(tmp_path)
+    assert found["api"].dockerfile == tmp_path / "api" / "Dockerfile"
+    assert found["frontend"].build_args == {"A": "1"}
+
+
+@pytest.mark.parametrize(
+    "table, fragment",
+    [
+        ({"api": {"repository": "r", "context": "api", "dockerfle": "x"}}, "unknown key 'dockerfle'"),
+        ({"api": {"context": "api"}}, "needs `repository`"),
+        ({"api": {"repository": "r", "context": "nowhere"}}, "context 'nowhere' is not a directory"),
+    ],
+)
+def test_config_errors_name_the_table_and_key(tmp_path, table, fragment):
+    with pytest.raises(ConfigError, match=r"pyproject.toml \[tool.moltbuild.images.api\].*" + fragment):
+        images(tmp_path, table)
+
+
+def test_selection_flags(tmp_path):
+    found = images(tmp_path)
+    assert [c.name for c in select_images(found, api_only=True)] == ["api"]
+    assert [c.name for c in select_images(found, only=["frontend", " "])] == ["frontend"]
+    assert [c.name for c in select_images(found)] == ["api", "frontend"]
+    with pytest.raises(ConfigError, match="exclude each other"):
+        select_images(found, api_only=True, frontend_only=True)
+    with pytest.raises(ConfigError, match="unknown image 'web'; known: api, frontend"):
+        select_images(found, only=["web"])
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("ghcr.io", "needs a namespace"),
+        ("ardenone/team", "needs a namespace"),
+        ("http://reg:5000/ns", "needs a namespace|drop the scheme"),
+        ("reg:5000/Team", "must be lowercase"),
+    ],
+)
+def test_registry_setting_is_checked_before_any_work(value, fragment):
+    with pytest.raises(ConfigError, match=rf"MOLTBUILD_REGISTRY.*({fragment})"):
+        registry_prefix(value)
+    assert registry_prefix("127.0.0.1:5000/ns/").name == "127.0.0.1:5000/ns"
+
+
+def test_platforms_flag():
+    assert parse_platforms("linux/amd64, linux/arm64/v8") == ["linux/amd64", "linux/arm64/v8"]
+    with pytest.raises(ConfigError, match="--platform 'amd64' is not OS/ARCH"):
+        parse_platforms("amd64")
+
+
+def test_credentials_per_registry(tmp_path):
+    env = {
+        "GITHUB_USERNAME": "octo",
+        "GITHUB_TOKEN": "t0ken",
+        "REGISTRY_USERNAME": "u",
+        "REGISTRY_PASSWORD": "p",
+    }
+    s = load_settings(tmp_path, environ=env, tool_config={})
+    assert credentials_for("ghcr.io", s).keys == "GITHUB_USERNAME/GITHUB_TOKEN"
+    assert credentials_for("reg.example:5000", s).keys == "REGISTRY_USERNAME/REGISTRY_PASSWORD"
+    assert "t0ken" not in repr(credentials_for("ghcr.io", s))
+    bare = load_settings(tmp_path, environ={}, tool_config={})
+    assert credentials_for("reg.example:5000", bare) is None
+    with pytest.raises(ConfigError, match="ghcr.io needs GITHUB_USERNAME and GITHUB_TOKEN"):
+        preflight_push("ghcr.io", bare, check_registry=False)
+    assert preflight_push("127.0.0.1:5000", bare, check_registry=False) is None
