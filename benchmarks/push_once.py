@@ -38,9 +38,9 @@ def timed_invoke(env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def timed_raw(env: dict[str, str], cwd: Path, workdir: Path) -> float:
-    """The plan's exact bud argv per image, then `buildah push` once per tag; images in parallel
-    like moltbuild's default --jobs 2."""
+def timed_raw(env: dict[str, str], cwd: Path, workdir: Path, parallel: bool) -> float:
+    """The plan's exact bud argv per image, then `buildah push` once per tag; images one after
+    the other like build-images.sh, or in parallel like moltbuild's default --jobs 2."""
     session = Session.create(project_root=cwd, environ=env)
     plan = make_plan(session, push=True, rebuild=True, backend="buildah")
     backend = make_backend("buildah", session.runner, session.settings, session.storage)
@@ -58,7 +58,7 @@ def timed_raw(env: dict[str, str], cwd: Path, workdir: Path) -> float:
             )
 
     start = time.perf_counter()
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+    with cf.ThreadPoolExecutor(max_workers=2 if parallel else 1) as pool:
         list(pool.map(one, plan.images))
     return time.perf_counter() - start
 
@@ -77,24 +77,29 @@ def main(rounds: int) -> None:
         work = base / "clone"  # a clone of HEAD: this checkout's build/ is never touched
         subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
         timed_invoke(env, work)  # warm-up: bases pulled, layer cache filled, the same for both sides
-        ours, raw = [], []
+        sides: dict[str, list[float]] = {"invoke": [], "raw, parallel": [], "raw, sequential": []}
         for i in range(rounds):
-            (workdir := base / f"raw-{i}").mkdir(mode=0o700)
-            # alternate which side goes first, so neither always runs on a warmer machine
-            if i % 2:
-                raw.append(timed_raw(env, work, workdir))
-                ours.append(timed_invoke(env, work))
-            else:
-                ours.append(timed_invoke(env, work))
-                raw.append(timed_raw(env, work, workdir))
-        ratios = [o / r for o, r in zip(ours, raw, strict=True)]
-        print(f"rounds: {rounds} (interleaved, alternating order)")
-        print(f"invoke build --push --rebuild:       median {statistics.median(ours):5.2f} s")
-        print(f"raw buildah bud + push per tag:      median {statistics.median(raw):5.2f} s")
-        print(
-            f"ratio invoke/raw:                    median {statistics.median(ratios):5.2f} "
-            f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
-        )
+            runs = {
+                "invoke": lambda: timed_invoke(env, work),
+                "raw, parallel": lambda i=i: timed_raw(env, work, _private(base / f"p-{i}"), parallel=True),
+                "raw, sequential": lambda i=i: timed_raw(
+                    env, work, _private(base / f"s-{i}"), parallel=False
+                ),
+            }
+            order = list(runs)[i % 3 :] + list(runs)[: i % 3]  # rotate: no side always runs first
+            for name in order:
+                sides[name].append(runs[name]())
+        print(f"rounds: {rounds} (interleaved, rotating order)")
+        for name, times in sides.items():
+            print(
+                f"{name + ':':18} median {statistics.median(times):5.2f} s (min {min(times):.2f}, max {max(times):.2f})"
+            )
+        for name in ("raw, parallel", "raw, sequential"):
+            ratios = [o / r for o, r in zip(sides["invoke"], sides[name], strict=True)]
+            print(
+                f"ratio invoke / {name}: median {statistics.median(ratios):.2f} "
+                f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+            )
         subprocess.run(
             [
                 "buildah",
@@ -108,6 +113,11 @@ def main(rounds: int) -> None:
             ],
             capture_output=True,
         )
+
+
+def _private(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    return path
 
 
 if __name__ == "__main__":

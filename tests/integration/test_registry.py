@@ -259,7 +259,7 @@ def test_404_and_401_are_never_retried(mirror, tmp_path):
             wrong = RegistryClient(
                 proxy.host, username="ci", password=Secret("wrong"), insecure_hosts=[proxy.host], retries=4
             )
-            with pytest.raises(RegistryError, match="401 unauthorized.*user 'ci'"):
+            with pytest.raises(RegistryError, match=r"401 unauthorized.*user 'ci'"):
                 wrong.manifest("t/any", "x")
             assert len(proxy.seen) == 2  # the challenge, then one answer with credentials; never more
         finally:

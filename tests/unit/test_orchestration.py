@@ -112,7 +112,7 @@ def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_i
 
 def test_kaniko_refuses_local_jobs_with_a_moltbuild_error(tmp_path):
     kaniko = BACKENDS["kaniko"](Runner(), session(tmp_path).settings, storage_verdict())
-    with pytest.raises(MoltbuildError, match="invoke kaniko.build"):
+    with pytest.raises(MoltbuildError, match=r"invoke kaniko\.build"):
         kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
 
 

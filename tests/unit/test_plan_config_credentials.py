@@ -84,6 +84,6 @@ def test_credentials_per_registry(tmp_path):
     assert "t0ken" not in repr(credentials_for("ghcr.io", s))
     bare = load_settings(tmp_path, environ={}, tool_config={})
     assert credentials_for("reg.example:5000", bare) is None
-    with pytest.raises(ConfigError, match="ghcr.io needs GITHUB_USERNAME and GITHUB_TOKEN"):
+    with pytest.raises(ConfigError, match=r"ghcr\.io needs GITHUB_USERNAME and GITHUB_TOKEN"):
         preflight_push("ghcr.io", bare, check_registry=False)
     assert preflight_push("127.0.0.1:5000", bare, check_registry=False) is None
