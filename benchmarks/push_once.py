@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from moltbuild import report
 from moltbuild.backends import make_backend
-from moltbuild.backends.base import PushTarget, RunSpec
+from moltbuild.backends.base import JobLog, PushTarget, RunSpec
 from moltbuild.localregistry import LocalRegistry
 from moltbuild.plan import make_plan
 from moltbuild.session import Session
@@ -91,15 +92,15 @@ def main(rounds: int) -> None:
                 sides[name].append(runs[name]())
         print(f"rounds: {rounds} (interleaved, rotating order)")
         for name, times in sides.items():
-            print(
-                f"{name + ':':18} median {statistics.median(times):5.2f} s (min {min(times):.2f}, max {max(times):.2f})"
-            )
+            spread = f"min {min(times):.2f}, max {max(times):.2f}"
+            print(f"{name + ':':18} median {statistics.median(times):5.2f} s ({spread})")
         for name in ("raw, parallel", "raw, sequential"):
             ratios = [o / r for o, r in zip(sides["invoke"], sides[name], strict=True)]
             print(
                 f"ratio invoke / {name}: median {statistics.median(ratios):.2f} "
                 f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
             )
+        push_phase(env, work, base, rounds)
         subprocess.run(
             [
                 "buildah",
@@ -113,6 +114,37 @@ def main(rounds: int) -> None:
             ],
             capture_output=True,
         )
+
+
+def push_phase(env: dict[str, str], cwd: Path, base: Path, rounds: int) -> None:
+    """The push step alone, for the api image already built: `buildah push` per tag vs
+    moltbuild's push once + manifest PUTs, new tags each round, interleaved."""
+    session = Session.create(project_root=cwd, environ=env)
+    (record,) = [r for r in report.read(cwd / "build" / "images.json") if r.name == "api"]
+    backend = make_backend("buildah", session.runner.derive(dry_run=False), session.settings, session.storage)
+    backend.open(RunSpec(_private(base / "push-phase")))
+    child_env = {**os.environ, **env, **backend.env()}
+    raw, ours = [], []
+    for i in range(rounds):
+        tags = tuple(f"bench{i}-{n}" for n in range(4))
+        target = PushTarget("api", record.ref, tags, record.image_id or "")
+        start = time.perf_counter()
+        for tag in tags:
+            argv = backend.push_argv(target, tag, str(base / "push-phase" / "d"))
+            subprocess.run(
+                argv, env=child_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        raw.append(time.perf_counter() - start)
+        target = PushTarget("api", record.ref, tuple(t + "-once" for t in tags), record.image_id or "")
+        start = time.perf_counter()
+        backend.push_built(target, log=JobLog("", None))
+        ours.append(time.perf_counter() - start)
+    ratios = [r / o for r, o in zip(raw, ours, strict=True)]
+    print(
+        f"push step, 4 tags: buildah push x4 median {statistics.median(raw):.2f} s, push once + 3 PUTs "
+        f"median {statistics.median(ours):.2f} s; ratio {statistics.median(ratios):.2f} "
+        f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+    )
 
 
 def _private(path: Path) -> Path:
