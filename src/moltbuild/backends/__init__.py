@@ -42,8 +42,11 @@ def probe_all(
 def statuses_for(
     requested: str, runner: Runner, settings: Settings, storage: StorageVerdict
 ) -> dict[str, BackendStatus]:
-    """Only what choosing `requested` needs: `auto` looks at docker and buildah, not the cluster."""
-    names = set(AUTO_ORDER) | ({requested} if requested in BACKENDS else set())
+    """Only what choosing `requested` needs: `auto` looks at docker and buildah, not the cluster;
+    buildah or kaniko only at themselves; docker at the others too, to name them if refused."""
+    names = (
+        {requested} if requested in ("buildah", "kaniko") else set(AUTO_ORDER) | {requested} & set(BACKENDS)
+    )
     return probe_all(runner, settings, storage, names)
 
 

@@ -3,6 +3,7 @@ other tags in the registry by manifest PUT (no re-upload, no second push)."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import time
 from abc import abstractmethod
 from functools import cached_property
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..credentials import registry_client
 from ..errors import CommandError, JobError, MoltbuildError, RegistryError
 from ..registry import RegistryClient
-from .base import Backend, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
+from .base import Backend, BasePull, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
@@ -72,16 +73,23 @@ class LocalBackend(Backend):
         for host, creds in run.logins.items():
             if creds:
                 self.login(host, creds)
-        for base, pull in run.bases.items():
-            try:
-                self.pull_base(base, pull.source)
-            except CommandError as exc:
-                last = (exc.tail.strip().splitlines() or ["no output"])[-1][:200]
-                via = f" through the mirror as {pull.source}" if run.mirror and pull.source != base else ""
-                raise JobError(
-                    f"cannot pull base image {base}{via} (needed by {', '.join(pull.users)}): {last}; "
-                    + (f"check that {pull.source} exists in the mirror" if via else MIRROR_HINT)
-                ) from None
+        if run.bases:  # once each, before any build, all at once
+            with cf.ThreadPoolExecutor(max_workers=len(run.bases)) as pool:
+                for error in pool.map(lambda item: self._pull(run, *item), run.bases.items()):
+                    if error:
+                        raise error
+
+    def _pull(self, run: RunSpec, base: str, pull: BasePull) -> JobError | None:
+        try:
+            self.pull_base(base, pull.source)
+        except CommandError as exc:
+            last = (exc.tail.strip().splitlines() or ["no output"])[-1][:200]
+            via = f" through the mirror as {pull.source}" if run.mirror and pull.source != base else ""
+            return JobError(
+                f"cannot pull base image {base}{via} (needed by {', '.join(pull.users)}): {last}; "
+                + (f"check that {pull.source} exists in the mirror" if via else MIRROR_HINT)
+            )
+        return None
 
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         start = time.monotonic()
