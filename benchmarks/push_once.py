@@ -12,19 +12,15 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.workspace import workspace
 from moltbuild import report
 from moltbuild.backends import make_backend
 from moltbuild.backends.base import JobLog, PushTarget, RunSpec
-from moltbuild.localregistry import LocalRegistry
 from moltbuild.plan import make_plan
 from moltbuild.session import Session
-from tests.support import offline_bases
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_invoke(env: dict[str, str], cwd: Path) -> float:
@@ -65,18 +61,8 @@ def timed_raw(env: dict[str, str], cwd: Path, workdir: Path, parallel: bool) -> 
 
 
 def main(rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg") as reg:
-        base = Path(tmp)
-        offline_bases.build_and_push(f"{reg.host}/mirror", storage_root=base / "bases")
-        env = {
-            **os.environ,
-            "MOLTBUILD_REGISTRY": f"{reg.host}/bench",
-            "MOLTBUILD_INSECURE_REGISTRIES": reg.host,
-            "MOLTBUILD_BASE_MIRROR": f"{reg.host}/mirror",
-            "MOLTBUILD_STORAGE_ROOT": str(base / "storage"),
-        }
-        work = base / "clone"  # a clone of HEAD: this checkout's build/ is never touched
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    with workspace() as ws:
+        env, work, base = ws.env, ws.clone, ws.base
         timed_invoke(env, work)  # warm-up: bases pulled, layer cache filled, the same for both sides
         sides: dict[str, list[float]] = {"invoke": [], "raw, parallel": [], "raw, sequential": []}
         for i in range(rounds):
@@ -101,19 +87,6 @@ def main(rounds: int) -> None:
                 f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
             )
         push_phase(env, work, base, rounds)
-        subprocess.run(
-            [
-                "buildah",
-                "--root",
-                env["MOLTBUILD_STORAGE_ROOT"],
-                "--runroot",
-                env["MOLTBUILD_STORAGE_ROOT"] + "-run",
-                "rmi",
-                "--all",
-                "--force",
-            ],
-            capture_output=True,
-        )
 
 
 def push_phase(env: dict[str, str], cwd: Path, base: Path, rounds: int) -> None:
