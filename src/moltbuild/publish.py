@@ -99,20 +99,22 @@ def push_built(
                     raise ConfigError("the report records no local image to push; run `invoke build` again")
             except MoltbuildError as exc:
                 raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
-            if record.pushed and digest and digest != record.digest:
+            if dry_run:
+                updated.append(record)
+                continue
+            if record.pushed and digest != record.digest:
                 say(f"[{record.name}] note: digest changed from {record.digest} to {digest}")
             new = record.but(
                 tags=tags,
-                digest=digest or record.digest,
-                pushed=not dry_run or record.pushed,
-                status="pushed" if not dry_run else record.status,
+                digest=digest,
+                pushed=True,
+                status="pushed",
                 duration_s=round(time.monotonic() - start, 2),
                 error="",
             )
-            if not dry_run:
-                report.update(path, new)
+            report.update(path, new)
             updated.append(new)
-            say(f"[{record.name}] pushed {', '.join(tags)} -> {digest or '(dry run)'}")
+            say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
     return updated
 
 
