@@ -8,10 +8,11 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env, registry
+from moltbuild.tasks import build, core, env, k8s, registry
 
 ns = Collection()
 for module in (core, build, registry):
     for task in module.ns.tasks.values():
         ns.add_task(task)
 ns.add_collection(env.ns)
+ns.add_collection(k8s.ns)

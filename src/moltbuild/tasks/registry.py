@@ -43,7 +43,7 @@ def verify(c, report=None, kustomization=None, json=False):
 )
 @edge
 def tag(c, tag=None, source=None, only="", dry_run=False):
-    """Add tags: remotely with --source, else to the last build's images (and push them)."""
+    """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
     if source:
         retag.retag(Session.create().settings, source, tag or [], say=print)
     else:
