@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env, k8s, registry
+from moltbuild.tasks import build, core, env, k8s, kaniko, registry
 
 ns = Collection()
 for module in (core, build, registry):
@@ -16,3 +16,4 @@ for module in (core, build, registry):
         ns.add_task(task)
 ns.add_collection(env.ns)
 ns.add_collection(k8s.ns)
+ns.add_collection(kaniko.ns)

@@ -15,7 +15,6 @@ from .credentials import Credentials, preflight_push, registry_client
 from .errors import BuildError, JobError, MoltbuildError
 from .plan import BuildPlan, ImagePlan, make_plan, render_plan
 from .report import ImageRecord
-from .runner import terminate_all
 from .session import Session
 from .tables import render_table
 
@@ -121,7 +120,7 @@ def _run_parallel(
             say(f"[{rec.name}] {'FAILED' if rec.error else 'ok'} in {rec.duration_s:.1f}s")
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
-        terminate_all()
+        backend.cancel()
         raise
     pool.shutdown(wait=True)
     return records
@@ -214,6 +213,7 @@ def build_images(
         no_cache=no_cache,
         jobs=jobs,
         rebuild=rebuild,
+        dry_run=dry_run,
     )
     session.runner.say(render_plan(plan) + "\n")
     if dry_run:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
+import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -72,3 +75,30 @@ def input_digest(
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
+
+
+def _tar_entry(tar: tarfile.TarFile, path: Path, name: str) -> None:
+    info = tar.gettarinfo(str(path), arcname=name)
+    # Owner and time are not part of the inputs: the same files give the same bytes anywhere.
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    if info.isreg():
+        with path.open("rb") as fh:
+            tar.addfile(info, fh)
+    else:
+        tar.addfile(info)
+
+
+def context_tarball(context: Path, dockerfile: Path) -> bytes:
+    """The gzip'd tar a remote builder receives: `context/` holds exactly the files a local build
+    would send (.dockerignore applied), `Dockerfile` beside it, so it never lands in the image."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for rel in context_files(context):
+            _tar_entry(tar, context / rel, f"context/{rel}")
+        _tar_entry(tar, dockerfile, "Dockerfile")
+    return buf.getvalue()

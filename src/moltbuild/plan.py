@@ -133,6 +133,7 @@ def make_plan(
     no_cache: bool = False,
     jobs: int = 2,
     rebuild: bool = False,
+    dry_run: bool = False,
 ) -> BuildPlan:
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1")
@@ -155,6 +156,7 @@ def make_plan(
         statuses_for(requested, session.runner, settings, session.storage),
         session.storage,
         force=force,
+        dry_run=dry_run,
     )
     images = []
     pulls: dict[str, str] = {}

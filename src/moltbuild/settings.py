@@ -82,6 +82,24 @@ KEYS: dict[str, KeySpec] = {
         KeySpec(
             "MOLTBUILD_STORAGE_ROOT", "buildah graphroot; the storage probe tests this path", "storage_root"
         ),
+        KeySpec("MOLTBUILD_KUBE_CONTEXT", "kubeconfig context for kaniko (default: current)", "kube_context"),
+        KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbook"),
+        KeySpec(
+            "MOLTBUILD_KANIKO_IMAGE",
+            "kaniko executor image, pinned by digest",
+            "kaniko_image",
+            "ghcr.io/osscontainertools/kaniko:v1.28.2"
+            "@sha256:4ea0e7301e3f6806de15150e4982c73018351e28c1dca6947bd3b4afb5ae3c60",
+        ),
+        KeySpec(
+            "MOLTBUILD_KANIKO_HELPER_IMAGE",
+            "image of the Job's init container that receives the context (needs sh and tar)",
+            "kaniko_helper_image",
+            "docker.io/library/busybox:1.36.1"
+            "@sha256:73aaf090f3d85aa34ee199857f03fa3a95c8ede2ffd4cc2cdb5b94e566b11662",
+        ),
+        KeySpec("MOLTBUILD_KANIKO_TIMEOUT", "seconds a kaniko Job may take", "kaniko_timeout", "1800"),
+        KeySpec("MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep"),
     )
 }
 

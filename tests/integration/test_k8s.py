@@ -63,3 +63,17 @@ def test_set_images_pins_the_pushed_digests_and_verify_agrees(git_project, mirro
     before = kust.read_text()
     again = invoke(git_project, "k8s.set-images", env=env)
     assert again.returncode == 0 and "nothing to change" in again.stdout and kust.read_text() == before
+
+
+def test_kaniko_manifests_render_with_kustomize():
+    need_tool("kubectl")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / "kaniko")], check=True, capture_output=True, text=True
+    ).stdout
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in YAML(typ="safe").load_all(out) if d)
+    assert kinds == [
+        ("Role", "moltbuild-kaniko-runner"),
+        ("RoleBinding", "moltbuild-kaniko-runner"),
+        ("ServiceAccount", "moltbuild-builder"),
+        ("ServiceAccount", "moltbuild-kaniko"),
+    ]

@@ -56,6 +56,7 @@ def choose_backend(
     storage: StorageVerdict,
     *,
     force: bool = False,
+    dry_run: bool = False,
 ) -> tuple[str, str]:
     """(backend, why). `auto`: docker where a daemon answers on sane storage, else buildah."""
     if requested == "auto":
@@ -76,6 +77,8 @@ def choose_backend(
             f"fails there; works here: {', '.join(works) or 'nothing yet (invoke setup)'}; "
             "pass --force to try anyway"
         )
+    if not status.available and dry_run:  # a dry run only renders commands: show them anyway
+        return requested, f"{requested} requested; not available here ({status.reason}): dry run only"
     if not status.available:
         raise GuardError(f"backend {requested} is not available: {status.reason}; fix: {status.fix}")
     if requested == "docker" and storage.nested:

@@ -140,6 +140,13 @@ class Backend(ABC):
         """The platform an image built without --platform gets (recorded in the report)."""
         return f"linux/{ARCHES.get(platform.machine(), platform.machine())}"
 
+    def cancel(self) -> None:
+        """Ctrl-C / SIGTERM: stop everything this backend started. Shared part: every child
+        process tree; a backend with remote work (kaniko Jobs) stops that too."""
+        from ..runner import terminate_all
+
+        terminate_all()
+
     @abstractmethod
     def status(self) -> BackendStatus:
         """Probe, read-only: is the tool here, and can it build in this place?"""

@@ -1,70 +1,280 @@
-"""Kaniko runs as a Job in the cluster that kubectl's current context names."""
+"""Kaniko: one Job per image in the cluster builds and pushes it; the context is streamed into
+the Job's init container (tar over exec), the digest comes back as the termination message and
+is read back from the registry. Jobs are deleted when the image is done, failed or interrupted."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+import shlex
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConfigError, MoltbuildError
+from ..buildcontext import context_tarball
+from ..cluster import Cluster, ClusterError
+from ..credentials import registry_client
+from ..errors import ConfigError, JobError, MoltbuildError
+from ..kaniko import RECEIVE, SECRET_NAME, executor_args, job_manifest, job_name, render, timeout_of
+from ..refs import DIGEST_RE
 from .base import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
 
 if TYPE_CHECKING:
     from ..plan import ImagePlan
 
-NOT_HERE = (
-    "the kaniko backend builds in the cluster through `invoke kaniko.build`; "
-    "here use --backend buildah or docker"
-)
+T = TypeVar("T")
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"}
 
 
 class KanikoBackend(Backend):
     name = "kaniko"
-    binary = "kubectl"
+    binary = "kubectl"  # not needed: the cluster is reached through the Python client
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._run: RunSpec | None = None
+        self._live: set[str] = set()
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    @cached_property
+    def cluster(self) -> Cluster:
+        return Cluster(
+            context=self.settings.get("MOLTBUILD_KUBE_CONTEXT"),
+            namespace=self.settings["MOLTBUILD_KUBE_NAMESPACE"],
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.cluster.namespace
 
     def status(self) -> BackendStatus:
-        if not self.tool_path():
+        try:
+            ctx = self.cluster.current_context()
+            self.cluster.api  # noqa: B018  # loads the kubeconfig: is there a cluster to talk to?
+        except ClusterError as exc:
             return BackendStatus(
                 self.name,
                 False,
                 False,
-                "kubectl not installed",
-                "install kubectl and configure a context for the cluster",
+                exc.message,
+                "get a kubeconfig for the cluster (KUBECONFIG, MOLTBUILD_KUBE_CONTEXT)",
             )
         try:
-            ctx = self.runner.run(
-                [self.binary, "config", "current-context"], mutates=False, timeout=10
-            ).stdout.strip()
-        except MoltbuildError:
-            return BackendStatus(
-                self.name,
-                False,
-                False,
-                "kubectl has no current context",
-                "kubectl config use-context CONTEXT (or get a kubeconfig)",
-            )
-        try:
-            self.runner.run(
-                [self.binary, "version", "--request-timeout=5s", "-o", "json"], mutates=False, timeout=15
-            )
-        except MoltbuildError:
+            version = self.cluster.version()
+        except ClusterError as exc:
             return BackendStatus(
                 self.name,
                 True,
                 False,
-                f"cluster of context {ctx} does not answer",
+                f"context {ctx}: {exc.message}",
                 "check the VPN/kubeconfig, then kubectl get ns",
             )
-        return BackendStatus(
-            self.name, True, True, f"cluster of context {ctx} answers; builds run as Kaniko Jobs"
-        )
+        try:
+            has_secret = self.cluster.secret_exists(SECRET_NAME)
+        except ClusterError as exc:
+            return BackendStatus(
+                self.name,
+                True,
+                False,
+                f"context {ctx}: {exc.message}",
+                "ask an admin to run invoke kaniko.setup",
+            )
+        where = f"cluster {version} of context {ctx}, namespace {self.namespace}"
+        if not has_secret:
+            return BackendStatus(
+                self.name, True, True, f"{where}; no registry Secret {SECRET_NAME} yet", "invoke kaniko.setup"
+            )
+        return BackendStatus(self.name, True, True, f"{where}; builds run as Kaniko Jobs")
+
+    def cancel(self) -> None:
+        """Ctrl-C / SIGTERM: stop waiting and delete every Job this run started."""
+        self._cancelled.set()
+        super().cancel()
+        with self._lock:
+            live = list(self._live)
+        for name in live:
+            try:
+                self.cluster.delete_job(name)
+            except MoltbuildError as exc:
+                self.runner.say(f"could not delete Job {name}: {exc.message}")
 
     def open(self, run: RunSpec) -> None:
-        raise ConfigError(NOT_HERE)
-
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
-        raise ConfigError(NOT_HERE)
+        if self.settings.get("MOLTBUILD_REGISTRY_CA"):
+            raise ConfigError(
+                "MOLTBUILD_REGISTRY_CA is not passed to kaniko Jobs; unset it for --backend kaniko, or "
+                "build with buildah/docker"
+            )
+        timeout_of(self.settings)
+        self._run = run
+        if self.dry_run:
+            return
+        needs = [host for host, creds in run.logins.items() if creds]
+        if needs and not self.cluster.secret_exists(SECRET_NAME):
+            raise ConfigError(
+                f"namespace {self.namespace} has no Secret {SECRET_NAME} with the credentials for "
+                f"{needs[0]}; fix: invoke kaniko.setup"
+            )
 
     def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
         raise ConfigError(
             f"{target.name} was built and pushed by a Kaniko Job; nothing local to push "
             "(use `invoke tag --tag T` to add tags in the registry)"
         )
+
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        if self._run is None:
+            raise MoltbuildError("kaniko backend used before open(): a bug, please report it")
+        start = time.monotonic()
+        args = executor_args(
+            image,
+            push=push,
+            no_cache=no_cache,
+            mirror=self._run.mirror,
+            insecure=self.settings.insecure_registries,
+        )
+        name = job_name(image)
+        root = self.settings.project_root
+        job = job_manifest(
+            root, image, name=name, namespace=self.namespace, settings=self.settings, args=args
+        )
+        tarball = context_tarball(image.context, image.dockerfile)
+        say = self.runner.say
+        if self.dry_run:
+            say(f"{log.prefix}+ create Job {name} in namespace {self.namespace}:")
+            render([job], lambda text: say("\n".join(log.prefix + line for line in text.splitlines())))
+            say(
+                f"{log.prefix}+ exec {name}-<pod> -c context -- {shlex.join(RECEIVE)} "
+                f"< context.tar.gz ({len(tarball)} bytes)"
+            )
+            return ImageResult(None, image.platforms, 0.0, log.path)
+        with self._lock:
+            self._live.add(name)
+        self.cluster.create_job(job)
+        say(f"{log.prefix}Job {name} created in namespace {self.namespace}")
+        try:
+            digest = self._follow(name, tarball, log, deadline=start + timeout_of(self.settings))
+        finally:
+            if self.settings.get("MOLTBUILD_KANIKO_KEEP") in ("1", "true", "yes"):
+                say(f"{log.prefix}kept Job {name} (MOLTBUILD_KANIKO_KEEP)")
+            else:
+                self.cluster.delete_job(name)
+            with self._lock:
+                self._live.discard(name)
+        if not push:
+            return ImageResult(None, image.platforms, time.monotonic() - start, log.path)
+        platforms = self._check_registry(image, digest)
+        return ImageResult(None, platforms, time.monotonic() - start, log.path, digest, image.tags)
+
+    # -- following one Job ---------------------------------------------------------------------
+
+    def _follow(self, job: str, tarball: bytes, log: JobLog, *, deadline: float) -> str:
+        wait = self._waiter(deadline)
+        pod = wait(lambda: self.cluster.job_pod(job), "the Job's pod to be scheduled").metadata.name
+        wait(lambda: self._started(pod, "context", init=True), "the context container to start")
+        code, out = self.cluster.exec_stdin(
+            pod, "context", RECEIVE, tarball, timeout=max(deadline - time.monotonic(), 1)
+        )
+        if code != 0:
+            raise JobError(
+                f"delivering the build context to {pod} failed (exit {code}): {out.strip()[-300:]}"
+            )
+        self.runner.say(f"{log.prefix}context delivered ({len(tarball)} bytes)")
+        wait(lambda: self._started(pod, "kaniko"), "the kaniko executor to start")
+        tail: deque[str] = deque(maxlen=20)
+        with log.path.open("a", encoding="utf-8") if log.path else io.StringIO() as sink:
+            for raw in self.cluster.logs(pod, "kaniko"):
+                line = self.runner.mask(raw)
+                tail.append(line)
+                sink.write(line + "\n")
+                self.runner.say(log.prefix + line)
+        term = wait(lambda: self._terminated(pod), "the kaniko executor to finish")
+        if term.exit_code != 0:
+            last = "\n".join(tail)
+            raise JobError(
+                f"kaniko executor in {pod} failed: {term.reason or 'Error'}, exit {term.exit_code}"
+                + (f"\n{last}" if last else "")
+            )
+        digest = (term.message or "").strip()
+        if not DIGEST_RE.match(digest):
+            raise JobError(f"kaniko executor in {pod} succeeded but reported no digest ({digest[:80]!r})")
+        return digest
+
+    def _waiter(self, deadline: float) -> Callable[[Callable[[], T | None], str], T]:
+        timeout = timeout_of(self.settings)
+
+        def wait(probe: Callable[[], T | None], what: str) -> T:
+            delay = 0.1
+            while True:
+                if self._cancelled.is_set():
+                    raise JobError("interrupted; the Job was deleted")
+                found = probe()
+                if found is not None:
+                    return found
+                if time.monotonic() >= deadline:
+                    raise JobError(
+                        f"timed out after {timeout}s waiting for {what} (MOLTBUILD_KANIKO_TIMEOUT)"
+                    )
+                time.sleep(min(delay, max(deadline - time.monotonic(), 0.01)))
+                delay = min(delay * 1.5, 2.0)
+
+        return wait
+
+    def _statuses(self, pod: Any, *, init: bool = False) -> list[Any]:
+        status = pod.status
+        return list((status.init_container_statuses if init else status.container_statuses) or [])
+
+    def _check(self, pod: Any) -> None:
+        """Fail fast on what will never recover: image pulls, OOM, a failed pod."""
+        for status in self._statuses(pod, init=True) + self._statuses(pod):
+            waiting = status.state.waiting if status.state else None
+            if waiting and waiting.reason in PULL_FAILURES:
+                raise JobError(
+                    f"{status.name} container cannot start: {waiting.reason}: "
+                    f"{(waiting.message or '')[:200]} "
+                    f"(image {status.image}; check MOLTBUILD_KANIKO_IMAGE / MOLTBUILD_KANIKO_HELPER_IMAGE)"
+                )
+            terminated = status.state.terminated if status.state else None
+            if terminated and terminated.reason == "OOMKilled":
+                raise JobError(
+                    f"{status.name} container was OOMKilled (exit {terminated.exit_code}); raise its memory "
+                    "limit in k8s/kaniko/job.yml"
+                )
+        if pod.status.phase == "Failed" and not self._statuses(pod):
+            raise JobError(f"pod {pod.metadata.name} failed: {pod.status.reason}: {pod.status.message}")
+
+    def _started(self, name: str, container: str, *, init: bool = False) -> Any | None:
+        pod = self.cluster.pod(name)
+        self._check(pod)
+        for status in self._statuses(pod, init=init):
+            if (
+                status.name == container
+                and status.state
+                and (status.state.running or status.state.terminated)
+            ):
+                return status
+        return None
+
+    def _terminated(self, name: str) -> Any | None:
+        pod = self.cluster.pod(name)
+        self._check(pod)
+        for status in self._statuses(pod):
+            if status.name == "kaniko" and status.state and status.state.terminated:
+                return status.state.terminated
+        return None
+
+    def _check_registry(self, image: ImagePlan, digest: str) -> tuple[str, ...]:
+        """Every tag must serve the digest the executor reported; returns the image's platform."""
+        assert self._run is not None
+        client = registry_client(image.ref.host, self.settings, self._run.logins.get(image.ref.host))
+        for tag in image.tags:
+            found = client.manifest(image.ref.repository, tag)
+            if found is None or found.digest != digest:
+                raise JobError(
+                    f"{image.ref.with_tag(tag)} serves {found.digest if found else 'nothing'}, not the "
+                    f"digest kaniko reported ({digest})"
+                )
+        config = client.image_config(image.ref.repository, digest) or {}
+        return image.platforms or (f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}",)

@@ -1,0 +1,214 @@
+"""`invoke kaniko.setup` / `invoke kaniko.build` end to end against a FAKE Kubernetes API
+(tests/support/fake_cluster.py, on kmock) and a real registry: no cluster and no kaniko executor
+can run on these machines, so the test plays the Job controller and the executor."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+from moltbuild.buildcontext import context_files
+from moltbuild.registry import RegistryClient
+from tests.integration.conftest import build_env, invoke, read_report, registry_digest
+from tests.support.fake_cluster import FakeCluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def fake(tmp_path):
+    with FakeCluster() as cluster:
+        cluster.kubeconfig_path = cluster.kubeconfig(tmp_path / "kubeconfig")
+        yield cluster
+
+
+def kaniko_env(mirror, storage_root, fake, namespace="kfake", **extra):
+    return build_env(mirror, storage_root, namespace, KUBECONFIG=str(fake.kubeconfig_path), **extra)
+
+
+def start_build(project, env, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "kaniko.build", "--api-only", "--rebuild", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def play_executor(fake, mirror, job) -> str:
+    """What kaniko would do: push one image under every --destination; returns its digest."""
+    (executor,) = job.spec.template.spec.containers
+    destinations = [a.split("=", 1)[1] for a in executor.args if a.startswith("--destination=")]
+    repo = destinations[0].split("/", 1)[1].rsplit(":", 1)[0]
+    tags = [d.rsplit(":", 1)[1] for d in destinations]
+    client = RegistryClient(mirror.host, insecure_hosts=[mirror.host])
+    served = client.put_tags(repo, tags, reference="1.36", source_name="mirror/library/busybox")
+    (digest,) = set(served.values())
+    return digest
+
+
+def test_setup_then_build_runs_a_job_delivers_the_context_and_records_the_digest(
+    git_project, mirror, storage_root, fake
+):
+    env = kaniko_env(mirror, storage_root, fake)
+    setup = invoke(git_project, "kaniko.setup", env=env)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert fake.rbac.read_namespaced_role("moltbuild-kaniko-runner", "moltbook").rules
+    assert fake.core.read_namespaced_service_account("moltbuild-kaniko", "moltbook")
+    again = invoke(git_project, "kaniko.setup", env=env)  # idempotent
+    assert again.returncode == 0 and "updated" in again.stdout
+
+    proc = start_build(git_project, env)
+    try:
+        job = fake.wait_for_job()
+        (executor,) = job.spec.template.spec.containers
+        assert (
+            executor.command == ["/kaniko/executor"] and "--digest-file=/dev/termination-log" in executor.args
+        )
+        assert job.spec.template.spec.service_account_name == "moltbuild-kaniko"
+        pod = fake.start_pod(job)
+        delivered = fake.wait_delivered(pod)
+        # exactly the .dockerignore-filtered context, byte for byte, and the Dockerfile beside it
+        with tarfile.open(fileobj=io.BytesIO(delivered)) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        api = git_project / "api"
+        expected = {f"context/{rel}": (api / rel).read_bytes() for rel in context_files(api)}
+        expected["Dockerfile"] = (api / "Dockerfile").read_bytes()
+        assert members == expected
+        digest = play_executor(fake, mirror, job)
+        fake.serve_log(pod, "INFO[0000] Retrieving image manifest\nINFO[0003] Pushed image\n")
+        fake.set_status(
+            pod,
+            phase="Succeeded",
+            init={"terminated": {"exitCode": 0}},
+            main={"terminated": {"exitCode": 0, "reason": "Completed", "message": digest}},
+        )
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:] + err
+    assert "[api] INFO[0003] Pushed image" in out and "context delivered" in out
+    entry = read_report(git_project)["api"]
+    assert entry["backend"] == "kaniko" and entry["pushed"] and entry["digest"] == digest
+    assert entry["image_id"] is None and entry["platforms"] == ["linux/amd64"]
+    name = entry["repository"].split("/", 1)[1]
+    assert registry_digest(mirror.url, name, entry["pin_tag"]) == digest
+    assert fake.jobs() == []  # deleted once done
+    verified = invoke(git_project, "verify", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (
+            {"main": {"terminated": {"exitCode": 1, "reason": "Error", "message": ""}}},
+            "failed: Error, exit 1",
+        ),
+        (
+            {"main": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}},
+            "kaniko container was OOMKilled",
+        ),
+        (
+            {"init": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied"}}},
+            "context container cannot start: ErrImagePull",
+        ),
+    ],
+)
+def test_job_failures_fail_with_the_pods_reason_and_delete_the_job(
+    git_project, mirror, storage_root, fake, failure, message
+):
+    proc = start_build(git_project, kaniko_env(mirror, storage_root, fake))
+    try:
+        job = fake.wait_for_job()
+        pod = fake.start_pod(job)
+        if "main" in failure:
+            fake.wait_delivered(pod)
+            fake.serve_log(pod, "error building image: step 3 failed\n")
+        fake.set_status(pod, phase="Failed" if "main" in failure else "Pending", **failure)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and message in err, out[-2000:] + err
+    if "Error" in message:
+        assert "error building image: step 3 failed" in err
+    assert read_report(git_project)["api"]["status"] == "failed"
+    assert fake.jobs() == []
+
+
+def test_a_pod_that_never_comes_times_out_and_ctrl_c_deletes_the_job(git_project, mirror, storage_root, fake):
+    env = kaniko_env(mirror, storage_root, fake)
+    proc = start_build(git_project, env, "--timeout", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "timed out after 2s waiting for the Job's pod" in err, out + err
+    assert fake.jobs() == []
+
+    proc = start_build(git_project, env)
+    try:
+        fake.wait_for_job()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 10
+    while fake.jobs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.jobs() == []
+
+
+def test_without_the_registry_secret_build_says_run_setup(git_project, mirror, storage_root, fake):
+    env = kaniko_env(mirror, storage_root, fake, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD="pw-0123456789")
+    out = invoke(git_project, "kaniko.build", "--api-only", env=env)
+    assert (
+        out.returncode != 0
+        and "no Secret moltbuild-registry" in out.stderr
+        and "invoke kaniko.setup" in out.stderr
+    )
+    dry = invoke(git_project, "kaniko.setup", "--dry-run", env=env)
+    assert dry.returncode == 0 and "kind: Secret" in dry.stdout and "pw-0123456789" not in dry.stdout
+    assert '.dockerconfigjson: "****"' in dry.stdout or ".dockerconfigjson: '****'" in dry.stdout
+
+
+def _synthetic_context(root):
+    """A context with nested ignores, a negation and 1,500 small files of mixed content."""
+    import hashlib
+
+    (root / ".dockerignore").write_text("node_modules\n*.log\n!keep.log\n")
+    for i in range(1500):
+        path = root / f"pkg{i % 30}" / f"mod{i}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"# module {i}\nVALUE = '{hashlib.sha256(str(i).encode()).hexdigest()}'\n" * (1 + i % 7)
+        )
+    (root / "node_modules" / "x").mkdir(parents=True)
+    (root / "node_modules" / "x" / "big.js").write_text("x" * 100_000)
+    (root / "debug.log").write_text("ignored")
+    (root / "keep.log").write_text("kept")
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    return root
+
+
+@pytest.mark.parametrize("which", ["api", "moltbook-frontend", "synthetic"])
+def test_the_streamed_context_is_as_small_as_tar_cz_of_the_same_files(which, tmp_path):
+    from moltbuild.buildcontext import context_tarball
+    from tests.conftest import ROOT
+
+    ctx = _synthetic_context(tmp_path) if which == "synthetic" else ROOT / which
+    files = context_files(ctx)
+    assert "node_modules/x/big.js" not in files and ("keep.log" in files) == (which == "synthetic")
+    ours = len(context_tarball(ctx, ctx / "Dockerfile"))
+    theirs = len(
+        subprocess.run(
+            ["tar", "-czf", "-", "-C", str(ctx), *files, "Dockerfile"], check=True, capture_output=True
+        ).stdout
+    )
+    assert 0.95 <= ours / theirs <= 1.05, (ours, theirs)
