@@ -114,6 +114,27 @@ class Cluster:
         info = self._call("GET /version", client.VersionApi(self.api).get_code, _request_timeout=10)
         return str(info.git_version)
 
+    def allowed(self, verb: str, resource: str, *, group: str = "", subresource: str = "") -> bool | None:
+        """Whether this identity may `verb` the resource in the namespace (None: not answered)."""
+        from kubernetes import client
+
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": self.namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                }
+            },
+        }
+        api = client.AuthorizationV1Api(self.api)
+        answer = self._call("SelfSubjectAccessReview", api.create_self_subject_access_review, review)
+        return answer.status.allowed if answer.status is not None else None
+
     # -- objects -------------------------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ can run on these machines, so the test plays the Job controller and the executor
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -59,6 +60,12 @@ def test_setup_then_build_runs_a_job_delivers_the_context_and_records_the_digest
     git_project, mirror, storage_root, fake
 ):
     env = kaniko_env(mirror, storage_root, fake)
+    doctor = json.loads(invoke(git_project, "doctor", "--json", env=env).stdout)["backends"]["kaniko"]
+    assert (
+        doctor["works"]
+        and "namespace moltbook" in doctor["reason"]
+        and doctor["fix"] == "invoke kaniko.setup"
+    )
     setup = invoke(git_project, "kaniko.setup", env=env)
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert fake.rbac.read_namespaced_role("moltbuild-kaniko-runner", "moltbook").rules
@@ -212,3 +219,39 @@ def test_the_streamed_context_is_as_small_as_tar_cz_of_the_same_files(which, tmp
         ).stdout
     )
     assert 0.95 <= ours / theirs <= 1.05, (ours, theirs)
+
+
+def test_doctor_names_the_missing_rights(git_project, mirror, storage_root, fake):
+    fake.fake.denied = {"pods/exec"}
+    doctor = invoke(git_project, "doctor", "--json", env=kaniko_env(mirror, storage_root, fake))
+    kaniko = json.loads(doctor.stdout)["backends"]["kaniko"]
+    assert not kaniko["works"] and "not allowed to exec into pods" in kaniko["reason"]
+    assert "moltbuild-kaniko-runner" in kaniko["fix"]
+
+
+def test_dry_run_prints_job_manifests_that_validate_without_any_cluster(
+    git_project, mirror, storage_root, tmp_path
+):
+    import kubernetes_validate
+    from ruamel.yaml import YAML
+
+    env = build_env(mirror, storage_root, "kdry", KUBECONFIG=str(tmp_path / "none"))
+    out = invoke(git_project, "kaniko.build", "--dry-run", "--rebuild", env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert "not available here" in out.stdout and "dry run only" in out.stdout
+    jobs = {}
+    for name in ("api", "frontend"):
+        lines = [
+            line[len(f"[{name}] ") :] for line in out.stdout.splitlines() if line.startswith(f"[{name}] ")
+        ]
+        start = next(i for i, line in enumerate(lines) if line.startswith("+ create Job"))
+        end = next(i for i, line in enumerate(lines) if line.startswith("+ exec"))
+        (jobs[name],) = list(YAML(typ="safe").load_all("\n".join(lines[start + 1 : end])))
+        assert "tar -xzf - -C /workspace" in lines[end]
+    for job in jobs.values():
+        kubernetes_validate.validate(job, kubernetes_validate.utils.latest_version(), strict=True)
+    assert (
+        "--build-arg=API_BASE_URL=/api"
+        in jobs["frontend"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert not (git_project / "build" / "images.json").exists()

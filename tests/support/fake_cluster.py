@@ -36,12 +36,27 @@ class FakeKubernetes(kmock.KubernetesEmulator):
             "major": "1",
             "minor": "31",
             "gitVersion": "v1.31.0-fake",
+            "gitCommit": "fake",
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.22",
+            "compiler": "gc",
             "platform": "linux/amd64",
         }
+        self.denied: set[str] = set()  # "resource" or "resource/subresource" the identity may not use
         self.delivered: dict[str, bytes] = {}  # pod name -> bytes received on exec stdin
         self.exec_commands: dict[str, list[str]] = {}
 
+    async def _review(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """RBAC answers, never stored (a real API server keeps no review objects either)."""
+        review = await raw_request.json()
+        attrs = review["spec"]["resourceAttributes"]
+        key = "/".join(filter(None, [attrs.get("resource"), attrs.get("subresource")]))
+        return aiohttp.web.json_response({**review, "status": {"allowed": key not in self.denied}})
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path.endswith("/selfsubjectaccessreviews"):
+            return await self._review(raw_request)
         if (
             raw_request.path.endswith("/exec")
             and raw_request.headers.get("Upgrade", "").lower() == "websocket"

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from ..plan import ImagePlan
 
 T = TypeVar("T")
+KUBECONFIG_FIX = "get a kubeconfig for the cluster (KUBECONFIG, MOLTBUILD_KUBE_CONTEXT)"
+UNREACHABLE_FIX = "check the VPN/kubeconfig, then kubectl get ns"
+SETUP_FIX = "invoke kaniko.setup"
+RUNNER_FIX = (
+    "an admin runs `invoke kaniko.setup` and binds you to the moltbuild-kaniko-runner Role "
+    "(k8s/kaniko/README.md)"
+)
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"}
 
 
@@ -55,39 +62,38 @@ class KanikoBackend(Backend):
             ctx = self.cluster.current_context()
             self.cluster.api  # noqa: B018  # loads the kubeconfig: is there a cluster to talk to?
         except ClusterError as exc:
-            return BackendStatus(
-                self.name,
-                False,
-                False,
-                exc.message,
-                "get a kubeconfig for the cluster (KUBECONFIG, MOLTBUILD_KUBE_CONTEXT)",
-            )
+            return BackendStatus(self.name, False, False, exc.message, KUBECONFIG_FIX)
         try:
             version = self.cluster.version()
         except ClusterError as exc:
-            return BackendStatus(
-                self.name,
-                True,
-                False,
-                f"context {ctx}: {exc.message}",
-                "check the VPN/kubeconfig, then kubectl get ns",
-            )
+            return BackendStatus(self.name, True, False, f"context {ctx}: {exc.message}", UNREACHABLE_FIX)
+        where = f"cluster {version} of context {ctx}, namespace {self.namespace}"
         try:
+            denied = [what for what, ok in self._rights() if ok is False]
             has_secret = self.cluster.secret_exists(SECRET_NAME)
         except ClusterError as exc:
+            return BackendStatus(self.name, True, False, f"{where}: {exc.message}", RUNNER_FIX)
+        if denied:
             return BackendStatus(
-                self.name,
-                True,
-                False,
-                f"context {ctx}: {exc.message}",
-                "ask an admin to run invoke kaniko.setup",
+                self.name, True, False, f"{where}: not allowed to {', '.join(denied)}", RUNNER_FIX
             )
-        where = f"cluster {version} of context {ctx}, namespace {self.namespace}"
         if not has_secret:
             return BackendStatus(
-                self.name, True, True, f"{where}; no registry Secret {SECRET_NAME} yet", "invoke kaniko.setup"
+                self.name, True, True, f"{where}; no registry Secret {SECRET_NAME} yet", SETUP_FIX
             )
         return BackendStatus(self.name, True, True, f"{where}; builds run as Kaniko Jobs")
+
+    def _rights(self) -> list[tuple[str, bool | None]]:
+        """What the build task does in the namespace, asked of the API server (RBAC)."""
+        asks = [
+            ("create jobs", "create", "jobs", "batch", ""),
+            ("exec into pods", "create", "pods", "", "exec"),
+            ("read pod logs", "get", "pods", "", "log"),
+        ]
+        return [
+            (what, self.cluster.allowed(verb, res, group=group, subresource=sub))
+            for what, verb, res, group, sub in asks
+        ]
 
     def cancel(self) -> None:
         """Ctrl-C / SIGTERM: stop waiting and delete every Job this run started."""
