@@ -110,10 +110,13 @@ def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_i
         assert "NotImplementedError" not in inspect.getsource(inspect.getmodule(cls))
 
 
-def test_kaniko_refuses_local_jobs_with_a_moltbuild_error(tmp_path):
+def test_kaniko_refuses_what_it_cannot_do_with_a_moltbuild_error(tmp_path):
     kaniko = BACKENDS["kaniko"](Runner(), session(tmp_path).settings, storage_verdict())
-    with pytest.raises(MoltbuildError, match=r"invoke kaniko\.build"):
+    with pytest.raises(MoltbuildError, match=r"used before open\(\)"):
         kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
+    target = PushTarget("api", image("api").ref, ("t",), "id")
+    with pytest.raises(ConfigError, match=r"built and pushed by a Kaniko Job; nothing local to push"):
+        kaniko.push_built(target, log=JobLog("[api] "))
 
 
 def test_execute_opens_once_builds_each_image_and_records_it(tmp_path, recording):
