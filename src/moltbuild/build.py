@@ -8,12 +8,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import report, reuse
+from . import ghactions, report, reuse
 from .backends import make_backend
 from .backends.base import Backend, ImageResult, JobLog, RunSpec
+from .changes import resolve_base, select_changed
+from .config import load_images
 from .credentials import Credentials, preflight_push, registry_client
 from .errors import BuildError, JobError, MoltbuildError
-from .plan import BuildPlan, ImagePlan, make_plan, render_plan
+from .plan import BuildPlan, ImagePlan, make_plan, render_plan, select_images
 from .report import ImageRecord
 from .session import Session
 from .tables import render_table
@@ -161,10 +163,12 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
     if failed:
         first = failed[0]
         names = ", ".join(r.name for r in failed)
-        raise BuildError(
+        error = BuildError(
             f"{len(failed)} image(s) failed: {names}; {first.name}: {first.error}"
             + (f"\n(full log: {log_dir / (first.name + '.log')})" if log_dir else "")
         )
+        error.records = records  # what the run did record, for summaries
+        raise error
 
 
 def summary(records: list[ImageRecord]) -> str:
@@ -194,18 +198,34 @@ def build_images(
     jobs: int = 2,
     force: bool = False,
     rebuild: bool = False,
+    changed: bool = False,
+    base: str | None = None,
     dry_run: bool = False,
     session: Session | None = None,
 ) -> list[ImageRecord]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary."""
     cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
     session = session or Session.create(cli=cli)
+    say = session.runner.say
+    root = session.settings.project_root
+    configs = load_images(root)
+    names = [
+        c.name
+        for c in select_images(configs, only=only.split(","), api_only=api_only, frontend_only=frontend_only)
+    ]
+    if changed:
+        base = resolve_base(base, session.environ)
+        wanted, account = select_changed(root, configs, base, session.runner)
+        say(account)
+        names = [n for n in names if n in wanted]
+        if not names:
+            say(f"nothing changed since {base}: no image to build")
+            ghactions.publish("moltbuild: nothing changed", [], session.environ)
+            return []
     plan = make_plan(
         session,
-        only=only.split(",") if only else (),
-        api_only=api_only,
-        frontend_only=frontend_only,
-        extra_tags=tags or (),
+        only=names,
+        extra_tags=[t for t in tags or () if t.strip()],  # an empty --tag (an unset CI input) adds nothing
         backend=backend,
         push=push,
         platforms=platform,
@@ -215,10 +235,16 @@ def build_images(
         rebuild=rebuild,
         dry_run=dry_run,
     )
-    session.runner.say(render_plan(plan) + "\n")
+    say(render_plan(plan) + "\n")
     if dry_run:
-        session.runner.say("dry run: what a real run would do (secrets masked):")
-    records = execute(session, plan, dry_run=dry_run)
-    if not dry_run:
-        session.runner.say("\n" + summary(records))
+        say("dry run: what a real run would do (secrets masked):")
+        return execute(session, plan, dry_run=True)
+    title = f"moltbuild: {'build and push' if push else 'build'} ({plan.backend})"
+    try:
+        records = execute(session, plan, dry_run=False)
+    except BuildError as exc:
+        ghactions.publish(title, getattr(exc, "records", []), session.environ)
+        raise
+    ghactions.publish(title, records, session.environ)
+    say("\n" + summary(records))
     return records

@@ -22,13 +22,15 @@ class Credentials:
 
 
 def credentials_for(host: str, settings: Settings) -> Credentials | None:
-    pairs = [("REGISTRY_USERNAME", "REGISTRY_PASSWORD")]
-    if host == GHCR:
-        pairs.insert(0, ("GITHUB_USERNAME", "GITHUB_TOKEN"))
-    for user_key, secret_key in pairs:
-        user, secret = settings.get(user_key), settings.get(secret_key)
-        if user and secret:
-            return Credentials(user, secret, f"{user_key}/{secret_key}")
+    if host == GHCR and settings.get("GITHUB_TOKEN"):
+        # ghcr.io checks the token, not the name: GITHUB_TOKEN alone is enough.
+        for key in ("GITHUB_USERNAME", "GITHUB_ACTOR"):
+            if settings.get(key):
+                return Credentials(settings[key], settings["GITHUB_TOKEN"], f"{key}/GITHUB_TOKEN")
+        return Credentials("moltbuild", settings["GITHUB_TOKEN"], "GITHUB_TOKEN")
+    user, secret = settings.get("REGISTRY_USERNAME"), settings.get("REGISTRY_PASSWORD")
+    if user and secret:
+        return Credentials(user, secret, "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     return None
 
 
@@ -47,8 +49,8 @@ def preflight_push(host: str, settings: Settings, *, check_registry: bool = True
     creds = credentials_for(host, settings)
     if creds is None and host == GHCR:
         raise ConfigError(
-            "pushing to ghcr.io needs GITHUB_USERNAME and GITHUB_TOKEN (scope write:packages); "
-            "add them to .env.local or the environment"
+            "pushing to ghcr.io needs GITHUB_TOKEN (scope write:packages); "
+            "add it to .env.local or the environment"
         )
     if not check_registry:
         return creds

@@ -14,7 +14,7 @@ from .tables import render_table
 def credentials_present(session: Session) -> dict[str, bool]:
     s = session.settings
     return {
-        "ghcr.io (GITHUB_USERNAME + GITHUB_TOKEN)": bool(s.get("GITHUB_USERNAME") and s.get("GITHUB_TOKEN")),
+        "ghcr.io (GITHUB_TOKEN)": bool(s.get("GITHUB_TOKEN")),
         "other registry (REGISTRY_USERNAME + REGISTRY_PASSWORD)": bool(
             s.get("REGISTRY_USERNAME") and s.get("REGISTRY_PASSWORD")
         ),
@@ -48,7 +48,7 @@ def collect(session: Session) -> dict[str, Any]:
         problems.append(
             {
                 "problem": f"no registry credentials: pushing to {registry} will fail",
-                "fix": "set GITHUB_USERNAME and GITHUB_TOKEN (write:packages) in .env.local, "
+                "fix": "set GITHUB_TOKEN (write:packages) in .env.local, "
                 "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
             }
         )

@@ -65,7 +65,10 @@ KEYS: dict[str, KeySpec] = {
     spec.key: spec
     for spec in (
         KeySpec("GITHUB_TOKEN", "token for ghcr.io (scope write:packages to push)", secret=True),
-        KeySpec("GITHUB_USERNAME", "GitHub user that owns GITHUB_TOKEN"),
+        KeySpec("GITHUB_USERNAME", "GitHub user that owns GITHUB_TOKEN (ghcr.io does not check it)"),
+        KeySpec(
+            "GITHUB_ACTOR", "set by GitHub Actions: the ghcr.io username there when GITHUB_USERNAME is unset"
+        ),
         KeySpec("REGISTRY_USERNAME", "user for any other registry"),
         KeySpec("REGISTRY_PASSWORD", "password or token for REGISTRY_USERNAME", secret=True),
         KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry", "ghcr.io/ardenone"),

@@ -255,7 +255,7 @@ def test_ghcr_push_without_token_names_the_setting(git_project, mirror, storage_
     env.pop("MOLTBUILD_REGISTRY")
     out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
     assert out.returncode != 0
-    assert "GITHUB_USERNAME and GITHUB_TOKEN" in out.stderr and "STEP" not in out.stdout
+    assert "ghcr.io needs GITHUB_TOKEN" in out.stderr and "STEP" not in out.stdout
 
 
 def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_files, tmp_path):

@@ -43,6 +43,6 @@ def test_token_from_env_local_never_printed(project):
     assert "GITHUB_TOKEN" in show.stdout and "****" in show.stdout and ".env.local:2" in show.stdout
     assert "did you mean MOLTBUILD_BACKEND" in show.stderr
     doctor = run_invoke(project, "doctor", "--json")
-    assert json.loads(doctor.stdout)["credentials"]["ghcr.io (GITHUB_USERNAME + GITHUB_TOKEN)"] is True
+    assert json.loads(doctor.stdout)["credentials"]["ghcr.io (GITHUB_TOKEN)"] is True
     for out in (show, doctor):
         assert CANARY not in out.stdout + out.stderr

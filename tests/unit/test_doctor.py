@@ -61,7 +61,7 @@ def test_plain_disk_with_docker_has_no_storage_problem(tmp_path):
 def test_credentials_reported_present_but_never_shown(tmp_path):
     env = {"GITHUB_USERNAME": "octo", "GITHUB_TOKEN": "ghp_canary_doctor"}
     report = doctor.collect(make_session(tmp_path, False, True, environ=env))
-    assert report["credentials"]["ghcr.io (GITHUB_USERNAME + GITHUB_TOKEN)"] is True
+    assert report["credentials"]["ghcr.io (GITHUB_TOKEN)"] is True
     out = doctor.render(report) + doctor.render(report, as_json=True)
     assert "ghp_canary_doctor" not in out
     assert not any("no registry credentials" in p["problem"] for p in report["problems"])

@@ -84,6 +84,23 @@ def test_credentials_per_registry(tmp_path):
     assert "t0ken" not in repr(credentials_for("ghcr.io", s))
     bare = load_settings(tmp_path, environ={}, tool_config={})
     assert credentials_for("reg.example:5000", bare) is None
-    with pytest.raises(ConfigError, match=r"ghcr\.io needs GITHUB_USERNAME and GITHUB_TOKEN"):
+    with pytest.raises(ConfigError, match=r"ghcr\.io needs GITHUB_TOKEN"):
         preflight_push("ghcr.io", bare, check_registry=False)
     assert preflight_push("127.0.0.1:5000", bare, check_registry=False) is None
+
+
+@pytest.mark.parametrize(
+    "env, user, keys",
+    [
+        ({"GITHUB_TOKEN": "t0ken"}, "moltbuild", "GITHUB_TOKEN"),
+        ({"GITHUB_TOKEN": "t0ken", "GITHUB_ACTOR": "octo-bot"}, "octo-bot", "GITHUB_ACTOR/GITHUB_TOKEN"),
+        (
+            {"GITHUB_TOKEN": "t0ken", "GITHUB_ACTOR": "bot", "GITHUB_USERNAME": "me"},
+            "me",
+            "GITHUB_USERNAME/GITHUB_TOKEN",
+        ),
+    ],
+)
+def test_a_github_token_alone_is_enough_for_ghcr(tmp_path, env, user, keys):
+    creds = credentials_for("ghcr.io", load_settings(tmp_path, environ=env, tool_config={}))
+    assert (creds.username, creds.keys, creds.password.reveal()) == (user, keys, "t0ken")

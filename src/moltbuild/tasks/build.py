@@ -19,8 +19,10 @@ BUILD_HELP = {
     "platform": "comma list, e.g. linux/amd64,linux/arm64",
     "no-cache": "do not reuse cached layers",
     "jobs": "images built at once (default 2)",
-    "force": "use the docker backend even on nested overlay",
+    "force": "use the docker backend even on nested overlay (to build although unchanged: --rebuild)",
     "rebuild": "build even when the registry has an image with the same inputs",
+    "changed": "only images whose inputs changed since --base (GitHub's event base, else HEAD^)",
+    "base": "git revision --changed compares with",
     "dry-run": "print the plan and the exact commands; run nothing",
 }
 
@@ -40,6 +42,8 @@ def build(
     jobs=2,
     force=False,
     rebuild=False,
+    changed=False,
+    base=None,
     dry_run=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
@@ -55,6 +59,8 @@ def build(
         jobs=int(jobs),
         force=force,
         rebuild=rebuild,
+        changed=changed,
+        base=base,
         dry_run=dry_run,
     )
 
@@ -73,4 +79,18 @@ def pipeline(c, jobs=2):
     pipeline_mod.run_pipeline(jobs=int(jobs))
 
 
-ns = Collection(build, push, pipeline)
+@task(
+    help={
+        "base": "git revision to compare with (default: GitHub's event base, else HEAD^)",
+        "json": "print machine-readable JSON",
+    }
+)
+@edge
+def changed(c, base=None, json=False):
+    """Which images have inputs that changed since a base revision, and why."""
+    from ..changes import show_changed
+
+    show_changed(base=base, as_json=json)
+
+
+ns = Collection(build, push, pipeline, changed)

@@ -1,0 +1,45 @@
+import json
+
+from moltbuild import ghactions
+from moltbuild.report import record_from_dict
+
+D = "sha256:" + "d" * 64
+
+
+def record(name, **kw):
+    raw = {
+        "name": name,
+        "repository": f"ghcr.io/ardenone/moltbook-{name}",
+        "tags": ["sha-abc1234", "main"],
+        "digest": D,
+        "input_digest": "sha256:" + "1" * 64,
+        "backend": "docker",
+        "pushed": True,
+        "platforms": ["linux/amd64"],
+        "duration_s": 12.34,
+        "status": "pushed",
+    } | kw
+    rec, problems = record_from_dict(raw, "t")
+    assert not problems
+    return rec
+
+
+def test_summary_and_outputs_are_written_only_where_github_says(tmp_path):
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    records = [
+        record("api", skipped=True),
+        record("frontend", digest=None, pushed=False, status="failed", error="boom\nmore"),
+    ]
+    ghactions.publish("moltbuild: build and push (docker)", records, {})
+    assert not summary.exists() and not output.exists()
+    env = {"GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
+    ghactions.publish("moltbuild: build and push (docker)", records, env)
+    text = summary.read_text()
+    assert "### moltbuild: build and push (docker)" in text
+    assert f"| api | `sha-abc1234`, `main` | `ghcr.io/ardenone/moltbook-api@{D}` | reused | 12.3s |" in text
+    assert "| frontend |" in text and "failed: boom |" in text and "more" not in text
+    lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert lines["api-digest"] == D and lines["frontend-digest"] == "" and lines["pushed"] == "true"
+    assert lines["images"] == "api"
+    report = json.loads(lines["report"])
+    assert [i["name"] for i in report["images"]] == ["api", "frontend"] and report["version"] == 1
