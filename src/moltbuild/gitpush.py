@@ -63,8 +63,7 @@ def commit_and_push(
         except CommandError as exc:
             if attempt == attempts or not REJECTED.search(exc.tail):
                 raise MoltbuildError(
-                    f"git push to {remote}/{branch} failed after {attempt} attempt(s): "
-                    f"{exc.tail.strip().splitlines()[-1] if exc.tail.strip() else exc.message}"
+                    f"git push to {remote}/{branch} failed after {attempt} attempt(s): {_reason(exc)}"
                 ) from None
         runner.say(f"{remote}/{branch} moved on; rebasing and trying again ({attempt + 1}/{attempts})")
         try:
@@ -77,3 +76,12 @@ def commit_and_push(
             ) from None
         time.sleep(attempt)  # runs that pin at the same time spread out
     return True
+
+
+def _reason(exc: CommandError) -> str:
+    """git's own `fatal:`/`error:` line, else its last line."""
+    lines = [line.strip() for line in exc.tail.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:", "remote: error")):
+            return line
+    return lines[-1] if lines else exc.message
