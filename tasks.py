@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env, k8s, kaniko, registry
+from moltbuild.tasks import build, core, env, gh, k8s, kaniko, registry
 
 ns = Collection()
 for module in (core, build, registry):
@@ -17,3 +17,4 @@ for module in (core, build, registry):
 ns.add_collection(env.ns)
 ns.add_collection(k8s.ns)
 ns.add_collection(kaniko.ns)
+ns.add_collection(gh.ns)

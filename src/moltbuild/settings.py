@@ -101,6 +101,17 @@ KEYS: dict[str, KeySpec] = {
             "docker.io/library/busybox:1.36.1"
             "@sha256:73aaf090f3d85aa34ee199857f03fa3a95c8ede2ffd4cc2cdb5b94e566b11662",
         ),
+        KeySpec(
+            "MOLTBUILD_GITHUB_REPO",
+            "owner/name for gh.dispatch and gh.runs (default: the origin remote)",
+            "github_repo",
+        ),
+        KeySpec(
+            "MOLTBUILD_GITHUB_API",
+            "GitHub REST API base URL (GitHub Enterprise)",
+            "github_api",
+            "https://api.github.com",
+        ),
         KeySpec("MOLTBUILD_KANIKO_TIMEOUT", "seconds a kaniko Job may take", "kaniko_timeout", "1800"),
         KeySpec("MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep"),
     )

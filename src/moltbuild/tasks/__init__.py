@@ -36,3 +36,16 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(code=130) from None
 
     return wrapper
+
+
+def seconds(value: str | float, flag: str) -> float:
+    """A flag in seconds (invoke passes strings); a bad value is a one-line error naming the flag."""
+    from ..errors import ConfigError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} {value!r} must be a number of seconds, e.g. {flag} 30") from None
+    if number <= 0:
+        raise ConfigError(f"{flag} {value!r} must be more than 0 seconds")
+    return number
