@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import report, tagging
+from . import ghactions, report, tagging
 from .backends import make_backend
 from .backends.base import Backend, JobLog, PushTarget, RunSpec
 from .credentials import credentials_for, preflight_push, registry_client
@@ -115,6 +115,8 @@ def push_built(
             report.update(path, new)
             updated.append(new)
             say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
+    if not dry_run:
+        ghactions.publish("moltbuild: push", updated, session.environ)
     return updated
 
 
@@ -143,4 +145,6 @@ def tag_built(
             report.update(path, new)
         updated.append(new)
         say(f"[{record.name}] tagged {', '.join(tags)} {where}")
+    if not dry_run:
+        ghactions.publish("moltbuild: tag", updated, session.environ)
     return updated
