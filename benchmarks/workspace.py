@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from moltbuild.backends.buildah import storage_flags
 from moltbuild.localregistry import LocalRegistry
 from tests.support import offline_bases
 
@@ -44,5 +45,5 @@ def workspace(namespace: str = "bench", **settings: str) -> Iterator[Workspace]:
         try:
             yield Workspace(base, clone, env)
         finally:
-            flags = ["--root", str(storage), "--runroot", f"{storage}-run"]
+            flags = storage_flags(storage)
             subprocess.run(["buildah", *flags, "rmi", "--all", "--force"], capture_output=True)

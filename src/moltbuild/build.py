@@ -29,6 +29,7 @@ def to_record(
     skipped: bool = False,
     error: str = "",
     image_id: str | None = None,
+    smoke: str = "",
 ) -> ImageRecord:
     pushed = bool(result and result.pushed and result.digest)
     # A failed push after a good build stays "built": `invoke push` can retry it.
@@ -50,6 +51,7 @@ def to_record(
         revision=plan.git.sha,
         backend_reason=plan.backend_reason,
         log_path=str(result.log_path) if result and result.log_path else None,
+        smoke=(result.smoke if result else "") or smoke,
         error=error,
     )
 
@@ -96,7 +98,7 @@ def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | No
     try:
         result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
     except JobError as exc:
-        return to_record(plan, image, None, error=exc.message, image_id=exc.image_id)
+        return to_record(plan, image, None, error=exc.message, image_id=exc.image_id, smoke=exc.smoke)
     except MoltbuildError as exc:
         return to_record(plan, image, None, error=exc.message)
     return to_record(plan, image, result)
@@ -200,6 +202,7 @@ def build_images(
     rebuild: bool = False,
     changed: bool = False,
     base: str | None = None,
+    no_smoke: bool = False,
     dry_run: bool = False,
     session: Session | None = None,
 ) -> list[ImageRecord]:
@@ -234,6 +237,7 @@ def build_images(
         jobs=jobs,
         rebuild=rebuild,
         dry_run=dry_run,
+        smoke=not no_smoke,
     )
     say(render_plan(plan) + "\n")
     if dry_run:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target"}
+IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class ImageConfig:
     build_args: dict[str, str] = field(default_factory=dict)
     platforms: tuple[str, ...] = ()
     target: str | None = None
+    smoke: dict[str, Any] | None = None  # extra smoke checks: {path, port} and/or {command}
+    manifest_name: str = ""  # the name k8s/ manifests use for the image (ghcr.io/ardenone/NAME)
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -78,7 +80,16 @@ def load_images(project_root: Path, tool: dict[str, Any] | None = None) -> dict[
             build_args={str(k): str(v) for k, v in (raw.get("build_args") or {}).items()},
             platforms=tuple(platforms),
             target=raw.get("target"),
+            smoke=raw.get("smoke"),
+            manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
         )
     if not images:
         raise ConfigError(f"{where}.*] declares no images; add [tool.moltbuild.images.NAME]")
     return images
+
+
+def manifest_registry(tool: dict[str, Any]) -> str:
+    """The registry the manifests name images with: the project's own, whatever a run pushes to."""
+    from .settings import KEYS
+
+    return str(tool.get("registry") or KEYS["MOLTBUILD_REGISTRY"].default).rstrip("/")

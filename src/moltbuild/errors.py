@@ -58,9 +58,12 @@ class JobError(MoltbuildError):
     """One image's job failed; `image_id` is set when a local image was built before the failure
     (a push can be retried with `invoke push`)."""
 
-    def __init__(self, message: str, *, image_id: str | None = None, exit_code: int | None = None):
+    def __init__(
+        self, message: str, *, image_id: str | None = None, smoke: str = "", exit_code: int | None = None
+    ):
         super().__init__(message, exit_code=exit_code)
         self.image_id = image_id
+        self.smoke = smoke
 
 
 class RegistryError(MoltbuildError):

@@ -24,7 +24,6 @@ from .config import find_project_root, load_images, read_tool_table
 from .errors import ConfigError
 from .refs import ImageRef
 from .report import ImageRecord
-from .settings import KEYS
 
 # Plain scalars YAML 1.1 or 1.2 would read as something else than a string: 0012345, 1234e56, 1_000,
 # 0x1f, true, on, null, ... A tag like that must be written quoted to come back unchanged.
@@ -199,9 +198,7 @@ def pin_pushed(
     """`invoke k8s.set-images`: every pushed image of the report, pinned by tag and digest."""
     root = find_project_root()
     tool = read_tool_table(root)
-    # The name the manifests use: the project's own registry, whatever registry a run pushed to.
-    home = str(tool.get("registry") or KEYS["MOLTBUILD_REGISTRY"].default).rstrip("/")
-    names = {name: f"{home}/{cfg.repository}" for name, cfg in load_images(root, tool).items()}
+    names = {name: cfg.manifest_name for name, cfg in load_images(root, tool).items()}
     records = pushed_records(report_path or report.default_path(root), only)
     pins = pins_from(records, names, with_digest=not no_digest)
     return set_images(kustomization or root / "k8s" / "kustomization.yml", pins, dry_run=dry_run, say=say)

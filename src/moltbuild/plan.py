@@ -13,6 +13,7 @@ from .backends.base import BasePull
 from .buildcontext import input_digest
 from .config import ImageConfig, load_images
 from .errors import ConfigError
+from .probes import SmokePlan, smoke_plan
 from .refs import ImageRef
 from .session import Session
 from .tables import render_table
@@ -39,6 +40,7 @@ class ImagePlan:
     platforms: tuple[str, ...]
     input_digest: str
     bases: tuple[str, ...]  # as the Dockerfile names them
+    smoke: SmokePlan | None = None  # None: --no-smoke
 
     @property
     def pin_tag(self) -> str:
@@ -134,6 +136,7 @@ def make_plan(
     jobs: int = 2,
     rebuild: bool = False,
     dry_run: bool = False,
+    smoke: bool = True,
 ) -> BuildPlan:
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1")
@@ -189,6 +192,9 @@ def make_plan(
                 platforms=plats,
                 input_digest=digest,
                 bases=tuple(bases),
+                smoke=smoke_plan(root, cfg.manifest_name, cfg.smoke, f"[tool.moltbuild.images.{cfg.name}]")
+                if smoke
+                else None,
             )
         )
     return BuildPlan(
@@ -214,6 +220,7 @@ def render_plan(plan: BuildPlan) -> str:
         f"default branch {git.default_branch}",
         f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
+        f"smoke:    {_smoke_line(plan)}",
     ]
     if plan.pulls:
         lines.append(
@@ -250,3 +257,14 @@ def _reuse_line(plan: BuildPlan) -> str:
         f"an image already pushed with the same inputs ({CACHE_TAG_PREFIX}<digest> tag) "
         "is retagged, not rebuilt"
     )
+
+
+def _smoke_line(plan: BuildPlan) -> str:
+    if any(img.smoke is None for img in plan.images):
+        return "no (--no-smoke)"
+    parts = []
+    for img in plan.images:
+        assert img.smoke is not None
+        paths = ", ".join(sorted({f"{c.path}:{c.port}" for c in img.smoke.http})) or "no probe"
+        parts.append(f"{img.name}: HEALTHCHECK + {paths}")
+    return "each image runs before the push; " + "; ".join(parts)

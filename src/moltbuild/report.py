@@ -40,6 +40,7 @@ class ImageRecord:
     revision: str = ""
     backend_reason: str = ""
     log_path: str | None = None
+    smoke: str = ""  # the release check before the push: "passed in 1.2s: ...", "failed: ...", "skipped ..."
     error: str = ""
 
     @property
@@ -89,6 +90,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "revision": (lambda v: isinstance(v, str), "a string"),
     "backend_reason": (lambda v: isinstance(v, str), "a string"),
     "log_path": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "smoke": (lambda v: isinstance(v, str), "a string"),
     "error": (lambda v: isinstance(v, str), "a string"),
 }
 _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
@@ -96,7 +98,14 @@ _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", 
 
 def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
     """What reports of earlier versions left out: derived the way they meant it."""
-    out = {"duration_s": 0.0, "skipped": False, "revision": "", "backend_reason": "", "error": ""}
+    out = {
+        "duration_s": 0.0,
+        "skipped": False,
+        "revision": "",
+        "backend_reason": "",
+        "error": "",
+        "smoke": "",
+    }
     out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")
     tags = raw.get("tags")
     if isinstance(tags, list) and tags:

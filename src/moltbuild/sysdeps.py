@@ -17,6 +17,7 @@ PACKAGES = {
     "fuse-overlayfs": "overlay storage for buildah on nested overlay",
     "docker-registry": "the embedded registry of `nox -s pipeline` and the tests",
     "docker.io": "the docker backend (dockerd + CLI)",
+    "podman": "the smoke check runs built images (buildah's storage) before they are pushed",
     "busybox-static": "offline base images for the tests",
     "python3.11": "the offline python base image stand-in for the tests",
     "apache2-utils": "htpasswd for registry basic-auth tests",

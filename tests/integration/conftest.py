@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from moltbuild.backends.buildah import storage_flags
 from moltbuild.localregistry import LocalRegistry
 from moltbuild.registry import ACCEPT
 from tests.conftest import ROOT, need_root, need_tool
@@ -42,7 +43,7 @@ def mirror(build_tools, tmp_path_factory) -> Iterator[LocalRegistry]:
 
 def release_storage(root: Path, driver: str = "overlay", storage_opt: str | None = None) -> None:
     """Remove buildah's containers and images under `root` and the mounts it leaves behind."""
-    flags = ["--root", str(root), "--runroot", f"{root}-run", "--storage-driver", driver]
+    flags = [*storage_flags(root), "--storage-driver", driver]
     if storage_opt:
         flags += ["--storage-opt", storage_opt]
     subprocess.run(["buildah", *flags, "rm", "--all"], capture_output=True)
@@ -129,7 +130,7 @@ def run_in_image(
     storage_root: Path, ref: str, argv: list[str], *, user: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     """Run `argv` in a container of the built image `ref` (buildah, chroot isolation), then remove it."""
-    flags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "overlay"]
+    flags = [*storage_flags(storage_root), "--storage-driver", "overlay"]
     ctr = subprocess.run(
         ["buildah", *flags, "from", "--pull-never", ref], check=True, capture_output=True, text=True
     ).stdout.strip()

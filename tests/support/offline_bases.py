@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from moltbuild.backends.buildah import storage_flags
+
 BUSYBOX = "/bin/busybox"
 PYTHON = "/usr/bin/python3.11"
 STDLIB = Path("/usr/lib/python3.11")
@@ -97,7 +99,7 @@ def _python_rootfs(root: Path) -> None:
 
 def build_and_push(mirror: str, *, storage_root: Path, insecure: bool = True) -> dict[str, str]:
     """Build both stand-ins and push them as MIRROR/library/...; returns {name: ref}."""
-    gflags = ["--root", str(storage_root), "--runroot", f"{storage_root}-run", "--storage-driver", "vfs"]
+    gflags = [*storage_flags(storage_root), "--storage-driver", "vfs"]
     refs = {}
     for name, path in IMAGES.items():
         ref = f"{mirror.rstrip('/')}/{path}"

@@ -92,6 +92,7 @@ class ImageResult:
     log_path: Path | None = None
     digest: str | None = None  # the registry's digest, once pushed
     tags_pushed: tuple[str, ...] = ()
+    smoke: str = ""  # what the release check found (report field `smoke`)
 
     @property
     def pushed(self) -> bool:

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..baseimages import parse_base, registries_conf
 from ..errors import MoltbuildError
+from ..smoke import ContainerRuntime
 from .base import BackendStatus, JobLog, PushTarget, RunSpec
 from .local import LocalBackend
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..plan import ImagePlan
+
+
+def storage_flags(root: str | Path) -> list[str]:
+    """--root/--runroot for a configured graphroot. The runroot sits beside it, unless that path is
+    longer than podman accepts (50 characters): then a short one derived from the graphroot, the
+    same for buildah and podman (podman records it in its database and refuses another)."""
+    runroot = f"{root}-run"
+    if len(runroot) > 50:
+        runroot = (
+            f"{tempfile.gettempdir()}/moltbuild-run-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+        )
+    return ["--root", str(root), "--runroot", runroot]
 
 
 class BuildahBackend(LocalBackend):
@@ -56,7 +71,7 @@ class BuildahBackend(LocalBackend):
         if self.settings.get("MOLTBUILD_STORAGE_ROOT"):
             # The probed path (expanded, absolute): buildah gets exactly what the probe tested.
             root = self.storage.path
-            argv += ["--root", root, "--runroot", f"{root}-run"]
+            argv += storage_flags(root)
         if self.storage.buildah_driver == "overlay" and not self.storage.overlay_ok:
             argv += ["--storage-opt", f"overlay.mount_program={self.storage.fuse_overlayfs}"]
         return argv
@@ -175,6 +190,12 @@ class BuildahBackend(LocalBackend):
             return image.refs[0]  # the manifest list, by its local name
         path = Path(self.iidfile(image))
         return path.read_text().strip() if path.is_file() else None
+
+    def runtime(self) -> ContainerRuntime:
+        # podman shares buildah's storage; the two ulimits: podman's defaults exceed some VMs' hard limits
+        argv = ["podman", *self.global_argv()[1:]]
+        limits = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+        return ContainerRuntime(self.runner, argv, run_flags=limits, env=self.env())
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         digestfile = Path(self._file(f"{target.name}.digest"))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..baseimages import parse_base
 from ..errors import CommandError, ConfigError, MoltbuildError
 from ..registry import is_loopback
+from ..smoke import ContainerRuntime
 from .base import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
 from .local import LocalBackend
 
@@ -180,6 +181,9 @@ class DockerBackend(LocalBackend):
     def built_id(self, image: ImagePlan) -> str | None:
         path = Path(self.iidfile(image))
         return path.read_text().strip() if path.is_file() else None
+
+    def runtime(self) -> ContainerRuntime:
+        return ContainerRuntime(self.runner, [self.binary], env=self.env())
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         # docker pushes names, not IDs: name exactly the image this run built, then push that name.

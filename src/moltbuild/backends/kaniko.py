@@ -172,7 +172,8 @@ class KanikoBackend(Backend):
         if not push:
             return ImageResult(None, image.platforms, time.monotonic() - start, log.path)
         platforms = self._check_registry(image, digest)
-        return ImageResult(None, platforms, time.monotonic() - start, log.path, digest, image.tags)
+        smoke = "skipped: built in the cluster; no local runtime checked it (invoke smoke --ref REF)"
+        return ImageResult(None, platforms, time.monotonic() - start, log.path, digest, image.tags, smoke)
 
     # -- following one Job ---------------------------------------------------------------------
 

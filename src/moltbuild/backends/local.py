@@ -4,6 +4,7 @@ other tags in the registry by manifest PUT (no re-upload, no second push)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import shutil
 import time
 from abc import abstractmethod
 from functools import cached_property
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..credentials import registry_client
 from ..errors import CommandError, JobError, MoltbuildError, RegistryError
 from ..registry import RegistryClient
+from ..smoke import ContainerRuntime, run_smoke
 from .base import Backend, BasePull, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ class LocalBackend(Backend):
     @abstractmethod
     def built_id(self, image: ImagePlan) -> str | None:
         """What `push_once` pushes: the image ID, or the manifest list's local name."""
+
+    @abstractmethod
+    def runtime(self) -> ContainerRuntime:
+        """What runs the built image for the smoke check (podman on buildah's storage, docker)."""
 
     @abstractmethod
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
@@ -99,16 +105,42 @@ class LocalBackend(Backend):
             raise JobError(_with_tail(exc)) from None
         image_id = self.built_id(image)
         platforms = image.platforms or (self.native,)
+        smoke = self.smoke(image, image_id, log)
         if not push:
-            return ImageResult(image_id, platforms, time.monotonic() - start, log.path)
+            return ImageResult(image_id, platforms, time.monotonic() - start, log.path, smoke=smoke)
         target = PushTarget(image.name, image.ref, image.tags, image_id or image.refs[0], image.platforms)
         try:
             pushed = self.push_built(target, log=log)
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc), image_id=image_id) from None
         return ImageResult(
-            image_id, platforms, time.monotonic() - start, log.path, pushed.digest, pushed.tags_pushed
+            image_id, platforms, time.monotonic() - start, log.path, pushed.digest, pushed.tags_pushed, smoke
         )
+
+    def smoke(self, image: ImagePlan, image_id: str | None, log: JobLog) -> str:
+        """Start the image and check it before anything is pushed; a failure is a JobError."""
+        if image.smoke is None:
+            return "skipped (--no-smoke)"
+        if image.multi_platform or not image_id:
+            return "skipped: a multi-platform list is not run locally"
+        if self.dry_run:
+            self.runner.say(
+                f"{log.prefix}+ smoke check: run {image.name}, wait for its HEALTHCHECK, GET its probe paths"
+            )
+            return ""
+        runtime = self.runtime()
+        if not shutil.which(runtime.argv[0]):
+            note = f"skipped: {runtime.argv[0]} is not installed (invoke setup)"
+            self.runner.say(f"{log.prefix}smoke: {note}")
+            return note
+        try:
+            outcome = run_smoke(runtime, image.name, image_id, image.smoke, self.runner.say, log.prefix)
+        except JobError as exc:
+            raise JobError(
+                exc.message, smoke=f"failed: {exc.message.removeprefix('smoke check failed: ')}"
+            ) from None
+        self.runner.say(f"{log.prefix}smoke: {outcome.summary}")
+        return outcome.summary
 
     def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
         start = time.monotonic()

@@ -23,6 +23,7 @@ BUILD_HELP = {
     "rebuild": "build even when the registry has an image with the same inputs",
     "changed": "only images whose inputs changed since --base (GitHub's event base, else HEAD^)",
     "base": "git revision --changed compares with",
+    "no-smoke": "do not start the image and check its HEALTHCHECK and probe paths before the push",
     "dry-run": "print the plan and the exact commands; run nothing",
 }
 
@@ -44,6 +45,7 @@ def build(
     rebuild=False,
     changed=False,
     base=None,
+    no_smoke=False,
     dry_run=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
@@ -61,6 +63,7 @@ def build(
         rebuild=rebuild,
         changed=changed,
         base=base,
+        no_smoke=no_smoke,
         dry_run=dry_run,
     )
 

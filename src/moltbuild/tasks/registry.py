@@ -50,4 +50,22 @@ def tag(c, tag=None, source=None, only="", dry_run=False):
         publish.tag_built(tag or [], only=only, dry_run=dry_run)
 
 
-ns = Collection(verify, tag)
+@task(
+    help={
+        "only": "comma list of image names (default: all)",
+        "ref": "check this image reference (pulled first) instead of the last build's",
+        "static": "check the Dockerfiles and manifests only (probe ports EXPOSEd); run nothing",
+    }
+)
+@edge
+def smoke(c, only="", ref=None, static=False):
+    """Start the built images and check their HEALTHCHECK and k8s probe paths (as builds do)."""
+    from .. import checks
+
+    if static:
+        checks.static_check(only=only)
+    else:
+        checks.run_checks(only=only, ref=ref)
+
+
+ns = Collection(verify, tag, smoke)
