@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ class ImagePlan:
     input_digest: str
     bases: tuple[str, ...]  # as the Dockerfile names them
     smoke: SmokePlan | None = None  # None: --no-smoke
+    timestamp: int = 0  # every timestamp in the image (SOURCE_DATE_EPOCH): same inputs, same digest
 
     @property
     def pin_tag(self) -> str:
@@ -82,6 +83,18 @@ class BuildPlan:
             for base, source in self.pulls.items()
             if any(base in i.bases for i in chosen)
         }
+
+
+def source_date_epoch(environ: Mapping[str, str], git: tagging.GitState) -> int:
+    """SOURCE_DATE_EPOCH when set (reproducible-builds.org), else HEAD's commit time."""
+    raw = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if raw:
+        if not raw.isdigit():
+            raise ConfigError(
+                f"SOURCE_DATE_EPOCH={raw!r} must be whole seconds since 1970 (e.g. git log -1 --format=%ct)"
+            )
+        return int(raw)
+    return git.commit_time
 
 
 def registry_prefix(value: str) -> ImageRef:
@@ -150,7 +163,8 @@ def make_plan(
     if mirror:
         mirror = baseimages.validate_mirror(mirror)
     cli_platforms = parse_platforms(platforms)
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    epoch = source_date_epoch(session.environ, git)
+    created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     version = tagging.version_of(git)
 
     requested = backend or settings["MOLTBUILD_BACKEND"]
@@ -192,6 +206,7 @@ def make_plan(
                 platforms=plats,
                 input_digest=digest,
                 bases=tuple(bases),
+                timestamp=epoch,
                 smoke=smoke_plan(root, cfg.manifest_name, cfg.smoke, f"[tool.moltbuild.images.{cfg.name}]")
                 if smoke
                 else None,

@@ -22,6 +22,7 @@ class GitState:
     default_branch: str
     dirty: bool
     source: str  # repository URL without credentials
+    commit_time: int = 0  # HEAD's committer time (epoch seconds): images carry it, not the build time
 
     @property
     def short(self) -> str:
@@ -94,6 +95,7 @@ def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> Gi
         default_branch=default,
         dirty=dirty,
         source=strip_credentials(remote) if remote else DEFAULT_SOURCE,
+        commit_time=int(git("show", "-s", "--format=%ct", "HEAD") or 0),
     )
 
 

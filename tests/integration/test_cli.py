@@ -19,6 +19,28 @@ def test_list_shows_foundation_tasks(project):
         assert name in out.stdout
 
 
+def test_list_imports_no_library_module_it_does_not_need(project):
+    """`invoke --list` stays fast: no registry client, no backend, no Kubernetes client."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "invoke", "--list"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "k8s.set-images" in out.stdout and "kaniko.build" in out.stdout
+    imported = {
+        line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
+    }
+    heavy = {m for m in imported if m.split(".")[0] in ("requests", "kubernetes", "urllib3", "ruamel")}
+    heavy |= {
+        m for m in imported if m.startswith(("moltbuild.backends", "moltbuild.registry", "moltbuild.build"))
+    }
+    assert not heavy, sorted(heavy)
+
+
 def test_doctor_json_is_valid(project):
     out = run_invoke(project, "doctor", "--json")
     assert out.returncode == 0, out.stderr

@@ -158,3 +158,11 @@ def test_runner_masks_secrets_and_refuses_them_in_argv():
     assert runner.describe(["tool", "--x=s3cret"], {"K": "s3cret"}) == "+ K=**** tool --x=****"
     with pytest.raises(CommandError, match="refusing to pass a secret in argv"):
         runner.run(["tool", "--password", "s3cret"])
+
+
+def test_a_source_date_epoch_reaches_both_builders(tmp_path):
+    argv = backend("buildah", tmp_path).build_argv(image(timestamp=1700000000))
+    assert argv[argv.index("--timestamp") + 1] == "1700000000"
+    argv = backend("docker", tmp_path).build_argv(image(timestamp=1700000000), buildx=True)
+    assert "SOURCE_DATE_EPOCH=1700000000" in argv
+    assert "--timestamp" not in backend("buildah", tmp_path).build_argv(image())

@@ -104,3 +104,14 @@ def test_credentials_per_registry(tmp_path):
 def test_a_github_token_alone_is_enough_for_ghcr(tmp_path, env, user, keys):
     creds = credentials_for("ghcr.io", load_settings(tmp_path, environ=env, tool_config={}))
     assert (creds.username, creds.keys, creds.password.reveal()) == (user, keys, "t0ken")
+
+
+def test_source_date_epoch_wins_over_the_commit_time():
+    from moltbuild.plan import source_date_epoch
+    from moltbuild.tagging import GitState
+
+    git = GitState("a" * 40, "main", "main", False, "https://x/y", commit_time=1600000000)
+    assert source_date_epoch({}, git) == 1600000000
+    assert source_date_epoch({"SOURCE_DATE_EPOCH": "1700000000"}, git) == 1700000000
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH='yesterday' must be whole seconds"):
+        source_date_epoch({"SOURCE_DATE_EPOCH": "yesterday"}, git)

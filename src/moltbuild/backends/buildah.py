@@ -116,6 +116,8 @@ class BuildahBackend(LocalBackend):
         argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
         if image.target:
             argv += ["--target", image.target]
+        if image.timestamp:  # created and every file and history time: a rebuild gives the same digest
+            argv += ["--timestamp", str(image.timestamp)]
         if no_cache:
             argv.append("--no-cache")
         return [*argv, str(image.context)]

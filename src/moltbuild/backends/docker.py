@@ -116,6 +116,10 @@ class DockerBackend(LocalBackend):
             argv += ["--target", image.target]
         if image.platforms:
             argv += ["--platform", ",".join(image.platforms)]
+        if (
+            image.timestamp
+        ):  # BuildKit (buildx) stamps layers and history with it; the legacy builder ignores it
+            argv += ["--build-arg", f"SOURCE_DATE_EPOCH={image.timestamp}"]
         if no_cache:
             argv.append("--no-cache")
         return [*argv, str(image.context)]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from .. import build as build_mod
-from .. import pipeline as pipeline_mod
-from .. import publish
 from . import edge
 
 BUILD_HELP = {
@@ -49,6 +46,8 @@ def build(
     dry_run=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
+    from .. import build as build_mod
+
     build_mod.build_images(
         push=push,
         api_only=api_only,
@@ -72,6 +71,8 @@ def build(
 @edge
 def push(c, only="", dry_run=False):
     """Push the images recorded in build/images.json by an earlier build."""
+    from .. import publish
+
     publish.push_built(only=only, dry_run=dry_run)
 
 
@@ -79,6 +80,8 @@ def push(c, only="", dry_run=False):
 @edge
 def pipeline(c, jobs=2):
     """The main job: build both images, push (embedded registry if none set), verify digests."""
+    from .. import pipeline as pipeline_mod
+
     pipeline_mod.run_pipeline(jobs=int(jobs))
 
 

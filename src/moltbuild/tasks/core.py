@@ -6,10 +6,6 @@ import sys
 
 from invoke import Collection, task
 
-from .. import doctor as doctor_mod
-from .. import sysdeps
-from ..runner import Runner
-from ..session import Session
 from . import edge
 
 
@@ -17,6 +13,9 @@ from . import edge
 @edge
 def doctor(c, json=False):
     """Show which backends work here, what `auto` picks and why, and how to fix problems."""
+    from .. import doctor as doctor_mod
+    from ..session import Session
+
     session = Session.create()
     for warning in session.settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -27,6 +26,9 @@ def doctor(c, json=False):
 @edge
 def setup(c, dry_run=False):
     """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get."""
+    from .. import sysdeps
+    from ..runner import Runner
+
     sysdeps.setup(Runner(dry_run=dry_run))
 
 

@@ -6,9 +6,6 @@ import sys
 
 from invoke import Collection, task
 
-from ..session import Session
-from ..settings import KEYS
-from ..tables import render_table
 from . import edge
 
 
@@ -16,6 +13,10 @@ from . import edge
 @edge
 def show(c):
     """Print the effective settings with their sources; secrets masked."""
+    from ..session import Session
+    from ..settings import KEYS
+    from ..tables import render_table
+
     session = Session.create()
     for warning in session.settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -6,9 +6,6 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from .. import publish, retag
-from .. import verify as verify_mod
-from ..session import Session
 from . import edge
 
 
@@ -22,6 +19,9 @@ from . import edge
 @edge
 def verify(c, report=None, kustomization=None, json=False):
     """Check that every reported/deployed image:tag exists in the registry with its digest."""
+    from .. import verify as verify_mod
+    from ..session import Session
+
     session = Session.create()
     checks = verify_mod.verify(
         session.settings,
@@ -44,6 +44,9 @@ def verify(c, report=None, kustomization=None, json=False):
 @edge
 def tag(c, tag=None, source=None, only="", dry_run=False):
     """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
+    from .. import publish, retag
+    from ..session import Session
+
     if source:
         retag.retag(Session.create().settings, source, tag or [], say=print)
     else:
