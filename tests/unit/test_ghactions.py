@@ -1,27 +1,14 @@
 import json
 
 from moltbuild import ghactions
-from moltbuild.report import record_from_dict
+from tests.unit.records import image_record, pushed_entry
 
 D = "sha256:" + "d" * 64
 
 
 def record(name, **kw):
-    raw = {
-        "name": name,
-        "repository": f"ghcr.io/ardenone/moltbook-{name}",
-        "tags": ["sha-abc1234", "main"],
-        "digest": D,
-        "input_digest": "sha256:" + "1" * 64,
-        "backend": "docker",
-        "pushed": True,
-        "platforms": ["linux/amd64"],
-        "duration_s": 12.34,
-        "status": "pushed",
-    } | kw
-    rec, problems = record_from_dict(raw, "t")
-    assert not problems
-    return rec
+    changes = {"repository": f"ghcr.io/ardenone/moltbook-{name}", "digest": D, "duration_s": 12.34}
+    return image_record(pushed_entry(name, **(changes | kw)))
 
 
 def test_summary_and_outputs_are_written_only_where_github_says(tmp_path):

@@ -9,6 +9,7 @@ from ruamel.yaml import YAML
 from moltbuild import kustomize, report
 from moltbuild.errors import ConfigError
 from moltbuild.kustomize import Pin, set_images, yaml_string
+from tests.unit.records import pushed_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -134,19 +135,7 @@ def test_concurrent_runs_one_per_image_keep_both_updates(kust):
 
 
 def record(name, **kw):
-    base = {
-        "name": name,
-        "repository": f"r.example/ns/moltbook-{name}",
-        "tags": ["sha-abc1234", "main"],
-        "digest": D1,
-        "input_digest": D2,
-        "backend": "buildah",
-        "pushed": True,
-        "platforms": ["linux/amd64"],
-        "duration_s": 1.0,
-        "status": "pushed",
-    }
-    return base | kw
+    return pushed_entry(name, **({"digest": D1} | kw))
 
 
 def test_failed_or_unpushed_images_are_never_pinned(tmp_path):

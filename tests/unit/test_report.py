@@ -6,36 +6,15 @@ import pytest
 from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.report import ImageRecord
-
-DIGEST = "sha256:" + "2" * 64
-INPUT = "sha256:" + "1" * 64
+from tests.unit.records import DIGEST, image_record, raw_entry
 
 
 def raw(name, **kw):
-    """An entry as the previous version of moltbuild wrote it (no pin_tag, no log_path)."""
-    base = {
-        "name": name,
-        "repository": f"reg.example:5000/ns/{name}",
-        "tags": ["sha-abc1234", "main"],
-        "digest": None,
-        "input_digest": INPUT,
-        "backend": "buildah",
-        "pushed": False,
-        "platforms": ["linux/amd64"],
-        "duration_s": 1.0,
-        "skipped": False,
-        "status": "built",
-        "image_id": "e" * 64,
-        "revision": "a" * 40,
-        "backend_reason": "auto picked buildah",
-    }
-    return base | kw
+    return raw_entry(name, **({"repository": f"reg.example:5000/ns/{name}"} | kw))
 
 
 def record(name, **kw) -> ImageRecord:
-    rec, problems = report.record_from_dict(raw(name, **kw), "test")
-    assert not problems, problems
-    return rec
+    return image_record(raw(name, **kw))
 
 
 def write(path, *entries, version=1):
