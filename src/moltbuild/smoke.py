@@ -106,6 +106,8 @@ class SmokeCheck:
                         container, f"smoke command `{' '.join(self.plan.command)}` exited {res.returncode}"
                     )
         finally:
+            # kill first: an app that ignores SIGTERM as PID 1 (busybox httpd) would hold `rm -f` for 10 s
+            self.rt("kill", container, check=False, timeout=60)
             self.rt("rm", "-f", container, check=False, timeout=60)
         seconds = time.monotonic() - start
         return SmokeOutcome(f"passed in {seconds:.1f}s: {', '.join(checked)}", seconds)
