@@ -14,7 +14,7 @@ from .buildcontext import input_digest
 from .config import ImageConfig, load_images
 from .errors import ConfigError
 from .probes import SmokePlan, smoke_plan
-from .refs import ImageRef
+from .refs import ImageRef, names_a_host
 from .session import Session
 from .tables import render_table
 
@@ -101,7 +101,7 @@ def registry_prefix(value: str) -> ImageRef:
     """MOLTBUILD_REGISTRY as HOST[:PORT]/NAMESPACE; anything else is one clear line."""
     value = value.strip().rstrip("/")
     first, sep, _ = value.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost"):
+    if not sep or not names_a_host(first):
         raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
     return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")
 

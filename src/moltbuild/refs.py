@@ -22,7 +22,8 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
 
 
-def _is_host(component: str) -> bool:
+def names_a_host(component: str) -> bool:
+    """Whether the first path component is a registry host (docker's rule), not a Docker Hub path."""
     return "." in component or ":" in component or component == "localhost" or component.startswith("[")
 
 
@@ -55,7 +56,7 @@ class ImageRef:
             if not TAG_RE.match(tag):
                 raise bad(f"tag {tag!r} may use letters, digits, '_', '.', '-' (not first), 128 at most")
         first, sep, rest = name.partition("/")
-        if sep and _is_host(first):
+        if sep and names_a_host(first):
             host, path = first, rest
             if not _HOST_RE.match(host):
                 raise bad(f"registry host {host!r} is not HOST[:PORT]")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .credentials import credentials_for, registry_client
 from .errors import ConfigError
-from .refs import ImageRef
+from .refs import ImageRef, names_a_host
 from .settings import Settings
 from .tagging import validate_tag
 
@@ -30,7 +30,7 @@ def destination(source: ImageRef, tag: str) -> ImageRef:
     repo, new_tag = tag.rsplit(":", 1)
     validate_tag(new_tag)
     first = repo.split("/", 1)[0]
-    if "/" in repo and ("." in first or ":" in first or first == "localhost"):
+    if "/" in repo and names_a_host(first):
         dest = ImageRef.parse(tag, "--tag")
         if dest.host != source.host:
             raise ConfigError(

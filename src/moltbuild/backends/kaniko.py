@@ -37,7 +37,6 @@ PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Create
 
 class KanikoBackend(Backend):
     name = "kaniko"
-    binary = "kubectl"  # not needed: the cluster is reached through the Python client
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
