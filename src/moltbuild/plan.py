@@ -156,9 +156,9 @@ def make_plan(
     settings = session.settings
     root = settings.project_root
     configs = select_images(load_images(root), only=only, api_only=api_only, frontend_only=frontend_only)
+    registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
     git = tagging.read_git_state(root, session.runner, session.environ)
     tags = tagging.plan_tags(git, extra_tags)
-    registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
     if mirror:
         mirror = baseimages.validate_mirror(mirror)

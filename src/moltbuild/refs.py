@@ -42,6 +42,13 @@ class ImageRef:
             return ConfigError(f"{origin} {text!r} is not a valid image reference: {why}")
 
         raw = text.strip()
+        userinfo, at, rest = raw.partition("@")
+        if at and "/" not in userinfo and not DIGEST_RE.match(rest.split("/", 1)[0]):
+            # USER:PASSWORD@HOST/...: never echoed, the value holds a secret
+            raise ConfigError(
+                f"{origin} holds credentials (USER:PASSWORD@HOST); remove them: credentials belong in "
+                "REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_TOKEN"
+            )
         if not raw or any(c.isspace() for c in raw):
             raise bad("it is empty or contains spaces")
         if "://" in raw:

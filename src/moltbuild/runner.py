@@ -41,6 +41,14 @@ SECRET_ENV_KEYS = frozenset(k for k, spec in KEYS.items() if spec.secret)
 
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
+_known_secrets: set[str] = set()  # every secret any Runner of this process was given
+
+
+def mask_known_secrets(text: str) -> str:
+    """Mask every secret this process knows; for lines printed outside a runner (errors)."""
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def terminate_all(grace: float = 5.0) -> None:
@@ -123,6 +131,7 @@ class Runner:
     ):
         self.dry_run = dry_run
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        _known_secrets.update(self._secrets)
         self._out_lock = threading.Lock()
         self._out = out or self._print
 

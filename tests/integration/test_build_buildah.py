@@ -273,30 +273,48 @@ def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_fil
         assert_report_matches_registry(git_project, registry.url, {"api"}, verify=str(tls_files.ca))
 
 
-def test_ctrl_c_stops_every_child(git_project, mirror, storage_root):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_stops_every_child_and_removes_the_auth_files(
+    git_project, mirror, storage_root, tmp_path, sig, code
+):
     """Watches only its own process tree (a cgroup of its own): other builds may run meanwhile."""
     need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
     dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("COPY src/ /src/", "COPY src/ /src/\nRUN sleep 120"))
-    env = build_env(mirror, storage_root, "bint")
+    private_tmp = tmp_path / "tmp"  # where the run keeps its auth files
+    private_tmp.mkdir()
+    env = build_env(
+        mirror,
+        storage_root,
+        "bint",
+        TMPDIR=str(private_tmp),
+        REGISTRY_USERNAME="ci",
+        REGISTRY_PASSWORD=CANARY,
+    )
     with ProcessTree() as tree:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "build", "--backend", "buildah"],
+            [sys.executable, "-m", "invoke", "build", "--push", "--backend", "buildah", "--rebuild"],
             cwd=git_project,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             preexec_fn=tree.enter,
         )
         try:
             assert tree.wait_for("sleep 120", timeout=300), "the build step never started"
             assert any("bud" in cmd for cmd in tree.cmdlines())
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
+            assert list(private_tmp.glob("moltbuild-*/auth.json")), (
+                "the run keeps no auth file where expected"
+            )
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
-        assert proc.returncode == 130
+        assert proc.returncode == code, err
         assert tree.wait_empty(timeout=15), f"left running: {tree.cmdlines()}"
+    assert not list(private_tmp.glob("moltbuild-*")), "a temp dir (auth files) outlived the run"
+    assert CANARY not in err
 
 
 def test_push_and_tag_act_on_the_last_build(git_project, mirror, storage_root):

@@ -68,3 +68,23 @@ def test_token_from_env_local_never_printed(project):
     assert json.loads(doctor.stdout)["credentials"]["ghcr.io (GITHUB_TOKEN)"] is True
     for out in (show, doctor):
         assert CANARY not in out.stdout + out.stderr
+
+
+def test_credentials_in_the_registry_setting_are_refused_and_never_printed(project):
+    import os
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MOLTBUILD_", "GITHUB_", "REGISTRY_"))
+    } | {"MOLTBUILD_REGISTRY": f"ci:{CANARY}@127.0.0.1:5000/x", "REGISTRY_PASSWORD": CANARY}
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--push", "--dry-run"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "MOLTBUILD_REGISTRY holds credentials" in out.stderr
+    assert CANARY not in out.stdout + out.stderr

@@ -70,3 +70,14 @@ def test_repository_of_refuses_tags_and_helpers_keep_the_repository():
     assert repo.with_tag("v1").reference == "v1"
     mirrored = ImageRef.parse("python:3.12", "x").moved_to("m.example:5000/hub")
     assert str(mirrored) == "m.example:5000/hub/library/python:3.12"
+
+
+@pytest.mark.parametrize(
+    "text", ["user:s3cr3t-pw@127.0.0.1:5000/x", "u:p@ghcr.io/a/b:1", "tok@reg.example/a"]
+)
+def test_credentials_in_a_reference_are_refused_and_never_echoed(text):
+    with pytest.raises(ConfigError) as err:
+        ImageRef.parse(text, "MOLTBUILD_REGISTRY")
+    assert "holds credentials" in err.value.message and "REGISTRY_PASSWORD" in err.value.message
+    assert text.split("@")[0] not in err.value.message
+    assert ImageRef.parse("python@sha256:" + "a" * 64, "x").digest  # a digest is not a credential

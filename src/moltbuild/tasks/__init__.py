@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,27 +14,45 @@ from invoke import Exit
 from ..errors import MoltbuildError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: every `with` block unwinds (temp dirs holding auth
+    files are removed), child process trees and remote Jobs are stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
 def edge(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Map library errors to a one-line message and the error's exit code."""
+    """Map library errors to a one-line message (secrets masked) and the error's exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _terminate)
         try:
             return func(*args, **kwargs)
         except MoltbuildError as exc:
-            raise Exit(f"error: {exc.message}", code=exc.exit_code) from None
+            from ..runner import mask_known_secrets
+
+            raise Exit(f"error: {mask_known_secrets(exc.message)}", code=exc.exit_code) from None
         except BrokenPipeError:  # `invoke build --dry-run | head`: the reader left; stop quietly
             from ..runner import terminate_all
 
             terminate_all()
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=141) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             from ..runner import terminate_all
 
             terminate_all()
-            print("interrupted: stopped every child process", file=sys.stderr)
-            raise Exit(code=130) from None
+            what = f"terminated ({exc.args[0]})" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{what}: stopped every child process", file=sys.stderr)
+            raise Exit(code=getattr(exc, "exit_code", 130)) from None
 
     return wrapper
 
