@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,19 @@ from .runner import Runner
 
 CAP_S = 120.0  # no smoke check waits longer than this, whatever the HEALTHCHECK says
 _NS = 1e9
+_live: dict[str, ContainerRuntime] = {}  # containers of running checks, for stop_all()
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def stop_all() -> None:
+    """Ctrl-C / SIGTERM: end every running check and remove its container now."""
+    _stopping.set()
+    with _live_lock:
+        live = dict(_live)
+    for name, runtime in live.items():
+        runtime("kill", name, check=False, timeout=30)
+        runtime("rm", "-f", name, check=False, timeout=30)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class SmokeCheck:
             return SmokeOutcome("nothing checked: no HEALTHCHECK, no probe, no smoke setting", 0.0)
         container = f"moltbuild-smoke-{self.name}-{secrets.token_hex(4)}"
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
+        with _live_lock:
+            _live[container] = self.rt
         try:
             self.rt("run", "-d", "--name", container, *self.rt.run_flags, *publish, image, timeout=120)
             deadline = time.monotonic() + CAP_S
@@ -109,6 +125,8 @@ class SmokeCheck:
             # kill first: an app that ignores SIGTERM as PID 1 (busybox httpd) would hold `rm -f` for 10 s
             self.rt("kill", container, check=False, timeout=60)
             self.rt("rm", "-f", container, check=False, timeout=60)
+            with _live_lock:
+                _live.pop(container, None)
         seconds = time.monotonic() - start
         return SmokeOutcome(f"passed in {seconds:.1f}s: {', '.join(checked)}", seconds)
 
@@ -129,6 +147,8 @@ class SmokeCheck:
         return status, int(code) if code.lstrip("-").isdigit() else 0
 
     def _alive(self, container: str) -> None:
+        if _stopping.is_set():
+            raise JobError("smoke check interrupted")
         status, code = self._state(container)
         if status in ("exited", "stopped", "dead"):
             self._fail(container, f"the container exited at start with code {code}")

@@ -133,3 +133,40 @@ def test_static_check_names_a_probe_port_the_image_does_not_expose(git_project):
         in out.stderr
     )
     assert "does not EXPOSE (8080)" in out.stderr
+
+
+def test_sigterm_during_the_check_removes_its_container(git_project, mirror, storage_root):
+    import signal
+    import sys
+    import time
+
+    need_tool("podman")
+    dockerfile = git_project / "api" / "Dockerfile"
+    text = dockerfile.read_text()
+    start = text.index("HEALTHCHECK")
+    end = text.index("CMD [", text.index("CMD [", start) + 1)
+    slow = "HEALTHCHECK --interval=30s --timeout=60s --retries=3 "
+    slow += 'CMD ["python3", "-c", "import time; time.sleep(50)"]'
+    slow += "\n"
+    dockerfile.write_text(text[:start] + slow + text[end:])
+    env = build_env(mirror, storage_root, "smoke-term")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "build", "--push", "--api-only", "--backend", "buildah"],
+        cwd=git_project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not leftover_containers(storage_root) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert leftover_containers(storage_root), "the smoke container never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert leftover_containers(storage_root) == []
+    assert requests.get(f"{mirror.url}/v2/smoke-term/moltbook-api/tags/list", timeout=10).status_code == 404

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..credentials import registry_client
 from ..errors import CommandError, JobError, MoltbuildError, RegistryError
 from ..registry import RegistryClient
-from ..smoke import ContainerRuntime, run_smoke
+from ..smoke import ContainerRuntime, run_smoke, stop_all
 from .base import Backend, BasePull, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ class LocalBackend(Backend):
         return ImageResult(
             image_id, platforms, time.monotonic() - start, log.path, pushed.digest, pushed.tags_pushed, smoke
         )
+
+    def cancel(self) -> None:
+        """Ctrl-C / SIGTERM: smoke containers are removed first, then every child process stops."""
+        stop_all()
+        super().cancel()
 
     def smoke(self, image: ImagePlan, image_id: str | None, log: JobLog) -> str:
         """Start the image and check it before anything is pushed; a failure is a JobError."""
