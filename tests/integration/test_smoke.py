@@ -60,15 +60,18 @@ def test_both_images_pass_and_the_check_is_recorded(git_project, mirror, storage
     assert skipped.returncode == 0 and read_report(git_project)["api"]["smoke"] == "skipped (--no-smoke)"
 
 
-def _break_healthcheck(project):
+def _replace_healthcheck(project, healthcheck: str) -> None:
     dockerfile = project / "api" / "Dockerfile"
     text = dockerfile.read_text()
     start = text.index("HEALTHCHECK")
     end = text.index("CMD [", text.index("CMD [", start) + 1)
-    dockerfile.write_text(
-        text[:start]
-        + 'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["python3", "-c", "raise SystemExit(1)"]\n'
-        + text[end:]
+    dockerfile.write_text(text[:start] + healthcheck + "\n" + text[end:])
+
+
+def _break_healthcheck(project):
+    _replace_healthcheck(
+        project,
+        'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["python3", "-c", "raise SystemExit(1)"]',
     )
 
 
@@ -141,14 +144,8 @@ def test_sigterm_during_the_check_removes_its_container(git_project, mirror, sto
     import time
 
     need_tool("podman")
-    dockerfile = git_project / "api" / "Dockerfile"
-    text = dockerfile.read_text()
-    start = text.index("HEALTHCHECK")
-    end = text.index("CMD [", text.index("CMD [", start) + 1)
-    slow = "HEALTHCHECK --interval=30s --timeout=60s --retries=3 "
-    slow += 'CMD ["python3", "-c", "import time; time.sleep(50)"]'
-    slow += "\n"
-    dockerfile.write_text(text[:start] + slow + text[end:])
+    slow = 'CMD ["python3", "-c", "import time; time.sleep(50)"]'
+    _replace_healthcheck(git_project, f"HEALTHCHECK --interval=30s --timeout=60s --retries=3 {slow}")
     env = build_env(mirror, storage_root, "smoke-term")
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "build", "--push", "--api-only", "--backend", "buildah"],
