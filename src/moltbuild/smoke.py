@@ -29,8 +29,7 @@ def stop_all() -> None:
     with _live_lock:
         live = dict(_live)
     for name, runtime in live.items():
-        runtime("kill", name, check=False, timeout=30)
-        runtime("rm", "-f", name, check=False, timeout=30)
+        runtime.remove(name)
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,12 @@ class ContainerRuntime:
         return self.runner.run(
             [*self.argv, *args], env=self.env, check=check, timeout=timeout, mutates=mutates
         )
+
+    def remove(self, container: str) -> None:
+        """Kill, then remove: an app that ignores SIGTERM as PID 1 (busybox httpd) would hold
+        `rm -f` for its 10 s stop timeout."""
+        self("kill", container, check=False, timeout=60)
+        self("rm", "-f", container, check=False, timeout=60)
 
     def config(self, image: str) -> dict[str, Any]:
         out = self("image", "inspect", image, mutates=False).stdout
@@ -122,9 +127,7 @@ class SmokeCheck:
                         container, f"smoke command `{' '.join(self.plan.command)}` exited {res.returncode}"
                     )
         finally:
-            # kill first: an app that ignores SIGTERM as PID 1 (busybox httpd) would hold `rm -f` for 10 s
-            self.rt("kill", container, check=False, timeout=60)
-            self.rt("rm", "-f", container, check=False, timeout=60)
+            self.rt.remove(container)
             with _live_lock:
                 _live.pop(container, None)
         seconds = time.monotonic() - start
