@@ -146,15 +146,21 @@ def execute(
     if to_build:
         backend = make_backend(plan.backend, runner, settings, session.storage, dry_run=dry_run)
         with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
-            backend.open(
-                RunSpec(
-                    Path(tmp),
-                    logins={host: creds} if plan.push else {},
-                    mirror=plan.mirror,
-                    bases=plan.bases_for(to_build),
+            ok = False
+            try:
+                backend.open(
+                    RunSpec(
+                        Path(tmp),
+                        logins={host: creds} if plan.push else {},
+                        mirror=plan.mirror,
+                        bases=plan.bases_for(to_build),
+                    )
                 )
-            )
-            _run_parallel(backend, plan, to_build, log_dir, record, runner.say)
+                ok = not any(
+                    r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say)
+                )
+            finally:
+                backend.close(ok=ok, built=to_build)
     records = sorted(record.written, key=lambda r: r.name)
     _raise_for_failures(records, log_dir)
     return records

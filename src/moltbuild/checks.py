@@ -3,6 +3,7 @@ reference (pulled first), or (`--static`) on the Dockerfiles and manifests witho
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -65,20 +66,33 @@ def run_checks(*, only: str = "", ref: str | None = None) -> None:
             targets.append((cfg, image))
     with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
         backend.open(RunSpec(Path(tmp)))
-        runtime = backend.runtime()
-        from .smoke import run_smoke
+        with contextlib.closing(backend):  # releases the store's run lock
+            _check_all(backend, targets, settings, root)
 
-        for cfg, image in targets:
-            prefix = f"[{cfg.name}] "
-            if isinstance(image, ImageRef):
-                insecure = image.host in settings.insecure_registries
-                pull = [
-                    "pull",
-                    *(["--tls-verify=false"] if insecure and runtime.argv[0] == "podman" else []),
-                    str(image),
-                ]
-                runtime(*pull, timeout=1800)
-                image = str(image)
-            plan = smoke_plan(root, cfg.manifest_name, cfg.smoke, f"[tool.moltbuild.images.{cfg.name}]")
-            outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
-            runner.say(f"{prefix}smoke: {outcome.summary}")
+
+def _check_all(backend: LocalBackend, targets: list, settings, root: Path) -> None:
+    runner = backend.runner
+    runtime = backend.runtime()
+    from .smoke import run_smoke
+
+    for cfg, image in targets:
+        prefix = f"[{cfg.name}] "
+        if isinstance(image, ImageRef):
+            insecure = image.host in settings.insecure_registries
+            pull = [
+                "pull",
+                *(["--tls-verify=false"] if insecure and runtime.argv[0] == "podman" else []),
+                str(image),
+            ]
+            runtime(*pull, timeout=1800)
+            image = str(image)
+        plan = smoke_plan(
+            root,
+            cfg.manifest_name,
+            cfg.smoke,
+            f"[tool.moltbuild.images.{cfg.name}]",
+            cfg.dockerfile,
+            cfg.target,
+        )
+        outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
+        runner.say(f"{prefix}smoke: {outcome.summary}")

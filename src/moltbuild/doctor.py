@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .backends import choose_backend
+from .clean import human_size, storage_stats
 from .errors import MoltbuildError
 from .session import Session
 from .tables import render_table
@@ -62,6 +63,7 @@ def collect(session: Session) -> dict[str, Any]:
         "credentials": creds,
         "problems": problems,
         "warnings": session.settings.warnings,
+        "images": storage_stats(session),
     }
 
 
@@ -88,6 +90,11 @@ def render(report: dict[str, Any], as_json: bool = False) -> str:
     lines.append(f"registry:  {report['registry']['value']} (from {report['registry']['source']})")
     for what, present in report["credentials"].items():
         lines.append(f"creds:     {what}: {'present' if present else 'missing'}")
+    for name, st in report.get("images", {}).items():
+        lines.append(
+            f"images:    {name}: {st['images']} image(s), {st['ours']} created by moltbuild, "
+            f"{human_size(st['size_bytes'])} on disk (`invoke clean` prunes the ones nothing needs)"
+        )
     for warning in report["warnings"]:
         lines.append(f"warning:   {warning}")
     if report["problems"]:

@@ -207,7 +207,14 @@ def make_plan(
                 input_digest=digest,
                 bases=tuple(bases),
                 timestamp=epoch,
-                smoke=smoke_plan(root, cfg.manifest_name, cfg.smoke, f"[tool.moltbuild.images.{cfg.name}]")
+                smoke=smoke_plan(
+                    root,
+                    cfg.manifest_name,
+                    cfg.smoke,
+                    f"[tool.moltbuild.images.{cfg.name}]",
+                    cfg.dockerfile,
+                    cfg.target,
+                )
                 if smoke
                 else None,
             )

@@ -3,6 +3,8 @@ every Deployment in k8s/ that runs it (named ports resolved), and `smoke` in its
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,20 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    argv: tuple[str, ...]
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+    start_period_s: float = 0.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
 class SmokePlan:
     http: tuple[HttpCheck, ...] = ()
     command: tuple[str, ...] = ()  # [tool.moltbuild.images.NAME] smoke.command, run in the container
+    # The Dockerfile's HEALTHCHECK: an OCI image has no field for it, so the check reads it here.
+    healthcheck: Healthcheck | None = None
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -86,7 +99,12 @@ def deployment_checks(project_root: Path, manifest_name: str) -> list[HttpCheck]
 
 
 def smoke_plan(
-    project_root: Path, manifest_name: str, configured: dict[str, Any] | None, where: str
+    project_root: Path,
+    manifest_name: str,
+    configured: dict[str, Any] | None,
+    where: str,
+    dockerfile: Path | None = None,
+    target: str | None = None,
 ) -> SmokePlan:
     """The probes of the manifests plus what `smoke = {path, port, command}` adds."""
     http = deployment_checks(project_root, manifest_name)
@@ -107,7 +125,8 @@ def smoke_plan(
                 raise ConfigError(f"{where} smoke.command must be a list of strings, e.g. ['app', '--check']")
             command = tuple(cmd)
     unique = {(c.path, c.port): c for c in reversed(http)}  # one GET per path and port, first origin named
-    return SmokePlan(tuple(c for c in http if unique[(c.path, c.port)] is c), command)
+    health = dockerfile_healthcheck(dockerfile, target) if dockerfile and dockerfile.is_file() else None
+    return SmokePlan(tuple(c for c in http if unique[(c.path, c.port)] is c), command, health)
 
 
 def static_problems(project_root: Path, manifest_name: str, exposed: set[int]) -> list[str]:
@@ -132,3 +151,63 @@ def dockerfile_exposed(dockerfile: Path) -> set[int]:
         elif words[0].upper() == "EXPOSE":
             stages[-1] |= {int(w.split("/")[0]) for w in words[1:] if w.split("/")[0].isdigit()}
     return stages[-1]
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str, where: str) -> float:
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{where}: {text!r} is not a duration such as 30s, 1m30s or 500ms")
+    return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def dockerfile_healthcheck(dockerfile: Path, target: str | None = None) -> Healthcheck | None:
+    """The HEALTHCHECK of the stage the image is built from (`target`, else the last), as Docker
+    would record it; None when that stage has none or says NONE."""
+    stages: list[tuple[str, str | None]] = []  # (stage name, HEALTHCHECK arguments)
+    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():
+        words = line.split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        keyword, rest = words[0].upper(), (words[1] if len(words) > 1 else "")
+        if keyword == "FROM":
+            names = rest.split()
+            stages.append((names[2] if len(names) > 2 and names[1].upper() == "AS" else "", None))
+        elif keyword == "HEALTHCHECK" and stages:
+            stages[-1] = (stages[-1][0], rest.strip())
+    chosen = [s for s in stages if target and s[0] == target] or stages[-1:]
+    spec = chosen[0][1] if chosen else None
+    return _parse_healthcheck(spec, f"{dockerfile} HEALTHCHECK") if spec else None
+
+
+def _parse_healthcheck(spec: str, where: str) -> Healthcheck | None:
+    options: dict[str, str] = {}
+    while spec.startswith("--"):
+        option, _, spec = spec.partition(" ")
+        key, _, value = option[2:].partition("=")
+        options[key] = value
+        spec = spec.lstrip()
+    kind, _, command = spec.partition(" ")
+    if kind.upper() == "NONE":
+        return None
+    if kind.upper() != "CMD" or not command.strip():
+        raise ConfigError(f"{where}: expected CMD [...] or NONE after the options, got {spec[:40]!r}")
+    command = command.strip()
+    try:
+        parsed = json.loads(command) if command.startswith("[") else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, list) and parsed and all(isinstance(a, str) for a in parsed):
+        argv = tuple(parsed)
+    else:
+        argv = ("/bin/sh", "-c", command)  # the shell form, as Docker runs it
+    return Healthcheck(
+        argv,
+        _duration(options["interval"], where) if "interval" in options else 30.0,
+        _duration(options["timeout"], where) if "timeout" in options else 30.0,
+        _duration(options["start-period"], where) if "start-period" in options else 0.0,
+        int(options["retries"]) if options.get("retries", "").isdigit() else 3,
+    )

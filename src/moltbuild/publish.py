@@ -6,6 +6,7 @@ in the registry when the image is there, else to the record for the next `invoke
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,6 +73,10 @@ class _Backends:
             self._open[key] = backend
         return self._open[key]
 
+    def close(self) -> None:
+        for backend in self._open.values():
+            backend.close(ok=False, built=())
+
 
 def push_built(
     *, only: str = "", dry_run: bool = False, report_path: Path | None = None
@@ -81,8 +86,10 @@ def push_built(
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     updated = []
-    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
-        backends = _Backends(session, Path(tmp), dry_run)
+    with (
+        tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp,  # 0700: auth files live here
+        contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
+    ):
         for record in _built_records(path, only):
             start = time.monotonic()
             tags = _planned_tags(record)

@@ -85,6 +85,20 @@ KEYS: dict[str, KeySpec] = {
         KeySpec(
             "MOLTBUILD_STORAGE_ROOT", "buildah graphroot; the storage probe tests this path", "storage_root"
         ),
+        KeySpec(
+            "MOLTBUILD_IMAGE_FORMAT",
+            "oci|docker: buildah's image format; oci is reproducible (same commit, same digest on any "
+            "machine), docker keeps HEALTHCHECK in the image but records build-host details",
+            "image_format",
+            "oci",
+            choices=("oci", "docker"),
+        ),
+        KeySpec(
+            "MOLTBUILD_KEEP_IMAGES",
+            "1 keeps superseded builds and unused intermediate images (default: a good run prunes "
+            "the ones this tool created)",
+            "keep_images",
+        ),
         KeySpec("MOLTBUILD_KUBE_CONTEXT", "kubeconfig context for kaniko (default: current)", "kube_context"),
         KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbook"),
         KeySpec(

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from .errors import CommandError, JobError, MoltbuildError
-from .probes import SmokePlan
+from .probes import Healthcheck, SmokePlan
 from .runner import Runner
 
 CAP_S = 120.0  # no smoke check waits longer than this, whatever the HEALTHCHECK says
@@ -30,15 +30,6 @@ def stop_all() -> None:
         live = dict(_live)
     for name, runtime in live.items():
         runtime.remove(name)
-
-
-@dataclass(frozen=True)
-class Healthcheck:
-    argv: tuple[str, ...]
-    interval_s: float
-    timeout_s: float
-    start_period_s: float
-    retries: int
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class SmokeCheck:
     def run(self, image: str) -> SmokeOutcome:
         start = time.monotonic()
         config = self.rt.config(image)
-        health = healthcheck_of(config)
+        health = healthcheck_of(config) or self.plan.healthcheck
         ports = sorted(set(self.plan.ports) | exposed_ports(config))
         checked = (["HEALTHCHECK"] if health else []) + [f"GET {c.path}:{c.port}" for c in self.plan.http]
         checked += [f"`{' '.join(self.plan.command)}`"] if self.plan.command else []

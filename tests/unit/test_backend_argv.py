@@ -80,7 +80,7 @@ def test_buildah_build_argv(tmp_path):
     argv = backend("buildah", tmp_path).build_argv(image(target="final"), no_cache=True)
     assert argv[:4] == ["buildah", "--storage-driver", "overlay", "bud"]
     assert argv[argv.index("--isolation") + 1] == "chroot"
-    assert argv[argv.index("--format") + 1] == "docker"
+    assert argv[argv.index("--format") + 1] == "oci"  # reproducible; MOLTBUILD_IMAGE_FORMAT=docker keeps it
     assert argv[argv.index("-t") : argv.index("-t") + 2] == ["-t", "reg:5000/ns/moltbook-api:sha-abc1234"]
     assert "--build-arg" in argv and "VERSION=v" in argv and "a.b=c" in argv
     assert argv[-4:] == ["--target", "final", "--no-cache", "/ctx"]
@@ -166,3 +166,8 @@ def test_a_source_date_epoch_reaches_both_builders(tmp_path):
     argv = backend("docker", tmp_path).build_argv(image(timestamp=1700000000), buildx=True)
     assert "SOURCE_DATE_EPOCH=1700000000" in argv
     assert "--timestamp" not in backend("buildah", tmp_path).build_argv(image())
+
+
+def test_image_format_setting_reaches_buildah(tmp_path):
+    argv = backend("buildah", tmp_path, {"MOLTBUILD_IMAGE_FORMAT": "docker"}).build_argv(image())
+    assert argv[argv.index("--format") + 1] == "docker"

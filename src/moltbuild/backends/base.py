@@ -12,7 +12,7 @@ import re
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
@@ -155,6 +155,10 @@ class Backend(ABC):
     @abstractmethod
     def open(self, run: RunSpec) -> None:
         """Per-run setup before any job: config files and logins in `run.workdir`, bases ready."""
+
+    def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:  # noqa: B027 (optional)
+        """After the last job, also after a failure: release what `open` took. `built` are the
+        images this run built; `ok` says every one of them succeeded."""
 
     @abstractmethod
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:

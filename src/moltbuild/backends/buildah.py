@@ -96,7 +96,7 @@ class BuildahBackend(LocalBackend):
             "--isolation",
             "chroot",
             "--format",
-            "docker",
+            self.settings.get("MOLTBUILD_IMAGE_FORMAT") or "oci",
             "--layers",
             "--pull=false",
             "--authfile",
@@ -198,6 +198,9 @@ class BuildahBackend(LocalBackend):
         argv = ["podman", *self.global_argv()[1:]]
         limits = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
         return ContainerRuntime(self.runner, argv, run_flags=limits, env=self.env())
+
+    def state_dir(self) -> Path:
+        return Path(self.storage.path) / "moltbuild"  # beside the images it describes, gone with them
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         digestfile = Path(self._file(f"{target.name}.digest"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from functools import cached_property
@@ -188,6 +189,12 @@ class DockerBackend(LocalBackend):
 
     def runtime(self) -> ContainerRuntime:
         return ContainerRuntime(self.runner, [self.binary], env=self.env())
+
+    def state_dir(self) -> Path:
+        # The daemon's data root is not ours to write: one ledger per daemon in the user's cache.
+        daemon = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "moltbuild" / f"docker-{hashlib.sha256(daemon.encode()).hexdigest()[:12]}"
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         # docker pushes names, not IDs: name exactly the image this run built, then push that name.

@@ -4,15 +4,19 @@ other tags in the registry by manifest PUT (no re-upload, no second push)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import shutil
 import time
 from abc import abstractmethod
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..baseimages import parse_base
 from ..credentials import registry_client
 from ..errors import CommandError, JobError, MoltbuildError, RegistryError
+from ..imagestore import ImageStore
 from ..registry import RegistryClient
 from ..smoke import ContainerRuntime, run_smoke, stop_all
 from .base import Backend, BasePull, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
@@ -33,6 +37,7 @@ class LocalBackend(Backend):
         self.workdir: Path | None = None
         self._logins: dict[str, Credentials | None] = {}
         self._clients: dict[str, RegistryClient] = {}
+        self._active = contextlib.ExitStack()
 
     # -- what each local builder provides ------------------------------------------------------
 
@@ -58,6 +63,10 @@ class LocalBackend(Backend):
         """What runs the built image for the smoke check (podman on buildah's storage, docker)."""
 
     @abstractmethod
+    def state_dir(self) -> Path:
+        """Where the ledger of images this tool created in the local store lives."""
+
+    @abstractmethod
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         """Upload `target.source` as `target.ref:tag`; the registry's digest ('' in a dry run)."""
 
@@ -72,18 +81,50 @@ class LocalBackend(Backend):
             raise MoltbuildError(f"{self.name} backend used before open(): a bug, please report it")
         return str(self.workdir / name)
 
-    def open(self, run: RunSpec) -> None:
+    def store(self) -> ImageStore:
+        return ImageStore(self.runtime(), self.state_dir())
+
+    def prepare(self, run: RunSpec) -> None:
+        """Config files only: enough for local-store commands outside a build (`invoke clean`)."""
         self.workdir = run.workdir
-        self._logins = dict(run.logins)
         self.write_config(run)
+
+    def open(self, run: RunSpec) -> None:
+        self.prepare(run)
+        self._logins = dict(run.logins)
+        if not self.dry_run:  # this run counts as active on the store until close()
+            self._active.enter_context(self.store().active())
         for host, creds in run.logins.items():
             if creds:
                 self.login(host, creds)
         if run.bases:  # once each, before any build, all at once
+            present = (
+                {} if self.dry_run else {b: self.store().image_id(str(parse_base(b))) for b in run.bases}
+            )
             with cf.ThreadPoolExecutor(max_workers=len(run.bases)) as pool:
                 for error in pool.map(lambda item: self._pull(run, *item), run.bases.items()):
                     if error:
                         raise error
+            pulled = [b for b, had in present.items() if not had]
+            if pulled:
+                store = self.store()
+                store.record((), [i for b in pulled if (i := store.image_id(str(parse_base(b))))])
+
+    def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:
+        self._active.close()
+        if self.dry_run or not ok or not built or self.settings.get("MOLTBUILD_KEEP_IMAGES"):
+            return  # a failed run's intermediate images are the layer cache of the retry
+        keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
+        try:
+            removed = self.store().prune(supersede=keep)
+        except MoltbuildError as exc:  # hygiene never fails a good build
+            self.runner.say(f"note: storage cleanup skipped: {exc.message.splitlines()[0]}")
+            return
+        if removed:
+            self.runner.say(
+                f"storage: removed {len(removed)} image(s) this tool created and nothing uses any more "
+                "(superseded builds, unused intermediates); MOLTBUILD_KEEP_IMAGES=1 keeps them"
+            )
 
     def _pull(self, run: RunSpec, base: str, pull: BasePull) -> JobError | None:
         try:
@@ -104,6 +145,8 @@ class LocalBackend(Backend):
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc)) from None
         image_id = self.built_id(image)
+        if image_id and not image.multi_platform and not self.dry_run:
+            self.store().record([image_id])
         platforms = image.platforms or (self.native,)
         smoke = self.smoke(image, image_id, log)
         if not push:

@@ -32,4 +32,20 @@ def setup(c, dry_run=False):
     sysdeps.setup(Runner(dry_run=dry_run))
 
 
-ns = Collection(doctor, setup)
+@task(
+    help={
+        "all": "remove every image this tool created, the images of the last build included",
+        "backend": "buildah or docker (default: every local store that works here)",
+        "dry-run": "list what would go; remove nothing",
+    }
+)
+@edge
+def clean(c, all=False, backend=None, dry_run=False):
+    """Prune images this tool created and nothing needs (superseded builds, unused intermediates).
+    Never touches images it did not create."""
+    from ..clean import clean as clean_stores
+
+    clean_stores(everything=all, backend=backend, dry_run=dry_run)
+
+
+ns = Collection(doctor, setup, clean)
