@@ -29,6 +29,7 @@ def _stores(session: Session, backend: str | None) -> Iterator[list[tuple[str, I
         for name in names:
             impl = make_backend(name, session.runner, session.settings, session.storage)
             assert isinstance(impl, LocalBackend)
+            (Path(tmp) / name).mkdir()
             impl.prepare(RunSpec(Path(tmp) / name))
             stores.append((name, impl.store()))
         yield stores

@@ -44,24 +44,22 @@ def sanitize_branch(branch: str) -> str:
     return tag
 
 
-def strip_credentials(url: str) -> str:
-    if "://" not in url:
-        # scp-like git@github.com:org/repo.git
-        host_path = url.split("@", 1)[-1].replace(":", "/", 1)
-        return "https://" + host_path.removesuffix(".git")
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
+def source_url(remote: str) -> str | None:
+    """The https URL of a git remote, credentials and `.git` dropped; None for a remote that has no
+    web address (a local path, file://): the image then names the default source."""
+    remote = remote.strip()
+    scp = re.fullmatch(r"(?:[^@/]+@)?([^:/]+):(?!//)(.+)", remote)
+    if scp and not remote.startswith((".", "/", "~")) and "://" not in remote:
+        host, path = scp.groups()
+        return f"https://{host}/{path.lstrip('/').removesuffix('.git')}"
+    parts = urlsplit(remote)
+    if parts.scheme not in ("http", "https", "ssh", "git", "git+ssh") or not parts.hostname:
+        return None
+    netloc = parts.hostname
+    if parts.port and parts.scheme in ("http", "https"):  # an ssh or git port is not the web's
         netloc += f":{parts.port}"
-    return urlunsplit(
-        (
-            "https" if parts.scheme in ("http", "https", "ssh", "git") else parts.scheme,
-            netloc,
-            parts.path.removesuffix(".git"),
-            "",
-            "",
-        )
-    )
+    path = parts.path.rstrip("/").removesuffix(".git")
+    return urlunsplit(("https", netloc, path, "", "")) if path.strip("/") else None
 
 
 def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> GitState:
@@ -94,7 +92,7 @@ def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> Gi
         branch=branch,
         default_branch=default,
         dirty=dirty,
-        source=strip_credentials(remote) if remote else DEFAULT_SOURCE,
+        source=(source_url(remote) if remote else None) or DEFAULT_SOURCE,
         commit_time=int(git("show", "-s", "--format=%ct", "HEAD") or 0),
     )
 

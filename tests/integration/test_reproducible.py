@@ -53,12 +53,10 @@ def test_same_commit_same_digest_on_rebuild_and_on_another_machine(git_project, 
 
     assert first["digest"] == again["digest"] == other["digest"], (first, again, other)
     assert registry_digest(mirror.url, "repro/moltbook-api", first["tags"][0]) == first["digest"]
-    manifest = requests.get(
-        f"{mirror.url}/v2/repro/moltbook-api/manifests/{first['digest']}", headers={"Accept": ACCEPT}, timeout=10
-    ).json()
-    config = requests.get(
-        f"{mirror.url}/v2/repro/moltbook-api/blobs/{manifest['config']['digest']}", timeout=10
-    ).json()
+    api = f"{mirror.url}/v2/repro/moltbook-api"
+    accept = {"Accept": ACCEPT}
+    manifest = requests.get(f"{api}/manifests/{first['digest']}", headers=accept, timeout=10).json()
+    config = requests.get(f"{api}/blobs/{manifest['config']['digest']}", timeout=10).json()
     assert config["created"].startswith(commit_time(git_project).removesuffix("Z"))
 
 

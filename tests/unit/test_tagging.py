@@ -1,7 +1,7 @@
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.tagging import GitState, plan_tags, sanitize_branch, strip_credentials, validate_tag
+from moltbuild.tagging import GitState, plan_tags, sanitize_branch, source_url, validate_tag
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -50,7 +50,16 @@ def test_sanitize_branch(branch, tag):
         ("https://user:ghp_secret@github.com/org/repo.git", "https://github.com/org/repo"),
         ("git@github.com:org/repo.git", "https://github.com/org/repo"),
         ("ssh://git@github.com/org/repo", "https://github.com/org/repo"),
+        ("ssh://git@github.com:22/org/repo.git", "https://github.com/org/repo"),
+        ("https://git.example.org:8443/team/app.git/", "https://git.example.org:8443/team/app"),
+        ("git.example.org:team/app.git", "https://git.example.org/team/app"),
+        # no web address: the image names the default source instead
+        ("/srv/git/moltbook.git", None),
+        ("../moltbook", None),
+        ("file:///srv/git/moltbook.git", None),
+        ("~/src/moltbook", None),
+        ("https://github.com/", None),
     ],
 )
-def test_source_url_never_keeps_credentials(url, clean):
-    assert strip_credentials(url) == clean
+def test_source_url_never_keeps_credentials_or_a_local_path(url, clean):
+    assert source_url(url) == clean
