@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
+
+# Threads pay off for large files only: for many small ones the GIL hand-offs cost more (measured).
+PARALLEL_BYTES = 32 << 20
+SMALL_FILE = 1 << 20
 
 
 def dockerignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
@@ -28,30 +35,104 @@ def dockerignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
     return pathspec.PathSpec.from_lines("gitignore", patterns)
 
 
+def _negation_prefixes(lines: Iterable[str]) -> list[str]:
+    """The literal start of each `!` pattern: a directory can hold a re-included file only if
+    one of these could lead into it ('' for a pattern that starts with a wildcard)."""
+    prefixes = []
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("!"):
+            body = line[1:].lstrip("/")
+            prefixes.append(re.split(r"[*?\[]", body, maxsplit=1)[0])
+    return prefixes
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    rel: str  # POSIX path below the context
+    path: str
+    mode: int
+    size: int
+    symlink: bool
+
+
+def _matcher(spec: pathspec.PathSpec):
+    """`spec.match_file` for clean relative paths, without its per-call normalising: the last
+    pattern that matches decides, as in pathspec."""
+    rules = [(p.regex.match, p.include) for p in spec.patterns if p.include is not None and p.regex]
+
+    def ignored(rel: str) -> bool:
+        verdict = False
+        for match, include in rules:
+            if match(rel):
+                verdict = include
+        return verdict
+
+    return ignored
+
+
+def _walk(context: Path) -> list[ContextFile]:
+    """One scandir pass, one lstat per entry; ignored directories are not entered unless a `!`
+    pattern could re-include something below them."""
+    ignore_file = context / ".dockerignore"
+    lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
+    ignored, negations = _matcher(dockerignore_spec(lines)), _negation_prefixes(lines)
+    found: list[ContextFile] = []
+    stack = [("", str(context))]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        with os.scandir(abs_dir) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}{entry.name}"
+                if entry.is_dir():  # follows a symlink, like os.walk: never entered, never listed
+                    if entry.is_symlink():
+                        continue
+                    if ignored(rel) and not any(
+                        (rel + "/").startswith(p) or p.startswith(rel + "/") for p in negations
+                    ):
+                        continue
+                    stack.append((rel + "/", entry.path))
+                elif not ignored(rel):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append(ContextFile(rel, entry.path, st.st_mode, st.st_size, entry.is_symlink()))
+    found.sort(key=lambda f: f.rel)
+    return found
+
+
 def context_files(context: Path) -> list[str]:
     """Relative POSIX paths of the files a build would send, sorted."""
-    ignore_file = context / ".dockerignore"
-    spec = dockerignore_spec(ignore_file.read_text().splitlines() if ignore_file.is_file() else [])
-    files = []
-    for dirpath, dirnames, filenames in os.walk(context):
-        rel_dir = Path(dirpath).relative_to(context)
-        dirnames.sort()
-        for name in filenames:
-            rel = (rel_dir / name).as_posix()
-            if not spec.match_file(rel):
-                files.append(rel)
-    return sorted(files)
+    return [f.rel for f in _walk(context)]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_symlink():
-        h.update(b"symlink:" + os.readlink(path).encode())
-        return h.hexdigest()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _file_digest(path: Path | str, symlink: bool | None = None) -> str:
+    if symlink if symlink is not None else os.path.islink(path):
+        return hashlib.sha256(b"symlink:" + os.readlink(path).encode()).hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _small_digest(path: str, size: int) -> str:
+    """One open, one read, no buffered file object: most context files are small."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) > size:  # grew since the stat: read the rest too
+            rest = [data]
+            while chunk := os.read(fd, 1 << 20):
+                rest.append(chunk)
+            data = b"".join(rest)
+    finally:
+        os.close(fd)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _line(f: ContextFile) -> bytes:
+    executable = bool(f.mode & 0o111) and not f.symlink
+    if f.symlink or f.size > SMALL_FILE:
+        digest = _file_digest(f.path, f.symlink)
+    else:
+        digest = _small_digest(f.path, f.size)
+    return f"file {f.rel} {'x' if executable else '-'} {digest}\n".encode()
 
 
 def input_digest(
@@ -62,11 +143,15 @@ def input_digest(
     platforms: Iterable[str],
 ) -> str:
     """sha256 over everything that decides the image's content, in a stable order."""
+    files = _walk(context)
     h = hashlib.sha256()
-    for rel in context_files(context):
-        path = context / rel
-        executable = os.access(path, os.X_OK) and not path.is_symlink()
-        h.update(f"file {rel} {'x' if executable else '-'} {_file_digest(path)}\n".encode())
+    if sum(f.size for f in files) >= PARALLEL_BYTES:  # reads and hashlib release the GIL
+        with cf.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            for line in pool.map(_line, files, chunksize=64):
+                h.update(line)
+    else:
+        for f in files:
+            h.update(_line(f))
     h.update(b"dockerfile " + _file_digest(dockerfile).encode() + b"\n")
     meta = {
         "build_args": dict(sorted(build_args.items())),
