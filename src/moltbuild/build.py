@@ -52,6 +52,7 @@ def to_record(
         backend_reason=plan.backend_reason,
         log_path=str(result.log_path) if result and result.log_path else None,
         smoke=(result.smoke if result else "") or smoke,
+        push=plan.push,
         error=error,
     )
 

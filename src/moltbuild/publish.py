@@ -115,6 +115,7 @@ def push_built(
                 tags=tags,
                 digest=digest,
                 pushed=True,
+                push=True,
                 status="pushed",
                 duration_s=round(time.monotonic() - start, 2),
                 error="",

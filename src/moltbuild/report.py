@@ -41,6 +41,7 @@ class ImageRecord:
     backend_reason: str = ""
     log_path: str | None = None
     smoke: str = ""  # the release check before the push: "passed in 1.2s: ...", "failed: ...", "skipped ..."
+    push: bool = False  # the run meant to push it (`verify` fails an entry that was meant to and was not)
     error: str = ""
 
     @property
@@ -91,6 +92,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "backend_reason": (lambda v: isinstance(v, str), "a string"),
     "log_path": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "smoke": (lambda v: isinstance(v, str), "a string"),
+    "push": (lambda v: isinstance(v, bool), "true or false"),
     "error": (lambda v: isinstance(v, str), "a string"),
 }
 _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
@@ -106,6 +108,7 @@ def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
         "error": "",
         "smoke": "",
     }
+    out["push"] = raw.get("pushed") is True
     out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")
     tags = raw.get("tags")
     if isinstance(tags, list) and tags:

@@ -27,6 +27,7 @@ class Target:
     image: str
     ref: ImageRef  # with the tag or digest to look up
     expected: str | None  # digest, or None: must merely exist
+    unpushed: str = ""  # why an image meant to be pushed was not: fails without asking the registry
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Check:
     ref: str
     expected: str
     actual: str
-    verdict: str  # ok | missing | mismatch | error
+    verdict: str  # ok | missing | mismatch | error | not-pushed
     reason: str
 
 
@@ -45,9 +46,20 @@ def report_targets(path: Path) -> list[Target]:
     targets = [
         Target("report", r.name, r.ref.with_tag(tag), r.digest) for r in records if r.pushed for tag in r.tags
     ]
+    targets += [
+        Target("report", r.name, r.ref.with_tag(r.pin_tag), None, _why_unpushed(r))
+        for r in records
+        if r.push and not r.pushed
+    ]
     if not targets:
         raise ConfigError(f"{path} records no pushed image; run `invoke build --push` first")
     return targets
+
+
+def _why_unpushed(record: report.ImageRecord) -> str:
+    first = record.error.splitlines()[0][:160] if record.error else ""
+    what = f"the run failed: {first}" if first else "the run ended before its push"
+    return f"meant to be pushed, never was ({what}); fix it, then `invoke push` or build again"
 
 
 def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
@@ -101,6 +113,8 @@ class _Clients:
 def check(target: Target, clients: _Clients) -> Check:
     ref = str(target.ref)
     expected = target.expected or "(exists)"
+    if target.unpushed:
+        return Check(target.origin, target.image, ref, "(pushed)", "-", "not-pushed", target.unpushed)
     try:
         found = clients.get(target.ref.host).manifest(target.ref.repository, target.ref.reference)
     except MoltbuildError as exc:

@@ -124,3 +124,21 @@ def test_credentials_only_over_https_unless_insecure_listed_or_loopback():
 def test_cache_tag_is_a_valid_tag_derived_from_the_input_digest():
     tag = cache_tag("sha256:" + "ab" * 32)
     assert tag == "input-" + "ab" * 16 and len(tag) <= 128
+
+
+def test_an_image_meant_to_be_pushed_and_not_pushed_fails_verify(tmp_path: Path):
+    import json
+
+    from moltbuild.settings import load_settings
+    from moltbuild.verify import verify
+    from tests.unit.records import raw_entry
+
+    path = tmp_path / "images.json"
+    failed = raw_entry("api", push=True, status="built", error="push of reg/x:sha-1 failed: HTTP 500\nlog")
+    built_only = raw_entry("frontend")  # built without --push: nothing to check
+    path.write_text(json.dumps({"version": 1, "images": [failed, built_only]}))
+    checks = verify(load_settings(tmp_path, environ={}, tool_config={}), report_path=path)
+    assert [(c.image, c.verdict) for c in checks] == [("api", "not-pushed")]
+    assert "push of reg/x:sha-1 failed: HTTP 500" in checks[0].reason and "invoke push" in checks[0].reason
+    with pytest.raises(Exception, match="not-pushed|never was"):
+        raise_on_failure(checks)
