@@ -62,11 +62,10 @@ def verify(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks in one run, interleaved (root; buildah and docker-registry installed)."""
+    """Every benchmark ratio in one run, interleaved; table on stdout, build/bench.json."""
     install(session, "test")
     session.run("invoke", "setup")
-    session.run("python", "-m", "benchmarks.push_once", *session.posargs)
-    session.run("python", "-m", "benchmarks.skip_unchanged")
+    session.run("python", "-m", "benchmarks.suite", *session.posargs)  # [ROUNDS [AGED_BUILDS]]
 
 
 @nox.session(default=False)

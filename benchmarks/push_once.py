@@ -1,21 +1,16 @@
-"""Benchmark: `invoke build --push --rebuild` of both images against the same raw commands a
-shell script would run (`buildah bud`, then one `buildah push` per tag), interleaved rounds in
-one run; prints each side's median and the ratio's median and spread.
-
-    python -m benchmarks.push_once [ROUNDS]     (root; buildah and docker-registry installed)
-"""
+"""`invoke build --push --rebuild` of both images against the raw commands a shell script would
+run (`buildah bud`, then one `buildah push` per tag), and the push step alone. Run by
+benchmarks.suite."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.workspace import workspace
 from moltbuild import report
 from moltbuild.backends import make_backend
 from moltbuild.backends.base import JobLog, PushTarget, RunSpec
@@ -62,82 +57,58 @@ def timed_raw(env: dict[str, str], cwd: Path, workdir: Path, parallel: bool) -> 
     return time.perf_counter() - start
 
 
-def main(rounds: int) -> None:
-    with workspace() as ws:
-        env, work, base = ws.env, ws.clone, ws.base
-        timed_invoke(env, work, "--no-smoke")  # warm-up: bases pulled, layer cache filled, for all sides
-        sides: dict[str, list[float]] = {
-            "invoke": [],
-            "raw, parallel": [],
-            "raw, sequential": [],
-            "invoke+smoke": [],
+def rebuild_vs_raw(ws, rounds: int) -> dict[str, list[float]]:
+    """Each side's times, interleaved in rotating order so none is always first."""
+    env, work, base = ws.env, ws.clone, ws.base
+    timed_invoke(env, work, "--no-smoke")  # warm-up: bases pulled, layer cache filled, for all sides
+    sides: dict[str, list[float]] = {
+        "invoke": [],
+        "raw, parallel": [],
+        "raw, sequential": [],
+        "invoke+smoke": [],
+    }
+    for i in range(rounds):
+        runs = {
+            "invoke": lambda: timed_invoke(env, work, "--no-smoke"),
+            "invoke+smoke": lambda: timed_invoke(env, work),
+            "raw, parallel": lambda i=i: timed_raw(env, work, _private(base / f"p-{i}"), parallel=True),
+            "raw, sequential": lambda i=i: timed_raw(env, work, _private(base / f"s-{i}"), parallel=False),
         }
-        for i in range(rounds):
-            runs = {
-                "invoke": lambda: timed_invoke(env, work, "--no-smoke"),
-                "invoke+smoke": lambda: timed_invoke(env, work),
-                "raw, parallel": lambda i=i: timed_raw(env, work, _private(base / f"p-{i}"), parallel=True),
-                "raw, sequential": lambda i=i: timed_raw(
-                    env, work, _private(base / f"s-{i}"), parallel=False
-                ),
-            }
-            order = list(runs)[i % len(runs) :] + list(runs)[: i % len(runs)]  # rotate: none always first
-            for name in order:
-                sides[name].append(runs[name]())
-        print(f"rounds: {rounds} (interleaved, rotating order)")
-        for name, times in sides.items():
-            spread = f"min {min(times):.2f}, max {max(times):.2f}"
-            print(f"{name + ':':18} median {statistics.median(times):5.2f} s ({spread})")
-        for mine, theirs in (
-            ("invoke", "raw, parallel"),
-            ("invoke", "raw, sequential"),
-            ("invoke+smoke", "invoke"),
-        ):
-            ratios = [o / r for o, r in zip(sides[mine], sides[theirs], strict=True)]
-            print(
-                f"ratio {mine} / {theirs}: median {statistics.median(ratios):.2f} "
-                f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
-            )
-        added = [s - o for s, o in zip(sides["invoke+smoke"], sides["invoke"], strict=True)]
-        print(f"smoke check adds: median {statistics.median(added):.2f} s per run (both images, in parallel)")
-        push_phase(env, work, base, rounds)
+        order = list(runs)[i % len(runs) :] + list(runs)[: i % len(runs)]
+        for name in order:
+            sides[name].append(runs[name]())
+    return sides
 
 
-def push_phase(env: dict[str, str], cwd: Path, base: Path, rounds: int) -> None:
+def push_phase(env: dict[str, str], cwd: Path, base: Path, rounds: int) -> tuple[list[float], list[float]]:
     """The push step alone, for the api image already built: `buildah push` per tag vs
-    moltbuild's push once + manifest PUTs, new tags each round, interleaved."""
+    moltbuild's push once + manifest PUTs, new tags each round, interleaved. (raw, ours) times."""
     session = Session.create(project_root=cwd, environ=env)
     (record,) = [r for r in report.read(cwd / "build" / "images.json") if r.name == "api"]
     backend = make_backend("buildah", session.runner.derive(dry_run=False), session.settings, session.storage)
     backend.open(RunSpec(_private(base / "push-phase")))
     child_env = {**os.environ, **env, **backend.env()}
     raw, ours = [], []
-    for i in range(rounds):
-        tags = tuple(f"bench{i}-{n}" for n in range(4))
-        target = PushTarget("api", record.ref, tags, record.image_id or "")
-        start = time.perf_counter()
-        for tag in tags:
-            argv = backend.push_argv(target, tag, str(base / "push-phase" / "d"))
-            subprocess.run(
-                argv, env=child_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        raw.append(time.perf_counter() - start)
-        target = PushTarget("api", record.ref, tuple(t + "-once" for t in tags), record.image_id or "")
-        start = time.perf_counter()
-        backend.push_built(target, log=JobLog("", None))
-        ours.append(time.perf_counter() - start)
-    ratios = [r / o for r, o in zip(raw, ours, strict=True)]
-    print(
-        f"push step, 4 tags: buildah push x4 median {statistics.median(raw):.2f} s, push once + 3 PUTs "
-        f"median {statistics.median(ours):.2f} s; ratio {statistics.median(ratios):.2f} "
-        f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
-    )
+    try:
+        for i in range(rounds):
+            tags = tuple(f"bench{i}-{n}" for n in range(4))
+            target = PushTarget("api", record.ref, tags, record.image_id or "")
+            start = time.perf_counter()
+            for tag in tags:
+                argv = backend.push_argv(target, tag, str(base / "push-phase" / "d"))
+                subprocess.run(
+                    argv, env=child_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            raw.append(time.perf_counter() - start)
+            target = PushTarget("api", record.ref, tuple(t + "-once" for t in tags), record.image_id or "")
+            start = time.perf_counter()
+            backend.push_built(target, log=JobLog("", None))
+            ours.append(time.perf_counter() - start)
+    finally:
+        backend.close()
+    return raw, ours
 
 
 def _private(path: Path) -> Path:
     path.mkdir(mode=0o700)
     return path
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

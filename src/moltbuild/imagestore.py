@@ -52,20 +52,25 @@ class ImageStore:
     # -- inventory -----------------------------------------------------------------------------
 
     def inventory(self) -> dict[str, StoredImage]:
-        ids = self.rt("images", "--all", "--quiet", "--no-trunc", mutates=False, timeout=120).stdout.split()
-        if not ids:
-            return {}
-        out = self.rt("image", "inspect", *sorted(set(ids)), mutates=False, check=False, timeout=120).stdout
+        """Every image with its parent and names: one `podman images` call (docker: two)."""
+        if self.rt.argv[0] == "podman":
+            out = self.rt("images", "--all", "--format", "json", mutates=False, timeout=120).stdout
+            rows = [(i["Id"], i.get("ParentId"), i.get("Names")) for i in json.loads(out or "[]") or []]
+        else:
+            ids = self.rt(
+                "images", "--all", "--quiet", "--no-trunc", mutates=False, timeout=120
+            ).stdout.split()
+            out = "[]"
+            if ids:
+                out = self.rt(
+                    "image", "inspect", *sorted(set(ids)), mutates=False, check=False, timeout=120
+                ).stdout
+            rows = [(i["Id"], i.get("Parent"), i.get("RepoTags")) for i in json.loads(out or "[]") or []]
         images = {}
-        for info in json.loads(out or "[]") or []:
-            tags = tuple(t for t in info.get("RepoTags") or () if not t.endswith("-tmp:latest"))
-            image = StoredImage(_hex(info["Id"]), _hex(info.get("Parent") or ""), tags)
+        for image_id, parent, names in rows:
+            image = StoredImage(_hex(image_id), _hex(parent or ""), tuple(names or ()))
             images[image.id] = image
         return images
-
-    def image_id(self, name: str) -> str | None:
-        res = self.rt("image", "inspect", "--format", "{{.Id}}", name, mutates=False, check=False, timeout=60)
-        return _hex(res.stdout.strip()) if res.ok and res.stdout.strip() else None
 
     def size_bytes(self) -> int:
         """What all images take on disk, shared layers counted once (`system df`)."""
@@ -94,15 +99,22 @@ class ImageStore:
         tmp.write_text(json.dumps({"images": sorted(ids)}, indent=1) + "\n")
         os.replace(tmp, self.state_dir / LEDGER)
 
-    def record(self, built: Iterable[str], pulled: Iterable[str] = ()) -> None:
-        """Add built images with their parent chain (stopping at images we did not create) and
-        bases that this run pulled."""
-        images = self.inventory()
-        new = {_hex(p) for p in pulled if _hex(p) in images}
-        for start in built:
-            current = _hex(start)
+    def record(
+        self,
+        images: dict[str, StoredImage],
+        built: Iterable[str],
+        bases: Iterable[str] = (),
+        before: Iterable[str] = (),
+    ) -> None:
+        """Add built images with their parent chain (down to an image we did not create) and the
+        `bases` (names) that were not in the store `before` the run. `images`: the inventory now."""
+        known, ours = set(before), self.ledger()
+        wanted = {_short(b) for b in bases}
+        new = {i.id for i in images.values() if i.id not in known and wanted & {_short(n) for n in i.names}}
+        for start in map(_hex, built):
+            current = start
             while current in images and current not in new:
-                if current != _hex(start) and images[current].names and current not in self.ledger():
+                if current != start and images[current].names and current not in ours:
                     break  # a named image we did not build (a base): the chain is ours only above it
                 new.add(current)
                 current = images[current].parent
@@ -117,39 +129,58 @@ class ImageStore:
         with self._locked("active.lock", fcntl.LOCK_SH):
             yield
 
-    def _supersede(self, images: dict[str, StoredImage], keep: dict[str, set[str]]) -> None:
+    def _supersede(self, images: dict[str, StoredImage], keep: dict[str, set[str]]) -> dict[str, StoredImage]:
         """Tool-made names of each repository in `keep`, other than the ones kept, are removed from
-        ledger images: the build they named was superseded (the registry still has it)."""
-        ours = self.ledger()
+        ledger images: the build they named was superseded (the registry still has it). Returns
+        the inventory as it is afterwards."""
+        ours, after = self.ledger(), dict(images)
         for image in images.values():
-            for name in image.names if image.id in ours else ():
-                repository = name.rsplit(":", 1)[0]
-                if repository in keep and name not in keep[repository]:
-                    verb = ("untag",) if self.rt.argv[0] != "docker" else ("image", "rm", "--no-prune")
-                    self.rt(*verb, name, check=False, timeout=60)
+            stale = [
+                n
+                for n in (image.names if image.id in ours else ())
+                if n.rsplit(":", 1)[0] in keep and n not in keep[n.rsplit(":", 1)[0]]
+            ]
+            if not stale:
+                continue
+            if self.rt.argv[0] == "docker":
+                self.rt("image", "rm", "--no-prune", *stale, check=False, timeout=60)
+            else:
+                self.rt("untag", image.id, *stale, check=False, timeout=60)
+            after[image.id] = StoredImage(
+                image.id, image.parent, tuple(n for n in image.names if n not in stale)
+            )
+        return after
 
     def prune(
-        self, *, everything: bool = False, supersede: dict[str, set[str]] | None = None
+        self,
+        *,
+        everything: bool = False,
+        supersede: dict[str, set[str]] | None = None,
+        images: dict[str, StoredImage] | None = None,
     ) -> list[str] | None:
         """Remove ledger images nothing needs (with `everything`, every ledger image), after
-        untagging what `supersede` names. None: another run is active on this store, so nothing
-        was touched. Call it outside `active()`."""
+        untagging what `supersede` names. `images`: a fresh inventory, if the caller has one.
+        None: another run is active on this store, so nothing was touched. Call it outside
+        `active()`."""
         with self._try_exclusive() as alone:
             if not alone:
                 return None
+            images = images if images is not None else self.inventory()
             if supersede:
-                self._supersede(self.inventory(), supersede)
-            order = self.doomed(everything=everything)
+                images = self._supersede(images, supersede)
+            order = self.doomed(images, everything=everything)
+            left = set(images)
             if order:
-                self.rt("rmi", *(["--force"] if everything else []), *order, check=False, timeout=600)
-            left = set(self.inventory())
+                res = self.rt("rmi", *(["--force"] if everything else []), *order, check=False, timeout=600)
+                left = set(self.inventory()) if not res.ok else left - set(order)
             with self._locked("ledger.lock", fcntl.LOCK_EX):
                 self._write_ledger(self.ledger() & left)
             return [i for i in order if i not in left]
 
-    def doomed(self, *, everything: bool = False) -> list[str]:
+    def doomed(self, images: dict[str, StoredImage] | None = None, *, everything: bool = False) -> list[str]:
         """What `prune` would remove, children before parents."""
-        images, ours = self.inventory(), self.ledger()
+        images = images if images is not None else self.inventory()
+        ours = self.ledger()
         doomed = (set(ours) if everything else ours - _needed(images)) & set(images)
         return sorted(doomed, key=lambda i: -_depth(images, i))
 
@@ -177,6 +208,11 @@ class ImageStore:
                 yield True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _short(name: str) -> str:
+    """podman says docker.io/library/python:3.12-slim where docker says python:3.12-slim."""
+    return name.removeprefix("docker.io/").removeprefix("library/")
 
 
 def _needed(images: dict[str, StoredImage]) -> set[str]:

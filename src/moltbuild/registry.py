@@ -279,8 +279,10 @@ class RegistryClient:
     def image_config(self, name: str, reference: str) -> dict | None:
         """The image config (labels live in ["config"]["Labels"]); for an index, its first image's."""
         found = self.manifest(name, reference, method="GET")
-        if found is None:
-            return None
+        return None if found is None else self.config_of(name, found)
+
+    def config_of(self, name: str, found: Manifest) -> dict | None:
+        """The config of a manifest already fetched (GET): no second manifest request."""
         doc = json.loads(found.body)
         if "manifests" in doc:
             if not doc["manifests"]:
@@ -293,12 +295,19 @@ class RegistryClient:
         return self.put_tags(name, [tag], source_name=source_name, reference=reference)[tag]
 
     def put_tags(
-        self, name: str, tags: list[str], *, reference: str, source_name: str | None = None
+        self,
+        name: str,
+        tags: list[str],
+        *,
+        reference: str,
+        source_name: str | None = None,
+        manifest: Manifest | None = None,
     ) -> dict[str, str]:
-        """Point each of `tags` in `name` at the manifest `source_name:reference` (one GET, a PUT
-        per tag; blobs are mounted first across repositories). Returns tag -> digest served."""
+        """Point each of `tags` in `name` at the manifest `source_name:reference` (one GET unless
+        `manifest` is that manifest already, a PUT per tag; blobs are mounted first across
+        repositories). Returns tag -> digest served."""
         source_name = source_name or name
-        found = self.manifest(source_name, reference, method="GET")
+        found = manifest or self.manifest(source_name, reference, method="GET")
         if found is None:
             raise RegistryError(
                 f"{self.host}: {source_name}:{reference} not found (tag unknown); nothing to retag"

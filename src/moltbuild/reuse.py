@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .backends.base import ImageResult
 from .errors import RegistryError
 from .plan import INPUT_DIGEST_LABEL, ImagePlan, cache_tag
-from .registry import RegistryClient
+from .registry import Manifest, RegistryClient
 
 
 @dataclass(frozen=True)
@@ -18,22 +18,23 @@ class Reusable:
     image: ImagePlan
     digest: str
     platforms: tuple[str, ...]
+    manifest: Manifest | None = None  # fetched once by `find`, PUT again under each tag by `apply`
 
 
 def find(client: RegistryClient, image: ImagePlan, say: Callable[[str], None]) -> Reusable | None:
     """Read-only: the image pushed from the same inputs, when the registry has it."""
     cached = cache_tag(image.input_digest)
     name = image.ref.repository
-    found = client.manifest(name, cached)
+    found = client.manifest(name, cached, method="GET")  # the one manifest request of the skip path
     if found is None:
         return None
-    config = client.image_config(name, cached) or {}
+    config = client.config_of(name, found) or {}
     labels = (config.get("config") or {}).get("Labels") or {}
     if labels.get(INPUT_DIGEST_LABEL) != image.input_digest:
         say(f"[{image.name}] {cached} exists but its label does not match; building")
         return None
     platform = f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}"
-    return Reusable(image, found.digest, image.platforms or (platform,))
+    return Reusable(image, found.digest, image.platforms or (platform,), found)
 
 
 def apply(client: RegistryClient, hit: Reusable, *, dry_run: bool, say: Callable[[str], None]) -> ImageResult:
@@ -46,7 +47,7 @@ def apply(client: RegistryClient, hit: Reusable, *, dry_run: bool, say: Callable
         for tag in tags:
             say(f"[{image.name}] + PUT {image.ref.with_tag(tag)} (the manifest at {hit.digest[:19]})")
     else:
-        served = client.put_tags(image.ref.repository, tags, reference=hit.digest)
+        served = client.put_tags(image.ref.repository, tags, reference=hit.digest, manifest=hit.manifest)
         wrong = [tag for tag, digest in served.items() if digest != hit.digest]
         if wrong:
             raise RegistryError(f"{image.ref.with_tag(wrong[0])} does not serve the reused {hit.digest}")

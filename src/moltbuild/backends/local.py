@@ -38,6 +38,9 @@ class LocalBackend(Backend):
         self._logins: dict[str, Credentials | None] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._active = contextlib.ExitStack()
+        self._before: set[str] | None = None  # image IDs in the store when the run began
+        self._bases: list[str] = []
+        self._built: list[str] = []
 
     # -- what each local builder provides ------------------------------------------------------
 
@@ -93,33 +96,38 @@ class LocalBackend(Backend):
         self.prepare(run)
         self._logins = dict(run.logins)
         if not self.dry_run:  # this run counts as active on the store until close()
-            self._active.enter_context(self.store().active())
+            store = self.store()
+            self._active.enter_context(store.active())
+            self._before = set(store.inventory())
+            self._bases = [str(parse_base(b)) for b in run.bases]
         for host, creds in run.logins.items():
             if creds:
                 self.login(host, creds)
         if run.bases:  # once each, before any build, all at once
-            present = (
-                {} if self.dry_run else {b: self.store().image_id(str(parse_base(b))) for b in run.bases}
-            )
             with cf.ThreadPoolExecutor(max_workers=len(run.bases)) as pool:
                 for error in pool.map(lambda item: self._pull(run, *item), run.bases.items()):
                     if error:
                         raise error
-            pulled = [b for b, had in present.items() if not had]
-            if pulled:
-                store = self.store()
-                store.record((), [i for b in pulled if (i := store.image_id(str(parse_base(b))))])
 
     def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:
-        self._active.close()
-        if self.dry_run or not ok or not built or self.settings.get("MOLTBUILD_KEEP_IMAGES"):
-            return  # a failed run's intermediate images are the layer cache of the retry
-        keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
+        """Record what this run created in the store's ledger; after a good run, prune."""
         try:
-            removed = self.store().prune(supersede=keep)
-        except MoltbuildError as exc:  # hygiene never fails a good build
+            if self.dry_run or self.workdir is None or self._before is None:
+                return
+            store = self.store()
+            images = store.inventory()
+            store.record(images, self._built, self._bases, self._before)
+            self._active.close()
+            keep_all = self.settings.get("MOLTBUILD_KEEP_IMAGES")
+            if not ok or not built or keep_all:
+                return  # a failed run's intermediate images are the layer cache of the retry
+            keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
+            removed = store.prune(supersede=keep, images=images)
+        except MoltbuildError as exc:  # hygiene never fails a build
             self.runner.say(f"note: storage cleanup skipped: {exc.message.splitlines()[0]}")
             return
+        finally:
+            self._active.close()
         if removed:
             self.runner.say(
                 f"storage: removed {len(removed)} image(s) this tool created and nothing uses any more "
@@ -145,8 +153,8 @@ class LocalBackend(Backend):
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc)) from None
         image_id = self.built_id(image)
-        if image_id and not image.multi_platform and not self.dry_run:
-            self.store().record([image_id])
+        if image_id and not image.multi_platform:
+            self._built.append(image_id)  # recorded in the store's ledger by close()
         platforms = image.platforms or (self.native,)
         smoke = self.smoke(image, image_id, log)
         if not push:
