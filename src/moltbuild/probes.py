@@ -3,6 +3,7 @@ every Deployment in k8s/ that runs it (named ports resolved), and `smoke` in its
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -47,8 +48,14 @@ class SmokePlan:
 
 
 def _manifests(k8s_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    files = sorted(k8s_dir.glob("*.y*ml"))
+    return _parsed(tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+
+@functools.lru_cache(maxsize=8)  # every image of a plan reads the same manifests: parse them once
+def _parsed(files: tuple[tuple[Path, int, int], ...]) -> list[tuple[Path, dict[str, Any]]]:
     docs = []
-    for path in sorted(k8s_dir.glob("*.y*ml")):
+    for path, _, _ in files:
         try:
             docs += [(path, d) for d in YAML(typ="safe").load_all(path.read_text()) if isinstance(d, dict)]
         except YAMLError:

@@ -8,9 +8,6 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from . import report
 from .credentials import credentials_for, registry_client
 from .errors import ConfigError, MoltbuildError, RegistryError
@@ -64,6 +61,9 @@ def _why_unpushed(record: report.ImageRecord) -> str:
 
 def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
     """Targets for every `images:` entry; `known` maps HOST/NAME:TAG -> digest from the report."""
+    from ruamel.yaml import YAML  # only this path reads YAML: `invoke verify` alone does not load it
+    from ruamel.yaml.error import YAMLError
+
     try:
         # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
         doc = YAML(typ="base").load(path.read_text())

@@ -41,6 +41,31 @@ def test_list_imports_no_library_module_it_does_not_need(project):
     assert not heavy, sorted(heavy)
 
 
+def test_verify_imports_no_backend_no_yaml_no_cluster_client(project):
+    """`invoke verify` of a report needs a registry client only."""
+    import subprocess
+    import sys
+
+    (project / "build").mkdir(exist_ok=True)
+    (project / "build" / "images.json").write_text('{"version": 1, "images": []}')
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "invoke", "verify"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert "records no pushed image" in out.stderr, out.stderr[-500:]
+    imported = {
+        line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "moltbuild.verify" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("kubernetes", "ruamel")}
+    heavy |= {
+        m for m in imported if m.startswith(("moltbuild.backends", "moltbuild.build", "moltbuild.smoke"))
+    }
+    assert not heavy, sorted(heavy)
+
+
 def test_doctor_json_is_valid(project):
     out = run_invoke(project, "doctor", "--json")
     assert out.returncode == 0, out.stderr

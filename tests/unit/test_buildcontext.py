@@ -62,9 +62,11 @@ def reference_digest(context: Path, dockerfile: Path) -> str:
     ignore = context / ".dockerignore"
     spec = dockerignore_spec(ignore.read_text().splitlines() if ignore.is_file() else [])
     files = []
-    for dirpath, dirnames, filenames in os.walk(context):
+    for dirpath, _dirs, filenames in os.walk(context):
         rel_dir = Path(dirpath).relative_to(context)
-        files += [(rel_dir / n).as_posix() for n in filenames if not spec.match_file((rel_dir / n).as_posix())]
+        files += [
+            (rel_dir / n).as_posix() for n in filenames if not spec.match_file((rel_dir / n).as_posix())
+        ]
 
     def file_digest(path: Path) -> str:
         if path.is_symlink():

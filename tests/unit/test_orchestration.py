@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moltbuild import build, publish, report
-from moltbuild.backends import BACKENDS
+from moltbuild.backends import BACKENDS, backend_class
 from moltbuild.backends.base import Backend, BackendStatus, BasePull, ImageResult, JobLog, PushTarget, RunSpec
 from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
 from moltbuild.plan import BuildPlan, ImagePlan, cache_tag
@@ -105,13 +105,13 @@ def session(tmp_path: Path, runner: Runner | None = None) -> Session:
 
 def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_it():
     assert Backend.__abstractmethods__ == {"status", "open", "produce", "push_built"}
-    for cls in BACKENDS.values():
+    for cls in map(backend_class, BACKENDS):
         assert not cls.__abstractmethods__, cls
         assert "NotImplementedError" not in inspect.getsource(inspect.getmodule(cls))
 
 
 def test_kaniko_refuses_what_it_cannot_do_with_a_moltbuild_error(tmp_path):
-    kaniko = BACKENDS["kaniko"](Runner(), session(tmp_path).settings, storage_verdict())
+    kaniko = backend_class("kaniko")(Runner(), session(tmp_path).settings, storage_verdict())
     with pytest.raises(MoltbuildError, match=r"used before open\(\)"):
         kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
     target = PushTarget("api", image("api").ref, ("t",), "id")

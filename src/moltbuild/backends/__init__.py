@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib
 from collections.abc import Iterable
 
 from ..errors import ConfigError, GuardError
@@ -10,22 +11,31 @@ from ..probe import StorageVerdict
 from ..runner import Runner
 from ..settings import Settings
 from .base import Backend, BackendStatus
-from .buildah import BuildahBackend
-from .docker import DockerBackend
-from .kaniko import KanikoBackend
 
-BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (DockerBackend, BuildahBackend, KanikoBackend)}
+# Imported on first use: a command that needs one backend (or none) loads no other.
+BACKENDS: dict[str, str | type[Backend]] = {
+    "docker": ".docker:DockerBackend",
+    "buildah": ".buildah:BuildahBackend",
+    "kaniko": ".kaniko:KanikoBackend",
+}
 AUTO_ORDER = ("docker", "buildah")  # kaniko is chosen explicitly: it needs a cluster
 
 
 def make_backend(
     name: str, runner: Runner, settings: Settings, storage: StorageVerdict, *, dry_run: bool = False
 ) -> Backend:
+    return backend_class(name)(runner, settings, storage, dry_run=dry_run)
+
+
+def backend_class(name: str) -> type[Backend]:
     try:
-        cls = BACKENDS[name]
+        entry = BACKENDS[name]
     except KeyError:
         raise ConfigError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}") from None
-    return cls(runner, settings, storage, dry_run=dry_run)
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module, __name__), attr)
+    return entry
 
 
 def probe_all(
