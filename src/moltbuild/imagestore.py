@@ -1,12 +1,13 @@
 """Storage hygiene: a ledger of the images this tool created in a local image store (buildah's
 storage through podman, or docker's), and pruning that never touches anything else.
 
-The ledger holds each built image, its parent chain (the layer cache) and any base it pulled that
-was not there before. After a good run the images a build superseded lose their tool-made tags, and
-every ledger image that no tagged image or container still needs is removed, so storage holds one
-cached chain per image instead of one per build. Pruning runs only when no other run is active on
-the same store (a shared lock per run, an exclusive try-lock to prune): it never pulls an
-intermediate image out from under a build in progress.
+The ledger holds each built image and its parent chain (the layer cache) down to the base image;
+bases stay the user's, like every image the tool did not build. After a good run the images a
+build superseded lose their tool-made tags, and every ledger image that no tagged image or
+container still needs is removed, so storage holds one cached chain per image instead of one per
+build. Pruning runs only when no other run is active on the same store (a shared lock per run,
+an exclusive try-lock to prune): it never pulls an intermediate image out from under a build in
+progress.
 """
 
 from __future__ import annotations
@@ -99,23 +100,15 @@ class ImageStore:
         tmp.write_text(json.dumps({"images": sorted(ids)}, indent=1) + "\n")
         os.replace(tmp, self.state_dir / LEDGER)
 
-    def record(
-        self,
-        images: dict[str, StoredImage],
-        built: Iterable[str],
-        bases: Iterable[str] = (),
-        before: Iterable[str] = (),
-    ) -> None:
-        """Add built images with their parent chain (down to an image we did not create) and the
-        `bases` (names) that were not in the store `before` the run. `images`: the inventory now."""
-        known, ours = set(before), self.ledger()
-        wanted = {_short(b) for b in bases}
-        new = {i.id for i in images.values() if i.id not in known and wanted & {_short(n) for n in i.names}}
+    def record(self, images: dict[str, StoredImage], built: Iterable[str]) -> None:
+        """Add built images with their parent chain, down to the first image we did not create
+        (a base: pulled images stay the user's). `images`: the inventory now."""
+        ours, new = self.ledger(), set()
         for start in map(_hex, built):
             current = start
             while current in images and current not in new:
                 if current != start and images[current].names and current not in ours:
-                    break  # a named image we did not build (a base): the chain is ours only above it
+                    break
                 new.add(current)
                 current = images[current].parent
         with self._locked("ledger.lock", fcntl.LOCK_EX):
@@ -208,11 +201,6 @@ class ImageStore:
                 yield True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _short(name: str) -> str:
-    """podman says docker.io/library/python:3.12-slim where docker says python:3.12-slim."""
-    return name.removeprefix("docker.io/").removeprefix("library/")
 
 
 def _needed(images: dict[str, StoredImage]) -> set[str]:

@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..baseimages import parse_base
 from ..credentials import registry_client
 from ..errors import CommandError, JobError, MoltbuildError, RegistryError
 from ..imagestore import ImageStore
@@ -38,8 +37,7 @@ class LocalBackend(Backend):
         self._logins: dict[str, Credentials | None] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._active = contextlib.ExitStack()
-        self._before: set[str] | None = None  # image IDs in the store when the run began
-        self._bases: list[str] = []
+        self._opened = False
         self._built: list[str] = []
 
     # -- what each local builder provides ------------------------------------------------------
@@ -96,10 +94,8 @@ class LocalBackend(Backend):
         self.prepare(run)
         self._logins = dict(run.logins)
         if not self.dry_run:  # this run counts as active on the store until close()
-            store = self.store()
-            self._active.enter_context(store.active())
-            self._before = set(store.inventory())
-            self._bases = [str(parse_base(b)) for b in run.bases]
+            self._active.enter_context(self.store().active())
+            self._opened = True
         for host, creds in run.logins.items():
             if creds:
                 self.login(host, creds)
@@ -112,11 +108,11 @@ class LocalBackend(Backend):
     def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:
         """Record what this run created in the store's ledger; after a good run, prune."""
         try:
-            if self.dry_run or self.workdir is None or self._before is None:
+            if self.dry_run or not self._opened:
                 return
             store = self.store()
             images = store.inventory()
-            store.record(images, self._built, self._bases, self._before)
+            store.record(images, self._built)
             self._active.close()
             keep_all = self.settings.get("MOLTBUILD_KEEP_IMAGES")
             if not ok or not built or keep_all:
