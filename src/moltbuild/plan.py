@@ -157,6 +157,7 @@ def make_plan(
     root = settings.project_root
     configs = select_images(load_images(root), only=only, api_only=api_only, frontend_only=frontend_only)
     registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
+    settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
     git = tagging.read_git_state(root, session.runner, session.environ)
     tags = tagging.plan_tags(git, extra_tags)
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None

@@ -101,6 +101,68 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+class IdleWatch:
+    """Cuts a child whose process tree has read and written nothing for `limit` seconds: a
+    stalled registry makes a push or pull hang silently, not fail. Counts every read and write
+    syscall of the tree (/proc/PID/io rchar + wchar), sockets included."""
+
+    def __init__(self, proc: subprocess.Popen, limit: float):
+        self.proc, self.limit, self.stalled = proc, limit, False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        last, since = -1, time.monotonic()
+        while not self._done.wait(min(1.0, self.limit / 10)):
+            moved = sum(_io_bytes(pid) for pid in [self.proc.pid, *_tree(self.proc.pid)])
+            if moved != last:
+                last, since = moved, time.monotonic()
+            elif time.monotonic() - since >= self.limit:
+                self.stalled = True
+                for pid in _tree(self.proc.pid):
+                    _kill(pid, signal.SIGKILL)
+                _signal_group(self.proc, signal.SIGKILL)
+                return
+
+    def message(self) -> str:
+        return (
+            f"no progress for {self.limit:.0f}s (i/o timeout, MOLTBUILD_IDLE_TIMEOUT): cut; "
+            "is the registry answering?"
+        )
+
+
+def _io_bytes(pid: int) -> int:
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0
+    return int(fields.get("rchar", 0)) + int(fields.get("wchar", 0))
+
+
+def _tree(pid: int) -> list[int]:
+    """The descendants of one of our children, from its own /proc entries (no /proc scan)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                kids = [int(k) for k in Path(f"/proc/{current}/task/{tid}/children").read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def which(tool: str, path: str | None = None) -> str:
     found = shutil.which(tool, path=path)
     if not found:
@@ -185,9 +247,11 @@ class Runner:
         mutates: bool = True,
         what: str = "",
         echo: bool = False,
+        idle_timeout: float | None = None,
     ) -> Result:
         """Run to completion and capture output. `mutates=False` marks read-only probes,
-        which run even in dry-run."""
+        which run even in dry-run. `idle_timeout`: cut the command when it moves no byte for
+        that long (a transient error)."""
         self._check_argv(argv)
         if self.dry_run and mutates:
             self.say(self.describe(argv, env))
@@ -198,6 +262,7 @@ class Runner:
         proc = self._start(
             argv, env, cwd, stdin=data is not None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -206,8 +271,12 @@ class Runner:
             result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))
             raise CommandError(result.argv, -9, f"timed out after {timeout}s", what=what) from None
         finally:
+            if watch:
+                watch.stop()
             with _live_lock:
                 _live.discard(proc)
+        if watch and watch.stalled:
+            err = f"{err}\n{watch.message()}"
         result = Result(self.mask_argv(argv), proc.returncode, self.mask(out), self.mask(err))
         if check and proc.returncode != 0:
             raise CommandError(result.argv, proc.returncode, result.stderr or result.stdout, what=what)
@@ -224,6 +293,7 @@ class Runner:
         log_path: Path | None = None,
         what: str = "",
         tail_lines: int = 20,
+        idle_timeout: float | None = None,
     ) -> Result:
         """Run a long command, printing each output line (stdout+stderr) with `prefix`;
         on failure the error carries the last lines."""
@@ -245,6 +315,7 @@ class Runner:
             bufsize=1,
         )
         log = log_path.open("a", encoding="utf-8") if log_path else None
+        watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
         try:
             if data is not None and proc.stdin:
                 proc.stdin.write(data)
@@ -258,10 +329,15 @@ class Runner:
                 self.say(f"{prefix}{line}")
             proc.wait()
         finally:
+            if watch:
+                watch.stop()
             with _live_lock:
                 _live.discard(proc)
             if log:
                 log.close()
+        if watch and watch.stalled:
+            tail.append(watch.message())
+            self.say(f"{prefix}{watch.message()}")
         result = Result(self.mask_argv(argv), proc.returncode, "\n".join(tail))
         if proc.returncode != 0:
             raise CommandError(result.argv, proc.returncode, result.stdout, what=what)

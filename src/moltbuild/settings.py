@@ -126,6 +126,12 @@ KEYS: dict[str, KeySpec] = {
             "github_api",
             "https://api.github.com",
         ),
+        KeySpec(
+            "MOLTBUILD_IDLE_TIMEOUT",
+            "seconds a push or pull may move no byte before it is cut and retried",
+            "idle_timeout",
+            "60",
+        ),
         KeySpec("MOLTBUILD_KANIKO_TIMEOUT", "seconds a kaniko Job may take", "kaniko_timeout", "1800"),
         KeySpec("MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep"),
     )
@@ -158,6 +164,19 @@ class Settings:
 
     def source(self, key: str) -> str:
         return self.values[key].source
+
+    def seconds(self, key: str) -> float:
+        """A setting in seconds: a positive number, else a ConfigError naming the key."""
+        raw = str(self[key])
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(
+                f"{key}={raw!r} (from {self.source(key)}) must be a number of seconds above 0, e.g. 60"
+            )
+        return value
 
     @property
     def secrets(self) -> list[str]:

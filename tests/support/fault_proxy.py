@@ -1,5 +1,8 @@
 """A loopback HTTP proxy in front of a real registry that injects faults on a schedule:
-"503" answers 503 with Retry-After, "reset" drops the connection with a TCP RST, "ok" forwards.
+"503" answers 503 with Retry-After, "429" answers 429 Too Many Requests, "reset" drops the
+connection with a TCP RST, "stall" reads the request and then answers nothing until the proxy stops
+(a registry that hangs, e.g. under `kill -STOP`), "ok" forwards. `rules` put a fault on the first
+requests whose "METHOD /path" matches a pattern, each rule once, before the schedule applies.
 
 With paginate_tags it also pages `tags/list` by `n`/`last` with a `Link: rel="next"` header, as
 ghcr.io and distribution 3 do: Debian's distribution 2.8 ignores `n` for tags (it pages only
@@ -28,7 +31,10 @@ class FaultProxy:
         default: str = "ok",
         retry_after: str = "0.1",
         paginate_tags: bool = False,
+        rules: list[tuple[str, str]] | None = None,
     ):
+        self.rules = [(re.compile(pattern), fault) for pattern, fault in rules or []]
+        self._stopping = threading.Event()
         self.paginate_tags = paginate_tags
         self.upstream = upstream.rstrip("/")
         self.faults = deque(faults or [])
@@ -46,6 +52,11 @@ class FaultProxy:
 
     def next_fault(self, line: str) -> str:
         with self._lock:
+            rule = next((r for r in self.rules if r[0].search(line)), None)
+            if rule:
+                self.rules.remove(rule)
+                self.seen.append(f"{rule[1]} {line}")
+                return rule[1]
             fault = self.faults.popleft() if self.faults else self.default
             self.seen.append(f"{fault} {line}")
             return fault
@@ -55,6 +66,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -69,21 +81,26 @@ class FaultProxy:
 
             def _relay(self) -> None:
                 fault = proxy.next_fault(f"{self.command} {self.path}")
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                body = self._body()
+                if fault == "stall":
+                    proxy._stopping.wait(600)
+                    self.close_connection = True
+                    return
                 if fault == "reset":
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
                     return
-                if fault == "503":
-                    self.send_response(503)
+                if fault in ("503", "429"):
+                    self.send_response(int(fault))
                     self.send_header("Retry-After", proxy.retry_after)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length", "transfer-encoding")
                 }
                 parts = urlsplit(self.path)
                 if (
@@ -120,6 +137,18 @@ class FaultProxy:
                 self.end_headers()
                 if payload:
                     self.wfile.write(payload)
+
+            def _body(self) -> bytes | None:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # blob uploads
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
 
             def _paged_tags(self, parts, headers) -> None:
                 resp = requests.get(proxy.upstream + parts.path, headers=headers, timeout=30)

@@ -134,6 +134,11 @@ class Backend(ABC):
         self.settings = settings
         self.storage = storage
 
+    @property
+    def idle_timeout(self) -> float:
+        """How long a push or pull may move no byte (MOLTBUILD_IDLE_TIMEOUT)."""
+        return self.settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
+
     def tool_path(self) -> str | None:
         return shutil.which(self.binary)
 

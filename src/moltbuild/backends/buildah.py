@@ -175,7 +175,12 @@ class BuildahBackend(LocalBackend):
             str(parse_base(base)),
         ]
         self.runner.run(
-            argv, env=self.env(), timeout=1800, what=f"pulling base image {base} from {source}", echo=True
+            argv,
+            env=self.env(),
+            timeout=1800,
+            what=f"pulling base image {base} from {source}",
+            echo=True,
+            idle_timeout=self.idle_timeout,
         )
 
     def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
@@ -211,5 +216,6 @@ class BuildahBackend(LocalBackend):
             env=self.env(),
             log_path=log.path,
             what=f"push of {target.ref.with_tag(tag)}",
+            idle_timeout=self.idle_timeout,
         )
         return "" if self.dry_run else digestfile.read_text().strip()

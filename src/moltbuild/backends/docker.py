@@ -167,6 +167,7 @@ class DockerBackend(LocalBackend):
             timeout=1800,
             what=f"pulling base image {base} from {source}",
             echo=True,
+            idle_timeout=self.idle_timeout,
         )
         canonical = str(parse_base(base))
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
@@ -206,6 +207,7 @@ class DockerBackend(LocalBackend):
             env=self.env(),
             log_path=log.path,
             what=f"push of {ref}",
+            idle_timeout=self.idle_timeout,  # the CLI reads the daemon's progress: silence is a stall
         )
         if self.dry_run:
             return ""
