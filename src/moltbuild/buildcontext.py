@@ -11,8 +11,8 @@ import os
 import re
 import tarfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pathspec
 
@@ -47,8 +47,7 @@ def _negation_prefixes(lines: Iterable[str]) -> list[str]:
     return prefixes
 
 
-@dataclass(frozen=True)
-class ContextFile:
+class ContextFile(NamedTuple):  # a tuple: 50k of them are made per hash of a large context
     rel: str  # POSIX path below the context
     path: str
     mode: int

@@ -111,6 +111,8 @@ class LocalBackend(Backend):
             if self.dry_run or not self._opened:
                 return
             store = self.store()
+            if {b.removeprefix("sha256:") for b in self._built} <= store.ledger():
+                return  # every build was a full cache hit: no image is new, none superseded
             images = store.inventory()
             store.record(images, self._built)
             self._active.close()
