@@ -43,6 +43,8 @@ def dockerfile_bases(dockerfile: Path, build_args: dict[str, str] | None = None)
                 bases.append(image)
             if m.group(2):
                 stages.add(m.group(2))
+    if not seen_from:
+        raise ConfigError(f"{dockerfile}: no FROM instruction; every stage starts FROM an image or scratch")
     return bases
 
 

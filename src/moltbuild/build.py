@@ -11,7 +11,7 @@ from pathlib import Path
 from . import ghactions, report, reuse
 from .backends import make_backend
 from .backends.base import Backend, ImageResult, JobLog, RunSpec
-from .changes import resolve_base, select_changed
+from .changes import check_explicit_base, resolve_base, select_changed
 from .config import load_images
 from .credentials import Credentials, preflight_push, registry_client
 from .errors import BuildError, JobError, MoltbuildError
@@ -224,6 +224,8 @@ def build_images(
         for c in select_images(configs, only=only.split(","), api_only=api_only, frontend_only=frontend_only)
     ]
     if changed:
+        if base and base.strip():
+            check_explicit_base(root, resolve_base(base, session.environ), session.runner)
         base = resolve_base(base, session.environ)
         wanted, account = select_changed(root, configs, base, session.runner)
         say(account)

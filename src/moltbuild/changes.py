@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .buildcontext import dockerignore_spec
 from .config import ImageConfig
-from .errors import MoltbuildError
+from .errors import ConfigError, MoltbuildError
 from .runner import Runner
 from .tables import render_table
 
@@ -42,7 +42,19 @@ def base_from_github(environ: Mapping[str, str]) -> str | None:
 
 def resolve_base(explicit: str | None, environ: Mapping[str, str]) -> str:
     """--base, else the GitHub event's base, else the previous commit."""
+    explicit = (explicit or "").strip() or None  # an empty --base (an unset CI input) is no --base
+    if explicit and explicit.startswith("-"):
+        raise ConfigError(f"--base {explicit!r} is not a revision; pass a branch, tag or commit SHA")
     return explicit or base_from_github(environ) or "HEAD^"
+
+
+def check_explicit_base(root: Path, base: str, runner: Runner) -> None:
+    """A --base the user typed must exist; only a base GitHub supplies may be unknown (force-push)."""
+    if not ZERO_SHA.match(base) and _Git(root, runner).commit(base) is None:
+        raise ConfigError(
+            f"--base {base!r} is not a commit in this repository; pass a branch, tag or SHA "
+            f"(fetch it first if it is remote: git fetch origin {base})"
+        )
 
 
 class _Git:
@@ -151,6 +163,8 @@ def show_changed(*, base: str | None = None, as_json: bool = False) -> list[Chan
 
     session = Session.create()
     root = session.settings.project_root
+    if base and base.strip():
+        check_explicit_base(root, resolve_base(base, session.environ), session.runner)
     base = resolve_base(base, session.environ)
     sha, changes = changed_images(root, load_images(root), base, session.runner)
     print(render(base, sha, changes, as_json=as_json))

@@ -69,6 +69,11 @@ def load_images(project_root: Path, tool: dict[str, Any] | None = None) -> dict[
         if not context.is_dir():
             raise ConfigError(f"{where}.{name}] context {raw['context']!r} is not a directory")
         dockerfile = (context / raw.get("dockerfile", "Dockerfile")).resolve()
+        if not dockerfile.is_file():
+            raise ConfigError(
+                f"{where}.{name}] dockerfile {raw.get('dockerfile', 'Dockerfile')!r}: "
+                f"{dockerfile} does not exist; create it or set `dockerfile` to a file in the context"
+            )
         platforms = raw.get("platforms", ())
         if isinstance(platforms, str):
             platforms = [p.strip() for p in platforms.split(",") if p.strip()]

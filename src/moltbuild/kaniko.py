@@ -145,7 +145,10 @@ def job_manifest(
 def timeout_of(settings: Settings) -> int:
     raw = settings["MOLTBUILD_KANIKO_TIMEOUT"]
     if not str(raw).isdigit() or int(raw) < 1:
-        raise ConfigError(f"MOLTBUILD_KANIKO_TIMEOUT={raw!r} must be a whole number of seconds (e.g. 1800)")
+        source = settings.source("MOLTBUILD_KANIKO_TIMEOUT")
+        raise ConfigError(
+            f"MOLTBUILD_KANIKO_TIMEOUT={raw!r} (from {source}) must be a whole number of seconds (e.g. 1800)"
+        )
     return int(raw)
 
 

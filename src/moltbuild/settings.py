@@ -204,6 +204,15 @@ def parse_env_file(path: Path) -> dict[str, tuple[str, int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path} is a directory; it must be a KEY=VALUE file (remove or rename it)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise ConfigError(f"{path}:{line}: contains a NUL byte; remove it (binary data is not a setting)")
     out: dict[str, tuple[str, int]] = {}
     for binding in parse_stream(io.StringIO(text)):
         raw = binding.original.string
@@ -237,9 +246,26 @@ def _unknown_key_warnings(keys: list[str], where: str) -> list[str]:
     return warnings
 
 
+_HOST_PORT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
 def _validate(spec: KeySpec, value: str, source: str) -> None:
     if spec.choices and value not in spec.choices:
         raise ConfigError(f"{spec.key}={value!r} (from {source}) is not one of {', '.join(spec.choices)}")
+    if spec.key == "MOLTBUILD_INSECURE_REGISTRIES":
+        for host in (h.strip() for h in value.split(",") if h.strip()):
+            if not _HOST_PORT_RE.match(host):
+                raise ConfigError(
+                    f"{spec.key} (from {source}): {host!r} is not HOST[:PORT]; list hosts without "
+                    "a scheme or path, e.g. 127.0.0.1:5000,registry.lan"
+                )
+    if spec.key == "MOLTBUILD_REGISTRY_CA" and value:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise ConfigError(
+                f"{spec.key}={value!r} (from {source}) {what}; point it at the registry's CA bundle (PEM)"
+            )
 
 
 def load_settings(
@@ -268,7 +294,7 @@ def load_settings(
     warnings: list[str] = []
     for name in (".env.local", ".env"):
         path = project_root / name
-        if path.is_file():
+        if path.exists():
             parsed = parse_env_file(path)
             layers.append((name, {k: (v, f"{name}:{ln}") for k, (v, ln) in parsed.items()}))
             warnings += _unknown_key_warnings(list(parsed), name)

@@ -66,14 +66,24 @@ def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
 
     try:
         # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
-        doc = YAML(typ="base").load(path.read_text())
+        doc = YAML(typ="base").load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the kustomization ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML; fix the syntax") from None
-    images = (doc or {}).get("images") or [] if isinstance(doc, dict) else []
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{path}: a kustomization is a mapping (images:, resources:, ...), not {_kind(doc)}"
+        )
+    images = doc.get("images")
+    if not images:
+        raise ConfigError(
+            f"{path}: no `images:` entries, so nothing to verify; pin images with `invoke k8s.set-images`"
+        )
     if not isinstance(images, list):
         raise ConfigError(f"{path}: `images` must be a list of name/newName/newTag/digest entries")
     targets = []
@@ -92,6 +102,10 @@ def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
             ref = base.with_digest(digest) if digest else base.with_tag("latest")
         targets.append(Target(path.name, str(item["name"]), ref, digest or known.get(str(ref))))
     return targets
+
+
+def _kind(doc: object) -> str:
+    return "a list" if isinstance(doc, list) else "empty" if doc is None else f"a {type(doc).__name__}"
 
 
 class _Clients:

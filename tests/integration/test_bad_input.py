@@ -141,7 +141,7 @@ CASES = [
     Case("env-local-nul", DRY, ".env.local", setup=write(".env.local", "MOLTBUILD_BACKEND=buildah\0\n")),
     Case("env-local-not-utf8", DRY, ".env.local", setup=write(".env.local", b"MOLTBUILD_BACKEND=\xff\xfe\n")),
     Case("env-local-directory", DRY, ".env.local", setup=mkdir(".env.local")),
-    Case("env-local-bad-value", DRY, ".env.local", setup=write(".env.local", "MOLTBUILD_BACKEND=podman\n")),
+    Case("env-local-bad-value", DRY, ".env.local", setup=write(".env.local", "MOLTBUILD_IMAGE_FORMAT=xml\n")),
     Case("env-local-bad-line", DRY, ".env.local", setup=write(".env.local", "MOLTBUILD_BACKEND buildah\n")),
     # -- pyproject and the build inputs ----------------------------------------------------------
     Case("dockerfile-missing", DRY, "Dockerfile", setup=remove("api/Dockerfile")),

@@ -101,11 +101,13 @@ def test_buildah_multi_platform_builds_a_manifest(tmp_path):
     "environ, tls",
     [
         ({"MOLTBUILD_INSECURE_REGISTRIES": "reg:5000"}, ["--tls-verify=false"]),
-        ({"MOLTBUILD_REGISTRY_CA": "/ca.pem"}, ["--cert-dir"]),
+        ({"MOLTBUILD_REGISTRY_CA": "ca.pem"}, ["--cert-dir"]),  # made in tmp_path below
         ({}, []),
     ],
 )
-def test_buildah_push_argv_tls(tmp_path, environ, tls):
+def test_buildah_push_argv_tls(tmp_path, environ, tls, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     b = backend("buildah", tmp_path, environ)
     argv = b.push_argv(target(image()), "main", "/d/digest")
     assert argv[3] == "push" and argv[-2:] == [

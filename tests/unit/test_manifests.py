@@ -110,5 +110,5 @@ def test_setup_objects_and_secret_validate_in_any_namespace():
 
 def test_timeout_setting_is_checked():
     settings = load_settings(ROOT, environ={"MOLTBUILD_KANIKO_TIMEOUT": "soon"}, tool_config={})
-    with pytest.raises(ConfigError, match="MOLTBUILD_KANIKO_TIMEOUT='soon' must be a whole number"):
+    with pytest.raises(ConfigError, match=r"KANIKO_TIMEOUT='soon' \(from environment\) must be a whole"):
         job_manifest(ROOT, image(), name="x", namespace="n", settings=settings, args=[])

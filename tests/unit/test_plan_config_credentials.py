@@ -17,6 +17,7 @@ IMAGES = {
 def images(tmp_path: Path, table=None):
     for d in ("api", "fe"):
         (tmp_path / d).mkdir(exist_ok=True)
+        (tmp_path / d / "Dockerfile").write_text("FROM scratch\n")
     return load_images(tmp_path, {"images": table or IMAGES})
 
 
@@ -32,6 +33,7 @@ def test_config_resolves_paths_and_stringifies_build_args(tmp_path):
         ({"api": {"repository": "r", "context": "api", "dockerfle": "x"}}, "unknown key 'dockerfle'"),
         ({"api": {"context": "api"}}, "needs `repository`"),
         ({"api": {"repository": "r", "context": "nowhere"}}, "context 'nowhere' is not a directory"),
+        ({"api": {"repository": "r", "context": "api", "dockerfile": "Nope"}}, "dockerfile 'Nope'"),
     ],
 )
 def test_config_errors_name_the_table_and_key(tmp_path, table, fragment):

@@ -46,6 +46,17 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
             terminate_all()
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=141) from None
+        except Exception as exc:  # a bug, or an input no check foresaw: one line, not a traceback
+            if os.environ.get("MOLTBUILD_TRACEBACK"):
+                raise
+            from ..runner import mask_known_secrets
+
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise Exit(
+                f"error: unexpected {type(exc).__name__}: {mask_known_secrets(first)}; this is a moltbuild "
+                "bug: rerun with MOLTBUILD_TRACEBACK=1 for the traceback and report it",
+                code=70,
+            ) from None
         except KeyboardInterrupt as exc:
             from ..runner import terminate_all
 
@@ -67,4 +78,18 @@ def seconds(value: str | float, flag: str) -> float:
         raise ConfigError(f"{flag} {value!r} must be a number of seconds, e.g. {flag} 30") from None
     if number <= 0:
         raise ConfigError(f"{flag} {value!r} must be more than 0 seconds")
+    return number
+
+
+def count(value: str | int, flag: str, minimum: int = 1) -> int:
+    """A whole-number flag. Declared with a string default so invoke does not cast it: its own
+    int() cast ends in a traceback on `--jobs abc`."""
+    from ..errors import ConfigError
+
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} must be a whole number, e.g. {flag} 2") from None
+    if number < minimum:
+        raise ConfigError(f"{flag} {value!r} must be at least {minimum}")
     return number

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from . import edge
+from . import count, edge
 
 BUILD_HELP = {
     "push": "push every tag after building",
@@ -37,7 +37,7 @@ def build(
     backend=None,
     platform=None,
     no_cache=False,
-    jobs=2,
+    jobs="2",
     force=False,
     rebuild=False,
     changed=False,
@@ -57,7 +57,7 @@ def build(
         backend=backend,
         platform=platform,
         no_cache=no_cache,
-        jobs=int(jobs),
+        jobs=count(jobs, "--jobs"),
         force=force,
         rebuild=rebuild,
         changed=changed,
@@ -78,11 +78,11 @@ def push(c, only="", dry_run=False):
 
 @task(help={"jobs": "images built at once (default 2)"})
 @edge
-def pipeline(c, jobs=2):
+def pipeline(c, jobs="2"):
     """The main job: build both images, push (embedded registry if none set), verify digests."""
     from .. import pipeline as pipeline_mod
 
-    pipeline_mod.run_pipeline(jobs=int(jobs))
+    pipeline_mod.run_pipeline(jobs=count(jobs, "--jobs"))
 
 
 @task(

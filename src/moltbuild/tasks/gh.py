@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from . import edge, seconds
+from . import count, edge, seconds
 
 
 @task(
@@ -43,13 +43,14 @@ def dispatch(
     help={"workflow": "workflow file name (default build-images.yml)", "limit": "how many runs (default 10)"}
 )
 @edge
-def runs(c, workflow="build-images.yml", limit=10):
+def runs(c, workflow="build-images.yml", limit="10"):
     """List the recent runs of the build workflow."""
     from .. import github
     from ..session import Session
 
+    limit = count(limit, "--limit")  # checked before the repository is looked up
     session = Session.create()
-    session.runner.say(github.render_runs(github.client(session).runs(workflow, limit=int(limit))))
+    session.runner.say(github.render_runs(github.client(session).runs(workflow, limit=limit)))
 
 
 ns = Collection("gh", dispatch, runs)

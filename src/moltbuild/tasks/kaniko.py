@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from . import edge
+from . import count, edge
 
 KUBE_HELP = {
     "namespace": "namespace of the Jobs, Secret and RBAC (default MOLTBUILD_KUBE_NAMESPACE or moltbook)",
@@ -50,7 +50,7 @@ def build(
     namespace=None,
     context=None,
     keep=False,
-    jobs=2,
+    jobs="2",
     dry_run=False,
 ):
     """Build and push the images as Kaniko Jobs in the cluster; writes build/images.json."""
@@ -73,7 +73,7 @@ def build(
         backend="kaniko",
         no_cache=no_cache,
         rebuild=rebuild,
-        jobs=int(jobs),
+        jobs=count(jobs, "--jobs"),
         dry_run=dry_run,
         session=Session.create(cli={k: v for k, v in cli.items() if v[0] is not None}),
     )
