@@ -4,6 +4,7 @@ parallel, record each image the moment it is known, summarise. It never knows wh
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,8 @@ def build_images(
     cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
     session = session or Session.create(cli=cli)
     say = session.runner.say
+    for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
+        print(f"warning: {warning}", file=sys.stderr)
     root = session.settings.project_root
     configs = load_images(root)
     names = [

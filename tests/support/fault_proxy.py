@@ -100,7 +100,9 @@ class FaultProxy:
                 headers = {
                     k: v
                     for k, v in self.headers.items()
-                    if k.lower() not in ("host", "content-length", "transfer-encoding")
+                    # Host goes through: the registry builds upload Locations from it, so every
+                    # request of a push keeps coming through this proxy
+                    if k.lower() not in ("content-length", "transfer-encoding")
                 }
                 parts = urlsplit(self.path)
                 if (
