@@ -156,6 +156,7 @@ def execute(
                         logins={host: creds} if plan.push else {},
                         mirror=plan.mirror,
                         bases=plan.bases_for(to_build),
+                        purpose="invoke build" + (" --push" if plan.push else ""),
                     )
                 )
                 ok = not any(
@@ -257,7 +258,8 @@ def build_images(
         return execute(session, plan, dry_run=True)
     title = f"moltbuild: {'build and push' if push else 'build'} ({plan.backend})"
     try:
-        records = execute(session, plan, dry_run=False)
+        with report.run_lock(report.default_path(root), "invoke build" + (" --push" if push else ""), say):
+            records = execute(session, plan, dry_run=False)
     except BuildError as exc:
         ghactions.publish(title, getattr(exc, "records", []), session.environ)
         raise

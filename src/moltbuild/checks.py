@@ -65,7 +65,7 @@ def run_checks(*, only: str = "", ref: str | None = None) -> None:
             image = rec.image_id or str(rec.ref.with_digest(rec.digest or ""))
             targets.append((cfg, image))
     with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
-        backend.open(RunSpec(Path(tmp)))
+        backend.open(RunSpec(Path(tmp), purpose="invoke smoke"))
         with contextlib.closing(backend):  # releases the store's run lock
             _check_all(backend, targets, settings, root)
 

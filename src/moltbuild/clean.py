@@ -58,11 +58,8 @@ def clean(
                     say(f"  {image_id[:12]}")
                 removed[name] = doomed
                 continue
-            gone = store.prune(everything=everything, supersede=_last_builds(session))
-            if gone is None:
-                raise MoltbuildError(
-                    f"{name}: another moltbuild run is using this storage; clean again when it ends"
-                )
+            with store.exclusive("invoke clean", say):
+                gone = store.prune(everything=everything, supersede=_last_builds(session))
             stats = store.stats()
             say(
                 f"{name}: removed {len(gone)} {what}; {stats.images} image(s) left "

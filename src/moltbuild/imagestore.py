@@ -5,9 +5,8 @@ The ledger holds each built image and its parent chain (the layer cache) down to
 bases stay the user's, like every image the tool did not build. After a good run the images a
 build superseded lose their tool-made tags, and every ledger image that no tagged image or
 container still needs is removed, so storage holds one cached chain per image instead of one per
-build. Pruning runs only when no other run is active on the same store (a shared lock per run,
-an exclusive try-lock to prune): it never pulls an intermediate image out from under a build in
-progress.
+build. One run at a time uses a store (a lock that names its holder), so pruning never pulls an
+intermediate image out from under a build in progress.
 """
 
 from __future__ import annotations
@@ -16,10 +15,12 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .locks import held
 
 if TYPE_CHECKING:
     from .smoke import ContainerRuntime
@@ -116,11 +117,14 @@ class ImageStore:
 
     # -- runs and pruning ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Held for a whole run: pruning waits for no one and skips while another run is active."""
-        with self._locked("active.lock", fcntl.LOCK_SH):
-            yield
+    def exclusive(
+        self, what: str, say: Callable[[str], None], *, timeout: float = 3600
+    ) -> contextlib.AbstractContextManager:
+        """One run at a time per store. Builds that share a storage race in buildah's layer cache
+        (one sees the other's half-committed `<hex>-tmp` image and records that name in the
+        image's history, so the same commit gets two digests); pruning needs it too."""
+        where = f"the image store at {self.state_dir.parent}"
+        return held(self.state_dir / "run.lock", what, where, say, timeout=timeout)
 
     def _supersede(self, images: dict[str, StoredImage], keep: dict[str, set[str]]) -> dict[str, StoredImage]:
         """Tool-made names of each repository in `keep`, other than the ones kept, are removed from
@@ -150,25 +154,21 @@ class ImageStore:
         everything: bool = False,
         supersede: dict[str, set[str]] | None = None,
         images: dict[str, StoredImage] | None = None,
-    ) -> list[str] | None:
+    ) -> list[str]:
         """Remove ledger images nothing needs (with `everything`, every ledger image), after
         untagging what `supersede` names. `images`: a fresh inventory, if the caller has one.
-        None: another run is active on this store, so nothing was touched. Call it outside
-        `active()`."""
-        with self._try_exclusive() as alone:
-            if not alone:
-                return None
-            images = images if images is not None else self.inventory()
-            if supersede:
-                images = self._supersede(images, supersede)
-            order = self.doomed(images, everything=everything)
-            left = set(images)
-            if order:
-                res = self.rt("rmi", *(["--force"] if everything else []), *order, check=False, timeout=600)
-                left = set(self.inventory()) if not res.ok else left - set(order)
-            with self._locked("ledger.lock", fcntl.LOCK_EX):
-                self._write_ledger(self.ledger() & left)
-            return [i for i in order if i not in left]
+        Call it inside `exclusive()`."""
+        images = images if images is not None else self.inventory()
+        if supersede:
+            images = self._supersede(images, supersede)
+        order = self.doomed(images, everything=everything)
+        left = set(images)
+        if order:
+            res = self.rt("rmi", *(["--force"] if everything else []), *order, check=False, timeout=600)
+            left = set(self.inventory()) if not res.ok else left - set(order)
+        with self._locked("ledger.lock", fcntl.LOCK_EX):
+            self._write_ledger(self.ledger() & left)
+        return [i for i in order if i not in left]
 
     def doomed(self, images: dict[str, StoredImage] | None = None, *, everything: bool = False) -> list[str]:
         """What `prune` would remove, children before parents."""
@@ -184,21 +184,6 @@ class ImageStore:
             fcntl.flock(fh, mode)
             try:
                 yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _try_exclusive(self) -> Iterator[bool]:
-        """Exclusive if no run holds `active()` (this process's own hold included), else False."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "active.lock", "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 

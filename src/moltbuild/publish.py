@@ -69,7 +69,8 @@ class _Backends:
             s = self.session
             backend = make_backend(record.backend, s.runner, s.settings, s.storage, dry_run=self.dry_run)
             creds = preflight_push(key[1], s.settings, check_registry=not self.dry_run)
-            backend.open(RunSpec(Path(tempfile.mkdtemp(dir=self.workdir)), logins={key[1]: creds}))
+            workdir = Path(tempfile.mkdtemp(dir=self.workdir))
+            backend.open(RunSpec(workdir, logins={key[1]: creds}, purpose="invoke push"))
             self._open[key] = backend
         return self._open[key]
 
@@ -87,6 +88,7 @@ def push_built(
     path = report_path or report.default_path(session.settings.project_root)
     updated = []
     with (
+        report.run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp,  # 0700: auth files live here
         contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
     ):
@@ -140,6 +142,17 @@ def tag_built(
     session = Session.create()
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
+    with report.run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():
+        updated = _tag_records(session, path, tags, only, dry_run)
+    if not dry_run:
+        ghactions.publish("moltbuild: tag", updated, session.environ)
+    return updated
+
+
+def _tag_records(
+    session: Session, path: Path, tags: list[str], only: str, dry_run: bool
+) -> list[ImageRecord]:
+    say = session.runner.say
     updated = []
     for record in _built_records(path, only):
         new_tags = [t for t in tags if t not in record.tags]
@@ -153,6 +166,4 @@ def tag_built(
             report.update(path, new)
         updated.append(new)
         say(f"[{record.name}] tagged {', '.join(tags)} {where}")
-    if not dry_run:
-        ghactions.publish("moltbuild: tag", updated, session.environ)
     return updated

@@ -5,6 +5,7 @@ Only this module reads or writes the file; everything else sees `ImageRecord`s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -203,12 +204,28 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def update(path: Path, record: ImageRecord) -> None:
-    """Insert or replace one image's record (by name) under a file lock."""
+    """Insert or replace one image's record (by name) under a file lock. A build that produced
+    nothing never replaces a good record: `invoke push` can still push the earlier build."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=60):
-        kept = [r for r in read(path) if r.name != record.name]
+        current = read(path)
+        if (
+            record.status == "failed"
+            and not record.image_id
+            and any(r.name == record.name and r.ok for r in current)
+        ):
+            return
+        kept = [r for r in current if r.name != record.name]
         images = sorted([*kept, record], key=lambda r: r.name)
         _write_atomic(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
+
+
+def run_lock(path: Path, what: str, say: Callable[[str], None]) -> contextlib.AbstractContextManager:
+    """One run at a time per report: two runs writing the same report and the same tags could
+    each exit 0 with the report naming one image and the registry another."""
+    from .locks import held
+
+    return held(Path(str(path) + ".run.lock"), what, str(path), say)
 
 
 @dataclass

@@ -37,25 +37,35 @@ def test_sizes_as_podman_and_docker_print_them(text, size):
     assert _parse_size(text) == size
 
 
-def _hold_active(state_dir: str, ready, release) -> None:
-    with ImageStore(None, Path(state_dir)).active():  # type: ignore[arg-type]
+def _hold(state_dir: str, ready, release) -> None:
+    with ImageStore(None, Path(state_dir)).exclusive("invoke build --push", print):  # type: ignore[arg-type]
         ready.set()
         release.wait(30)
 
 
-def test_prune_touches_nothing_while_another_run_is_active(tmp_path):
+def test_a_second_run_on_the_store_names_the_holder_and_waits(tmp_path):
+    from moltbuild.errors import MoltbuildError
+
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
-    other = ctx.Process(target=_hold_active, args=(str(tmp_path), ready, release))
+    other = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
     other.start()
+    said: list[str] = []
     try:
         assert ready.wait(30)
-        # rt is None: the prune must decide before it runs any tool
-        assert ImageStore(None, tmp_path).prune() is None  # type: ignore[arg-type]
+        store = ImageStore(None, tmp_path)  # type: ignore[arg-type]
+        with (
+            pytest.raises(MoltbuildError, match=rf"in use by pid {other.pid} \(`invoke build --push`"),
+            store.exclusive("invoke clean", said.append, timeout=0.3),
+        ):
+            pass
+        assert said and said[0].startswith(f"waiting: pid {other.pid} (`invoke build --push`")
     finally:
         release.set()
         other.join(30)
     assert other.exitcode == 0
+    with ImageStore(None, tmp_path).exclusive("invoke clean", said.append):  # type: ignore[arg-type]
+        pass  # free again once the holder is gone
 
 
 def test_ledger_survives_garbage_and_records_atomically(tmp_path):

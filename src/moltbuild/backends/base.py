@@ -63,6 +63,7 @@ class RunSpec:
     logins: Mapping[str, Credentials | None] = field(default_factory=dict)  # registry host -> creds
     mirror: str | None = None
     bases: Mapping[str, BasePull] = field(default_factory=dict)  # base as the Dockerfile names it
+    purpose: str = "a moltbuild run"  # who holds the image store, for a run that waits for it
 
 
 @dataclass(frozen=True)

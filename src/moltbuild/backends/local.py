@@ -93,8 +93,8 @@ class LocalBackend(Backend):
     def open(self, run: RunSpec) -> None:
         self.prepare(run)
         self._logins = dict(run.logins)
-        if not self.dry_run:  # this run counts as active on the store until close()
-            self._active.enter_context(self.store().active())
+        if not self.dry_run:  # this run has the store to itself until close()
+            self._active.enter_context(self.store().exclusive(run.purpose, self.runner.say))
             self._opened = True
         for host, creds in run.logins.items():
             if creds:
@@ -115,7 +115,6 @@ class LocalBackend(Backend):
                 return  # every build was a full cache hit: no image is new, none superseded
             images = store.inventory()
             store.record(images, self._built)
-            self._active.close()
             keep_all = self.settings.get("MOLTBUILD_KEEP_IMAGES")
             if not ok or not built or keep_all:
                 return  # a failed run's intermediate images are the layer cache of the retry
