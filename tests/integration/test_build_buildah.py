@@ -191,9 +191,12 @@ def auth_registry(tmp_path, build_tools):
     registry.stop()
 
 
-def _sample_argv(tree: ProcessTree, stop: threading.Event, seen: list[str]) -> None:
+def _sample_argv(
+    tree: ProcessTree, stop: threading.Event, seen: list[str], envs: list[tuple[str, str]]
+) -> None:
     while not stop.is_set():
         seen += tree.cmdlines()
+        envs += [(cmd, env) for cmd, env in tree.environs() if "-m invoke" not in cmd]  # children only
         stop.wait(0.01)
 
 
@@ -207,9 +210,9 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
         GITHUB_TOKEN=CANARY,
     )
     need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
-    stop, seen = threading.Event(), []
+    stop, seen, envs = threading.Event(), [], []
     with ProcessTree() as tree:
-        sampler = threading.Thread(target=_sample_argv, args=(tree, stop, seen), daemon=True)
+        sampler = threading.Thread(target=_sample_argv, args=(tree, stop, seen, envs), daemon=True)
         sampler.start()
         try:
             out = invoke(
@@ -221,10 +224,23 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert any("buildah" in argv and "bud" in argv for argv in seen), "sampler saw no build"
     assert not [argv for argv in seen if CANARY in argv]
+    assert envs and not [cmd for cmd, environ in envs if CANARY in environ]  # no child inherits it
     assert CANARY not in out.stdout + out.stderr
     assert CANARY not in (git_project / "build" / "images.json").read_text()
     assert CANARY not in "".join(p.read_text() for p in (git_project / "build" / "logs").glob("*.log"))
-    assert_report_matches_registry(git_project, auth_registry.url, {"api", "frontend"}, auth=("ci", CANARY))
+    entries = assert_report_matches_registry(
+        git_project, auth_registry.url, {"api", "frontend"}, auth=("ci", CANARY)
+    )
+    for entry in entries.values():  # the pushed config and history carry no secret either
+        name = entry["repository"].split("/", 1)[1]
+        api = f"{auth_registry.url}/v2/{name}"
+        manifest = requests.get(
+            f"{api}/manifests/{entry['digest']}", headers={"Accept": ACCEPT}, auth=("ci", CANARY), timeout=10
+        ).json()
+        config = requests.get(f"{api}/blobs/{manifest['config']['digest']}", auth=("ci", CANARY), timeout=10)
+        assert config.ok and "history" in config.json() and CANARY not in config.text
+    dry = invoke(git_project, "build", "--push", "--dry-run", "--rebuild", env=env)
+    assert dry.returncode == 0 and "auth" in dry.stdout and CANARY not in dry.stdout + dry.stderr
 
 
 def test_wrong_credentials_fail_before_any_build(git_project, mirror, storage_root, auth_registry):

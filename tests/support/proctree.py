@@ -41,6 +41,16 @@ class ProcessTree:
                 found.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
         return found
 
+    def environs(self) -> list[tuple[str, str]]:
+        """(cmdline, environment block) of every process in the tree."""
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                env = Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+                found.append((cmd.strip(), env))
+        return found
+
     def wait_for(self, text: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
