@@ -65,6 +65,11 @@ def preflight_push(host: str, settings: Settings, *, check_registry: bool = True
         raise RegistryError(
             f"{host} rejected the credentials from {creds.keys} (user {creds.username!r}); check them"
         )
+    if status in (429, 500, 502, 503, 504):  # after the client's own retries
+        raise RegistryError(
+            f"{host}: GET /v2/ answered HTTP {status} after retries: the registry is overloaded or "
+            "down; try again later (nothing was built or pushed)"
+        )
     if status >= 400:
         raise RegistryError(f"{host}: GET /v2/ answered HTTP {status}; is this a container registry?")
     return creds

@@ -262,6 +262,11 @@ class RegistryClient:
         resp = self.request("POST", f"/v2/{name}/blobs/uploads/?mount={digest}&from={source}", scope=scopes)
         if resp.status_code == 201:
             return
+        if resp.status_code == 404:  # distribution answers 404 NAME_INVALID/UNKNOWN for a bad target
+            raise RegistryError(
+                f"{self.host}: cannot create {name} there ({_error_code(resp) or 'HTTP 404'}): check the "
+                "target repository name and that the credentials may push to it"
+            )
         self._raise_for(resp, f"blob mount into {name}", pushing=True)
         # 202: the registry opened an upload instead of mounting; upload the bytes ourselves.
         location = resp.headers["Location"]

@@ -5,6 +5,10 @@ tag the registry has carries the reported digest, or the report says the image w
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -12,8 +16,11 @@ import pytest
 import requests
 
 from moltbuild.localregistry import LocalRegistry
+from tests.conftest import need
 from tests.integration.conftest import build_env, invoke, read_report, registry_digest
+from tests.support import proctree
 from tests.support.fault_proxy import FaultProxy
+from tests.support.proctree import ProcessTree
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +120,7 @@ def test_a_registry_that_stays_stalled_fails_the_run_clearly_and_in_bounds(
         assert out.returncode != 0
         assert seconds < 120  # 3 attempts of 2 s idle + backoff, far below the 5-minute bound
         assert "MOLTBUILD_IDLE_TIMEOUT" in out.stdout + out.stderr
+        assert "[api] FAILED" in out.stdout and "[api] ok" not in out.stdout
         assert "Traceback" not in out.stderr
         entry = assert_no_split_tags(git_project, target, env)
         assert not entry["pushed"] and registry_tags(target) == {}
@@ -145,3 +153,63 @@ def test_registry_killed_and_restarted_mid_push(git_project, mirror, storage_roo
     finally:
         proxy.stop()
         reg.stop()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_stalled_push_stops_everything_and_a_rerun_succeeds(
+    sig, code, git_project, mirror, storage_root, target, tmp_path
+):
+    need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
+    proxy = FaultProxy(target.url, rules=[(UPLOAD, "stall")]).start()
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = build_env(
+        mirror,
+        storage_root,
+        "unused",
+        MOLTBUILD_REGISTRY=f"{proxy.host}/faults",
+        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{proxy.host}",
+        MOLTBUILD_BACKEND="buildah",
+        TMPDIR=str(private_tmp),
+    )
+    argv = [sys.executable, "-m", "invoke", "build", "--push", "--api-only", "--no-smoke", "--rebuild"]
+    try:
+        with ProcessTree() as tree:
+            proc = subprocess.Popen(
+                argv,
+                cwd=git_project,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=tree.enter,
+            )
+            try:
+                deadline = time.monotonic() + 120
+                while not any(s.startswith("stall ") for s in proxy.seen) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert any(s.startswith("stall ") for s in proxy.seen), proxy.seen
+                proc.send_signal(sig)
+                _, err = proc.communicate(timeout=30)
+            finally:
+                proc.kill()
+            assert proc.returncode == code, err
+            assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
+        # (moltbuild-run-* is buildah's runroot for a long storage path: kept, holds no secret)
+        left = [p for p in private_tmp.glob("moltbuild-*") if not p.name.startswith("moltbuild-run-")]
+        assert not left and not list(private_tmp.rglob("auth.json")), (
+            "a temp dir (auth files) outlived the run"
+        )
+        assert "Traceback" not in err
+        report_path = git_project / "build" / "images.json"
+        if report_path.exists():
+            json.loads(report_path.read_text())  # whatever it holds is a whole file
+    finally:
+        proxy.stop()
+    good = FaultProxy(target.url).start()  # the registry answers again
+    try:
+        out, _, env = push_through(good, git_project, mirror, storage_root)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert assert_no_split_tags(git_project, target, env)["pushed"]
+    finally:
+        good.stop()
