@@ -213,3 +213,17 @@ def test_a_signal_during_a_stalled_push_stops_everything_and_a_rerun_succeeds(
         assert assert_no_split_tags(git_project, target, env)["pushed"]
     finally:
         good.stop()
+
+
+def test_a_registry_answering_503_to_everything_fails_before_any_build(
+    git_project, mirror, storage_root, target
+):
+    proxy = FaultProxy(target.url, default="503", retry_after="0").start()
+    try:
+        out, seconds, _ = push_through(proxy, git_project, mirror, storage_root)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode != 0 and len(lines) == 1, out.stderr
+        assert "HTTP 503 after retries" in lines[0] and "is this a container registry" not in lines[0]
+        assert "bud" not in out.stdout and seconds < 60
+    finally:
+        proxy.stop()
