@@ -221,6 +221,13 @@ def build_images(
     say = session.runner.say
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         print(f"warning: {warning}", file=sys.stderr)
+    tags = list(tags or ())
+    if session.environ.get("IMAGE_TAG", "").strip():  # build-images.sh's variable, kept for a while
+        tags.append(session.environ["IMAGE_TAG"].strip())
+        print(
+            "warning: IMAGE_TAG is deprecated (from build-images.sh): use --tag; added as a tag",
+            file=sys.stderr,
+        )
     root = session.settings.project_root
     configs = load_images(root)
     names = [

@@ -78,7 +78,7 @@ def _check_all(backend: LocalBackend, targets: list, settings, root: Path) -> No
     for cfg, image in targets:
         prefix = f"[{cfg.name}] "
         if isinstance(image, ImageRef):
-            insecure = image.host in settings.insecure_registries
+            insecure = settings.allows_plain_http(image.host)
             pull = [
                 "pull",
                 *(["--tls-verify=false"] if insecure and runtime.argv[0] == "podman" else []),

@@ -46,13 +46,15 @@ def collect(session: Session) -> dict[str, Any]:
     creds = credentials_present(session)
     registry = session.settings["MOLTBUILD_REGISTRY"]
     if not any(creds.values()):
-        problems.append(
-            {
-                "problem": f"no registry credentials: pushing to {registry} will fail",
-                "fix": "set GITHUB_TOKEN (write:packages) in .env.local, "
-                "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
-            }
-        )
+        verdict = _anonymous_push(session, registry)
+        if verdict:
+            problems.append(
+                {
+                    "problem": f"no registry credentials and {verdict}",
+                    "fix": "set GITHUB_TOKEN (write:packages) in .env.local, "
+                    "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
+                }
+            )
     return {
         "place": {"label": session.place.label, **vars(session.place)},
         "storage": storage.to_dict(),
@@ -65,6 +67,27 @@ def collect(session: Session) -> dict[str, Any]:
         "warnings": session.settings.warnings,
         "images": storage_stats(session),
     }
+
+
+def _anonymous_push(session: Session, registry: str) -> str:
+    """Ask the registry, quickly, whether it takes requests without credentials: '' when it does,
+    else what it answered (a local registry usually needs none)."""
+    from .credentials import GHCR, registry_client
+    from .plan import registry_prefix
+
+    try:
+        host = registry_prefix(registry).host
+    except MoltbuildError as exc:
+        return f"MOLTBUILD_REGISTRY is not usable ({exc.message})"
+    if host == GHCR:
+        return "ghcr.io needs GITHUB_TOKEN to push"
+    client = registry_client(host, session.settings)
+    client.retries, client.timeout = 0, 3.0
+    try:
+        status = client.ping()
+    except MoltbuildError as exc:
+        return f"{host} could not be asked ({exc.message})"
+    return "" if status < 400 else f"{host} answers HTTP {status} without them: pushing will fail"
 
 
 def render(report: dict[str, Any], as_json: bool = False) -> str:

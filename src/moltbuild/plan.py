@@ -11,7 +11,7 @@ from . import baseimages, tagging
 from .backends import choose_backend, statuses_for
 from .backends.base import BasePull
 from .buildcontext import input_digest
-from .config import ImageConfig, load_images
+from .config import ImageConfig, load_images, read_tool_table
 from .errors import ConfigError
 from .probes import SmokePlan, smoke_plan
 from .refs import ImageRef, names_a_host
@@ -159,7 +159,11 @@ def make_plan(
     registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
     settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
     git = tagging.read_git_state(root, session.runner, session.environ)
-    tags = tagging.plan_tags(git, extra_tags)
+    tool = read_tool_table(root)
+    semver = tool.get("semver", False)
+    if not isinstance(semver, bool):
+        raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
+    tags = tagging.plan_tags(git, extra_tags, tagging.check_templates(tool.get("tags")), semver=semver)
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
     if mirror:
         mirror = baseimages.validate_mirror(mirror)

@@ -6,6 +6,7 @@ without `.` or `:` (and not `localhost`) is a path on Docker Hub, as docker read
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 
@@ -115,3 +116,17 @@ class ImageRef:
 
     def __str__(self) -> str:
         return self.name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+
+def is_loopback(host: str) -> bool:
+    """`host` is HOST, HOST:PORT, [V6] or [V6]:PORT on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 import time
@@ -13,6 +12,7 @@ from urllib.parse import urljoin
 import requests
 
 from .errors import RegistryError
+from .refs import is_loopback
 from .settings import Secret
 
 MANIFEST_TYPES = (
@@ -24,20 +24,6 @@ MANIFEST_TYPES = (
 ACCEPT = ", ".join(MANIFEST_TYPES)
 TRANSIENT = {429, 500, 502, 503, 504}
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
-
-
-def is_loopback(host: str) -> bool:
-    """`host` is HOST, HOST:PORT, [V6] or [V6]:PORT."""
-    if host.startswith("["):
-        name = host[1:].split("]", 1)[0]
-    else:
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -62,6 +48,8 @@ class RegistryClient:
         max_wait: float = 60,
     ):
         self.host = host
+        # Listed hosts speak plain HTTP; a loopback host may (as Docker treats it): HTTPS first,
+        # plain HTTP when the answer is not TLS.
         self.plain_http = host in insecure_hosts
         self.base = f"{'http' if self.plain_http else 'https'}://{host}"
         self.username = username
@@ -134,6 +122,12 @@ class RegistryClient:
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
             except requests.exceptions.SSLError as exc:
+                if "WRONG_VERSION_NUMBER" in str(exc) and is_loopback(self.host) and not self.plain_http:
+                    self.plain_http, https = True, self.base
+                    self.base = f"http://{self.host}"
+                    url = url.replace(https, self.base, 1)
+                    attempt -= 1
+                    continue
                 if "WRONG_VERSION_NUMBER" in str(exc):
                     raise RegistryError(
                         f"{self.host} speaks plain HTTP; add it to MOLTBUILD_INSECURE_REGISTRIES "
@@ -144,6 +138,11 @@ class RegistryClient:
                     "to the registry's CA bundle"
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if _dns_failure(exc):  # a name that does not resolve will not resolve in 9 s either
+                    raise RegistryError(
+                        f"{self.host}: the name does not resolve (DNS); check the host in "
+                        "MOLTBUILD_REGISTRY or the network's DNS"
+                    ) from None
                 if attempt > self.retries or time.monotonic() >= deadline:
                     raise RegistryError(
                         f"{self.host}: unreachable after {attempt} attempts ({_short(exc)})"
@@ -354,6 +353,13 @@ class RegistryClient:
         if code == "MANIFEST_UNKNOWN":
             raise RegistryError(f"{self.host}: {what}: tag or digest not found (manifest unknown)")
         raise RegistryError(f"{self.host}: {what} answered HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def _dns_failure(exc: Exception) -> bool:
+    text = repr(exc)
+    return any(
+        m in text for m in ("NameResolutionError", "Name or service not known", "No address associated")
+    )
 
 
 def _error_code(resp: requests.Response) -> str:

@@ -188,6 +188,12 @@ class Settings:
         raw = self.get("MOLTBUILD_INSECURE_REGISTRIES", "")
         return [h.strip() for h in raw.split(",") if h.strip()]
 
+    def allows_plain_http(self, host: str) -> bool:
+        """Listed in MOLTBUILD_INSECURE_REGISTRIES, or on loopback (as Docker treats it)."""
+        from .refs import is_loopback
+
+        return host in self.insecure_registries or is_loopback(host)
+
     def as_rows(self) -> list[tuple[str, str, str]]:
         return [(k, s.display, s.source) for k, s in self.values.items()]
 

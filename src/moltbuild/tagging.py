@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +24,7 @@ class GitState:
     dirty: bool
     source: str  # repository URL without credentials
     commit_time: int = 0  # HEAD's committer time (epoch seconds): images carry it, not the build time
+    version_tags: tuple[str, ...] = ()  # git tags pointing at HEAD (for semver image tags)
 
     @property
     def short(self) -> str:
@@ -94,18 +96,78 @@ def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> Gi
         dirty=dirty,
         source=(source_url(remote) if remote else None) or DEFAULT_SOURCE,
         commit_time=int(git("show", "-s", "--format=%ct", "HEAD") or 0),
+        version_tags=tuple(git("tag", "--points-at", "HEAD", check=False).split()),
     )
 
 
-def plan_tags(state: GitState, extra: Iterable[str] = ()) -> list[str]:
-    """sha-<7>[-dirty], the sanitised branch, latest (default branch, clean), then --tag values."""
-    tags = [f"sha-{state.short}" + ("-dirty" if state.dirty else "")]
-    if state.branch:
-        branch_tag = sanitize_branch(state.branch)
-        if branch_tag:
-            tags.append(validate_tag(branch_tag, "branch tag"))
+DEFAULT_TEMPLATES = ("sha-{sha7}", "{branch}")
+PLACEHOLDERS = ("sha", "sha7", "branch", "date")
+_PLACEHOLDER_RE = re.compile(r"{([^{}]*)}")
+_SEMVER_RE = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+WHERE = "[tool.moltbuild] tags"
+
+
+def check_templates(templates: object) -> tuple[str, ...]:
+    """`tags` in [tool.moltbuild]: a list of strings using {sha} {sha7} {branch} {date}; the first
+    names the revision (it is the tag deployments pin), so it must hold {sha} or {sha7}."""
+    if templates is None:
+        return DEFAULT_TEMPLATES
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise ConfigError(
+            f'{WHERE} must be a list of tag templates, e.g. ["{{branch}}-{{sha7}}", "{{sha7}}"]'
+        )
+    for template in templates:
+        unknown = [p for p in _PLACEHOLDER_RE.findall(template) if p not in PLACEHOLDERS]
+        if unknown:
+            raise ConfigError(
+                f"{WHERE}: template {template!r} uses {{{unknown[0]}}}; known: "
+                + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+            )
+    if not {"sha", "sha7"} & set(_PLACEHOLDER_RE.findall(templates[0])):
+        raise ConfigError(
+            f"{WHERE}: the first template {templates[0]!r} is the revision tag deployments pin; "
+            "it needs {sha7} or {sha}"
+        )
+    return tuple(templates)
+
+
+def render_template(template: str, state: GitState) -> str | None:
+    """The tag, or None when it needs a branch and HEAD is on none. A revision tag of a tree
+    with changes gets -dirty: it is not that revision."""
+    used = set(_PLACEHOLDER_RE.findall(template))
+    branch = sanitize_branch(state.branch) if state.branch else ""
+    if "branch" in used and not branch:
+        return None
+    date = datetime.fromtimestamp(state.commit_time, UTC).strftime("%Y%m%d")
+    tag = template.format(sha=state.sha, sha7=state.short, branch=branch, date=date)
+    if state.dirty and {"sha", "sha7"} & used:
+        tag += "-dirty"
+    return validate_tag(tag, f"{WHERE}: template {template!r} renders")
+
+
+def plan_tags(
+    state: GitState,
+    extra: Iterable[str] = (),
+    templates: Iterable[str] = DEFAULT_TEMPLATES,
+    *,
+    semver: bool = False,
+) -> list[str]:
+    """The templates rendered (the first is the revision tag), `latest` on the default branch
+    with a clean tree, X.Y.Z, X.Y and X for a vX.Y.Z git tag on HEAD (with `semver`), then
+    --tag values. Every tag is checked against the OCI grammar here, before any work."""
+    tags: list[str] = []
+    for template in templates:
+        tag = render_template(template, state)
+        if tag and tag not in tags:
+            tags.append(tag)
     if state.branch == state.default_branch and not state.dirty:
         tags.append("latest")
+    if semver and not state.dirty:
+        for version in state.version_tags:
+            m = _SEMVER_RE.match(version)
+            if m:
+                major, minor, patch = m.groups()
+                tags += [t for t in (f"{major}.{minor}.{patch}", f"{major}.{minor}", major) if t not in tags]
     for tag in extra:
         validate_tag(tag)
         if tag not in tags:

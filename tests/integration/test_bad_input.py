@@ -167,6 +167,24 @@ CASES = [
             '[tool.moltbuild.images.api]\nsmoke = {path = "/x"}\n',
         ),
     ),
+    Case(
+        "tag-template-unknown-placeholder",
+        DRY,
+        "[tool.moltbuild] tags",
+        setup=edit("pyproject.toml", 'backend = "auto"', 'backend = "auto"\ntags = ["{sha7}", "{user}"]'),
+    ),
+    Case(
+        "tag-template-first-without-sha",
+        DRY,
+        "[tool.moltbuild] tags",
+        setup=edit("pyproject.toml", 'backend = "auto"', 'backend = "auto"\ntags = ["{branch}"]'),
+    ),
+    Case(
+        "semver-not-bool",
+        DRY,
+        "semver",
+        setup=edit("pyproject.toml", 'backend = "auto"', 'backend = "auto"\nsemver = "yes"'),
+    ),
     Case("pyproject-invalid", DRY, "pyproject.toml", setup=edit("pyproject.toml", "[project]", "[project")),
     Case("dockerfile-no-from", DRY, "FROM", setup=write("api/Dockerfile", "RUN true\n")),
     Case(

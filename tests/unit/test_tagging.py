@@ -1,7 +1,9 @@
+import re
+
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.tagging import GitState, plan_tags, sanitize_branch, source_url, validate_tag
+from moltbuild.tagging import GitState, check_templates, plan_tags, sanitize_branch, source_url, validate_tag
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -63,3 +65,57 @@ def test_sanitize_branch(branch, tag):
 )
 def test_source_url_never_keeps_credentials_or_a_local_path(url, clean):
     assert source_url(url) == clean
+
+
+def state(**kw) -> GitState:
+    base = dict(
+        sha="abcdef0" + "1" * 33,
+        branch="feature/Login",
+        default_branch="main",
+        dirty=False,
+        source="",
+        commit_time=1700000000,
+    )
+    return GitState(**{**base, **kw})
+
+
+def test_default_templates_give_the_familiar_plan():
+    assert plan_tags(state(branch="main")) == ["sha-abcdef0", "main", "latest"]
+    assert plan_tags(state(dirty=True)) == ["sha-abcdef0-dirty", "feature-Login"]
+    assert plan_tags(state(branch=None)) == ["sha-abcdef0"]  # detached, CI silent: no branch tag
+
+
+def test_templates_as_teams_already_tag():
+    upstream = check_templates(["{branch}-{sha7}", "{sha7}"])  # CI pushed main-<sha7>, k8s pinned <sha7>
+    assert plan_tags(state(branch="main"), templates=upstream) == ["main-abcdef0", "abcdef0", "latest"]
+    dated = check_templates(["{sha7}", "{date}-{sha}"])
+    assert plan_tags(state(dirty=True), templates=dated) == [
+        "abcdef0-dirty",
+        f"20231114-{'abcdef0' + '1' * 33}-dirty",
+    ]
+
+
+@pytest.mark.parametrize(
+    "templates, fragment",
+    [
+        (["{branch}"], "first template '{branch}' is the revision tag"),
+        (["{sha7}", "{user}"], "uses {user}"),
+        ("sha-{sha7}", "must be a list"),
+        ([], "must be a list"),
+    ],
+)
+def test_bad_templates_name_the_setting(templates, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        check_templates(templates)
+
+
+def test_a_template_that_renders_an_invalid_tag_names_the_template():
+    with pytest.raises(ConfigError, match=r"template '\.{sha7}' renders '\.abcdef0'"):
+        plan_tags(state(), templates=check_templates([".{sha7}"]))
+
+
+def test_semver_tags_from_a_version_tag_on_head():
+    tagged = state(branch="main", version_tags=("v1.4.2", "nightly"))
+    assert plan_tags(tagged, semver=True) == ["sha-abcdef0", "main", "latest", "1.4.2", "1.4", "1"]
+    assert plan_tags(tagged) == ["sha-abcdef0", "main", "latest"]  # off unless asked
+    assert "1.4.2" not in plan_tags(state(dirty=True, version_tags=("v1.4.2",)), semver=True)

@@ -93,4 +93,9 @@ def choose_backend(
         raise GuardError(f"backend {requested} is not available: {status.reason}; fix: {status.fix}")
     if requested == "docker" and storage.nested:
         return requested, f"docker requested with --force despite nested overlay at {storage.path}"
+    if not status.works and dry_run:
+        return requested, f"{requested} requested; it does not work here ({status.reason}): dry run only"
+    if not status.works:  # e.g. the docker CLI is here but no daemon answers
+        fix = f"; fix: {status.fix}" if status.fix else ""
+        raise GuardError(f"backend {requested} does not work here: {status.reason}{fix}")
     return requested, f"{requested} requested ({status.reason})"

@@ -81,6 +81,8 @@ class BuildahBackend(LocalBackend):
             return ["--tls-verify=false"]
         if self.settings.get("MOLTBUILD_REGISTRY_CA"):
             return ["--cert-dir", self._file("certs")]
+        if self.settings.allows_plain_http(host):  # loopback: HTTPS if it answers so, else HTTP
+            return ["--tls-verify=false"]
         return []
 
     def env(self) -> dict[str, str]:
@@ -137,12 +139,19 @@ class BuildahBackend(LocalBackend):
         (workdir / "auth.json").write_text('{"auths": {}}')
         (workdir / "auth.json").chmod(0o600)
         (workdir / "registries.conf").write_text(
-            registries_conf(run.mirror, self.settings.insecure_registries)
+            registries_conf(run.mirror, self._plain_http_hosts(run.mirror))
         )
         ca = self.settings.get("MOLTBUILD_REGISTRY_CA")
         if ca:
             (workdir / "certs").mkdir(exist_ok=True)
             shutil.copy(ca, workdir / "certs" / "ca.crt")
+
+    def _plain_http_hosts(self, mirror: str | None) -> list[str]:
+        hosts = list(self.settings.insecure_registries)
+        host = mirror.split("/", 1)[0] if mirror else ""
+        if host and host not in hosts and self.settings.allows_plain_http(host):
+            hosts.append(host)  # a loopback mirror needs no listing
+        return hosts
 
     def login(self, host: str, creds: Credentials) -> None:
         self.runner.run(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..baseimages import parse_base
 from ..errors import CommandError, ConfigError, MoltbuildError
-from ..registry import is_loopback
+from ..refs import is_loopback
 from ..smoke import ContainerRuntime
 from .base import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
 from .local import LocalBackend

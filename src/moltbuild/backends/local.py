@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import re
 import shutil
 import time
 from abc import abstractmethod
@@ -137,9 +138,15 @@ class LocalBackend(Backend):
         except CommandError as exc:
             last = (exc.tail.strip().splitlines() or ["no output"])[-1][:200]
             via = f" through the mirror as {pull.source}" if run.mirror and pull.source != base else ""
+            host = pull.source.split("/", 1)[0]
+            if "server gave HTTP response to HTTPS client" in exc.tail:
+                hint = f"{host} speaks plain HTTP: add it to MOLTBUILD_INSECURE_REGISTRIES"
+            elif re.search(r"x509|certificate|tls:", exc.tail, re.I):
+                hint = f"TLS to {host} failed: set MOLTBUILD_REGISTRY_CA to its CA bundle"
+            else:
+                hint = f"check that {pull.source} exists in the mirror" if via else MIRROR_HINT
             return JobError(
-                f"cannot pull base image {base}{via} (needed by {', '.join(pull.users)}): {last}; "
-                + (f"check that {pull.source} exists in the mirror" if via else MIRROR_HINT)
+                f"cannot pull base image {base}{via} (needed by {', '.join(pull.users)}): {last}; {hint}"
             )
         return None
 

@@ -11,7 +11,7 @@ BUILD_HELP = {
     "api-only": "build only the api image",
     "frontend-only": "build only the frontend image",
     "only": "comma list of image names to build",
-    "tag": "extra tag (repeatable); added to sha-<7>, branch and latest",
+    "tag": "extra tag (repeatable); added to the planned ones ([tool.moltbuild] tags, latest)",
     "backend": "auto|docker|buildah (default: MOLTBUILD_BACKEND or auto)",
     "platform": "comma list, e.g. linux/amd64,linux/arm64",
     "no-cache": "do not reuse cached layers",

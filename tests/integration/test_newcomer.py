@@ -1,0 +1,56 @@
+"""A newcomer's first hour: settings that just work and errors that say what to do."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from moltbuild.localregistry import LocalRegistry
+from tests.integration.conftest import assert_report_matches_registry, build_env, clean_env, invoke
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_loopback_registry_and_mirror_need_no_insecure_setting(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "loop")
+    del env["MOLTBUILD_INSECURE_REGISTRIES"]  # plain HTTP on 127.0.0.1, as Docker allows it
+    out = invoke(git_project, "build", "--push", "--api-only", "--no-smoke", "--backend", "buildah", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert_report_matches_registry(git_project, mirror.url, {"api"})
+    verified = invoke(git_project, "verify", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_name_that_does_not_resolve_fails_at_once_with_one_line(git_project):
+    env = clean_env(
+        MOLTBUILD_REGISTRY="no-such-registry.invalid/ns", REGISTRY_USERNAME="u", REGISTRY_PASSWORD="p"
+    )
+    start = time.monotonic()
+    out = invoke(git_project, "build", "--push", "--api-only", env=env)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0 and len(lines) == 1, out.stderr
+    assert "does not resolve (DNS)" in lines[0] and "MOLTBUILD_REGISTRY" in lines[0]
+    assert time.monotonic() - start < 8  # no 9 s of retries on a name that cannot resolve
+
+
+def test_docker_without_a_daemon_says_so(git_project, tmp_path):
+    env = clean_env(MOLTBUILD_REGISTRY="127.0.0.1:1/ns", DOCKER_HOST=f"unix://{tmp_path}/none.sock")
+    out = invoke(git_project, "build", "--backend", "docker", "--api-only", env=env)
+    assert out.returncode != 0
+    assert "backend docker does not work here: no Docker daemon answers" in out.stderr, out.stderr
+    assert "mirror" not in out.stderr
+
+
+def test_doctor_asks_the_registry_whether_credentials_are_needed(git_project, tmp_path):
+    with LocalRegistry(tmp_path / "open") as reg:
+        open_env = clean_env(MOLTBUILD_REGISTRY=f"{reg.host}/ns")
+        out = invoke(git_project, "doctor", env=open_env)
+        assert out.returncode == 0 and "no registry credentials" not in out.stdout, out.stdout
+    gone = invoke(git_project, "doctor", env=clean_env(MOLTBUILD_REGISTRY=f"{reg.host}/ns"))
+    assert "no registry credentials and" in gone.stdout and "could not be asked" in gone.stdout
+
+
+def test_verify_of_a_missing_report_says_not_found(git_project):
+    out = invoke(git_project, "verify", "--report", "nowhere.json", env=clean_env())
+    assert out.returncode != 0 and "nowhere.json" in out.stderr and "not found" in out.stderr, out.stderr
