@@ -54,6 +54,7 @@ def to_record(
         log_path=str(result.log_path) if result and result.log_path else None,
         smoke=(result.smoke if result else "") or smoke,
         push=plan.push,
+        size_bytes=result.size_bytes if result else None,
         error=error,
     )
 

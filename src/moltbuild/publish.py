@@ -100,10 +100,11 @@ def push_built(
                     target = PushTarget(
                         record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
                     )
-                    digest = backends.get(record).push_built(target, log=JobLog(f"[{record.name}] ")).digest
+                    result = backends.get(record).push_built(target, log=JobLog(f"[{record.name}] "))
+                    digest, size = result.digest, result.size_bytes
                 elif record.pushed:  # reused or pushed in the cluster: nothing local, tags are remote
                     _retag_remote(session, record, tags, dry_run=dry_run, say=say)
-                    digest = record.digest
+                    digest, size = record.digest, record.size_bytes
                 else:
                     raise ConfigError("the report records no local image to push; run `invoke build` again")
             except MoltbuildError as exc:
@@ -120,6 +121,7 @@ def push_built(
                 push=True,
                 status="pushed",
                 duration_s=round(time.monotonic() - start, 2),
+                size_bytes=size if size is not None else record.size_bytes,
                 error="",
             )
             report.update(path, new)

@@ -285,6 +285,21 @@ class RegistryClient:
         found = self.manifest(name, reference, method="GET")
         return None if found is None else self.config_of(name, found)
 
+    def image_size(self, name: str, found: Manifest) -> int | None:
+        """Bytes a pull moves: config + layers, for an index every platform's (compressed)."""
+        doc = json.loads(found.body)
+        if "manifests" in doc:
+            total = 0
+            for child in doc["manifests"]:
+                sub = self.manifest(name, child["digest"], method="GET")
+                size = self.image_size(name, sub) if sub else None
+                if size is None:
+                    return None
+                total += size
+            return total
+        parts = [doc.get("config") or {}, *(doc.get("layers") or [])]
+        return sum(int(p.get("size") or 0) for p in parts)
+
     def config_of(self, name: str, found: Manifest) -> dict | None:
         """The config of a manifest already fetched (GET): no second manifest request."""
         doc = json.loads(found.body)

@@ -43,6 +43,7 @@ class ImageRecord:
     log_path: str | None = None
     smoke: str = ""  # the release check before the push: "passed in 1.2s: ...", "failed: ...", "skipped ..."
     push: bool = False  # the run meant to push it (`verify` fails an entry that was meant to and was not)
+    size_bytes: int | None = None  # compressed size as pushed (config + layers)
     error: str = ""
 
     @property
@@ -94,6 +95,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_path": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "smoke": (lambda v: isinstance(v, str), "a string"),
     "push": (lambda v: isinstance(v, bool), "true or false"),
+    "size_bytes": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        "bytes or null",
+    ),
     "error": (lambda v: isinstance(v, str), "a string"),
 }
 _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")

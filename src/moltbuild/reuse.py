@@ -52,4 +52,7 @@ def apply(client: RegistryClient, hit: Reusable, *, dry_run: bool, say: Callable
         if wrong:
             raise RegistryError(f"{image.ref.with_tag(wrong[0])} does not serve the reused {hit.digest}")
         say(f"[{image.name}] unchanged inputs: reused {hit.digest[:19]}, tagged {', '.join(image.tags)}")
-    return ImageResult(None, hit.platforms, time.monotonic() - start, None, hit.digest, image.tags)
+    size = client.image_size(image.ref.repository, hit.manifest) if hit.manifest and not dry_run else None
+    return ImageResult(
+        None, hit.platforms, time.monotonic() - start, None, hit.digest, image.tags, size_bytes=size
+    )

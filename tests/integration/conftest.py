@@ -266,3 +266,10 @@ def dockerd(build_tools, mirror, tmp_path_factory) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         proc.kill()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def leftover_temp_dirs(tmp: Path) -> list[Path]:
+    """The run's private temp dirs (auth files) still in `tmp`, and any auth.json below it;
+    moltbuild-run-* is buildah's runroot for a long storage path: kept by design, no secret."""
+    dirs = [p for p in tmp.glob("moltbuild-*") if not p.name.startswith("moltbuild-run-")]
+    return dirs + list(tmp.rglob("auth.json"))

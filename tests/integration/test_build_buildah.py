@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     head_short,
     htpasswd_file,
     invoke,
+    leftover_temp_dirs,
     push_env,
     read_report,
     registry_labels,
@@ -329,7 +330,7 @@ def test_a_signal_stops_every_child_and_removes_the_auth_files(
             proc.kill()
         assert proc.returncode == code, err
         assert tree.wait_empty(timeout=15), f"left running: {tree.cmdlines()}"
-    assert not list(private_tmp.glob("moltbuild-*")), "a temp dir (auth files) outlived the run"
+    assert not leftover_temp_dirs(private_tmp), "a temp dir (auth files) outlived the run"
     assert CANARY not in err
 
 

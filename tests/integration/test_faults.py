@@ -17,7 +17,7 @@ import requests
 
 from moltbuild.localregistry import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import build_env, invoke, read_report, registry_digest
+from tests.integration.conftest import build_env, invoke, leftover_temp_dirs, read_report, registry_digest
 from tests.support import proctree
 from tests.support.fault_proxy import FaultProxy
 from tests.support.proctree import ProcessTree
@@ -195,11 +195,7 @@ def test_a_signal_during_a_stalled_push_stops_everything_and_a_rerun_succeeds(
                 proc.kill()
             assert proc.returncode == code, err
             assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
-        # (moltbuild-run-* is buildah's runroot for a long storage path: kept, holds no secret)
-        left = [p for p in private_tmp.glob("moltbuild-*") if not p.name.startswith("moltbuild-run-")]
-        assert not left and not list(private_tmp.rglob("auth.json")), (
-            "a temp dir (auth files) outlived the run"
-        )
+        assert not leftover_temp_dirs(private_tmp), "a temp dir (auth files) outlived the run"
         assert "Traceback" not in err
         report_path = git_project / "build" / "images.json"
         if report_path.exists():

@@ -94,6 +94,7 @@ class ImageResult:
     digest: str | None = None  # the registry's digest, once pushed
     tags_pushed: tuple[str, ...] = ()
     smoke: str = ""  # what the release check found (report field `smoke`)
+    size_bytes: int | None = None  # compressed, as pushed: config + layers (all platforms)
 
     @property
     def pushed(self) -> bool:

@@ -10,6 +10,7 @@ import shutil
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,8 +169,8 @@ class LocalBackend(Backend):
             pushed = self.push_built(target, log=log)
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc), image_id=image_id) from None
-        return ImageResult(
-            image_id, platforms, time.monotonic() - start, log.path, pushed.digest, pushed.tags_pushed, smoke
+        return replace(
+            pushed, image_id=image_id, platforms=platforms, duration_s=time.monotonic() - start, smoke=smoke
         )
 
     def cancel(self) -> None:
@@ -208,8 +209,7 @@ class LocalBackend(Backend):
         digest = retry_transient(
             lambda: self.push_once(target, first, log), say=lambda line: self.runner.say(log.prefix + line)
         )
-        if rest:
-            self.tag_remote(target.ref, first, digest, rest, log)
+        size = self.tag_remote(target.ref, first, digest, rest, log)
         return ImageResult(
             target.source,
             target.platforms or (self.native,),
@@ -217,20 +217,30 @@ class LocalBackend(Backend):
             log.path,
             digest or None,
             target.tags,
+            size_bytes=size,
         )
 
-    def tag_remote(self, ref: ImageRef, first: str, digest: str, tags: list[str], log: JobLog) -> None:
-        """Every other tag is a manifest PUT of what was just pushed; each must serve `digest`."""
+    def tag_remote(self, ref: ImageRef, first: str, digest: str, tags: list[str], log: JobLog) -> int | None:
+        """Every other tag is a manifest PUT of what was just pushed; each must serve `digest`.
+        Returns the pushed image's size, from the one manifest read that the PUTs reuse."""
         if self.dry_run:
             for tag in tags:
                 self.runner.say(f"{log.prefix}+ PUT {ref.with_tag(tag)} (the manifest pushed as {first})")
-            return
-        served = self.registry(ref.host).put_tags(ref.repository, tags, reference=digest)
+            return None
+        client = self.registry(ref.host)
+        found = client.manifest(ref.repository, digest, method="GET")
+        if found is None:
+            raise RegistryError(f"{ref.with_tag(first)} was pushed, but the registry has no {digest}")
+        size = client.image_size(ref.repository, found)
+        if not tags:
+            return size
+        served = client.put_tags(ref.repository, tags, reference=digest, manifest=found)
         wrong = {tag: got for tag, got in served.items() if got != digest}
         if wrong:
             tag, got = next(iter(wrong.items()))
             raise RegistryError(f"{ref.with_tag(tag)} serves {got}, not the pushed {digest}")
         self.runner.say(f"{log.prefix}tagged {', '.join(tags)} in the registry at {digest[:19]}")
+        return size
 
     def registry(self, host: str) -> RegistryClient:
         if host not in self._clients:
