@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import ghactions, report, reuse
+from . import summary as summary_mod
 from .backends import make_backend
 from .backends.base import Backend, ImageResult, JobLog, RunSpec
 from .changes import check_explicit_base, resolve_base, select_changed
@@ -19,7 +20,6 @@ from .errors import BuildError, JobError, MoltbuildError
 from .plan import BuildPlan, ImagePlan, make_plan, render_plan, select_images
 from .report import ImageRecord
 from .session import Session
-from .tables import render_table
 
 
 def to_record(
@@ -183,20 +183,6 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
         raise error
 
 
-def summary(records: list[ImageRecord]) -> str:
-    rows = [
-        (
-            r.name,
-            ", ".join(r.tags),
-            r.digest or (r.image_id or "")[:19] or "-",
-            ("reused" if r.skipped else "yes") if r.pushed else "no",
-            f"{r.duration_s:.1f}s",
-        )
-        for r in records
-    ]
-    return render_table(("image", "tags", "digest", "pushed", "time"), rows)
-
-
 def build_images(
     *,
     push: bool = False,
@@ -214,11 +200,15 @@ def build_images(
     base: str | None = None,
     no_smoke: bool = False,
     dry_run: bool = False,
+    as_json: bool = False,
     session: Session | None = None,
 ) -> list[ImageRecord]:
-    """`invoke build`: plan, print the plan, build (and push), write the report, print a summary."""
+    """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
+    (with `as_json`, the report entries on stdout and everything else on stderr)."""
     cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
     session = session or Session.create(cli=cli)
+    if as_json:
+        session.runner = session.runner.to_stderr()
     say = session.runner.say
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         print(f"warning: {warning}", file=sys.stderr)
@@ -265,12 +255,15 @@ def build_images(
         say("dry run: what a real run would do (secrets masked):")
         return execute(session, plan, dry_run=True)
     title = f"moltbuild: {'build and push' if push else 'build'} ({plan.backend})"
+    path = report.default_path(root)
     try:
-        with report.run_lock(report.default_path(root), "invoke build" + (" --push" if push else ""), say):
+        with report.run_lock(path, "invoke build" + (" --push" if push else ""), say):
             records = execute(session, plan, dry_run=False)
     except BuildError as exc:
-        ghactions.publish(title, getattr(exc, "records", []), session.environ)
+        done = getattr(exc, "records", [])
+        ghactions.publish(title, done, session.environ)
+        summary_mod.finish(session, done, path, as_json)  # the table (or JSON) on failure too
         raise
     ghactions.publish(title, records, session.environ)
-    say("\n" + summary(records))
+    summary_mod.finish(session, records, path, as_json)
     return records

@@ -15,6 +15,7 @@ from .backends.local import LocalBackend
 from .errors import ConfigError, MoltbuildError
 from .imagestore import ImageStore
 from .session import Session
+from .tables import human_size
 
 LOCAL = ("buildah", "docker")
 
@@ -91,11 +92,3 @@ def storage_stats(session: Session) -> dict[str, dict[str, int]]:
     except MoltbuildError:
         pass  # doctor reports the backend's own problem already
     return out
-
-
-def human_size(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size} B"

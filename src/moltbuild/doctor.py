@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from .backends import choose_backend
-from .clean import human_size, storage_stats
+from .clean import storage_stats
 from .errors import MoltbuildError
 from .session import Session
-from .tables import render_table
+from .tables import human_size, render_table
 
 
 def credentials_present(session: Session) -> dict[str, bool]:

@@ -20,6 +20,7 @@ from .errors import ConfigError, MoltbuildError, RegistryError
 from .plan import cache_tag
 from .report import ImageRecord
 from .session import Session
+from .summary import finish
 
 
 def _built_records(path: Path, only: str) -> list[ImageRecord]:
@@ -80,10 +81,12 @@ class _Backends:
 
 
 def push_built(
-    *, only: str = "", dry_run: bool = False, report_path: Path | None = None
+    *, only: str = "", dry_run: bool = False, report_path: Path | None = None, as_json: bool = False
 ) -> list[ImageRecord]:
     """Push the images the report records as built (every planned tag); update their records."""
     session = Session.create()
+    if as_json:
+        session.runner = session.runner.to_stderr()
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     updated = []
@@ -129,11 +132,17 @@ def push_built(
             say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
     if not dry_run:
         ghactions.publish("moltbuild: push", updated, session.environ)
+        finish(session, updated, path, as_json)
     return updated
 
 
 def tag_built(
-    tags: list[str], *, only: str = "", dry_run: bool = False, report_path: Path | None = None
+    tags: list[str],
+    *,
+    only: str = "",
+    dry_run: bool = False,
+    report_path: Path | None = None,
+    as_json: bool = False,
 ) -> list[ImageRecord]:
     """Add `tags` to the last build's images: in the registry for pushed ones (no push), else to
     the record, for the next `invoke push`."""
@@ -142,12 +151,15 @@ def tag_built(
     for tag in tags:
         tagging.validate_tag(tag)
     session = Session.create()
+    if as_json:
+        session.runner = session.runner.to_stderr()
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     with report.run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():
         updated = _tag_records(session, path, tags, only, dry_run)
     if not dry_run:
         ghactions.publish("moltbuild: tag", updated, session.environ)
+        finish(session, updated, path, as_json)
     return updated
 
 

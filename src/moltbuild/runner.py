@@ -203,6 +203,12 @@ class Runner:
         clone.dry_run = dry_run
         return clone
 
+    def to_stderr(self) -> Runner:
+        """The same runner with progress on stderr: stdout stays for `--json`."""
+        clone = copy.copy(self)
+        clone._out = lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())
+        return clone
+
     @staticmethod
     def _print(line: str) -> None:
         sys.stdout.write(line + "\n")

@@ -22,6 +22,7 @@ BUILD_HELP = {
     "base": "git revision --changed compares with",
     "no-smoke": "do not start the image and check its HEALTHCHECK and probe paths before the push",
     "dry-run": "print the plan and the exact commands; run nothing",
+    "json": "print the report entries as JSON on stdout (progress goes to stderr)",
 }
 
 
@@ -44,6 +45,7 @@ def build(
     base=None,
     no_smoke=False,
     dry_run=False,
+    json=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
     from .. import build as build_mod
@@ -64,16 +66,23 @@ def build(
         base=base,
         no_smoke=no_smoke,
         dry_run=dry_run,
+        as_json=json,
     )
 
 
-@task(help={"only": "comma list of image names", "dry-run": "print the commands; run nothing"})
+@task(
+    help={
+        "only": "comma list of image names",
+        "dry-run": "print the commands; run nothing",
+        "json": "print the report entries as JSON on stdout (progress goes to stderr)",
+    }
+)
 @edge
-def push(c, only="", dry_run=False):
+def push(c, only="", dry_run=False, json=False):
     """Push the images recorded in build/images.json by an earlier build."""
     from .. import publish
 
-    publish.push_built(only=only, dry_run=dry_run)
+    publish.push_built(only=only, dry_run=dry_run, as_json=json)
 
 
 @task(help={"jobs": "images built at once (default 2)"})

@@ -39,10 +39,11 @@ def verify(c, report=None, kustomization=None, json=False):
         "source": "retag in the registry: REGISTRY/NAME:TAG (or @DIGEST) to copy from; no pull, no daemon",
         "only": "without --source: comma list of image names from the last build",
         "dry-run": "print the commands; run nothing",
+        "json": "without --source: the report entries as JSON on stdout (progress goes to stderr)",
     },
 )
 @edge
-def tag(c, tag=None, source=None, only="", dry_run=False):
+def tag(c, tag=None, source=None, only="", dry_run=False, json=False):
     """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
     from .. import publish, retag
     from ..session import Session
@@ -50,7 +51,7 @@ def tag(c, tag=None, source=None, only="", dry_run=False):
     if source:
         retag.retag(Session.create().settings, source, tag or [], say=print)
     else:
-        publish.tag_built(tag or [], only=only, dry_run=dry_run)
+        publish.tag_built(tag or [], only=only, dry_run=dry_run, as_json=json)
 
 
 @task(
