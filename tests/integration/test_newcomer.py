@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -54,3 +56,28 @@ def test_doctor_asks_the_registry_whether_credentials_are_needed(git_project, tm
 def test_verify_of_a_missing_report_says_not_found(git_project):
     out = invoke(git_project, "verify", "--report", "nowhere.json", env=clean_env())
     assert out.returncode != 0 and "nowhere.json" in out.stderr and "not found" in out.stderr, out.stderr
+
+
+def test_the_run_ends_with_a_copyable_table_or_json(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "table")
+    out = invoke(git_project, "build", "--push", "--api-only", "--no-smoke", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    entry = json.loads((git_project / "build" / "images.json").read_text())["images"][0]
+    assert f"{entry['repository']}@{entry['digest']}" in out.stdout  # copyable reference
+    assert entry["size_bytes"] > 0 and re.search(r"\d+\.\d (kB|MB)", out.stdout.split("reference")[-1])
+    assert "report: " in out.stdout and "images.json; logs: " in out.stdout
+
+    as_json = invoke(git_project, "push", "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)  # stdout holds the JSON alone; progress went to stderr
+    assert doc["images"][0]["digest"] == entry["digest"] and "[api]" in as_json.stderr
+
+
+def test_a_failed_image_has_its_row_reason_and_log(git_project, mirror, storage_root):
+    dockerfile = git_project / "api" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("WORKDIR /app", "RUN exit 3\nWORKDIR /app"))
+    env = build_env(mirror, storage_root, "failrow")
+    out = invoke(git_project, "build", "--api-only", "--no-smoke", "--backend", "buildah", env=env)
+    assert out.returncode != 0
+    table = out.stdout.split("reference")[-1]
+    assert "FAILED: buildah build of api" in table and "(log: " in table and "api.log" in table
