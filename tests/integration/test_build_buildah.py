@@ -356,8 +356,9 @@ def test_multi_platform_build_pushes_an_index(git_project, mirror, storage_root)
     dockerfile = git_project / "moltbook-frontend" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("busybox:1.36", "busybox:1.36-multi"))
     env = build_env(mirror, storage_root, "bmulti")
-    out = invoke(
-        git_project,
+    native = invoke(git_project, "build", "--frontend-only", "--no-smoke", "--backend", "buildah", env=env)
+    assert native.returncode == 0, native.stdout[-2000:]  # the same local name, as a plain image
+    multi = (
         "build",
         "--push",
         "--frontend-only",
@@ -365,9 +366,11 @@ def test_multi_platform_build_pushes_an_index(git_project, mirror, storage_root)
         "buildah",
         "--platform",
         "linux/amd64,linux/arm64",
-        env=env,
     )
+    out = invoke(git_project, *multi, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    again = invoke(git_project, *multi, "--rebuild", env=env)  # a second list, not entries added twice
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     entry = assert_report_matches_registry(git_project, mirror.url, {"frontend"})["frontend"]
     assert entry["platforms"] == ["linux/amd64", "linux/arm64"]
     name = entry["repository"].split("/", 1)[1]

@@ -193,6 +193,12 @@ class BuildahBackend(LocalBackend):
         )
 
     def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
+        if image.multi_platform:
+            # `bud --manifest NAME` adds to whatever NAME is: a list from an earlier run (entries
+            # twice) or a native build's image ("not a manifest list"). Start from no NAME at all.
+            name = image.refs[0]
+            for verb in (("manifest", "rm"), ("rmi",)):
+                self.runner.run([*self.global_argv(), *verb, name], env=self.env(), check=False, timeout=120)
         self.runner.stream(
             self.build_argv(image, no_cache=no_cache),
             prefix=log.prefix,
