@@ -201,11 +201,14 @@ def build_images(
     no_smoke: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
+    verbose: bool = False,
     session: Session | None = None,
 ) -> list[ImageRecord]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
     (with `as_json`, the report entries on stdout and everything else on stderr)."""
-    cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else None
+    cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else {}
+    if verbose:
+        cli["MOLTBUILD_VERBOSE"] = ("1", "--verbose")
     session = session or Session.create(cli=cli)
     if as_json:
         session.runner = session.runner.to_stderr()

@@ -81,10 +81,15 @@ class _Backends:
 
 
 def push_built(
-    *, only: str = "", dry_run: bool = False, report_path: Path | None = None, as_json: bool = False
+    *,
+    only: str = "",
+    dry_run: bool = False,
+    report_path: Path | None = None,
+    as_json: bool = False,
+    verbose: bool = False,
 ) -> list[ImageRecord]:
     """Push the images the report records as built (every planned tag); update their records."""
-    session = Session.create()
+    session = Session.create(cli={"MOLTBUILD_VERBOSE": ("1", "--verbose")} if verbose else None)
     if as_json:
         session.runner = session.runner.to_stderr()
     say = session.runner.say

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -101,6 +102,33 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+_VERBS = {"bud", "build", "push", "pull", "manifest", "login", "tag", "run", "rmi", "inspect", "images"}
+_STEP_RES = (
+    re.compile(r"^STEP (\d+)/(\d+): (.*)"),  # buildah
+    re.compile(r"^Step (\d+)/(\d+) : (.*)"),  # docker's legacy builder
+    re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)"),  # BuildKit
+)
+_LOUD_RE = re.compile(r"error|warn|fail|denied|unauthorized|no progress", re.I)
+
+
+def _brief(argv: list[str]) -> str:
+    tool = Path(argv[0]).name
+    verb = next((a for a in argv[1:] if a in _VERBS), "")
+    return f"{tool} {verb}".strip()
+
+
+def condense(line: str) -> str | None:
+    """One short line per build step, and whatever looks like trouble; None: log only."""
+    for step in _STEP_RES:
+        m = step.match(line)
+        if m:
+            text = m.group(3)
+            return f"build {m.group(1)}/{m.group(2)}: {text[:80] + '...' if len(text) > 80 else text}"
+    if _LOUD_RE.search(line):
+        return line[:200]
+    return None
+
+
 class IdleWatch:
     """Cuts a child whose process tree has read and written nothing for `limit` seconds: a
     stalled registry makes a push or pull hang silently, not fail. Counts every read and write
@@ -190,8 +218,11 @@ class Runner:
         dry_run: bool = False,
         secrets: Iterable[str] = (),
         out: Callable[[str], None] | None = None,
+        verbose: bool = True,
     ):
         self.dry_run = dry_run
+        # Not verbose: a short line per command and per build step; the rest goes to the log only.
+        self.verbose = verbose
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         _known_secrets.update(self._secrets)
         self._out_lock = threading.Lock()
@@ -226,6 +257,16 @@ class Runner:
     def describe(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
         shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         return self.mask(f"+ {shown_env + ' ' if shown_env else ''}{shlex.join(argv)}")
+
+    def announce(
+        self, argv: list[str], env: Mapping[str, str] | None, prefix: str = "", log: str = ""
+    ) -> None:
+        """Say what runs: the whole command when verbose or in a dry run, else tool and verb."""
+        if self.verbose or self.dry_run:
+            self.say(f"{prefix}{self.describe(argv, env)}")
+        else:
+            where = f" (command and output: {log})" if log else ""
+            self.say(f"{prefix}+ {_brief(argv)}{where}")
 
     def _check_argv(self, argv: list[str]) -> None:
         # Defence in depth: a secret in argv is visible to every user via /proc.
@@ -263,7 +304,7 @@ class Runner:
             self.say(self.describe(argv, env))
             return Result(argv, 0)
         if echo:
-            self.say(self.describe(argv, env))
+            self.announce(argv, env)
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
         proc = self._start(
             argv, env, cwd, stdin=data is not None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -307,7 +348,7 @@ class Runner:
         if self.dry_run:
             self.say(f"{prefix}{self.describe(argv, env)}")
             return Result(argv, 0)
-        self.say(f"{prefix}{self.describe(argv, env)}")
+        self.announce(argv, env, prefix, str(log_path) if log_path else "")
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
         tail: deque[str] = deque(maxlen=tail_lines)
         proc = self._start(
@@ -321,6 +362,8 @@ class Runner:
             bufsize=1,
         )
         log = log_path.open("a", encoding="utf-8") if log_path else None
+        if log:
+            log.write(self.describe(argv, env) + "\n")
         watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
         try:
             if data is not None and proc.stdin:
@@ -332,7 +375,9 @@ class Runner:
                 tail.append(line)
                 if log:
                     log.write(line + "\n")
-                self.say(f"{prefix}{line}")
+                shown = line if self.verbose else condense(line)
+                if shown is not None:
+                    self.say(f"{prefix}{shown}")
             proc.wait()
         finally:
             if watch:

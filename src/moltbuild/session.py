@@ -38,7 +38,7 @@ class Session:
         settings = load_settings(
             project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
         )
-        runner = Runner(secrets=settings.secrets)
+        runner = Runner(secrets=settings.secrets, verbose=settings.get("MOLTBUILD_VERBOSE") == "1")
         return cls(settings=settings, runner=runner, environ=environ)
 
     @property

@@ -99,6 +99,11 @@ KEYS: dict[str, KeySpec] = {
             "the ones this tool created)",
             "keep_images",
         ),
+        KeySpec(
+            "MOLTBUILD_VERBOSE",
+            "1 prints every command and all tool output (always in build/logs/NAME.log); --verbose",
+            "verbose",
+        ),
         KeySpec("MOLTBUILD_KUBE_CONTEXT", "kubeconfig context for kaniko (default: current)", "kube_context"),
         KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbook"),
         KeySpec(

@@ -148,7 +148,7 @@ def test_nested_overlay_without_fuse_builds_with_vfs_and_refuses_docker(git_proj
         doctor = invoke(git_project, "doctor", "--json", env=env)
         report = json.loads(doctor.stdout)
         assert report["storage"]["nested"] and report["storage"]["buildah_driver"] == "vfs"
-        out = invoke(git_project, "build", "--push", env=env)
+        out = invoke(git_project, "build", "--push", "--verbose", env=env)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "auto picked buildah" in out.stdout and "--storage-driver vfs" in out.stdout
         assert_report_matches_registry(git_project, mirror.url, {"api", "frontend"})
@@ -171,7 +171,7 @@ def test_nested_overlay_with_fuse_overlayfs_keeps_the_overlay_driver(git_project
     storage = merged / "storage"
     try:
         env = build_env(mirror, storage, "bfuse")
-        out = invoke(git_project, "build", "--push", "--api-only", env=env)
+        out = invoke(git_project, "build", "--push", "--api-only", "-v", env=env)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "storage driver overlay via fuse-overlayfs" in out.stdout
         assert "overlay.mount_program=" in out.stdout
@@ -217,7 +217,7 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
         sampler.start()
         try:
             out = invoke(
-                git_project, "build", "--push", "--backend", "buildah", env=env, preexec_fn=tree.enter
+                git_project, "build", "--push", "--backend", "buildah", "-v", env=env, preexec_fn=tree.enter
             )
         finally:
             stop.set()
@@ -284,7 +284,7 @@ def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_fil
             MOLTBUILD_REGISTRY=f"{registry.host}/tls",
             MOLTBUILD_REGISTRY_CA=str(tls_files.ca),
         )
-        out = invoke(git_project, "build", "--push", "--api-only", "--backend", "buildah", env=env)
+        out = invoke(git_project, "build", "--push", "--api-only", "--backend", "buildah", "-v", env=env)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "--cert-dir" in out.stdout
         assert_report_matches_registry(git_project, registry.url, {"api"}, verify=str(tls_files.ca))

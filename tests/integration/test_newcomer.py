@@ -81,3 +81,16 @@ def test_a_failed_image_has_its_row_reason_and_log(git_project, mirror, storage_
     assert out.returncode != 0
     table = out.stdout.split("reference")[-1]
     assert "FAILED: buildah build of api" in table and "(log: " in table and "api.log" in table
+
+
+def test_the_console_gets_a_line_per_step_and_the_log_gets_everything(git_project, mirror, storage_root):
+    env = build_env(mirror, storage_root, "compact")
+    out = invoke(git_project, "build", "--api-only", "--no-smoke", "--rebuild", "--no-cache", env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(re.match(r"\[api\] build \d+/\d+: COPY ", line) for line in lines), out.stdout
+    assert "--storage-driver" not in out.stdout and max(map(len, lines)) < 300
+    log = (git_project / "build" / "logs" / "api.log").read_text()
+    assert "--storage-driver" in log and "STEP 1/" in log  # the whole command and the tool's output
+    verbose = invoke(git_project, "build", "--api-only", "--no-smoke", "--rebuild", "-v", env=env)
+    assert verbose.returncode == 0 and "--storage-driver" in verbose.stdout and "STEP 1/" in verbose.stdout

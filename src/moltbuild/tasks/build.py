@@ -23,6 +23,7 @@ BUILD_HELP = {
     "no-smoke": "do not start the image and check its HEALTHCHECK and probe paths before the push",
     "dry-run": "print the plan and the exact commands; run nothing",
     "json": "print the report entries as JSON on stdout (progress goes to stderr)",
+    "verbose": "print every command and all tool output (always in build/logs/NAME.log)",
 }
 
 
@@ -46,6 +47,7 @@ def build(
     no_smoke=False,
     dry_run=False,
     json=False,
+    verbose=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
     from .. import build as build_mod
@@ -67,6 +69,7 @@ def build(
         no_smoke=no_smoke,
         dry_run=dry_run,
         as_json=json,
+        verbose=verbose,
     )
 
 
@@ -75,14 +78,15 @@ def build(
         "only": "comma list of image names",
         "dry-run": "print the commands; run nothing",
         "json": "print the report entries as JSON on stdout (progress goes to stderr)",
+        "verbose": "print every command and all tool output",
     }
 )
 @edge
-def push(c, only="", dry_run=False, json=False):
+def push(c, only="", dry_run=False, json=False, verbose=False):
     """Push the images recorded in build/images.json by an earlier build."""
     from .. import publish
 
-    publish.push_built(only=only, dry_run=dry_run, as_json=json)
+    publish.push_built(only=only, dry_run=dry_run, as_json=json, verbose=verbose)
 
 
 @task(help={"jobs": "images built at once (default 2)"})
