@@ -273,3 +273,29 @@ def leftover_temp_dirs(tmp: Path) -> list[Path]:
     moltbuild-run-* is buildah's runroot for a long storage path: kept by design, no secret."""
     dirs = [p for p in tmp.glob("moltbuild-*") if not p.name.startswith("moltbuild-run-")]
     return dirs + list(tmp.rglob("auth.json"))
+
+
+def interrupt_when(
+    project: Path, args: list[str], env: dict[str, str], tree, ready, sig: int, wait: float = 300
+) -> tuple[int, str]:
+    """Start `invoke ARGS` in `tree` (a ProcessTree), send `sig` once `ready()` holds; (exit code,
+    stderr). `ready` asserts its own condition when the wait runs out."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=tree.enter,
+    )
+    try:
+        deadline = time.monotonic() + wait
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready(), "the run never reached the point to interrupt"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, err

@@ -6,8 +6,6 @@ import ctypes
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tests.integration.conftest import (
     clean_env,
     head_short,
     htpasswd_file,
+    interrupt_when,
     invoke,
     leftover_temp_dirs,
     push_env,
@@ -309,27 +308,18 @@ def test_a_signal_stops_every_child_and_removes_the_auth_files(
         REGISTRY_PASSWORD=CANARY,
     )
     with ProcessTree() as tree:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "build", "--push", "--backend", "buildah", "--rebuild"],
-            cwd=git_project,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=tree.enter,
-        )
-        try:
-            assert tree.wait_for("sleep 120", timeout=300), "the build step never started"
-            assert any("bud" in cmd for cmd in tree.cmdlines())
-            assert list(private_tmp.glob("moltbuild-*/auth.json")), (
-                "the run keeps no auth file where expected"
+
+        def building() -> bool:  # a build step runs, and the run's auth file is on disk
+            cmds = tree.cmdlines()
+            return any("sleep 120" in c for c in cmds) and bool(
+                list(private_tmp.glob("moltbuild-*/auth.json"))
             )
-            proc.send_signal(sig)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-        assert proc.returncode == code, err
-        assert tree.wait_empty(timeout=15), f"left running: {tree.cmdlines()}"
+
+        returncode, err = interrupt_when(
+            git_project, ["build", "--push", "--backend", "buildah", "--rebuild"], env, tree, building, sig
+        )
+        assert returncode == code, err
+        assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
     assert not leftover_temp_dirs(private_tmp), "a temp dir (auth files) outlived the run"
     assert CANARY not in err
 

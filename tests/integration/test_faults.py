@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,7 +15,14 @@ import requests
 
 from moltbuild.localregistry import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import build_env, invoke, leftover_temp_dirs, read_report, registry_digest
+from tests.integration.conftest import (
+    build_env,
+    interrupt_when,
+    invoke,
+    leftover_temp_dirs,
+    read_report,
+    registry_digest,
+)
 from tests.support import proctree
 from tests.support.fault_proxy import FaultProxy
 from tests.support.proctree import ProcessTree
@@ -34,8 +39,8 @@ def target(tmp_path) -> Iterator[LocalRegistry]:
         yield reg
 
 
-def push_through(proxy: FaultProxy, git_project, mirror, storage_root, **settings: str):
-    env = build_env(
+def fault_env(proxy: FaultProxy, mirror, storage_root, **settings: str) -> dict[str, str]:
+    return build_env(
         mirror,
         storage_root,
         "unused",
@@ -44,6 +49,10 @@ def push_through(proxy: FaultProxy, git_project, mirror, storage_root, **setting
         MOLTBUILD_BACKEND="buildah",
         **settings,
     )
+
+
+def push_through(proxy: FaultProxy, git_project, mirror, storage_root, **settings: str):
+    env = fault_env(proxy, mirror, storage_root, **settings)
     start = time.monotonic()
     out = invoke(
         git_project, "build", "--push", "--api-only", "--no-smoke", "--rebuild", env=env, timeout=300
@@ -163,37 +172,13 @@ def test_a_signal_during_a_stalled_push_stops_everything_and_a_rerun_succeeds(
     proxy = FaultProxy(target.url, rules=[(UPLOAD, "stall")]).start()
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
-    env = build_env(
-        mirror,
-        storage_root,
-        "unused",
-        MOLTBUILD_REGISTRY=f"{proxy.host}/faults",
-        MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{proxy.host}",
-        MOLTBUILD_BACKEND="buildah",
-        TMPDIR=str(private_tmp),
-    )
-    argv = [sys.executable, "-m", "invoke", "build", "--push", "--api-only", "--no-smoke", "--rebuild"]
+    env = fault_env(proxy, mirror, storage_root, TMPDIR=str(private_tmp))
+    args = ["build", "--push", "--api-only", "--no-smoke", "--rebuild"]
     try:
         with ProcessTree() as tree:
-            proc = subprocess.Popen(
-                argv,
-                cwd=git_project,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                preexec_fn=tree.enter,
-            )
-            try:
-                deadline = time.monotonic() + 120
-                while not any(s.startswith("stall ") for s in proxy.seen) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert any(s.startswith("stall ") for s in proxy.seen), proxy.seen
-                proc.send_signal(sig)
-                _, err = proc.communicate(timeout=30)
-            finally:
-                proc.kill()
-            assert proc.returncode == code, err
+            stalled = lambda: any(s.startswith("stall ") for s in proxy.seen)  # noqa: E731
+            code_seen, err = interrupt_when(git_project, args, env, tree, stalled, sig, wait=120)
+            assert code_seen == code, err
             assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
         assert not leftover_temp_dirs(private_tmp), "a temp dir (auth files) outlived the run"
         assert "Traceback" not in err
