@@ -122,10 +122,15 @@ class RegistryClient:
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
             except requests.exceptions.SSLError as exc:
-                if "WRONG_VERSION_NUMBER" in str(exc) and is_loopback(self.host) and not self.plain_http:
-                    self.plain_http, https = True, self.base
-                    self.base = f"http://{self.host}"
-                    url = url.replace(https, self.base, 1)
+                plain = f"http://{self.host}"
+                if (
+                    "WRONG_VERSION_NUMBER" in str(exc)
+                    and is_loopback(self.host)
+                    and url.startswith("https://")
+                ):
+                    # Every thread that tried HTTPS switches; the first one also switches the client.
+                    self.plain_http, self.base = True, plain
+                    url = plain + url[len(f"https://{self.host}") :]
                     attempt -= 1
                     continue
                 if "WRONG_VERSION_NUMBER" in str(exc):

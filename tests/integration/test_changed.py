@@ -59,7 +59,11 @@ def test_changed_selects_exactly_the_images_whose_inputs_changed(git_project, ed
 
 def test_unknown_or_all_zero_base_builds_everything_and_github_event_gives_the_base(git_project, tmp_path):
     assert changed(git_project, "--base", "0" * 40)["changed"] == ["api", "frontend"]
-    unknown = changed(git_project, "--base", "deadbeef")
+    typo = invoke(git_project, "changed", "--base", "deadbeef", env=clean_env())  # typed: must exist
+    assert typo.returncode != 0 and "--base 'deadbeef' is not a commit in this repository" in typo.stderr
+    gone = tmp_path / "gone.json"  # GitHub's base of a force-push may be gone: build everything
+    gone.write_text(json.dumps({"before": "deadbeef" * 5, "after": "HEAD"}))
+    unknown = changed(git_project, env=clean_env(GITHUB_EVENT_PATH=str(gone)))
     assert (
         unknown["changed"] == ["api", "frontend"] and "not a known commit" in unknown["images"][0]["reason"]
     )

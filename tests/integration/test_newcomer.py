@@ -26,7 +26,9 @@ def test_a_loopback_registry_and_mirror_need_no_insecure_setting(git_project, mi
 
 def test_a_name_that_does_not_resolve_fails_at_once_with_one_line(git_project):
     env = clean_env(
-        MOLTBUILD_REGISTRY="no-such-registry.invalid/ns", REGISTRY_USERNAME="u", REGISTRY_PASSWORD="p"
+        MOLTBUILD_REGISTRY="no-such-registry.invalid/ns",
+        REGISTRY_USERNAME="ci",
+        REGISTRY_PASSWORD="a-long-enough-secret",
     )
     start = time.monotonic()
     out = invoke(git_project, "build", "--push", "--api-only", env=env)
