@@ -122,15 +122,11 @@ class RegistryClient:
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
             except requests.exceptions.SSLError as exc:
-                plain = f"http://{self.host}"
-                if (
-                    "WRONG_VERSION_NUMBER" in str(exc)
-                    and is_loopback(self.host)
-                    and url.startswith("https://")
-                ):
+                plain, tls_url = f"http://{self.host}", f"https://{self.host}"
+                if "WRONG_VERSION_NUMBER" in str(exc) and is_loopback(self.host) and url.startswith(tls_url):
                     # Every thread that tried HTTPS switches; the first one also switches the client.
                     self.plain_http, self.base = True, plain
-                    url = plain + url[len(f"https://{self.host}") :]
+                    url = plain + url[len(tls_url) :]
                     attempt -= 1
                     continue
                 if "WRONG_VERSION_NUMBER" in str(exc):
