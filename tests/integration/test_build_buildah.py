@@ -254,7 +254,7 @@ def test_wrong_credentials_fail_before_any_build(git_project, mirror, storage_ro
     out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
     assert out.returncode != 0
     assert "rejected the credentials from REGISTRY_USERNAME/REGISTRY_PASSWORD" in out.stderr
-    assert "STEP" not in out.stdout and "wrong-password" not in out.stdout + out.stderr
+    assert "] build 1/" not in out.stdout and "wrong-password" not in out.stdout + out.stderr
     missing = invoke(
         git_project,
         "build",
@@ -271,7 +271,7 @@ def test_ghcr_push_without_token_names_the_setting(git_project, mirror, storage_
     env.pop("MOLTBUILD_REGISTRY")
     out = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
     assert out.returncode != 0
-    assert "ghcr.io needs GITHUB_TOKEN" in out.stderr and "STEP" not in out.stdout
+    assert "ghcr.io needs GITHUB_TOKEN" in out.stderr and "] build 1/" not in out.stdout
 
 
 def test_tls_registry_with_private_ca(git_project, mirror, storage_root, tls_files, tmp_path):
