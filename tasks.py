@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env, gh, k8s, kaniko, registry
+from moltbuild.tasks import build, core, env, gh, hints, k8s, kaniko, registry
 
 ns = Collection()
 for module in (core, build, registry):
@@ -18,3 +18,4 @@ ns.add_collection(env.ns)
 ns.add_collection(k8s.ns)
 ns.add_collection(kaniko.ns)
 ns.add_collection(gh.ns)
+hints.install(ns)  # a "did you mean" after invoke's own parse errors

@@ -112,3 +112,17 @@ def test_credentials_in_the_registry_setting_are_refused_and_never_printed(proje
     )
     assert out.returncode == 2 and "MOLTBUILD_REGISTRY holds credentials" in out.stderr
     assert CANARY not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, guess",
+    [
+        (["biuld"], "'build'"),
+        (["build", "--jbos", "2"], "'--jobs'"),
+        (["k8s.set-imagse"], "'k8s.set-images'"),
+    ],
+)
+def test_a_typo_gets_the_closest_task_or_flag(project, argv, guess):
+    out = run_invoke(project, *argv)
+    assert out.returncode != 0 and f"Did you mean {guess}?" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
