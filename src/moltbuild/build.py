@@ -16,7 +16,7 @@ from .backends.base import Backend, ImageResult, JobLog, RunSpec
 from .changes import check_explicit_base, resolve_base, select_changed
 from .config import load_images
 from .credentials import Credentials, preflight_push, registry_client
-from .errors import BuildError, JobError, MoltbuildError
+from .errors import BuildError, ConfigError, JobError, MoltbuildError
 from .plan import BuildPlan, ImagePlan, make_plan, render_plan, select_images
 from .report import ImageRecord
 from .session import Session
@@ -142,7 +142,15 @@ def execute(
     path = report_path or report.default_path(settings.project_root)
     record = report.Recorder(path, dry_run)
     host = plan.registry.host
-    creds = preflight_push(host, settings, check_registry=not dry_run) if plan.push else None
+    creds = None
+    if plan.push:
+        try:
+            creds = preflight_push(host, settings, check_registry=not dry_run)
+        except ConfigError as exc:
+            if not dry_run:
+                raise
+            # A dry run shows the whole plan even before credentials are set up.
+            print(f"warning: {exc.message}; a real run stops here", file=sys.stderr)
     reused = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
     to_build = [image for image in plan.images if image.name not in reused]
     log_dir = None if dry_run else path.parent / "logs"

@@ -97,3 +97,16 @@ def test_the_console_gets_a_line_per_step_and_the_log_gets_everything(git_projec
     assert "--storage-driver" in log and "STEP 1/" in log  # the whole command and the tool's output
     verbose = invoke(git_project, "build", "--api-only", "--no-smoke", "--rebuild", "-v", env=env)
     assert verbose.returncode == 0 and "--storage-driver" in verbose.stdout and "STEP 1/" in verbose.stdout
+
+
+def test_a_dry_run_push_without_credentials_shows_the_plan_and_warns(git_project):
+    env = clean_env(MOLTBUILD_BACKEND="buildah")  # ghcr.io, no GITHUB_TOKEN
+    out = invoke(git_project, "build", "--push", "--dry-run", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "ghcr.io/ardenone/moltbook-api" in out.stdout and "+ PUT" in out.stdout  # the whole plan
+    assert (
+        "warning: pushing to ghcr.io needs GITHUB_TOKEN" in out.stderr
+        and "a real run stops here" in out.stderr
+    )
+    real = invoke(git_project, "build", "--push", env=env)
+    assert real.returncode != 0 and "needs GITHUB_TOKEN" in real.stderr
