@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
 
 from moltbuild.localregistry import LocalRegistry
+from tests.conftest import need
 from tests.integration.conftest import assert_report_matches_registry, build_env, clean_env, invoke
+from tests.support.registries import TestRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +113,27 @@ def test_a_dry_run_push_without_credentials_shows_the_plan_and_warns(git_project
     )
     real = invoke(git_project, "build", "--push", env=env)
     assert real.returncode != 0 and "needs GITHUB_TOKEN" in real.stderr
+
+
+def non_loopback_address() -> str | None:
+    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    return next((a for a in found if ":" not in a and not a.startswith("127.")), None)
+
+
+@pytest.mark.parametrize("tls, hint", [(True, "set MOLTBUILD_REGISTRY_CA"), (False, "speaks plain HTTP")])
+def test_a_mirror_off_loopback_that_tls_cannot_reach_names_the_setting(
+    git_project, storage_root, tls_files, tmp_path, tls, hint
+):
+    address = non_loopback_address()
+    need(address is not None, "needs an address of this machine that is not loopback")
+    with TestRegistry(tmp_path / "far", tls=tls_files if tls else None, address=address) as far:
+        env = clean_env(
+            MOLTBUILD_REGISTRY="127.0.0.1:1/ns",
+            MOLTBUILD_BASE_MIRROR=f"{far.host}/mirror",
+            MOLTBUILD_STORAGE_ROOT=str(storage_root),
+            MOLTBUILD_BACKEND="buildah",
+        )
+        out = invoke(git_project, "build", "--api-only", "--no-smoke", env=env)
+    assert out.returncode != 0
+    assert hint in out.stderr and far.host in out.stderr, out.stderr
+    assert "exists in the mirror" not in out.stderr

@@ -25,11 +25,17 @@ class TestRegistry(LocalRegistry):
         htpasswd: Path | None = None,
         tls: TLSFiles | None = None,
         token_auth: dict[str, str] | None = None,  # realm, service, issuer, rootcertbundle
+        address: str = "127.0.0.1",  # another of this machine's addresses: a registry not on loopback
     ):
         super().__init__(data_dir)
+        self.address = address
         self.htpasswd = htpasswd
         self.tls = tls
         self.token_auth = token_auth
+
+    @property
+    def host(self) -> str:
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -37,6 +43,8 @@ class TestRegistry(LocalRegistry):
 
     @property
     def verify(self) -> str | bool:
+        if self.tls and self.address != "127.0.0.1":
+            return False  # the test certificate names 127.0.0.1 only
         return str(self.tls.ca) if self.tls else True
 
     def extra_config(self) -> list[str]:
