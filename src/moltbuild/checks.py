@@ -14,7 +14,7 @@ from .backends.local import LocalBackend
 from .config import ImageConfig, load_images
 from .errors import ConfigError
 from .plan import select_images
-from .probes import dockerfile_exposed, smoke_plan, static_problems
+from .probes import dockerfile_exposed, smoke_plan_for, static_problems
 from .refs import ImageRef
 from .session import Session
 
@@ -30,9 +30,7 @@ def static_check(*, only: str = "") -> list[str]:
     root = session.settings.project_root
     problems = []
     for cfg in _configs(session, only):
-        smoke_plan(
-            root, cfg.manifest_name, cfg.smoke, f"[tool.moltbuild.images.{cfg.name}]"
-        )  # named ports resolve
+        smoke_plan_for(root, cfg)  # named ports resolve, the smoke table and HEALTHCHECK parse
         problems += static_problems(root, cfg.manifest_name, dockerfile_exposed(cfg.dockerfile))
     if problems:
         raise ConfigError("\n".join(problems))
@@ -86,13 +84,6 @@ def _check_all(backend: LocalBackend, targets: list, settings, root: Path) -> No
             ]
             runtime(*pull, timeout=1800)
             image = str(image)
-        plan = smoke_plan(
-            root,
-            cfg.manifest_name,
-            cfg.smoke,
-            f"[tool.moltbuild.images.{cfg.name}]",
-            cfg.dockerfile,
-            cfg.target,
-        )
+        plan = smoke_plan_for(root, cfg)
         outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
         runner.say(f"{prefix}smoke: {outcome.summary}")

@@ -13,7 +13,7 @@ from .backends.base import BasePull
 from .buildcontext import input_digest
 from .config import ImageConfig, load_images, read_tool_table
 from .errors import ConfigError
-from .probes import SmokePlan, smoke_plan
+from .probes import SmokePlan, smoke_plan_for
 from .refs import ImageRef, names_a_host
 from .session import Session
 from .tables import render_table
@@ -212,16 +212,7 @@ def make_plan(
                 input_digest=digest,
                 bases=tuple(bases),
                 timestamp=epoch,
-                smoke=smoke_plan(
-                    root,
-                    cfg.manifest_name,
-                    cfg.smoke,
-                    f"[tool.moltbuild.images.{cfg.name}]",
-                    cfg.dockerfile,
-                    cfg.target,
-                )
-                if smoke
-                else None,
+                smoke=smoke_plan_for(root, cfg) if smoke else None,
             )
         )
     return BuildPlan(

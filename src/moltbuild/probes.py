@@ -8,13 +8,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from .errors import ConfigError
 from .refs import ImageRef
+
+if TYPE_CHECKING:
+    from .config import ImageConfig
 
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -134,6 +137,12 @@ def smoke_plan(
     unique = {(c.path, c.port): c for c in reversed(http)}  # one GET per path and port, first origin named
     health = dockerfile_healthcheck(dockerfile, target) if dockerfile and dockerfile.is_file() else None
     return SmokePlan(tuple(c for c in http if unique[(c.path, c.port)] is c), command, health)
+
+
+def smoke_plan_for(project_root: Path, cfg: ImageConfig) -> SmokePlan:
+    """The smoke plan of one configured image: its manifests, its `smoke` table, its Dockerfile."""
+    where = f"[tool.moltbuild.images.{cfg.name}]"
+    return smoke_plan(project_root, cfg.manifest_name, cfg.smoke, where, cfg.dockerfile, cfg.target)
 
 
 def static_problems(project_root: Path, manifest_name: str, exposed: set[int]) -> list[str]:
