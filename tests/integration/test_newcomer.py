@@ -11,7 +11,13 @@ import pytest
 
 from moltbuild.localregistry import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import assert_report_matches_registry, build_env, clean_env, invoke
+from tests.integration.conftest import (
+    assert_report_matches_registry,
+    build_env,
+    clean_env,
+    invoke,
+    release_storage,
+)
 from tests.support.registries import TestRegistry
 
 pytestmark = pytest.mark.integration
@@ -122,18 +128,22 @@ def non_loopback_address() -> str | None:
 
 @pytest.mark.parametrize("tls, hint", [(True, "set MOLTBUILD_REGISTRY_CA"), (False, "speaks plain HTTP")])
 def test_a_mirror_off_loopback_that_tls_cannot_reach_names_the_setting(
-    git_project, storage_root, tls_files, tmp_path, tls, hint
+    git_project, build_tools, tls_files, tmp_path, tls, hint
 ):
     address = non_loopback_address()
     need(address is not None, "needs an address of this machine that is not loopback")
-    with TestRegistry(tmp_path / "far", tls=tls_files if tls else None, address=address) as far:
-        env = clean_env(
-            MOLTBUILD_REGISTRY="127.0.0.1:1/ns",
-            MOLTBUILD_BASE_MIRROR=f"{far.host}/mirror",
-            MOLTBUILD_STORAGE_ROOT=str(storage_root),
-            MOLTBUILD_BACKEND="buildah",
-        )
-        out = invoke(git_project, "build", "--api-only", "--no-smoke", env=env)
+    storage = tmp_path / "storage"  # empty: the base must come through the mirror
+    try:
+        with TestRegistry(tmp_path / "far", tls=tls_files if tls else None, address=address) as far:
+            env = clean_env(
+                MOLTBUILD_REGISTRY="127.0.0.1:1/ns",
+                MOLTBUILD_BASE_MIRROR=f"{far.host}/mirror",
+                MOLTBUILD_STORAGE_ROOT=str(storage),
+                MOLTBUILD_BACKEND="buildah",
+            )
+            out = invoke(git_project, "build", "--api-only", "--no-smoke", env=env)
+    finally:
+        release_storage(storage)
     assert out.returncode != 0
     assert hint in out.stderr and far.host in out.stderr, out.stderr
     assert "exists in the mirror" not in out.stderr
