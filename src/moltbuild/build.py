@@ -49,7 +49,7 @@ def to_record(
         pin_tag=image.pin_tag,
         skipped=skipped,
         image_id=(result.image_id if result else None) or image_id,
-        revision=plan.git.sha,
+        revision=image.revision or plan.git.sha,
         backend_reason=plan.backend_reason,
         log_path=str(result.log_path) if result and result.log_path else None,
         smoke=(result.smoke if result else "") or smoke,

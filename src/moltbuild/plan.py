@@ -42,6 +42,7 @@ class ImagePlan:
     bases: tuple[str, ...]  # as the Dockerfile names them
     smoke: SmokePlan | None = None  # None: --no-smoke
     timestamp: int = 0  # every timestamp in the image (SOURCE_DATE_EPOCH): same inputs, same digest
+    revision: str = ""  # the commit the context comes from (its own repository's, for a submodule)
 
     @property
     def pin_tag(self) -> str:
@@ -163,14 +164,15 @@ def make_plan(
     semver = tool.get("semver", False)
     if not isinstance(semver, bool):
         raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
-    tags = tagging.plan_tags(git, extra_tags, tagging.check_templates(tool.get("tags")), semver=semver)
+    templates = tagging.check_templates(tool.get("tags"))
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
     if mirror:
         mirror = baseimages.validate_mirror(mirror)
     cli_platforms = parse_platforms(platforms)
-    epoch = source_date_epoch(session.environ, git)
-    created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    version = tagging.version_of(git)
+    # Tags, labels and times come from the repository that holds each build context: the
+    # project's own, or another checkout inside it (a submodule).
+    project_repo = tagging.repo_root(root, session.runner)
+    states: dict[Path | None, tagging.GitState] = {project_repo: git}
 
     requested = backend or settings["MOLTBUILD_BACKEND"]
     name, reason = choose_backend(
@@ -183,12 +185,20 @@ def make_plan(
     images = []
     pulls: dict[str, str] = {}
     for cfg in configs:
+        repo = tagging.repo_root(cfg.context, session.runner)
+        if repo not in states:
+            states[repo] = tagging.read_git_state(repo, session.runner, session.environ) if repo else git
+        state = states[repo]
+        tags = tagging.plan_tags(state, extra_tags, templates, semver=semver)
+        epoch = source_date_epoch(session.environ, state)
+        created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        version = tagging.version_of(state)
         plats = tuple(cli_platforms or cfg.platforms)
         digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, plats)
-        label_args = {"VERSION": version, "REVISION": git.sha, "CREATED": created, "SOURCE": git.source}
+        label_args = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
         labels = {
-            "org.opencontainers.image.revision": git.sha,
-            "org.opencontainers.image.source": git.source,
+            "org.opencontainers.image.revision": state.sha,
+            "org.opencontainers.image.source": state.source,
             "org.opencontainers.image.created": created,
             "org.opencontainers.image.version": version,
             INPUT_DIGEST_LABEL: digest,
@@ -213,6 +223,7 @@ def make_plan(
                 bases=tuple(bases),
                 timestamp=epoch,
                 smoke=smoke_plan_for(root, cfg) if smoke else None,
+                revision=state.sha,
             )
         )
     return BuildPlan(
@@ -236,6 +247,11 @@ def render_plan(plan: BuildPlan) -> str:
         f"backend:  {plan.backend}: {plan.backend_reason}",
         f"revision: {git.sha} on {git.branch or '(detached)'}{' (dirty)' if git.dirty else ''}; "
         f"default branch {git.default_branch}",
+        *(
+            f"          {img.name} comes from another repository at {img.revision}"
+            for img in plan.images
+            if img.revision and img.revision != git.sha
+        ),
         f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
         f"smoke:    {_smoke_line(plan)}",

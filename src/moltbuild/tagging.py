@@ -64,6 +64,14 @@ def source_url(remote: str) -> str | None:
     return urlunsplit(("https", netloc, path, "", "")) if path.strip("/") else None
 
 
+def repo_root(path: Path, runner: Runner) -> Path | None:
+    """The top of the git checkout that holds `path` (a build context may sit in a submodule)."""
+    res = runner.run(
+        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], mutates=False, check=False, timeout=30
+    )
+    return Path(res.stdout.strip()).resolve() if res.ok and res.stdout.strip() else None
+
+
 def read_git_state(repo: Path, runner: Runner, environ: Mapping[str, str]) -> GitState:
     def git(*args: str, check: bool = True) -> str:
         return runner.run(

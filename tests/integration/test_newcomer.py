@@ -147,3 +147,27 @@ def test_a_mirror_off_loopback_that_tls_cannot_reach_names_the_setting(
     assert out.returncode != 0
     assert hint in out.stderr and far.host in out.stderr, out.stderr
     assert "exists in the mirror" not in out.stderr
+
+
+def test_tags_and_labels_come_from_the_repository_that_holds_the_context(git_project):
+    """A context in a checkout of its own (a submodule) is tagged with its own revision."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    api = git_project / "api"
+    subprocess.run([*git, "-C", str(api), "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "-C", str(api), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(api), "commit", "-qm", "api alone"], check=True)
+
+    def head(path) -> str:
+        return subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+
+    out = invoke(git_project, "build", "--dry-run", env=clean_env(MOLTBUILD_REGISTRY="127.0.0.1:1/ns"))
+    assert out.returncode == 0, out.stderr
+    api_sha, top_sha = head(api), head(git_project)
+    assert api_sha != top_sha
+    assert f"api comes from another repository at {api_sha}" in out.stdout
+    api_row = next(line for line in out.stdout.splitlines() if line.startswith("api "))
+    front_row = next(line for line in out.stdout.splitlines() if line.startswith("frontend "))
+    assert f"sha-{api_sha[:7]}" in api_row and f"sha-{top_sha[:7]}" in front_row
+    assert f"org.opencontainers.image.revision={api_sha}" in out.stdout
