@@ -124,6 +124,7 @@ def _run_parallel(
             rec = fut.result()
             records.append(rec)
             record(rec)
+            backend.runner.settle(f"[{rec.name}] ")
             say(f"[{rec.name}] {'FAILED' if rec.error else 'ok'} in {rec.duration_s:.1f}s")
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CommandError, ToolMissingError
+from .live import LiveBoard
 from .settings import KEYS, MASK, Secret
 
 INSTALL_HINTS = {
@@ -109,6 +110,11 @@ _STEP_RES = (
     re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)"),  # BuildKit
 )
 _LOUD_RE = re.compile(r"error|warn|fail|denied|unauthorized|no progress", re.I)
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _brief(argv: list[str]) -> str:
@@ -219,6 +225,7 @@ class Runner:
         secrets: Iterable[str] = (),
         out: Callable[[str], None] | None = None,
         verbose: bool = True,
+        live: bool = False,
     ):
         self.dry_run = dry_run
         # Not verbose: a short line per command and per build step; the rest goes to the log only.
@@ -227,6 +234,7 @@ class Runner:
         _known_secrets.update(self._secrets)
         self._out_lock = threading.Lock()
         self._out = out or self._print
+        self._board = LiveBoard(_write_stdout) if live and not verbose else None
 
     def derive(self, *, dry_run: bool) -> Runner:
         """The same runner (secrets, output, its lock) with another dry-run setting."""
@@ -238,6 +246,7 @@ class Runner:
         """The same runner with progress on stderr: stdout stays for `--json`."""
         clone = copy.copy(self)
         clone._out = lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())
+        clone._board = None
         return clone
 
     @staticmethod
@@ -250,9 +259,22 @@ class Runner:
             text = text.replace(secret, MASK)
         return text
 
-    def say(self, line: str) -> None:
+    def settle(self, status: str) -> None:
+        """The image behind `status` is done: its live line goes (its result line stays)."""
         with self._out_lock:
-            self._out(self.mask(line))
+            if self._board is not None:
+                self._board.drop(status)
+
+    def say(self, line: str, *, status: str | None = None) -> None:
+        """Print a line; `status` (an image's prefix) marks it as that image's current step,
+        which a terminal shows in place instead of scrolling."""
+        with self._out_lock:
+            if self._board is None:
+                self._out(self.mask(line))
+            elif status:
+                self._board.update(status, self.mask(line))
+            else:
+                self._board.line(self.mask(line))
 
     def describe(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
         shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
@@ -377,7 +399,8 @@ class Runner:
                     log.write(line + "\n")
                 shown = line if self.verbose else condense(line)
                 if shown is not None:
-                    self.say(f"{prefix}{shown}")
+                    step = not self.verbose and shown.startswith("build ") and not _LOUD_RE.search(line)
+                    self.say(f"{prefix}{shown}", status=prefix if step else None)
             proc.wait()
         finally:
             if watch:

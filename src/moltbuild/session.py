@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,7 +39,9 @@ class Session:
         settings = load_settings(
             project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
         )
-        runner = Runner(secrets=settings.secrets, verbose=settings.get("MOLTBUILD_VERBOSE") == "1")
+        verbose = settings.get("MOLTBUILD_VERBOSE") == "1"
+        live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
+        runner = Runner(secrets=settings.secrets, verbose=verbose, live=live)
         return cls(settings=settings, runner=runner, environ=environ)
 
     @property

@@ -171,3 +171,32 @@ def test_tags_and_labels_come_from_the_repository_that_holds_the_context(git_pro
     front_row = next(line for line in out.stdout.splitlines() if line.startswith("frontend "))
     assert f"sha-{api_sha[:7]}" in api_row and f"sha-{top_sha[:7]}" in front_row
     assert f"org.opencontainers.image.revision={api_sha}" in out.stdout
+
+
+def test_a_terminal_gets_a_live_status_and_a_pipe_gets_plain_lines(git_project, mirror, storage_root):
+    import os
+    import pty
+    import sys
+
+    env = {k: v for k, v in build_env(mirror, storage_root, "live", TERM="xterm").items() if k != "CI"}
+    argv = [sys.executable, "-m", "invoke", "build", "--api-only", "--no-smoke", "--rebuild", "--no-cache"]
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        argv, cwd=git_project, env=env, stdout=child, stderr=child, stdin=subprocess.DEVNULL
+    )
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == 0, screen[-2000:]
+    text = screen.decode(errors="replace")
+    assert "\x1b[" in text and "[api] build 1/" in text  # steps redrawn in place
+    piped = invoke(git_project, "build", "--api-only", "--no-smoke", "--rebuild", env=env)
+    assert piped.returncode == 0 and "\x1b[" not in piped.stdout and "[api] build 1/" in piped.stdout
