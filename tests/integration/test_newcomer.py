@@ -200,3 +200,14 @@ def test_a_terminal_gets_a_live_status_and_a_pipe_gets_plain_lines(git_project, 
     assert "\x1b[" in text and "[api] build 1/" in text  # steps redrawn in place
     piped = invoke(git_project, "build", "--api-only", "--no-smoke", "--rebuild", env=env)
     assert piped.returncode == 0 and "\x1b[" not in piped.stdout and "[api] build 1/" in piped.stdout
+
+
+def test_the_old_scripts_habits_image_tag_and_force(git_project):
+    env = clean_env(MOLTBUILD_REGISTRY="127.0.0.1:1/ns", MOLTBUILD_BACKEND="buildah", IMAGE_TAG="rc1")
+    out = invoke(git_project, "build", "--dry-run", "--api-only", env=env)
+    assert out.returncode == 0, out.stderr
+    api_row = next(line for line in out.stdout.splitlines() if line.startswith("api "))
+    assert "rc1" in api_row and "IMAGE_TAG is deprecated" in out.stderr and "use --tag" in out.stderr
+    helptext = invoke(git_project, "--help", "build", env=clean_env()).stdout
+    force = re.search(r"--force(.*?)\n  -", helptext, re.S).group(1)  # the help may wrap
+    assert "nested overlay" in force and "--rebuild" in force  # --rebuild builds although unchanged
