@@ -12,10 +12,9 @@ intermediate image out from under a build in progress.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +102,8 @@ class ImageStore:
 
     def record(self, images: dict[str, StoredImage], built: Iterable[str]) -> None:
         """Add built images with their parent chain, down to the first image we did not create
-        (a base: pulled images stay the user's). `images`: the inventory now."""
+        (a base: pulled images stay the user's). `images`: the inventory now. Like `prune`,
+        call it inside `exclusive()`: that lock is what keeps the ledger's writers apart."""
         ours, new = self.ledger(), set()
         for start in map(_hex, built):
             current = start
@@ -112,8 +112,7 @@ class ImageStore:
                     break
                 new.add(current)
                 current = images[current].parent
-        with self._locked("ledger.lock", fcntl.LOCK_EX):
-            self._write_ledger(self.ledger() | new)
+        self._write_ledger(ours | new)
 
     # -- runs and pruning ----------------------------------------------------------------------
 
@@ -166,8 +165,7 @@ class ImageStore:
         if order:
             res = self.rt("rmi", *(["--force"] if everything else []), *order, check=False, timeout=600)
             left = set(self.inventory()) if not res.ok else left - set(order)
-        with self._locked("ledger.lock", fcntl.LOCK_EX):
-            self._write_ledger(self.ledger() & left)
+        self._write_ledger(self.ledger() & left)
         return [i for i in order if i not in left]
 
     def doomed(self, images: dict[str, StoredImage] | None = None, *, everything: bool = False) -> list[str]:
@@ -176,16 +174,6 @@ class ImageStore:
         ours = self.ledger()
         doomed = (set(ours) if everything else ours - _needed(images)) & set(images)
         return sorted(doomed, key=lambda i: -_depth(images, i))
-
-    @contextlib.contextmanager
-    def _locked(self, name: str, mode: int) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / name, "a+") as fh:
-            fcntl.flock(fh, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _needed(images: dict[str, StoredImage]) -> set[str]:
