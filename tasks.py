@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.tasks import build, core, env, gh, hints, k8s, kaniko, registry
+from moltbuild.cli import build, core, env, gh, hints, k8s, kaniko, registry
 
 ns = Collection()
 for module in (core, build, registry):

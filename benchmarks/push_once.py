@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.backends import make_backend
-from moltbuild.backends.base import JobLog, PushTarget, RunSpec
-from moltbuild.plan import make_plan
-from moltbuild.session import Session
+from moltbuild.backends.contract import JobLog, PushTarget, RunSpec
+from moltbuild.backends.selection import make_backend
+from moltbuild.flows.context import Session
+from moltbuild.plan.planner import make_plan
 
 
 def timed_invoke(env: dict[str, str], cwd: Path, *extra: str) -> float:

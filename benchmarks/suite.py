@@ -199,7 +199,7 @@ def hashing_row(base: Path, rounds: int) -> Row:
     (ctx / ".dockerignore").write_text("node_modules\n")
     (ctx / "Dockerfile").write_text("FROM scratch\n")
     ours = (
-        "from pathlib import Path; from moltbuild.buildcontext import input_digest; "
+        "from pathlib import Path; from moltbuild.plan.inputs import input_digest; "
         f"input_digest(Path({str(ctx)!r}), Path({str(ctx / 'Dockerfile')!r}), {{}}, None, [])"
     )
     tar = f"tar c -C {ctx} --exclude=./node_modules . | sha256sum"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild.backends.buildah import storage_flags
-from moltbuild.localregistry import LocalRegistry
+from moltbuild.registry.local import LocalRegistry
 from tests.support import offline_bases
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, replace
 
-from .errors import ConfigError
+from moltbuild.errors import ConfigError
 
 DOCKER_HUB = "docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

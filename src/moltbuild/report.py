@@ -16,8 +16,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import ConfigError
-from .refs import DIGEST_RE, TAG_RE, ImageRef
+from moltbuild.errors import ConfigError
+from moltbuild.refs import DIGEST_RE, TAG_RE, ImageRef
 
 VERSION = 1
 STATUSES = ("built", "pushed", "failed")
@@ -228,7 +228,7 @@ def update(path: Path, record: ImageRecord) -> None:
 def run_lock(path: Path, what: str, say: Callable[[str], None]) -> contextlib.AbstractContextManager:
     """One run at a time per report: two runs writing the same report and the same tags could
     each exit 0 with the report naming one image and the registry another."""
-    from .locks import held
+    from moltbuild.system.locks import held
 
     return held(Path(str(path) + ".run.lock"), what, str(path), say)
 

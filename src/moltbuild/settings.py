@@ -16,7 +16,7 @@ from typing import Any
 
 from dotenv.parser import parse_stream
 
-from .errors import ConfigError
+from moltbuild.errors import ConfigError
 
 MASK = "****"
 BACKENDS = ("auto", "docker", "buildah", "kaniko")
@@ -195,7 +195,7 @@ class Settings:
 
     def allows_plain_http(self, host: str) -> bool:
         """Listed in MOLTBUILD_INSECURE_REGISTRIES, or on loopback (as Docker treats it)."""
-        from .refs import is_loopback
+        from moltbuild.refs import is_loopback
 
         return host in self.insecure_registries or is_loopback(host)
 
@@ -297,7 +297,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     cli = cli or {}
     if tool_config is None:
-        from .config import read_tool_table
+        from moltbuild.project import read_tool_table
 
         tool_config = read_tool_table(project_root)
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from moltbuild.backends.buildah import storage_flags
-from moltbuild.localregistry import LocalRegistry
-from moltbuild.registry import ACCEPT
+from moltbuild.registry.client import ACCEPT
+from moltbuild.registry.local import LocalRegistry
 from tests.conftest import ROOT, need_root, need_tool
 from tests.support import offline_bases
 from tests.support.registries import TLSFiles

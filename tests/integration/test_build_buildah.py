@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from moltbuild.localregistry import free_port
-from moltbuild.registry import ACCEPT
+from moltbuild.registry.client import ACCEPT
+from moltbuild.registry.local import free_port
 from tests.conftest import need, need_tool
 from tests.integration.conftest import (
     assert_report_matches_registry,

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from moltbuild.localregistry import free_port
+from moltbuild.registry.local import free_port
 from tests.integration.conftest import assert_report_matches_registry, build_env, invoke
 
 pytestmark = pytest.mark.integration

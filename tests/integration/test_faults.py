@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from moltbuild.localregistry import LocalRegistry
+from moltbuild.registry.local import LocalRegistry
 from tests.conftest import need
 from tests.integration.conftest import (
     build_env,

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from moltbuild.buildcontext import context_files
-from moltbuild.registry import RegistryClient
+from moltbuild.plan.inputs import context_files
+from moltbuild.registry.client import RegistryClient
 from tests.integration.conftest import build_env, invoke, read_report, registry_digest
 from tests.support.fake_cluster import FakeCluster
 
@@ -206,7 +206,7 @@ def _synthetic_context(root):
 
 @pytest.mark.parametrize("which", ["api", "moltbook-frontend", "synthetic"])
 def test_the_streamed_context_is_as_small_as_tar_cz_of_the_same_files(which, tmp_path):
-    from moltbuild.buildcontext import context_tarball
+    from moltbuild.plan.inputs import context_tarball
     from tests.conftest import ROOT
 
     ctx = _synthetic_context(tmp_path) if which == "synthetic" else ROOT / which

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.probe import probe_storage
+from moltbuild.system.host import probe_storage
 from tests.conftest import need_root
 from tests.integration.conftest import clean_env, invoke
 

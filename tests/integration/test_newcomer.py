@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from moltbuild.localregistry import LocalRegistry
+from moltbuild.registry.local import LocalRegistry
 from tests.conftest import need
 from tests.integration.conftest import (
     assert_report_matches_registry,

@@ -1,4 +1,4 @@
-"""moltbuild.registry, `invoke verify`, `invoke tag --source` and skip-unchanged, against real
+"""moltbuild.registry.client, `invoke verify`, `invoke tag --source` and skip-unchanged, against real
 docker-registry instances (plain, bearer token) and a fault-injecting proxy."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from moltbuild.errors import RegistryError
-from moltbuild.localregistry import LocalRegistry
-from moltbuild.registry import RegistryClient
+from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.local import LocalRegistry
 from moltbuild.settings import Secret
 from tests.conftest import need_tool
 from tests.integration.conftest import (

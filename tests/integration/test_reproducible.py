@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from moltbuild.backends.buildah import storage_flags
-from moltbuild.registry import ACCEPT
+from moltbuild.registry.client import ACCEPT
 from tests.integration.conftest import build_env, invoke, read_report, registry_digest, release_storage
 
 pytestmark = pytest.mark.integration

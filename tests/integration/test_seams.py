@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
-from moltbuild.build import build_images
-from moltbuild.session import Session
+from moltbuild.flows.build import build_images
+from moltbuild.flows.context import Session
 from tests.integration.conftest import (
     assert_report_matches_registry,
     build_env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from moltbuild.localregistry import LocalRegistry
+from moltbuild.registry.local import LocalRegistry
 
 
 @dataclass

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.backends import make_backend
-from moltbuild.backends.base import PushTarget, retry_transient
+from moltbuild.backends.contract import PushTarget, retry_transient
+from moltbuild.backends.selection import make_backend
 from moltbuild.errors import CommandError
-from moltbuild.plan import ImagePlan
-from moltbuild.probe import StorageVerdict
+from moltbuild.plan.planner import ImagePlan
 from moltbuild.refs import ImageRef
-from moltbuild.runner import Runner
 from moltbuild.settings import load_settings
+from moltbuild.system.host import StorageVerdict
+from moltbuild.system.processes import Runner
 from tests.unit.verdicts import storage_verdict
 
 

@@ -1,11 +1,11 @@
 import pytest
 
-from moltbuild.backends import BACKENDS, choose_backend, make_backend
-from moltbuild.backends.base import Backend, BackendStatus
+from moltbuild.backends.contract import Backend, BackendStatus
+from moltbuild.backends.selection import BACKENDS, choose_backend, make_backend
 from moltbuild.errors import ConfigError, GuardError
-from moltbuild.probe import StorageVerdict
-from moltbuild.runner import Runner
 from moltbuild.settings import load_settings
+from moltbuild.system.host import StorageVerdict
+from moltbuild.system.processes import Runner
 from tests.unit.verdicts import storage_verdict
 
 

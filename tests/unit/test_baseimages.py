@@ -1,7 +1,7 @@
 import pytest
 
-from moltbuild.baseimages import dockerfile_bases, mirrored, registries_conf
 from moltbuild.errors import ConfigError
+from moltbuild.plan.bases import dockerfile_bases, mirrored, registries_conf
 
 
 def test_only_docker_hub_goes_through_the_mirror():

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from moltbuild.buildcontext import context_files, input_digest
+from moltbuild.plan.inputs import context_files, input_digest
 
 
 def make_context(root: Path, files: dict[str, str], ignore: str = "") -> Path:
@@ -57,7 +57,7 @@ def reference_digest(context: Path, dockerfile: Path) -> str:
     import json
     import os
 
-    from moltbuild.buildcontext import dockerignore_spec
+    from moltbuild.plan.inputs import dockerignore_spec
 
     ignore = context / ".dockerignore"
     spec = dockerignore_spec(ignore.read_text().splitlines() if ignore.is_file() else [])
@@ -115,7 +115,7 @@ def tricky_tree(root: Path) -> Path:
 
 
 def test_the_pruning_walk_gives_the_reference_digest_and_files(tmp_path, monkeypatch):
-    from moltbuild import buildcontext
+    from moltbuild.plan import inputs as buildcontext
 
     ctx = tricky_tree(tmp_path)
     expected = reference_digest(ctx, ctx / "Dockerfile")
@@ -131,7 +131,7 @@ def test_the_pruning_walk_gives_the_reference_digest_and_files(tmp_path, monkeyp
 def test_ignored_folders_are_not_entered(tmp_path, monkeypatch):
     import os
 
-    from moltbuild import buildcontext
+    from moltbuild.plan import inputs as buildcontext
 
     ctx = make_context(tmp_path, {"src/a.py": "", "node_modules/m/i.js": "", "keep/x": ""}, "node_modules\n")
     entered = []

@@ -1,11 +1,11 @@
 import json
 
-from moltbuild import doctor
-from moltbuild.backends.base import BackendStatus
-from moltbuild.probe import Place
-from moltbuild.runner import Runner
-from moltbuild.session import Session
+from moltbuild.backends.contract import BackendStatus
+from moltbuild.flows import doctor
+from moltbuild.flows.context import Session
 from moltbuild.settings import load_settings
+from moltbuild.system.host import Place
+from moltbuild.system.processes import Runner
 from tests.unit.verdicts import storage_verdict
 
 

@@ -1,6 +1,6 @@
 import json
 
-from moltbuild import ghactions
+from moltbuild.ci import actions as ghactions
 from tests.unit.records import image_record, pushed_entry
 
 D = "sha256:" + "d" * 64

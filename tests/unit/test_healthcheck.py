@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.probes import Healthcheck, dockerfile_healthcheck
+from moltbuild.smoke.probes import Healthcheck, dockerfile_healthcheck
 
 
 def write(tmp_path, text: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.imagestore import ImageStore, StoredImage, _depth, _needed, _parse_size
+from moltbuild.backends.imagestore import ImageStore, StoredImage, _depth, _needed, _parse_size
 
 
 def chain(*specs: tuple[str, str, tuple[str, ...]]) -> dict[str, StoredImage]:

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from moltbuild import kustomize, report
+from moltbuild import report
 from moltbuild.errors import ConfigError
-from moltbuild.kustomize import Pin, set_images, yaml_string
+from moltbuild.k8s import kustomize
+from moltbuild.k8s.kustomize import Pin, set_images, yaml_string
 from tests.unit.records import pushed_entry
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """The terminal's live status: step lines replace each other per image, other lines scroll above."""
 
-from moltbuild.live import LiveBoard
-from moltbuild.runner import Runner
+from moltbuild.system.live import LiveBoard
+from moltbuild.system.processes import Runner
 
 
 def test_a_status_replaces_the_last_one_of_its_image_and_lines_scroll_above(monkeypatch):

@@ -10,8 +10,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from moltbuild.errors import ConfigError
-from moltbuild.kaniko import executor_args, job_manifest, job_name, registry_secret, setup_objects
-from moltbuild.plan import ImagePlan, cache_tag
+from moltbuild.k8s.kaniko import executor_args, job_manifest, job_name, registry_secret, setup_objects
+from moltbuild.plan.planner import ImagePlan, cache_tag
 from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings
 
@@ -94,7 +94,7 @@ def test_no_push_no_cache_and_multi_platform():
 
 
 def test_setup_objects_and_secret_validate_in_any_namespace():
-    from moltbuild.credentials import Credentials
+    from moltbuild.registry.auth import Credentials
 
     objects = setup_objects(ROOT, "builds")
     assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding"}

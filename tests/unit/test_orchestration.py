@@ -10,16 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild import build, publish, report
-from moltbuild.backends import BACKENDS, backend_class
-from moltbuild.backends.base import Backend, BackendStatus, BasePull, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild import report
+from moltbuild.backends.contract import (
+    Backend,
+    BackendStatus,
+    BasePull,
+    ImageResult,
+    JobLog,
+    PushTarget,
+    RunSpec,
+)
+from moltbuild.backends.selection import BACKENDS, backend_class
 from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
-from moltbuild.plan import BuildPlan, ImagePlan, cache_tag
+from moltbuild.flows import build, publish
+from moltbuild.flows.context import Session
+from moltbuild.plan.planner import BuildPlan, ImagePlan, cache_tag
+from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
-from moltbuild.runner import Runner
-from moltbuild.session import Session
 from moltbuild.settings import load_settings
-from moltbuild.tagging import GitState
+from moltbuild.system.processes import Runner
 from tests.unit.verdicts import storage_verdict
 
 DIGEST = "sha256:" + "d" * 64

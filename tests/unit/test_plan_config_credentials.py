@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.config import load_images
-from moltbuild.credentials import credentials_for, preflight_push
 from moltbuild.errors import ConfigError
-from moltbuild.plan import parse_platforms, registry_prefix, select_images
+from moltbuild.plan.planner import parse_platforms, registry_prefix, select_images
+from moltbuild.project import load_images
+from moltbuild.registry.auth import credentials_for, preflight_push
 from moltbuild.settings import load_settings
 
 IMAGES = {
@@ -109,8 +109,8 @@ def test_a_github_token_alone_is_enough_for_ghcr(tmp_path, env, user, keys):
 
 
 def test_source_date_epoch_wins_over_the_commit_time():
-    from moltbuild.plan import source_date_epoch
-    from moltbuild.tagging import GitState
+    from moltbuild.plan.planner import source_date_epoch
+    from moltbuild.plan.tags import GitState
 
     git = GitState("a" * 40, "main", "main", False, "https://x/y", commit_time=1600000000)
     assert source_date_epoch({}, git) == 1600000000

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.probe import default_storage_root, detect_place, mount_of, probe_storage
+from moltbuild.system.host import default_storage_root, detect_place, mount_of, probe_storage
 
 MOUNTINFO = """\
 22 1 254:0 / / rw,relatime - ext4 /dev/vda rw

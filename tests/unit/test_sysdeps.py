@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from moltbuild import sysdeps
 from moltbuild.errors import ToolMissingError
-from moltbuild.runner import Result, Runner
+from moltbuild.system import packages as sysdeps
+from moltbuild.system.processes import Result, Runner
 
 
 class ScriptedRunner(Runner):

@@ -3,7 +3,14 @@ import re
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.tagging import GitState, check_templates, plan_tags, sanitize_branch, source_url, validate_tag
+from moltbuild.plan.tags import (
+    GitState,
+    check_templates,
+    plan_tags,
+    sanitize_branch,
+    source_url,
+    validate_tag,
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.plan import cache_tag
-from moltbuild.registry import RegistryClient, is_loopback
-from moltbuild.retag import destination, parse_source
+from moltbuild.plan.planner import cache_tag
+from moltbuild.registry.client import RegistryClient, is_loopback
+from moltbuild.registry.promote import destination, parse_source
+from moltbuild.registry.verify import Check, kustomization_targets, raise_on_failure, render
 from moltbuild.settings import Secret
-from moltbuild.verify import Check, kustomization_targets, raise_on_failure, render
 
 
 def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
@@ -129,8 +129,8 @@ def test_cache_tag_is_a_valid_tag_derived_from_the_input_digest():
 def test_an_image_meant_to_be_pushed_and_not_pushed_fails_verify(tmp_path: Path):
     import json
 
+    from moltbuild.registry.verify import verify
     from moltbuild.settings import load_settings
-    from moltbuild.verify import verify
     from tests.unit.records import raw_entry
 
     path = tmp_path / "images.json"

@@ -1,6 +1,6 @@
 """Storage verdicts for unit tests, without probing anything."""
 
-from moltbuild.probe import StorageVerdict
+from moltbuild.system.host import StorageVerdict
 
 
 def storage_verdict(*, nested: bool = False, fuse: str | None = None, **fields) -> StorageVerdict:

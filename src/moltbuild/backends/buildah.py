@@ -9,15 +9,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..baseimages import parse_base, registries_conf
-from ..errors import MoltbuildError
-from ..smoke import ContainerRuntime
-from .base import BackendStatus, JobLog, PushTarget, RunSpec
-from .local import LocalBackend
+from moltbuild.backends.contract import BackendStatus, JobLog, PushTarget, RunSpec
+from moltbuild.backends.local import LocalBackend
+from moltbuild.errors import MoltbuildError
+from moltbuild.plan.bases import parse_base, registries_conf
+from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
-    from ..credentials import Credentials
-    from ..plan import ImagePlan
+    from moltbuild.plan.planner import ImagePlan
+    from moltbuild.registry.auth import Credentials
 
 
 def storage_flags(root: str | Path) -> list[str]:

@@ -9,16 +9,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..baseimages import parse_base
-from ..errors import CommandError, ConfigError, MoltbuildError
-from ..refs import is_loopback
-from ..smoke import ContainerRuntime
-from .base import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
-from .local import LocalBackend
+from moltbuild.backends.contract import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
+from moltbuild.backends.local import LocalBackend
+from moltbuild.errors import CommandError, ConfigError, MoltbuildError
+from moltbuild.plan.bases import parse_base
+from moltbuild.refs import is_loopback
+from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
-    from ..credentials import Credentials
-    from ..plan import ImagePlan
+    from moltbuild.plan.planner import ImagePlan
+    from moltbuild.registry.auth import Credentials
 
 PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 NESTED_FIX = (

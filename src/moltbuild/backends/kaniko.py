@@ -13,16 +13,24 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..buildcontext import context_tarball
-from ..cluster import Cluster, ClusterError
-from ..credentials import registry_client
-from ..errors import ConfigError, JobError, MoltbuildError
-from ..kaniko import RECEIVE, SECRET_NAME, executor_args, job_manifest, job_name, render, timeout_of
-from ..refs import DIGEST_RE
-from .base import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild.errors import ConfigError, JobError, MoltbuildError
+from moltbuild.k8s.cluster import Cluster, ClusterError
+from moltbuild.k8s.kaniko import (
+    RECEIVE,
+    SECRET_NAME,
+    executor_args,
+    job_manifest,
+    job_name,
+    render,
+    timeout_of,
+)
+from moltbuild.plan.inputs import context_tarball
+from moltbuild.refs import DIGEST_RE
+from moltbuild.registry.auth import registry_client
 
 if TYPE_CHECKING:
-    from ..plan import ImagePlan
+    from moltbuild.plan.planner import ImagePlan
 
 T = TypeVar("T")
 KUBECONFIG_FIX = "get a kubeconfig for the cluster (KUBECONFIG, MOLTBUILD_KUBE_CONTEXT)"

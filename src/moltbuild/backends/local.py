@@ -15,17 +15,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..credentials import registry_client
-from ..errors import CommandError, JobError, MoltbuildError, RegistryError
-from ..imagestore import ImageStore
-from ..registry import RegistryClient
-from ..smoke import ContainerRuntime, run_smoke, stop_all
-from .base import Backend, BasePull, ImageResult, JobLog, PushTarget, RunSpec, retry_transient
+from moltbuild.backends.contract import (
+    Backend,
+    BasePull,
+    ImageResult,
+    JobLog,
+    PushTarget,
+    RunSpec,
+    retry_transient,
+)
+from moltbuild.backends.imagestore import ImageStore
+from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryError
+from moltbuild.registry.auth import registry_client
+from moltbuild.registry.client import RegistryClient
+from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
 
 if TYPE_CHECKING:
-    from ..credentials import Credentials
-    from ..plan import ImagePlan
-    from ..refs import ImageRef
+    from moltbuild.plan.planner import ImagePlan
+    from moltbuild.refs import ImageRef
+    from moltbuild.registry.auth import Credentials
 
 MIRROR_HINT = (
     "set MOLTBUILD_BASE_MIRROR=HOST[:PORT]/PREFIX to pull Docker Hub bases through a mirror you can reach"

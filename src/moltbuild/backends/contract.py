@@ -1,0 +1,177 @@
+"""The backend contract: each backend owns the whole per-image job.
+
+The orchestration (build.py, publish.py) calls only what is declared here, in this order:
+`open` once per run (private dir, credentials, bases), then `produce` per planned image or
+`push_built` per image an earlier run built. It never knows which kind of backend it drives.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from moltbuild.errors import CommandError
+from moltbuild.settings import Settings
+from moltbuild.system.host import StorageVerdict
+from moltbuild.system.processes import Runner
+
+if TYPE_CHECKING:
+    from moltbuild.plan.planner import ImagePlan
+    from moltbuild.refs import ImageRef
+    from moltbuild.registry.auth import Credentials
+
+T = TypeVar("T")
+ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+# Errors worth another try: the network or the registry hiccuped, not a refusal.
+TRANSIENT_RE = re.compile(
+    r"connection (reset|refused)|timeout|timed out|temporarily unavailable|\b50[234]\b|"
+    r"too many requests|\b429\b|unexpected EOF|broken pipe|i/o timeout|TLS handshake",
+    re.I,
+)
+
+
+@dataclass
+class BackendStatus:
+    name: str
+    available: bool  # the tool is installed
+    works: bool  # and it can build here
+    reason: str
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BasePull:
+    source: str  # where it is pulled from (the mirror, or the base itself)
+    users: tuple[str, ...]  # images that need it, for messages
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run needs before its jobs: a private 0700 dir, logins, the base mirror and bases."""
+
+    workdir: Path
+    logins: Mapping[str, Credentials | None] = field(default_factory=dict)  # registry host -> creds
+    mirror: str | None = None
+    bases: Mapping[str, BasePull] = field(default_factory=dict)  # base as the Dockerfile names it
+    purpose: str = "a moltbuild run"  # who holds the image store, for a run that waits for it
+
+
+@dataclass(frozen=True)
+class JobLog:
+    prefix: str  # "[api] ", for interleaved output
+    path: Path | None = None  # build/logs/NAME.log; None in a dry run
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """An image built earlier, to be pushed once and tagged in the registry."""
+
+    name: str
+    ref: ImageRef  # the repository, no tag
+    tags: tuple[str, ...]  # the first is pushed; the others are added by manifest PUT
+    source: str  # the local image ID, or the local manifest list's name
+    platforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome; the orchestration turns it into a report record."""
+
+    image_id: str | None  # what `push_built` can push later (None: nothing local)
+    platforms: tuple[str, ...]
+    duration_s: float
+    log_path: Path | None = None
+    digest: str | None = None  # the registry's digest, once pushed
+    tags_pushed: tuple[str, ...] = ()
+    smoke: str = ""  # what the release check found (report field `smoke`)
+    size_bytes: int | None = None  # compressed, as pushed: config + layers (all platforms)
+
+    @property
+    def pushed(self) -> bool:
+        return bool(self.tags_pushed)
+
+
+def retry_transient(
+    action: Callable[[], T],
+    *,
+    attempts: int = 3,
+    backoff: float = 2.0,
+    say: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `action`, retrying CommandErrors whose output looks transient, with backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except CommandError as exc:
+            if attempt == attempts or not TRANSIENT_RE.search(exc.tail):
+                raise
+            delay = backoff * 2 ** (attempt - 1)
+            say(
+                f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {attempt + 1}/"
+                f"{attempts} in {delay:.0f}s"
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Backend(ABC):
+    name: ClassVar[str] = ""
+    binary: ClassVar[str] = ""
+
+    def __init__(self, runner: Runner, settings: Settings, storage: StorageVerdict, *, dry_run: bool = False):
+        # A dry run gets a runner that only echoes commands that change anything, whatever was passed.
+        self.dry_run = dry_run
+        self.runner = runner.derive(dry_run=True) if dry_run else runner
+        self.settings = settings
+        self.storage = storage
+
+    @property
+    def idle_timeout(self) -> float:
+        """How long a push or pull may move no byte (MOLTBUILD_IDLE_TIMEOUT)."""
+        return self.settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
+
+    def tool_path(self) -> str | None:
+        return shutil.which(self.binary)
+
+    def native_platform(self) -> str:
+        """The platform an image built without --platform gets (recorded in the report)."""
+        return f"linux/{ARCHES.get(platform.machine(), platform.machine())}"
+
+    def cancel(self) -> None:
+        """Ctrl-C / SIGTERM: stop everything this backend started. Shared part: every child
+        process tree; a backend with remote work (kaniko Jobs) stops that too."""
+        from moltbuild.system.processes import terminate_all
+
+        terminate_all()
+
+    @abstractmethod
+    def status(self) -> BackendStatus:
+        """Probe, read-only: is the tool here, and can it build in this place?"""
+
+    @abstractmethod
+    def open(self, run: RunSpec) -> None:
+        """Per-run setup before any job: config files and logins in `run.workdir`, bases ready."""
+
+    def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:  # noqa: B027 (optional)
+        """After the last job, also after a failure: release what `open` took. `built` are the
+        images this run built; `ok` says every one of them succeeded."""
+
+    @abstractmethod
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+        """Build `image`; with `push`, leave every one of its tags in the registry at one digest.
+        Failures raise JobError (a MoltbuildError)."""
+
+    @abstractmethod
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        """Push an image an earlier run built here, under every tag of `target`."""

@@ -1,0 +1,1 @@
+"""GitHub: the REST client, Actions step summaries and outputs, pushing the kustomization pin."""

@@ -1,0 +1,95 @@
+"""Invoke adapters: flags in, one library call, MoltbuildError out as invoke.Exit."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Exit
+
+from moltbuild.errors import MoltbuildError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: every `with` block unwinds (temp dirs holding auth
+    files are removed), child process trees and remote Jobs are stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def edge(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map library errors to a one-line message (secrets masked) and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _terminate)
+        try:
+            return func(*args, **kwargs)
+        except MoltbuildError as exc:
+            from moltbuild.system.processes import mask_known_secrets
+
+            raise Exit(f"error: {mask_known_secrets(exc.message)}", code=exc.exit_code) from None
+        except BrokenPipeError:  # `invoke build --dry-run | head`: the reader left; stop quietly
+            from moltbuild.system.processes import terminate_all
+
+            terminate_all()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=141) from None
+        except Exception as exc:  # a bug, or an input no check foresaw: one line, not a traceback
+            if os.environ.get("MOLTBUILD_TRACEBACK"):
+                raise
+            from moltbuild.system.processes import mask_known_secrets
+
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise Exit(
+                f"error: unexpected {type(exc).__name__}: {mask_known_secrets(first)}; this is a moltbuild "
+                "bug: rerun with MOLTBUILD_TRACEBACK=1 for the traceback and report it",
+                code=70,
+            ) from None
+        except KeyboardInterrupt as exc:
+            from moltbuild.system.processes import terminate_all
+
+            terminate_all()
+            what = f"terminated ({exc.args[0]})" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{what}: stopped every child process", file=sys.stderr)
+            raise Exit(code=getattr(exc, "exit_code", 130)) from None
+
+    return wrapper
+
+
+def seconds(value: str | float, flag: str) -> float:
+    """A flag in seconds (invoke passes strings); a bad value is a one-line error naming the flag."""
+    from moltbuild.errors import ConfigError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} {value!r} must be a number of seconds, e.g. {flag} 30") from None
+    if number <= 0:
+        raise ConfigError(f"{flag} {value!r} must be more than 0 seconds")
+    return number
+
+
+def count(value: str | int, flag: str, minimum: int = 1) -> int:
+    """A whole-number flag. Declared with a string default so invoke does not cast it: its own
+    int() cast ends in a traceback on `--jobs abc`."""
+    from moltbuild.errors import ConfigError
+
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} must be a whole number, e.g. {flag} 2") from None
+    if number < minimum:
+        raise ConfigError(f"{flag} {value!r} must be at least {minimum}")
+    return number

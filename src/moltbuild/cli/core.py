@@ -1,0 +1,51 @@
+"""Top-level tasks: doctor, setup."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, task
+
+from moltbuild.cli import edge
+
+
+@task(help={"json": "print machine-readable JSON"})
+@edge
+def doctor(c, json=False):
+    """Show which backends work here, what `auto` picks and why, and how to fix problems."""
+    from moltbuild.flows import doctor as doctor_mod
+    from moltbuild.flows.context import Session
+
+    session = Session.create()
+    for warning in session.settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(doctor_mod.render(doctor_mod.collect(session), as_json=json))
+
+
+@task(help={"dry-run": "print the apt-get commands, run nothing"})
+@edge
+def setup(c, dry_run=False):
+    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get."""
+    from moltbuild.system import packages as sysdeps
+    from moltbuild.system.processes import Runner
+
+    sysdeps.setup(Runner(dry_run=dry_run))
+
+
+@task(
+    help={
+        "all": "remove every image this tool created, the images of the last build included",
+        "backend": "buildah or docker (default: every local store that works here)",
+        "dry-run": "list what would go; remove nothing",
+    }
+)
+@edge
+def clean(c, all=False, backend=None, dry_run=False):
+    """Prune images this tool created and nothing needs (superseded builds, unused intermediates).
+    Never touches images it did not create."""
+    from moltbuild.flows.clean import clean as clean_stores
+
+    clean_stores(everything=all, backend=backend, dry_run=dry_run)
+
+
+ns = Collection(doctor, setup, clean)

@@ -1,0 +1,56 @@
+"""`gh.*`: the build workflow on GitHub, over its REST API (no `gh` CLI needed)."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from moltbuild.cli import count, edge, seconds
+
+
+@task(
+    iterable=["input"],
+    help={
+        "workflow": "workflow file name (default build-images.yml)",
+        "ref": "branch or tag to run on (default main)",
+        "input": "workflow input KEY=VALUE (repeatable), e.g. --input images=api",
+        "watch": "follow the run's jobs and steps until it ends; exit non-zero unless it succeeds",
+        "timeout": "seconds to wait for the run (default 3600)",
+        "interval": "seconds between polls (default 5)",
+    },
+)
+@edge
+def dispatch(
+    c, workflow="build-images.yml", ref="main", input=None, watch=False, timeout="3600", interval="5"
+):
+    """Start the build workflow on GitHub (and with --watch, follow it to the end)."""
+    from moltbuild.ci import github
+    from moltbuild.flows.context import Session
+
+    session = Session.create()
+    github.dispatch_and_watch(
+        github.client(session),
+        workflow=workflow,
+        ref=ref,
+        inputs=github.parse_inputs(input or []),
+        watch=watch,
+        timeout=seconds(timeout, "--timeout"),
+        interval=seconds(interval, "--interval"),
+        say=session.runner.say,
+    )
+
+
+@task(
+    help={"workflow": "workflow file name (default build-images.yml)", "limit": "how many runs (default 10)"}
+)
+@edge
+def runs(c, workflow="build-images.yml", limit="10"):
+    """List the recent runs of the build workflow."""
+    from moltbuild.ci import github
+    from moltbuild.flows.context import Session
+
+    limit = count(limit, "--limit")  # checked before the repository is looked up
+    session = Session.create()
+    session.runner.say(github.render_runs(github.client(session).runs(workflow, limit=limit)))
+
+
+ns = Collection("gh", dispatch, runs)

@@ -1,0 +1,66 @@
+"""`k8s.*`: the kustomization pins what was pushed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection, task
+
+from moltbuild.cli import edge
+
+
+@task(
+    help={
+        "report": "build report to read (default build/images.json)",
+        "kustomization": "kustomization to edit (default k8s/kustomization.yml)",
+        "only": "comma list of image names to pin",
+        "no-digest": "pin by tag only (no @sha256 digest)",
+        "dry-run": "print the unified diff; write nothing",
+    }
+)
+@edge
+def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry_run=False):
+    """Pin every pushed image of the report in the kustomization (tag and digest)."""
+    from moltbuild.k8s.kustomize import pin_pushed
+
+    pin_pushed(
+        report_path=Path(report) if report else None,
+        kustomization=Path(kustomization) if kustomization else None,
+        only=only,
+        no_digest=no_digest,
+        dry_run=dry_run,
+    )
+
+
+@task(
+    help={
+        "kustomization": "file to commit (default k8s/kustomization.yml)",
+        "message": "commit message",
+        "remote": "remote to push to (default origin)",
+        "branch": "branch to push to (default: the current one, or GITHUB_REF_NAME)",
+        "attempts": "pushes tried, rebasing in between (default 3)",
+    }
+)
+@edge
+def commit_pins(
+    c, kustomization=None, message="Pin images built by moltbuild", remote="origin", branch=None, attempts=3
+):
+    """Commit the pinned kustomization as the bot and push it (rebase and retry when behind)."""
+    from moltbuild.ci.pins import commit_and_push
+    from moltbuild.flows.context import Session
+
+    session = Session.create()
+    root = session.settings.project_root
+    commit_and_push(
+        root,
+        [Path(kustomization) if kustomization else root / "k8s" / "kustomization.yml"],
+        runner=session.runner,
+        environ=session.environ,
+        message=message,
+        remote=remote,
+        branch=branch,
+        attempts=int(attempts),
+    )
+
+
+ns = Collection("k8s", set_images, commit_pins)

@@ -1,0 +1,76 @@
+"""Registry tasks: verify, tag. No Docker needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection, task
+
+from moltbuild.cli import edge
+
+
+@task(
+    help={
+        "report": "report to check (default build/images.json)",
+        "kustomization": "also check every image this kustomization references",
+        "json": "print machine-readable JSON",
+    }
+)
+@edge
+def verify(c, report=None, kustomization=None, json=False):
+    """Check that every reported/deployed image:tag exists in the registry with its digest."""
+    from moltbuild.flows.context import Session
+    from moltbuild.registry import verify as verify_mod
+
+    session = Session.create()
+    checks = verify_mod.verify(
+        session.settings,
+        report_path=Path(report) if report else None,
+        kustomization=Path(kustomization) if kustomization else None,
+    )
+    print(verify_mod.render(checks, as_json=json))
+    verify_mod.raise_on_failure(checks)
+
+
+@task(
+    iterable=["tag"],
+    help={
+        "tag": "tag to add (repeatable)",
+        "source": "retag in the registry: REGISTRY/NAME:TAG (or @DIGEST) to copy from; no pull, no daemon",
+        "only": "without --source: comma list of image names from the last build",
+        "dry-run": "print the commands; run nothing",
+        "json": "without --source: the report entries as JSON on stdout (progress goes to stderr)",
+    },
+)
+@edge
+def tag(c, tag=None, source=None, only="", dry_run=False, json=False):
+    """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
+    from moltbuild.flows import publish
+    from moltbuild.flows.context import Session
+    from moltbuild.registry import promote as retag
+
+    if source:
+        retag.retag(Session.create().settings, source, tag or [], say=print)
+    else:
+        publish.tag_built(tag or [], only=only, dry_run=dry_run, as_json=json)
+
+
+@task(
+    help={
+        "only": "comma list of image names (default: all)",
+        "ref": "check this image reference (pulled first) instead of the last build's",
+        "static": "check the Dockerfiles and manifests only (probe ports EXPOSEd); run nothing",
+    }
+)
+@edge
+def smoke(c, only="", ref=None, static=False):
+    """Start the built images and check their HEALTHCHECK and k8s probe paths (as builds do)."""
+    from moltbuild.flows import smoke as checks
+
+    if static:
+        checks.static_check(only=only)
+    else:
+        checks.run_checks(only=only, ref=ref)
+
+
+ns = Collection(verify, tag, smoke)

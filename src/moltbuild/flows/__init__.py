@@ -1,0 +1,1 @@
+"""Flows: the only modules that combine the rooms (build, publish, pipeline, clean, doctor, smoke)."""

@@ -1,0 +1,283 @@
+"""Orchestration only: reuse what the registry has, run the backend's job for the rest in
+parallel, record each image the moment it is known, summarise. It never knows which backend."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from moltbuild import report
+from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
+from moltbuild.backends.selection import make_backend
+from moltbuild.ci import actions as ghactions
+from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
+from moltbuild.flows import reuse
+from moltbuild.flows import summary as summary_mod
+from moltbuild.flows.context import Session
+from moltbuild.plan.changes import check_explicit_base, resolve_base, select_changed
+from moltbuild.plan.planner import BuildPlan, ImagePlan, make_plan, render_plan, select_images
+from moltbuild.project import load_images
+from moltbuild.registry.auth import Credentials, preflight_push, registry_client
+from moltbuild.report import ImageRecord
+
+
+def to_record(
+    plan: BuildPlan,
+    image: ImagePlan,
+    result: ImageResult | None,
+    *,
+    skipped: bool = False,
+    error: str = "",
+    image_id: str | None = None,
+    smoke: str = "",
+) -> ImageRecord:
+    pushed = bool(result and result.pushed and result.digest)
+    # A failed push after a good build stays "built": `invoke push` can retry it.
+    status = ("built" if image_id else "failed") if error else ("pushed" if pushed else "built")
+    return ImageRecord(
+        name=image.name,
+        repository=image.repository,
+        tags=list(image.tags),
+        digest=result.digest if result else None,
+        input_digest=image.input_digest,
+        backend=plan.backend,
+        pushed=pushed,
+        platforms=list(result.platforms if result else image.platforms),
+        duration_s=round(result.duration_s, 2) if result else 0.0,
+        status=status,
+        pin_tag=image.pin_tag,
+        skipped=skipped,
+        image_id=(result.image_id if result else None) or image_id,
+        revision=image.revision or plan.git.sha,
+        backend_reason=plan.backend_reason,
+        log_path=str(result.log_path) if result and result.log_path else None,
+        smoke=(result.smoke if result else "") or smoke,
+        push=plan.push,
+        size_bytes=result.size_bytes if result else None,
+        error=error,
+    )
+
+
+def _reuse_phase(
+    session: Session,
+    plan: BuildPlan,
+    creds: Credentials | None,
+    *,
+    dry_run: bool,
+    record: Callable[[ImageRecord], None],
+) -> set[str]:
+    """Names of the images the registry already has from the same inputs (tagged, recorded)."""
+    if not plan.push or plan.rebuild:
+        return set()
+    say = session.runner.say
+    client = registry_client(plan.registry.host, session.settings, creds)
+    reused = set()
+    for image in plan.images:
+        try:
+            hit = reuse.find(client, image, say)
+        except MoltbuildError as exc:
+            if not dry_run:
+                raise
+            say(
+                f"[{image.name}] cannot ask the registry whether it has these inputs ({exc.message}); "
+                "a real run asks first"
+            )
+            continue
+        if hit:
+            result = reuse.apply(client, hit, dry_run=dry_run, say=say)
+            record(to_record(plan, image, result, skipped=True))
+            reused.add(image.name)
+    return reused
+
+
+def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None) -> ImageRecord:
+    log_path = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{image.name}.log"
+        log_path.write_text("")
+    log = JobLog(f"[{image.name}] ", log_path)
+    try:
+        result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
+    except JobError as exc:
+        return to_record(plan, image, None, error=exc.message, image_id=exc.image_id, smoke=exc.smoke)
+    except MoltbuildError as exc:
+        return to_record(plan, image, None, error=exc.message)
+    return to_record(plan, image, result)
+
+
+def _run_parallel(
+    backend: Backend,
+    plan: BuildPlan,
+    images: list[ImagePlan],
+    log_dir: Path | None,
+    record: Callable[[ImageRecord], None],
+    say: Callable[[str], None],
+) -> list[ImageRecord]:
+    """`plan.jobs` images at once; each record is written the moment it is known."""
+    records = []
+    pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(images)))
+    futures = [pool.submit(_job, backend, plan, image, log_dir) for image in images]
+    try:
+        for fut in cf.as_completed(futures):
+            rec = fut.result()
+            records.append(rec)
+            record(rec)
+            backend.runner.settle(f"[{rec.name}] ")
+            say(f"[{rec.name}] {'FAILED' if rec.error else 'ok'} in {rec.duration_s:.1f}s")
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        backend.cancel()
+        raise
+    pool.shutdown(wait=True)
+    return records
+
+
+def execute(
+    session: Session, plan: BuildPlan, *, dry_run: bool, report_path: Path | None = None
+) -> list[ImageRecord]:
+    """Reuse what the registry already has, build the rest in parallel, record every image."""
+    settings = session.settings
+    runner = session.runner.derive(dry_run=dry_run)
+    path = report_path or report.default_path(settings.project_root)
+    record = report.Recorder(path, dry_run)
+    host = plan.registry.host
+    creds = None
+    if plan.push:
+        try:
+            creds = preflight_push(host, settings, check_registry=not dry_run)
+        except ConfigError as exc:
+            if not dry_run:
+                raise
+            # A dry run shows the whole plan even before credentials are set up.
+            print(f"warning: {exc.message}; a real run stops here", file=sys.stderr)
+    reused = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
+    to_build = [image for image in plan.images if image.name not in reused]
+    log_dir = None if dry_run else path.parent / "logs"
+    if to_build:
+        backend = make_backend(plan.backend, runner, settings, session.storage, dry_run=dry_run)
+        with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
+            ok = False
+            try:
+                backend.open(
+                    RunSpec(
+                        Path(tmp),
+                        logins={host: creds} if plan.push else {},
+                        mirror=plan.mirror,
+                        bases=plan.bases_for(to_build),
+                        purpose="invoke build" + (" --push" if plan.push else ""),
+                    )
+                )
+                ok = not any(
+                    r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say)
+                )
+            finally:
+                backend.close(ok=ok, built=to_build)
+    records = sorted(record.written, key=lambda r: r.name)
+    _raise_for_failures(records, log_dir)
+    return records
+
+
+def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> None:
+    failed = [r for r in records if r.error]
+    if failed:
+        first = failed[0]
+        names = ", ".join(r.name for r in failed)
+        error = BuildError(
+            f"{len(failed)} image(s) failed: {names}; {first.name}: {first.error}"
+            + (f"\n(full log: {log_dir / (first.name + '.log')})" if log_dir else "")
+        )
+        error.records = records  # what the run did record, for summaries
+        raise error
+
+
+def build_images(
+    *,
+    push: bool = False,
+    api_only: bool = False,
+    frontend_only: bool = False,
+    only: str = "",
+    tags: list[str] | None = None,
+    backend: str | None = None,
+    platform: str | None = None,
+    no_cache: bool = False,
+    jobs: int = 2,
+    force: bool = False,
+    rebuild: bool = False,
+    changed: bool = False,
+    base: str | None = None,
+    no_smoke: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    verbose: bool = False,
+    session: Session | None = None,
+) -> list[ImageRecord]:
+    """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
+    (with `as_json`, the report entries on stdout and everything else on stderr)."""
+    cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else {}
+    if verbose:
+        cli["MOLTBUILD_VERBOSE"] = ("1", "--verbose")
+    session = session or Session.create(cli=cli)
+    if as_json:
+        session.runner = session.runner.to_stderr()
+    say = session.runner.say
+    for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
+        print(f"warning: {warning}", file=sys.stderr)
+    tags = list(tags or ())
+    if session.environ.get("IMAGE_TAG", "").strip():  # build-images.sh's variable, kept for a while
+        tags.append(session.environ["IMAGE_TAG"].strip())
+        print(
+            "warning: IMAGE_TAG is deprecated (from build-images.sh): use --tag; added as a tag",
+            file=sys.stderr,
+        )
+    root = session.settings.project_root
+    configs = load_images(root)
+    names = [
+        c.name
+        for c in select_images(configs, only=only.split(","), api_only=api_only, frontend_only=frontend_only)
+    ]
+    if changed:
+        if base and base.strip():
+            check_explicit_base(root, resolve_base(base, session.environ), session.runner)
+        base = resolve_base(base, session.environ)
+        wanted, account = select_changed(root, configs, base, session.runner)
+        say(account)
+        names = [n for n in names if n in wanted]
+        if not names:
+            say(f"nothing changed since {base}: no image to build")
+            ghactions.publish("moltbuild: nothing changed", [], session.environ)
+            return []
+    plan = make_plan(
+        session,
+        only=names,
+        extra_tags=[t for t in tags or () if t.strip()],  # an empty --tag (an unset CI input) adds nothing
+        backend=backend,
+        push=push,
+        platforms=platform,
+        force=force,
+        no_cache=no_cache,
+        jobs=jobs,
+        rebuild=rebuild,
+        dry_run=dry_run,
+        smoke=not no_smoke,
+    )
+    say(render_plan(plan) + "\n")
+    if dry_run:
+        say("dry run: what a real run would do (secrets masked):")
+        return execute(session, plan, dry_run=True)
+    title = f"moltbuild: {'build and push' if push else 'build'} ({plan.backend})"
+    path = report.default_path(root)
+    try:
+        with report.run_lock(path, "invoke build" + (" --push" if push else ""), say):
+            records = execute(session, plan, dry_run=False)
+    except BuildError as exc:
+        done = getattr(exc, "records", [])
+        ghactions.publish(title, done, session.environ)
+        summary_mod.finish(session, done, path, as_json)  # the table (or JSON) on failure too
+        raise
+    ghactions.publish(title, records, session.environ)
+    summary_mod.finish(session, records, path, as_json)
+    return records

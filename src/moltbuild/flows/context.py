@@ -1,0 +1,63 @@
+"""Shared run context: settings, runner and probes assembled once per command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from moltbuild.backends.contract import BackendStatus
+from moltbuild.backends.selection import probe_all
+from moltbuild.project import find_project_root
+from moltbuild.settings import Settings, load_settings
+from moltbuild.system.host import Place, StorageVerdict, default_storage_root, detect_place, probe_storage
+from moltbuild.system.processes import Runner
+
+
+@dataclass
+class Session:
+    settings: Settings
+    runner: Runner
+    environ: Mapping[str, str]
+    root: Path = Path("/")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        cli: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, tuple[str, str]] | None = None,
+        environ: Mapping[str, str] | None = None,
+        project_root: Path | None = None,
+    ) -> Session:
+        """Settings and a runner for one command. Dry runs are chosen per call, never here."""
+        environ = dict(os.environ if environ is None else environ)
+        settings = load_settings(
+            project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
+        )
+        verbose = settings.get("MOLTBUILD_VERBOSE") == "1"
+        live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
+        runner = Runner(secrets=settings.secrets, verbose=verbose, live=live)
+        return cls(settings=settings, runner=runner, environ=environ)
+
+    @property
+    def storage_root(self) -> Path:
+        configured = self.settings.get("MOLTBUILD_STORAGE_ROOT")
+        # Expanded and absolute once, here: the probe tests this path and buildah is given it.
+        return Path(configured).expanduser().resolve() if configured else default_storage_root(self.environ)
+
+    @cached_property
+    def place(self) -> Place:
+        return detect_place(self.environ, self.root)
+
+    @cached_property
+    def storage(self) -> StorageVerdict:
+        return probe_storage(self.storage_root, root=self.root)
+
+    @cached_property
+    def backends(self) -> dict[str, BackendStatus]:
+        return probe_all(self.runner, self.settings, self.storage)

@@ -1,0 +1,132 @@
+"""`doctor`: what works here, what `auto` would pick and why, and how to fix each problem."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from moltbuild.backends.selection import choose_backend
+from moltbuild.errors import MoltbuildError
+from moltbuild.flows.clean import storage_stats
+from moltbuild.flows.context import Session
+from moltbuild.system.tables import human_size, render_table
+
+
+def credentials_present(session: Session) -> dict[str, bool]:
+    s = session.settings
+    return {
+        "ghcr.io (GITHUB_TOKEN)": bool(s.get("GITHUB_TOKEN")),
+        "other registry (REGISTRY_USERNAME + REGISTRY_PASSWORD)": bool(
+            s.get("REGISTRY_USERNAME") and s.get("REGISTRY_PASSWORD")
+        ),
+    }
+
+
+def collect(session: Session) -> dict[str, Any]:
+    statuses = session.backends
+    storage = session.storage
+    requested = session.settings["MOLTBUILD_BACKEND"]
+    try:
+        picked, why = choose_backend("auto", statuses, storage)
+    except MoltbuildError as exc:
+        picked, why = None, exc.message
+    problems: list[dict[str, str]] = []
+    if storage.nested:
+        problems.append(
+            {
+                "problem": f"nested overlay: {storage.detail}",
+                "fix": "build with buildah (auto does this); docker build cannot work on this storage",
+            }
+        )
+    for status in statuses.values():
+        if status.fix and not status.works:
+            problems.append({"problem": f"{status.name}: {status.reason}", "fix": status.fix})
+    if picked is None:
+        problems.append({"problem": "no backend can build here", "fix": "invoke setup"})
+    creds = credentials_present(session)
+    registry = session.settings["MOLTBUILD_REGISTRY"]
+    if not any(creds.values()):
+        verdict = _anonymous_push(session, registry)
+        if verdict:
+            problems.append(
+                {
+                    "problem": f"no registry credentials and {verdict}",
+                    "fix": "set GITHUB_TOKEN (write:packages) in .env.local, "
+                    "or REGISTRY_USERNAME and REGISTRY_PASSWORD",
+                }
+            )
+    return {
+        "place": {"label": session.place.label, **vars(session.place)},
+        "storage": storage.to_dict(),
+        "backends": {n: s.to_dict() for n, s in statuses.items()},
+        "requested_backend": requested,
+        "auto": {"backend": picked, "why": why},
+        "registry": {"value": registry, "source": session.settings.source("MOLTBUILD_REGISTRY")},
+        "credentials": creds,
+        "problems": problems,
+        "warnings": session.settings.warnings,
+        "images": storage_stats(session),
+    }
+
+
+def _anonymous_push(session: Session, registry: str) -> str:
+    """Ask the registry, quickly, whether it takes requests without credentials: '' when it does,
+    else what it answered (a local registry usually needs none)."""
+    from moltbuild.plan.planner import registry_prefix
+    from moltbuild.registry.auth import GHCR, registry_client
+
+    try:
+        host = registry_prefix(registry).host
+    except MoltbuildError as exc:
+        return f"MOLTBUILD_REGISTRY is not usable ({exc.message})"
+    if host == GHCR:
+        return "ghcr.io needs GITHUB_TOKEN to push"
+    client = registry_client(host, session.settings)
+    client.retries, client.timeout = 0, 3.0
+    try:
+        status = client.ping()
+    except MoltbuildError as exc:
+        return f"{host} could not be asked ({exc.message})"
+    return "" if status < 400 else f"{host} answers HTTP {status} without them: pushing will fail"
+
+
+def render(report: dict[str, Any], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(report, indent=2, sort_keys=False)
+    lines = [
+        f"place:    {report['place']['label']}"
+        + (f" ({'; '.join(report['place']['evidence'])})" if report["place"]["evidence"] else "")
+    ]
+    st = report["storage"]
+    verdict = (
+        "NESTED OVERLAY" if st["nested"] else ("overlay ok" if st["overlay_ok"] else "overlay not usable")
+    )
+    lines.append(
+        f"storage:  {st['path']} on {st['fstype']} ({st['mount_point']}): {verdict} "
+        f"[{st['method']}] -> buildah driver {st['buildah_driver']}"
+    )
+    lines.append("")
+    rows = [(n, _yn(b["available"]), _yn(b["works"]), b["reason"]) for n, b in report["backends"].items()]
+    lines.append(render_table(("backend", "available", "works", "reason"), rows))
+    lines.append("")
+    lines.append(f"auto picks: {report['auto']['backend'] or 'nothing'}: {report['auto']['why']}")
+    lines.append(f"registry:  {report['registry']['value']} (from {report['registry']['source']})")
+    for what, present in report["credentials"].items():
+        lines.append(f"creds:     {what}: {'present' if present else 'missing'}")
+    for name, st in report.get("images", {}).items():
+        lines.append(
+            f"images:    {name}: {st['images']} image(s), {st['ours']} created by moltbuild, "
+            f"{human_size(st['size_bytes'])} on disk (`invoke clean` prunes the ones nothing needs)"
+        )
+    for warning in report["warnings"]:
+        lines.append(f"warning:   {warning}")
+    if report["problems"]:
+        lines.append("")
+        lines.append("problems and fixes:")
+        for p in report["problems"]:
+            lines.append(f"  - {p['problem']}\n    fix: {p['fix']}")
+    return "\n".join(lines)
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "no"

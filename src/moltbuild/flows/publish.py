@@ -1,0 +1,190 @@
+"""`invoke push` and `invoke tag`: act on the images a previous build recorded in the report.
+
+Push uploads a local image once and adds its other tags by manifest PUT; tag only adds tags,
+in the registry when the image is there, else to the record for the next `invoke push`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from moltbuild import report
+from moltbuild.backends.contract import Backend, JobLog, PushTarget, RunSpec
+from moltbuild.backends.selection import make_backend
+from moltbuild.ci import actions as ghactions
+from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
+from moltbuild.flows.context import Session
+from moltbuild.flows.summary import finish
+from moltbuild.plan import tags as tagging
+from moltbuild.plan.planner import cache_tag
+from moltbuild.registry.auth import credentials_for, preflight_push, registry_client
+from moltbuild.report import ImageRecord
+
+
+def _built_records(path: Path, only: str) -> list[ImageRecord]:
+    names = [n.strip() for n in only.split(",") if n.strip()] or None
+    found = [r for r in report.require(path, names) if r.status in ("built", "pushed")]
+    if not found:
+        raise ConfigError(
+            f"{path} records no built image{' named ' + ', '.join(names) if names else ''}; "
+            "run `invoke build` first"
+        )
+    return found
+
+
+def _planned_tags(record: ImageRecord) -> list[str]:
+    """Every tag the build planned; reports of older versions lacked the input tag without --push."""
+    tags = list(record.tags)
+    cached = cache_tag(record.input_digest)
+    return tags if cached in tags else [*tags, cached]
+
+
+def _retag_remote(
+    session: Session, record: ImageRecord, tags: list[str], *, dry_run: bool, say: Callable[[str], None]
+) -> None:
+    """Point `tags` at the record's digest in the registry: manifest PUTs, no upload."""
+    ref = record.ref
+    if dry_run:
+        for tag in tags:
+            say(f"[{record.name}] + PUT {ref.with_tag(tag)} (the manifest at {record.digest})")
+        return
+    client = registry_client(ref.host, session.settings, credentials_for(ref.host, session.settings))
+    served = client.put_tags(ref.repository, tags, reference=record.digest or "")
+    wrong = [tag for tag, digest in served.items() if digest != record.digest]
+    if wrong:
+        raise RegistryError(f"{ref.with_tag(wrong[0])} does not serve {record.digest}")
+
+
+class _Backends:
+    """One opened backend (one private dir, one login) per backend and registry host."""
+
+    def __init__(self, session: Session, workdir: Path, dry_run: bool):
+        self.session, self.workdir, self.dry_run = session, workdir, dry_run
+        self._open: dict[tuple[str, str], Backend] = {}
+
+    def get(self, record: ImageRecord) -> Backend:
+        key = (record.backend, record.ref.host)
+        if key not in self._open:
+            s = self.session
+            backend = make_backend(record.backend, s.runner, s.settings, s.storage, dry_run=self.dry_run)
+            creds = preflight_push(key[1], s.settings, check_registry=not self.dry_run)
+            workdir = Path(tempfile.mkdtemp(dir=self.workdir))
+            backend.open(RunSpec(workdir, logins={key[1]: creds}, purpose="invoke push"))
+            self._open[key] = backend
+        return self._open[key]
+
+    def close(self) -> None:
+        for backend in self._open.values():
+            backend.close(ok=False, built=())
+
+
+def push_built(
+    *,
+    only: str = "",
+    dry_run: bool = False,
+    report_path: Path | None = None,
+    as_json: bool = False,
+    verbose: bool = False,
+) -> list[ImageRecord]:
+    """Push the images the report records as built (every planned tag); update their records."""
+    session = Session.create(cli={"MOLTBUILD_VERBOSE": ("1", "--verbose")} if verbose else None)
+    if as_json:
+        session.runner = session.runner.to_stderr()
+    say = session.runner.say
+    path = report_path or report.default_path(session.settings.project_root)
+    updated = []
+    with (
+        report.run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
+        tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp,  # 0700: auth files live here
+        contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
+    ):
+        for record in _built_records(path, only):
+            start = time.monotonic()
+            tags = _planned_tags(record)
+            try:
+                if record.image_id:
+                    target = PushTarget(
+                        record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
+                    )
+                    result = backends.get(record).push_built(target, log=JobLog(f"[{record.name}] "))
+                    digest, size = result.digest, result.size_bytes
+                elif record.pushed:  # reused or pushed in the cluster: nothing local, tags are remote
+                    _retag_remote(session, record, tags, dry_run=dry_run, say=say)
+                    digest, size = record.digest, record.size_bytes
+                else:
+                    raise ConfigError("the report records no local image to push; run `invoke build` again")
+            except MoltbuildError as exc:
+                raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
+            if dry_run:
+                updated.append(record)
+                continue
+            if record.pushed and digest != record.digest:
+                say(f"[{record.name}] note: digest changed from {record.digest} to {digest}")
+            new = record.but(
+                tags=tags,
+                digest=digest,
+                pushed=True,
+                push=True,
+                status="pushed",
+                duration_s=round(time.monotonic() - start, 2),
+                size_bytes=size if size is not None else record.size_bytes,
+                error="",
+            )
+            report.update(path, new)
+            updated.append(new)
+            say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
+    if not dry_run:
+        ghactions.publish("moltbuild: push", updated, session.environ)
+        finish(session, updated, path, as_json)
+    return updated
+
+
+def tag_built(
+    tags: list[str],
+    *,
+    only: str = "",
+    dry_run: bool = False,
+    report_path: Path | None = None,
+    as_json: bool = False,
+) -> list[ImageRecord]:
+    """Add `tags` to the last build's images: in the registry for pushed ones (no push), else to
+    the record, for the next `invoke push`."""
+    if not tags:
+        raise ConfigError("pass at least one --tag (or --source REF to retag in the registry)")
+    for tag in tags:
+        tagging.validate_tag(tag)
+    session = Session.create()
+    if as_json:
+        session.runner = session.runner.to_stderr()
+    say = session.runner.say
+    path = report_path or report.default_path(session.settings.project_root)
+    with report.run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():
+        updated = _tag_records(session, path, tags, only, dry_run)
+    if not dry_run:
+        ghactions.publish("moltbuild: tag", updated, session.environ)
+        finish(session, updated, path, as_json)
+    return updated
+
+
+def _tag_records(
+    session: Session, path: Path, tags: list[str], only: str, dry_run: bool
+) -> list[ImageRecord]:
+    say = session.runner.say
+    updated = []
+    for record in _built_records(path, only):
+        new_tags = [t for t in tags if t not in record.tags]
+        if record.pushed:
+            _retag_remote(session, record, new_tags, dry_run=dry_run, say=say)
+            where = f"in the registry at {record.digest[:19] if record.digest else '?'}"
+        else:
+            where = "in the report only: not pushed yet, `invoke push` pushes it"
+        new = record.but(tags=[*record.tags, *new_tags])
+        if not dry_run:
+            report.update(path, new)
+        updated.append(new)
+        say(f"[{record.name}] tagged {', '.join(tags)} {where}")
+    return updated

@@ -1,0 +1,1 @@
+"""Kubernetes: the cluster client, the kaniko setup manifests, the kustomization."""

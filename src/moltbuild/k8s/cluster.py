@@ -1,0 +1,262 @@
+"""The one place that talks to Kubernetes, through the official client: kubeconfig contexts and
+exec auth plugins work as they do for kubectl; inside a pod without a kubeconfig, its service
+account. The client is imported only when a cluster is used (it is slow to import)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+from moltbuild.errors import MoltbuildError
+
+
+class ClusterError(MoltbuildError):
+    """The cluster refused or could not be reached."""
+
+
+def _reason(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return str(json.loads(body).get("message") or body)[:300]
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return str(getattr(exc, "reason", None) or exc).splitlines()[0][:300]
+
+
+class Cluster:
+    def __init__(self, *, context: str | None = None, namespace: str = "moltbook"):
+        self.context = context or None
+        self.namespace = namespace
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @cached_property
+    def api(self) -> Any:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            if self.kubeconfig:
+                return config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)
+                return client.ApiClient(cfg)
+        except ConfigException as exc:
+            raise ClusterError(
+                f"kubeconfig: {_reason(exc)}; fix: kubectl config use-context CONTEXT"
+            ) from None
+        raise ClusterError("no kubeconfig (KUBECONFIG or ~/.kube/config) and not inside a pod")
+
+    @cached_property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    @cached_property
+    def batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self.api)
+
+    @cached_property
+    def rbac(self) -> Any:
+        from kubernetes import client
+
+        return client.RbacAuthorizationV1Api(self.api)
+
+    @property
+    def kubeconfig(self) -> str | None:
+        """KUBECONFIG (one or more paths, as kubectl reads it) or ~/.kube/config, when present."""
+        paths = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        return paths if any(os.path.exists(p) for p in paths.split(os.pathsep)) else None
+
+    def current_context(self) -> str:
+        from kubernetes import config
+
+        if self.context:
+            return self.context
+        if not self.kubeconfig:
+            return "in-cluster service account"
+        try:
+            _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+        except Exception as exc:  # the client raises ConfigException and plain errors alike
+            raise ClusterError(f"kubeconfig {self.kubeconfig}: {_reason(exc)}") from None
+        return active["name"]
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise ClusterError(
+                    f"{what}: forbidden ({_reason(exc)}); fix: invoke kaniko.setup, or ask for the "
+                    "moltbuild-kaniko-runner Role in namespace " + self.namespace
+                ) from None
+            raise ClusterError(f"{what}: HTTP {exc.status}: {_reason(exc)}") from None
+        except (OSError, ValueError) as exc:  # connection refused, TLS, timeouts (urllib3 errors)
+            raise ClusterError(f"{what}: the cluster does not answer ({_reason(exc)})") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("urllib3"):
+                raise ClusterError(f"{what}: the cluster does not answer ({_reason(exc)})") from None
+            raise
+
+    def version(self) -> str:
+        from kubernetes import client
+
+        info = self._call("GET /version", client.VersionApi(self.api).get_code, _request_timeout=10)
+        return str(info.git_version)
+
+    def allowed(self, verb: str, resource: str, *, group: str = "", subresource: str = "") -> bool | None:
+        """Whether this identity may `verb` the resource in the namespace (None: not answered)."""
+        from kubernetes import client
+
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": self.namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                }
+            },
+        }
+        api = client.AuthorizationV1Api(self.api)
+        answer = self._call("SelfSubjectAccessReview", api.create_self_subject_access_review, review)
+        return answer.status.allowed if answer.status is not None else None
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any]) -> str:
+        """Create `obj`, or patch it to match when it exists; returns 'created' or 'updated'."""
+        from kubernetes.client.exceptions import ApiException
+
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        create, patch = {
+            "Secret": (self.core.create_namespaced_secret, self.core.patch_namespaced_secret),
+            "ServiceAccount": (
+                self.core.create_namespaced_service_account,
+                self.core.patch_namespaced_service_account,
+            ),
+            "Role": (self.rbac.create_namespaced_role, self.rbac.patch_namespaced_role),
+            "RoleBinding": (
+                self.rbac.create_namespaced_role_binding,
+                self.rbac.patch_namespaced_role_binding,
+            ),
+        }[kind]
+        try:
+            create(self.namespace, obj)
+            return "created"
+        except ApiException as exc:
+            if exc.status != 409:
+                return self._call(f"create {kind} {name}", create, self.namespace, obj)
+        self._call(f"update {kind} {name}", patch, name, self.namespace, obj)
+        return "updated"
+
+    def secret_exists(self, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.read_namespaced_secret(name, self.namespace)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            return bool(
+                self._call(f"read Secret {name}", self.core.read_namespaced_secret, name, self.namespace)
+            )
+
+    def create_job(self, job: dict[str, Any]) -> None:
+        self._call(
+            f"create Job {job['metadata']['name']}", self.batch.create_namespaced_job, self.namespace, job
+        )
+
+    def delete_job(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ClusterError(f"delete Job {name}: HTTP {exc.status}: {_reason(exc)}") from None
+
+    def job_pod(self, job: str) -> Any | None:
+        pods = self._call(
+            f"list pods of Job {job}",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=f"job-name={job}",
+        ).items
+        return pods[0] if pods else None
+
+    def pod(self, name: str) -> Any:
+        return self._call(f"read pod {name}", self.core.read_namespaced_pod, name, self.namespace)
+
+    def exec_stdin(
+        self, pod: str, container: str, command: list[str], data: bytes, timeout: float
+    ) -> tuple[int, str]:
+        """Run `command` in the container with `data` on stdin; (exit code, output)."""
+        from kubernetes.stream import stream
+
+        ws = self._call(
+            f"exec in pod {pod}",
+            stream,
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            self.namespace,
+            container=container,
+            command=command,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            binary=True,
+            _preload_content=False,
+        )
+        try:
+            for start in range(0, len(data), 1 << 20):
+                ws.write_stdin(data[start : start + (1 << 20)])
+            ws.close_channel(0)  # EOF for tar (v5 channel protocol)
+            ws.run_forever(timeout=timeout)
+            try:
+                code = ws.returncode  # before read_all(), which drops the status channel
+            except (TypeError, KeyError, IndexError, ValueError):  # no status: the stream broke
+                code = None
+            output = ws.read_all()
+        finally:
+            ws.close()
+        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        return (code if code is not None else -1), text
+
+    def logs(self, pod: str, container: str) -> Iterator[str]:
+        """The container's log lines as they come, until it ends."""
+        resp = self._call(
+            f"logs of pod {pod}",
+            self.core.read_namespaced_pod_log,
+            pod,
+            self.namespace,
+            container=container,
+            follow=True,
+            _preload_content=False,
+        )
+        pending = b""
+        try:
+            for chunk in resp.stream(1024):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+            if pending:
+                yield pending.decode(errors="replace")
+        finally:
+            resp.release_conn()

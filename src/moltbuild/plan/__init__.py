@@ -1,0 +1,1 @@
+"""Planning, pure: which images, tags, build args, labels and input digests; what changed."""

@@ -1,0 +1,100 @@
+"""Project config: [tool.moltbuild] in pyproject.toml (registry, images)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moltbuild.errors import ConfigError
+
+IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    name: str
+    repository: str
+    context: Path  # absolute
+    dockerfile: Path  # absolute
+    build_args: dict[str, str] = field(default_factory=dict)
+    platforms: tuple[str, ...] = ()
+    target: str | None = None
+    smoke: dict[str, Any] | None = None  # extra smoke checks: {path, port} and/or {command}
+    manifest_name: str = ""  # the name k8s/ manifests use for the image (ghcr.io/ardenone/NAME)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above `start` whose pyproject.toml has [tool.moltbuild]."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file() and "moltbuild" in _load(pyproject).get("tool", {}):
+            return candidate
+    raise ConfigError(
+        f"no pyproject.toml with [tool.moltbuild] at or above {here}; run from the monorepo checkout"
+    )
+
+
+def _load(pyproject: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject}: invalid TOML ({exc}); fix the syntax") from None
+
+
+def read_tool_table(project_root: Path) -> dict[str, Any]:
+    pyproject = project_root / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    return dict(_load(pyproject).get("tool", {}).get("moltbuild", {}))
+
+
+def load_images(project_root: Path, tool: dict[str, Any] | None = None) -> dict[str, ImageConfig]:
+    tool = read_tool_table(project_root) if tool is None else tool
+    where = "pyproject.toml [tool.moltbuild.images"
+    images: dict[str, ImageConfig] = {}
+    for name, raw in (tool.get("images") or {}).items():
+        unknown = set(raw) - IMAGE_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{where}.{name}] has unknown key {sorted(unknown)[0]!r}; "
+                f"allowed: {', '.join(sorted(IMAGE_KEYS))}"
+            )
+        for required in ("repository", "context"):
+            if not raw.get(required):
+                raise ConfigError(f"{where}.{name}] needs `{required}`")
+        context = (project_root / raw["context"]).resolve()
+        if not context.is_dir():
+            raise ConfigError(f"{where}.{name}] context {raw['context']!r} is not a directory")
+        dockerfile = (context / raw.get("dockerfile", "Dockerfile")).resolve()
+        if not dockerfile.is_file():
+            raise ConfigError(
+                f"{where}.{name}] dockerfile {raw.get('dockerfile', 'Dockerfile')!r}: "
+                f"{dockerfile} does not exist; create it or set `dockerfile` to a file in the context"
+            )
+        platforms = raw.get("platforms", ())
+        if isinstance(platforms, str):
+            platforms = [p.strip() for p in platforms.split(",") if p.strip()]
+        images[name] = ImageConfig(
+            name=name,
+            repository=raw["repository"],
+            context=context,
+            dockerfile=dockerfile,
+            build_args={str(k): str(v) for k, v in (raw.get("build_args") or {}).items()},
+            platforms=tuple(platforms),
+            target=raw.get("target"),
+            smoke=raw.get("smoke"),
+            manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
+        )
+    if not images:
+        raise ConfigError(f"{where}.*] declares no images; add [tool.moltbuild.images.NAME]")
+    return images
+
+
+def manifest_registry(tool: dict[str, Any]) -> str:
+    """The registry the manifests name images with: the project's own, whatever a run pushes to."""
+    from moltbuild.settings import KEYS
+
+    return str(tool.get("registry") or KEYS["MOLTBUILD_REGISTRY"].default).rstrip("/")

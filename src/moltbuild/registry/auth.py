@@ -1,0 +1,75 @@
+"""Which credentials go to which registry, and the checks done before any build starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moltbuild.errors import ConfigError, RegistryError
+from moltbuild.registry.client import RegistryClient
+from moltbuild.settings import Secret, Settings
+
+GHCR = "ghcr.io"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: Secret
+    keys: str  # the setting names they came from, for messages
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.username!r}, ****, from {self.keys})"
+
+
+def credentials_for(host: str, settings: Settings) -> Credentials | None:
+    if host == GHCR and settings.get("GITHUB_TOKEN"):
+        # ghcr.io checks the token, not the name: GITHUB_TOKEN alone is enough.
+        for key in ("GITHUB_USERNAME", "GITHUB_ACTOR"):
+            if settings.get(key):
+                return Credentials(settings[key], settings["GITHUB_TOKEN"], f"{key}/GITHUB_TOKEN")
+        return Credentials("moltbuild", settings["GITHUB_TOKEN"], "GITHUB_TOKEN")
+    user, secret = settings.get("REGISTRY_USERNAME"), settings.get("REGISTRY_PASSWORD")
+    if user and secret:
+        return Credentials(user, secret, "REGISTRY_USERNAME/REGISTRY_PASSWORD")
+    return None
+
+
+def registry_client(host: str, settings: Settings, creds: Credentials | None = None) -> RegistryClient:
+    return RegistryClient(
+        host,
+        username=creds.username if creds else None,
+        password=creds.password if creds else None,
+        insecure_hosts=settings.insecure_registries,
+        ca_bundle=settings.get("MOLTBUILD_REGISTRY_CA") or None,
+    )
+
+
+def preflight_push(host: str, settings: Settings, *, check_registry: bool = True) -> Credentials | None:
+    """Fail before any build when pushing cannot work: missing or refused credentials."""
+    creds = credentials_for(host, settings)
+    if creds is None and host == GHCR:
+        raise ConfigError(
+            "pushing to ghcr.io needs GITHUB_TOKEN (scope write:packages); "
+            "add it to .env.local or the environment"
+        )
+    if not check_registry:
+        return creds
+    client = registry_client(host, settings, creds)
+    status = client.ping()
+    if status == 401:
+        if creds is None:
+            raise ConfigError(
+                f"{host} requires credentials; set REGISTRY_USERNAME and REGISTRY_PASSWORD "
+                "(in .env.local or the environment)"
+            )
+        raise RegistryError(
+            f"{host} rejected the credentials from {creds.keys} (user {creds.username!r}); check them"
+        )
+    if status in (429, 500, 502, 503, 504):  # after the client's own retries
+        raise RegistryError(
+            f"{host}: GET /v2/ answered HTTP {status} after retries: the registry is overloaded or "
+            "down; try again later (nothing was built or pushed)"
+        )
+    if status >= 400:
+        raise RegistryError(f"{host}: GET /v2/ answered HTTP {status}; is this a container registry?")
+    return creds

@@ -1,0 +1,58 @@
+"""Remote tagging: copy a manifest to new tags, across repositories by mounting blobs first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from moltbuild.errors import ConfigError
+from moltbuild.plan.tags import validate_tag
+from moltbuild.refs import ImageRef, names_a_host
+from moltbuild.registry.auth import credentials_for, registry_client
+from moltbuild.settings import Settings
+
+
+def parse_source(text: str) -> ImageRef:
+    """--source: HOST/NAME:TAG or HOST/NAME@sha256:..., the registry named explicitly."""
+    ref = ImageRef.parse(text, "--source")
+    if not (ref.tag or ref.digest):
+        raise ConfigError(f"--source {text!r} needs a tag or digest: REGISTRY/NAME:TAG or @sha256:...")
+    if not text.strip().startswith(ref.host):
+        raise ConfigError(
+            f"--source {text!r} needs the registry host, e.g. ghcr.io/ardenone/moltbook-api:TAG"
+        )
+    return ref
+
+
+def destination(source: ImageRef, tag: str) -> ImageRef:
+    """--tag: TAG (same repository), NAME:TAG or HOST/NAME:TAG on the same registry."""
+    if ":" not in tag:
+        return source.bare().with_tag(validate_tag(tag))
+    repo, new_tag = tag.rsplit(":", 1)
+    validate_tag(new_tag)
+    first = repo.split("/", 1)[0]
+    if "/" in repo and names_a_host(first):
+        dest = ImageRef.parse(tag, "--tag")
+        if dest.host != source.host:
+            raise ConfigError(
+                f"--tag {tag!r}: retagging across registries is not supported; "
+                f"use a repository on {source.host}"
+            )
+        return dest
+    return ImageRef.parse(f"{source.host}/{tag}", "--tag")
+
+
+def retag(settings: Settings, source: str, tags: list[str], *, say: Callable[[str], None]) -> str:
+    """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository)."""
+    if not tags:
+        raise ConfigError("pass at least one --tag")
+    src = parse_source(source)
+    dests = [destination(src, tag) for tag in tags]
+    client = registry_client(src.host, settings, credentials_for(src.host, settings))
+    digest = ""
+    for dest in dests:
+        assert dest.tag is not None
+        digest = client.put_tags(
+            dest.repository, [dest.tag], reference=src.reference, source_name=src.repository
+        )[dest.tag]
+        say(f"{dest} -> {digest}")
+    return digest

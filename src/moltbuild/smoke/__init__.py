@@ -1,0 +1,1 @@
+"""The release check: probe plans from manifests, running an image and checking it."""

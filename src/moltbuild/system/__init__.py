@@ -1,0 +1,1 @@
+"""The host: processes, console output, storage probe, locks, system packages."""

@@ -1,0 +1,90 @@
+"""System tools the pipeline and its tests need, installed by `invoke setup`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from moltbuild.errors import ToolMissingError
+from moltbuild.system.processes import Runner
+
+# Debian/Ubuntu package -> what needs it.
+PACKAGES = {
+    "buildah": "daemonless builds (the devpod backend)",
+    "skopeo": "inspecting images in registries",
+    "fuse-overlayfs": "overlay storage for buildah on nested overlay",
+    "docker-registry": "the embedded registry of `nox -s pipeline` and the tests",
+    "docker.io": "the docker backend (dockerd + CLI)",
+    "podman": "the smoke check runs built images (buildah's storage) before they are pushed",
+    "busybox-static": "offline base images for the tests",
+    "python3.11": "the offline python base image stand-in for the tests",
+    "apache2-utils": "htpasswd for registry basic-auth tests",
+    "git": "the tag plan reads HEAD",
+    "openssl": "test TLS certificates",
+}
+
+
+def is_debian_like(root: Path = Path("/")) -> bool:
+    try:
+        text = (root / "etc/os-release").read_text()
+    except OSError:
+        return False
+    ids = {
+        line.split("=", 1)[1].strip().strip('"')
+        for line in text.splitlines()
+        if line.startswith(("ID=", "ID_LIKE="))
+    }
+    return any(word in ("debian", "ubuntu") for value in ids for word in value.split())
+
+
+def missing_packages(runner: Runner, packages: list[str]) -> list[str]:
+    res = runner.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages], mutates=False, check=False
+    )
+    installed = {line.split()[0] for line in res.stdout.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in installed]
+
+
+def install_command(packages: list[str]) -> str:
+    return f"apt-get update && apt-get install -y --no-install-recommends {shlex.join(packages)}"
+
+
+def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Path("/")) -> list[str]:
+    """Install what is missing; returns what was installed. Idempotent and fast when done."""
+    packages = packages or list(PACKAGES)
+    if not is_debian_like(root):
+        raise ToolMissingError(
+            "automatic setup supports Debian/Ubuntu only; install these with your package "
+            f"manager: {' '.join(packages)}"
+        )
+    missing = missing_packages(runner, packages)
+    if not missing:
+        runner.say(f"setup: all {len(packages)} system packages present")
+        return []
+    sudo = [] if os.geteuid() == 0 else _sudo(runner)
+    if sudo is None:
+        raise ToolMissingError(
+            f"missing system packages and no password-less sudo; run as root: {install_command(missing)}"
+        )
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    runner.say(f"setup: installing {' '.join(missing)}" + (" (through sudo -n)" if sudo else ""))
+    # sudo drops the environment; apt-get reads DEBIAN_FRONTEND, so it goes in as an argument
+    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"] if sudo else ["apt-get"]
+    runner.run([*apt, "update", "-qq"], env=env, timeout=600, what="apt-get update")
+    runner.run(
+        [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
+        env=env,
+        timeout=1200,
+        what="apt-get install",
+    )
+    return missing
+
+
+def _sudo(runner: Runner) -> list[str] | None:
+    """["sudo", "-n"] when sudo works without a password (GitHub's runners), else None."""
+    if not shutil.which("sudo"):
+        return None
+    res = runner.run(["sudo", "-n", "true"], mutates=False, check=False, timeout=15)
+    return ["sudo", "-n"] if res.ok else None
