@@ -14,8 +14,9 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.backends.contract import JobLog, PushTarget, RunSpec
 from moltbuild.backends.selection import make_backend
+from moltbuild.flows.build import plan_for
 from moltbuild.flows.context import Session
-from moltbuild.plan.planner import make_plan
+from moltbuild.plan.request import BuildRequest
 
 
 def timed_invoke(env: dict[str, str], cwd: Path, *extra: str) -> float:
@@ -35,8 +36,10 @@ def timed_invoke(env: dict[str, str], cwd: Path, *extra: str) -> float:
 def timed_raw(env: dict[str, str], cwd: Path, workdir: Path, parallel: bool) -> float:
     """The plan's exact bud argv per image, then `buildah push` once per tag; images one after
     the other like build-images.sh, or in parallel like moltbuild's default --jobs 2."""
-    session = Session.create(project_root=cwd, environ=env)
-    plan = make_plan(session, push=True, rebuild=True, backend="buildah")
+    session = Session.create(
+        project_root=cwd, environ=env, cli={"MOLTBUILD_BACKEND": ("buildah", "--backend")}
+    )
+    plan = plan_for(session, BuildRequest(push=True, rebuild=True))
     backend = make_backend("buildah", session.runner, session.settings, session.storage)
     backend.open(RunSpec(workdir, mirror=plan.mirror))  # config files only: bases are already local
     child_env = {**os.environ, **env, **backend.env()}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moltbuild.errors import ConfigError
 
+DEFAULT_REGISTRY = "ghcr.io/ardenone"
 IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
 
 
@@ -95,6 +97,31 @@ def load_images(project_root: Path, tool: dict[str, Any] | None = None) -> dict[
 
 def manifest_registry(tool: dict[str, Any]) -> str:
     """The registry the manifests name images with: the project's own, whatever a run pushes to."""
-    from moltbuild.settings import KEYS
+    return str(tool.get("registry") or DEFAULT_REGISTRY).rstrip("/")
 
-    return str(tool.get("registry") or KEYS["MOLTBUILD_REGISTRY"].default).rstrip("/")
+
+def parse_only(value: str | Iterable[str] | None) -> list[str]:
+    """The one reading of `--only`: a comma list (or several), blanks dropped, order kept."""
+    parts = [value] if isinstance(value, str) else list(value or ())
+    names = [n.strip() for part in parts for n in part.split(",")]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def select_images(
+    images: dict[str, ImageConfig],
+    *,
+    only: str | Iterable[str] = (),
+    api_only: bool = False,
+    frontend_only: bool = False,
+) -> list[ImageConfig]:
+    if api_only and frontend_only:
+        raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
+    wanted = parse_only(only)
+    if api_only:
+        wanted.append("api")
+    if frontend_only:
+        wanted.append("frontend")
+    unknown = [n for n in wanted if n not in images]
+    if unknown:
+        raise ConfigError(f"unknown image {unknown[0]!r}; known: {', '.join(images)}")
+    return [images[n] for n in images if not wanted or n in wanted]

@@ -130,3 +130,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def validate_tag(tag: str, origin: str = "--tag") -> str:
+    if not TAG_RE.match(tag):
+        raise ConfigError(
+            f"{origin} {tag!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
+            "(not first), at most 128 characters"
+        )
+    return tag
+
+
+def registry_prefix(value: str) -> ImageRef:
+    """MOLTBUILD_REGISTRY as HOST[:PORT]/NAMESPACE; anything else is one clear line."""
+    value = value.strip().rstrip("/")
+    first, sep, _ = value.partition("/")
+    if not sep or not names_a_host(first):
+        raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
+    return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")

@@ -5,7 +5,6 @@ Only this module reads or writes the file; everything else sees `ImageRecord`s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -223,14 +222,6 @@ def update(path: Path, record: ImageRecord) -> None:
         kept = [r for r in current if r.name != record.name]
         images = sorted([*kept, record], key=lambda r: r.name)
         _write_atomic(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
-
-
-def run_lock(path: Path, what: str, say: Callable[[str], None]) -> contextlib.AbstractContextManager:
-    """One run at a time per report: two runs writing the same report and the same tags could
-    each exit 0 with the report naming one image and the registry another."""
-    from moltbuild.system.locks import held
-
-    return held(Path(str(path) + ".run.lock"), what, str(path), say)
 
 
 @dataclass

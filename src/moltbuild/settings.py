@@ -17,6 +17,8 @@ from typing import Any
 from dotenv.parser import parse_stream
 
 from moltbuild.errors import ConfigError
+from moltbuild.project import DEFAULT_REGISTRY, read_tool_table
+from moltbuild.refs import is_loopback
 
 MASK = "****"
 BACKENDS = ("auto", "docker", "buildah", "kaniko")
@@ -59,6 +61,22 @@ class KeySpec:
     default: str = ""
     secret: bool = False
     choices: tuple[str, ...] = ()
+    flag: bool = False  # on/off: read with Settings.flag(), checked by the one truthiness rule
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def truthy(value: str | None, key: str, source: str = "") -> bool:
+    """The one truthiness rule: 1/true/yes/on or 0/false/no/off, any case; else a ConfigError."""
+    word = (value or "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    where = f" (from {source})" if source else ""
+    raise ConfigError(f"{key}={value!r}{where} must be one of 1/true/yes/on or 0/false/no/off")
 
 
 KEYS: dict[str, KeySpec] = {
@@ -71,7 +89,7 @@ KEYS: dict[str, KeySpec] = {
         ),
         KeySpec("REGISTRY_USERNAME", "user for any other registry"),
         KeySpec("REGISTRY_PASSWORD", "password or token for REGISTRY_USERNAME", secret=True),
-        KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry", "ghcr.io/ardenone"),
+        KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry", DEFAULT_REGISTRY),
         KeySpec("MOLTBUILD_BACKEND", "auto|docker|buildah|kaniko", "backend", "auto", choices=BACKENDS),
         KeySpec(
             "MOLTBUILD_BASE_MIRROR", "HOST[:PORT]/PREFIX Docker Hub bases are pulled through", "base_mirror"
@@ -98,11 +116,18 @@ KEYS: dict[str, KeySpec] = {
             "1 keeps superseded builds and unused intermediate images (default: a good run prunes "
             "the ones this tool created)",
             "keep_images",
+            flag=True,
         ),
         KeySpec(
             "MOLTBUILD_VERBOSE",
             "1 prints every command and all tool output (always in build/logs/NAME.log); --verbose",
             "verbose",
+            flag=True,
+        ),
+        KeySpec(
+            "MOLTBUILD_TRACEBACK",
+            "1 shows the Python traceback of an unexpected error (for a bug report) instead of one line",
+            flag=True,
         ),
         KeySpec("MOLTBUILD_KUBE_CONTEXT", "kubeconfig context for kaniko (default: current)", "kube_context"),
         KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbook"),
@@ -138,7 +163,9 @@ KEYS: dict[str, KeySpec] = {
             "60",
         ),
         KeySpec("MOLTBUILD_KANIKO_TIMEOUT", "seconds a kaniko Job may take", "kaniko_timeout", "1800"),
-        KeySpec("MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep"),
+        KeySpec(
+            "MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep", flag=True
+        ),
     )
 }
 
@@ -166,6 +193,10 @@ class Settings:
     def get(self, key: str, default: Any = None) -> Any:
         setting = self.values.get(key)
         return default if setting is None or not setting.value else setting.value
+
+    def flag(self, key: str) -> bool:
+        """An on/off setting, by the one truthiness rule (validated when the settings load)."""
+        return truthy(str(self[key]), key, self.source(key))
 
     def source(self, key: str) -> str:
         return self.values[key].source
@@ -195,8 +226,6 @@ class Settings:
 
     def allows_plain_http(self, host: str) -> bool:
         """Listed in MOLTBUILD_INSECURE_REGISTRIES, or on loopback (as Docker treats it)."""
-        from moltbuild.refs import is_loopback
-
         return host in self.insecure_registries or is_loopback(host)
 
     def as_rows(self) -> list[tuple[str, str, str]]:
@@ -261,6 +290,8 @@ _HOST_PORT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"
 
 
 def _validate(spec: KeySpec, value: str, source: str) -> None:
+    if spec.flag:
+        truthy(value, spec.key, source)
     if spec.choices and value not in spec.choices:
         raise ConfigError(f"{spec.key}={value!r} (from {source}) is not one of {', '.join(spec.choices)}")
     if spec.key == "MOLTBUILD_INSECURE_REGISTRIES":
@@ -297,8 +328,6 @@ def load_settings(
     environ = os.environ if environ is None else environ
     cli = cli or {}
     if tool_config is None:
-        from moltbuild.project import read_tool_table
-
         tool_config = read_tool_table(project_root)
 
     layers: list[tuple[str, dict[str, tuple[str, str]]]] = []

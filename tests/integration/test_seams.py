@@ -9,6 +9,7 @@ import requests
 
 from moltbuild.flows.build import build_images
 from moltbuild.flows.context import Session
+from moltbuild.plan.request import BuildRequest
 from tests.integration.conftest import (
     assert_report_matches_registry,
     build_env,
@@ -83,9 +84,11 @@ def test_build_images_dry_run_builds_and_pushes_nothing_whatever_the_session(
     path, calls = spy_on("buildah", tmp_path)
     monkeypatch.setenv("PATH", path)
     env = build_env(mirror, storage_root, "drysession", PATH=path)
-    session = Session.create(project_root=git_project, environ=env)
+    session = Session.create(
+        project_root=git_project, environ=env, cli={"MOLTBUILD_BACKEND": ("buildah", "--backend")}
+    )
     assert session.runner.dry_run is False
-    records = build_images(push=True, rebuild=True, backend="buildah", dry_run=True, session=session)
+    records = build_images(session, BuildRequest(push=True, rebuild=True, dry_run=True))
     assert {r.name for r in records} == {"api", "frontend"} and not any(r.pushed for r in records)
     assert all(argv[0] == "version" for argv in spied_calls(calls)), spied_calls(calls)
     assert not (git_project / "build").exists()

@@ -9,8 +9,9 @@ import kubernetes_validate
 import pytest
 from ruamel.yaml import YAML
 
+from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name
 from moltbuild.errors import ConfigError
-from moltbuild.k8s.kaniko import executor_args, job_manifest, job_name, registry_secret, setup_objects
+from moltbuild.k8s.kaniko import registry_secret, setup_objects
 from moltbuild.plan.planner import ImagePlan, cache_tag
 from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings

@@ -190,7 +190,7 @@ def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, 
     old = build.to_record(plan(image("api")), image("api"), ImageResult("id-api", ("linux/amd64",), 1.0))
     report.update(path, old.but(tags=["sha-abc1234", "main"]))  # as versions before the input tag wrote it
     monkeypatch.setattr(publish, "preflight_push", lambda *a, **k: None)
-    (new,) = publish.push_built(report_path=path)
+    (new,) = publish.push_built(Session.create(), report_path=path)
     (backend,) = recording.instances
     target = backend.calls[1][1]
     assert target.source == "id-api" and target.tags == ("sha-abc1234", "main", cache_tag(old.input_digest))
@@ -198,7 +198,7 @@ def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, 
     # tagging an image that is not pushed yet only records the tag for the next push
     recording.instances.clear()
     report.update(path, old)
-    (tagged,) = publish.tag_built(["rc1"], report_path=path)
+    (tagged,) = publish.tag_built(Session.create(), ["rc1"], report_path=path)
     assert tagged.tags[-1] == "rc1" and not tagged.pushed and not recording.instances
 
 
@@ -209,9 +209,9 @@ def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
     failed = build.to_record(plan(image("api")), image("api"), None, error="boom")
     report.update(path, failed)
     with pytest.raises(ConfigError, match="records no built image"):
-        publish.push_built(report_path=path)
+        publish.push_built(Session.create(), report_path=path)
     with pytest.raises(ConfigError, match="at least one --tag"):
-        publish.tag_built([], report_path=path)
+        publish.tag_built(Session.create(), [], report_path=path)
     assert json.loads(path.read_text())["images"][0]["status"] == "failed"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from moltbuild.errors import CommandError
+from moltbuild.plan.planner import BasePull
 from moltbuild.settings import Settings
 from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner
@@ -47,12 +48,6 @@ class BackendStatus:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class BasePull:
-    source: str  # where it is pulled from (the mirror, or the base itself)
-    users: tuple[str, ...]  # images that need it, for messages
 
 
 @dataclass(frozen=True)

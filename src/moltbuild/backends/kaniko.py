@@ -14,17 +14,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name, timeout_of
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.k8s.cluster import Cluster, ClusterError
-from moltbuild.k8s.kaniko import (
-    RECEIVE,
-    SECRET_NAME,
-    executor_args,
-    job_manifest,
-    job_name,
-    render,
-    timeout_of,
-)
+from moltbuild.k8s.kaniko import RECEIVE, SECRET_NAME, render
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.refs import DIGEST_RE
 from moltbuild.registry.auth import registry_client
@@ -170,7 +163,7 @@ class KanikoBackend(Backend):
         try:
             digest = self._follow(name, tarball, log, deadline=start + timeout_of(self.settings))
         finally:
-            if self.settings.get("MOLTBUILD_KANIKO_KEEP") in ("1", "true", "yes"):
+            if self.settings.flag("MOLTBUILD_KANIKO_KEEP"):
                 say(f"{log.prefix}kept Job {name} (MOLTBUILD_KANIKO_KEEP)")
             else:
                 self.cluster.delete_job(name)

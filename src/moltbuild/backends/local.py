@@ -125,7 +125,7 @@ class LocalBackend(Backend):
                 return  # every build was a full cache hit: no image is new, none superseded
             images = store.inventory()
             store.record(images, self._built)
-            keep_all = self.settings.get("MOLTBUILD_KEEP_IMAGES")
+            keep_all = self.settings.flag("MOLTBUILD_KEEP_IMAGES")
             if not ok or not built or keep_all:
                 return  # a failed run's intermediate images are the layer cache of the retry
             keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}

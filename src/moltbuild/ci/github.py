@@ -12,7 +12,8 @@ from typing import Any
 import requests
 
 from moltbuild.errors import ConfigError, MoltbuildError
-from moltbuild.settings import Secret
+from moltbuild.settings import Secret, Settings
+from moltbuild.system.processes import Runner
 
 _REMOTE_RE = re.compile(r"github\.com[:/]+(?P<repo>[^/\s]+/[^/\s]+?)(?:\.git)?/?$")
 DEFAULT_WORKFLOW = "build-images.yml"
@@ -235,12 +236,11 @@ def dispatch_and_watch(
     return run
 
 
-def client(session: Any) -> GitHub:
+def client(settings: Settings, runner: Runner) -> GitHub:
     """A client from the settings: token, API base, repository (setting, else the origin remote)."""
-    settings = session.settings
     repo = settings.get("MOLTBUILD_GITHUB_REPO")
     if not repo:
-        origin = session.runner.run(
+        origin = runner.run(
             ["git", "-C", str(settings.project_root), "config", "--get", "remote.origin.url"],
             mutates=False,
             check=False,

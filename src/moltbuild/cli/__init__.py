@@ -6,12 +6,15 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from invoke import Exit
 
-from moltbuild.errors import MoltbuildError
+from moltbuild.errors import ConfigError, MoltbuildError
+
+if TYPE_CHECKING:
+    from moltbuild.flows.context import Session
 
 
 class Terminated(KeyboardInterrupt):
@@ -47,7 +50,7 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=141) from None
         except Exception as exc:  # a bug, or an input no check foresaw: one line, not a traceback
-            if os.environ.get("MOLTBUILD_TRACEBACK"):
+            if _wants_traceback():
                 raise
             from moltbuild.system.processes import mask_known_secrets
 
@@ -68,9 +71,38 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def run_context(settings: Mapping[str, tuple[Any, str]] | None = None) -> Session:
+    """The run context of one command: settings (flags that set one: KEY -> (value, flag)), the
+    runner and the probes. Made here and nowhere else; flows receive it."""
+    from moltbuild.flows.context import Session
+
+    given = {key: (value, flag) for key, (value, flag) in (settings or {}).items() if value not in (None, "")}
+    session = Session.create(cli=given)
+    return session
+
+
+def verbose_flag(verbose: bool) -> dict[str, tuple[Any, str]]:
+    return {"MOLTBUILD_VERBOSE": ("1" if verbose else None, "--verbose")}
+
+
+def _wants_traceback() -> bool:
+    """MOLTBUILD_TRACEBACK through the settings layer (.env.local counts); the environment alone
+    when the settings themselves cannot load."""
+    from moltbuild.errors import MoltbuildError
+    from moltbuild.project import find_project_root
+    from moltbuild.settings import load_settings, truthy
+
+    try:
+        return load_settings(find_project_root()).flag("MOLTBUILD_TRACEBACK")
+    except MoltbuildError:
+        try:
+            return truthy(os.environ.get("MOLTBUILD_TRACEBACK"), "MOLTBUILD_TRACEBACK")
+        except MoltbuildError:
+            return True  # a value that is neither on nor off: show more, not less
+
+
 def seconds(value: str | float, flag: str) -> float:
     """A flag in seconds (invoke passes strings); a bad value is a one-line error naming the flag."""
-    from moltbuild.errors import ConfigError
 
     try:
         number = float(value)
@@ -84,7 +116,6 @@ def seconds(value: str | float, flag: str) -> float:
 def count(value: str | int, flag: str, minimum: int = 1) -> int:
     """A whole-number flag. Declared with a string default so invoke does not cast it: its own
     int() cast ends in a traceback on `--jobs abc`."""
-    from moltbuild.errors import ConfigError
 
     try:
         number = int(str(value).strip())

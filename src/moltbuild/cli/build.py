@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from moltbuild.cli import count, edge
+from moltbuild.cli import count, edge, run_context, verbose_flag
 
 BUILD_HELP = {
     "push": "push every tag after building",
@@ -50,15 +50,13 @@ def build(
     verbose=False,
 ):
     """Build the images (and push with --push); writes build/images.json."""
-    from moltbuild.flows import build as build_mod
+    from moltbuild.flows.build import build_images
+    from moltbuild.plan.request import BuildRequest, selection
 
-    build_mod.build_images(
+    request = BuildRequest(
         push=push,
-        api_only=api_only,
-        frontend_only=frontend_only,
-        only=only,
-        tags=tag,
-        backend=backend,
+        only=selection(only, api_only=api_only, frontend_only=frontend_only),
+        tags=tuple(tag or ()),
         platform=platform,
         no_cache=no_cache,
         jobs=count(jobs, "--jobs"),
@@ -66,11 +64,12 @@ def build(
         rebuild=rebuild,
         changed=changed,
         base=base,
-        no_smoke=no_smoke,
+        smoke=not no_smoke,
         dry_run=dry_run,
         as_json=json,
-        verbose=verbose,
     )
+    session = run_context({"MOLTBUILD_BACKEND": (backend, "--backend"), **verbose_flag(verbose)})
+    build_images(session, request)
 
 
 @task(
@@ -84,18 +83,20 @@ def build(
 @edge
 def push(c, only="", dry_run=False, json=False, verbose=False):
     """Push the images recorded in build/images.json by an earlier build."""
-    from moltbuild.flows import publish
+    from moltbuild.flows.publish import push_built
 
-    publish.push_built(only=only, dry_run=dry_run, as_json=json, verbose=verbose)
+    push_built(run_context(verbose_flag(verbose)), only=only, dry_run=dry_run, as_json=json)
 
 
 @task(help={"jobs": "images built at once (default 2)"})
 @edge
 def pipeline(c, jobs="2"):
     """The main job: build both images, push (embedded registry if none set), verify digests."""
-    from moltbuild.flows import pipeline as pipeline_mod
+    from moltbuild.flows.pipeline import run_pipeline
+    from moltbuild.plan.request import BuildRequest
 
-    pipeline_mod.run_pipeline(jobs=count(jobs, "--jobs"))
+    request = BuildRequest(push=True, jobs=count(jobs, "--jobs"))
+    run_pipeline(run_context(), request)
 
 
 @task(
@@ -107,9 +108,9 @@ def pipeline(c, jobs="2"):
 @edge
 def changed(c, base=None, json=False):
     """Which images have inputs that changed since a base revision, and why."""
-    from moltbuild.plan.changes import show_changed
+    from moltbuild.flows.changed import show_changed
 
-    show_changed(base=base, as_json=json)
+    show_changed(run_context(), base=base, as_json=json)
 
 
 ns = Collection(build, push, pipeline, changed)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from invoke import Collection, task
 
-from moltbuild.cli import edge
+from moltbuild.cli import edge, run_context
 
 
 @task(help={"json": "print machine-readable JSON"})
@@ -14,12 +12,11 @@ from moltbuild.cli import edge
 def doctor(c, json=False):
     """Show which backends work here, what `auto` picks and why, and how to fix problems."""
     from moltbuild.flows import doctor as doctor_mod
-    from moltbuild.flows.context import Session
 
-    session = Session.create()
+    session = run_context()
     for warning in session.settings.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(doctor_mod.render(doctor_mod.collect(session), as_json=json))
+        session.runner.warn(warning)
+    session.runner.emit(doctor_mod.render(doctor_mod.collect(session), as_json=json))
 
 
 @task(help={"dry-run": "print the apt-get commands, run nothing"})
@@ -45,7 +42,7 @@ def clean(c, all=False, backend=None, dry_run=False):
     Never touches images it did not create."""
     from moltbuild.flows.clean import clean as clean_stores
 
-    clean_stores(everything=all, backend=backend, dry_run=dry_run)
+    clean_stores(run_context(), everything=all, backend=backend, dry_run=dry_run)
 
 
 ns = Collection(doctor, setup, clean)

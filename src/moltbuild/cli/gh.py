@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from moltbuild.cli import count, edge, seconds
+from moltbuild.cli import count, edge, run_context, seconds
 
 
 @task(
@@ -24,11 +24,10 @@ def dispatch(
 ):
     """Start the build workflow on GitHub (and with --watch, follow it to the end)."""
     from moltbuild.ci import github
-    from moltbuild.flows.context import Session
 
-    session = Session.create()
+    session = run_context()
     github.dispatch_and_watch(
-        github.client(session),
+        github.client(session.settings, session.runner),
         workflow=workflow,
         ref=ref,
         inputs=github.parse_inputs(input or []),
@@ -46,11 +45,11 @@ def dispatch(
 def runs(c, workflow="build-images.yml", limit="10"):
     """List the recent runs of the build workflow."""
     from moltbuild.ci import github
-    from moltbuild.flows.context import Session
 
     limit = count(limit, "--limit")  # checked before the repository is looked up
-    session = Session.create()
-    session.runner.say(github.render_runs(github.client(session).runs(workflow, limit=limit)))
+    session = run_context()
+    client = github.client(session.settings, session.runner)
+    session.runner.emit(github.render_runs(client.runs(workflow, limit=limit)))
 
 
 ns = Collection("gh", dispatch, runs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from moltbuild.cli import edge
+from moltbuild.cli import count, edge, run_context
 
 
 @task(
@@ -43,13 +43,13 @@ def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry
 )
 @edge
 def commit_pins(
-    c, kustomization=None, message="Pin images built by moltbuild", remote="origin", branch=None, attempts=3
+    c, kustomization=None, message="Pin images built by moltbuild", remote="origin", branch=None, attempts="3"
 ):
     """Commit the pinned kustomization as the bot and push it (rebase and retry when behind)."""
     from moltbuild.ci.pins import commit_and_push
-    from moltbuild.flows.context import Session
 
-    session = Session.create()
+    attempts = count(attempts, "--attempts")  # 0 would commit, push nothing and exit 0
+    session = run_context()
     root = session.settings.project_root
     commit_and_push(
         root,
@@ -59,7 +59,7 @@ def commit_pins(
         message=message,
         remote=remote,
         branch=branch,
-        attempts=int(attempts),
+        attempts=attempts,
     )
 
 

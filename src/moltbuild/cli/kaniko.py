@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from moltbuild.cli import count, edge
+from moltbuild.cli import count, edge, run_context
 
 KUBE_HELP = {
     "namespace": "namespace of the Jobs, Secret and RBAC (default MOLTBUILD_KUBE_NAMESPACE or moltbook)",
@@ -16,9 +16,9 @@ KUBE_HELP = {
 @edge
 def setup(c, namespace=None, context=None, dry_run=False):
     """Create or update the registry Secret, ServiceAccounts and RBAC kaniko Jobs need."""
-    from moltbuild.k8s.kaniko import setup_cluster
+    from moltbuild.flows.kaniko import setup_cluster
 
-    setup_cluster(namespace=namespace, context=context, dry_run=dry_run)
+    setup_cluster(run_context(kube_flags(namespace, context)), dry_run=dry_run)
 
 
 @task(
@@ -55,28 +55,32 @@ def build(
 ):
     """Build and push the images as Kaniko Jobs in the cluster; writes build/images.json."""
     from moltbuild.flows.build import build_images
-    from moltbuild.flows.context import Session
-    from moltbuild.k8s.kaniko import kube_flags
+    from moltbuild.plan.request import BuildRequest, selection
 
-    cli = {
+    request = BuildRequest(
+        push=True,
+        only=selection(only, api_only=api_only, frontend_only=frontend_only),
+        tags=tuple(tag or ()),
+        no_cache=no_cache,
+        rebuild=rebuild,
+        jobs=count(jobs, "--jobs"),
+        dry_run=dry_run,
+    )
+    settings = {
         **kube_flags(namespace, context),
         "MOLTBUILD_BACKEND": ("kaniko", "kaniko.build"),
         "MOLTBUILD_KANIKO_TIMEOUT": (timeout, "--timeout"),
         "MOLTBUILD_KANIKO_KEEP": ("1" if keep else None, "--keep"),
     }
-    build_images(
-        push=True,
-        api_only=api_only,
-        frontend_only=frontend_only,
-        only=only,
-        tags=tag,
-        backend="kaniko",
-        no_cache=no_cache,
-        rebuild=rebuild,
-        jobs=count(jobs, "--jobs"),
-        dry_run=dry_run,
-        session=Session.create(cli={k: v for k, v in cli.items() if v[0] is not None}),
-    )
+    build_images(run_context(settings), request)
+
+
+def kube_flags(namespace: str | None, context: str | None) -> dict[str, tuple[str | None, str]]:
+    flags = {
+        "MOLTBUILD_KUBE_NAMESPACE": (namespace, "--namespace"),
+        "MOLTBUILD_KUBE_CONTEXT": (context, "--context"),
+    }
+    return {k: v for k, v in flags.items() if v[0]}
 
 
 ns = Collection("kaniko", setup, build)

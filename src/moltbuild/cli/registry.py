@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from moltbuild.cli import edge
+from moltbuild.cli import edge, run_context
 
 
 @task(
@@ -19,16 +19,15 @@ from moltbuild.cli import edge
 @edge
 def verify(c, report=None, kustomization=None, json=False):
     """Check that every reported/deployed image:tag exists in the registry with its digest."""
-    from moltbuild.flows.context import Session
     from moltbuild.registry import verify as verify_mod
 
-    session = Session.create()
+    session = run_context()
     checks = verify_mod.verify(
         session.settings,
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
     )
-    print(verify_mod.render(checks, as_json=json))
+    session.runner.emit(verify_mod.render(checks, as_json=json))
     verify_mod.raise_on_failure(checks)
 
 
@@ -46,13 +45,13 @@ def verify(c, report=None, kustomization=None, json=False):
 def tag(c, tag=None, source=None, only="", dry_run=False, json=False):
     """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
     from moltbuild.flows import publish
-    from moltbuild.flows.context import Session
-    from moltbuild.registry import promote as retag
+    from moltbuild.registry import promote
 
+    session = run_context()
     if source:
-        retag.retag(Session.create().settings, source, tag or [], say=print)
+        promote.retag(session.settings, source, tag or [], say=session.runner.say)
     else:
-        publish.tag_built(tag or [], only=only, dry_run=dry_run, as_json=json)
+        publish.tag_built(session, tag or [], only=only, dry_run=dry_run, as_json=json)
 
 
 @task(
@@ -68,9 +67,9 @@ def smoke(c, only="", ref=None, static=False):
     from moltbuild.flows import smoke as checks
 
     if static:
-        checks.static_check(only=only)
+        checks.static_check(run_context(), only=only)
     else:
-        checks.run_checks(only=only, ref=ref)
+        checks.run_checks(run_context(), only=only, ref=ref)
 
 
 ns = Collection(verify, tag, smoke)

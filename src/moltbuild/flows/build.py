@@ -4,24 +4,26 @@ parallel, record each image the moment it is known, summarise. It never knows wh
 from __future__ import annotations
 
 import concurrent.futures as cf
-import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from moltbuild import report
 from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
-from moltbuild.backends.selection import make_backend
+from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
 from moltbuild.flows import reuse
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.plan.changes import check_explicit_base, resolve_base, select_changed
-from moltbuild.plan.planner import BuildPlan, ImagePlan, make_plan, render_plan, select_images
-from moltbuild.project import load_images
+from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
+from moltbuild.plan.request import BuildRequest
+from moltbuild.project import load_images, select_images
 from moltbuild.registry.auth import Credentials, preflight_push, registry_client
 from moltbuild.report import ImageRecord
+from moltbuild.system.locks import run_lock
 
 
 def to_record(
@@ -153,7 +155,7 @@ def execute(
             if not dry_run:
                 raise
             # A dry run shows the whole plan even before credentials are set up.
-            print(f"warning: {exc.message}; a real run stops here", file=sys.stderr)
+            session.runner.warn(f"{exc.message}; a real run stops here")
     reused = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
     to_build = [image for image in plan.images if image.name not in reused]
     log_dir = None if dry_run else path.parent / "logs"
@@ -194,90 +196,75 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
         raise error
 
 
-def build_images(
-    *,
-    push: bool = False,
-    api_only: bool = False,
-    frontend_only: bool = False,
-    only: str = "",
-    tags: list[str] | None = None,
-    backend: str | None = None,
-    platform: str | None = None,
-    no_cache: bool = False,
-    jobs: int = 2,
-    force: bool = False,
-    rebuild: bool = False,
-    changed: bool = False,
-    base: str | None = None,
-    no_smoke: bool = False,
-    dry_run: bool = False,
-    as_json: bool = False,
-    verbose: bool = False,
-    session: Session | None = None,
-) -> list[ImageRecord]:
+def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
+    """The backend this run uses, and why (MOLTBUILD_BACKEND, which --backend sets)."""
+    requested = session.settings["MOLTBUILD_BACKEND"]
+    statuses = statuses_for(requested, session.runner, session.settings, session.storage)
+    return choose_backend(requested, statuses, session.storage, force=request.force, dry_run=request.dry_run)
+
+
+def plan_for(session: Session, request: BuildRequest, names: list[str] | None = None) -> BuildPlan:
+    name, reason = choose(session, request)
+    inputs = PlanInputs(session.settings, session.runner, session.environ, name, reason)
+    return make_plan(request, inputs, names)
+
+
+def _legacy_tags(session: Session, request: BuildRequest) -> BuildRequest:
+    """build-images.sh's IMAGE_TAG, kept for a while: added as a tag, with a note."""
+    legacy = session.environ.get("IMAGE_TAG", "").strip()
+    if not legacy:
+        return request
+    session.runner.warn("IMAGE_TAG is deprecated (from build-images.sh): use --tag; added as a tag")
+    return replace(request, tags=(*request.tags, legacy))
+
+
+def _changed_names(session: Session, request: BuildRequest, names: list[str]) -> list[str]:
+    """With --changed: the selected images whose inputs changed since the base."""
+    root = session.settings.project_root
+    if request.base and request.base.strip():
+        check_explicit_base(root, resolve_base(request.base, session.environ), session.runner)
+    base = resolve_base(request.base, session.environ)
+    wanted, account = select_changed(root, load_images(root), base, session.runner)
+    session.runner.say(account)
+    names = [n for n in names if n in wanted]
+    if not names:
+        session.runner.say(f"nothing changed since {base}: no image to build")
+    return names
+
+
+def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
     (with `as_json`, the report entries on stdout and everything else on stderr)."""
-    cli = {"MOLTBUILD_BACKEND": (backend, "--backend")} if backend else {}
-    if verbose:
-        cli["MOLTBUILD_VERBOSE"] = ("1", "--verbose")
-    session = session or Session.create(cli=cli)
-    if as_json:
+    if request.as_json:
         session.runner = session.runner.to_stderr()
-    say = session.runner.say
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
-        print(f"warning: {warning}", file=sys.stderr)
-    tags = list(tags or ())
-    if session.environ.get("IMAGE_TAG", "").strip():  # build-images.sh's variable, kept for a while
-        tags.append(session.environ["IMAGE_TAG"].strip())
-        print(
-            "warning: IMAGE_TAG is deprecated (from build-images.sh): use --tag; added as a tag",
-            file=sys.stderr,
-        )
+        session.runner.warn(warning)
+    request = _legacy_tags(session, request)
     root = session.settings.project_root
-    configs = load_images(root)
-    names = [
-        c.name
-        for c in select_images(configs, only=only.split(","), api_only=api_only, frontend_only=frontend_only)
-    ]
-    if changed:
-        if base and base.strip():
-            check_explicit_base(root, resolve_base(base, session.environ), session.runner)
-        base = resolve_base(base, session.environ)
-        wanted, account = select_changed(root, configs, base, session.runner)
-        say(account)
-        names = [n for n in names if n in wanted]
+    names = [c.name for c in select_images(load_images(root), only=request.only)]
+    if request.changed:
+        names = _changed_names(session, request, names)
         if not names:
-            say(f"nothing changed since {base}: no image to build")
             ghactions.publish("moltbuild: nothing changed", [], session.environ)
             return []
-    plan = make_plan(
-        session,
-        only=names,
-        extra_tags=[t for t in tags or () if t.strip()],  # an empty --tag (an unset CI input) adds nothing
-        backend=backend,
-        push=push,
-        platforms=platform,
-        force=force,
-        no_cache=no_cache,
-        jobs=jobs,
-        rebuild=rebuild,
-        dry_run=dry_run,
-        smoke=not no_smoke,
-    )
-    say(render_plan(plan) + "\n")
-    if dry_run:
-        say("dry run: what a real run would do (secrets masked):")
-        return execute(session, plan, dry_run=True)
-    title = f"moltbuild: {'build and push' if push else 'build'} ({plan.backend})"
+    plan = plan_for(session, request, names)
+    session.runner.say(render_plan(plan) + "\n")
+    if request.dry_run:
+        session.runner.say("dry run: what a real run would do (secrets masked):")
+        records = execute(session, plan, dry_run=True)
+        if request.as_json:
+            session.runner.emit(summary_mod.as_json_text(records))
+        return records
+    title = f"moltbuild: {'build and push' if request.push else 'build'} ({plan.backend})"
     path = report.default_path(root)
     try:
-        with report.run_lock(path, "invoke build" + (" --push" if push else ""), say):
+        with run_lock(path, request.purpose, session.runner.say):
             records = execute(session, plan, dry_run=False)
     except BuildError as exc:
         done = getattr(exc, "records", [])
         ghactions.publish(title, done, session.environ)
-        summary_mod.finish(session, done, path, as_json)  # the table (or JSON) on failure too
+        summary_mod.finish(session, done, path, request.as_json)  # the table (or JSON) on failure too
         raise
     ghactions.publish(title, records, session.environ)
-    summary_mod.finish(session, records, path, as_json)
+    summary_mod.finish(session, records, path, request.as_json)
     return records

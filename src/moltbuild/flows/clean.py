@@ -37,14 +37,13 @@ def _stores(session: Session, backend: str | None) -> Iterator[list[tuple[str, I
 
 
 def clean(
+    session: Session,
     *,
     everything: bool = False,
     backend: str | None = None,
     dry_run: bool = False,
-    session: Session | None = None,
 ) -> dict[str, list[str]]:
     """Remove what this tool created and nothing needs (with `everything`: all it created)."""
-    session = session or Session.create()
     say = session.runner.say
     removed: dict[str, list[str]] = {}
     what = "every image this tool created" if everything else "images this tool created that nothing uses"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ class Session:
     runner: Runner
     environ: Mapping[str, str]
     root: Path = Path("/")
+    cli: Mapping[str, Any] = field(default_factory=dict)  # the flags that set settings
 
     @classmethod
     def create(
@@ -39,10 +40,17 @@ class Session:
         settings = load_settings(
             project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
         )
-        verbose = settings.get("MOLTBUILD_VERBOSE") == "1"
+        verbose = settings.flag("MOLTBUILD_VERBOSE")
         live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
         runner = Runner(secrets=settings.secrets, verbose=verbose, live=live)
-        return cls(settings=settings, runner=runner, environ=environ)
+        return cls(settings=settings, runner=runner, environ=environ, cli=dict(cli or {}))
+
+    def with_overrides(self, overrides: Mapping[str, tuple[str, str]]) -> Session:
+        """The same command's context with values the command sets itself (the pipeline's
+        embedded registry), above the environment and below flags."""
+        return Session.create(
+            cli=self.cli, overrides=overrides, environ=self.environ, project_root=self.settings.project_root
+        )
 
     @property
     def storage_root(self) -> Path:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from moltbuild import report
 from moltbuild.flows.build import build_images
 from moltbuild.flows.context import Session
-from moltbuild.project import find_project_root
+from moltbuild.plan.request import BuildRequest
 from moltbuild.registry import verify
 from moltbuild.registry.local import LocalRegistry
 
@@ -21,29 +22,29 @@ def verify_report(session: Session, path: Path) -> None:
     verify.raise_on_failure(checks)
 
 
-def run_pipeline(*, jobs: int = 2) -> None:
-    root = find_project_root()
-    probe = Session.create(project_root=root)
-    runner = probe.runner
+def run_pipeline(session: Session, request: BuildRequest) -> None:
+    """Build and push (to an embedded registry when none is configured), then verify."""
+    root = session.settings.project_root
+    runner = session.runner
     registry = None
-    overrides: dict[str, tuple[str, str]] = {}
-    if probe.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
+    if session.settings.source("MOLTBUILD_REGISTRY").startswith(("default", "pyproject")):
         registry = LocalRegistry(root / "build" / "registry", runner).start()
         insecure = ",".join(
-            filter(None, [probe.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
+            filter(None, [session.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
         )
         # Through the settings layer, with its own source name: the process environment is untouched.
-        overrides = {
-            "MOLTBUILD_REGISTRY": (f"{registry.host}/ardenone", EMBEDDED),
-            "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
-        }
+        session = session.with_overrides(
+            {
+                "MOLTBUILD_REGISTRY": (f"{registry.host}/ardenone", EMBEDDED),
+                "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
+            }
+        )
         runner.say(
             f"pipeline: no registry configured; embedded registry on {registry.host} "
             f"(data under build/registry)"
         )
     try:
-        session = Session.create(project_root=root, overrides=overrides)
-        build_images(push=True, jobs=jobs, session=session)
+        build_images(session, replace(request, push=True))
         runner.say("\npipeline: reading every digest back from the registry")
         verify_report(session, report.default_path(root))
         runner.say("pipeline: all images built, pushed and verified")

@@ -19,14 +19,16 @@ from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
 from moltbuild.flows.context import Session
 from moltbuild.flows.summary import finish
-from moltbuild.plan import tags as tagging
 from moltbuild.plan.planner import cache_tag
+from moltbuild.project import parse_only
+from moltbuild.refs import validate_tag
 from moltbuild.registry.auth import credentials_for, preflight_push, registry_client
 from moltbuild.report import ImageRecord
+from moltbuild.system.locks import run_lock
 
 
 def _built_records(path: Path, only: str) -> list[ImageRecord]:
-    names = [n.strip() for n in only.split(",") if n.strip()] or None
+    names = parse_only(only) or None
     found = [r for r in report.require(path, names) if r.status in ("built", "pushed")]
     if not found:
         raise ConfigError(
@@ -83,22 +85,21 @@ class _Backends:
 
 
 def push_built(
+    session: Session,
     *,
     only: str = "",
     dry_run: bool = False,
     report_path: Path | None = None,
     as_json: bool = False,
-    verbose: bool = False,
 ) -> list[ImageRecord]:
     """Push the images the report records as built (every planned tag); update their records."""
-    session = Session.create(cli={"MOLTBUILD_VERBOSE": ("1", "--verbose")} if verbose else None)
     if as_json:
         session.runner = session.runner.to_stderr()
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     updated = []
     with (
-        report.run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
+        run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp,  # 0700: auth files live here
         contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
     ):
@@ -144,6 +145,7 @@ def push_built(
 
 
 def tag_built(
+    session: Session,
     tags: list[str],
     *,
     only: str = "",
@@ -156,13 +158,12 @@ def tag_built(
     if not tags:
         raise ConfigError("pass at least one --tag (or --source REF to retag in the registry)")
     for tag in tags:
-        tagging.validate_tag(tag)
-    session = Session.create()
+        validate_tag(tag)
     if as_json:
         session.runner = session.runner.to_stderr()
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
-    with report.run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():
+    with run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():
         updated = _tag_records(session, path, tags, only, dry_run)
     if not dry_run:
         ghactions.publish("moltbuild: tag", updated, session.environ)

@@ -13,20 +13,18 @@ from moltbuild.backends.local import LocalBackend
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
-from moltbuild.plan.planner import select_images
-from moltbuild.project import ImageConfig, load_images
+from moltbuild.project import ImageConfig, load_images, select_images
 from moltbuild.refs import ImageRef
 from moltbuild.smoke.probes import dockerfile_exposed, smoke_plan_for, static_problems
 
 
 def _configs(session: Session, only: str) -> list[ImageConfig]:
     images = load_images(session.settings.project_root)
-    return select_images(images, only=[n for n in only.split(",") if n.strip()])
+    return select_images(images, only=only)
 
 
-def static_check(*, only: str = "") -> list[str]:
+def static_check(session: Session, *, only: str = "") -> list[str]:
     """Every k8s probe's port must be one the image EXPOSEs (or the manifest names); a line each."""
-    session = Session.create()
     root = session.settings.project_root
     problems = []
     for cfg in _configs(session, only):
@@ -38,9 +36,8 @@ def static_check(*, only: str = "") -> list[str]:
     return problems
 
 
-def run_checks(*, only: str = "", ref: str | None = None) -> None:
+def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> None:
     """Start each image (the last build's, or `ref`) and check it as a build would before pushing."""
-    session = Session.create()
     settings, runner = session.settings, session.runner
     root = settings.project_root
     name, _ = choose_backend("auto", statuses_for("auto", runner, settings, session.storage), session.storage)

@@ -154,18 +154,3 @@ def select_changed(
     names = [c.image for c in changes if c.changed]
     summary = "; ".join(f"{c.image}: {c.reason}" for c in changes)
     return names, f"changed since {base}{f' ({sha[:12]})' if sha else ''}: {summary}"
-
-
-def show_changed(*, base: str | None = None, as_json: bool = False) -> list[Change]:
-    """`invoke changed`: print which images changed since the base, and why."""
-    from moltbuild.flows.context import Session
-    from moltbuild.project import load_images
-
-    session = Session.create()
-    root = session.settings.project_root
-    if base and base.strip():
-        check_explicit_base(root, resolve_base(base, session.environ), session.runner)
-    base = resolve_base(base, session.environ)
-    sha, changes = changed_images(root, load_images(root), base, session.runner)
-    print(render(base, sha, changes, as_json=as_json))
-    return changes

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moltbuild.backends.contract import BasePull
-from moltbuild.backends.selection import choose_backend, statuses_for
 from moltbuild.errors import ConfigError
-from moltbuild.flows.context import Session
 from moltbuild.plan import bases as baseimages
 from moltbuild.plan import tags as tagging
 from moltbuild.plan.inputs import input_digest
-from moltbuild.project import ImageConfig, load_images, read_tool_table
-from moltbuild.refs import ImageRef, names_a_host
+from moltbuild.plan.request import BuildRequest
+from moltbuild.project import ImageConfig, load_images, read_tool_table, select_images
+from moltbuild.refs import ImageRef, registry_prefix
+from moltbuild.settings import Settings
 from moltbuild.smoke.probes import SmokePlan, smoke_plan_for
+from moltbuild.system.processes import Runner
 from moltbuild.system.tables import render_table
 
 INPUT_DIGEST_LABEL = "dev.moltbuild.input-digest"
@@ -26,6 +26,12 @@ CACHE_TAG_PREFIX = "input-"
 def cache_tag(input_digest: str) -> str:
     """The tag that finds an image by its inputs in the registry (the registry is the cache)."""
     return CACHE_TAG_PREFIX + input_digest.removeprefix("sha256:")[:32]
+
+
+@dataclass(frozen=True)
+class BasePull:
+    source: str  # where it is pulled from (the mirror, or the base itself)
+    users: tuple[str, ...]  # images that need it, for messages
 
 
 @dataclass(frozen=True)
@@ -99,35 +105,6 @@ def source_date_epoch(environ: Mapping[str, str], git: tagging.GitState) -> int:
     return git.commit_time
 
 
-def registry_prefix(value: str) -> ImageRef:
-    """MOLTBUILD_REGISTRY as HOST[:PORT]/NAMESPACE; anything else is one clear line."""
-    value = value.strip().rstrip("/")
-    first, sep, _ = value.partition("/")
-    if not sep or not names_a_host(first):
-        raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
-    return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")
-
-
-def select_images(
-    images: dict[str, ImageConfig],
-    *,
-    only: Iterable[str] = (),
-    api_only: bool = False,
-    frontend_only: bool = False,
-) -> list[ImageConfig]:
-    if api_only and frontend_only:
-        raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
-    wanted = [n.strip() for n in only if n.strip()]
-    if api_only:
-        wanted.append("api")
-    if frontend_only:
-        wanted.append("frontend")
-    unknown = [n for n in wanted if n not in images]
-    if unknown:
-        raise ConfigError(f"unknown image {unknown[0]!r}; known: {', '.join(images)}")
-    return [images[n] for n in images if not wanted or n in wanted]
-
-
 def parse_platforms(value: str | None) -> list[str]:
     platforms = [p.strip() for p in (value or "").split(",") if p.strip()]
     for p in platforms:
@@ -136,109 +113,126 @@ def parse_platforms(value: str | None) -> list[str]:
     return platforms
 
 
-def make_plan(
-    session: Session,
-    *,
-    only: Iterable[str] = (),
-    api_only: bool = False,
-    frontend_only: bool = False,
-    extra_tags: Iterable[str] = (),
-    backend: str | None = None,
-    platforms: str | None = None,
-    push: bool = False,
-    force: bool = False,
-    no_cache: bool = False,
-    jobs: int = 2,
-    rebuild: bool = False,
-    dry_run: bool = False,
-    smoke: bool = True,
-) -> BuildPlan:
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs} must be at least 1")
-    settings = session.settings
+@dataclass(frozen=True)
+class PlanInputs:
+    """What planning reads besides the request: settings, git (through the runner), the
+    environment (SOURCE_DATE_EPOCH), and the backend the caller chose, with why."""
+
+    settings: Settings
+    runner: Runner
+    environ: Mapping[str, str]
+    backend: str
+    backend_reason: str
+
+
+@dataclass(frozen=True)
+class _Project:
+    """The project-wide part of a plan, read once."""
+
+    registry: ImageRef
+    git: tagging.GitState
+    templates: list[str] | None
+    semver: bool
+    mirror: str | None
+    platforms: list[str]
+    project_repo: Path | None
+
+
+def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
+    settings, runner = inputs.settings, inputs.runner
     root = settings.project_root
-    configs = select_images(load_images(root), only=only, api_only=api_only, frontend_only=frontend_only)
     registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
     settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
-    git = tagging.read_git_state(root, session.runner, session.environ)
     tool = read_tool_table(root)
     semver = tool.get("semver", False)
     if not isinstance(semver, bool):
         raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
-    templates = tagging.check_templates(tool.get("tags"))
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
-    if mirror:
-        mirror = baseimages.validate_mirror(mirror)
-    cli_platforms = parse_platforms(platforms)
+    return _Project(
+        registry=registry,
+        git=tagging.read_git_state(root, runner, inputs.environ),
+        templates=tagging.check_templates(tool.get("tags")),
+        semver=semver,
+        mirror=baseimages.validate_mirror(mirror) if mirror else None,
+        platforms=parse_platforms(request.platform),
+        project_repo=tagging.repo_root(root, runner),
+    )
+
+
+def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | None = None) -> BuildPlan:
+    """The whole plan, before anything runs. `names`: the images to plan (default: the request's
+    selection); the backend is the caller's choice, passed in `inputs`."""
+    root = inputs.settings.project_root
+    configs = select_images(load_images(root), only=request.only if names is None else list(names))
+    project = _project(request, inputs)
     # Tags, labels and times come from the repository that holds each build context: the
     # project's own, or another checkout inside it (a submodule).
-    project_repo = tagging.repo_root(root, session.runner)
-    states: dict[Path | None, tagging.GitState] = {project_repo: git}
-
-    requested = backend or settings["MOLTBUILD_BACKEND"]
-    name, reason = choose_backend(
-        requested,
-        statuses_for(requested, session.runner, settings, session.storage),
-        session.storage,
-        force=force,
-        dry_run=dry_run,
-    )
-    images = []
-    pulls: dict[str, str] = {}
-    for cfg in configs:
-        repo = tagging.repo_root(cfg.context, session.runner)
-        if repo not in states:
-            states[repo] = tagging.read_git_state(repo, session.runner, session.environ) if repo else git
-        state = states[repo]
-        tags = tagging.plan_tags(state, extra_tags, templates, semver=semver)
-        epoch = source_date_epoch(session.environ, state)
-        created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        version = tagging.version_of(state)
-        plats = tuple(cli_platforms or cfg.platforms)
-        digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, plats)
-        label_args = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
-        labels = {
-            "org.opencontainers.image.revision": state.sha,
-            "org.opencontainers.image.source": state.source,
-            "org.opencontainers.image.created": created,
-            "org.opencontainers.image.version": version,
-            INPUT_DIGEST_LABEL: digest,
-        }
-        bases = baseimages.dockerfile_bases(cfg.dockerfile, cfg.build_args)
-        for base in bases:
-            pulls[base] = baseimages.mirrored(base, mirror)
-        images.append(
-            ImagePlan(
-                name=cfg.name,
-                ref=ImageRef.repository_of(
-                    f"{registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
-                ),
-                tags=(*tags, cache_tag(digest)),
-                context=cfg.context,
-                dockerfile=cfg.dockerfile,
-                build_args={**label_args, **cfg.build_args},
-                labels=labels,
-                target=cfg.target,
-                platforms=plats,
-                input_digest=digest,
-                bases=tuple(bases),
-                timestamp=epoch,
-                smoke=smoke_plan_for(root, cfg) if smoke else None,
-                revision=state.sha,
-            )
-        )
+    states: dict[Path | None, tagging.GitState] = {project.project_repo: project.git}
+    images = [_image_plan(cfg, request, inputs, project, states) for cfg in configs]
+    pulls = {base: baseimages.mirrored(base, project.mirror) for image in images for base in image.bases}
     return BuildPlan(
         images=tuple(images),
-        backend=name,
-        backend_reason=reason,
-        push=push,
-        registry=registry,
-        git=git,
-        mirror=mirror,
-        no_cache=no_cache,
-        jobs=jobs,
+        backend=inputs.backend,
+        backend_reason=inputs.backend_reason,
+        push=request.push,
+        registry=project.registry,
+        git=project.git,
+        mirror=project.mirror,
+        no_cache=request.no_cache,
+        jobs=request.jobs,
         pulls=pulls,
-        rebuild=rebuild,
+        rebuild=request.rebuild,
+    )
+
+
+def _git_state(
+    cfg: ImageConfig, inputs: PlanInputs, project: _Project, states: dict[Path | None, tagging.GitState]
+) -> tagging.GitState:
+    repo = tagging.repo_root(cfg.context, inputs.runner)
+    if repo not in states:
+        states[repo] = tagging.read_git_state(repo, inputs.runner, inputs.environ) if repo else project.git
+    return states[repo]
+
+
+def _image_plan(
+    cfg: ImageConfig,
+    request: BuildRequest,
+    inputs: PlanInputs,
+    project: _Project,
+    states: dict[Path | None, tagging.GitState],
+) -> ImagePlan:
+    state = _git_state(cfg, inputs, project, states)
+    tags = tagging.plan_tags(state, request.tags, project.templates, semver=project.semver)
+    epoch = source_date_epoch(inputs.environ, state)
+    created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    version = tagging.version_of(state)
+    platforms = tuple(project.platforms or cfg.platforms)
+    digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, platforms)
+    label_args = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
+    labels = {
+        "org.opencontainers.image.revision": state.sha,
+        "org.opencontainers.image.source": state.source,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.version": version,
+        INPUT_DIGEST_LABEL: digest,
+    }
+    return ImagePlan(
+        name=cfg.name,
+        ref=ImageRef.repository_of(
+            f"{project.registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
+        ),
+        tags=(*tags, cache_tag(digest)),
+        context=cfg.context,
+        dockerfile=cfg.dockerfile,
+        build_args={**label_args, **cfg.build_args},
+        labels=labels,
+        target=cfg.target,
+        platforms=platforms,
+        input_digest=digest,
+        bases=tuple(baseimages.dockerfile_bases(cfg.dockerfile, cfg.build_args)),
+        timestamp=epoch,
+        smoke=smoke_plan_for(inputs.settings.project_root, cfg) if request.smoke else None,
+        revision=state.sha,
     )
 
 

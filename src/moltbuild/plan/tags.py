@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from moltbuild.errors import ConfigError, MoltbuildError
-from moltbuild.refs import TAG_RE
+from moltbuild.refs import validate_tag
 from moltbuild.system.processes import Runner
 
 DEFAULT_SOURCE = "https://github.com/moltbook-org/moltbook"
@@ -29,15 +29,6 @@ class GitState:
     @property
     def short(self) -> str:
         return self.sha[:7]
-
-
-def validate_tag(tag: str, origin: str = "--tag") -> str:
-    if not TAG_RE.match(tag):
-        raise ConfigError(
-            f"{origin} {tag!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
-            "(not first), at most 128 characters"
-        )
-    return tag
 
 
 def sanitize_branch(branch: str) -> str:

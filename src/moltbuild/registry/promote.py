@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from moltbuild.errors import ConfigError
-from moltbuild.plan.tags import validate_tag
-from moltbuild.refs import ImageRef, names_a_host
+from moltbuild.refs import ImageRef, names_a_host, validate_tag
 from moltbuild.registry.auth import credentials_for, registry_client
 from moltbuild.settings import Settings
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from moltbuild import report
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
-from moltbuild.plan.tags import validate_tag
-from moltbuild.refs import DIGEST_RE, ImageRef
+from moltbuild.refs import DIGEST_RE, ImageRef, validate_tag
 from moltbuild.registry.auth import credentials_for, registry_client
 from moltbuild.registry.client import RegistryClient
 from moltbuild.settings import Settings

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from moltbuild.settings import FALSE_WORDS
+
 DEVPOD_VARS = (
     "DEVPOD",
     "DEVPOD_WORKSPACE_ID",
@@ -44,7 +46,8 @@ class Place:
 
 
 def _truthy(value: str | None) -> bool:
-    return bool(value) and value.strip().lower() not in ("0", "false", "no", "")
+    """CI variables are set by the platform, not the user: anything but a false word is on."""
+    return (value or "").strip().lower() not in FALSE_WORDS
 
 
 def detect_place(environ: Mapping[str, str], root: Path = Path("/")) -> Place:

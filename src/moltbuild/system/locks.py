@@ -49,3 +49,9 @@ def _holder(path: Path) -> str:
         return f"pid {info['pid']} (`{info['what']}`, since {info['since']})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another run"
+
+
+def run_lock(path: Path, what: str, say: Callable[[str], None]) -> contextlib.AbstractContextManager:
+    """One run at a time per report: two runs writing the same report and the same tags could
+    each exit 0 with the report naming one image and the registry another."""
+    return held(Path(str(path) + ".run.lock"), what, str(path), say)

@@ -276,6 +276,18 @@ class Runner:
             else:
                 self._board.line(self.mask(line))
 
+    def warn(self, line: str) -> None:
+        """A warning, on stderr, masked: stdout may be data (`--json`)."""
+        with self._out_lock:
+            sys.stderr.write(self.mask(f"warning: {line}") + "\n")
+            sys.stderr.flush()
+
+    def emit(self, text: str) -> None:
+        """A command's data (JSON, a table a script reads) on stdout, masked."""
+        with self._out_lock:
+            sys.stdout.write(self.mask(text) + "\n")
+            sys.stdout.flush()
+
     def describe(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
         shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         return self.mask(f"+ {shown_env + ' ' if shown_env else ''}{shlex.join(argv)}")

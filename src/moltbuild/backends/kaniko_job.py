@@ -1,0 +1,87 @@
+"""The kaniko backend's Job: executor args from the same plan as local builds, and the Job
+template (k8s/kaniko/job.yml) filled for one image."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from moltbuild.errors import ConfigError
+from moltbuild.k8s.kaniko import MANAGED, WORKSPACE, load_all, manifests_dir
+from moltbuild.plan.planner import ImagePlan
+from moltbuild.settings import Settings
+
+
+def job_name(image: ImagePlan) -> str:
+    """Unique per run and image, a valid DNS label (63 at most)."""
+    base = re.sub(r"[^a-z0-9-]+", "-", f"moltbuild-{image.name}-{image.pin_tag}".lower()).strip("-")[:50]
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def executor_args(
+    image: ImagePlan,
+    *,
+    push: bool,
+    no_cache: bool,
+    mirror: str | None,
+    insecure: list[str],
+) -> list[str]:
+    if image.multi_platform:
+        raise ConfigError(
+            f"{image.name}: kaniko builds one platform per Job; build multi-platform images with "
+            "--backend buildah, or pass one --platform"
+        )
+    args = [f"--context=dir://{WORKSPACE}/context", f"--dockerfile={WORKSPACE}/Dockerfile"]
+    args += [f"--destination={ref}" for ref in image.refs] if push else ["--no-push"]
+    args += [f"--build-arg={k}={v}" for k, v in image.build_args.items()]
+    args += [f"--label={k}={v}" for k, v in image.labels.items()]
+    if image.target:
+        args.append(f"--target={image.target}")
+    if image.platforms:
+        args.append(f"--custom-platform={image.platforms[0]}")
+    if no_cache:
+        args.append("--cache=false")
+    else:  # layers cached in the registry, next to the image
+        args += ["--cache=true", f"--cache-repo={image.ref.name}/cache"]
+    if mirror:
+        args.append(f"--registry-mirror={mirror}")
+    hosts = {image.ref.host, *([mirror.split("/", 1)[0]] if mirror else [])}
+    args += [f"--insecure-registry={h}" for h in sorted(hosts) if h in insecure]
+    args += ["--push-retry=3", "--digest-file=/dev/termination-log"]
+    return args
+
+
+def job_manifest(
+    project_root: Path,
+    image: ImagePlan,
+    *,
+    name: str,
+    namespace: str,
+    settings: Settings,
+    args: list[str],
+) -> dict[str, Any]:
+    """k8s/kaniko/job.yml filled for one image."""
+    (job,) = load_all(manifests_dir(project_root) / "job.yml")
+    labels = {**MANAGED, "moltbuild.dev/image": image.name}
+    job["metadata"].update(name=name, namespace=namespace, labels=labels)
+    job["spec"]["activeDeadlineSeconds"] = timeout_of(settings)
+    pod = job["spec"]["template"]
+    pod["metadata"]["labels"] = dict(labels)
+    (helper,) = pod["spec"]["initContainers"]
+    (executor,) = pod["spec"]["containers"]
+    helper["image"] = settings["MOLTBUILD_KANIKO_HELPER_IMAGE"]
+    executor["image"] = settings["MOLTBUILD_KANIKO_IMAGE"]
+    executor["args"] = args
+    return job
+
+
+def timeout_of(settings: Settings) -> int:
+    raw = settings["MOLTBUILD_KANIKO_TIMEOUT"]
+    if not str(raw).isdigit() or int(raw) < 1:
+        source = settings.source("MOLTBUILD_KANIKO_TIMEOUT")
+        raise ConfigError(
+            f"MOLTBUILD_KANIKO_TIMEOUT={raw!r} (from {source}) must be a whole number of seconds (e.g. 1800)"
+        )
+    return int(raw)
