@@ -42,38 +42,12 @@ class ImageRef:
         def bad(why: str) -> ConfigError:
             return ConfigError(f"{origin} {text!r} is not a valid image reference: {why}")
 
-        raw = text.strip()
-        userinfo, at, rest = raw.partition("@")
-        if at and "/" not in userinfo and not DIGEST_RE.match(rest.split("/", 1)[0]):
-            # USER:PASSWORD@HOST/...: never echoed, the value holds a secret
-            raise ConfigError(
-                f"{origin} holds credentials (USER:PASSWORD@HOST); remove them: credentials belong in "
-                "REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_TOKEN"
-            )
-        if not raw or any(c.isspace() for c in raw):
-            raise bad("it is empty or contains spaces")
-        if "://" in raw:
-            raise bad("drop the scheme (no http:// or https://)")
+        raw = _checked_text(text, origin, bad)
         name, _, digest = raw.partition("@")
         if digest and not DIGEST_RE.match(digest):
             raise bad("the digest must look like sha256:<64 hex>")
-        tag = None
-        last = name.rsplit("/", 1)[-1]
-        if ":" in last and not last.startswith("["):
-            name, tag = name.rsplit(":", 1)
-            if not TAG_RE.match(tag):
-                raise bad(f"tag {tag!r} may use letters, digits, '_', '.', '-' (not first), 128 at most")
-        first, sep, rest = name.partition("/")
-        if sep and names_a_host(first):
-            host, path = first, rest
-            if not _HOST_RE.match(host):
-                raise bad(f"registry host {host!r} is not HOST[:PORT]")
-        else:
-            host, path = DOCKER_HUB, name
-        if host == DOCKER_HUB and "/" not in path:
-            path = f"library/{path}"
-        if not _PATH_RE.match(path):
-            raise bad(f"repository {path!r} must be lowercase letters, digits and . _ - separated by /")
+        name, tag = _split_tag(name, bad)
+        host, path = _split_host(name, bad)
         if tag is None and not digest:
             tag = default_tag
         return cls(host, path, tag, digest or None)
@@ -148,3 +122,44 @@ def registry_prefix(value: str) -> ImageRef:
     if not sep or not names_a_host(first):
         raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
     return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")
+
+
+def _checked_text(text: str, origin: str, bad) -> str:
+    raw = text.strip()
+    userinfo, at, rest = raw.partition("@")
+    if at and "/" not in userinfo and not DIGEST_RE.match(rest.split("/", 1)[0]):
+        # USER:PASSWORD@HOST/...: never echoed, the value holds a secret
+        raise ConfigError(
+            f"{origin} holds credentials (USER:PASSWORD@HOST); remove them: credentials belong in "
+            "REGISTRY_USERNAME/REGISTRY_PASSWORD or GITHUB_TOKEN"
+        )
+    if not raw or any(c.isspace() for c in raw):
+        raise bad("it is empty or contains spaces")
+    if "://" in raw:
+        raise bad("drop the scheme (no http:// or https://)")
+    return raw
+
+
+def _split_tag(name: str, bad) -> tuple[str, str | None]:
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last or last.startswith("["):
+        return name, None
+    name, tag = name.rsplit(":", 1)
+    if not TAG_RE.match(tag):
+        raise bad(f"tag {tag!r} may use letters, digits, '_', '.', '-' (not first), 128 at most")
+    return name, tag
+
+
+def _split_host(name: str, bad) -> tuple[str, str]:
+    first, sep, rest = name.partition("/")
+    if sep and names_a_host(first):
+        host, path = first, rest
+        if not _HOST_RE.match(host):
+            raise bad(f"registry host {host!r} is not HOST[:PORT]")
+    else:
+        host, path = DOCKER_HUB, name
+    if host == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    if not _PATH_RE.match(path):
+        raise bad(f"repository {path!r} must be lowercase letters, digits and . _ - separated by /")
+    return host, path

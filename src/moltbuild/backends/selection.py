@@ -70,13 +70,7 @@ def choose_backend(
 ) -> tuple[str, str]:
     """(backend, why). `auto`: docker where a daemon answers on sane storage, else buildah."""
     if requested == "auto":
-        for name in AUTO_ORDER:
-            if statuses[name].works:
-                skipped = [f"{n}: {statuses[n].reason}" for n in AUTO_ORDER[: AUTO_ORDER.index(name)]]
-                why = f"auto picked {name} ({statuses[name].reason})"
-                return name, why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
-        reasons = "; ".join(f"{n}: {statuses[n].reason}" for n in AUTO_ORDER)
-        raise GuardError(f"no backend works here ({reasons}); run `invoke doctor` for fixes")
+        return _auto(statuses)
     if requested not in statuses:
         raise ConfigError(f"unknown backend {requested!r}; choose one of auto, {', '.join(BACKENDS)}")
     status = statuses[requested]
@@ -87,15 +81,31 @@ def choose_backend(
             f"fails there; works here: {', '.join(works) or 'nothing yet (invoke setup)'}; "
             "pass --force to try anyway"
         )
-    if not status.available and dry_run:  # a dry run only renders commands: show them anyway
-        return requested, f"{requested} requested; not available here ({status.reason}): dry run only"
-    if not status.available:
-        raise GuardError(f"backend {requested} is not available: {status.reason}; fix: {status.fix}")
+    _refuse_broken(status, dry_run)
+    if not (status.available and status.works):  # only a dry run gets here: it renders commands
+        what = "not available here" if not status.available else "it does not work here"
+        return requested, f"{requested} requested; {what} ({status.reason}): dry run only"
     if requested == "docker" and storage.nested:
         return requested, f"docker requested with --force despite nested overlay at {storage.path}"
-    if not status.works and dry_run:
-        return requested, f"{requested} requested; it does not work here ({status.reason}): dry run only"
+    return requested, f"{requested} requested ({status.reason})"
+
+
+def _auto(statuses: dict[str, BackendStatus]) -> tuple[str, str]:
+    for name in AUTO_ORDER:
+        if statuses[name].works:
+            skipped = [f"{n}: {statuses[n].reason}" for n in AUTO_ORDER[: AUTO_ORDER.index(name)]]
+            why = f"auto picked {name} ({statuses[name].reason})"
+            return name, why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    reasons = "; ".join(f"{n}: {statuses[n].reason}" for n in AUTO_ORDER)
+    raise GuardError(f"no backend works here ({reasons}); run `invoke doctor` for fixes")
+
+
+def _refuse_broken(status: BackendStatus, dry_run: bool) -> None:
+    """A backend that is missing or cannot build here stops a real run, with its fix."""
+    if dry_run:
+        return
+    if not status.available:
+        raise GuardError(f"backend {status.name} is not available: {status.reason}; fix: {status.fix}")
     if not status.works:  # e.g. the docker CLI is here but no daemon answers
         fix = f"; fix: {status.fix}" if status.fix else ""
-        raise GuardError(f"backend {requested} does not work here: {status.reason}{fix}")
-    return requested, f"{requested} requested ({status.reason})"
+        raise GuardError(f"backend {status.name} does not work here: {status.reason}{fix}")

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 from invoke import Exit
 
 from moltbuild.errors import ConfigError, MoltbuildError
+from moltbuild.system import state
+from moltbuild.system.console import mask_known_secrets
+from moltbuild.system.processes import terminate_all
 
 if TYPE_CHECKING:
     from moltbuild.flows.context import Session
@@ -37,23 +40,18 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _terminate)
+        state.begin_command()
         try:
             return func(*args, **kwargs)
         except MoltbuildError as exc:
-            from moltbuild.system.processes import mask_known_secrets
-
             raise Exit(f"error: {mask_known_secrets(exc.message)}", code=exc.exit_code) from None
         except BrokenPipeError:  # `invoke build --dry-run | head`: the reader left; stop quietly
-            from moltbuild.system.processes import terminate_all
-
             terminate_all()
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=141) from None
         except Exception as exc:  # a bug, or an input no check foresaw: one line, not a traceback
             if _wants_traceback():
                 raise
-            from moltbuild.system.processes import mask_known_secrets
-
             first = (str(exc).splitlines() or [""])[0][:300]
             raise Exit(
                 f"error: unexpected {type(exc).__name__}: {mask_known_secrets(first)}; this is a moltbuild "
@@ -61,8 +59,8 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
                 code=70,
             ) from None
         except KeyboardInterrupt as exc:
-            from moltbuild.system.processes import terminate_all
-
+            state.interrupt()
+            state.run_cleanups()
             terminate_all()
             what = f"terminated ({exc.args[0]})" if isinstance(exc, Terminated) else "interrupted"
             print(f"{what}: stopped every child process", file=sys.stderr)

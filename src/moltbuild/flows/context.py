@@ -42,7 +42,7 @@ class Session:
         )
         verbose = settings.flag("MOLTBUILD_VERBOSE")
         live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
-        runner = Runner(secrets=settings.secrets, verbose=verbose, live=live)
+        runner = Runner(secrets=settings.secrets, verbose=verbose, live=live, environ=environ)
         return cls(settings=settings, runner=runner, environ=environ, cli=dict(cli or {}))
 
     def with_overrides(self, overrides: Mapping[str, tuple[str, str]]) -> Session:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,22 +13,17 @@ import requests
 
 from moltbuild.errors import CommandError, JobError, MoltbuildError
 from moltbuild.smoke.probes import Healthcheck, SmokePlan
+from moltbuild.system import state
 from moltbuild.system.processes import Runner
 
 CAP_S = 120.0  # no smoke check waits longer than this, whatever the HEALTHCHECK says
 _NS = 1e9
-_live: dict[str, ContainerRuntime] = {}  # containers of running checks, for stop_all()
-_live_lock = threading.Lock()
-_stopping = threading.Event()
 
 
 def stop_all() -> None:
     """Ctrl-C / SIGTERM: end every running check and remove its container now."""
-    _stopping.set()
-    with _live_lock:
-        live = dict(_live)
-    for name, runtime in live.items():
-        runtime.remove(name)
+    state.interrupt()
+    state.run_cleanups()
 
 
 @dataclass(frozen=True)
@@ -101,8 +95,7 @@ class SmokeCheck:
             return SmokeOutcome("nothing checked: no HEALTHCHECK, no probe, no smoke setting", 0.0)
         container = f"moltbuild-smoke-{self.name}-{secrets.token_hex(4)}"
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
-        with _live_lock:
-            _live[container] = self.rt
+        state.on_interrupt(container, lambda: self.rt.remove(container))
         try:
             self.rt("run", "-d", "--name", container, *self.rt.run_flags, *publish, image, timeout=120)
             deadline = time.monotonic() + CAP_S
@@ -119,8 +112,7 @@ class SmokeCheck:
                     )
         finally:
             self.rt.remove(container)
-            with _live_lock:
-                _live.pop(container, None)
+            state.done(container)
         seconds = time.monotonic() - start
         return SmokeOutcome(f"passed in {seconds:.1f}s: {', '.join(checked)}", seconds)
 
@@ -141,7 +133,7 @@ class SmokeCheck:
         return status, int(code) if code.lstrip("-").isdigit() else 0
 
     def _alive(self, container: str) -> None:
-        if _stopping.is_set():
+        if state.interrupted():
             raise JobError("smoke check interrupted")
         status, code = self._state(container)
         if status in ("exited", "stopped", "dead"):

@@ -9,12 +9,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import re
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -24,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from moltbuild.errors import CommandError, ToolMissingError
-from moltbuild.settings import KEYS, MASK, Secret
-from moltbuild.system.live import LiveBoard
+from moltbuild.settings import KEYS, Secret
+from moltbuild.system import state
+from moltbuild.system.console import Console, brief
 
 INSTALL_HINTS = {
     "buildah": "apt-get install -y buildah (or: invoke setup)",
@@ -41,24 +39,12 @@ INSTALL_HINTS = {
 
 SECRET_ENV_KEYS = frozenset(k for k, spec in KEYS.items() if spec.secret)
 
-_live: set[subprocess.Popen] = set()
-_live_lock = threading.Lock()
-_known_secrets: set[str] = set()  # every secret any Runner of this process was given
-
-
-def mask_known_secrets(text: str) -> str:
-    """Mask every secret this process knows; for lines printed outside a runner (errors)."""
-    for secret in sorted(_known_secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
 
 def terminate_all(grace: float = 5.0) -> None:
     """Stop every child this process started and everything they started (Ctrl-C, a failed
     sibling build). Builders re-exec into new sessions, so process groups alone miss some."""
-    with _live_lock:
-        procs = list(_live)
-    trees = {proc: _descendants(proc.pid) for proc in procs}
+    procs = state.children()
+    trees = {proc: _tree(proc.pid) for proc in procs}
     for proc, tree in trees.items():
         _signal_group(proc, signal.SIGTERM)
         for pid in tree:
@@ -73,26 +59,6 @@ def terminate_all(grace: float = 5.0) -> None:
             _kill(pid, signal.SIGKILL)
 
 
-def _descendants(root: int) -> list[int]:
-    """Every process below `root`, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _kill(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
@@ -101,38 +67,6 @@ def _kill(pid: int, sig: int) -> None:
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-
-
-_VERBS = {"bud", "build", "push", "pull", "manifest", "login", "tag", "run", "rmi", "inspect", "images"}
-_STEP_RES = (
-    re.compile(r"^STEP (\d+)/(\d+): (.*)"),  # buildah
-    re.compile(r"^Step (\d+)/(\d+) : (.*)"),  # docker's legacy builder
-    re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)"),  # BuildKit
-)
-_LOUD_RE = re.compile(r"error|warn|fail|denied|unauthorized|no progress", re.I)
-
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _brief(argv: list[str]) -> str:
-    tool = Path(argv[0]).name
-    verb = next((a for a in argv[1:] if a in _VERBS), "")
-    return f"{tool} {verb}".strip()
-
-
-def condense(line: str) -> str | None:
-    """One short line per build step, and whatever looks like trouble; None: log only."""
-    for step in _STEP_RES:
-        m = step.match(line)
-        if m:
-            text = m.group(3)
-            return f"build {m.group(1)}/{m.group(2)}: {text[:80] + '...' if len(text) > 80 else text}"
-    if _LOUD_RE.search(line):
-        return line[:200]
-    return None
 
 
 class IdleWatch:
@@ -218,6 +152,8 @@ class Result:
 
 
 class Runner:
+    """Runs commands (argv lists) for one command line; prints through its console."""
+
     def __init__(
         self,
         *,
@@ -226,18 +162,19 @@ class Runner:
         out: Callable[[str], None] | None = None,
         verbose: bool = True,
         live: bool = False,
+        environ: Mapping[str, str] | None = None,
     ):
         self.dry_run = dry_run
-        # Not verbose: a short line per command and per build step; the rest goes to the log only.
-        self.verbose = verbose
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        _known_secrets.update(self._secrets)
-        self._out_lock = threading.Lock()
-        self._out = out or self._print
-        self._board = LiveBoard(_write_stdout) if live and not verbose else None
+        self.console = Console(secrets=secrets, out=out, verbose=verbose, live=live)
+        # The environment children start from: the run context's, never read here from os.environ.
+        self.environ = dict(os.environ if environ is None else environ)
+
+    @property
+    def verbose(self) -> bool:
+        return self.console.verbose
 
     def derive(self, *, dry_run: bool) -> Runner:
-        """The same runner (secrets, output, its lock) with another dry-run setting."""
+        """The same runner (secrets, console) with another dry-run setting."""
         clone = copy.copy(self)
         clone.dry_run = dry_run
         return clone
@@ -245,52 +182,26 @@ class Runner:
     def to_stderr(self) -> Runner:
         """The same runner with progress on stderr: stdout stays for `--json`."""
         clone = copy.copy(self)
-        clone._out = lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())
-        clone._board = None
+        clone.console = self.console.to_stderr()
         return clone
 
-    @staticmethod
-    def _print(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
     def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self.console.mask(text)
 
     def settle(self, status: str) -> None:
-        """The image behind `status` is done: its live line goes (its result line stays)."""
-        with self._out_lock:
-            if self._board is not None:
-                self._board.drop(status)
+        self.console.settle(status)
 
     def say(self, line: str, *, status: str | None = None) -> None:
-        """Print a line; `status` (an image's prefix) marks it as that image's current step,
-        which a terminal shows in place instead of scrolling."""
-        with self._out_lock:
-            if self._board is None:
-                self._out(self.mask(line))
-            elif status:
-                self._board.update(status, self.mask(line))
-            else:
-                self._board.line(self.mask(line))
+        self.console.say(line, status=status)
 
     def warn(self, line: str) -> None:
-        """A warning, on stderr, masked: stdout may be data (`--json`)."""
-        with self._out_lock:
-            sys.stderr.write(self.mask(f"warning: {line}") + "\n")
-            sys.stderr.flush()
+        self.console.warn(line)
 
     def emit(self, text: str) -> None:
-        """A command's data (JSON, a table a script reads) on stdout, masked."""
-        with self._out_lock:
-            sys.stdout.write(self.mask(text) + "\n")
-            sys.stdout.flush()
+        self.console.emit(text)
 
     def describe(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
-        shown_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        return self.mask(f"+ {shown_env + ' ' if shown_env else ''}{shlex.join(argv)}")
+        return self.console.describe(argv, env)
 
     def announce(
         self, argv: list[str], env: Mapping[str, str] | None, prefix: str = "", log: str = ""
@@ -300,12 +211,12 @@ class Runner:
             self.say(f"{prefix}{self.describe(argv, env)}")
         else:
             where = f" (command and output: {log})" if log else ""
-            self.say(f"{prefix}+ {_brief(argv)}{where}")
+            self.say(f"{prefix}+ {brief(argv)}{where}")
 
     def _check_argv(self, argv: list[str]) -> None:
         # Defence in depth: a secret in argv is visible to every user via /proc.
         for arg in argv:
-            if any(secret in arg for secret in self._secrets):
+            if any(secret in arg for secret in self.console.secrets):
                 raise CommandError(self.mask_argv(argv), -1, what="refusing to pass a secret in argv")
 
     def mask_argv(self, argv: list[str]) -> list[str]:
@@ -313,7 +224,7 @@ class Runner:
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         # Children never inherit our secret settings: tools get them through stdin or files.
-        inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_KEYS}
+        inherited = {k: v for k, v in self.environ.items() if k not in SECRET_ENV_KEYS}
         return {**inherited, **(env or {})}
 
     def run(
@@ -354,8 +265,7 @@ class Runner:
         finally:
             if watch:
                 watch.stop()
-            with _live_lock:
-                _live.discard(proc)
+            state.untrack(proc)
         if watch and watch.stalled:
             err = f"{err}\n{watch.message()}"
         result = Result(self.mask_argv(argv), proc.returncode, self.mask(out), self.mask(err))
@@ -384,7 +294,6 @@ class Runner:
             return Result(argv, 0)
         self.announce(argv, env, prefix, str(log_path) if log_path else "")
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
-        tail: deque[str] = deque(maxlen=tail_lines)
         proc = self._start(
             argv,
             env,
@@ -395,32 +304,14 @@ class Runner:
             errors="replace",
             bufsize=1,
         )
-        log = log_path.open("a", encoding="utf-8") if log_path else None
-        if log:
-            log.write(self.describe(argv, env) + "\n")
+        tail: deque[str] = deque(maxlen=tail_lines)
         watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
         try:
-            if data is not None and proc.stdin:
-                proc.stdin.write(data)
-                proc.stdin.close()
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = self.mask(raw.rstrip("\n"))
-                tail.append(line)
-                if log:
-                    log.write(line + "\n")
-                shown = line if self.verbose else condense(line)
-                if shown is not None:
-                    step = not self.verbose and shown.startswith("build ") and not _LOUD_RE.search(line)
-                    self.say(f"{prefix}{shown}", status=prefix if step else None)
-            proc.wait()
+            self._pump(proc, data, prefix, tail, log_path, self.describe(argv, env))
         finally:
             if watch:
                 watch.stop()
-            with _live_lock:
-                _live.discard(proc)
-            if log:
-                log.close()
+            state.untrack(proc)
         if watch and watch.stalled:
             tail.append(watch.message())
             self.say(f"{prefix}{watch.message()}")
@@ -428,6 +319,32 @@ class Runner:
         if proc.returncode != 0:
             raise CommandError(result.argv, proc.returncode, result.stdout, what=what)
         return result
+
+    def _pump(
+        self,
+        proc: subprocess.Popen,
+        data: str | None,
+        prefix: str,
+        tail: deque[str],
+        log_path: Path | None,
+        header: str,
+    ) -> None:
+        """Feed stdin, then show, keep (the tail) and log each output line as it comes. The log
+        is line-buffered: build/logs/NAME.log can be followed while the build runs."""
+        with contextlib.ExitStack() as stack:
+            log = stack.enter_context(log_path.open("a", encoding="utf-8", buffering=1)) if log_path else None
+            if log:
+                log.write(header + "\n")
+            if data is not None and proc.stdin:
+                proc.stdin.write(data)
+                proc.stdin.close()
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = self.console.output_line(prefix, raw)
+                tail.append(line)
+                if log:
+                    log.write(line + "\n")
+            proc.wait()
 
     def spawn(
         self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None
@@ -462,8 +379,7 @@ class Runner:
         except FileNotFoundError:
             hint = INSTALL_HINTS.get(Path(argv[0]).name, "install it")
             raise ToolMissingError(f"`{argv[0]}` is not installed; fix: {hint}") from None
-        with _live_lock:
-            _live.add(proc)
+        state.track(proc)
         return proc
 
     @staticmethod
@@ -474,5 +390,4 @@ class Runner:
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
-        with _live_lock:
-            _live.discard(proc)
+        state.untrack(proc)

@@ -1,0 +1,76 @@
+"""The process-wide state signal handling needs, in one place (and nowhere else).
+
+Ctrl-C, SIGTERM and a failed sibling build must reach things no single object owns: every child
+process tree, every running smoke container, and the secrets an error line must not show. Each
+command starts with `begin_command()`, so nothing from an earlier command in the same process
+(tests, a long-lived invoke) leaks into the next.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable
+
+_lock = threading.Lock()
+_children: set[subprocess.Popen] = set()  # started by a Runner, not yet reaped
+_cleanups: dict[str, Callable[[], None]] = {}  # e.g. a smoke container's removal, by name
+_secrets: set[str] = set()  # every secret a Runner of this process was given
+_interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: no new smoke check starts
+
+
+def begin_command() -> None:
+    """A new command: a previous command's interruption no longer applies."""
+    _interrupted.clear()
+
+
+def interrupt() -> None:
+    _interrupted.set()
+
+
+def interrupted() -> bool:
+    return _interrupted.is_set()
+
+
+def track(proc: subprocess.Popen) -> None:
+    with _lock:
+        _children.add(proc)
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    with _lock:
+        _children.discard(proc)
+
+
+def children() -> list[subprocess.Popen]:
+    with _lock:
+        return list(_children)
+
+
+def on_interrupt(key: str, cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` if the command is interrupted before `done(key)`."""
+    with _lock:
+        _cleanups[key] = cleanup
+
+
+def done(key: str) -> None:
+    with _lock:
+        _cleanups.pop(key, None)
+
+
+def run_cleanups() -> None:
+    with _lock:
+        pending = list(_cleanups.values())
+    for cleanup in pending:
+        cleanup()
+
+
+def remember_secrets(values: set[str] | list[str]) -> None:
+    with _lock:
+        _secrets.update(v for v in values if v)
+
+
+def known_secrets() -> list[str]:
+    """Longest first, so a secret that contains another is masked whole."""
+    with _lock:
+        return sorted(_secrets, key=len, reverse=True)
