@@ -113,19 +113,27 @@ def session(tmp_path: Path, runner: Runner | None = None) -> Session:
 
 
 def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_it():
-    assert Backend.__abstractmethods__ == {"status", "open", "produce", "push_built"}
+    assert Backend.__abstractmethods__ == {"status", "open", "produce"}
+    local_only = ("push_built", "runtime", "store", "prepare")
     for cls in map(backend_class, BACKENDS):
         assert not cls.__abstractmethods__, cls
         assert "NotImplementedError" not in inspect.getsource(inspect.getmodule(cls))
+        # a capability is a promise: a backend that keeps images implements what that needs
+        overridden = {m for m in local_only if getattr(cls, m) is not getattr(Backend, m)}
+        assert overridden == (set(local_only) if cls.keeps_images else set()), cls
+    assert {n for n in BACKENDS if backend_class(n).keeps_images} == {"buildah", "docker"}
 
 
 def test_kaniko_refuses_what_it_cannot_do_with_a_moltbuild_error(tmp_path):
     kaniko = backend_class("kaniko")(Runner(), session(tmp_path).settings, storage_verdict())
     with pytest.raises(MoltbuildError, match=r"used before open\(\)"):
         kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
+    assert not kaniko.keeps_images
     target = PushTarget("api", image("api").ref, ("t",), "id")
-    with pytest.raises(ConfigError, match=r"built and pushed by a Kaniko Job; nothing local to push"):
+    with pytest.raises(MoltbuildError, match=r"kaniko backend has no local images to push"):
         kaniko.push_built(target, log=JobLog("[api] "))
+    with pytest.raises(MoltbuildError, match=r"kaniko backend has no local container runtime"):
+        kaniko.runtime()
 
 
 def test_execute_opens_once_builds_each_image_and_records_it(tmp_path, recording):

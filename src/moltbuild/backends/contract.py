@@ -15,18 +15,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
-from moltbuild.errors import CommandError
-from moltbuild.plan.planner import BasePull
+from moltbuild.backends.imagestore import ImageStore
+from moltbuild.errors import CommandError, MoltbuildError
+from moltbuild.plan.planner import BasePull, ImagePlan
+from moltbuild.refs import ImageRef
+from moltbuild.registry.auth import Credentials
 from moltbuild.settings import Settings
+from moltbuild.smoke.run import ContainerRuntime
 from moltbuild.system.host import StorageVerdict
-from moltbuild.system.processes import Runner
-
-if TYPE_CHECKING:
-    from moltbuild.plan.planner import ImagePlan
-    from moltbuild.refs import ImageRef
-    from moltbuild.registry.auth import Credentials
+from moltbuild.system.processes import Runner, terminate_all
 
 T = TypeVar("T")
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -146,8 +145,6 @@ class Backend(ABC):
     def cancel(self) -> None:
         """Ctrl-C / SIGTERM: stop everything this backend started. Shared part: every child
         process tree; a backend with remote work (kaniko Jobs) stops that too."""
-        from moltbuild.system.processes import terminate_all
-
         terminate_all()
 
     @abstractmethod
@@ -158,15 +155,42 @@ class Backend(ABC):
     def open(self, run: RunSpec) -> None:
         """Per-run setup before any job: config files and logins in `run.workdir`, bases ready."""
 
-    def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:  # noqa: B027 (optional)
-        """After the last job, also after a failure: release what `open` took. `built` are the
-        images this run built; `ok` says every one of them succeeded."""
+    def close(self) -> None:  # noqa: B027 (optional)
+        """After the last job, also after a failure: release what `open` took. Nothing else."""
+
+    def tidy(self, *, ok: bool, built: Sequence[ImagePlan]) -> None:  # noqa: B027 (optional)
+        """The explicit last step of a build run, before `close`: record what this run created
+        and, after a good run (`ok`), prune what nothing needs. A backend without a local store
+        has nothing to tidy."""
+
+    # -- capabilities: the flows ask these, never the class --------------------------------------
+
+    #: Built images stay in a store on this machine: `push` can push them later, `smoke` can run
+    #: them, `clean` can prune them. Backends that build remotely (kaniko) keep nothing here.
+    keeps_images: ClassVar[bool] = False
+
+    def prepare(self, run: RunSpec) -> None:
+        """Config files only, enough for store commands outside a build (`invoke clean`)."""
+        raise self._lacks("local image store")
+
+    def store(self) -> ImageStore:
+        raise self._lacks("local image store")
+
+    def runtime(self) -> ContainerRuntime:
+        """What runs a built image (the smoke check)."""
+        raise self._lacks("local container runtime")
+
+    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
+        """Push an image an earlier run built here, under every tag of `target`."""
+        raise self._lacks("local images to push")
+
+    def _lacks(self, what: str) -> MoltbuildError:
+        return MoltbuildError(
+            f"the {self.name} backend has no {what}; a caller must check `keeps_images` first "
+            "(a moltbuild bug, please report it)"
+        )
 
     @abstractmethod
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         """Build `image`; with `push`, leave every one of its tags in the registry at one digest.
         Failures raise JobError (a MoltbuildError)."""
-
-    @abstractmethod
-    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
-        """Push an image an earlier run built here, under every tag of `target`."""

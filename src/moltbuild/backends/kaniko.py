@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, JobLog, PushTarget, RunSpec
+from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, JobLog, RunSpec
 from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name, timeout_of
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.k8s.cluster import Cluster, ClusterError
@@ -123,12 +123,6 @@ class KanikoBackend(Backend):
                 f"namespace {self.namespace} has no Secret {SECRET_NAME} with the credentials for "
                 f"{needs[0]}; fix: invoke kaniko.setup"
             )
-
-    def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
-        raise ConfigError(
-            f"{target.name} was built and pushed by a Kaniko Job; nothing local to push "
-            "(use `invoke tag --tag T` to add tags in the registry)"
-        )
 
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         if self._run is None:

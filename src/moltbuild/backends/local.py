@@ -41,6 +41,8 @@ MIRROR_HINT = (
 
 
 class LocalBackend(Backend):
+    keeps_images = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.workdir: Path | None = None
@@ -115,31 +117,32 @@ class LocalBackend(Backend):
                     if error:
                         raise error
 
-    def close(self, *, ok: bool = False, built: Sequence[ImagePlan] = ()) -> None:
+    def tidy(self, *, ok: bool, built: Sequence[ImagePlan]) -> None:
         """Record what this run created in the store's ledger; after a good run, prune."""
+        if self.dry_run or not self._opened:
+            return
         try:
-            if self.dry_run or not self._opened:
-                return
             store = self.store()
             if {b.removeprefix("sha256:") for b in self._built} <= store.ledger():
                 return  # every build was a full cache hit: no image is new, none superseded
             images = store.inventory()
             store.record(images, self._built)
-            keep_all = self.settings.flag("MOLTBUILD_KEEP_IMAGES")
-            if not ok or not built or keep_all:
+            if not ok or not built or self.settings.flag("MOLTBUILD_KEEP_IMAGES"):
                 return  # a failed run's intermediate images are the layer cache of the retry
             keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
             removed = store.prune(supersede=keep, images=images)
         except MoltbuildError as exc:  # hygiene never fails a build
             self.runner.say(f"note: storage cleanup skipped: {exc.message.splitlines()[0]}")
             return
-        finally:
-            self._active.close()
         if removed:
             self.runner.say(
                 f"storage: removed {len(removed)} image(s) this tool created and nothing uses any more "
                 "(superseded builds, unused intermediates); MOLTBUILD_KEEP_IMAGES=1 keeps them"
             )
+
+    def close(self) -> None:
+        """Release the store's run lock."""
+        self._active.close()
 
     def _pull(self, run: RunSpec, base: str, pull: BasePull) -> JobError | None:
         try:
@@ -167,7 +170,7 @@ class LocalBackend(Backend):
             raise JobError(_with_tail(exc)) from None
         image_id = self.built_id(image)
         if image_id and not image.multi_platform:
-            self._built.append(image_id)  # recorded in the store's ledger by close()
+            self._built.append(image_id)  # recorded in the store's ledger by tidy()
         platforms = image.platforms or (self.native,)
         smoke = self.smoke(image, image_id, log)
         if not push:

@@ -177,10 +177,18 @@ def execute(
                     r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say)
                 )
             finally:
-                backend.close(ok=ok, built=to_build)
+                _finish(backend, ok, to_build)
     records = sorted(record.written, key=lambda r: r.name)
     _raise_for_failures(records, log_dir)
     return records
+
+
+def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
+    """Tidy (the ledger always, pruning after a good run), then release: also after Ctrl-C."""
+    try:
+        backend.tidy(ok=ok, built=built)
+    finally:
+        backend.close()
 
 
 def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> None:

@@ -11,25 +11,22 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.backends.contract import RunSpec
 from moltbuild.backends.imagestore import ImageStore
-from moltbuild.backends.local import LocalBackend
-from moltbuild.backends.selection import make_backend
+from moltbuild.backends.selection import BACKENDS, backend_class, make_backend
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
 from moltbuild.system.tables import human_size
 
-LOCAL = ("buildah", "docker")
-
 
 @contextlib.contextmanager
 def _stores(session: Session, backend: str | None) -> Iterator[list[tuple[str, ImageStore]]]:
-    if backend and backend not in LOCAL:
-        raise ConfigError(f"--backend {backend}: clean works on local stores: {', '.join(LOCAL)}")
-    names = [backend] if backend else [n for n in LOCAL if session.backends[n].works]
+    local = [n for n in BACKENDS if backend_class(n).keeps_images]
+    if backend and backend not in local:
+        raise ConfigError(f"--backend {backend}: clean works on local stores: {', '.join(local)}")
+    names = [backend] if backend else [n for n in local if session.backends[n].works]
     with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
         stores = []
         for name in names:
             impl = make_backend(name, session.runner, session.settings, session.storage)
-            assert isinstance(impl, LocalBackend)
             (Path(tmp) / name).mkdir()
             impl.prepare(RunSpec(Path(tmp) / name))
             stores.append((name, impl.store()))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from moltbuild import report
 from moltbuild.backends.contract import Backend, JobLog, PushTarget, RunSpec
-from moltbuild.backends.selection import make_backend
+from moltbuild.backends.selection import backend_class, make_backend
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
 from moltbuild.flows.context import Session
@@ -81,7 +81,7 @@ class _Backends:
 
     def close(self) -> None:
         for backend in self._open.values():
-            backend.close(ok=False, built=())
+            backend.close()
 
 
 def push_built(
@@ -107,7 +107,7 @@ def push_built(
             start = time.monotonic()
             tags = _planned_tags(record)
             try:
-                if record.image_id:
+                if record.image_id and backend_class(record.backend).keeps_images:
                     target = PushTarget(
                         record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
                     )

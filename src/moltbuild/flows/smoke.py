@@ -8,8 +8,7 @@ import tempfile
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.backends.contract import RunSpec
-from moltbuild.backends.local import LocalBackend
+from moltbuild.backends.contract import Backend, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
@@ -42,7 +41,8 @@ def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> N
     root = settings.project_root
     name, _ = choose_backend("auto", statuses_for("auto", runner, settings, session.storage), session.storage)
     backend = make_backend(name, runner, settings, session.storage)
-    assert isinstance(backend, LocalBackend)
+    if not backend.keeps_images:
+        raise ConfigError(f"the {name} backend keeps no local image to run; smoke needs buildah or docker")
     configs = _configs(session, only)
     if ref and len(configs) != 1:
         raise ConfigError("--ref checks one image: name it with --only NAME (its probes come from k8s/)")
@@ -65,7 +65,7 @@ def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> N
             _check_all(backend, targets, settings, root)
 
 
-def _check_all(backend: LocalBackend, targets: list, settings, root: Path) -> None:
+def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
     runner = backend.runner
     runtime = backend.runtime()
     from moltbuild.smoke.run import run_smoke
