@@ -36,6 +36,7 @@ DIGEST = "sha256:" + "d" * 64
 
 class RecordingBackend(Backend):
     name = "recording"
+    keeps_images = True  # pushes what it built, like buildah and docker
     binary = "true"
     instances: list[RecordingBackend] = []
     fail: dict[str, JobError] = {}

@@ -15,7 +15,8 @@ from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.settings import Secret, Settings
 from moltbuild.system.processes import Runner
 
-_REMOTE_RE = re.compile(r"github\.com[:/]+(?P<repo>[^/\s]+/[^/\s]+?)(?:\.git)?/?$")
+# https://github.com/O/R, git@github.com:O/R, ssh://git@ssh.github.com:443/O/R (SSH over 443)
+_REMOTE_RE = re.compile(r"github\.com(?::\d+/|[:/]+)(?P<repo>[^/\s]+/[^/\s]+?)(?:\.git)?/?$")
 DEFAULT_WORKFLOW = "build-images.yml"
 
 
@@ -78,8 +79,14 @@ class GitHub:
         if resp.status_code == 401:
             return GitHubError(f"{what}: GITHUB_TOKEN was rejected (401 {message}); create a new token")
         if resp.status_code in (403, 429) and (
-            resp.headers.get("X-RateLimit-Remaining") == "0" or resp.status_code == 429
+            resp.headers.get("X-RateLimit-Remaining") == "0"
+            or resp.status_code == 429
+            or "retry-after" in {k.lower() for k in resp.headers}
+            or "rate limit" in message.lower()
         ):
+            retry = resp.headers.get("Retry-After", "")
+            if retry.isdigit():  # the secondary rate limit: wait that long
+                return GitHubError(f"{what}: GitHub rate limit reached (secondary); retry in {retry}s")
             reset = resp.headers.get("X-RateLimit-Reset", "")
             when = (
                 datetime.fromtimestamp(int(reset), UTC).strftime("%H:%M:%S UTC")

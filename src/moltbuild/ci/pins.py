@@ -36,6 +36,8 @@ def commit_and_push(
     attempts: int = 3,
 ) -> bool:
     """Commit `paths` (if they changed) as the bot and push; True when a commit was pushed."""
+    if attempts < 1:
+        raise ConfigError(f"attempts={attempts}: at least one push must be tried (--attempts 1 or more)")
     identity = ["-c", f"user.name={environ.get('GIT_AUTHOR_NAME') or BOT_NAME}"]
     identity += ["-c", f"user.email={environ.get('GIT_AUTHOR_EMAIL') or BOT_EMAIL}"]
 
@@ -49,7 +51,7 @@ def commit_and_push(
         )
 
     branch = branch or _branch(lambda *a, **k: git(*a, mutates=False, **k), environ)
-    rel = [str(p.resolve().relative_to(root.resolve())) for p in paths]
+    rel = [_inside(root, p) for p in paths]
     if not git("status", "--porcelain", "--", *rel, mutates=False).stdout.strip():
         runner.say(f"{', '.join(rel)}: nothing to commit")
         return False
@@ -69,13 +71,33 @@ def commit_and_push(
         try:
             git("pull", "--rebase", "-q", remote, branch)
         except CommandError as exc:
+            conflicted = git(
+                "diff", "--name-only", "--diff-filter=U", check=False, mutates=False
+            ).stdout.split()
             git("rebase", "--abort", check=False)
+            what = f"conflict in {', '.join(conflicted)}" if conflicted else _conflict(exc)
             raise MoltbuildError(
-                f"rebasing the pin onto {remote}/{branch} failed ({exc.tail.strip()[-200:]}); "
+                f"rebasing the pin onto {remote}/{branch} failed ({what}); "
                 "someone changed the same lines: pin again on the new head"
             ) from None
         time.sleep(attempt)  # runs that pin at the same time spread out
     return True
+
+
+def _inside(root: Path, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        raise ConfigError(
+            f"{path} is outside the repository {root}; commit-pins commits a file of this checkout"
+        ) from None
+
+
+def _conflict(exc: CommandError) -> str:
+    """git's CONFLICT line (it names the file), else its own error line; always one line."""
+    lines = [line.strip() for line in exc.tail.splitlines() if line.strip()]
+    found = next((line for line in lines if line.startswith("CONFLICT")), None)
+    return (found or _reason(exc))[:300]
 
 
 def _reason(exc: CommandError) -> str:

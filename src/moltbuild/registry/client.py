@@ -7,7 +7,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -51,6 +51,7 @@ class RegistryClient:
         # Listed hosts speak plain HTTP; a loopback host may (as Docker treats it): HTTPS first,
         # plain HTTP when the answer is not TLS.
         self.plain_http = host in insecure_hosts
+        self.insecure_hosts = tuple(insecure_hosts)
         self.base = f"{'http' if self.plain_http else 'https'}://{host}"
         self.username = username
         self.password = password
@@ -76,7 +77,14 @@ class RegistryClient:
         return (self.username or "", self.password.reveal() if self.password else "")
 
     def _can_send_credentials(self, url: str) -> bool:
-        return url.startswith("https://") or self.plain_http or is_loopback(self.host)
+        """Over HTTPS; over plain HTTP only when both this registry and the URL's host are trusted
+        with it (listed in MOLTBUILD_INSECURE_REGISTRIES, or on loopback): a loopback registry may
+        name a token service on another machine."""
+        parts = urlsplit(url)
+        if parts.scheme == "https":
+            return True
+        host = parts.netloc.rpartition("@")[2]
+        return all(h in self.insecure_hosts or is_loopback(h) for h in (self.host, host))
 
     def _bearer(self, challenge: str, scope: str | list[str] | None) -> str:
         params: dict[str, str | list[str]] = dict(_CHALLENGE_RE.findall(challenge))
@@ -102,8 +110,16 @@ class RegistryClient:
                 f"{self.host}: token service refused {who} for {params.get('scope', 'access')}; "
                 "check GITHUB_TOKEN/REGISTRY_PASSWORD"
             )
-        resp.raise_for_status()
-        data = resp.json()
+        if not resp.ok:
+            raise RegistryError(
+                f"{self.host}: token service {realm} answered HTTP {resp.status_code}; try again later"
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{self.host}: token service {realm} answered something that is not JSON")
         token = data.get("token") or data.get("access_token")
         if not token:
             raise RegistryError(f"{self.host}: token service answered without a token")
