@@ -5,9 +5,8 @@ Only this module reads or writes the file; everything else sees `ImageRecord`s.
 
 from __future__ import annotations
 
+import enum
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,10 +15,30 @@ from typing import Any
 from filelock import FileLock
 
 from moltbuild.errors import ConfigError
+from moltbuild.files import write_atomic
 from moltbuild.refs import DIGEST_RE, TAG_RE, ImageRef
 
 VERSION = 1
 STATUSES = ("built", "pushed", "failed")
+
+
+class Outcome(enum.Enum):
+    """What happened to one image: the one answer the console, the summary, the step summary,
+    `push`, `verify` and the pin all read (the report's other fields are its evidence)."""
+
+    BUILT = "built"  # in the local store, not pushed (no --push)
+    PUSHED = "pushed"  # built and every tag pushed
+    REUSED = "reused"  # the registry had the same inputs: tagged, not rebuilt
+    PUSH_FAILED = "push failed"  # built, but the push failed: `invoke push` retries it
+    FAILED = "failed"  # nothing usable
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.BUILT, Outcome.PUSHED, Outcome.REUSED)
+
+    @property
+    def in_registry(self) -> bool:
+        return self in (Outcome.PUSHED, Outcome.REUSED)
 
 
 @dataclass(frozen=True)
@@ -50,13 +69,22 @@ class ImageRecord:
         return ImageRef.parse(self.repository, "report repository")
 
     @property
+    def outcome(self) -> Outcome:
+        if self.error:
+            return Outcome.PUSH_FAILED if self.image_id and self.push else Outcome.FAILED
+        if self.pushed:
+            return Outcome.REUSED if self.skipped else Outcome.PUSHED
+        return Outcome.BUILT
+
+    @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.outcome.ok
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if not data["error"]:
             del data["error"]
+        data["outcome"] = self.outcome.value  # derived: for scripts that read the file
         return data
 
     def but(self, **changes: Any) -> ImageRecord:
@@ -192,19 +220,8 @@ def require(path: Path, names: Iterable[str] | None = None) -> list[ImageRecord]
     return [r for r in found if wanted is None or r.name in wanted]
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_report(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def update(path: Path, record: ImageRecord) -> None:
@@ -214,14 +231,14 @@ def update(path: Path, record: ImageRecord) -> None:
     with FileLock(str(path) + ".lock", timeout=60):
         current = read(path)
         if (
-            record.status == "failed"
+            record.outcome is Outcome.FAILED
             and not record.image_id
-            and any(r.name == record.name and r.ok for r in current)
+            and any(r.name == record.name and r.outcome is not Outcome.FAILED for r in current)
         ):
             return
         kept = [r for r in current if r.name != record.name]
         images = sorted([*kept, record], key=lambda r: r.name)
-        _write_atomic(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
+        _write_report(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
 
 
 @dataclass

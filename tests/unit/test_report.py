@@ -109,3 +109,33 @@ def test_require_says_not_found_and_a_dry_recorder_writes_nothing(tmp_path):
     recorder = report.Recorder(path, dry_run=True)
     recorder(record("api"))
     assert recorder.written and not path.exists()
+
+
+@pytest.mark.parametrize(
+    "changes, outcome",
+    [
+        ({}, report.Outcome.BUILT),
+        ({"pushed": True, "digest": DIGEST, "status": "pushed", "push": True}, report.Outcome.PUSHED),
+        ({"pushed": True, "digest": DIGEST, "status": "pushed", "skipped": True}, report.Outcome.REUSED),
+        ({"error": "push refused", "push": True}, report.Outcome.PUSH_FAILED),  # built: push can retry
+        ({"error": "build failed", "image_id": None, "status": "failed"}, report.Outcome.FAILED),
+        ({"error": "smoke failed"}, report.Outcome.FAILED),  # a local build that failed its check
+    ],
+)
+def test_one_outcome_per_image_read_back_the_same(tmp_path, changes, outcome):
+    rec = record("api", **changes)
+    assert rec.outcome is outcome
+    assert rec.ok is (outcome in (report.Outcome.BUILT, report.Outcome.PUSHED, report.Outcome.REUSED))
+    path = tmp_path / "images.json"
+    report.update(path, rec)
+    (again,) = report.read(path)
+    assert again.outcome is outcome
+    assert json.loads(path.read_text())["images"][0]["outcome"] == outcome.value
+
+
+def test_a_failed_push_is_not_ok_and_a_later_failure_without_an_image_keeps_it(tmp_path):
+    path = tmp_path / "images.json"
+    report.update(path, record("api", error="push refused", push=True))
+    report.update(path, record("api", error="build failed", image_id=None, status="failed"))
+    (kept,) = report.read(path)
+    assert kept.outcome is report.Outcome.PUSH_FAILED and not kept.ok and kept.image_id

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moltbuild.files import write_atomic
 from moltbuild.system.locks import held
 
 if TYPE_CHECKING:
@@ -95,10 +95,7 @@ class ImageStore:
             return set()
 
     def _write_ledger(self, ids: Iterable[str]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f".{LEDGER}.{os.getpid()}"
-        tmp.write_text(json.dumps({"images": sorted(ids)}, indent=1) + "\n")
-        os.replace(tmp, self.state_dir / LEDGER)
+        write_atomic(self.state_dir / LEDGER, json.dumps({"images": sorted(ids)}, indent=1) + "\n")
 
     def record(self, images: dict[str, StoredImage], built: Iterable[str]) -> None:
         """Add built images with their parent chain, down to the first image we did not create

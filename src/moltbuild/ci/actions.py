@@ -14,7 +14,7 @@ def summary_markdown(title: str, records: Iterable[ImageRecord]) -> str:
     lines = [f"### {title}", "", "| image | tags | pushed as | | time |", "| --- | --- | --- | --- | --- |"]
     for r in records:
         where = f"`{r.repository}@{r.digest}`" if r.digest else "(not pushed)"
-        how = "failed: " + r.error.splitlines()[0][:120] if r.error else ("reused" if r.skipped else "built")
+        how = f"{r.outcome.value}: " + r.error.splitlines()[0][:120] if r.error else r.outcome.value
         lines.append(
             f"| {r.name} | {', '.join(f'`{t}`' for t in r.tags)} | {where} | {how} | {r.duration_s:.1f}s |"
         )
@@ -24,8 +24,8 @@ def summary_markdown(title: str, records: Iterable[ImageRecord]) -> str:
 def outputs(records: Iterable[ImageRecord]) -> dict[str, str]:
     chosen = list(records)
     out = {f"{r.name}-digest": r.digest or "" for r in chosen}
-    out["pushed"] = "true" if any(r.pushed for r in chosen) else "false"
-    out["images"] = ",".join(r.name for r in chosen if r.pushed)
+    out["pushed"] = "true" if any(r.outcome.in_registry for r in chosen) else "false"
+    out["images"] = ",".join(r.name for r in chosen if r.outcome.in_registry)
     # The whole records, one line: a later job (the pin) rebuilds build/images.json from it.
     out["report"] = json.dumps({"version": 1, "images": [r.to_dict() for r in chosen]}, separators=(",", ":"))
     return out

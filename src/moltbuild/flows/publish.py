@@ -23,13 +23,13 @@ from moltbuild.plan.planner import cache_tag
 from moltbuild.project import parse_only
 from moltbuild.refs import validate_tag
 from moltbuild.registry.auth import credentials_for, preflight_push, registry_client
-from moltbuild.report import ImageRecord
+from moltbuild.report import ImageRecord, Outcome
 from moltbuild.system.locks import run_lock
 
 
 def _built_records(path: Path, only: str) -> list[ImageRecord]:
     names = parse_only(only) or None
-    found = [r for r in report.require(path, names) if r.status in ("built", "pushed")]
+    found = [r for r in report.require(path, names) if r.outcome is not Outcome.FAILED]
     if not found:
         raise ConfigError(
             f"{path} records no built image{' named ' + ', '.join(names) if names else ''}; "

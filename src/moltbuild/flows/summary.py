@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moltbuild.plan.planner import CACHE_TAG_PREFIX
-from moltbuild.report import VERSION, ImageRecord
+from moltbuild.report import VERSION, ImageRecord, Outcome
 from moltbuild.system.tables import human_size, render_table
 
 if TYPE_CHECKING:
@@ -19,10 +19,9 @@ if TYPE_CHECKING:
 def result_of(record: ImageRecord) -> str:
     if record.error:
         first = record.error.splitlines()[0]
-        return "FAILED: " + (first[:70] + "..." if len(first) > 70 else first)
-    if record.pushed:
-        return "reused" if record.skipped else "pushed"
-    return "built"
+        what = "PUSH FAILED" if record.outcome is Outcome.PUSH_FAILED else "FAILED"
+        return f"{what}: " + (first[:70] + "..." if len(first) > 70 else first)
+    return record.outcome.value
 
 
 def reference_of(record: ImageRecord) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from moltbuild.errors import ConfigError
+from moltbuild.files import load_yaml
 from moltbuild.registry.auth import Credentials
 
 SECRET_NAME = "moltbuild-registry"
@@ -28,10 +29,9 @@ def manifests_dir(project_root: Path) -> Path:
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
-    try:
-        return [d for d in YAML(typ="safe").load_all(path.read_text()) if d]
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}); restore it from git") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; in-cluster builds read it (restore it from git)")
+    return [d for d in load_yaml(path, multi=True) if d]
 
 
 def setup_objects(project_root: Path, namespace: str) -> list[dict[str, Any]]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +14,11 @@ from typing import Any
 from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
+from moltbuild.files import load_yaml, write_atomic
 from moltbuild.project import find_project_root, load_images, read_tool_table
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
@@ -64,13 +62,7 @@ def _yaml() -> YAML:
 
 
 def _load(path: Path, text: str) -> Any:
-    try:
-        doc = _yaml().load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML; fix the syntax"
-        ) from None
+    doc = load_yaml(path, text=text, yaml=_yaml())
     if not isinstance(doc, CommentedMap):
         raise ConfigError(f"{path}: not a kustomization (a mapping with resources and images)")
     images = doc.get("images")
@@ -119,20 +111,6 @@ def _dump(doc: Any) -> str:
     return out.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def set_images(
     kustomization: Path,
     pins: list[Pin],
@@ -163,7 +141,7 @@ def set_images(
             )
             say("".join(diff).rstrip("\n"))
             return changed
-        _write_atomic(kustomization, new)
+        write_atomic(kustomization, new)
     for line in changed:
         say(f"pinned {line}")
     return changed
@@ -176,10 +154,10 @@ def pushed_records(report_path: Path, only: str = "") -> list[ImageRecord]:
     unknown = sorted(set(names or ()) - {r.name for r in records})
     if unknown:
         raise ConfigError(f"{report_path} records no image named {unknown[0]!r}; --only takes image names")
-    skipped = [r for r in records if r.status != "pushed" or not r.digest]
+    skipped = [r for r in records if not r.outcome.in_registry or not r.digest]
     if names and skipped:
         r = skipped[0]
-        raise ConfigError(f"{r.name} was not pushed (status {r.status}); push it first, then pin it")
+        raise ConfigError(f"{r.name} was not pushed ({r.outcome.value}); push it first, then pin it")
     pinnable = [r for r in records if r not in skipped]
     if not pinnable:
         raise ConfigError(f"{report_path} records no pushed image; run `invoke build --push` first")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moltbuild import report
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
+from moltbuild.files import load_yaml
 from moltbuild.refs import DIGEST_RE, ImageRef, validate_tag
 from moltbuild.registry.auth import credentials_for, registry_client
 from moltbuild.registry.client import RegistryClient
@@ -40,12 +41,15 @@ class Check:
 def report_targets(path: Path) -> list[Target]:
     records = report.require(path)
     targets = [
-        Target("report", r.name, r.ref.with_tag(tag), r.digest) for r in records if r.pushed for tag in r.tags
+        Target("report", r.name, r.ref.with_tag(tag), r.digest)
+        for r in records
+        if r.outcome.in_registry
+        for tag in r.tags
     ]
     targets += [
         Target("report", r.name, r.ref.with_tag(r.pin_tag), None, _why_unpushed(r))
         for r in records
-        if r.push and not r.pushed
+        if r.push and not r.outcome.in_registry
     ]
     if not targets:
         raise ConfigError(f"{path} records no pushed image; run `invoke build --push` first")
@@ -60,20 +64,8 @@ def _why_unpushed(record: report.ImageRecord) -> str:
 
 def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
     """Targets for every `images:` entry; `known` maps HOST/NAME:TAG -> digest from the report."""
-    from ruamel.yaml import YAML  # only this path reads YAML: `invoke verify` alone does not load it
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
-        doc = YAML(typ="base").load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the kustomization ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML; fix the syntax") from None
+    # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
+    doc = load_yaml(path, typ="base")
     if not isinstance(doc, dict):
         raise ConfigError(
             f"{path}: a kustomization is a mapping (images:, resources:, ...), not {_kind(doc)}"

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from moltbuild.errors import ConfigError
+from moltbuild.files import load_yaml
 from moltbuild.refs import ImageRef
 
 if TYPE_CHECKING:
@@ -59,10 +57,7 @@ def _manifests(k8s_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
 def _parsed(files: tuple[tuple[Path, int, int], ...]) -> list[tuple[Path, dict[str, Any]]]:
     docs = []
     for path, _, _ in files:
-        try:
-            docs += [(path, d) for d in YAML(typ="safe").load_all(path.read_text()) if isinstance(d, dict)]
-        except YAMLError:
-            raise ConfigError(f"{path}: invalid YAML; fix the syntax") from None
+        docs += [(path, d) for d in load_yaml(path, multi=True) if isinstance(d, dict)]
     return docs
 
 

@@ -1,0 +1,81 @@
+"""Files the tool reads and writes, one way each: YAML through one loader (errors name the file
+and line), every write atomic (a temporary file beside it, fsync, rename, fsync the folder)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from moltbuild.errors import ConfigError
+
+MAX_YAML_BYTES = 8 * 1024 * 1024  # a manifest or kustomization, not a data dump
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a {what} (at most {MAX_YAML_BYTES})")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+def load_yaml(
+    path: Path, *, text: str | None = None, typ: str = "safe", multi: bool = False, yaml: Any = None
+) -> Any:
+    """One document (or, `multi`, every non-empty one) of a YAML file. `typ` as ruamel names it:
+    safe, base (every scalar a string), rt (round trip); or a configured `yaml`."""
+    from ruamel.yaml import YAML  # imported on use: most commands read no YAML
+    from ruamel.yaml.error import YAMLError
+
+    loader = yaml or YAML(typ=typ)
+    source = read_text(path, "YAML file") if text is None else text
+    try:
+        if multi:
+            return [doc for doc in loader.load_all(source) if doc is not None]
+        return loader.load(source)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML; fix the syntax") from None
+
+
+def write_atomic(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace `path` with `text` all at once: readers see the old file or the new, never half.
+    The file keeps its permissions (or gets `mode`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """The rename itself survives a crash only once the folder is synced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
