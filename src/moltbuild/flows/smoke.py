@@ -10,11 +10,12 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.backends.contract import Backend, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
+from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
 from moltbuild.project import ImageConfig, load_images, select_images
 from moltbuild.refs import ImageRef
-from moltbuild.smoke.probes import dockerfile_exposed, smoke_plan_for, static_problems
+from moltbuild.smoke.probes import smoke_plan_for, static_problems
 
 
 def _configs(session: Session, only: str) -> list[ImageConfig]:
@@ -28,7 +29,8 @@ def static_check(session: Session, *, only: str = "") -> list[str]:
     problems = []
     for cfg in _configs(session, only):
         smoke_plan_for(root, cfg)  # named ports resolve, the smoke table and HEALTHCHECK parse
-        problems += static_problems(root, cfg.manifest_name, dockerfile_exposed(cfg.dockerfile))
+        exposed = set(Dockerfile.read(cfg.dockerfile).stage(cfg.target).exposed)  # the stage it is built from
+        problems += static_problems(root, cfg.manifest_name, exposed)
     if problems:
         raise ConfigError("\n".join(problems))
     session.runner.say("probes: every probe port is EXPOSEd by its image")

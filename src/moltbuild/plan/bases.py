@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef
-
-_ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.I)
-_FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.I)
-_VAR_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
 def parse_base(ref: str, origin: str = "FROM") -> ImageRef:
@@ -18,34 +15,9 @@ def parse_base(ref: str, origin: str = "FROM") -> ImageRef:
     return ImageRef.parse(ref, origin, default_tag="latest")
 
 
-def _substitute(text: str, args: dict[str, str]) -> str:
-    return _VAR_RE.sub(lambda m: args.get(m.group(1), ""), text)
-
-
 def dockerfile_bases(dockerfile: Path, build_args: dict[str, str] | None = None) -> list[str]:
     """External images the Dockerfile's FROM lines name (stages and scratch excluded)."""
-    try:
-        text = dockerfile.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{dockerfile}: cannot read the Dockerfile ({exc.strerror})") from None
-    args: dict[str, str] = {}
-    stages: set[str] = set()
-    bases: list[str] = []
-    seen_from = False
-    for line in text.replace("\\\n", " ").splitlines():
-        if not seen_from and (m := _ARG_RE.match(line)):
-            args[m.group(1)] = (build_args or {}).get(m.group(1), m.group(2) or "")
-        elif m := _FROM_RE.match(line):
-            seen_from = True
-            image = _substitute(m.group(1), args)
-            if image.lower() != "scratch" and image not in stages and image not in bases:
-                parse_base(image, f"{dockerfile}: FROM")  # a typo fails here, naming the file
-                bases.append(image)
-            if m.group(2):
-                stages.add(m.group(2))
-    if not seen_from:
-        raise ConfigError(f"{dockerfile}: no FROM instruction; every stage starts FROM an image or scratch")
-    return bases
+    return Dockerfile.read(dockerfile, build_args).bases()
 
 
 def validate_mirror(mirror: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.plan import bases as baseimages
 from moltbuild.plan import tags as tagging
@@ -202,6 +203,8 @@ def _image_plan(
     states: dict[Path | None, tagging.GitState],
 ) -> ImagePlan:
     state = _git_state(cfg, inputs, project, states)
+    dockerfile = Dockerfile.read(cfg.dockerfile, cfg.build_args)
+    dockerfile.stage(cfg.target, f"target of [tool.moltbuild.images.{cfg.name}]")  # a typo stops here
     tags = tagging.plan_tags(state, request.tags, project.templates, semver=project.semver)
     epoch = source_date_epoch(inputs.environ, state)
     created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -229,7 +232,7 @@ def _image_plan(
         target=cfg.target,
         platforms=platforms,
         input_digest=digest,
-        bases=tuple(baseimages.dockerfile_bases(cfg.dockerfile, cfg.build_args)),
+        bases=tuple(dockerfile.bases()),
         timestamp=epoch,
         smoke=smoke_plan_for(inputs.settings.project_root, cfg) if request.smoke else None,
         revision=state.sha,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml
 from moltbuild.refs import ImageRef
@@ -150,20 +151,6 @@ def static_problems(project_root: Path, manifest_name: str, exposed: set[int]) -
     ]
 
 
-def dockerfile_exposed(dockerfile: Path) -> set[int]:
-    """The ports the Dockerfile's last stage EXPOSEs (numbers only; variables are not resolved)."""
-    stages: list[set[int]] = [set()]
-    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0].upper() == "FROM":
-            stages.append(set())
-        elif words[0].upper() == "EXPOSE":
-            stages[-1] |= {int(w.split("/")[0]) for w in words[1:] if w.split("/")[0].isdigit()}
-    return stages[-1]
-
-
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -178,19 +165,7 @@ def _duration(text: str, where: str) -> float:
 def dockerfile_healthcheck(dockerfile: Path, target: str | None = None) -> Healthcheck | None:
     """The HEALTHCHECK of the stage the image is built from (`target`, else the last), as Docker
     would record it; None when that stage has none or says NONE."""
-    stages: list[tuple[str, str | None]] = []  # (stage name, HEALTHCHECK arguments)
-    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():
-        words = line.split(None, 1)
-        if not words or words[0].startswith("#"):
-            continue
-        keyword, rest = words[0].upper(), (words[1] if len(words) > 1 else "")
-        if keyword == "FROM":
-            names = rest.split()
-            stages.append((names[2] if len(names) > 2 and names[1].upper() == "AS" else "", None))
-        elif keyword == "HEALTHCHECK" and stages:
-            stages[-1] = (stages[-1][0], rest.strip())
-    chosen = [s for s in stages if target and s[0] == target] or stages[-1:]
-    spec = chosen[0][1] if chosen else None
+    spec = Dockerfile.read(dockerfile).stage(target).healthcheck
     return _parse_healthcheck(spec, f"{dockerfile} HEALTHCHECK") if spec else None
 
 

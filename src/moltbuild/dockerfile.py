@@ -1,0 +1,135 @@
+"""One reading of a Dockerfile, for everything that needs one: the bases to pull (plan), the
+stage an image is built from (`target`, else the last), what that stage EXPOSEs and its
+HEALTHCHECK (smoke, static check), and which build ARGs it declares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moltbuild.errors import ConfigError
+from moltbuild.refs import ImageRef
+
+_VAR_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+_ARG_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    base: str  # the image (or earlier stage) it starts FROM, build args substituted
+    name: str = ""  # FROM ... AS name
+    line: int = 0
+    exposed: frozenset[int] = frozenset()  # numeric EXPOSE ports (variables are not resolved)
+    healthcheck: str | None = None  # the HEALTHCHECK arguments, as written; None: none here
+    args: frozenset[str] = frozenset()  # ARGs declared in this stage
+
+    def label(self) -> str:
+        return self.name or f"#{self.index}"
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    path: Path
+    stages: tuple[Stage, ...]
+    global_args: dict[str, str] = field(default_factory=dict)  # ARGs before the first FROM
+
+    @classmethod
+    def read(cls, path: Path, build_args: dict[str, str] | None = None) -> Dockerfile:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the Dockerfile ({exc.strerror})") from None
+        return parse(text, path, build_args or {})
+
+    @property
+    def declared_args(self) -> frozenset[str]:
+        return frozenset(self.global_args).union(*(s.args for s in self.stages))
+
+    def stage(self, target: str | None = None, origin: str = "target") -> Stage:
+        """The stage an image is built from: `target`, else the last. An unknown target is one
+        line naming the file and the stages there are."""
+        if not target:
+            return self.stages[-1]
+        for stage in self.stages:
+            if stage.name == target:
+                return stage
+        names = ", ".join(s.name for s in self.stages if s.name) or "none is named (FROM ... AS NAME)"
+        raise ConfigError(f"{self.path}: no stage named {target!r} ({origin}); stages: {names}")
+
+    def bases(self) -> list[str]:
+        """External images the FROM lines name, in order, once each (stages and scratch left out)."""
+        names = {s.name for s in self.stages if s.name}
+        found: list[str] = []
+        for stage in self.stages:
+            if stage.base.lower() != "scratch" and stage.base not in names and stage.base not in found:
+                ImageRef.parse(stage.base, f"{self.path}:{stage.line}: FROM", default_tag="latest")
+                found.append(stage.base)
+        return found
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, instruction) with continuations joined and comments dropped."""
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        out.append((start, pending + stripped))
+        pending = ""
+    if pending.strip():
+        out.append((start, pending))
+    return out
+
+
+def parse(text: str, path: Path, build_args: dict[str, str]) -> Dockerfile:
+    global_args: dict[str, str] = {}
+    stages: list[dict] = []
+    for number, line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "ARG":
+            _declare(rest, global_args if not stages else None, stages, build_args)
+        elif keyword == "FROM":
+            stages.append(_from(rest, number, len(stages), global_args, path))
+        elif stages and keyword == "EXPOSE":
+            stages[-1]["exposed"] |= {int(w.split("/")[0]) for w in rest.split() if w.split("/")[0].isdigit()}
+        elif stages and keyword == "HEALTHCHECK":
+            stages[-1]["healthcheck"] = rest
+    if not stages:
+        raise ConfigError(f"{path}: no FROM instruction; every stage starts FROM an image or scratch")
+    frozen = tuple(
+        Stage(**{**s, "exposed": frozenset(s["exposed"]), "args": frozenset(s["args"])}) for s in stages
+    )
+    return Dockerfile(path, frozen, global_args)
+
+
+def _declare(
+    rest: str, global_args: dict[str, str] | None, stages: list[dict], given: dict[str, str]
+) -> None:
+    for word in rest.split():
+        m = _ARG_RE.match(word)
+        if not m:
+            continue
+        if global_args is not None:
+            global_args[m.group(1)] = given.get(m.group(1), (m.group(2) or "").strip("\"'"))
+        else:
+            stages[-1]["args"].add(m.group(1))
+
+
+def _from(rest: str, number: int, index: int, args: dict[str, str], path: Path) -> dict:
+    words = [w for w in rest.split() if not w.startswith("--platform=")]
+    if not words:
+        raise ConfigError(f"{path}:{number}: FROM names no image")
+    base = _VAR_RE.sub(lambda m: args.get(m.group(1), ""), words[0])
+    name = words[2] if len(words) > 2 and words[1].upper() == "AS" else ""
+    return {"index": index, "base": base, "name": name, "line": number, "exposed": set(), "args": set()}
