@@ -21,7 +21,7 @@ from moltbuild.backends.imagestore import ImageStore
 from moltbuild.errors import CommandError, MoltbuildError
 from moltbuild.plan.planner import BasePull, ImagePlan
 from moltbuild.refs import ImageRef
-from moltbuild.registry.auth import Credentials
+from moltbuild.registry.auth import Credentials, Registries
 from moltbuild.settings import Settings
 from moltbuild.smoke.run import ContainerRuntime
 from moltbuild.system.host import StorageVerdict
@@ -58,6 +58,7 @@ class RunSpec:
     mirror: str | None = None
     bases: Mapping[str, BasePull] = field(default_factory=dict)  # base as the Dockerfile names it
     purpose: str = "a moltbuild run"  # who holds the image store, for a run that waits for it
+    registries: Registries | None = None  # the run's registry clients, one per host
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from moltbuild.k8s.cluster import Cluster, ClusterError
 from moltbuild.k8s.kaniko import RECEIVE, SECRET_NAME, render
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.refs import DIGEST_RE
-from moltbuild.registry.auth import registry_client
+from moltbuild.registry.auth import Registries
 
 if TYPE_CHECKING:
     from moltbuild.plan.planner import ImagePlan
@@ -269,7 +269,8 @@ class KanikoBackend(Backend):
     def _check_registry(self, image: ImagePlan, digest: str) -> tuple[str, ...]:
         """Every tag must serve the digest the executor reported; returns the image's platform."""
         assert self._run is not None
-        client = registry_client(image.ref.host, self.settings, self._run.logins.get(image.ref.host))
+        registries = self._run.registries or Registries(self.settings)
+        client = registries.client(image.ref.host, self._run.logins.get(image.ref.host))
         for tag in image.tags:
             found = client.manifest(image.ref.repository, tag)
             if found is None or found.digest != digest:

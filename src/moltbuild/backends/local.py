@@ -26,8 +26,9 @@ from moltbuild.backends.contract import (
 )
 from moltbuild.backends.imagestore import ImageStore
 from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryError
-from moltbuild.registry.auth import registry_client
+from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.tags import put_and_confirm
 from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class LocalBackend(Backend):
         super().__init__(*args, **kwargs)
         self.workdir: Path | None = None
         self._logins: dict[str, Credentials | None] = {}
-        self._clients: dict[str, RegistryClient] = {}
+        self._registries = Registries(self.settings)  # open() takes the run's
         self._active = contextlib.ExitStack()
         self._opened = False
         self._built: list[str] = []
@@ -105,6 +106,7 @@ class LocalBackend(Backend):
     def open(self, run: RunSpec) -> None:
         self.prepare(run)
         self._logins = dict(run.logins)
+        self._registries = run.registries or self._registries
         if not self.dry_run:  # this run has the store to itself until close()
             self._active.enter_context(self.store().exclusive(run.purpose, self.runner.say))
             self._opened = True
@@ -245,18 +247,13 @@ class LocalBackend(Backend):
         size = client.image_size(ref.repository, found)
         if not tags:
             return size
-        served = client.put_tags(ref.repository, tags, reference=digest, manifest=found)
-        wrong = {tag: got for tag, got in served.items() if got != digest}
-        if wrong:
-            tag, got = next(iter(wrong.items()))
-            raise RegistryError(f"{ref.with_tag(tag)} serves {got}, not the pushed {digest}")
+        put_and_confirm(client, ref, tags, digest=digest, manifest=found)
         self.runner.say(f"{log.prefix}tagged {', '.join(tags)} in the registry at {digest[:19]}")
         return size
 
     def registry(self, host: str) -> RegistryClient:
-        if host not in self._clients:
-            self._clients[host] = registry_client(host, self.settings, self._logins.get(host))
-        return self._clients[host]
+        """The run's client for `host` (one per host per run, with this run's login)."""
+        return self._registries.client(host, self._logins.get(host))
 
 
 def _with_tail(exc: MoltbuildError) -> str:

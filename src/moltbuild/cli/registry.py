@@ -24,6 +24,7 @@ def verify(c, report=None, kustomization=None, json=False):
     session = run_context()
     checks = verify_mod.verify(
         session.settings,
+        registries=session.registries,
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
     )

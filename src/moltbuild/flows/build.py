@@ -21,7 +21,7 @@ from moltbuild.plan.changes import check_explicit_base, resolve_base, select_cha
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
 from moltbuild.project import load_images, select_images
-from moltbuild.registry.auth import Credentials, preflight_push, registry_client
+from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
 from moltbuild.system.locks import run_lock
 
@@ -75,7 +75,7 @@ def _reuse_phase(
     if not plan.push or plan.rebuild:
         return set()
     say = session.runner.say
-    client = registry_client(plan.registry.host, session.settings, creds)
+    client = session.registries.client(plan.registry.host, creds)
     reused = set()
     for image in plan.images:
         try:
@@ -150,7 +150,7 @@ def execute(
     creds = None
     if plan.push:
         try:
-            creds = preflight_push(host, settings, check_registry=not dry_run)
+            creds = preflight_push(host, settings, check_registry=not dry_run, registries=session.registries)
         except ConfigError as exc:
             if not dry_run:
                 raise
@@ -171,6 +171,7 @@ def execute(
                         mirror=plan.mirror,
                         bases=plan.bases_for(to_build),
                         purpose="invoke build" + (" --push" if plan.push else ""),
+                        registries=session.registries,
                     )
                 )
                 ok = not any(

@@ -13,6 +13,7 @@ from typing import Any
 from moltbuild.backends.contract import BackendStatus
 from moltbuild.backends.selection import probe_all
 from moltbuild.project import find_project_root
+from moltbuild.registry.auth import Registries
 from moltbuild.settings import Settings, load_settings
 from moltbuild.system.host import Place, StorageVerdict, default_storage_root, detect_place, probe_storage
 from moltbuild.system.processes import Runner
@@ -51,6 +52,11 @@ class Session:
         return Session.create(
             cli=self.cli, overrides=overrides, environ=self.environ, project_root=self.settings.project_root
         )
+
+    @cached_property
+    def registries(self) -> Registries:
+        """One registry client per host for this command, whatever steps it takes."""
+        return Registries(self.settings)
 
     @property
     def storage_root(self) -> Path:

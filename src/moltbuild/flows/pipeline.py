@@ -17,7 +17,7 @@ EMBEDDED = "pipeline: embedded registry"
 
 def verify_report(session: Session, path: Path) -> None:
     """Every tag of every pushed image, HEAD over HTTP with the OCI/Docker Accept headers."""
-    checks = verify.verify(session.settings, report_path=path)
+    checks = verify.verify(session.settings, report_path=path, registries=session.registries)
     session.runner.say(verify.render(checks))
     verify.raise_on_failure(checks)
 

@@ -16,13 +16,14 @@ from moltbuild import report
 from moltbuild.backends.contract import Backend, JobLog, PushTarget, RunSpec
 from moltbuild.backends.selection import backend_class, make_backend
 from moltbuild.ci import actions as ghactions
-from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
+from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
 from moltbuild.flows.summary import finish
 from moltbuild.plan.planner import cache_tag
 from moltbuild.project import parse_only
 from moltbuild.refs import validate_tag
-from moltbuild.registry.auth import credentials_for, preflight_push, registry_client
+from moltbuild.registry.auth import preflight_push
+from moltbuild.registry.tags import put_and_confirm
 from moltbuild.report import ImageRecord, Outcome
 from moltbuild.system.locks import run_lock
 
@@ -54,11 +55,7 @@ def _retag_remote(
         for tag in tags:
             say(f"[{record.name}] + PUT {ref.with_tag(tag)} (the manifest at {record.digest})")
         return
-    client = registry_client(ref.host, session.settings, credentials_for(ref.host, session.settings))
-    served = client.put_tags(ref.repository, tags, reference=record.digest or "")
-    wrong = [tag for tag, digest in served.items() if digest != record.digest]
-    if wrong:
-        raise RegistryError(f"{ref.with_tag(wrong[0])} does not serve {record.digest}")
+    put_and_confirm(session.registries.client(ref.host), ref, tags, digest=record.digest or "")
 
 
 class _Backends:
@@ -73,9 +70,13 @@ class _Backends:
         if key not in self._open:
             s = self.session
             backend = make_backend(record.backend, s.runner, s.settings, s.storage, dry_run=self.dry_run)
-            creds = preflight_push(key[1], s.settings, check_registry=not self.dry_run)
+            creds = preflight_push(
+                key[1], s.settings, check_registry=not self.dry_run, registries=s.registries
+            )
             workdir = Path(tempfile.mkdtemp(dir=self.workdir))
-            backend.open(RunSpec(workdir, logins={key[1]: creds}, purpose="invoke push"))
+            backend.open(
+                RunSpec(workdir, logins={key[1]: creds}, purpose="invoke push", registries=s.registries)
+            )
             self._open[key] = backend
         return self._open[key]
 

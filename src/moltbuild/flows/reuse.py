@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moltbuild.backends.contract import ImageResult
-from moltbuild.errors import RegistryError
 from moltbuild.plan.planner import INPUT_DIGEST_LABEL, ImagePlan, cache_tag
 from moltbuild.registry.client import Manifest, RegistryClient
+from moltbuild.registry.tags import put_and_confirm
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,7 @@ def apply(client: RegistryClient, hit: Reusable, *, dry_run: bool, say: Callable
         for tag in tags:
             say(f"[{image.name}] + PUT {image.ref.with_tag(tag)} (the manifest at {hit.digest[:19]})")
     else:
-        served = client.put_tags(image.ref.repository, tags, reference=hit.digest, manifest=hit.manifest)
-        wrong = [tag for tag, digest in served.items() if digest != hit.digest]
-        if wrong:
-            raise RegistryError(f"{image.ref.with_tag(wrong[0])} does not serve the reused {hit.digest}")
+        put_and_confirm(client, image.ref, tags, digest=hit.digest, manifest=hit.manifest)
         say(f"[{image.name}] unchanged inputs: reused {hit.digest[:19]}, tagged {', '.join(image.tags)}")
     size = client.image_size(image.ref.repository, hit.manifest) if hit.manifest and not dry_run else None
     return ImageResult(

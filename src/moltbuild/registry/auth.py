@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from moltbuild.errors import ConfigError, RegistryError
@@ -44,7 +45,9 @@ def registry_client(host: str, settings: Settings, creds: Credentials | None = N
     )
 
 
-def preflight_push(host: str, settings: Settings, *, check_registry: bool = True) -> Credentials | None:
+def preflight_push(
+    host: str, settings: Settings, *, check_registry: bool = True, registries: Registries | None = None
+) -> Credentials | None:
     """Fail before any build when pushing cannot work: missing or refused credentials."""
     creds = credentials_for(host, settings)
     if creds is None and host == GHCR:
@@ -54,7 +57,7 @@ def preflight_push(host: str, settings: Settings, *, check_registry: bool = True
         )
     if not check_registry:
         return creds
-    client = registry_client(host, settings, creds)
+    client = registries.client(host, creds) if registries else registry_client(host, settings, creds)
     status = client.ping()
     if status == 401:
         if creds is None:
@@ -73,3 +76,21 @@ def preflight_push(host: str, settings: Settings, *, check_registry: bool = True
     if status >= 400:
         raise RegistryError(f"{host}: GET /v2/ answered HTTP {status}; is this a container registry?")
     return creds
+
+
+class Registries:
+    """One client per registry host for a whole run: one kept-alive session and one token per
+    scope, shared by every step and thread of the run (reuse, push, tags, verify)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._clients: dict[str, RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, host: str, creds: Credentials | None = None) -> RegistryClient:
+        """The run's client for `host`, made on first use with `creds` (default: the settings')."""
+        with self._lock:
+            if host not in self._clients:
+                chosen = creds if creds is not None else credentials_for(host, self.settings)
+                self._clients[host] = registry_client(host, self.settings, chosen)
+            return self._clients[host]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef, names_a_host, validate_tag
-from moltbuild.registry.auth import credentials_for, registry_client
+from moltbuild.registry.auth import Registries
+from moltbuild.registry.tags import put_and_confirm, resolve
 from moltbuild.settings import Settings
 
 
@@ -46,12 +47,10 @@ def retag(settings: Settings, source: str, tags: list[str], *, say: Callable[[st
         raise ConfigError("pass at least one --tag")
     src = parse_source(source)
     dests = [destination(src, tag) for tag in tags]
-    client = registry_client(src.host, settings, credentials_for(src.host, settings))
-    digest = ""
+    client = Registries(settings).client(src.host)
+    found = resolve(client, src)
     for dest in dests:
         assert dest.tag is not None
-        digest = client.put_tags(
-            dest.repository, [dest.tag], reference=src.reference, source_name=src.repository
-        )[dest.tag]
-        say(f"{dest} -> {digest}")
-    return digest
+        put_and_confirm(client, dest.bare(), [dest.tag], digest=found.digest, manifest=found, source=src)
+        say(f"{dest} -> {found.digest}")
+    return found.digest

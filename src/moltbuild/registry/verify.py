@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,8 +11,7 @@ from moltbuild import report
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
 from moltbuild.files import load_yaml
 from moltbuild.refs import DIGEST_RE, ImageRef, validate_tag
-from moltbuild.registry.auth import credentials_for, registry_client
-from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.auth import Registries
 from moltbuild.settings import Settings
 from moltbuild.system.tables import render_table
 
@@ -99,29 +97,13 @@ def _kind(doc: object) -> str:
     return "a list" if isinstance(doc, list) else "empty" if doc is None else f"a {type(doc).__name__}"
 
 
-class _Clients:
-    """One client (one kept-alive Session) per registry host, shared by the worker threads."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._clients: dict[str, RegistryClient] = {}
-        self._lock = threading.Lock()
-
-    def get(self, host: str) -> RegistryClient:
-        with self._lock:
-            if host not in self._clients:
-                creds = credentials_for(host, self.settings)
-                self._clients[host] = registry_client(host, self.settings, creds)
-            return self._clients[host]
-
-
-def check(target: Target, clients: _Clients) -> Check:
+def check(target: Target, clients: Registries) -> Check:
     ref = str(target.ref)
     expected = target.expected or "(exists)"
     if target.unpushed:
         return Check(target.origin, target.image, ref, "(pushed)", "-", "not-pushed", target.unpushed)
     try:
-        found = clients.get(target.ref.host).manifest(target.ref.repository, target.ref.reference)
+        found = clients.client(target.ref.host).manifest(target.ref.repository, target.ref.reference)
     except MoltbuildError as exc:
         return Check(target.origin, target.image, ref, expected, "-", "error", exc.message)
     if found is None:
@@ -153,6 +135,7 @@ def verify(
     report_path: Path | None = None,
     kustomization: Path | None = None,
     workers: int = 8,
+    registries: Registries | None = None,
 ) -> list[Check]:
     path = report_path or report.default_path(settings.project_root)
     targets: list[Target] = []
@@ -162,7 +145,7 @@ def verify(
         known = {str(t.ref): t.expected for t in targets if t.expected}
     if kustomization is not None:
         targets += kustomization_targets(kustomization, known)
-    clients = _Clients(settings)
+    clients = registries or Registries(settings)
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda t: check(t, clients), targets))
 
