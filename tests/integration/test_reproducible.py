@@ -104,9 +104,9 @@ def test_storage_keeps_one_chain_per_image_and_clean_touches_only_its_own(
     foreign = foreign_images(root, tmp_path)
     first = build_api(git_project, env)
     after_one = images(root)
-    for n in (2, 3):
+    for n, keep in ((2, ""), (3, "0")):  # an explicit 0 (off) prunes like the default
         new_commit(git_project, n)
-        latest = build_api(git_project, env)
+        latest = build_api(git_project, {**env, "MOLTBUILD_KEEP_IMAGES": keep})
     after_three = images(root)
     assert len(after_three) == len(after_one), "each build left images behind"
     names = [n for ns in after_three.values() for n in ns]

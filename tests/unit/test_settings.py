@@ -119,3 +119,37 @@ def test_an_empty_value_means_unset_in_every_layer(tmp_path):
         "pyproject"
     )
     assert s["MOLTBUILD_BACKEND"] == "auto" and s.source("MOLTBUILD_BASE_MIRROR") == "default"
+
+
+@pytest.mark.parametrize(
+    "value, on",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("On", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("OFF", False),
+        ("", False),
+    ],
+)
+def test_one_truthiness_rule_for_every_on_off_setting(tmp_path, value, on):
+    for key in ("MOLTBUILD_KEEP_IMAGES", "MOLTBUILD_VERBOSE", "MOLTBUILD_TRACEBACK", "MOLTBUILD_KANIKO_KEEP"):
+        assert settings(tmp_path, environ={key: value}).flag(key) is on
+
+
+def test_an_on_off_setting_refuses_anything_else_naming_key_and_source(tmp_path):
+    (tmp_path / ".env.local").write_text("MOLTBUILD_KEEP_IMAGES=sometimes\n")
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path)
+    assert err.value.message.startswith("MOLTBUILD_KEEP_IMAGES='sometimes' (from .env.local:1)")
+    assert "1/true/yes/on or 0/false/no/off" in err.value.message
+
+
+def test_traceback_is_a_known_setting(tmp_path):
+    found = settings(tmp_path, environ={"MOLTBUILD_TRACEBACK": "1", "MOLTBUILD_TRACEBAK": "1"})
+    assert found.flag("MOLTBUILD_TRACEBACK") is True
+    assert not [w for w in found.warnings if w.startswith("unknown setting MOLTBUILD_TRACEBACK ")]
+    assert any("MOLTBUILD_TRACEBAK" in w and "did you mean MOLTBUILD_TRACEBACK" in w for w in found.warnings)
