@@ -100,7 +100,7 @@ def parse(text: str, path: Path, build_args: dict[str, str]) -> Dockerfile:
         if keyword == "ARG":
             _declare(rest, global_args if not stages else None, stages, build_args)
         elif keyword == "FROM":
-            stages.append(_from(rest, number, len(stages), global_args, path))
+            stages.append(_from(rest, number, stages, global_args, path))
         elif stages and keyword == "EXPOSE":
             stages[-1]["exposed"] |= {int(w.split("/")[0]) for w in rest.split() if w.split("/")[0].isdigit()}
         elif stages and keyword == "HEALTHCHECK":
@@ -126,10 +126,20 @@ def _declare(
             stages[-1]["args"].add(m.group(1))
 
 
-def _from(rest: str, number: int, index: int, args: dict[str, str], path: Path) -> dict:
+def _from(rest: str, number: int, stages: list[dict], args: dict[str, str], path: Path) -> dict:
     words = [w for w in rest.split() if not w.startswith("--platform=")]
     if not words:
         raise ConfigError(f"{path}:{number}: FROM names no image")
     base = _VAR_RE.sub(lambda m: args.get(m.group(1), ""), words[0])
     name = words[2] if len(words) > 2 and words[1].upper() == "AS" else ""
-    return {"index": index, "base": base, "name": name, "line": number, "exposed": set(), "args": set()}
+    # FROM an earlier stage starts from its image: its EXPOSE and HEALTHCHECK carry over
+    parent = next((s for s in reversed(stages) if s["name"] and s["name"] == base), None)
+    return {
+        "index": len(stages),
+        "base": base,
+        "name": name,
+        "line": number,
+        "exposed": set(parent["exposed"]) if parent else set(),
+        "healthcheck": parent["healthcheck"] if parent else None,
+        "args": set(),
+    }

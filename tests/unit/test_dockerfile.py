@@ -32,7 +32,8 @@ def test_the_target_stage_decides_what_is_exposed_and_checked(tmp_path):
     df = Dockerfile.read(write(tmp_path, MULTI))
     assert [s.name for s in df.stages] == ["build", "web", "debug"]
     web = df.stage("web")
-    assert web.exposed == {8000, 8001} and web.healthcheck.startswith("--interval=5s CMD")
+    assert web.exposed == {8000, 8001, 9999}  # FROM build: what build EXPOSEs carries over
+    assert web.healthcheck.startswith("--interval=5s CMD")
     assert df.stage(None).exposed == {7000} and df.stage(None).healthcheck is None  # the last stage
     assert df.stage("build").exposed == {9999} and df.stage("build").line == 4
 

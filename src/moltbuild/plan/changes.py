@@ -94,7 +94,8 @@ def changed_images(
         return None, [
             Change(n, True, f"base {base} is not a known commit here: building everything") for n in images
         ]
-    paths = [p for p in git("diff", "--name-only", "--no-renames", sha, "HEAD").splitlines() if p]
+    # NUL-separated: paths exactly as stored (no quoting of non-ASCII names, core.quotePath)
+    paths = [p for p in git("diff", "--name-only", "--no-renames", "-z", sha, "HEAD").split("\0") if p]
     old_pyproject = git("show", f"{sha}:pyproject.toml", check=False)
     new_pyproject = git("show", "HEAD:pyproject.toml", check=False)
     changes = []

@@ -258,6 +258,8 @@ class Runner:
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
+            for pid in _tree(proc.pid):  # a descendant in its own session holds the pipes open too
+                _kill(pid, signal.SIGKILL)
             _signal_group(proc, signal.SIGKILL)
             out, err = proc.communicate()
             result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))

@@ -74,3 +74,9 @@ def known_secrets() -> list[str]:
     """Longest first, so a secret that contains another is masked whole."""
     with _lock:
         return sorted(_secrets, key=len, reverse=True)
+
+
+def known_cleanups() -> list[str]:
+    """The keys of cleanups still pending (what a Ctrl-C now would remove)."""
+    with _lock:
+        return list(_cleanups)
