@@ -15,17 +15,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from moltbuild.backends.imagestore import ImageStore
 from moltbuild.errors import CommandError, MoltbuildError
 from moltbuild.plan.planner import BasePull, ImagePlan
 from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import Credentials, Registries
 from moltbuild.settings import Settings
-from moltbuild.smoke.run import ContainerRuntime
 from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner, terminate_all
+
+if TYPE_CHECKING:  # annotations only: `invoke verify` and `--list` load no image store or smoke code
+    from moltbuild.backends.imagestore import ImageStore
+    from moltbuild.smoke.run import ContainerRuntime
 
 T = TypeVar("T")
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
