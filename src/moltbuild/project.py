@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +42,12 @@ def find_project_root(start: Path | None = None) -> Path:
 
 
 def _load(pyproject: Path) -> dict[str, Any]:
+    stat = pyproject.stat()
+    return copy.deepcopy(_parsed(pyproject, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)  # settings, images and the plan all read it: parse it once per change
+def _parsed(pyproject: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     try:
         return tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -229,4 +229,7 @@ def test_unit_tests_start_no_process(monkeypatch, tmp_path, recording):
         raise AssertionError("a unit test started a process")
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
-    build.execute(session(tmp_path), plan(image("api")), dry_run=False, report_path=tmp_path / "r.json")
+    (rec,) = build.execute(
+        session(tmp_path), plan(image("api")), dry_run=False, report_path=tmp_path / "r.json"
+    )
+    assert rec.outcome is report.Outcome.BUILT and not rec.error  # the whole job ran, no process

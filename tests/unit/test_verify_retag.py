@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.errors import ConfigError
+from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.plan.planner import cache_tag
 from moltbuild.registry.client import RegistryClient, is_loopback
 from moltbuild.registry.promote import destination, parse_source
@@ -61,7 +61,7 @@ def test_failures_are_rendered_and_raised_with_the_first_reason():
         Check("k.yml", "fe", "r/f:never", "(exists)", "-", "missing", "the registry has no such tag"),
     ]
     assert "missing" in render(checks) and '"ok": false' in render(checks, as_json=True)
-    with pytest.raises(Exception, match=r"1 of 2 checks failed; first: r/f:never \(k.yml\): missing"):
+    with pytest.raises(RegistryError, match=r"1 of 2 checks failed; first: r/f:never \(k.yml\): missing"):
         raise_on_failure(checks)
 
 
@@ -140,5 +140,5 @@ def test_an_image_meant_to_be_pushed_and_not_pushed_fails_verify(tmp_path: Path)
     checks = verify(load_settings(tmp_path, environ={}, tool_config={}), report_path=path)
     assert [(c.image, c.verdict) for c in checks] == [("api", "not-pushed")]
     assert "push of reg/x:sha-1 failed: HTTP 500" in checks[0].reason and "invoke push" in checks[0].reason
-    with pytest.raises(Exception, match=r"never was"):
+    with pytest.raises(RegistryError, match=r"never was"):
         raise_on_failure(checks)

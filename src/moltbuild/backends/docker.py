@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -58,7 +57,7 @@ class DockerBackend(LocalBackend):
                 "install Docker, or use buildah (invoke setup)",
             )
         info = self.daemon_info()
-        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        host = self.runner.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if isinstance(info, str):
             return BackendStatus(
                 self.name,
@@ -147,7 +146,8 @@ class DockerBackend(LocalBackend):
                     f"note: docker pulls/pushes {host} over HTTP only if the daemon lists "
                     "it in insecure-registries (daemon.json)"
                 )
-        plugins = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
+        home = Path(self.runner.environ.get("HOME") or Path.home())
+        plugins = Path(self.runner.environ.get("DOCKER_CONFIG") or home / ".docker") / "cli-plugins"
         if plugins.is_dir():  # keep buildx & co. visible with the private config dir
             (config / "cli-plugins").symlink_to(plugins)
 
@@ -193,8 +193,9 @@ class DockerBackend(LocalBackend):
 
     def state_dir(self) -> Path:
         # The daemon's data root is not ours to write: one ledger per daemon in the user's cache.
-        daemon = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        daemon = self.runner.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        home = Path(self.runner.environ.get("HOME") or Path.home())
+        cache = Path(self.runner.environ.get("XDG_CACHE_HOME") or home / ".cache")
         return cache / "moltbuild" / f"docker-{hashlib.sha256(daemon.encode()).hexdigest()[:12]}"
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:

@@ -51,6 +51,7 @@ class KanikoBackend(Backend):
         return Cluster(
             context=self.settings.get("MOLTBUILD_KUBE_CONTEXT"),
             namespace=self.settings["MOLTBUILD_KUBE_NAMESPACE"],
+            environ=self.runner.environ,
         )
 
     @property

@@ -24,6 +24,6 @@ def setup_cluster(session: Session, *, dry_run: bool = False) -> None:
         say(f"dry run: would apply to namespace {ns} (Secret data masked):")
         render(objects, say)
         return
-    cluster = Cluster(context=settings.get("MOLTBUILD_KUBE_CONTEXT"), namespace=ns)
+    cluster = Cluster(context=settings.get("MOLTBUILD_KUBE_CONTEXT"), namespace=ns, environ=session.environ)
     for obj in objects:
         say(f"{obj['kind']}/{obj['metadata']['name']} {cluster.apply(obj)} in {ns}")

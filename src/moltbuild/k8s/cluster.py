@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -28,9 +28,16 @@ def _reason(exc: Exception) -> str:
 
 
 class Cluster:
-    def __init__(self, *, context: str | None = None, namespace: str = "moltbook"):
+    def __init__(
+        self,
+        *,
+        context: str | None = None,
+        namespace: str = "moltbook",
+        environ: Mapping[str, str] | None = None,
+    ):
         self.context = context or None
         self.namespace = namespace
+        self.environ = dict(os.environ if environ is None else environ)  # the run context's
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -42,7 +49,7 @@ class Cluster:
         try:
             if self.kubeconfig:
                 return config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
-            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if self.environ.get("KUBERNETES_SERVICE_HOST"):
                 cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)
                 return client.ApiClient(cfg)
@@ -73,7 +80,8 @@ class Cluster:
     @property
     def kubeconfig(self) -> str | None:
         """KUBECONFIG (one or more paths, as kubectl reads it) or ~/.kube/config, when present."""
-        paths = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        home = self.environ.get("HOME") or os.path.expanduser("~")
+        paths = self.environ.get("KUBECONFIG") or os.path.join(home, ".kube", "config")
         return paths if any(os.path.exists(p) for p in paths.split(os.pathsep)) else None
 
     def current_context(self) -> str:
