@@ -25,16 +25,17 @@ def dispatch(
     """Start the build workflow on GitHub (and with --watch, follow it to the end)."""
     from moltbuild.ci import github
 
+    limits = {"timeout": seconds(timeout, "--timeout"), "interval": seconds(interval, "--interval")}
+    inputs = github.parse_inputs(input or [])  # every flag checked before the repository is looked up
     session = run_context()
     github.dispatch_and_watch(
         github.client(session.settings, session.runner),
         workflow=workflow,
         ref=ref,
-        inputs=github.parse_inputs(input or []),
+        inputs=inputs,
         watch=watch,
-        timeout=seconds(timeout, "--timeout"),
-        interval=seconds(interval, "--interval"),
         say=session.runner.say,
+        **limits,
     )
 
 

@@ -50,7 +50,14 @@ def tag(c, tag=None, source=None, only="", dry_run=False, json=False):
 
     session = run_context()
     if source:
-        promote.retag(session.settings, source, tag or [], say=session.runner.say)
+        promote.retag(
+            session.settings,
+            source,
+            tag or [],
+            say=session.runner.say,
+            dry_run=dry_run,
+            registries=session.registries,
+        )
     else:
         publish.tag_built(session, tag or [], only=only, dry_run=dry_run, as_json=json)
 

@@ -41,13 +41,26 @@ def destination(source: ImageRef, tag: str) -> ImageRef:
     return ImageRef.parse(f"{source.host}/{tag}", "--tag")
 
 
-def retag(settings: Settings, source: str, tags: list[str], *, say: Callable[[str], None]) -> str:
-    """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository)."""
+def retag(
+    settings: Settings,
+    source: str,
+    tags: list[str],
+    *,
+    say: Callable[[str], None],
+    dry_run: bool = False,
+    registries: Registries | None = None,
+) -> str:
+    """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository);
+    the digest they now serve ('' in a dry run, which contacts no registry)."""
     if not tags:
         raise ConfigError("pass at least one --tag")
     src = parse_source(source)
     dests = [destination(src, tag) for tag in tags]
-    client = Registries(settings).client(src.host)
+    if dry_run:
+        for dest in dests:
+            say(f"+ PUT {dest} (the manifest {src} serves)")
+        return ""
+    client = (registries or Registries(settings)).client(src.host)
     found = resolve(client, src)
     for dest in dests:
         assert dest.tag is not None
