@@ -64,6 +64,6 @@ def as_json_text(records: Iterable[ImageRecord]) -> str:
 def finish(session: Session, records: list[ImageRecord], path: Path, as_json: bool) -> None:
     """The run's last words: the table, or the report entries as JSON on stdout."""
     if as_json:
-        print(as_json_text(records), flush=True)
+        session.runner.emit(as_json_text(records))
     elif records:
         session.runner.say("\n" + render(records, path, path.parent / "logs"))
