@@ -14,6 +14,7 @@ from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml
 from moltbuild.refs import ImageRef
+from moltbuild.settings import Secret
 
 if TYPE_CHECKING:
     from moltbuild.project import ImageConfig
@@ -26,6 +27,9 @@ class HttpCheck:
     path: str
     port: int  # the container's port
     origin: str  # "k8s/api.yml Deployment moltbook-api readinessProbe", or the pyproject table
+    initial_delay_s: float = 0.0  # the probe's initialDelaySeconds
+    period_s: float = 10.0  # periodSeconds
+    failure_threshold: int = 3  # failureThreshold: how long Kubernetes itself would wait
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class SmokePlan:
     command: tuple[str, ...] = ()  # [tool.moltbuild.images.NAME] smoke.command, run in the container
     # The Dockerfile's HEALTHCHECK: an OCI image has no field for it, so the check reads it here.
     healthcheck: Healthcheck | None = None
+    # The workload's settings the container gets: plain env values, ConfigMap keys, and secrets
+    # configured for the smoke check (values from secrets are Secret: never in argv or output).
+    env: tuple[tuple[str, str | Secret], ...] = ()
+    # Variables the workload sets that the container does not get, each with why ("secret x/y").
+    env_missing: tuple[str, ...] = ()
+    # Every workload that runs the image: "k8s/api/deployment.yml Deployment moltbook-api".
+    workloads: tuple[str, ...] = ()
 
     @property
     def ports(self) -> tuple[int, ...]:
