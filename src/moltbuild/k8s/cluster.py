@@ -97,12 +97,15 @@ class Cluster:
             raise ClusterError(f"kubeconfig {self.kubeconfig}: {_reason(exc)}") from None
         return active["name"]
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """`fn(*args)`, every failure a ClusterError naming `what`; with `missing_ok`, a 404 is None."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
+            if exc.status == 404 and missing_ok:
+                return None
             if exc.status == 403:
                 raise ClusterError(
                     f"{what}: forbidden ({_reason(exc)}); fix: invoke kaniko.setup, or ask for the "
@@ -172,17 +175,11 @@ class Cluster:
         return "updated"
 
     def secret_exists(self, name: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            self.core.read_namespaced_secret(name, self.namespace)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            return bool(
-                self._call(f"read Secret {name}", self.core.read_namespaced_secret, name, self.namespace)
-            )
+        found = self._call(
+            f"read Secret {name}", self.core.read_namespaced_secret, name, self.namespace, missing_ok=True
+        )
+        return found is not None
 
     def create_job(self, job: dict[str, Any]) -> None:
         self._call(
@@ -190,13 +187,15 @@ class Cluster:
         )
 
     def delete_job(self, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise ClusterError(f"delete Job {name}: HTTP {exc.status}: {_reason(exc)}") from None
+        self._call(  # a 404: already gone
+            f"delete Job {name}",
+            self.batch.delete_namespaced_job,
+            name,
+            self.namespace,
+            propagation_policy="Background",
+            missing_ok=True,
+        )
 
     def job_pod(self, job: str) -> Any | None:
         pods = self._call(
