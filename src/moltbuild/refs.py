@@ -156,6 +156,11 @@ def _split_host(name: str, bad) -> tuple[str, str]:
         host, path = first, rest
         if not _HOST_RE.match(host):
             raise bad(f"registry host {host!r} is not HOST[:PORT]")
+        port = (
+            host.rsplit(":", 1)[1] if host.count(":") == 1 or (host.startswith("[") and "]:" in host) else ""
+        )
+        if port and not 0 < int(port) < 65536:
+            raise bad(f"port {port} of {host!r} is not between 1 and 65535")
     else:
         host, path = DOCKER_HUB, name
     if host == DOCKER_HUB and "/" not in path:

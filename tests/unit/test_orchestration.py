@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ class RecordingBackend(Backend):
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         self.calls.append(("produce", image.name, push, log.prefix))
         if image.name in self.fail:
+            time.sleep(0.05)  # a failure takes time too: the record must say how much
             raise self.fail[image.name]
         pushed = image.tags if push and not self.dry_run else ()
         return ImageResult(
@@ -170,6 +172,9 @@ def test_one_failure_keeps_the_other_and_a_failed_push_stays_pushable(tmp_path, 
         )
     api, frontend = report.read(path)
     assert (api.status, api.image_id) == ("failed", None)
+    for failed in (api, frontend):  # a failed entry keeps its log and its time
+        assert failed.log_path == str(path.parent / "logs" / f"{failed.name}.log")
+        assert failed.duration_s >= 0.05
     assert (frontend.status, frontend.image_id, frontend.error) == (
         "built",
         "id-frontend",

@@ -1,3 +1,5 @@
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,8 @@ def test_selection_flags(tmp_path):
         ("ardenone/team", "needs a namespace"),
         ("http://reg:5000/ns", "needs a namespace|drop the scheme"),
         ("reg:5000/Team", "must be lowercase"),
+        ("127.0.0.1:99999/x", "port 99999 of '127.0.0.1:99999' is not between 1 and 65535"),
+        ("[::1]:0/x", "port 0 of"),
     ],
 )
 def test_registry_setting_is_checked_before_any_work(value, fragment):
@@ -117,3 +121,25 @@ def test_source_date_epoch_wins_over_the_commit_time():
     assert source_date_epoch({"SOURCE_DATE_EPOCH": "1700000000"}, git) == 1700000000
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH='yesterday' must be whole seconds"):
         source_date_epoch({"SOURCE_DATE_EPOCH": "yesterday"}, git)
+
+
+def test_build_args_go_only_where_the_dockerfile_declares_them(project):
+    from moltbuild.plan.planner import PlanInputs, make_plan
+    from moltbuild.plan.request import BuildRequest
+    from moltbuild.system.processes import Runner
+
+    frontend = project / "moltbook-frontend" / "Dockerfile"
+    frontend.write_text(frontend.read_text().replace("ARG API_BASE_URL=/api\n", ""))
+    api = project / "api" / "Dockerfile"
+    api.write_text("\n".join(line for line in api.read_text().splitlines() if not line.startswith("ARG ")))
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for argv in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "first"]):
+        subprocess.run(["git", "-C", str(project), *argv], check=True, env={"PATH": os.environ["PATH"]})
+    settings = load_settings(project, environ={})
+    inputs = PlanInputs(settings, Runner(out=lambda _: None), {}, "buildah", "test")
+    plan = {i.name: i for i in make_plan(BuildRequest(), inputs).images}
+    assert "API_BASE_URL" not in plan["frontend"].build_args  # configured, but no ARG takes it
+    assert set(plan["frontend"].build_args) == {"VERSION", "REVISION", "CREATED", "SOURCE"}
+    (note,) = plan["frontend"].notes
+    assert "API_BASE_URL" in note and "not passed" in note
+    assert plan["api"].build_args == {} and plan["api"].notes == ()  # declares none, configures none

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from moltbuild import report
 from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
-from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
+from moltbuild.errors import BuildError, ConfigError, MoltbuildError
 from moltbuild.flows import reuse
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
@@ -37,6 +38,7 @@ def to_record(
     smoke: str = "",
 ) -> ImageRecord:
     pushed = bool(result and result.pushed and result.digest)
+    image_id = (result.image_id if result else None) or image_id
     # A failed push after a good build stays "built": `invoke push` can retry it.
     status = ("built" if image_id else "failed") if error else ("pushed" if pushed else "built")
     return ImageRecord(
@@ -52,7 +54,7 @@ def to_record(
         status=status,
         pin_tag=image.pin_tag,
         skipped=skipped,
-        image_id=(result.image_id if result else None) or image_id,
+        image_id=image_id,
         revision=image.revision or plan.git.sha,
         backend_reason=plan.backend_reason,
         log_path=str(result.log_path) if result and result.log_path else None,
@@ -102,12 +104,15 @@ def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | No
         log_path = log_dir / f"{image.name}.log"
         log_path.write_text("")
     log = JobLog(f"[{image.name}] ", log_path)
+    start = time.monotonic()
     try:
         result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
-    except JobError as exc:
-        return to_record(plan, image, None, error=exc.message, image_id=exc.image_id, smoke=exc.smoke)
     except MoltbuildError as exc:
-        return to_record(plan, image, None, error=exc.message)
+        # A failed image keeps its log and its time, like a good one.
+        failed = ImageResult(
+            getattr(exc, "image_id", None), image.platforms, time.monotonic() - start, log_path
+        )
+        return to_record(plan, image, failed, error=exc.message, smoke=getattr(exc, "smoke", ""))
     return to_record(plan, image, result)
 
 

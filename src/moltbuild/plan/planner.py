@@ -51,6 +51,7 @@ class ImagePlan:
     smoke: SmokePlan | None = None  # None: --no-smoke
     timestamp: int = 0  # every timestamp in the image (SOURCE_DATE_EPOCH): same inputs, same digest
     revision: str = ""  # the commit the context comes from (its own repository's, for a submodule)
+    notes: tuple[str, ...] = ()  # what the plan says once about this image (e.g. args not passed)
 
     @property
     def pin_tag(self) -> str:
@@ -210,8 +211,13 @@ def _image_plan(
     created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     version = tagging.version_of(state)
     platforms = tuple(project.platforms or cfg.platforms)
-    digest = input_digest(cfg.context, cfg.dockerfile, cfg.build_args, cfg.target, platforms)
-    label_args = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
+    # Build args only where the Dockerfile declares them: anything else only draws a warning.
+    declared = dockerfile.declared_args
+    configured = {k: v for k, v in cfg.build_args.items() if k in declared}
+    unused = sorted(set(cfg.build_args) - declared)
+    digest = input_digest(cfg.context, cfg.dockerfile, configured, cfg.target, platforms)
+    standard = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
+    label_args = {k: v for k, v in standard.items() if k in declared}
     labels = {
         "org.opencontainers.image.revision": state.sha,
         "org.opencontainers.image.source": state.source,
@@ -227,7 +233,7 @@ def _image_plan(
         tags=(*tags, cache_tag(digest)),
         context=cfg.context,
         dockerfile=cfg.dockerfile,
-        build_args={**label_args, **cfg.build_args},
+        build_args={**label_args, **configured},
         labels=labels,
         target=cfg.target,
         platforms=platforms,
@@ -236,6 +242,14 @@ def _image_plan(
         timestamp=epoch,
         smoke=smoke_plan_for(inputs.settings.project_root, cfg) if request.smoke else None,
         revision=state.sha,
+        notes=(
+            (
+                f"build args {', '.join(unused)} ([tool.moltbuild.images.{cfg.name}] build_args) are not "
+                f"declared by {cfg.dockerfile.name} (no ARG): not passed",
+            )
+            if unused
+            else ()
+        ),
     )
 
 
@@ -276,7 +290,8 @@ def render_plan(plan: BuildPlan) -> str:
     lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
     for img in plan.images:
         args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
-        lines.append(f"\n{img.name} build args: {args}")
+        lines.append(f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}")
+        lines += [f"{img.name} note: {note}" for note in img.notes]
     return "\n".join(lines)
 
 

@@ -22,6 +22,14 @@ _STEP_RES = (
     re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)"),  # BuildKit
 )
 LOUD_RE = re.compile(r"error|warn|fail|denied|unauthorized|no progress", re.I)
+# Known noise, said once per image in plain words instead of after every build step.
+FOLDED = (
+    (
+        re.compile(r"HEALTHCHECK is not supported for OCI image format", re.I),
+        "note: the OCI image format has no HEALTHCHECK field, so buildah leaves it out; "
+        "the smoke check reads it from the Dockerfile",
+    ),
+)
 
 
 def mask_known_secrets(text: str) -> str:
@@ -80,6 +88,7 @@ class Console:
         self._lock = threading.Lock()
         self._out = out or _print
         self._board = LiveBoard(_write_stdout) if live and not verbose else None
+        self._folded: set[tuple[str, int]] = set()  # (prefix, which FOLDED line) already said
 
     def to_stderr(self) -> Console:
         """The same console with progress on stderr: stdout stays for `--json`."""
@@ -128,8 +137,17 @@ class Console:
         """One line of a streamed command: masked; shown whole when verbose, else condensed (a
         build step updates the image's live status instead of scrolling). Returns it masked."""
         line = self.mask(raw.rstrip("\n"))
-        shown = line if self.verbose else condense(line)
+        shown = line if self.verbose else self._fold(prefix, line)
         if shown is not None:
             step = not self.verbose and shown.startswith("build ") and not LOUD_RE.search(line)
             self.say(f"{prefix}{shown}", status=prefix if step else None)
         return line
+
+    def _fold(self, prefix: str, line: str) -> str | None:
+        for index, (pattern, plain) in enumerate(FOLDED):
+            if pattern.search(line):
+                with self._lock:
+                    first = (prefix, index) not in self._folded
+                    self._folded.add((prefix, index))
+                return plain if first else None
+        return condense(line)
