@@ -44,7 +44,7 @@ from tests.unit.verdicts import storage_verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "builds"
-DIGEST = "sha256:" + hashlib.sha256(b"the image kaniko pushed").hexdigest()
+ARM64 = {"os": "linux", "architecture": "arm64"}
 OLD_DIGEST = "sha256:" + hashlib.sha256(b"an image an earlier run pushed").hexdigest()
 PASSWORD = "pw-never-printed-0123"
 CONTEXT_FILES = {
@@ -126,8 +126,8 @@ def start(backend: KanikoBackend, image: ImagePlan, log: JobLog, *, push: bool =
     return future
 
 
-def serve_pushed_image(registry: HTTPServer, tags: dict[str, str], config: dict) -> None:
-    """The registry after kaniko pushed: every tag's digest, and the manifest and config behind DIGEST."""
+def pushed_manifest(config: dict) -> tuple[bytes, bytes, str]:
+    """(manifest, config blob, blob digest) of an image with `config` and no layers."""
     blob = json.dumps(config).encode()
     blob_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     manifest = json.dumps(
@@ -141,14 +141,25 @@ def serve_pushed_image(registry: HTTPServer, tags: dict[str, str], config: dict)
             },
             "layers": [],
         }
-    )
+    ).encode()
+    return manifest, blob, blob_digest
+
+
+DIGEST = "sha256:" + hashlib.sha256(pushed_manifest(ARM64)[0]).hexdigest()  # what kaniko pushed
+
+
+def serve_pushed_image(registry: HTTPServer, tags: dict[str, str], config: dict) -> None:
+    """The registry after kaniko pushed: every tag's digest, and the manifest and config behind it
+    (served at the manifest's own digest: a registry serves bytes that hash to what it names)."""
+    manifest, blob, blob_digest = pushed_manifest(config)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     kind = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
     for tag, digest in tags.items():
         registry.expect_request(f"/v2/ns/moltbook-api/manifests/{tag}", method="HEAD").respond_with_data(
             "", headers={**kind, "Docker-Content-Digest": digest}
         )
-    registry.expect_request(f"/v2/ns/moltbook-api/manifests/{DIGEST}", method="GET").respond_with_data(
-        manifest, headers={**kind, "Docker-Content-Digest": DIGEST}
+    registry.expect_request(f"/v2/ns/moltbook-api/manifests/{digest}", method="GET").respond_with_data(
+        manifest, headers={**kind, "Docker-Content-Digest": digest}
     )
     registry.expect_request(f"/v2/ns/moltbook-api/blobs/{blob_digest}", method="GET").respond_with_data(blob)
 
@@ -179,7 +190,7 @@ def test_a_job_gets_the_context_reports_its_digest_and_is_deleted(project, fake,
     lines: list[str] = []
     backend = backend_for(project, lines, MOLTBUILD_INSECURE_REGISTRIES=host)
     image = image_for(project, host)
-    serve_pushed_image(registry, {t: DIGEST for t in image.tags}, {"os": "linux", "architecture": "arm64"})
+    serve_pushed_image(registry, {t: DIGEST for t in image.tags}, ARM64)
     backend.open(RunSpec(tmp_path))
     log = JobLog("[api] ", tmp_path / "api.log")
 

@@ -325,13 +325,28 @@ def test_an_unknown_tag_is_none_not_an_error(server, method):
     assert reg.requests() == [(method, "/v2/app/manifests/v2")]
 
 
-def test_manifest_get_returns_the_body_and_trusts_the_served_digest(server):
+def test_manifest_get_returns_the_body_and_its_digest(server):
     body = b'{"schemaVersion": 2}'
-    served = "sha256:" + "b" * 64  # not sha(body): proves the header, not a local hash, is used
     server.expect_request("/v2/app/manifests/v1").respond_with_data(
-        body, headers={"Docker-Content-Digest": served}, content_type=OCI_MANIFEST
+        body, headers={"Docker-Content-Digest": sha(body)}, content_type=OCI_MANIFEST
     )
-    assert client_for(server).manifest("app", "v1", method="GET") == Manifest(served, OCI_MANIFEST, body)
+    assert client_for(server).manifest("app", "v1", method="GET") == Manifest(sha(body), OCI_MANIFEST, body)
+
+
+@pytest.mark.parametrize("by_digest", [False, True])
+def test_a_manifest_whose_bytes_do_not_match_its_digest_is_refused(server, by_digest):
+    """A registry (or proxy) serving altered bytes under the expected digest: hashed, refused."""
+    honest = b'{"schemaVersion": 2, "layers": []}'
+    altered = b'{"schemaVersion": 2, "layers": ["evil"]}'
+    reference = sha(honest) if by_digest else "v1"
+    server.expect_request(f"/v2/app/manifests/{reference}").respond_with_data(
+        altered, headers={"Docker-Content-Digest": sha(honest)}, content_type=OCI_MANIFEST
+    )
+    with pytest.raises(RegistryError) as err:
+        client_for(server).manifest("app", reference, method="GET")
+    message = err.value.message
+    assert message.startswith(f"127.0.0.1:{server.port}: app:{reference} served a manifest")
+    assert sha(altered) in message and sha(honest) in message and "altered" in message
 
 
 def test_manifest_get_without_a_digest_header_hashes_the_body_it_got(server):

@@ -142,3 +142,30 @@ def test_an_image_meant_to_be_pushed_and_not_pushed_fails_verify(tmp_path: Path)
     assert "push of reg/x:sha-1 failed: HTTP 500" in checks[0].reason and "invoke push" in checks[0].reason
     with pytest.raises(RegistryError, match=r"never was"):
         raise_on_failure(checks)
+
+
+def test_verify_hashes_what_the_registry_serves(tmp_path, httpserver_ipv4):
+    """A registry serving altered manifest bytes under the expected Docker-Content-Digest fails."""
+    import hashlib
+    import json
+
+    from moltbuild import report
+    from moltbuild.registry.verify import verify
+    from moltbuild.settings import load_settings
+    from tests.unit.records import pushed_entry
+
+    honest, altered = b'{"schemaVersion": 2}', b'{"schemaVersion": 2, "evil": true}'
+    digest = "sha256:" + hashlib.sha256(honest).hexdigest()
+    host = f"127.0.0.1:{httpserver_ipv4.port}"
+    entry = pushed_entry("api", repository=f"{host}/ns/api", tags=["sha-abc1234"], digest=digest)
+    path = tmp_path / "images.json"
+    path.write_text(json.dumps({"version": 1, "images": [entry]}))
+    httpserver_ipv4.expect_request("/v2/ns/api/manifests/sha-abc1234").respond_with_data(
+        altered,
+        headers={"Docker-Content-Digest": digest},
+        content_type="application/vnd.oci.image.manifest.v1+json",
+    )
+    (check,) = verify(load_settings(tmp_path, environ={}, tool_config={}), report_path=path)
+    assert check.verdict == "error" and check.ref == f"{host}/ns/api:sha-abc1234"
+    assert check.reason.startswith(f"{host}: ns/api:sha-abc1234 served a manifest whose sha256 is")
+    assert report.read(path)[0].digest == digest  # the report is not touched

@@ -215,13 +215,26 @@ class RegistryClient:
             return None
         self._raise_for(resp, f"manifest {name}:{reference}")
         digest = resp.headers.get("Docker-Content-Digest", "")
-        if method == "GET" and not digest:
-            digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        if method == "GET":  # the bytes decide, not the headers
+            digest = self._checked_digest(name, reference, resp.content, digest)
         return Manifest(
             digest,
             resp.headers.get("Content-Type", "").split(";")[0],
             resp.content if method == "GET" else b"",
         )
+
+    def _checked_digest(self, name: str, reference: str, body: bytes, claimed: str) -> str:
+        """The sha256 of what was served; a header or a by-digest reference that disagrees with the
+        bytes is a registry (or proxy) that altered them."""
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        expected = [d for d in (claimed, reference) if d.startswith("sha256:")]
+        wrong = next((d for d in expected if d != actual), None)
+        if wrong:
+            raise RegistryError(
+                f"{self.host}: {name}:{reference} served a manifest whose sha256 is {actual}, not "
+                f"{wrong}: the registry or something between altered it; do not trust this registry"
+            )
+        return actual
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
         resp = self.request(

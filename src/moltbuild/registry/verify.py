@@ -103,7 +103,8 @@ def check(target: Target, clients: Registries) -> Check:
     if target.unpushed:
         return Check(target.origin, target.image, ref, "(pushed)", "-", "not-pushed", target.unpushed)
     try:
-        found = clients.client(target.ref.host).manifest(target.ref.repository, target.ref.reference)
+        client = clients.client(target.ref.host)  # GET: the manifest's bytes are hashed, not trusted
+        found = client.manifest(target.ref.repository, target.ref.reference, method="GET")
     except MoltbuildError as exc:
         return Check(target.origin, target.image, ref, expected, "-", "error", exc.message)
     if found is None:
