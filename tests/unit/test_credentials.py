@@ -27,6 +27,13 @@ def settings(tmp_path: Path, **env: str):
     return load_settings(tmp_path, environ=env, tool_config={})
 
 
+def with_creds(tmp_path: Path, host: str, user: str, password: str):
+    """Settings whose registry is `host`, with REGISTRY_USERNAME/PASSWORD for it."""
+    return settings(
+        tmp_path, MOLTBUILD_REGISTRY=f"{host}/ns", REGISTRY_USERNAME=user, REGISTRY_PASSWORD=password
+    )
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -55,9 +62,18 @@ def basic(user: str, password: str) -> str:
     ],
 )
 def test_credentials_for_picks_the_pair_meant_for_the_host(tmp_path, host, env, expected):
-    creds = credentials_for(host, settings(tmp_path, **env))
+    creds = credentials_for(host, settings(tmp_path, MOLTBUILD_REGISTRY=f"{host}/ns", **env))
     got = None if creds is None else (creds.username, creds.password.reveal(), creds.keys)
     assert got == expected
+
+
+def test_registry_credentials_go_only_to_the_configured_registry(tmp_path):
+    """Never to another host a kustomization or a --source reference names."""
+    env = {"MOLTBUILD_REGISTRY": "reg.example:5000/ns", "REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"}
+    found = settings(tmp_path, **env)
+    assert credentials_for("reg.example:5000", found).username == "u"
+    assert credentials_for("stranger.example", found) is None
+    assert credentials_for("reg.example:5001", found) is None
 
 
 def test_credentials_repr_and_format_hide_the_secret():
@@ -84,7 +100,12 @@ def test_preflight_passes_when_the_registry_accepts_the_credentials(tmp_path, se
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/", headers={"Authorization": basic("u", PASSWORD)}).respond_with_json({})
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": 'Basic realm="r"'})
-    creds = preflight_push(host, settings(tmp_path, REGISTRY_USERNAME="u", REGISTRY_PASSWORD=PASSWORD))
+    creds = preflight_push(
+        host,
+        settings(
+            tmp_path, REGISTRY_USERNAME="u", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
+        ),
+    )
     assert (creds.username, creds.keys) == ("u", "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     assert [r.headers.get("Authorization") for r, _ in server.log] == [None, basic("u", PASSWORD)]
 
@@ -105,7 +126,12 @@ def test_preflight_with_rejected_credentials_names_their_source_and_user_not_the
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": 'Basic realm="r"'})
     with pytest.raises(RegistryError) as caught:
-        preflight_push(host, settings(tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD))
+        preflight_push(
+            host,
+            settings(
+                tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
+            ),
+        )
     assert caught.value.message == (
         f"{host} rejected the credentials from REGISTRY_USERNAME/REGISTRY_PASSWORD (user 'ci'); check them"
     )
@@ -118,7 +144,12 @@ def test_preflight_reports_a_refusing_token_service(tmp_path, server):
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": challenge})
     server.expect_request("/token").respond_with_data("", 401)
     with pytest.raises(RegistryError, match=rf"^{host}: token service refused user 'ci' for access; check"):
-        preflight_push(host, settings(tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD))
+        preflight_push(
+            host,
+            settings(
+                tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
+            ),
+        )
 
 
 def test_preflight_on_an_overloaded_registry_says_nothing_was_built_after_the_retries(tmp_path, server):
@@ -146,7 +177,9 @@ def test_preflight_anonymous_open_registry_and_the_no_check_path(tmp_path, serve
     assert preflight_push(host, settings(tmp_path)) is None
     assert len(server.log) == 1 and "Authorization" not in server.log[0][0].headers
     creds = preflight_push(
-        host, settings(tmp_path, REGISTRY_USERNAME="u", REGISTRY_PASSWORD="p"), check_registry=False
+        host,
+        with_creds(tmp_path, host, "u", "p"),
+        check_registry=False,
     )
     assert creds.username == "u" and len(server.log) == 1  # not contacted
     with pytest.raises(

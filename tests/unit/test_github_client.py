@@ -587,3 +587,14 @@ def test_render_runs_is_a_table_of_the_runs():
     ]
     assert rows[2].split() == ["?"], "a run without fields shows only its unknown state"
     assert github.render_runs([]).splitlines()[0].split()[0] == "run"
+
+
+@pytest.mark.parametrize(
+    "api", ["http://github.example.com/api/v3", "ftp://127.0.0.1/x", "github.example.com"]
+)
+def test_the_token_never_goes_over_plain_http_to_another_machine(api):
+    with pytest.raises(ConfigError) as err:
+        GitHub(api, REPO, Secret(TOKEN))
+    assert err.value.message.startswith(f"MOLTBUILD_GITHUB_API={api!r}: GITHUB_TOKEN goes only over https://")
+    assert TOKEN not in err.value.message
+    assert GitHub("http://127.0.0.1:9/api", REPO, Secret(TOKEN)).api == "http://127.0.0.1:9/api"  # loopback

@@ -83,6 +83,7 @@ def test_credentials_per_registry(tmp_path):
         "GITHUB_TOKEN": "t0ken",
         "REGISTRY_USERNAME": "u",
         "REGISTRY_PASSWORD": "p",
+        "MOLTBUILD_REGISTRY": "reg.example:5000/ns",
     }
     s = load_settings(tmp_path, environ=env, tool_config={})
     assert credentials_for("ghcr.io", s).keys == "GITHUB_USERNAME/GITHUB_TOKEN"

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from moltbuild.errors import ConfigError, MoltbuildError
+from moltbuild.refs import is_loopback
 from moltbuild.settings import Secret, Settings
 from moltbuild.system.processes import Runner
 
@@ -49,6 +51,12 @@ class GitHub:
         if not token:
             raise ConfigError(
                 "gh tasks need GITHUB_TOKEN (a token with actions: write, or the repo + workflow scopes)"
+            )
+        parts = urlsplit(api)
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.netloc)):
+            raise ConfigError(
+                f"MOLTBUILD_GITHUB_API={api!r}: GITHUB_TOKEN goes only over https:// (plain http only "
+                "to this machine); use the https:// address of the API"
             )
         self.api = api.rstrip("/")
         self.repo = repo

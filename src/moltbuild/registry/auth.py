@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 
 from moltbuild.errors import ConfigError, RegistryError
+from moltbuild.refs import registry_prefix
 from moltbuild.registry.client import RegistryClient
 from moltbuild.settings import Secret, Settings
 
@@ -30,9 +31,18 @@ def credentials_for(host: str, settings: Settings) -> Credentials | None:
                 return Credentials(settings[key], settings["GITHUB_TOKEN"], f"{key}/GITHUB_TOKEN")
         return Credentials("moltbuild", settings["GITHUB_TOKEN"], "GITHUB_TOKEN")
     user, secret = settings.get("REGISTRY_USERNAME"), settings.get("REGISTRY_PASSWORD")
-    if user and secret:
+    if user and secret and host == _configured_host(settings):
+        # Only to the registry images go to: never to another host a file (a kustomization,
+        # a --source reference) happens to name.
         return Credentials(user, secret, "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     return None
+
+
+def _configured_host(settings: Settings) -> str | None:
+    try:
+        return registry_prefix(settings["MOLTBUILD_REGISTRY"]).host
+    except ConfigError:
+        return None
 
 
 def registry_client(host: str, settings: Settings, creds: Credentials | None = None) -> RegistryClient:
