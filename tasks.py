@@ -1,4 +1,4 @@
-"""moltbuild tasks: `invoke --list`. All logic lives in src/moltbuild; this file only composes."""
+"""moltbuild tasks: `invoke --list`. The logic lives in the moltbuild package; this file composes."""
 
 import sys
 from pathlib import Path
