@@ -173,8 +173,6 @@ def _kustomization(walk: _Walk, folder: Path, stack: tuple[Path, ...]) -> list[_
         raise ConfigError(
             f"{walk.rel(folder)}/ has no kustomization.yml; add one, or list its files in resources:"
         )
-    if folder.resolve() in stack:
-        raise ConfigError(f"{walk.rel(kfile)}: resources: lead back to {walk.rel(folder)}/; remove the loop")
     spec = _read_kustomization(kfile, walk)
     objects: list[_Object] = []
     for key in ("resources", "bases", "components"):
@@ -208,6 +206,8 @@ def _entry(walk: _Walk, folder: Path, entry: str, kfile: Path, stack: tuple[Path
         return []
     path = (folder / entry).resolve()
     if path.is_dir():
+        if path in stack:
+            raise ConfigError(f"{walk.rel(kfile)}: {entry} leads back to {walk.rel(path)}/; remove the loop")
         return _kustomization(walk, path, stack)
     if not path.is_file():
         raise ConfigError(
@@ -252,12 +252,22 @@ def _render(top: Path, tool: tuple[str, ...], runner: Runner, walk: _Walk) -> li
     argv = [*tool, str(top.parent)]
     result = runner.run(argv, mutates=False, check=False, timeout=_RENDER_TIMEOUT_S)
     if not result.ok:
-        said = (result.stderr or result.stdout).strip().splitlines()
+        why = _one_line(result.stderr or result.stdout)
         raise ConfigError(
-            f"{walk.rel(top)}: {_shown(tool)} cannot render it ({said[-1] if said else result.returncode}); "
+            f"{walk.rel(top)}: {_shown(tool)} cannot render it ({why}); "
             f"fix the kustomization (`{_shown(tool)} {walk.rel(top.parent)}` shows the whole error)"
         )
     return [d for d in load_yaml(top, text=result.stdout, multi=True) if isinstance(d, dict)]
+
+
+_KLOG = re.compile(r'^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] "command failed" err=<\s*')
+
+
+def _one_line(said: str, limit: int = 300) -> str:
+    """kustomize's `Error: ...` or kubectl's multi-line klog record, as one line."""
+    lines = [line.strip() for line in said.splitlines() if line.strip() not in ("", ">", "`")]
+    text = _KLOG.sub("", " ".join(lines)).removeprefix("Error: ") or "no message"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sourced(rendered: list[dict[str, Any]], walked: list[_Object], top: Path) -> list[_Object]:
