@@ -286,9 +286,25 @@ def test_a_listed_folder_without_a_kustomization_is_an_error(repo):
         deployment_checks(repo, API)
 
 
+OLD_AS_LIST = """\
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: old-api}
+    spec:
+      template:
+        spec:
+          containers:
+            - {name: api, image: ghcr.io/acme/api, readinessProbe: {httpGet: {path: /old, port: 1}}}
+"""
+
+
 def test_without_a_kustomization_every_manifest_below_k8s_is_read(repo):
     for kustomization in (repo / "k8s").rglob("kustomization.yml"):
         kustomization.unlink()
+    (repo / "k8s" / "old.yml").write_text(OLD_AS_LIST)  # as `kubectl get -o yaml` writes it
     assert [c.origin for c in deployment_checks(repo, API)] == [
         READINESS.origin,
         LIVENESS.origin,

@@ -218,12 +218,19 @@ def _entry(walk: _Walk, folder: Path, entry: str, kfile: Path, stack: tuple[Path
 
 def _file_objects(path: Path) -> list[_Object]:
     objects = []
-    for doc in load_yaml(path, multi=True):
+    docs = load_yaml(path, multi=True)
+    # a `kind: List` (what `kubectl get -o yaml` writes) holds its objects in items:
+    docs = [i for d in docs for i in (d.get("items") or [] if _is_list(d) else [d])]
+    for doc in docs:
         if isinstance(doc, dict) and doc.get("kind"):
             meta = _mapping(doc.get("metadata"))
             name = str(meta.get("name") or "")
             objects.append(_Object(path, doc, str(doc["kind"]), str(meta.get("namespace") or ""), name, name))
     return objects
+
+
+def _is_list(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list)
 
 
 def _renamed(obj: _Object, spec: dict[str, Any]) -> _Object:
