@@ -232,7 +232,8 @@ def test_remote_resources_are_skipped_with_a_note(repo):
     top = repo / "k8s" / "kustomization.yml"
     remote = "https://github.com/acme/shared//monitoring?ref=v1"
     top.write_text(top.read_text() + f"  - {remote}\n")
-    manifests = load_manifests(repo)
+    manifests = load_manifests(repo)  # no runner: no process, the files only
+    assert manifests.how == "read from k8s/kustomization.yml and its resources (not rendered)"
     assert manifests.notes == (
         f"k8s/kustomization.yml: remote resource {remote} not read (only local files are)",
     )

@@ -118,7 +118,8 @@ def load_manifests(project_root: Path, runner: Runner | None = None) -> Manifest
     if not k8s.is_dir():
         return Manifests(how="no k8s/ folder")
     tool = _renderer(runner) if runner is not None and kustomization_file(k8s) else None
-    return _cached(root, _stamp(k8s), tool, runner if tool else None)
+    unrendered = "no kustomize or kubectl on PATH" if runner is not None else "not rendered"
+    return _cached(root, _stamp(k8s), tool, runner if tool else None, unrendered)
 
 
 def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -142,7 +143,11 @@ def _renderer(runner: Runner) -> tuple[str, ...] | None:
 
 @functools.lru_cache(maxsize=8)  # every image of a plan reads the same manifests: once per change
 def _cached(
-    root: Path, stamp: tuple[tuple[str, int, int], ...], tool: tuple[str, ...] | None, runner: Runner | None
+    root: Path,
+    stamp: tuple[tuple[str, int, int], ...],
+    tool: tuple[str, ...] | None,
+    runner: Runner | None,
+    unrendered: str,  # why, when nothing renders
 ) -> Manifests:
     walk = _Walk(root)
     k8s = root / "k8s"
@@ -153,7 +158,7 @@ def _cached(
         return _manifests(objects, walk, f"read from every {walk.rel(k8s)}/**/*.y*ml (no kustomization)")
     objects = _kustomization(walk, k8s, ())
     if tool is None or runner is None:
-        how = f"read from {walk.rel(top)} and its resources (no kustomize or kubectl on PATH)"
+        how = f"read from {walk.rel(top)} and its resources ({unrendered})"
         return _manifests(objects, walk, how, walk.unapplied)
     rendered = _render(top, tool, runner, walk)
     return _manifests(_sourced(rendered, objects, top), walk, f"rendered by {_shown(tool)} {walk.rel(k8s)}")
