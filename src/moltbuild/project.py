@@ -25,7 +25,8 @@ class ImageConfig:
     build_args: dict[str, str] = field(default_factory=dict)
     platforms: tuple[str, ...] = ()
     target: str | None = None
-    smoke: dict[str, Any] | None = None  # extra smoke checks: {path, port} and/or {command}
+    # extra smoke checks: {path, port}, {command}, {env} (env values stand in for secrets: not shown)
+    smoke: dict[str, Any] | None = field(default=None, repr=False)
     manifest_name: str = ""  # the name k8s/ manifests use for the image (ghcr.io/ardenone/NAME)
 
 

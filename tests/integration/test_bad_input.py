@@ -193,7 +193,16 @@ CASES = [
         "HEALTHCHECK",
         setup=edit("api/Dockerfile", "--interval=15s", "--interval=soon"),
     ),
-    Case("manifest-invalid-yaml", ("smoke", "--static"), K, setup=write(K, "kind: [\n")),
+    # a manifest the kustomization lists (k8s/bad.yml is in no resources: it is never read)
+    Case(
+        "manifest-invalid-yaml", ("smoke", "--static"), "k8s/api.yml", setup=write("k8s/api.yml", "kind: [\n")
+    ),
+    Case(
+        "kustomization-resource-missing",
+        ("smoke", "--static"),
+        "k8s/kustomization.yml: resource 'gone.yml'",
+        setup=edit("k8s/kustomization.yml", "  - frontend.yml\n", "  - frontend.yml\n  - gone.yml\n"),
+    ),
     # -- the report ---------------------------------------------------------------------------
     Case("report-not-json", ("push",), "images.json", setup=write("build/images.json", "{")),
     Case("report-tags-string", ("push",), "tags", setup=report({**GOOD, "tags": "latest"})),

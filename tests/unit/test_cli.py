@@ -698,7 +698,23 @@ def test_tag_with_source_and_dry_run_writes_nothing(cli, monkeypatch):
 def test_smoke_static_checks_the_project_for_real(cli):
     result = cli("smoke", "--static")
     assert result.code == 0, result.err
-    assert result.out.strip() == "probes: every probe port is EXPOSEd by its image"
+    assert result.out.splitlines() == [
+        "manifests: read from k8s/kustomization.yml and its resources (no kustomize or kubectl on PATH)",
+        "api: 2 probes of 1 workload (k8s/api.yml) checked",
+        "frontend: 2 probes of 1 workload (k8s/frontend.yml) checked",
+        "probes: every probe port is EXPOSEd by its image",
+    ]
+
+
+def test_smoke_static_notes_an_image_no_workload_runs_and_claims_nothing_for_zero_probes(cli):
+    kustomization = cli.project / "k8s" / "kustomization.yml"
+    kustomization.write_text(kustomization.read_text().replace("  - frontend.yml\n", ""))
+    result = cli("smoke", "--static", "--only", "frontend")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[1:] == [
+        "frontend: note: no workload in k8s/ runs ghcr.io/ardenone/moltbook-frontend; no probe to check",
+        "probes: none to check: no workload in k8s/ has an httpGet probe for these images",
+    ]
 
 
 def test_smoke_static_names_a_probe_port_the_image_does_not_expose(cli):

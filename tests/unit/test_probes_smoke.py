@@ -161,12 +161,15 @@ def test_the_plan_adds_the_smoke_table_and_asks_each_path_and_port_once(tmp_path
 @pytest.mark.parametrize(
     "configured, message",
     [
-        ({"url": "/x"}, r"^\[img\] smoke has unknown key 'url'; allowed: path, port, command$"),
+        ({"url": "/x"}, r"^\[img\] smoke has unknown key 'url'; allowed: path, port, command, env$"),
         ({"path": "/x"}, r"^\[img\] smoke.path needs smoke.port \(the container's port, a number\)$"),
         ({"path": "/x", "port": "8000"}, r"smoke.path needs smoke.port"),
         ({"command": "app --check"}, r"^\[img\] smoke.command must be a list of strings"),
         ({"command": []}, r"smoke.command must be a list of strings, e.g. \['app', '--check'\]"),
         ({"command": ["app", 1]}, r"smoke.command must be a list of strings"),
+        ({"env": "A=1"}, r"^\[img\] smoke.env must be a table of variable = \"value\", e.g. env = "),
+        ({"env": {"A B": "1"}}, r"^\[img\] smoke.env: 'A B' is not a variable name; e.g. env = "),
+        ({"env": {"PORT": 8000}}, r"^\[img\] smoke.env.PORT must be a string \(quote it\), e.g. env = "),
     ],
 )
 def test_a_bad_smoke_table_says_what_to_write(tmp_path, configured, message):

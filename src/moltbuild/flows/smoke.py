@@ -13,9 +13,10 @@ from moltbuild.backends.selection import choose_backend, make_backend, statuses_
 from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
+from moltbuild.k8s.manifests import load_manifests
 from moltbuild.project import ImageConfig, load_images, select_images
 from moltbuild.refs import ImageRef
-from moltbuild.smoke.probes import smoke_plan_for, static_problems
+from moltbuild.smoke.probes import SmokePlan, smoke_plan_for, static_problems
 
 
 def _configs(session: Session, only: str) -> list[ImageConfig]:
@@ -24,17 +25,38 @@ def _configs(session: Session, only: str) -> list[ImageConfig]:
 
 
 def static_check(session: Session, *, only: str = "") -> list[str]:
-    """Every k8s probe's port must be one the image EXPOSEs (or the manifest names); a line each."""
-    root = session.settings.project_root
-    problems = []
+    """Every probe port of the workloads running an image must be one the stage it is built from
+    EXPOSEs; a line per problem, naming the manifest file. Says what was checked, per image."""
+    root, runner = session.settings.project_root, session.runner
+    manifests = load_manifests(root, runner)
+    runner.say(f"manifests: {manifests.how}")
+    for note in manifests.notes:
+        runner.say(f"note: {note}")
+    problems, probes = [], 0
     for cfg in _configs(session, only):
-        smoke_plan_for(root, cfg)  # named ports resolve, the smoke table and HEALTHCHECK parse
+        plan = smoke_plan_for(root, cfg, runner)  # named ports resolve, the smoke table and HEALTHCHECK parse
         exposed = set(Dockerfile.read(cfg.dockerfile).stage(cfg.target).exposed)  # the stage it is built from
-        problems += static_problems(root, cfg.manifest_name, exposed)
+        problems += static_problems(root, cfg.manifest_name, exposed, runner)
+        probes += plan.probes
+        for line in _account(cfg, plan):
+            runner.say(line)
     if problems:
         raise ConfigError("\n".join(problems))
-    session.runner.say("probes: every probe port is EXPOSEd by its image")
+    if probes:
+        runner.say("probes: every probe port is EXPOSEd by its image")
+    else:
+        runner.say("probes: none to check: no workload in k8s/ has an httpGet probe for these images")
     return problems
+
+
+def _account(cfg: ImageConfig, plan: SmokePlan) -> list[str]:
+    """What the static check found for one image, and what its smoke container will lack."""
+    if not plan.workloads:
+        return [f"{cfg.name}: note: no workload in k8s/ runs {cfg.manifest_name}; no probe to check"]
+    files = ", ".join(dict.fromkeys(label.rsplit(" ", 2)[0] for label in plan.workloads))
+    lines = [f"{cfg.name}: {plan.found} ({files}) checked"]
+    lines += [f"{cfg.name}: note: the smoke container does not get {m}" for m in plan.env_missing]
+    return lines
 
 
 def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> None:
@@ -83,6 +105,6 @@ def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
             ]
             runtime(*pull, timeout=1800)
             image = str(image)
-        plan = smoke_plan_for(root, cfg)
+        plan = smoke_plan_for(root, cfg, runner)
         outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
         runner.say(f"{prefix}smoke: {outcome.summary}")

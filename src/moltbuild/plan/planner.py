@@ -240,7 +240,7 @@ def _image_plan(
         input_digest=digest,
         bases=tuple(dockerfile.bases()),
         timestamp=epoch,
-        smoke=smoke_plan_for(inputs.settings.project_root, cfg) if request.smoke else None,
+        smoke=smoke_plan_for(inputs.settings.project_root, cfg, inputs.runner) if request.smoke else None,
         revision=state.sha,
         notes=(
             (
@@ -313,5 +313,5 @@ def _smoke_line(plan: BuildPlan) -> str:
     for img in plan.images:
         assert img.smoke is not None
         paths = ", ".join(sorted({f"{c.path}:{c.port}" for c in img.smoke.http})) or "no probe"
-        parts.append(f"{img.name}: HEALTHCHECK + {paths}")
+        parts.append(f"{img.name}: HEALTHCHECK + {paths} ({img.smoke.found})")
     return "each image runs before the push; " + "; ".join(parts)

@@ -1,9 +1,9 @@
-"""What the smoke check asks of an image, read without running anything: the httpGet probes of
-every Deployment in k8s/ that runs it (named ports resolved), and `smoke` in its pyproject table."""
+"""What the smoke check asks of an image, read without running a container: the httpGet probes
+and env of every workload in k8s/ that runs it (as kustomize renders k8s/, named ports resolved),
+the HEALTHCHECK of the stage it is built from, and `smoke` in its pyproject table."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
-from moltbuild.files import load_yaml
-from moltbuild.refs import ImageRef
+from moltbuild.k8s.manifests import Workload, load_manifests
 from moltbuild.settings import Secret
+from moltbuild.smoke.env import configured_env, workload_env
 
 if TYPE_CHECKING:
     from moltbuild.project import ImageConfig
+    from moltbuild.system.processes import Runner
 
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
+SMOKE_KEYS_ORDER = ("path", "port", "command", "env")  # [tool.moltbuild.images.NAME.smoke]
+SMOKE_KEYS = frozenset(SMOKE_KEYS_ORDER)
 
 
 @dataclass(frozen=True)
@@ -54,65 +57,101 @@ class SmokePlan:
     env_missing: tuple[str, ...] = ()
     # Every workload that runs the image: "k8s/api/deployment.yml Deployment moltbook-api".
     workloads: tuple[str, ...] = ()
+    probes: int = 0  # the httpGet probes of those workloads (`http` asks each path and port once)
 
     @property
     def ports(self) -> tuple[int, ...]:
         return tuple(sorted({c.port for c in self.http}))
 
-
-def _manifests(k8s_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    files = sorted(k8s_dir.glob("*.y*ml"))
-    return _parsed(tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
-
-
-@functools.lru_cache(maxsize=8)  # every image of a plan reads the same manifests: parse them once
-def _parsed(files: tuple[tuple[Path, int, int], ...]) -> list[tuple[Path, dict[str, Any]]]:
-    docs = []
-    for path, _, _ in files:
-        docs += [(path, d) for d in load_yaml(path, multi=True) if isinstance(d, dict)]
-    return docs
+    @property
+    def found(self) -> str:
+        """What the manifests gave: "2 probes of 1 workload"."""
+        return f"{_counted(self.probes, 'probe')} of {_counted(len(self.workloads), 'workload')}"
 
 
-def _same_image(container_image: str, name: str) -> bool:
-    try:
-        return ImageRef.parse(container_image, "image").bare() == ImageRef.parse(name, "image").bare()
-    except ConfigError:
-        return False
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _port(value: Any, container: dict[str, Any], where: str) -> int:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.isdigit():
         return int(value)
     for port in container.get("ports") or []:
-        if port.get("name") == value:
+        if isinstance(port, dict) and port.get("name") == value:
             return int(port["containerPort"])
     raise ConfigError(
         f"{where} uses port {value!r}, which the container does not name in ports:; fix the manifest"
     )
 
 
-def deployment_checks(project_root: Path, manifest_name: str) -> list[HttpCheck]:
-    """Every httpGet probe of every Deployment container that runs `manifest_name`."""
+def _timing(probe: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = probe.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: {key} {value!r} must be a whole number of 0 or more; fix the manifest")
+    return value
+
+
+def _container_checks(workload: Workload, container: dict[str, Any]) -> list[HttpCheck]:
     checks = []
-    for path, doc in _manifests(project_root / "k8s"):
-        if doc.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet"):
+    for kind in PROBE_KINDS:
+        probe = container.get(kind) if isinstance(container.get(kind), dict) else {}
+        get = probe.get("httpGet")
+        if not isinstance(get, dict):
             continue
-        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
-        for container in pod.get("containers") or []:
-            if not _same_image(str(container.get("image", "")), manifest_name):
-                continue
-            for kind in PROBE_KINDS:
-                get = (container.get(kind) or {}).get("httpGet")
-                if not get:
-                    continue
-                rel = path.relative_to(project_root)
-                where = f"{rel} {doc['kind']} {doc['metadata']['name']} {kind}"
-                checks.append(
-                    HttpCheck(str(get.get("path") or "/"), _port(get.get("port"), container, where), where)
-                )
+        where = f"{workload.label} {kind}"
+        checks.append(
+            HttpCheck(
+                str(get.get("path") or "/"),
+                _port(get.get("port"), container, where),
+                where,
+                initial_delay_s=_timing(probe, "initialDelaySeconds", 0, where),
+                period_s=_timing(probe, "periodSeconds", 10, where),
+                failure_threshold=_timing(probe, "failureThreshold", 3, where),
+            )
+        )
     return checks
+
+
+def workload_checks(
+    project_root: Path, manifest_name: str, runner: Runner | None = None
+) -> tuple[list[HttpCheck], list[Workload]]:
+    """Every httpGet probe (startup, readiness, liveness) of every container running
+    `manifest_name` in the workloads of k8s/, and those workloads."""
+    running = load_manifests(project_root, runner).running(manifest_name)
+    checks = [c for workload, container in running for c in _container_checks(workload, container)]
+    return checks, list({w.label: w for w, _ in running}.values())
+
+
+def deployment_checks(
+    project_root: Path, manifest_name: str, runner: Runner | None = None
+) -> list[HttpCheck]:
+    """Every httpGet probe of every workload container that runs `manifest_name`."""
+    return workload_checks(project_root, manifest_name, runner)[0]
+
+
+def _configured(configured: dict[str, Any] | None, where: str) -> tuple[list[HttpCheck], tuple[str, ...]]:
+    """What `smoke = {path, port, command}` adds: a GET and a command."""
+    if not configured:
+        return [], ()
+    unknown = set(configured) - SMOKE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where} smoke has unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(SMOKE_KEYS_ORDER)}"
+        )
+    http = []
+    if "path" in configured:
+        if not isinstance(configured.get("port"), int):
+            raise ConfigError(f"{where} smoke.path needs smoke.port (the container's port, a number)")
+        http.append(HttpCheck(str(configured["path"]), configured["port"], f"{where} smoke"))
+    command: tuple[str, ...] = ()
+    if "command" in configured:
+        cmd = configured["command"]
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
+            raise ConfigError(f"{where} smoke.command must be a list of strings, e.g. ['app', '--check']")
+        command = tuple(cmd)
+    return http, command
 
 
 def smoke_plan(
@@ -122,42 +161,44 @@ def smoke_plan(
     where: str,
     dockerfile: Path | None = None,
     target: str | None = None,
+    runner: Runner | None = None,
 ) -> SmokePlan:
-    """The probes of the manifests plus what `smoke = {path, port, command}` adds."""
-    http = deployment_checks(project_root, manifest_name)
-    command: tuple[str, ...] = ()
-    if configured:
-        unknown = set(configured) - {"path", "port", "command"}
-        if unknown:
-            raise ConfigError(
-                f"{where} smoke has unknown key {sorted(unknown)[0]!r}; allowed: path, port, command"
-            )
-        if "path" in configured:
-            if not isinstance(configured.get("port"), int):
-                raise ConfigError(f"{where} smoke.path needs smoke.port (the container's port, a number)")
-            http.append(HttpCheck(str(configured["path"]), configured["port"], f"{where} smoke"))
-        if "command" in configured:
-            cmd = configured["command"]
-            if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-                raise ConfigError(f"{where} smoke.command must be a list of strings, e.g. ['app', '--check']")
-            command = tuple(cmd)
+    """The probes and env of the workloads running the image, plus what `smoke = {path, port,
+    command, env}` adds. `runner`: render k8s/ with kustomize or kubectl when on its PATH."""
+    extra, command = _configured(configured, where)
+    given = configured_env((configured or {}).get("env"), where)
+    manifests = load_manifests(project_root, runner)
+    running = manifests.running(manifest_name)
+    found = [c for workload, container in running for c in _container_checks(workload, container)]
+    env = workload_env(manifests, running, given, f"{where.removesuffix(']')}.smoke]")
+    http = found + extra
     unique = {(c.path, c.port): c for c in reversed(http)}  # one GET per path and port, first origin named
     health = dockerfile_healthcheck(dockerfile, target) if dockerfile and dockerfile.is_file() else None
-    return SmokePlan(tuple(c for c in http if unique[(c.path, c.port)] is c), command, health)
+    return SmokePlan(
+        tuple(c for c in http if unique[(c.path, c.port)] is c),
+        command,
+        health,
+        env=env.values,
+        env_missing=env.missing,
+        workloads=tuple(dict.fromkeys(w.label for w, _ in running)),
+        probes=len(found),
+    )
 
 
-def smoke_plan_for(project_root: Path, cfg: ImageConfig) -> SmokePlan:
-    """The smoke plan of one configured image: its manifests, its `smoke` table, its Dockerfile."""
+def smoke_plan_for(project_root: Path, cfg: ImageConfig, runner: Runner | None = None) -> SmokePlan:
+    """The smoke plan of one configured image: its workloads, its `smoke` table, its Dockerfile."""
     where = f"[tool.moltbuild.images.{cfg.name}]"
-    return smoke_plan(project_root, cfg.manifest_name, cfg.smoke, where, cfg.dockerfile, cfg.target)
+    return smoke_plan(project_root, cfg.manifest_name, cfg.smoke, where, cfg.dockerfile, cfg.target, runner)
 
 
-def static_problems(project_root: Path, manifest_name: str, exposed: set[int]) -> list[str]:
+def static_problems(
+    project_root: Path, manifest_name: str, exposed: set[int], runner: Runner | None = None
+) -> list[str]:
     """Probes whose port the image does not EXPOSE (`exposed` from the Dockerfile)."""
     return [
         f"{c.origin}: GET {c.path} on port {c.port}, which the image does not EXPOSE "
         f"({', '.join(map(str, sorted(exposed))) or 'nothing'})"
-        for c in deployment_checks(project_root, manifest_name)
+        for c in deployment_checks(project_root, manifest_name, runner)
         if c.port not in exposed
     ]
 

@@ -1,0 +1,193 @@
+"""The settings a workload gives the container running an image, as the smoke container gets them:
+plain values and ConfigMap keys from the manifests; a Secret's keys only from the image's
+`[tool.moltbuild.images.NAME.smoke] env` table (never from a cluster); pod fields not at all.
+Each variable the container does not get is named with why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from moltbuild.errors import ConfigError
+from moltbuild.k8s.manifests import Manifests, Workload
+from moltbuild.settings import Secret
+
+_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # what Kubernetes takes as a variable name
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")  # $(VAR), $$ escapes
+
+Value = str | Secret
+
+
+@dataclass(frozen=True)
+class WorkloadEnv:
+    values: tuple[tuple[str, Value], ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+def configured_env(configured: Any, where: str) -> dict[str, Secret]:
+    """`smoke.env` of an image's table: variable -> value, each a Secret (they stand in for one)."""
+    if configured is None:
+        return {}
+    example = 'e.g. env = {DB_PASSWORD = "test-only"}'
+    if not isinstance(configured, dict):
+        raise ConfigError(f'{where} smoke.env must be a table of variable = "value", {example}')
+    for key, value in configured.items():
+        if not _NAME.fullmatch(key):
+            raise ConfigError(f"{where} smoke.env: {key!r} is not a variable name; {example}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} smoke.env.{key} must be a string (quote it), {example}")
+    return {key: Secret(value) for key, value in configured.items()}
+
+
+def workload_env(
+    manifests: Manifests,
+    running: list[tuple[Workload, dict[str, Any]]],
+    given: Mapping[str, Secret],
+    table: str,
+) -> WorkloadEnv:
+    """The env of the first workload running the image (its first such container), the `given`
+    values over it; another workload that sets the same variables otherwise is named."""
+    seen: dict[str, _Env] = {}
+    for workload, container in running:
+        if workload.label not in seen:  # a workload's first container running the image
+            seen[workload.label] = _container_env(manifests, workload, container, given, table)
+    if not seen:
+        return WorkloadEnv(tuple(given.items()))
+    (first_label, first), *others = seen.items()
+    missing = dict(first.missing)
+    for label, other in others:
+        for var in sorted(set(first.values) | set(other.values)):
+            if first.values.get(var) != other.values.get(var) and var not in missing:
+                missing[var] = f"{label} sets it otherwise; the check uses {first_label}'s"
+    values = {**first.values, **given}
+    missing = {var: why for var, why in missing.items() if var not in given}
+    return WorkloadEnv(tuple(values.items()), tuple(f"{var}: {why}" for var, why in missing.items()))
+
+
+@dataclass
+class _Env:
+    """One container's env as it is built: later entries win, as in Kubernetes."""
+
+    values: dict[str, Value] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def set(self, var: str, value: Value) -> None:
+        self.missing.pop(var, None)
+        self.values[var] = value
+
+    def miss(self, var: str, why: str) -> None:
+        self.values.pop(var, None)
+        self.missing[var] = why
+
+
+def _container_env(
+    manifests: Manifests,
+    workload: Workload,
+    container: dict[str, Any],
+    given: Mapping[str, Secret],
+    table: str,
+) -> _Env:
+    env = _Env()
+    where = f"{workload.label} container {container.get('name') or '?'}"
+    for source in _entries(container, "envFrom", where):
+        _env_from(env, manifests, workload, source, given, table)
+    for item in _entries(container, "env", where):
+        var = item.get("name")
+        if not isinstance(var, str) or not var:
+            raise ConfigError(f"{where}: an env entry has no name; give each entry `name:`")
+        if "valueFrom" in item:
+            _value_from(env, manifests, workload, var, item["valueFrom"], given, table)
+            continue
+        value = item.get("value", "")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: env {var} value {value!r} is not a string; quote it")
+        env.set(var, _expanded(value, env.values))
+    return env
+
+
+def _entries(container: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    entries = container.get(key) or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: {key} must be a list of mappings")
+    return entries
+
+
+def _env_from(
+    env: _Env,
+    manifests: Manifests,
+    workload: Workload,
+    source: dict[str, Any],
+    given: Mapping[str, Secret],
+    table: str,
+) -> None:
+    prefix = str(source.get("prefix") or "")
+    if isinstance(source.get("configMapRef"), dict):
+        ref = source["configMapRef"]
+        data = manifests.config_map(workload.namespace, str(ref.get("name")))
+        if data is None:
+            if not ref.get("optional"):
+                env.miss(f"envFrom ConfigMap {ref.get('name')}", "not in the manifests")
+            return
+        for key, value in data.items():
+            env.set(prefix + key, value)
+    elif isinstance(source.get("secretRef"), dict):
+        name = source["secretRef"].get("name")
+        env.missing[f"envFrom secret {name}"] = (
+            f"its keys are not known here; the check gives only what {table} env sets "
+            f"({', '.join(sorted(given)) or 'nothing'})"
+        )
+
+
+def _value_from(
+    env: _Env,
+    manifests: Manifests,
+    workload: Workload,
+    var: str,
+    source: Any,
+    given: Mapping[str, Secret],
+    table: str,
+) -> None:
+    source = source if isinstance(source, dict) else {}
+    if isinstance(source.get("configMapKeyRef"), dict):
+        ref = source["configMapKeyRef"]
+        name, key = ref.get("name"), ref.get("key")
+        data = manifests.config_map(workload.namespace, str(name))
+        if data is not None and key in data:
+            env.set(var, data[key])
+        elif not ref.get("optional"):
+            why = f"has no key {key!r}" if data is not None else "is not in the manifests"
+            env.miss(var, f"ConfigMap {name} {why}")
+    elif isinstance(source.get("secretKeyRef"), dict):
+        ref = source["secretKeyRef"]
+        if var in given:
+            env.set(var, given[var])
+        else:
+            env.miss(var, f"secret {ref.get('name')}/{ref.get('key')}; give it in {table} env")
+    elif isinstance(source.get("fieldRef"), dict):
+        env.miss(var, f"the pod field {source['fieldRef'].get('fieldPath')} (only a cluster sets it)")
+    elif isinstance(source.get("resourceFieldRef"), dict):
+        resource = source["resourceFieldRef"].get("resource")
+        env.miss(var, f"the container's {resource} (only a cluster sets it)")
+    else:
+        env.miss(var, f"valueFrom {', '.join(map(str, source)) or '(empty)'} is not read")
+
+
+def _expanded(value: str, known: Mapping[str, Value]) -> Value:
+    """`$(VAR)` replaced by an earlier variable's value, as Kubernetes does (`$$` is a `$`; an
+    unknown reference stays as written). A value built from a Secret is a Secret."""
+    secret = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal secret
+        if match.group(0) == "$$":
+            return "$"
+        found = known.get(match.group(1))
+        if found is None:
+            return match.group(0)
+        secret = secret or isinstance(found, Secret)
+        return found.reveal() if isinstance(found, Secret) else found
+
+    text = _REFERENCE.sub(replace, value)
+    return Secret(text) if secret else text
