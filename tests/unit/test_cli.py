@@ -555,6 +555,22 @@ def test_kaniko_setup_dry_run_prints_manifests_with_the_secret_masked(cli, monke
     assert CANARY not in result.out + result.err
 
 
+def test_kaniko_dry_runs_work_in_a_project_without_k8s_kaniko(cli, monkeypatch):
+    """The Job template, ServiceAccounts and Role ship with moltbuild: a project need not have them."""
+    monkeypatch.setenv("GITHUB_TOKEN", CANARY)
+    shutil.rmtree(cli.project / "k8s" / "kaniko")
+    commit_all(cli.project)
+    setup = cli("kaniko.setup", "--dry-run", "--namespace", "builds-ns")
+    assert setup.code == 0, setup.err
+    for shown in ("kind: ServiceAccount", "name: moltbuild-kaniko", "kind: Role", "kind: RoleBinding"):
+        assert shown in setup.out
+    build = cli("kaniko.build", "--dry-run", "--namespace", "builds-ns", "--api-only")
+    assert build.code == 0, build.err
+    assert "[api] kind: Job" in build.out and "[api]   namespace: builds-ns" in build.out
+    assert "[api]       serviceAccountName: moltbuild-kaniko" in build.out
+    assert not (cli.project / "k8s" / "kaniko").exists() and CANARY not in setup.out + build.out
+
+
 def test_kaniko_setup_passes_namespace_context_and_dry_run(cli, record):
     setup = record("moltbuild.flows.kaniko.setup_cluster")
     assert cli("kaniko.setup", "--namespace", "n1", "--context", "c1").code == 0
