@@ -13,11 +13,15 @@ from moltbuild.errors import ConfigError
 MAX_YAML_BYTES = 8 * 1024 * 1024  # a manifest or kustomization, not a data dump
 
 
-def read_text(path: Path, what: str = "file") -> str:
+def read_text(path: Path, what: str = "file", *, keep_newlines: bool = False) -> str:
+    """The file as text. `keep_newlines`: CRLF stays CRLF (a file rewritten in place keeps its
+    line endings); by default every line ending reads as \\n."""
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
             raise ConfigError(f"{path}: {size} bytes is too large for a {what} (at most {MAX_YAML_BYTES})")
+        if keep_newlines:
+            return path.read_bytes().decode("utf-8")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); re-save it as UTF-8") from None

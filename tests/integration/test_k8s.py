@@ -40,11 +40,17 @@ def test_set_images_pins_the_pushed_digests_and_verify_agrees(git_project, mirro
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr
     entries = read_report(git_project)
     kust = git_project / "k8s" / "kustomization.yml"
+    committed = "---\n" + kust.read_text()  # the document marker survives too
+    kust.write_text(committed)
+    git(git_project, "commit", "-qam", "a kustomization that starts with ---")
     dry = invoke(git_project, "k8s.set-images", "--dry-run", env=env)
     assert dry.returncode == 0 and "+    digest: sha256:" in dry.stdout
     assert "digest" not in kust.read_text().split("images:")[1]  # the dry run wrote nothing
+    assert git(git_project, "status", "--porcelain") == ""  # and left nothing behind
     pinned = invoke(git_project, "k8s.set-images", env=env)
     assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    assert git(git_project, "status", "--porcelain") == " M k8s/kustomization.yml"  # no lock file
+    assert kust.read_text().split("images:")[0] == committed.split("images:")[0]  # `---` and comments
     out = subprocess.run(
         ["kubectl", "kustomize", str(git_project / "k8s")], check=True, capture_output=True, text=True
     ).stdout
@@ -63,6 +69,11 @@ def test_set_images_pins_the_pushed_digests_and_verify_agrees(git_project, mirro
     before = kust.read_text()
     again = invoke(git_project, "k8s.set-images", env=env)
     assert again.returncode == 0 and "nothing to change" in again.stdout and kust.read_text() == before
+
+
+def git(project, *args: str) -> str:
+    argv = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org", *args]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.rstrip("\n")
 
 
 def test_kaniko_manifests_render_with_kustomize():

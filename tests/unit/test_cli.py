@@ -555,6 +555,22 @@ def test_kaniko_setup_dry_run_prints_manifests_with_the_secret_masked(cli, monke
     assert CANARY not in result.out + result.err
 
 
+def test_kaniko_dry_runs_work_in_a_project_without_k8s_kaniko(cli, monkeypatch):
+    """The Job template, ServiceAccounts and Role ship with moltbuild: a project need not have them."""
+    monkeypatch.setenv("GITHUB_TOKEN", CANARY)
+    shutil.rmtree(cli.project / "k8s" / "kaniko")
+    commit_all(cli.project)
+    setup = cli("kaniko.setup", "--dry-run", "--namespace", "builds-ns")
+    assert setup.code == 0, setup.err
+    for shown in ("kind: ServiceAccount", "name: moltbuild-kaniko", "kind: Role", "kind: RoleBinding"):
+        assert shown in setup.out
+    build = cli("kaniko.build", "--dry-run", "--namespace", "builds-ns", "--api-only")
+    assert build.code == 0, build.err
+    assert "[api] kind: Job" in build.out and "[api]   namespace: builds-ns" in build.out
+    assert "[api]       serviceAccountName: moltbuild-kaniko" in build.out
+    assert not (cli.project / "k8s" / "kaniko").exists() and CANARY not in setup.out + build.out
+
+
 def test_kaniko_setup_passes_namespace_context_and_dry_run(cli, record):
     setup = record("moltbuild.flows.kaniko.setup_cluster")
     assert cli("kaniko.setup", "--namespace", "n1", "--context", "c1").code == 0
@@ -786,7 +802,11 @@ def test_k8s_set_images_passes_paths_and_flags(cli, record):
     pinned = record("moltbuild.k8s.kustomize.pin_pushed", result=[])
     assert cli("k8s.set-images", "--report", "r.json", "--kustomization", "k.yml", "--only", "api").code == 0
     assert cli("k8s.set-images", "--no-digest", "--dry-run").code == 0
-    assert [kwargs for _, kwargs in pinned.calls] == [
+    calls = [kwargs for _, kwargs in pinned.calls]
+    for kwargs in calls:  # the run context's runner (output, children's environment) and root
+        assert kwargs.pop("runner").environ["HOME"] == os.environ["HOME"]
+        assert kwargs.pop("root") == cli.project.resolve()
+    assert calls == [
         {
             "report_path": Path("r.json"),
             "kustomization": Path("k.yml"),
@@ -796,6 +816,66 @@ def test_k8s_set_images_passes_paths_and_flags(cli, record):
         },
         {"report_path": None, "kustomization": None, "only": "", "no_digest": True, "dry_run": True},
     ]
+
+
+KUSTOMIZATION = """---
+# deployed by Argo CD from this file
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - api.yml   # the api Deployment
+# Pinned by `invoke k8s.set-images`
+images:
+  # the api; newTag moves with every push
+  - name: ghcr.io/ardenone/moltbook-api
+    newName: ghcr.io/ardenone/moltbook-api   # same registry
+    newTag: 'latest'
+  # the frontend is pinned by hand
+  - {name: ghcr.io/ardenone/moltbook-frontend, newTag: v1}
+"""
+
+
+def pinning_project(cli) -> Path:
+    """The project committed with KUSTOMIZATION and a report of one pushed image (under build/,
+    ignored like the repository's own .gitignore does)."""
+    from tests.unit.records import pushed_entry
+
+    (cli.project / ".gitignore").write_text("build/\n")
+    kust = cli.project / "k8s" / "kustomization.yml"
+    kust.write_text(KUSTOMIZATION)
+    commit_all(cli.project)
+    report_path = cli.project / "build" / "images.json"
+    report_path.parent.mkdir()
+    report_path.write_text(json.dumps({"version": 1, "images": [pushed_entry("api")]}))
+    return kust
+
+
+def test_k8s_set_images_dry_run_creates_nothing_and_the_real_run_changes_only_the_kustomization(cli):
+    kust = pinning_project(cli)
+    home = Path(os.environ["HOME"])
+    git_dir = Path(git(cli.project, "rev-parse", "--absolute-git-dir"))
+    files_before = sorted(p for p in cli.project.rglob("*") if ".git" not in p.parts)
+
+    dry = cli("k8s.set-images", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "+    newTag: sha-abc1234" in dry.out and "-    newTag: 'latest'" in dry.out
+    assert kust.read_text() == KUSTOMIZATION
+    assert git(cli.project, "status", "--porcelain", "--untracked-files=all") == ""
+    assert sorted(p for p in cli.project.rglob("*") if ".git" not in p.parts) == files_before
+    assert not (git_dir / "moltbuild").exists() and list(home.iterdir()) == []  # no lock anywhere
+
+    done = cli("k8s.set-images")
+    assert done.code == 0, done.err
+    assert git(cli.project, "status", "--porcelain", "--untracked-files=all") == "M k8s/kustomization.yml"
+    digest = "sha256:" + "2" * 64
+    pinned = KUSTOMIZATION.replace(
+        "ghcr.io/ardenone/moltbook-api   #", "reg.example:5000/ns/moltbook-api   #"
+    )
+    pinned = pinned.replace("    newTag: 'latest'\n", f"    newTag: sha-abc1234\n    digest: {digest}\n")
+    assert kust.read_text() == pinned  # byte for byte: the `---`, the comments, quoting, the flow entry
+    assert [p.name.split("-")[0] for p in (git_dir / "moltbuild").glob("*.lock")] == ["kustomization.yml"]
+    again = cli("k8s.set-images")
+    assert again.code == 0 and "nothing to change" in again.out
 
 
 def test_k8s_commit_pins_commits_the_project_kustomization(cli, record):

@@ -1,6 +1,8 @@
 import difflib
 import json
 import multiprocessing
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,13 +11,30 @@ from ruamel.yaml import YAML
 from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.k8s import kustomize
-from moltbuild.k8s.kustomize import Pin, set_images, yaml_string
+from moltbuild.k8s.kustomize import Pin, edited, set_images, yaml_string
+from moltbuild.system.locks import lock_outside_tree
+from moltbuild.system.processes import Runner
 from tests.unit.records import pushed_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 API = "ghcr.io/ardenone/moltbook-api"
 FE = "ghcr.io/ardenone/moltbook-frontend"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """The user's home (its cache holds the lock when the file is in no git checkout)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return path
+
+
+def runner(lines: list[str] | None = None) -> Runner:
+    """A runner with the test's environment; what it says goes to `lines`."""
+    return Runner(out=lines.append if lines is not None else lambda _: None, environ=dict(os.environ))
 
 
 @pytest.fixture()
@@ -35,7 +54,7 @@ def test_pins_tag_and_digest_and_keeps_comments_order_and_other_entries(kust):
     kust.write_text(text)
     lines: list[str] = []
     changed = set_images(
-        kust, [Pin(API, "127.0.0.1:5000/ns/moltbook-api", "sha-abc1234", D1)], say=lines.append
+        kust, [Pin(API, "127.0.0.1:5000/ns/moltbook-api", "sha-abc1234", D1)], runner=runner(lines)
     )
     assert changed == [f"{API} -> 127.0.0.1:5000/ns/moltbook-api:sha-abc1234@{D1}"]
     after = kust.read_text()
@@ -69,7 +88,7 @@ def test_pins_tag_and_digest_and_keeps_comments_order_and_other_entries(kust):
     "tag", ["0012345", "1234e56", "1234567", "true", "0x1f", "1_000", "12:30", "sha-0012345"]
 )
 def test_tags_that_look_like_numbers_stay_strings(kust, tag):
-    set_images(kust, [Pin(FE, "r.example/ns/fe", tag, None)], say=lambda _: None)
+    set_images(kust, [Pin(FE, "r.example/ns/fe", tag, None)], runner=runner())
     assert load(kust)[FE]["newTag"] == tag
     assert YAML(typ="base").load(kust.read_text())["images"][1]["newTag"] == tag
     assert isinstance(yaml_string(tag), str) and str(yaml_string(tag)) == tag
@@ -77,24 +96,24 @@ def test_tags_that_look_like_numbers_stay_strings(kust, tag):
 
 def test_adds_a_missing_entry_and_a_second_run_changes_nothing(kust, tmp_path):
     pin = Pin("ghcr.io/ardenone/moltbook-worker", "r.example/ns/worker", "sha-abc1234", D2)
-    assert set_images(kust, [pin], say=lambda _: None)
+    assert set_images(kust, [pin], runner=runner())
     first = kust.read_text()
     said: list[str] = []
-    assert set_images(kust, [pin], say=said.append) == []
+    assert set_images(kust, [pin], runner=runner(said)) == []
     assert kust.read_text() == first and "nothing to change" in said[0]
     assert load(kust)[pin.name]["digest"] == D2
 
 
 def test_no_digest_drops_a_stale_digest(kust):
-    set_images(kust, [Pin(API, API, "sha-abc1234", D1)], say=lambda _: None)
-    set_images(kust, [Pin(API, API, "sha-def5678", None)], say=lambda _: None)
+    set_images(kust, [Pin(API, API, "sha-abc1234", D1)], runner=runner())
+    set_images(kust, [Pin(API, API, "sha-def5678", None)], runner=runner())
     assert "digest" not in load(kust)[API] and load(kust)[API]["newTag"] == "sha-def5678"
 
 
 def test_dry_run_prints_a_unified_diff_and_writes_nothing(kust):
     before = kust.read_text()
     out: list[str] = []
-    set_images(kust, [Pin(API, API, "sha-abc1234", D1)], dry_run=True, say=out.append)
+    set_images(kust, [Pin(API, API, "sha-abc1234", D1)], dry_run=True, runner=runner(out))
     assert kust.read_text() == before
     diff = out[0].splitlines()
     assert diff[0].startswith("---") and "-    newTag: latest" in diff and "+    newTag: sha-abc1234" in diff
@@ -112,18 +131,21 @@ def test_dry_run_prints_a_unified_diff_and_writes_nothing(kust):
 def test_bad_kustomization_is_one_line_and_untouched(kust, text, fragment):
     kust.write_text(text)
     with pytest.raises(ConfigError, match=fragment):
-        set_images(kust, [Pin(API, API, "t", None)], say=lambda _: None)
+        set_images(kust, [Pin(API, API, "t", None)], runner=runner())
     assert kust.read_text() == text
 
 
-def _pin_one(path: str, name: str, digest: str) -> None:
+def _pin_one(path: str, name: str, digest: str, home: str) -> None:
     for _ in range(20):
-        set_images(Path(path), [Pin(name, name, f"sha-{digest[7:14]}", digest)], say=lambda _: None)
+        pin = Pin(name, name, f"sha-{digest[7:14]}", digest)
+        set_images(Path(path), [pin], runner=Runner(out=lambda _: None, environ={"HOME": home}))
 
 
-def test_concurrent_runs_one_per_image_keep_both_updates(kust):
+def test_concurrent_runs_one_per_image_keep_both_updates(kust, home):
     procs = [
-        multiprocessing.get_context("fork").Process(target=_pin_one, args=(str(kust), name, digest))
+        multiprocessing.get_context("fork").Process(
+            target=_pin_one, args=(str(kust), name, digest, os.environ["HOME"])
+        )
         for name, digest in ((API, D1), (FE, D2))
     ]
     for p in procs:
@@ -152,3 +174,171 @@ def test_failed_or_unpushed_images_are_never_pinned(tmp_path):
     with pytest.raises(ConfigError, match="records no pushed image"):
         kustomize.pushed_records(path)
     assert report.read(path)[0].status == "failed"
+
+
+# -- in place: every byte but the changed values stays; no file is left in the work tree ------------
+
+DASHED = """---
+# deployed from this file; edit by hand only to roll back
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - api.yml
+# Pinned by `invoke k8s.set-images` (this comment stays)
+images:   # one entry per image
+  # the api
+  - name: ghcr.io/ardenone/moltbook-api   # the name api.yml uses
+    newName: ghcr.io/ardenone/moltbook-api
+    newTag: 'latest'
+
+  # the frontend, pinned by hand
+  - name: ghcr.io/ardenone/moltbook-frontend
+    newTag: "v1"
+# the end
+"""
+PINNED = DASHED.replace("    newTag: 'latest'\n", f"    newTag: sha-abc1234\n    digest: {D1}\n").replace(
+    "    newName: ghcr.io/ardenone/moltbook-api\n", "    newName: r.example/ns/moltbook-api\n"
+)
+PIN = Pin(API, "r.example/ns/moltbook-api", "sha-abc1234", D1)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture()
+def repo(tmp_path) -> Path:
+    """A git checkout holding k8s/kustomization.yml (DASHED), committed: clean."""
+    root = tmp_path / "repo"
+    (root / "k8s").mkdir(parents=True)
+    (root / "k8s" / "kustomization.yml").write_text(DASHED)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def everything(root: Path) -> list[Path]:
+    return sorted(root.rglob("*"))
+
+
+def test_in_a_checkout_only_the_kustomization_changes_and_the_lock_is_in_the_git_dir(repo, home):
+    path = repo / "k8s" / "kustomization.yml"
+    assert set_images(path, [PIN], runner=runner()) == [
+        f"{API} -> r.example/ns/moltbook-api:sha-abc1234@{D1}"
+    ]
+    assert path.read_text() == PINNED  # the `---`, every comment, quoting and blank line kept
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == "M k8s/kustomization.yml"
+    (lock,) = (repo / ".git" / "moltbuild").iterdir()
+    assert lock.name.startswith("kustomization.yml-") and lock.suffix == ".lock"
+    assert list(home.iterdir()) == []
+
+
+def test_a_dry_run_creates_nothing_anywhere(repo, home):
+    path = repo / "k8s" / "kustomization.yml"
+    before = everything(repo)
+    out: list[str] = []
+    assert set_images(path, [PIN], runner=runner(out), dry_run=True)
+    assert "+    newTag: sha-abc1234" in out[0].splitlines()
+    assert path.read_text() == DASHED and everything(repo) == before  # no lock, temp file or folder
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert list(home.iterdir()) == []
+
+
+def test_outside_a_checkout_the_lock_is_in_the_users_cache(tmp_path, home, monkeypatch):
+    path = tmp_path / "plain" / "kustomization.yml"
+    path.parent.mkdir()
+    path.write_text(DASHED)
+    set_images(path, [PIN], runner=runner())
+    assert path.read_text() == PINNED and [p.name for p in path.parent.iterdir()] == ["kustomization.yml"]
+    (lock,) = (home / ".cache" / "moltbuild" / "locks").glob("*.lock")
+    assert lock.name.startswith("kustomization.yml-")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    set_images(path, [Pin(API, API, "sha-def5678", None)], runner=runner())
+    assert [p.name for p in (tmp_path / "xdg" / "moltbuild" / "locks").glob("*.lock")] == [lock.name]
+
+
+A, B = "a.io/api", "b.io/fe"
+
+
+@pytest.mark.parametrize(
+    "before, pins, after",
+    [
+        pytest.param(  # CRLF stays CRLF, including the lines added
+            f"---\r\nimages:\r\n- name: {A}\r\n  newTag: old\r\n",
+            [Pin(A, A, "new", D1)],
+            f"---\r\nimages:\r\n- name: {A}\r\n  newTag: new\r\n  newName: {A}\r\n  digest: {D1}\r\n",
+            id="crlf",
+        ),
+        pytest.param(  # flow entries stay flow; a digest dropped with --no-digest goes with its comma
+            f"images: [{{name: {A}, newName: {A}, newTag: x, digest: sha256:00}}]  # c\n",
+            [Pin(A, A, "v2", None), Pin(B, B, "1", None)],
+            f"images: [{{name: {A}, newName: {A}, newTag: v2}}, "
+            f'{{name: {B}, newName: {B}, newTag: "1"}}]  # c\n',
+            id="flow",
+        ),
+        pytest.param(  # a new entry takes the list's own indentation
+            f"images:\n-   name: {A}\n    newTag: x\n",
+            [Pin(B, B, "t", None)],
+            f"images:\n-   name: {A}\n    newTag: x\n-   name: {B}\n    newName: {B}\n    newTag: t\n",
+            id="indent",
+        ),
+        pytest.param(  # `images:` with nothing under it, a comment on it and a key after it
+            "images:   # none yet\nnamePrefix: x-\n",
+            [Pin(A, A, "t", None)],
+            f"images:   # none yet\n  - name: {A}\n    newName: {A}\n    newTag: t\nnamePrefix: x-\n",
+            id="empty",
+        ),
+        pytest.param(  # no `images` at all: added after the last key, before a closing comment
+            "---\nresources:\n- a.yml\n# end",
+            [Pin(A, A, "t", None)],
+            f"---\nresources:\n- a.yml\nimages:\n  - name: {A}\n    newName: {A}\n    newTag: t\n# end",
+            id="missing",
+        ),
+        pytest.param(  # the key on the dash line removed: the next one moves up
+            f"images:\n  - digest: {D2}\n    name: {A}\n    newTag: t\n",
+            [Pin(A, A, "t", None)],
+            f"images:\n  - name: {A}\n    newTag: t\n    newName: {A}\n",
+            id="dash-line",
+        ),
+    ],
+)
+def test_in_place_edits_of_every_shape(before, pins, after):
+    assert edited(Path("k.yml"), before, pins)[0] == after
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("images:\n  - &api {name: a.example/api, newTag: x}\n", "anchor or alias"),
+        ("images:\n  - name: a.example/api\n    newTag: |\n      x\n", "block scalar"),
+    ],
+)
+def test_what_cannot_be_edited_in_place_is_refused_in_one_line(kust, text, fragment):
+    kust.write_text(text)
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        set_images(kust, [Pin("a.example/api", "a.example/api", "t", None)], runner=runner())
+    assert "\n" not in str(caught.value) and str(kust) in str(caught.value)
+    assert kust.read_text() == text
+
+
+def test_an_edit_that_would_mean_something_else_is_never_written(kust, monkeypatch):
+    before = kust.read_text()
+    monkeypatch.setattr(kustomize, "rewrite", lambda text, *a: text.replace("moltbook-frontend", "other"))
+    with pytest.raises(ConfigError, match="would change more than the pinned values"):
+        set_images(kust, [Pin(API, API, "sha-abc1234", D1)], runner=runner())
+    assert kust.read_text() == before
+
+
+def test_without_git_the_lock_falls_back_to_the_users_cache(repo, home):
+    path = repo / "k8s" / "kustomization.yml"
+    no_git = Runner(out=lambda _: None, environ={"HOME": str(home), "PATH": str(home / "empty")})
+    lock = lock_outside_tree(path, no_git)
+    assert lock.parent == home / ".cache" / "moltbuild" / "locks" and not lock.parent.exists()
+    assert lock_outside_tree(path, runner()).parent == (repo / ".git" / "moltbuild").resolve()
+    assert lock.name == lock_outside_tree(path, runner()).name  # same file, same name wherever it is

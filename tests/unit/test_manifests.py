@@ -1,8 +1,10 @@
-"""Every manifest under k8s/ and every Job `kaniko.build` renders validates against the
-Kubernetes schemas (kubernetes-validate, bundled; no cluster needed)."""
+"""Every manifest under k8s/, every manifest moltbuild ships (k8s/kaniko_defaults) and every Job
+`kaniko.build` renders validates against the Kubernetes schemas (kubernetes-validate, bundled; no
+cluster needed). The packaged defaults and the repository's k8s/kaniko/ overrides: which wins."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import kubernetes_validate
@@ -11,7 +13,14 @@ from ruamel.yaml import YAML
 
 from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name
 from moltbuild.errors import ConfigError
-from moltbuild.k8s.kaniko import registry_secret, setup_objects
+from moltbuild.k8s import kaniko
+from moltbuild.k8s.kaniko import (
+    job_template,
+    load_manifest,
+    packaged,
+    registry_secret,
+    setup_objects,
+)
 from moltbuild.plan.planner import ImagePlan, cache_tag
 from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings
@@ -31,6 +40,98 @@ def test_every_manifest_validates(path):
     assert docs
     for doc in docs:
         validate(doc)
+
+
+@pytest.mark.parametrize("name", kaniko.MANIFESTS)
+def test_every_packaged_default_is_valid_kubernetes_objects(name):
+    text = packaged(name).read_text(encoding="utf-8")
+    docs = [d for d in YAML(typ="safe").load_all(text) if d]
+    assert docs
+    for doc in docs:
+        validate(doc)
+
+
+@pytest.mark.parametrize("name", kaniko.MANIFESTS)
+def test_the_packaged_defaults_are_the_repositorys_k8s_kaniko_files(name):
+    """The repository's k8s/kaniko/ overrides the defaults; while it means the same, they are one
+    text. Change both, or change this test when the repository overrides on purpose."""
+    assert packaged(name).read_text(encoding="utf-8") == (ROOT / "k8s" / "kaniko" / name).read_text()
+
+
+def test_without_k8s_kaniko_the_packaged_defaults_are_used(tmp_path):
+    objects = setup_objects(tmp_path, "builds")
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == [
+        ("Role", "moltbuild-kaniko-runner"),
+        ("RoleBinding", "moltbuild-kaniko-runner"),
+        ("ServiceAccount", "moltbuild-builder"),
+        ("ServiceAccount", "moltbuild-kaniko"),
+    ]
+    job = job_template(tmp_path)
+    validate(job)
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "moltbuild-kaniko"
+    assert load_manifest(tmp_path, "job.yml").source.endswith("kaniko_defaults/job.yml")
+
+
+def test_a_file_in_k8s_kaniko_overrides_the_packaged_one_of_the_same_name(tmp_path):
+    overrides = tmp_path / "k8s" / "kaniko"
+    overrides.mkdir(parents=True)
+    text = (ROOT / "k8s" / "kaniko" / "job.yml").read_text().replace("memory: 4Gi", "memory: 8Gi")
+    (overrides / "job.yml").write_text(text)
+    job = job_template(tmp_path)
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "8Gi"
+    assert load_manifest(tmp_path, "job.yml").source == str(overrides / "job.yml")
+    assert {o["kind"] for o in setup_objects(tmp_path, "n")} == {"ServiceAccount", "Role", "RoleBinding"}
+
+
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("job.yml", "spec: [\n", r"job\.yml:\d+: invalid YAML"),
+        ("job.yml", "# nothing but a comment\n", "holds no Kubernetes object"),
+        ("rbac.yml", "- a\n- b\n", "document 1 is not a Kubernetes object"),
+        ("job.yml", "kind: Pod\nmetadata: {name: p}\nspec: {}\n", "must be one Job"),
+        ("job.yml", None, "must be one Job"),  # two executors
+        ("job.yml", "kind: Job\nmetadata: {name: j}\nspec: {template: [a]}\n", "must be one Job"),
+        ("serviceaccounts.yml", b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_an_override_that_is_there_but_invalid_is_a_one_line_error_naming_it(tmp_path, name, text, fragment):
+    overrides = tmp_path / "k8s" / "kaniko"
+    overrides.mkdir(parents=True)
+    if text is None:
+        job = (ROOT / "k8s" / "kaniko" / "job.yml").read_text()
+        text = job.replace(
+            "      containers:\n", "      containers:\n        - {name: second, image: busybox}\n"
+        )
+    (overrides / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        setup_objects(tmp_path, "n") if name != "job.yml" else job_template(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and str(overrides / name) in message
+    if "YAML" not in fragment and "UTF-8" not in fragment:
+        assert "delete it to use moltbuild's default" in message
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "directory"])
+def test_an_override_that_cannot_be_read_is_an_error_not_the_default(tmp_path, kind):
+    overrides = tmp_path / "k8s" / "kaniko"
+    overrides.mkdir(parents=True)
+    if kind == "directory":
+        (overrides / "rbac.yml").mkdir()
+    else:
+        (overrides / "rbac.yml").symlink_to(tmp_path / "gone.yml")
+    with pytest.raises(
+        ConfigError, match=r"rbac\.yml(: links to .*gone\.yml, which does not| is a directory)"
+    ):
+        setup_objects(tmp_path, "n")
+
+
+def test_a_project_that_overrides_one_file_gets_the_defaults_for_the_others(tmp_path):
+    shutil.copytree(ROOT / "k8s" / "kaniko", tmp_path / "k8s" / "kaniko")
+    (tmp_path / "k8s" / "kaniko" / "serviceaccounts.yml").unlink()
+    sources = {name: load_manifest(tmp_path, name).source for name in kaniko.MANIFESTS}
+    assert sources["serviceaccounts.yml"].endswith("kaniko_defaults/serviceaccounts.yml")
+    assert sources["rbac.yml"] == str(tmp_path / "k8s" / "kaniko" / "rbac.yml")
 
 
 def image(**kw) -> ImagePlan:

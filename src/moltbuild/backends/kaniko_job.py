@@ -1,5 +1,5 @@
 """The kaniko backend's Job: executor args from the same plan as local builds, and the Job
-template (k8s/kaniko/job.yml) filled for one image."""
+template (packaged, or the repository's k8s/kaniko/job.yml) filled for one image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from moltbuild.errors import ConfigError
-from moltbuild.k8s.kaniko import MANAGED, WORKSPACE, load_all, manifests_dir
+from moltbuild.k8s.kaniko import MANAGED, WORKSPACE, job_template
 from moltbuild.plan.planner import ImagePlan
 from moltbuild.settings import Settings
 
@@ -62,8 +62,8 @@ def job_manifest(
     settings: Settings,
     args: list[str],
 ) -> dict[str, Any]:
-    """k8s/kaniko/job.yml filled for one image."""
-    (job,) = load_all(manifests_dir(project_root) / "job.yml")
+    """The Job template filled for one image."""
+    job = job_template(project_root)
     labels = {**MANAGED, "moltbuild.dev/image": image.name}
     job["metadata"].update(name=name, namespace=namespace, labels=labels)
     job["spec"]["activeDeadlineSeconds"] = timeout_of(settings)

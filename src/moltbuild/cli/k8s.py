@@ -23,12 +23,15 @@ def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry
     """Pin every pushed image of the report in the kustomization (tag and digest)."""
     from moltbuild.k8s.kustomize import pin_pushed
 
+    session = run_context()
     pin_pushed(
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
         only=only,
         no_digest=no_digest,
         dry_run=dry_run,
+        runner=session.runner,
+        root=session.settings.project_root,
     )
 
 

@@ -1,5 +1,10 @@
-"""Kaniko in the cluster, the pure part: the manifests under k8s/kaniko/ filled for a namespace,
-the registry Secret, and one Job per image (executor args from the same plan as local builds)."""
+"""Kaniko in the cluster, the pure part: the manifests filled for a namespace, the registry
+Secret, and the Job template filled per image (executor args from the same plan as local builds).
+
+The manifests ship with moltbuild (package data, kaniko_defaults/); a file of the same name in
+the repository's k8s/kaniko/ overrides the packaged one. A project without that folder, or
+without one of its files, uses the defaults; a file that is there but unreadable or not
+Kubernetes objects is an error naming it."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import base64
 import copy
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +31,87 @@ WORKSPACE = "/workspace"
 RECEIVE = ["sh", "-c", f"tar -xzf - -C {WORKSPACE} && touch {WORKSPACE}/.ready"]
 
 
-def manifests_dir(project_root: Path) -> Path:
+DEFAULTS = "kaniko_defaults"  # package data beside this module
+MANIFESTS = ("serviceaccounts.yml", "rbac.yml", "job.yml")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str  # the file the objects came from
+    fix: str  # what to do when they are not what moltbuild needs
+    objects: list[dict[str, Any]]
+
+
+def overrides_dir(project_root: Path) -> Path:
+    """The repository's own manifests, each overriding the packaged one of the same name."""
     return project_root / "k8s" / "kaniko"
 
 
-def load_all(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; in-cluster builds read it (restore it from git)")
-    return [d for d in load_yaml(path, multi=True) if d]
+def packaged(name: str) -> Any:
+    """The packaged default `name` (an importlib.resources Traversable)."""
+    return resources.files(__package__).joinpath(DEFAULTS).joinpath(name)
+
+
+def load_manifest(project_root: Path, name: str) -> Manifest:
+    """The objects of `name`: the repository's k8s/kaniko/<name> when it has that file, else the
+    copy packaged with moltbuild."""
+    override = overrides_dir(project_root) / name
+    fix = f"fix it, or delete it to use moltbuild's default {name}"
+    if override.is_symlink() and not override.exists():
+        raise ConfigError(f"{override}: links to {override.readlink()}, which does not exist; {fix}")
+    if override.exists():
+        return _checked(override, load_yaml(override, multi=True), fix)
+    resource = packaged(name)
+    label = Path(str(resource))
+    fix = "reinstall moltbuild (pip install --force-reinstall moltbuild)"
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"{label}: moltbuild's packaged {name} is missing or unreadable; {fix}") from None
+    return _checked(label, load_yaml(label, text=text, multi=True), fix)
+
+
+def _checked(path: Path, docs: list[Any], fix: str) -> Manifest:
+    if not docs:
+        raise ConfigError(f"{path}: holds no Kubernetes object; {fix}")
+    for number, doc in enumerate(docs, 1):
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        if not (isinstance(meta, dict) and meta.get("name") and isinstance(doc.get("kind"), str)):
+            raise ConfigError(
+                f"{path}: document {number} is not a Kubernetes object (kind, metadata.name); {fix}"
+            )
+    return Manifest(str(path), fix, docs)
+
+
+def job_template(project_root: Path) -> dict[str, Any]:
+    """The Job `invoke kaniko.build` fills per image: one Job whose pod has one init container
+    (receives the context) and one container (the executor)."""
+    manifest = load_manifest(project_root, "job.yml")
+    try:
+        (job,) = manifest.objects
+        pod = job["spec"]["template"]
+        (helper,), (executor,) = pod["spec"]["initContainers"], pod["spec"]["containers"]
+        shapes = (job["spec"], pod.setdefault("metadata", {}), helper, executor)
+        if job["kind"] != "Job" or not all(isinstance(each, dict) for each in shapes):
+            raise ValueError
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ConfigError(
+            f"{manifest.source}: must be one Job whose pod has one init container and one container; "
+            f"{manifest.fix}"
+        ) from None
+    return job
 
 
 def setup_objects(project_root: Path, namespace: str) -> list[dict[str, Any]]:
-    """ServiceAccounts, Role and RoleBinding from k8s/kaniko/, placed in `namespace`."""
+    """ServiceAccounts, Role and RoleBinding (packaged, or the repository's k8s/kaniko/ overrides),
+    placed in `namespace`."""
     objects = []
     for name in ("serviceaccounts.yml", "rbac.yml"):
-        for obj in load_all(manifests_dir(project_root) / name):
+        for obj in load_manifest(project_root, name).objects:
             obj["metadata"]["namespace"] = namespace
             for subject in obj.get("subjects") or []:
-                subject["namespace"] = namespace
+                if isinstance(subject, dict):
+                    subject["namespace"] = namespace
             objects.append(obj)
     return objects
 

@@ -1,40 +1,34 @@
 """`invoke k8s.set-images`: pin what was pushed in the kustomization, as `kustomize edit set
-image` would, keeping every comment, order and the formatting of entries it does not touch."""
+image` would, rewriting only the values that change: every comment, the order, a leading `---`
+and the formatting of everything else stay byte for byte. The lock that serialises writers lives
+outside the work tree, and a dry run creates nothing at all."""
 
 from __future__ import annotations
 
 import difflib
-import io
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
-from moltbuild.files import load_yaml, write_atomic
+from moltbuild.files import load_yaml, read_text, write_atomic
+from moltbuild.k8s.inplace import NOT_A_STRING, rewrite
 from moltbuild.project import find_project_root, load_images, read_tool_table
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
-
-# Plain scalars YAML 1.1 or 1.2 would read as something else than a string: 0012345, 1234e56, 1_000,
-# 0x1f, true, on, null, ... A tag like that must be written quoted to come back unchanged.
-_NOT_A_STRING = re.compile(
-    r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?|[-+]?\.[0-9]+([eE][-+]?[0-9]+)?|0[xXoObB][0-9a-fA-F_]+|"
-    r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)|[0-9]+(:[0-5]?[0-9])+(\.[0-9]*)?|"
-    r"(?i:y|yes|n|no|true|false|on|off|null|~)|"
-)
+from moltbuild.system.locks import held, lock_outside_tree
+from moltbuild.system.processes import Runner
 
 
 def yaml_string(value: str) -> str:
     """`value` as a scalar that reads back as the same string in any YAML version."""
-    return DoubleQuotedScalarString(value) if _NOT_A_STRING.fullmatch(value) else value
+    return DoubleQuotedScalarString(value) if NOT_A_STRING.fullmatch(value) else value
 
 
 @dataclass(frozen=True)
@@ -54,11 +48,8 @@ def pins_from(records: Iterable[ImageRecord], names: dict[str, str], *, with_dig
 
 
 def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never fold a long line we did not write
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml
+    """Round trip: the nodes keep where each value starts and ends in the text."""
+    return YAML(typ="rt")
 
 
 def _load(path: Path, text: str) -> Any:
@@ -105,34 +96,40 @@ def apply_pins(doc: Any, pins: list[Pin]) -> list[str]:
     return changed
 
 
-def _dump(doc: Any) -> str:
-    out = io.StringIO()
-    _yaml().dump(doc, out)
-    return out.getvalue()
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float) else str(value)
 
 
-def set_images(
-    kustomization: Path,
-    pins: list[Pin],
-    *,
-    dry_run: bool = False,
-    say: Callable[[str], None] = print,
-) -> list[str]:
-    """Pin `pins` in `kustomization` under a file lock, atomically; a dry run prints the diff."""
+def edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
+    """`text` with `pins` set, and what changed; only the changed values are rewritten."""
+    before, after = _load(path, text), _load(path, text)
+    changed = apply_pins(after, pins)
+    if not changed:
+        return text, []
+    new = rewrite(text, _yaml().compose(text), before, after, str(path))
+    if _plain(_load(path, new)) != _plain(after):  # the edit must mean exactly what was asked
+        raise ConfigError(
+            f"{path}: pinning in place would change more than the pinned values (a moltbuild bug, please "
+            "report it); pin the images by hand"
+        )
+    return new, changed
+
+
+def set_images(kustomization: Path, pins: list[Pin], *, runner: Runner, dry_run: bool = False) -> list[str]:
+    """Pin `pins` in `kustomization`, atomically, under a lock kept outside the work tree (a lock
+    file beside it would make the next build `-dirty`). A dry run prints the diff and creates
+    nothing: no lock, no temporary file, no folder."""
+    say = runner.say
     if not kustomization.is_file():
         raise ConfigError(f"{kustomization} not found; pass --kustomization PATH")
-    with FileLock(str(kustomization) + ".lock", timeout=60):
-        try:
-            text = kustomization.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{kustomization}: not UTF-8 text; re-save it as UTF-8") from None
-        doc = _load(kustomization, text)
-        changed = apply_pins(doc, pins)
-        if not changed:
-            say(f"{kustomization}: already pins what the report says was pushed; nothing to change")
-            return []
-        new = _dump(doc)
-        if dry_run:
+    if dry_run:
+        text = read_text(kustomization, "kustomization", keep_newlines=True)
+        new, changed = edited(kustomization, text, pins)
+        if changed:
             diff = difflib.unified_diff(
                 text.splitlines(keepends=True),
                 new.splitlines(keepends=True),
@@ -140,10 +137,17 @@ def set_images(
                 str(kustomization),
             )
             say("".join(diff).rstrip("\n"))
-            return changed
-        write_atomic(kustomization, new)
-    for line in changed:
-        say(f"pinned {line}")
+    else:
+        lock = lock_outside_tree(kustomization, runner)
+        with held(lock, "invoke k8s.set-images", str(kustomization), say, timeout=60):
+            text = read_text(kustomization, "kustomization", keep_newlines=True)
+            new, changed = edited(kustomization, text, pins)
+            if changed:
+                write_atomic(kustomization, new)
+        for line in changed:
+            say(f"pinned {line}")
+    if not changed:
+        say(f"{kustomization}: already pins what the report says was pushed; nothing to change")
     return changed
 
 
@@ -171,12 +175,14 @@ def pin_pushed(
     only: str = "",
     no_digest: bool = False,
     dry_run: bool = False,
-    say: Callable[[str], None] = print,
+    runner: Runner,
+    root: Path | None = None,
 ) -> list[str]:
     """`invoke k8s.set-images`: every pushed image of the report, pinned by tag and digest."""
-    root = find_project_root()
+    root = root or find_project_root()
     tool = read_tool_table(root)
     names = {name: cfg.manifest_name for name, cfg in load_images(root, tool).items()}
     records = pushed_records(report_path or report.default_path(root), only)
     pins = pins_from(records, names, with_digest=not no_digest)
-    return set_images(kustomization or root / "k8s" / "kustomization.yml", pins, dry_run=dry_run, say=say)
+    path = kustomization or root / "k8s" / "kustomization.yml"
+    return set_images(path, pins, runner=runner, dry_run=dry_run)
