@@ -151,8 +151,9 @@ class FakeCluster:
     def jobs(self) -> list[str]:
         return [j.metadata.name for j in self.batch.list_namespaced_job(self.namespace).items]
 
-    def start_pod(self, job: Any) -> str:
-        """What the Job controller and kubelet would do: a pod whose init container runs."""
+    def start_pod(self, job: Any, **status: Any) -> str:
+        """What the Job controller and kubelet would do: a pod whose init container runs (or,
+        with `status`, a pod created in that state at once: no moment in another one)."""
         name = f"{job.metadata.name}-x7k2p"
         spec = job.spec.template.spec
         self.core.create_namespaced_pod(
@@ -164,7 +165,7 @@ class FakeCluster:
                 "spec": self.api.sanitize_for_serialization(spec),
             },
         )
-        self.set_status(name, phase="Pending", init={"running": {}})
+        self.set_status(name, **(status or {"phase": "Pending", "init": {"running": {}}}))
         return name
 
     def set_status(

@@ -631,9 +631,11 @@ def test_clean_refuses_a_store_it_does_not_know(cli):
 
 def test_setup_gives_the_packages_step_a_dry_runner(cli, record):
     installed = record("moltbuild.system.packages.setup", result=[])
+    built = record("moltbuild.system.packages.setup_go_tools", result=[])
     assert cli("setup", "--dry-run").code == 0
     assert cli("setup").code == 0
     assert [args[0].dry_run for args, _ in installed.calls] == [True, False]
+    assert [args[0].dry_run for args, _ in built.calls] == [True, False]  # kustomize, from Go
 
 
 def check(verdict: str, ref: str) -> Check:

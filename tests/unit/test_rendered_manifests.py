@@ -1,8 +1,8 @@
 """The workloads of k8s/ as Kubernetes renders them, in a repository laid out like a monorepo:
 k8s/kustomization.yml (starting with `---` and comments) lists namespace.yml and the folders api/
 and frontend/, each with its own kustomization. Read without a renderer (resources: followed),
-and rendered by the real kubectl kustomize when it is installed (skipped otherwise; under CI=true
-its absence fails)."""
+and rendered by the real kustomize (`invoke setup` builds it) when it is installed (skipped
+otherwise; under CI=true its absence fails)."""
 
 from __future__ import annotations
 
@@ -548,8 +548,8 @@ configMapGenerator:
 """
 
 
-def test_kubectl_kustomize_renders_patches_generators_and_images_and_names_the_files(repo, tmp_path):
-    need_tool("kubectl")
+def test_kustomize_renders_patches_generators_and_images_and_names_the_files(repo, tmp_path):
+    need_tool("kustomize")  # `invoke setup` builds it from its Go module
     top = repo / "k8s" / "kustomization.yml"
     top.write_text(top.read_text() + PATCHED)
     api = repo / "k8s" / "api" / "kustomization.yml"
@@ -561,9 +561,9 @@ def test_kubectl_kustomize_renders_patches_generators_and_images_and_names_the_f
             "- configMapRef: {name: api-settings}\n            - configMapRef: {name: api-generated}",
         )
     )
-    runner = bare_runner(tmp_path, None, "kubectl")
+    runner = bare_runner(tmp_path, None, "kustomize")
     manifests = load_manifests(repo, runner)
-    assert manifests.how == "rendered by kubectl kustomize k8s" and manifests.notes == ()
+    assert manifests.how == "rendered by kustomize build k8s" and manifests.notes == ()
     ((workload, container),) = manifests.running(API)
     assert container["image"] == "registry.local:5000/acme/api:1.2"  # `images:` applied
     assert (workload.label, workload.namespace) == ("k8s/api/deployment.yml Deployment api", "shop")
@@ -586,15 +586,15 @@ def test_kubectl_kustomize_renders_patches_generators_and_images_and_names_the_f
     )
 
 
-def test_a_kustomization_kubectl_cannot_render_is_a_one_line_error(repo, tmp_path):
-    need_tool("kubectl")
+def test_a_kustomization_kustomize_cannot_render_is_a_one_line_error(repo, tmp_path):
+    need_tool("kustomize")
     top = repo / "k8s" / "kustomization.yml"
     top.write_text(top.read_text() + "patches:\n  - path: nowhere.yml\n")
     with pytest.raises(ConfigError) as info:
-        load_manifests(repo, bare_runner(tmp_path, None, "kubectl"))
+        load_manifests(repo, bare_runner(tmp_path, None, "kustomize"))
     message = info.value.message
     assert "\n" not in message and message.startswith(
-        "k8s/kustomization.yml: kubectl kustomize cannot render it ("
+        "k8s/kustomization.yml: kustomize build cannot render it ("
     )
-    assert message.endswith("; fix the kustomization (`kubectl kustomize k8s` shows the whole error)")
+    assert message.endswith("; fix the kustomization (`kustomize build k8s` shows the whole error)")
     assert "nowhere.yml" in message

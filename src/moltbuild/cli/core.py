@@ -22,11 +22,13 @@ def doctor(c, json=False):
 @task(help={"dry-run": "print the apt-get commands, run nothing"})
 @edge
 def setup(c, dry_run=False):
-    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get."""
+    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; build kustomize."""
     from moltbuild.system import packages as sysdeps
     from moltbuild.system.processes import Runner
 
-    sysdeps.setup(Runner(dry_run=dry_run))
+    runner = Runner(dry_run=dry_run)
+    sysdeps.setup(runner)
+    sysdeps.setup_go_tools(runner)
 
 
 @task(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import tempfile
 from pathlib import Path
 
 from moltbuild.errors import ToolMissingError
@@ -23,6 +24,17 @@ PACKAGES = {
     "apache2-utils": "htpasswd for registry basic-auth tests",
     "git": "the tag plan reads HEAD",
     "openssl": "test TLS certificates",
+}
+
+
+# Tools built from their Go modules at pinned versions (`go install`), where no Debian package
+# has them: name -> (module, version, what needs it).
+GO_TOOLS = {
+    "kustomize": (
+        "sigs.k8s.io/kustomize/kustomize/v5",
+        "v5.7.1",
+        "renders k8s/ as Kubernetes does (patches, overlays) for the smoke check",
+    ),
 }
 
 
@@ -80,6 +92,46 @@ def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Pat
         what="apt-get install",
     )
     return missing
+
+
+def go_tools_dir() -> Path:
+    """Where built Go tools go: on PATH everywhere for root, else the user's ~/.local/bin."""
+    return Path("/usr/local/bin") if os.geteuid() == 0 else Path.home() / ".local" / "bin"
+
+
+def setup_go_tools(runner: Runner, bindir: Path | None = None) -> list[str]:
+    """Build each Go tool missing at its pinned version (once per machine: Go caches the build)."""
+    bindir = bindir or go_tools_dir()
+    built = []
+    for name, (module, version, _why) in GO_TOOLS.items():
+        if _has_version(runner, bindir / name, version):
+            continue
+        if not shutil.which("go", path=runner.environ.get("PATH")):
+            runner.say(f"setup: {name} {version} not built: no `go` on PATH (install Go 1.22 or newer)")
+            continue
+        runner.say(f"setup: building {name} {version} from {module} (once per machine)")
+        if runner.dry_run:
+            runner.run(["go", "install", f"{module}@{version}"], env={"GOBIN": str(bindir)})
+            continue
+        with tempfile.TemporaryDirectory(prefix="moltbuild-go-") as tmp:
+            runner.run(
+                ["go", "install", f"{module}@{version}"],
+                env={"GOBIN": tmp},
+                timeout=1800,
+                what=f"go install {name}",
+            )
+            bindir.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(Path(tmp) / name), bindir / f".{name}.new")
+            os.replace(bindir / f".{name}.new", bindir / name)  # never a half-copied binary on PATH
+        built.append(name)
+    return built
+
+
+def _has_version(runner: Runner, binary: Path, version: str) -> bool:
+    if not binary.is_file():
+        return False
+    res = runner.run([str(binary), "version"], mutates=False, check=False, timeout=30)
+    return res.ok and version in res.stdout
 
 
 def _sudo(runner: Runner) -> list[str] | None:
