@@ -97,7 +97,7 @@ def _probe_a_missing_path(project):
 @pytest.mark.parametrize(
     "breakage, reason",
     [
-        (_break_healthcheck, "HEALTHCHECK never passed"),
+        (_break_healthcheck, 'HEALTHCHECK ["python3","-c","raise SystemExit(1)"] failed 2 times (exit 1)'),
         (_exit_at_start, "the container exited at start with code 3"),
         (
             _probe_a_missing_path,

@@ -4,7 +4,11 @@ published port is an HTTP server the test starts on an ephemeral port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
 import socket
 import sys
 import textwrap
@@ -12,12 +16,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError, JobError
+from moltbuild.flows import smoke as smoke_flow
 from moltbuild.project import ImageConfig
+from moltbuild.settings import Secret
 from moltbuild.smoke import run as smoke
 from moltbuild.smoke.probes import (
     Healthcheck,
@@ -295,42 +302,68 @@ def test_exposed_ports_of_an_image_config():
     assert exposed_ports({}) == set()
 
 
+# === smoke: how long to wait, what the container gets (pure) ====================================
+
+
+def test_the_healthcheck_bound_is_dockers_own():
+    # failures in the start period do not count, then `retries` checks `interval` apart, the last
+    # one up to `timeout`
+    assert smoke.healthcheck_bound(Healthcheck(("x",), 5, 2, 60, 3)) == 60 + 5 * 3 + 2
+    assert smoke.healthcheck_bound(Healthcheck(("x",))) == 0 + 30 * 3 + 30  # Docker's defaults
+    zero = Healthcheck(("x",), interval_s=0, timeout_s=0, retries=0)  # 0 means "the default"
+    assert smoke.docker_healthcheck(zero) == Healthcheck(("x",), 30, 30, 0, 3)
+    assert smoke.healthcheck_bound(zero) == 120
+
+
+def test_the_probe_bound_is_what_kubernetes_allows():
+    assert (
+        smoke.probe_bound(HttpCheck("/", 80, "o", initial_delay_s=10, period_s=5, failure_threshold=6)) == 40
+    )
+    assert smoke.probe_bound(HttpCheck("/", 80, "o")) == 30  # periodSeconds 10 x failureThreshold 3
+    assert smoke.probe_bound(HttpCheck("/", 80, "o", period_s=0, failure_threshold=0)) == 30
+
+
+def test_the_cap_only_cuts_an_absurd_bound(monkeypatch):
+    monkeypatch.setattr(smoke, "CAP_S", 600.0)
+    assert smoke.wait_limit(130) == (130, False)
+    assert smoke.wait_limit(900) == (600, True)
+
+
+def test_the_env_file_carries_values_verbatim_and_refuses_what_it_cannot_carry():
+    text, refused = smoke.env_file(
+        [
+            ("DATABASE_URL", Secret("postgres://u:pw@db/app")),
+            ("SPACED", "  a = b  "),
+            ("QUOTED", '"kept"'),
+            ("EMPTY", ""),
+            ("CERT", "-----BEGIN\nabc"),
+            ("CR", "x\r"),
+            ("1BAD", "x"),
+            ("NUL", "a\0b"),
+            ("HUGE", "x" * 65_536),
+            ("BROKEN", "\udcff"),
+            ("SPACED", "again"),  # later wins, in both runtimes
+        ]
+    )
+    assert (
+        text == 'DATABASE_URL=postgres://u:pw@db/app\nSPACED=  a = b  \nQUOTED="kept"\nEMPTY=\nSPACED=again\n'
+    )
+    assert refused == [
+        "CERT (its value has a line break, which --env-file cannot pass)",
+        "CR (its value has a line break, which --env-file cannot pass)",
+        "1BAD (not a variable name --env-file can pass)",
+        "NUL (its value has a NUL byte, which no environment can hold)",
+        "HUGE (its value is 64 KiB or more, longer than --env-file reads)",
+        "BROKEN (its value is not valid UTF-8)",
+    ]
+    assert smoke.env_file([]) == ("", [])
+
+
 # === smoke: against a podman stand-in =============================================================
 
-FAKE_PODMAN = """\
-import json, subprocess, sys
-from pathlib import Path
-
-state = Path(__file__).parent / "state"
-args = sys.argv[1:]
-with (state / "calls.jsonl").open("a") as log:
-    log.write(json.dumps(args) + "\\n")
-
-
-def read(name, default=""):
-    path = state / name
-    return path.read_text() if path.exists() else default
-
-
-if args[:2] == ["image", "inspect"]:
-    if (state / "no-image").exists():
-        sys.exit("Error: no such image " + args[2])
-    sys.stdout.write(read("inspect.json", "[]"))
-elif args[0] == "run":
-    if (state / "run-fails").exists():
-        sys.exit("Error: cannot start")
-    print("c0ffee")
-elif args[0] == "port":
-    host = json.loads(read("ports.json", "{}")).get(args[2].split("/")[0])
-    if host:
-        print(f"0.0.0.0:{host}\\n[::]:{host}")
-elif args[0] == "inspect":
-    print(read("status", "running 0"))
-elif args[0] == "exec":
-    sys.exit(subprocess.call(args[2:]))
-elif args[0] == "logs":
-    print(read("logs"), end="")
-"""
+FAKE_PODMAN = Path(__file__).resolve().parents[1] / "support" / "fake_podman.py"
+SERVE = [PY, "-c", "import time; time.sleep(120)"]  # a container that runs until it is killed
+ULIMITS = ("--ulimit", "nofile=1024:1024")  # the kind of run flags buildah's runtime adds
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -345,23 +378,25 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Fake:
-    """The stand-in CLI, its state directory and the calls it received."""
+    """The stand-in CLI (tests/support/fake_podman.py), its state directory and its calls."""
 
-    def __init__(self, root: Path):
-        self.script = root / "podman.py"
-        self.script.write_text(FAKE_PODMAN)
+    def __init__(self, root: Path, run_flags: tuple[str, ...] = ULIMITS):
         self.state = root / "state"
-        self.state.mkdir()
+        self.state.mkdir(exist_ok=True)
         self.said: list[str] = []
         self.runtime = ContainerRuntime(
-            Runner(out=self.said.append), [PY, str(self.script)], run_flags=("--rm",)
+            Runner(out=self.said.append),
+            [PY, str(FAKE_PODMAN)],
+            run_flags=run_flags,
+            env={"FAKE_PODMAN_STATE": str(self.state)},
         )
 
     def set(self, name: str, value: object) -> None:
         self.state.joinpath(name).write_text(value if isinstance(value, str) else json.dumps(value))
 
     def image(self, config: dict, **outside: object) -> None:
-        self.set("inspect.json", [{"Config": config, **outside}])
+        """The image `image inspect` describes; it runs SERVE unless `config` says otherwise."""
+        self.set("inspect.json", [{"Config": {"Cmd": SERVE, **config}, **outside}])
 
     def calls(self) -> list[list[str]]:
         path = self.state / "calls.jsonl"
@@ -370,8 +405,18 @@ class Fake:
     def verbs(self) -> list[str]:
         return [c[0] for c in self.calls()]
 
+    def received(self, container: str) -> list[dict[str, str]]:
+        """The env files `run` read, as they were then."""
+        return json.loads((self.state / "received" / f"{container}.json").read_text())
+
     def check(self, plan: SmokePlan, name: str = "api"):
         return run_smoke(self.runtime, name, "localhost/api:dev", plan, self.said.append, f"[{name}]")
+
+    def close(self) -> None:
+        """Whatever a failed test left running goes."""
+        for pid in (self.state / "containers").glob("*/pid"):
+            with contextlib.suppress(ProcessLookupError, ValueError, OSError):
+                os.killpg(int(pid.read_text()), signal.SIGKILL)
 
 
 @pytest.fixture()
@@ -379,7 +424,9 @@ def fake(tmp_path, monkeypatch):
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     state.begin_command()  # as every command starts: an earlier test's stop_all() is over
-    return Fake(tmp_path)
+    made = Fake(tmp_path)
+    yield made
+    made.close()
 
 
 @pytest.fixture()
@@ -413,13 +460,14 @@ def started_container(fake: Fake) -> str:
 def assert_removed(fake: Fake) -> None:
     container = started_container(fake)
     assert ["kill", container] in fake.calls() and ["rm", "-f", container] in fake.calls()
-    assert container not in state.known_cleanups()
+    assert not (fake.state / "containers" / container).exists()  # the stand-in removed it
+    assert not [key for key in state.known_cleanups() if key.startswith(container)]
 
 
 def test_config_reads_docker_and_podman_layouts(fake):
-    fake.image({"Healthcheck": {"Test": ["CMD", "in-config"]}})
+    fake.set("inspect.json", [{"Config": {"Healthcheck": {"Test": ["CMD", "in-config"]}}}])
     assert fake.runtime.config("img")["Healthcheck"] == {"Test": ["CMD", "in-config"]}
-    fake.image({"Env": ["A=1"]}, HealthCheck={"Test": ["CMD", "beside"]})
+    fake.set("inspect.json", [{"Config": {"Env": ["A=1"]}, "HealthCheck": {"Test": ["CMD", "beside"]}}])
     assert fake.runtime.config("img") == {"Env": ["A=1"], "Healthcheck": {"Test": ["CMD", "beside"]}}
     fake.set("inspect.json", "")
     assert fake.runtime.config("img") == {"Healthcheck": None}
@@ -436,16 +484,18 @@ def test_a_healthy_image_passes_every_check_and_its_container_goes(fake, http_po
         healthcheck=Healthcheck(ok_command(9)),  # the image's own HEALTHCHECK wins
     )
     outcome = fake.check(plan)
-    assert outcome.summary == (
-        f"passed in {outcome.seconds:.1f}s: HEALTHCHECK, GET /healthz:8000, GET /moved:8000, "
-        f"`{' '.join(ok_command())}`"
-    )
+    assert re.fullmatch(
+        rf"passed in {outcome.seconds:.1f}s: HEALTHCHECK \(healthy after \d+\.\ds\), GET /healthz:8000, "
+        rf"GET /moved:8000, `{re.escape(' '.join(ok_command()))}`",
+        outcome.summary,
+    ), outcome.summary
     run = next(c for c in fake.calls() if c[0] == "run")
     container = started_container(fake)
     assert container.startswith("moltbuild-smoke-api-")
-    assert run == ["run", "-d", "--name", container, "--rm", "-p", "127.0.0.1::8000", "-p", "127.0.0.1::9000",
-                   "localhost/api:dev"]  # fmt: skip
-    assert ["port", container, "9000/tcp"] in fake.calls()  # unpublished: the container port is used
+    publish = ["-p", "127.0.0.1::8000", "-p", "127.0.0.1::9000"]
+    assert run == ["run", "-d", "--name", container, *ULIMITS, *publish, "localhost/api:dev"]
+    assert fake.received(container) == []  # no env: no file
+    assert ["port", container, "8000/tcp"] in fake.calls()
     assert_removed(fake)
     assert fake.said == []
 
@@ -457,32 +507,173 @@ def test_nothing_to_check_starts_no_container(fake):
     assert fake.verbs() == ["image"]
 
 
-def test_a_healthcheck_that_never_passes_fails_with_its_last_words_and_the_logs(fake):
-    fake.image({})
-    fake.set("logs", "".join(f"log {i}\n" for i in range(25)))
-    failing = (PY, "-c", "import sys; print('trying'); print('db down', file=sys.stderr); sys.exit(1)")
-    plan = SmokePlan(healthcheck=Healthcheck(failing, interval_s=0, timeout_s=0, retries=1))
-    with pytest.raises(JobError, match=r"^smoke check failed: HEALTHCHECK never passed \(db down\)$"):
+SEE_ENV = (
+    "import json, os, time\n"
+    "open(os.environ['SEEN'], 'w').write(json.dumps(dict(os.environ)))\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_the_workloads_env_reaches_the_container_through_a_private_file_never_argv(fake, tmp_path):
+    seen = tmp_path / "seen.json"
+    secret = "postgres://app:Tr0ub4dor-3@db:5432/app"
+    fake.image({"Cmd": [PY, "-c", SEE_ENV], "Env": ["FROM_IMAGE=1", "MODE=image"]})
+    env = (
+        ("DATABASE_URL", Secret(secret)),
+        ("MODE", "canary-7"),
+        ("GREETING", " hello = world "),
+        ("SEEN", str(seen)),
+    )
+    # the exec session sees the container's env too: the HEALTHCHECK waits for the app's record
+    ready = (PY, "-c", "import os, sys; sys.exit(0 if os.path.exists(os.environ['SEEN']) else 1)")
+    plan = SmokePlan(
+        healthcheck=Healthcheck(ready, interval_s=0.1, timeout_s=5, start_period_s=10),
+        env=env,
+        env_missing=("API_KEY (secret api/key: set [tool.moltbuild.images.api.smoke] env)",),
+        workloads=("k8s/api.yml Deployment moltbook-api",),
+    )
+    outcome = fake.check(plan)
+    container = started_container(fake)
+    [got] = fake.received(container)
+    assert got["text"] == f"DATABASE_URL={secret}\nMODE=canary-7\nGREETING= hello = world \nSEEN={seen}\n"
+    assert (got["mode"], got["dir_mode"]) == ("0o600", "0o700")
+    assert not Path(got["path"]).exists() and not Path(got["path"]).parent.exists()
+    inside = json.loads(seen.read_text())
+    assert inside["DATABASE_URL"] == secret and inside["GREETING"] == " hello = world "
+    assert (inside["MODE"], inside["FROM_IMAGE"]) == ("canary-7", "1")  # the workload's value wins
+    values = [secret, "canary-7", " hello = world "]
+    assert not [arg for call in fake.calls() for arg in call if any(v in arg for v in values)]
+    run = next(c for c in fake.calls() if c[0] == "run")
+    assert run[run.index("--env-file") + 1] == got["path"]
+    assert outcome.summary.endswith(
+        "; env from k8s/api.yml Deployment moltbook-api: 4 variable(s), not given: API_KEY"
+    )
+    assert secret not in " ".join(fake.said) + outcome.summary
+    assert_removed(fake)
+
+
+def test_a_value_the_env_file_cannot_carry_is_left_out_with_a_note(fake):
+    fake.image({"Cmd": [PY, "-c", "print('no CERT given', flush=True); raise SystemExit(2)"]})
+    plan = SmokePlan(
+        healthcheck=Healthcheck(ok_command(1), interval_s=30, retries=3),
+        env=(("CERT", "-----BEGIN CERTIFICATE-----\nMIIB"), ("OK", "1")),
+    )
+    with pytest.raises(JobError) as info:
         fake.check(plan)
-    assert fake.said == [f"[api]  | log {i}" for i in range(5, 25)]  # the last 20 lines
+    assert info.value.message == (
+        "smoke check failed: the container exited at start with code 2; last lines: no CERT given; "
+        "it did not get: CERT (its value has a line break, which --env-file cannot pass)"
+    )
+    assert fake.said[0] == (
+        "[api]smoke: note: not passing CERT (its value has a line break, which --env-file cannot pass)"
+    )
+    assert fake.received(started_container(fake))[0]["text"] == "OK=1\n"
+    assert_removed(fake)
+
+
+def test_a_container_that_exits_at_start_stops_the_check_at_once_and_says_why(fake):
+    secret = "s3cr3t-t0ken-value"
+    app = (
+        "import sys\n"
+        "print('starting api', flush=True)\n"
+        f"print('config: token={secret}', flush=True)\n"
+        "print('error: DATABASE_URL is not set', file=sys.stderr, flush=True)\n"
+        "sys.exit(1)\n"
+    )
+    fake.image({"Cmd": [PY, "-c", app]})
+    missing = "DATABASE_URL (secret db/url: set [tool.moltbuild.images.api.smoke] env)"
+    plan = SmokePlan(
+        # Docker would wait 30 + 30 x 3 + 30 = 150s for this HEALTHCHECK: an exit ends the wait
+        healthcheck=Healthcheck(ok_command(1), interval_s=30, timeout_s=30, start_period_s=30, retries=3),
+        env=(("TOKEN", Secret(secret)),),
+        env_missing=(missing,),
+    )
+    start = time.monotonic()
+    with pytest.raises(JobError) as info:
+        fake.check(plan)
+    assert time.monotonic() - start < 5
+    assert info.value.message == (
+        "smoke check failed: the container exited at start with code 1; last lines: starting api | "
+        f"config: token=**** | error: DATABASE_URL is not set; it did not get: {missing}"
+    )
+    assert fake.said == [
+        "[api]  | starting api",
+        "[api]  | config: token=****",
+        "[api]  | error: DATABASE_URL is not set",
+    ]
+    assert secret in state.known_secrets()  # an error line the CLI prints is masked as well
+    assert_removed(fake)
+
+
+def test_an_exit_while_probes_wait_is_caught_too(fake, refused_port):
+    fake.image({"Cmd": [PY, "-c", "import time; time.sleep(0.5); print('boom: missing setting')"]})
+    fake.set("ports.json", {"8000": refused_port})
+    start = time.monotonic()
+    with pytest.raises(JobError) as info:
+        fake.check(SmokePlan((HttpCheck("/healthz", 8000, "k8s"),)))  # Kubernetes would wait 30s
+    assert time.monotonic() - start < 5
+    assert info.value.message == (
+        "smoke check failed: the container exited at start with code 0; last lines: boom: missing setting"
+    )
+    assert fake.said == ["[api]  | boom: missing setting"]
+    assert_removed(fake)
+
+
+def test_a_container_removed_under_the_check_is_named_not_waited_for(tmp_path):
+    state.begin_command()
+    fake = Fake(tmp_path, run_flags=("--rm",))  # gone as soon as it exits
+    fake.image({"Cmd": [PY, "-c", "raise SystemExit(3)"]})
+    plan = SmokePlan(healthcheck=Healthcheck(ok_command(1), interval_s=30, retries=3))
+    start = time.monotonic()
+    try:
+        with pytest.raises(JobError, match=r"^smoke check failed: the container is gone \(.*no such object"):
+            fake.check(plan)
+    finally:
+        fake.close()
+    assert time.monotonic() - start < 5
+
+
+def test_a_failing_healthcheck_names_its_command_and_last_output(fake):
+    fake.image({})
+    failing = [PY, "-c", "print('trying'); raise SystemExit('wget: server returned error: HTTP/1.1 404')"]
+    plan = SmokePlan(healthcheck=Healthcheck(tuple(failing), interval_s=0.2, timeout_s=5, retries=3))
+    start = time.monotonic()
+    with pytest.raises(JobError) as info:
+        fake.check(plan)
+    assert info.value.message == (
+        f"smoke check failed: HEALTHCHECK {json.dumps(failing, separators=(',', ':'))} failed 3 times "
+        "(exit 1): wget: server returned error: HTTP/1.1 404"
+    )
+    assert 0.4 <= time.monotonic() - start < 5  # three failures 0.2s apart, not a flat wait
+    assert fake.verbs().count("exec") >= 3
     assert_removed(fake)
 
 
 def test_a_silent_failing_healthcheck_reports_its_exit_code(fake):
     fake.image({"Healthcheck": {"Test": ["CMD", *ok_command(4)], "Interval": 1, "Timeout": 1, "Retries": 1}})
-    with pytest.raises(JobError, match=r"HEALTHCHECK never passed \(exit 4\)"):
+    with pytest.raises(JobError, match=r"\] failed 1 time \(exit 4\)$"):
         fake.check(SmokePlan())
 
 
-def test_a_container_that_exits_at_start_fails_the_check(fake, http_port):
-    fake.image({})
-    fake.set("status", "exited 3")
-    fake.set("logs", "boom: missing setting\n")
-    fake.set("ports.json", {"8000": http_port})
-    with pytest.raises(JobError, match=r"^smoke check failed: the container exited at start with code 3$"):
-        fake.check(SmokePlan((HttpCheck("/healthz", 8000, "k8s"),)))
-    assert fake.said == ["[api]  | boom: missing setting"]
-    assert_removed(fake)
+def test_healthcheck_failures_in_the_start_period_do_not_count(fake, tmp_path):
+    flag = tmp_path / "up"
+    fake.image({"Cmd": [PY, "-c", f"import time; time.sleep(0.6); open({str(flag)!r}, 'w'); time.sleep(60)"]})
+    up = (PY, "-c", f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)")
+    # one failure would be enough after the start period; within it, none counts
+    outcome = fake.check(
+        SmokePlan(healthcheck=Healthcheck(up, interval_s=0.01, start_period_s=10, retries=1))
+    )
+    healthy = float(re.search(r"healthy after (\d+\.\d)s", outcome.summary).group(1))
+    assert 0.5 <= healthy < 5
+    assert fake.verbs().count("exec") >= 2
+
+    fake.state.joinpath("calls.jsonl").unlink()
+    never = (PY, "-c", "raise SystemExit(1)")
+    start = time.monotonic()
+    with pytest.raises(JobError, match=r"failed 2 times \(exit 1\)$"):
+        fake.check(SmokePlan(healthcheck=Healthcheck(never, interval_s=0.01, start_period_s=1, retries=2)))
+    assert 1 <= time.monotonic() - start < 5
+    assert fake.verbs().count("exec") > 2  # the checks within the start period ran, uncounted
 
 
 def test_a_path_the_app_does_not_serve_fails_at_once(fake, http_port):
@@ -497,14 +688,34 @@ def test_a_path_the_app_does_not_serve_fails_at_once(fake, http_port):
     assert_removed(fake)
 
 
-def test_a_port_nobody_answers_fails_when_the_cap_runs_out(fake, refused_port, monkeypatch):
+def test_a_port_nobody_answers_fails_when_the_probe_would(fake, refused_port):
+    fake.image({})
+    fake.set("ports.json", {"8000": refused_port})
+    check = HttpCheck("/healthz", 8000, "k8s", initial_delay_s=0.2, period_s=0.3, failure_threshold=2)
+    start = time.monotonic()
+    with pytest.raises(JobError) as info:
+        fake.check(SmokePlan((check,)))
+    assert 0.8 <= time.monotonic() - start < 5
+    assert info.value.message == (
+        "smoke check failed: k8s: GET /healthz (container port 8000) no answer (ConnectionError) for 0.8s "
+        "(initialDelaySeconds 0.2 + periodSeconds 0.3 x failureThreshold 2)"
+    )
+    assert_removed(fake)
+
+
+def test_the_safety_cap_cuts_a_long_wait_and_says_so(fake, refused_port, monkeypatch):
     monkeypatch.setattr(smoke, "CAP_S", 0.5)
     fake.image({})
     fake.set("ports.json", {"8000": refused_port})
-    with pytest.raises(
-        JobError, match=r"GET /healthz \(container port 8000\) no answer \(ConnectionError\)$"
-    ):
+    start = time.monotonic()
+    with pytest.raises(JobError) as info:
         fake.check(SmokePlan((HttpCheck("/healthz", 8000, "k8s"),)))
+    assert time.monotonic() - start < 5
+    assert info.value.message.endswith(
+        "GET /healthz (container port 8000) no answer (ConnectionError); "
+        "stopped at the 0.5s safety cap (GET /healthz allows 30s)"
+    )
+    assert fake.said[0] == "[api]smoke: note: GET /healthz allows 30s; waiting at most 0.5s (safety cap)"
     assert_removed(fake)
 
 
@@ -520,7 +731,9 @@ def test_a_failing_smoke_command_fails_the_check(fake):
 def test_a_runtime_error_becomes_a_job_error_that_says_the_check_could_not_run(fake):
     fake.set("no-image", "")
     with pytest.raises(
-        JobError, match=r"^smoke check could not run: .* exit code 1: Error: no such image localhost/api:dev$"
+        JobError,
+        match=r"^smoke check could not run: .* exit code 125: Error: inspecting object: localhost/api:dev: "
+        r"image not known$",
     ):
         fake.check(SmokePlan(command=ok_command()))
     assert fake.verbs() == ["image"]
@@ -528,8 +741,9 @@ def test_a_runtime_error_becomes_a_job_error_that_says_the_check_could_not_run(f
     fake.image({})
     fake.set("run-fails", "")
     with pytest.raises(JobError, match=r"^smoke check could not run: .*: Error: cannot start$"):
-        fake.check(SmokePlan(command=ok_command()))
+        fake.check(SmokePlan(command=ok_command(), env=(("A", "1"),)))
     assert_removed(fake)  # a container that failed to start is still removed
+    assert not Path(fake.received(started_container(fake))[0]["path"]).parent.exists()  # and its env
 
 
 def test_a_missing_runtime_binary_is_reported_as_a_job_error(fake, tmp_path):
@@ -540,10 +754,7 @@ def test_a_missing_runtime_binary_is_reported_as_a_job_error(fake, tmp_path):
         run_smoke(runtime, "api", "img", SmokePlan(command=("true",)), fake.said.append, "[api]")
 
 
-def test_stop_all_interrupts_a_running_check_and_removes_its_container(fake):
-    fake.image({})
-    never = (PY, "-c", "raise SystemExit(1)")
-    plan = SmokePlan(healthcheck=Healthcheck(never, interval_s=30, timeout_s=1, retries=3))
+def checked_in_thread(fake: Fake, plan: SmokePlan) -> tuple[threading.Thread, list[JobError]]:
     errors: list[JobError] = []
 
     def check():
@@ -554,12 +765,53 @@ def test_stop_all_interrupts_a_running_check_and_removes_its_container(fake):
 
     thread = threading.Thread(target=check)
     thread.start()
-    deadline = time.monotonic() + 5
-    while "exec" not in fake.verbs() and time.monotonic() < deadline:
+    return thread, errors
+
+
+def wait_for(condition, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert condition()
+
+
+def test_stop_all_interrupts_a_running_check_and_removes_its_container(fake):
+    fake.image({})
+    never = (PY, "-c", "raise SystemExit(1)")
+    thread, errors = checked_in_thread(
+        fake, SmokePlan(healthcheck=Healthcheck(never, interval_s=30, timeout_s=1, retries=3))
+    )
+    wait_for(lambda: "exec" in fake.verbs())
     stop_all()
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert [e.message for e in errors] == ["smoke check interrupted"]
     container = started_container(fake)
     assert fake.calls().count(["rm", "-f", container]) == 2 and container not in state.known_cleanups()
+
+
+def test_stop_all_removes_the_env_file_even_while_run_holds_it(fake):
+    fake.image({})
+    fake.set("run-delay", "1")
+    plan = SmokePlan(healthcheck=Healthcheck(ok_command()), env=(("TOKEN", Secret("tok-123")),))
+    thread, errors = checked_in_thread(fake, plan)
+    wait_for(lambda: (fake.state / "received").is_dir() and any((fake.state / "received").iterdir()))
+    [got] = fake.received(started_container(fake))
+    assert Path(got["path"]).exists()
+    stop_all()
+    assert not Path(got["path"]).parent.exists()  # at once, not when `run` returns
+    thread.join(timeout=5)
+    assert [e.message for e in errors] == ["smoke check interrupted"]
+    assert_removed(fake)
+
+
+def test_invoke_smoke_names_the_image_in_its_error_line(fake, tmp_path):
+    df = dockerfile(tmp_path, 'FROM x\nHEALTHCHECK --interval=30s CMD ["false"]\n')
+    fake.image({"Cmd": [PY, "-c", "raise SystemExit(5)"]})
+    cfg = ImageConfig("api", "api", tmp_path, df, manifest_name=API)
+    backend = SimpleNamespace(runner=fake.runtime.runner, runtime=lambda: fake.runtime)
+    with pytest.raises(JobError) as info:
+        smoke_flow._check_all(backend, [(cfg, "localhost/api:dev")], None, tmp_path)
+    assert info.value.message == (
+        "api: smoke check failed: the container exited at start with code 5; it printed nothing"
+    )

@@ -11,7 +11,7 @@ from moltbuild import report
 from moltbuild.backends.contract import Backend, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.dockerfile import Dockerfile
-from moltbuild.errors import ConfigError
+from moltbuild.errors import ConfigError, JobError
 from moltbuild.flows.context import Session
 from moltbuild.k8s.manifests import load_manifests
 from moltbuild.project import ImageConfig, load_images, select_images
@@ -106,5 +106,8 @@ def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
             runtime(*pull, timeout=1800)
             image = str(image)
         plan = smoke_plan_for(root, cfg, runner)
-        outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
+        try:
+            outcome = run_smoke(runtime, cfg.name, image, plan, runner.say, prefix)
+        except JobError as exc:  # a build names the image itself; here the line must
+            raise JobError(f"{cfg.name}: {exc.message}") from None
         runner.say(f"{prefix}smoke: {outcome.summary}")

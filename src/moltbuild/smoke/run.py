@@ -1,23 +1,45 @@
-"""Release safety: start a built image before it is pushed, wait for its HEALTHCHECK, and ask
-every probe path its Deployments use. A failure stops the push; the container always goes."""
+"""Release safety: start a built image before it is pushed, with the settings its workloads give
+it, wait for its HEALTHCHECK as Docker would and ask every probe path its Deployments use as
+Kubernetes would. A failure stops the push and says why in one line; the container always goes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import secrets
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 
 import requests
 
 from moltbuild.errors import CommandError, JobError, MoltbuildError
-from moltbuild.smoke.probes import Healthcheck, SmokePlan
+from moltbuild.settings import MASK, Secret
+from moltbuild.smoke.probes import Healthcheck, HttpCheck, SmokePlan
 from moltbuild.system import state
-from moltbuild.system.processes import Runner
+from moltbuild.system.processes import Result, Runner
 
-CAP_S = 120.0  # no smoke check waits longer than this, whatever the HEALTHCHECK says
+# Each wait follows the image's own settings (healthcheck_bound, probe_bound). This cap is only a
+# safety net against absurd settings: no wait runs longer from the container's start, and a note
+# and the failure line say so whenever it cuts one short.
+CAP_S = 600.0
+POLL_S = 0.25  # faster than any interval: a healthy image passes at its first good answer
 _NS = 1e9
+_TAIL = 20  # container log lines shown when a check fails
+_QUOTED = 3  # of which the failure line quotes the last few
+_WIDTH = 200  # characters kept of one quoted line
+# podman (pkg/env ParseFile) and docker (cli opts/file.go) read --env-file alike: a KEY=VALUE
+# line each, the value verbatim after the first '=' (spaces and quotes kept), lines read by Go's
+# bufio.Scanner (under 64 KiB each, a trailing CR dropped). A name without '=' would import the
+# CLI's own variable of that name: every line written has one. (podman 4.7.0 alone, reverted in
+# 4.7.1, read quoted values over several lines.)
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # Kubernetes' rule for a variable's name
+_ENV_LINE_MAX = 64 * 1024  # bytes of one line with its newline: bufio.MaxScanTokenSize
 
 
 def stop_all() -> None:
@@ -28,7 +50,7 @@ def stop_all() -> None:
 
 @dataclass(frozen=True)
 class SmokeOutcome:
-    summary: str  # one line for the report: "passed in 1.2s: HEALTHCHECK, GET /healthz:8000"
+    summary: str  # one line for the report: "passed in 1.2s: HEALTHCHECK (healthy after 0.4s), ..."
     seconds: float
 
 
@@ -80,47 +102,182 @@ def exposed_ports(config: dict[str, Any]) -> set[int]:
     return {int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {}) if p.split("/")[0].isdigit()}
 
 
+# === how long to wait: the image's own settings ================================================
+
+
+def docker_healthcheck(hc: Healthcheck) -> Healthcheck:
+    """As the Docker daemon runs it: a zero interval, timeout or retries means its default."""
+    return replace(
+        hc, interval_s=hc.interval_s or 30.0, timeout_s=hc.timeout_s or 30.0, retries=hc.retries or 3
+    )
+
+
+def healthcheck_bound(hc: Healthcheck) -> float:
+    """How long Docker takes at most to call the container unhealthy: failures in the start
+    period do not count, then `retries` failed checks `interval` apart, the last up to `timeout`."""
+    hc = docker_healthcheck(hc)
+    return hc.start_period_s + hc.interval_s * hc.retries + hc.timeout_s
+
+
+def probe_bound(check: HttpCheck) -> float:
+    """How long Kubernetes lets the probe fail from the container's start (its defaults for 0)."""
+    return check.initial_delay_s + (check.period_s or 10.0) * (check.failure_threshold or 3)
+
+
+def wait_limit(bound: float) -> tuple[float, bool]:
+    """The seconds to wait from the container's start, and whether the safety cap cut `bound`."""
+    return min(bound, CAP_S), bound > CAP_S
+
+
+# === the container's settings ====================================================================
+
+
+def env_file(env: Iterable[tuple[str, str | Secret]]) -> tuple[str, list[str]]:
+    """The --env-file text of `env` (a Secret is revealed here, into that text only) and, for each
+    variable it cannot carry, "NAME (why)". Later lines win, as both runtimes read them."""
+    lines, refused = [], []
+    for name, value in env:
+        text = value.reveal() if isinstance(value, Secret) else str(value)
+        why = _env_problem(name, text)
+        if why:
+            refused.append(f"{name} ({why})")
+        else:
+            lines.append(f"{name}={text}\n")
+    return "".join(lines), refused
+
+
+def _env_problem(name: str, value: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        return "not a variable name --env-file can pass"
+    if "\n" in value or "\r" in value:
+        return "its value has a line break, which --env-file cannot pass"
+    if "\0" in value:
+        return "its value has a NUL byte, which no environment can hold"
+    try:
+        size = len(f"{name}={value}\n".encode())
+    except UnicodeEncodeError:
+        return "its value is not valid UTF-8"
+    return "its value is 64 KiB or more, longer than --env-file reads" if size >= _ENV_LINE_MAX else ""
+
+
+def _secret_values(env: Iterable[tuple[str, str | Secret]]) -> list[str]:
+    found = {v.reveal() for _, v in env if isinstance(v, Secret) and v.reveal()}
+    return sorted(found, key=len, reverse=True)
+
+
+def _clip(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _WIDTH else text[: _WIDTH - 3] + "..."
+
+
+def _output(res: Result) -> str:
+    """The last words of a failed command: its stderr's last lines, else its stdout's."""
+    lines = [ln for ln in (res.stderr.strip() or res.stdout.strip()).splitlines() if ln.strip()]
+    return " / ".join(_clip(ln) for ln in lines[-_QUOTED:])
+
+
+# === the check ===================================================================================
+
+
 class SmokeCheck:
     def __init__(self, runtime: ContainerRuntime, name: str, plan: SmokePlan, say: Any, prefix: str):
         self.rt, self.name, self.plan, self.say, self.prefix = runtime, name, plan, say, prefix
+        self.hidden = _secret_values(plan.env)
+        state.remember_secrets(self.hidden)  # an error line that reaches the CLI is masked too
+        self.missing = list(plan.env_missing)  # "NAME (why)": what the container does not get
+        self.given = 0
 
     def run(self, image: str) -> SmokeOutcome:
         start = time.monotonic()
         config = self.rt.config(image)
         health = healthcheck_of(config) or self.plan.healthcheck
-        ports = sorted(set(self.plan.ports) | exposed_ports(config))
         checked = (["HEALTHCHECK"] if health else []) + [f"GET {c.path}:{c.port}" for c in self.plan.http]
         checked += [f"`{' '.join(self.plan.command)}`"] if self.plan.command else []
         if not checked:
             return SmokeOutcome("nothing checked: no HEALTHCHECK, no probe, no smoke setting", 0.0)
         container = f"moltbuild-smoke-{self.name}-{secrets.token_hex(4)}"
-        publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
         state.on_interrupt(container, lambda: self.rt.remove(container))
         try:
-            self.rt("run", "-d", "--name", container, *self.rt.run_flags, *publish, image, timeout=120)
-            deadline = time.monotonic() + CAP_S
-            hosts = {p: self._host_port(container, p) for p in ports}
-            if health:
-                self._wait_healthy(container, health, deadline)
-            for check in self.plan.http:
-                self._probe(container, check.path, check.port, hosts[check.port], check.origin, deadline)
-            if self.plan.command:
-                res = self.rt("exec", container, *self.plan.command, check=False, timeout=60)
-                if not res.ok:
-                    self._fail(
-                        container, f"smoke command `{' '.join(self.plan.command)}` exited {res.returncode}"
-                    )
+            healthy = self._check(container, image, config, health)
         finally:
             self.rt.remove(container)
             state.done(container)
+        if healthy is not None:
+            checked[0] = f"HEALTHCHECK (healthy after {healthy:.1f}s)"
         seconds = time.monotonic() - start
-        return SmokeOutcome(f"passed in {seconds:.1f}s: {', '.join(checked)}", seconds)
+        return SmokeOutcome(f"passed in {seconds:.1f}s: {', '.join(checked)}{self._env_note()}", seconds)
+
+    def _check(
+        self, container: str, image: str, config: dict[str, Any], health: Healthcheck | None
+    ) -> float | None:
+        """Start the container and run every check; the seconds it took to become healthy."""
+        ports = sorted(set(self.plan.ports) | exposed_ports(config))
+        publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
+        with self._env_file(container) as env_args:
+            self.rt(
+                "run", "-d", "--name", container, *env_args, *self.rt.run_flags, *publish, image, timeout=120
+            )
+        started = time.monotonic()
+        hosts = {p: self._host_port(container, p) for p in self.plan.ports}
+        healthy = self._wait_healthy(container, health, started) if health else None
+        for check in self.plan.http:
+            self._probe(container, check, hosts[check.port], started)
+        if self.plan.command:
+            self._command(container)
+        return healthy
+
+    @contextlib.contextmanager
+    def _env_file(self, container: str) -> Iterator[list[str]]:
+        """The workload's settings as an --env-file, 0600 in a private directory that goes once
+        the runtime has read it (at `run`), on failure and on Ctrl-C too. Never `-e KEY=VALUE`:
+        argv is visible to every user of the machine."""
+        text, refused = env_file(self.plan.env)
+        for note in refused:
+            self.say(f"{self.prefix}smoke: note: not passing {note}")
+        self.missing += refused
+        self.given = len(self.plan.env) - len(refused)
+        if not text:
+            yield []
+            return
+        folder = tempfile.mkdtemp(prefix="moltbuild-smoke-")  # 0700: this user's only
+        key = f"{container} env-file"
+        state.on_interrupt(key, lambda: shutil.rmtree(folder, ignore_errors=True))
+        try:
+            path = os.path.join(folder, "env")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                out.write(text)
+            yield ["--env-file", path]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            state.done(key)
+
+    def _env_note(self) -> str:
+        if not (self.plan.env or self.missing):
+            return ""
+        source = f" from {', '.join(self.plan.workloads)}" if self.plan.workloads else ""
+        note = f"; env{source}: {self.given} variable(s)"
+        return note + (
+            f", not given: {', '.join(m.split(' ', 1)[0] for m in self.missing)}" if self.missing else ""
+        )
+
+    def _mask(self, text: str) -> str:
+        for value in self.hidden:
+            text = text.replace(value, MASK)
+        return text
 
     def _host_port(self, container: str, port: int) -> int:
-        out = self.rt("port", container, f"{port}/tcp", mutates=False).stdout.strip().splitlines()
+        res = self.rt("port", container, f"{port}/tcp", check=False, mutates=False)
+        if not res.ok:
+            self._alive(container)  # an exited container publishes nothing: say that, not this
+            raise CommandError(res.argv, res.returncode, res.stderr or res.stdout)
+        out = res.stdout.strip().splitlines()
         return int(out[0].rsplit(":", 1)[1]) if out else port
 
-    def _state(self, container: str) -> tuple[str, int]:
+    def _alive(self, container: str) -> None:
+        """Fail at once when the container is no longer running (or the command was interrupted)."""
+        if state.interrupted():
+            raise JobError("smoke check interrupted")
         res = self.rt(
             "inspect",
             "--format",
@@ -130,61 +287,108 @@ class SmokeCheck:
             mutates=False,
         )
         status, _, code = res.stdout.strip().partition(" ")
-        return status, int(code) if code.lstrip("-").isdigit() else 0
-
-    def _alive(self, container: str) -> None:
-        if state.interrupted():
-            raise JobError("smoke check interrupted")
-        status, code = self._state(container)
+        if not res.ok:
+            self._fail(
+                container, f"the container is gone ({_output(res) or f'inspect exit {res.returncode}'})"
+            )
         if status in ("exited", "stopped", "dead"):
-            self._fail(container, f"the container exited at start with code {code}")
+            self._fail(container, f"the container exited at start with code {code or '?'}", quote=True)
 
-    def _fail(self, container: str, reason: str) -> None:
-        logs = self.rt("logs", "--tail", "20", container, check=False, timeout=30, mutates=False)
-        for line in (logs.stdout + logs.stderr).strip().splitlines()[-20:]:
+    def _fail(self, container: str, reason: str, *, quote: bool = False) -> NoReturn:
+        """Show the container's last log lines and raise the one-line reason (masked)."""
+        logs = self.rt("logs", "--tail", str(_TAIL), container, check=False, timeout=30, mutates=False)
+        lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()[-_TAIL:]]
+        for line in lines:
             self.say(f"{self.prefix}  | {line}")
-        raise JobError(f"smoke check failed: {reason}")
+        if quote:
+            shown = [_clip(ln) for ln in lines if ln.strip()][-_QUOTED:]
+            reason += f"; last lines: {' | '.join(shown)}" if shown else "; it printed nothing"
+        if self.missing:
+            reason += f"; it did not get: {', '.join(self.missing)}"
+        raise JobError(f"smoke check failed: {self._mask(reason)}")
 
-    def _wait_healthy(self, container: str, hc: Healthcheck, deadline: float) -> None:
-        # Poll faster than the interval: a healthy image passes at its first good answer.
-        until = min(
-            deadline, time.monotonic() + hc.start_period_s + (hc.interval_s + hc.timeout_s) * hc.retries
+    def _until(self, started: float, bound: float, what: str) -> tuple[float, str]:
+        """When to stop waiting, and what the failure line adds when the safety cap cut the wait."""
+        limit, capped = wait_limit(bound)
+        if not capped:
+            return started + limit, ""
+        self.say(
+            f"{self.prefix}smoke: note: {what} allows {bound:.0f}s; waiting at most {CAP_S:g}s (safety cap)"
         )
-        last = ""
-        while True:
-            self._alive(container)
-            try:
-                res = self.rt("exec", container, *hc.argv, check=False, timeout=hc.timeout_s + 5)
-                if res.ok:
-                    return
-                last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
-                last = last[0][:200]
-            except CommandError as exc:
-                last = exc.message
-            if time.monotonic() >= until:
-                self._fail(container, f"HEALTHCHECK never passed ({last})")
-            time.sleep(0.25)
+        return started + limit, f"; stopped at the {CAP_S:g}s safety cap ({what} allows {bound:.0f}s)"
 
-    def _probe(
-        self, container: str, path: str, port: int, host_port: int, origin: str, deadline: float
-    ) -> None:
-        url = f"http://127.0.0.1:{host_port}{path}"
-        last = ""
+    def _wait_healthy(self, container: str, hc: Healthcheck, started: float) -> float:
+        """Docker's rule, asked more often: a failure within the start period does not count; after
+        it, `retries` failures at least `interval` apart are unhealthy; one pass is healthy."""
+        hc = docker_healthcheck(hc)
+        until, capped = self._until(started, healthcheck_bound(hc), "the HEALTHCHECK")
+        failures, counted = 0, float("-inf")
+        self._alive(container)
+        while True:
+            status, output = self._health_once(container, hc)
+            now = time.monotonic()
+            if not status:
+                return now - started
+            self._alive(container)  # a check that failed because the container exited says so
+            if now - started >= hc.start_period_s and now - counted >= hc.interval_s:
+                failures, counted = failures + 1, now
+            if failures >= hc.retries or now >= until:
+                self._fail(container, _health_failure(hc, failures, status, output) + capped)
+            time.sleep(POLL_S)
+
+    def _health_once(self, container: str, hc: Healthcheck) -> tuple[str, str]:
+        """Run the HEALTHCHECK command once: ("", "") when it passed, else (status, last words)."""
+        try:
+            res = self.rt("exec", container, *hc.argv, check=False, timeout=hc.timeout_s + 5)
+        except CommandError as exc:
+            return _clip((exc.tail.strip() or exc.message).splitlines()[-1]), ""
+        return ("", "") if res.ok else (f"exit {res.returncode}", _output(res))
+
+    def _probe(self, container: str, check: HttpCheck, host_port: int, started: float) -> None:
+        url = f"http://127.0.0.1:{host_port}{check.path}"
+        bound = probe_bound(check)
+        until, capped = self._until(started, bound, f"GET {check.path}")
         while True:
             self._alive(container)
-            try:
-                resp = requests.get(url, timeout=3, allow_redirects=False)
-                if 200 <= resp.status_code < 400:
-                    return
-                last = f"answered {resp.status_code}"
-                if resp.status_code == 404:  # a path the app does not serve will not appear later
-                    break
-            except requests.RequestException as exc:
-                last = f"no answer ({type(exc).__name__})"
-            if time.monotonic() >= deadline:
+            last, final = _get(url)
+            if not last:
+                return
+            if final or time.monotonic() >= until:
                 break
-            time.sleep(0.25)
-        self._fail(container, f"{origin}: GET {path} (container port {port}) {last}")
+            time.sleep(POLL_S)
+        reason = f"{check.origin}: GET {check.path} (container port {check.port}) {last}"
+        if not final:
+            reason += capped or (
+                f" for {bound:g}s (initialDelaySeconds {check.initial_delay_s:g} + periodSeconds "
+                f"{check.period_s or 10:g} x failureThreshold {check.failure_threshold or 3})"
+            )
+        self._fail(container, reason)
+
+    def _command(self, container: str) -> None:
+        self._alive(container)
+        res = self.rt("exec", container, *self.plan.command, check=False, timeout=60)
+        if not res.ok:
+            self._alive(container)
+            out = _output(res)
+            reason = f"smoke command `{' '.join(self.plan.command)}` exited {res.returncode}"
+            self._fail(container, reason + (f": {out}" if out else ""))
+
+
+def _health_failure(hc: Healthcheck, failures: int, status: str, output: str) -> str:
+    command = _clip(json.dumps(list(hc.argv), separators=(",", ":"), ensure_ascii=False))
+    times = f"failed {failures} time{'s' if failures != 1 else ''}" if failures else "had not passed"
+    return f"HEALTHCHECK {command} {times} ({status})" + (f": {output}" if output else "")
+
+
+def _get(url: str) -> tuple[str, bool]:
+    """One GET: ("", _) when it passed, else (what happened, whether asking again is pointless)."""
+    try:
+        resp = requests.get(url, timeout=3, allow_redirects=False)
+    except requests.RequestException as exc:
+        return f"no answer ({type(exc).__name__})", False
+    if 200 <= resp.status_code < 400:
+        return "", False
+    return f"answered {resp.status_code}", resp.status_code == 404  # a path not served stays so
 
 
 def run_smoke(
