@@ -121,6 +121,12 @@ def registry_prefix(value: str) -> ImageRef:
     first, sep, _ = value.partition("/")
     if not sep or not names_a_host(first):
         raise ConfigError(f"MOLTBUILD_REGISTRY={value!r} needs a namespace: HOST[:PORT]/NAMESPACE")
+    if first.startswith("["):
+        # buildah, podman and kaniko reject an IPv6 literal in an image reference
+        raise ConfigError(
+            f"MOLTBUILD_REGISTRY={value!r}: the image tools cannot name a registry by an IPv6 address; "
+            "use a host name for it (e.g. localhost:PORT, or an /etc/hosts entry)"
+        )
     return ImageRef.repository_of(value, "MOLTBUILD_REGISTRY")
 
 

@@ -62,7 +62,8 @@ def test_selection_flags(tmp_path):
         ("http://reg:5000/ns", "needs a namespace|drop the scheme"),
         ("reg:5000/Team", "must be lowercase"),
         ("127.0.0.1:99999/x", "port 99999 of '127.0.0.1:99999' is not between 1 and 65535"),
-        ("[::1]:0/x", "port 0 of"),
+        ("[::1]:5000/x", "cannot name a registry by an IPv6 address; use a host name"),
+        ("reg.example:0/x", "port 0 of 'reg.example:0' is not between 1 and 65535"),
     ],
 )
 def test_registry_setting_is_checked_before_any_work(value, fragment):
