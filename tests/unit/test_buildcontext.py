@@ -124,8 +124,8 @@ def test_the_pruning_walk_gives_the_reference_digest_and_files(tmp_path, monkeyp
     assert "node_modules/keep/README" in files and "docs/README.md" in files
     assert "node_modules/left-pad/index.js" not in files and "deep/a/b/c/node_modules/x.js" not in files
     assert "link-to-file" in files and "broken-link" in files and "link-to-dir" in files
-    # buildah does not enter `logs` for `!**/keep.txt` (BuildKit does): not sent, yet hashed
-    assert "logs/keep.txt" not in files
+    # BuildKit enters `logs` for `!**/keep.txt`, buildah does not: hashed, not sent by buildah
+    assert "logs/keep.txt" in files and "logs/keep.txt" not in context_files(ctx, "buildah")
 
 
 def test_ignored_folders_are_not_entered(tmp_path, monkeypatch):
@@ -221,3 +221,12 @@ def test_a_dockerignore_line_ending_in_a_backslash_is_refused_naming_file_and_li
     ctx = make_context(tmp_path, {"app.py": ""}, "*.log\nbuild\\\n")
     with pytest.raises(ConfigError, match=r"\.dockerignore:2: .*trailing `\\`"):
         digest(ctx)
+
+
+def test_a_file_only_buildah_sends_is_an_input(tmp_path):
+    """`x+y.txt` excludes that file for docker; buildah reads `+` as a regexp and copies it."""
+    ctx = make_context(tmp_path, {"x+y.txt": "1", "app.py": ""}, "x+y.txt\n")
+    assert "x+y.txt" in context_files(ctx, "buildah") and "x+y.txt" in context_files(ctx)
+    before = digest(ctx)
+    (ctx / "x+y.txt").write_text("2")
+    assert digest(ctx) != before

@@ -96,3 +96,26 @@ def test_excluded_directories_are_entered_only_for_an_exception_below_them():
     rules = IgnoreRules.from_lines(["logs", "docs", "!docs/README.md", "!**/keep.txt"])
     assert rules.enter_excluded_dir("docs") and not rules.enter_excluded_dir("logs")
     assert rules.enter_excluded_dir("logs", superset=True)  # BuildKit follows `!**/...`
+
+
+FLAVOURS = [
+    # (patterns, path, moby excludes?, buildah 1.28 excludes?): buildah's older fileutils leaves
+    # `+()|{}` as regexp operators and always matches by regexp, measured in the integration test
+    (["x+y.txt"], "x+y.txt", True, False),
+    (["x+y.txt"], "xxy.txt", False, True),
+    (["a|b"], "zzb", False, True),
+    (["a|b"], "app/main.py", False, True),
+    (["q(1)"], "q1", False, True),
+    (["{z}"], "{z}", True, True),
+    (["src/**", "!src/pkg/*.py"], "src/pkg/mod.py", False, False),
+    (["src/**"], "src/a/b", True, True),
+    (["**/keep.txt"], "logs/keep.txt", True, True),
+    (["[[:alpha:]]9"], "Z9", True, True),
+    (["[[:alpha:]]9"], "19", False, False),
+]
+
+
+@pytest.mark.parametrize(("patterns", "path", "moby", "buildah"), FLAVOURS)
+def test_moby_and_buildah_readings(patterns, path, moby, buildah):
+    assert IgnoreRules.from_lines(patterns).excluded(path) is moby
+    assert IgnoreRules.from_lines(patterns, flavor="buildah").excluded(path) is buildah

@@ -13,8 +13,29 @@ from typing import NamedTuple
 
 from moltbuild.errors import ConfigError
 
-_ESCAPE = set(".+()|{}$")  # regexp specials with no meaning in filepath.Match
+# The regexp specials escaped when a pattern becomes a regexp: moby's patternmatcher escapes all
+# that filepath.Match does not know; buildah (containers/storage fileutils) only `.` and `$`, so for
+# buildah `a|b` excludes every path starting with `a` or ending in `b` (measured with buildah 1.28).
+ESCAPES = {"moby": frozenset(".+()|{}$"), "buildah": frozenset(".$")}
 _BOM = "\ufeff"
+# Go's regexp knows [[:alpha:]] & co. inside a class; Python's re does not: their ASCII sets
+_POSIX = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+_POSIX_RE = re.compile(r"\[:(" + "|".join(_POSIX) + r"):\]")
 
 
 class Pattern(NamedTuple):
@@ -86,7 +107,7 @@ def _syntax_ok(p: str) -> bool:
     return True
 
 
-def _regex(p: str) -> tuple[str, str]:
+def _regex(p: str, escape: frozenset[str]) -> tuple[str, str]:
     """patternmatcher's compile: (kind, regexp) with kind exact, prefix, suffix or regexp."""
     out, kind, i, step = "^", "exact", 0, 0
     while i < len(p):
@@ -97,14 +118,14 @@ def _regex(p: str) -> tuple[str, str]:
             if i < len(p) and p[i] == "/":
                 i += 1
             if i >= len(p):
-                kind, out = ("prefix", out) if kind == "exact" else ("regexp", out + ".*")
+                kind, out = "prefix" if kind == "exact" else "regexp", out + ".*"
             else:
                 kind, out = "regexp", out + "(.*/)?"
             if step == 0:
                 kind = "suffix"
         elif ch in "*?":
             kind, out = "regexp", out + ("[^/]*" if ch == "*" else "[^/]")
-        elif ch in _ESCAPE:
+        elif ch in escape:
             out += "\\" + ch
         elif ch == "\\":
             if i < len(p):
@@ -119,8 +140,29 @@ def _regex(p: str) -> tuple[str, str]:
     return kind, out + r"\Z"
 
 
-def _matcher(text: str) -> Callable[[str], bool]:
-    kind, regex = _regex(text)
+def _posix_classes(regex: str) -> str:
+    """Spell `[:name:]` inside a bracket class the way Python's re understands it."""
+    out, i, open_at = [], 0, -1
+    while i < len(regex):
+        found = _POSIX_RE.match(regex, i) if open_at >= 0 else None
+        if found:
+            out.append(_POSIX[found.group(1)])
+            i = found.end()
+            continue
+        ch = regex[i : i + 2] if regex[i] == "\\" else regex[i]
+        if ch == "[" and open_at < 0:
+            open_at = i
+        elif ch == "]" and open_at >= 0 and i > open_at + 1 + (regex[open_at + 1] == "^"):
+            open_at = -1
+        out.append(ch)
+        i += len(ch)
+    return "".join(out)
+
+
+def _matcher(text: str, escape: frozenset[str]) -> Callable[[str], bool]:
+    kind, regex = _regex(text, escape)
+    if escape != ESCAPES["moby"]:  # fileutils before patternmatcher: always the regexp
+        kind = "regexp"
     if kind == "exact":
         return text.__eq__
     if kind == "prefix":
@@ -131,7 +173,7 @@ def _matcher(text: str) -> Callable[[str], bool]:
         return lambda path: path.endswith(tail) or (tail[:1] == "/" and path == tail[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # `[[` is literal in Go's regexp too
-        return re.compile(regex).match
+        return re.compile(_posix_classes(regex)).search  # Go's MatchString: `a|b` finds `b` anywhere
 
 
 def read_patterns(text: str) -> list[tuple[int, str]]:
@@ -154,9 +196,11 @@ def read_patterns(text: str) -> list[tuple[int, str]]:
 
 
 class IgnoreRules:
-    """The patterns of one .dockerignore, in order. `source` names it in errors."""
+    """The patterns of one .dockerignore, in order, as `flavor` (moby or buildah) reads them.
+    `source` names the file in errors."""
 
-    def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
+    def __init__(self, text: str = "", source: str = ".dockerignore", flavor: str = "moby") -> None:
+        escape = ESCAPES[flavor]
         self.patterns: list[Pattern] = []
         for number, raw in read_patterns(text):
             pattern = go_clean(raw)
@@ -169,14 +213,14 @@ class IgnoreRules:
             if not _syntax_ok(pattern):
                 raise ConfigError(f"{where}: not a valid pattern (a trailing `\\` or an unclosed `[`)")
             try:
-                self.patterns.append(Pattern(pattern, exclusion, _matcher(pattern)))
+                self.patterns.append(Pattern(pattern, exclusion, _matcher(pattern, escape)))
             except re.error as exc:
-                raise ConfigError(f"{where}: not a valid pattern ({exc})") from None
+                raise ConfigError(f"{where}: not a valid pattern for {flavor} ({exc})") from None
         self.exclusions = [p.text for p in self.patterns if p.exclusion]
 
     @classmethod
-    def from_lines(cls, lines: Iterable[str], source: str = ".dockerignore") -> IgnoreRules:
-        return cls("\n".join(lines), source)
+    def from_lines(cls, lines: Iterable[str], flavor: str = "moby") -> IgnoreRules:
+        return cls("\n".join(lines), flavor=flavor)
 
     def hits(self, rel: str, inherited: Sequence[bool] | None = None) -> list[bool]:
         """Per pattern: does it match `rel` or (`inherited`, the parent's hits) a parent of it."""

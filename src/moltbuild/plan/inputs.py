@@ -22,13 +22,25 @@ PARALLEL_BYTES = 32 << 20
 SMALL_FILE = 1 << 20
 
 
-def read_ignore(context: Path) -> IgnoreRules:
+def read_ignore(context: Path, flavor: str = "moby") -> IgnoreRules:
     """The context's .dockerignore (bytes as Go reads them: a non-UTF-8 byte stays that byte)."""
     ignore_file = context / ".dockerignore"
     if not ignore_file.is_file():
-        return IgnoreRules()
+        return IgnoreRules(flavor=flavor)
     text = ignore_file.read_bytes().decode("utf-8", "surrogateescape")
-    return IgnoreRules(text, source=str(ignore_file))
+    return IgnoreRules(text, source=str(ignore_file), flavor=flavor)
+
+
+def rule_sets(context: Path) -> list[IgnoreRules]:
+    """The .dockerignore as docker reads it and as buildah does, when they differ: a file either
+    sends is an input. A pattern only buildah cannot read (`a(b`) fails buildah's build anyway."""
+    moby = read_ignore(context)
+    try:
+        buildah = read_ignore(context, "buildah")
+    except ConfigError:
+        return [moby]
+    differ = any(set(p.text) & set("+()|{}") for p in buildah.patterns)
+    return [moby, buildah] if differ else [moby]
 
 
 class ContextFile(NamedTuple):  # a tuple: 50k of them are made per hash of a large context
@@ -58,31 +70,35 @@ def _entry(entry: os.DirEntry, rel: str) -> ContextFile:
     return ContextFile(rel, entry.path, st.st_mode, st.st_size, stat.S_ISLNK(st.st_mode))
 
 
-def _walk(context: Path, superset: bool = False) -> list[ContextFile]:
+def _walk(context: Path, builder: str | None = None) -> list[ContextFile]:
     """One scandir pass, one lstat per entry, symlinks (to files or folders) kept as links.
-    An ignored directory is entered only when an exception could re-include something below it
-    (`superset`: also for exceptions starting with a wildcard, which BuildKit follows)."""
-    rules = read_ignore(context)
+    builder None: every file a builder may send (docker's and buildah's reading; an ignored folder
+    entered for any exception that may lead into it, as BuildKit does); "buildah": what buildah
+    sends (it enters an ignored folder only for an exception naming a path below it)."""
+    sets = [read_ignore(context, builder)] if builder else rule_sets(context)
     found: list[ContextFile] = []
-    stack: list[tuple[str, str, list[bool]]] = [("", str(context), [False] * len(rules.patterns))]
+    stack = [("", str(context), [[False] * len(r.patterns) for r in sets])]
     while stack:
         rel_dir, abs_dir, inherited = stack.pop()
         with os.scandir(abs_dir) as entries:
             for entry in entries:
                 rel = f"{rel_dir}{entry.name}"
-                hits = rules.hits(rel, inherited)
+                hits = [r.hits(rel, h) for r, h in zip(sets, inherited, strict=True)]
+                sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
                 if entry.is_dir(follow_symlinks=False):
-                    if not rules.verdict(hits) or rules.enter_excluded_dir(rel, superset):
+                    if sent or any(r.enter_excluded_dir(rel, superset=not builder) for r in sets):
                         stack.append((rel + "/", entry.path, hits))
-                elif not rules.verdict(hits):
+                elif sent:
                     found.append(_entry(entry, rel))
     found.sort(key=lambda f: f.rel)
     return found
 
 
-def context_files(context: Path) -> list[str]:
-    """Relative POSIX paths of the files a build would send, sorted."""
-    return [f.rel for f in _walk(context)]
+def context_files(context: Path, builder: str | None = None) -> list[str]:
+    """Relative POSIX paths of the files a build would send, sorted: by any builder (None: what
+    the digest covers and the kaniko tarball holds, kaniko applying .dockerignore itself again),
+    or by "buildah" exactly."""
+    return [f.rel for f in _walk(context, builder)]
 
 
 def _file_digest(path: Path | str, symlink: bool | None = None) -> str:
@@ -124,7 +140,7 @@ def input_digest(
     platforms: Iterable[str],
 ) -> str:
     """sha256 over everything that decides the image's content, in a stable order."""
-    files = _walk(context, superset=True)  # a file any builder may copy counts
+    files = _walk(context)  # a file any builder may copy counts
     h = hashlib.sha256()
     if sum(f.size for f in files) >= PARALLEL_BYTES:  # reads and hashlib release the GIL
         with cf.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
