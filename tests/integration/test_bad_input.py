@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,11 @@ def edit(rel: str, old: str, new: str) -> Setup:
     return setup
 
 
+def bind_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))  # the socket file stays after the close
+
+
 def remove(rel: str) -> Setup:
     return lambda project: (project / rel).unlink()
 
@@ -68,6 +75,7 @@ def env(**values: str) -> tuple[tuple[str, str], ...]:
 GOOD = pushed_entry("api", repository="127.0.0.1:1/ns/moltbook-api", tags=["sha-abc1234", "main"])
 DRY = ("build", "--dry-run")
 K = "k8s/bad.yml"
+DI = "api/.dockerignore"
 
 CASES = [
     # -- flags ----------------------------------------------------------------------------------
@@ -187,6 +195,16 @@ CASES = [
     ),
     Case("pyproject-invalid", DRY, "pyproject.toml", setup=edit("pyproject.toml", "[project]", "[project")),
     Case("dockerfile-no-from", DRY, "FROM", setup=write("api/Dockerfile", "RUN true\n")),
+    # -- the build context -------------------------------------------------------------------------
+    Case("context-fifo", DRY, "api/pipe: a FIFO", setup=lambda p: os.mkfifo(p / "api/pipe")),
+    Case("context-socket", DRY, "api/sock: a UNIX socket", setup=lambda p: bind_socket(p / "api/sock")),
+    Case(
+        "dockerignore-trailing-backslash",
+        DRY,
+        "api/.dockerignore:2",
+        setup=write("api/.dockerignore", "*.md\nx\\\n"),
+    ),
+    Case("dockerignore-unclosed-class", DRY, f"{DI}:1", setup=write(DI, "[a-z\n")),
     Case(
         "healthcheck-bad-duration",
         DRY,

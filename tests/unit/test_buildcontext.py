@@ -57,16 +57,14 @@ def reference_digest(context: Path, dockerfile: Path) -> str:
     import json
     import os
 
-    from moltbuild.plan.inputs import dockerignore_spec
+    from moltbuild.plan.inputs import read_ignore
 
-    ignore = context / ".dockerignore"
-    spec = dockerignore_spec(ignore.read_text().splitlines() if ignore.is_file() else [])
+    rules = read_ignore(context)
     files = []
-    for dirpath, _dirs, filenames in os.walk(context):
+    for dirpath, dirs, filenames in os.walk(context):
         rel_dir = Path(dirpath).relative_to(context)
-        files += [
-            (rel_dir / n).as_posix() for n in filenames if not spec.match_file((rel_dir / n).as_posix())
-        ]
+        names = filenames + [d for d in dirs if (Path(dirpath) / d).is_symlink()]  # links, as links
+        files += [(rel_dir / n).as_posix() for n in names if not rules.excluded((rel_dir / n).as_posix())]
 
     def file_digest(path: Path) -> str:
         if path.is_symlink():
@@ -123,9 +121,11 @@ def test_the_pruning_walk_gives_the_reference_digest_and_files(tmp_path, monkeyp
     monkeypatch.setattr(buildcontext, "PARALLEL_BYTES", 0)  # the thread-pool path, same answer
     assert digest(ctx) == expected
     files = context_files(ctx)
-    assert "node_modules/keep/README" in files and "logs/keep.txt" in files and "docs/README.md" in files
+    assert "node_modules/keep/README" in files and "docs/README.md" in files
     assert "node_modules/left-pad/index.js" not in files and "deep/a/b/c/node_modules/x.js" not in files
-    assert "link-to-file" in files and "broken-link" in files and "link-to-dir" not in files
+    assert "link-to-file" in files and "broken-link" in files and "link-to-dir" in files
+    # BuildKit enters `logs` for `!**/keep.txt`, buildah does not: hashed, not sent by buildah
+    assert "logs/keep.txt" in files and "logs/keep.txt" not in context_files(ctx, "buildah")
 
 
 def test_ignored_folders_are_not_entered(tmp_path, monkeypatch):
@@ -139,3 +139,94 @@ def test_ignored_folders_are_not_entered(tmp_path, monkeypatch):
     monkeypatch.setattr(buildcontext.os, "scandir", lambda p: entered.append(p) or real(p))
     assert context_files(ctx) == [".dockerignore", "Dockerfile", "keep/x", "src/a.py"]
     assert not [p for p in entered if "node_modules" in str(p)]
+
+
+def test_a_negated_character_class_is_read_like_docker(tmp_path):
+    """`[!a]` is the class of `!` and `a` for docker and buildah: app.py goes, the rest is sent."""
+    files = {"api/app.py": "", "api/__init__.py": "", "api/__main__.py": "print(1)\n"}
+    ctx = make_context(tmp_path, files, "api/[!a]*.py\n")
+    assert context_files(ctx) == [".dockerignore", "Dockerfile", "api/__init__.py", "api/__main__.py"]
+    before = digest(ctx)
+    (ctx / "api/__main__.py").write_text("print(2)\n")
+    assert digest(ctx) != before  # the image holds it: a change rebuilds
+
+
+def test_symlinks_to_folders_and_files_are_hashed_and_packed_as_links(tmp_path):
+    import io
+    import os
+    import tarfile
+
+    from moltbuild.plan.inputs import context_tarball
+
+    ctx = make_context(tmp_path, {"app/main.py": "print(1)\n", "other/x.py": ""})
+    os.symlink("app", ctx / "lib")
+    os.symlink("app/main.py", ctx / "main.py")
+    assert context_files(ctx) == ["Dockerfile", "app/main.py", "lib", "main.py", "other/x.py"]
+    before = digest(ctx)
+    (ctx / "lib").unlink()
+    os.symlink("other", ctx / "lib")
+    assert digest(ctx) != before  # the link's target text counts
+    with tarfile.open(fileobj=io.BytesIO(context_tarball(ctx, ctx / "Dockerfile"))) as tar:
+        links = {m.name: m.linkname for m in tar.getmembers() if m.issym()}
+    assert links == {"context/lib": "other", "context/main.py": "app/main.py"}
+
+
+def test_special_files_are_refused_naming_the_path_unless_ignored(tmp_path):
+    import os
+    import socket
+
+    import pytest
+
+    from moltbuild.errors import ConfigError
+
+    ctx = make_context(tmp_path, {"app.py": ""})
+    os.mkfifo(ctx / "pipe")
+    with pytest.raises(ConfigError) as err:
+        digest(ctx)  # before: the walk hung opening the FIFO
+    assert str(ctx / "pipe") in err.value.message and "FIFO" in err.value.message
+    assert "\n" not in err.value.message
+    (ctx / ".dockerignore").write_text("pipe\n")
+    assert "pipe" not in context_files(ctx)
+    (ctx / "pipe").unlink()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(ctx / "sock"))
+        with pytest.raises(ConfigError, match=r"sock: a UNIX socket in the build context"):
+            context_files(ctx)
+
+
+def test_a_non_utf8_file_name_is_hashed_by_its_bytes(tmp_path):
+    import io
+    import os
+    import tarfile
+
+    from moltbuild.plan.inputs import context_tarball
+
+    ctx = make_context(tmp_path, {"app.py": ""})
+    name = os.fsencode(ctx) + b"/caf\xe9.txt"
+    with open(name, "wb") as fh:
+        fh.write(b"x")
+    assert os.fsdecode(b"caf\xe9.txt") in context_files(ctx)
+    first = digest(ctx)
+    os.rename(name, os.fsencode(ctx) + b"/caf\xe8.txt")
+    assert digest(ctx) != first
+    with tarfile.open(fileobj=io.BytesIO(context_tarball(ctx, ctx / "Dockerfile"))) as tar:
+        assert os.fsdecode(b"context/caf\xe8.txt") in tar.getnames()
+
+
+def test_a_dockerignore_line_ending_in_a_backslash_is_refused_naming_file_and_line(tmp_path):
+    import pytest
+
+    from moltbuild.errors import ConfigError
+
+    ctx = make_context(tmp_path, {"app.py": ""}, "*.log\nbuild\\\n")
+    with pytest.raises(ConfigError, match=r"\.dockerignore:2: .*trailing `\\`"):
+        digest(ctx)
+
+
+def test_a_file_only_buildah_sends_is_an_input(tmp_path):
+    """`x+y.txt` excludes that file for docker; buildah reads `+` as a regexp and copies it."""
+    ctx = make_context(tmp_path, {"x+y.txt": "1", "app.py": ""}, "x+y.txt\n")
+    assert "x+y.txt" in context_files(ctx, "buildah") and "x+y.txt" in context_files(ctx)
+    before = digest(ctx)
+    (ctx / "x+y.txt").write_text("2")
+    assert digest(ctx) != before

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moltbuild.errors import ConfigError, MoltbuildError
-from moltbuild.plan.inputs import dockerignore_spec
+from moltbuild.plan.inputs import rule_sets
 from moltbuild.project import ImageConfig
 from moltbuild.system.processes import Runner
 from moltbuild.system.tables import render_table
@@ -116,10 +116,9 @@ def _change(
     prefix = "" if context == "." else context.rstrip("/") + "/"
     if prefix + ".dockerignore" in paths:
         return Change(name, True, f"{prefix}.dockerignore changed")
-    ignore = root / prefix / ".dockerignore"
-    spec = dockerignore_spec(ignore.read_text().splitlines() if ignore.is_file() else [])
+    rules = rule_sets(root / prefix)
     inside = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
-    sent = [p for p in inside if not spec.match_file(p)]
+    sent = [p for p in inside if not all(r.excluded(p) for r in rules)]  # a builder sends it
     if sent:
         more = f" and {len(sent) - 1} more" if len(sent) > 1 else ""
         return Change(name, True, f"{prefix}{sent[0]}{more} changed")

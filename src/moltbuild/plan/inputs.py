@@ -8,104 +8,102 @@ import hashlib
 import io
 import json
 import os
-import re
+import stat
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-import pathspec
+from moltbuild.errors import ConfigError
+from moltbuild.plan.ignore import IgnoreRules
 
 # Threads pay off for large files only: for many small ones the GIL hand-offs cost more (measured).
 PARALLEL_BYTES = 32 << 20
 SMALL_FILE = 1 << 20
 
 
-def dockerignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
-    """.dockerignore patterns are anchored at the context root, unlike .gitignore's."""
-    patterns = []
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        body = line[1:] if negate else line
-        body = os.path.normpath(body.lstrip("/")).replace(os.sep, "/") if body.strip("/") else body
-        patterns.append(("!" if negate else "") + "/" + body.lstrip("/"))
-    return pathspec.PathSpec.from_lines("gitignore", patterns)
+def read_ignore(context: Path, flavor: str = "moby") -> IgnoreRules:
+    """The context's .dockerignore (bytes as Go reads them: a non-UTF-8 byte stays that byte)."""
+    ignore_file = context / ".dockerignore"
+    if not ignore_file.is_file():
+        return IgnoreRules(flavor=flavor)
+    text = ignore_file.read_bytes().decode("utf-8", "surrogateescape")
+    return IgnoreRules(text, source=str(ignore_file), flavor=flavor)
 
 
-def _negation_prefixes(lines: Iterable[str]) -> list[str]:
-    """The literal start of each `!` pattern: a directory can hold a re-included file only if
-    one of these could lead into it ('' for a pattern that starts with a wildcard)."""
-    prefixes = []
-    for raw in lines:
-        line = raw.strip()
-        if line.startswith("!"):
-            body = line[1:].lstrip("/")
-            prefixes.append(re.split(r"[*?\[]", body, maxsplit=1)[0])
-    return prefixes
+def rule_sets(context: Path) -> list[IgnoreRules]:
+    """The .dockerignore as docker reads it and as buildah does, when they differ: a file either
+    sends is an input. A pattern only buildah cannot read (`a(b`) fails buildah's build anyway."""
+    moby = read_ignore(context)
+    try:
+        buildah = read_ignore(context, "buildah")
+    except ConfigError:
+        return [moby]
+    differ = any(set(p.text) & set("+()|{}") for p in buildah.patterns)
+    return [moby, buildah] if differ else [moby]
 
 
 class ContextFile(NamedTuple):  # a tuple: 50k of them are made per hash of a large context
-    rel: str  # POSIX path below the context
+    rel: str  # POSIX path below the context (a non-UTF-8 name in surrogateescape, as os gives it)
     path: str
     mode: int
     size: int
     symlink: bool
 
 
-def _matcher(spec: pathspec.PathSpec):
-    """`spec.match_file` for clean relative paths, without its per-call normalising: the last
-    pattern that matches decides, as in pathspec."""
-    rules = [(p.regex.match, p.include) for p in spec.patterns if p.include is not None and p.regex]
-
-    def ignored(rel: str) -> bool:
-        verdict = False
-        for match, include in rules:
-            if match(rel):
-                verdict = include
-        return verdict
-
-    return ignored
+_SPECIAL = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a UNIX socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
-def _walk(context: Path) -> list[ContextFile]:
-    """One scandir pass, one lstat per entry; ignored directories are not entered unless a `!`
-    pattern could re-include something below them."""
-    ignore_file = context / ".dockerignore"
-    lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
-    ignored, negations = _matcher(dockerignore_spec(lines)), _negation_prefixes(lines)
+def _entry(entry: os.DirEntry, rel: str) -> ContextFile:
+    st = entry.stat(follow_symlinks=False)
+    kind = _SPECIAL.get(stat.S_IFMT(st.st_mode))
+    if kind:
+        raise ConfigError(
+            f"{entry.path}: {kind} in the build context; builders cannot copy it "
+            "(move it out of the context or add it to .dockerignore)"
+        )
+    return ContextFile(rel, entry.path, st.st_mode, st.st_size, stat.S_ISLNK(st.st_mode))
+
+
+def _walk(context: Path, builder: str | None = None) -> list[ContextFile]:
+    """One scandir pass, one lstat per entry, symlinks (to files or folders) kept as links.
+    builder None: every file a builder may send (docker's and buildah's reading; an ignored folder
+    entered for any exception that may lead into it, as BuildKit does); "buildah": what buildah
+    sends (it enters an ignored folder only for an exception naming a path below it)."""
+    sets = [read_ignore(context, builder)] if builder else rule_sets(context)
     found: list[ContextFile] = []
-    stack = [("", str(context))]
+    stack = [("", str(context), [[False] * len(r.patterns) for r in sets])]
     while stack:
-        rel_dir, abs_dir = stack.pop()
+        rel_dir, abs_dir, inherited = stack.pop()
         with os.scandir(abs_dir) as entries:
             for entry in entries:
                 rel = f"{rel_dir}{entry.name}"
-                if entry.is_dir():  # follows a symlink, like os.walk: never entered, never listed
-                    if entry.is_symlink():
-                        continue
-                    if ignored(rel) and not any(
-                        (rel + "/").startswith(p) or p.startswith(rel + "/") for p in negations
-                    ):
-                        continue
-                    stack.append((rel + "/", entry.path))
-                elif not ignored(rel):
-                    st = entry.stat(follow_symlinks=False)
-                    found.append(ContextFile(rel, entry.path, st.st_mode, st.st_size, entry.is_symlink()))
+                hits = [r.hits(rel, h) for r, h in zip(sets, inherited, strict=True)]
+                sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
+                if entry.is_dir(follow_symlinks=False):
+                    if sent or any(r.enter_excluded_dir(rel, superset=not builder) for r in sets):
+                        stack.append((rel + "/", entry.path, hits))
+                elif sent:
+                    found.append(_entry(entry, rel))
     found.sort(key=lambda f: f.rel)
     return found
 
 
-def context_files(context: Path) -> list[str]:
-    """Relative POSIX paths of the files a build would send, sorted."""
-    return [f.rel for f in _walk(context)]
+def context_files(context: Path, builder: str | None = None) -> list[str]:
+    """Relative POSIX paths of the files a build would send, sorted: by any builder (None: what
+    the digest covers and the kaniko tarball holds, kaniko applying .dockerignore itself again),
+    or by "buildah" exactly."""
+    return [f.rel for f in _walk(context, builder)]
 
 
 def _file_digest(path: Path | str, symlink: bool | None = None) -> str:
     if symlink if symlink is not None else os.path.islink(path):
-        return hashlib.sha256(b"symlink:" + os.readlink(path).encode()).hexdigest()
+        return hashlib.sha256(b"symlink:" + os.fsencode(os.readlink(path))).hexdigest()
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -131,7 +129,7 @@ def _line(f: ContextFile) -> bytes:
         digest = _file_digest(f.path, f.symlink)
     else:
         digest = _small_digest(f.path, f.size)
-    return f"file {f.rel} {'x' if executable else '-'} {digest}\n".encode()
+    return b"file " + os.fsencode(f.rel) + f" {'x' if executable else '-'} {digest}\n".encode()
 
 
 def input_digest(
@@ -142,7 +140,7 @@ def input_digest(
     platforms: Iterable[str],
 ) -> str:
     """sha256 over everything that decides the image's content, in a stable order."""
-    files = _walk(context)
+    files = _walk(context)  # a file any builder may copy counts
     h = hashlib.sha256()
     if sum(f.size for f in files) >= PARALLEL_BYTES:  # reads and hashlib release the GIL
         with cf.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
