@@ -89,6 +89,12 @@ KEYS: dict[str, KeySpec] = {
         ),
         KeySpec("REGISTRY_USERNAME", "user for any other registry"),
         KeySpec("REGISTRY_PASSWORD", "password or token for REGISTRY_USERNAME", secret=True),
+        KeySpec(
+            "MOLTBUILD_CREDENTIAL_HOSTS",
+            "comma list of other registry hosts that may receive REGISTRY_USERNAME/PASSWORD (default: "
+            "only the host of MOLTBUILD_REGISTRY)",
+            "credential_hosts",
+        ),
         KeySpec("MOLTBUILD_REGISTRY", "registry and namespace images go to", "registry", DEFAULT_REGISTRY),
         KeySpec("MOLTBUILD_BACKEND", "auto|docker|buildah|kaniko", "backend", "auto", choices=BACKENDS),
         KeySpec(

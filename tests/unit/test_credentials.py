@@ -74,6 +74,10 @@ def test_registry_credentials_go_only_to_the_configured_registry(tmp_path):
     assert credentials_for("reg.example:5000", found).username == "u"
     assert credentials_for("stranger.example", found) is None
     assert credentials_for("reg.example:5001", found) is None
+    listed = settings(tmp_path, **env, MOLTBUILD_CREDENTIAL_HOSTS="mirror.example, reg.example:5001")
+    assert credentials_for("mirror.example", listed).username == "u"  # the user listed it
+    assert credentials_for("reg.example:5001", listed).username == "u"
+    assert credentials_for("stranger.example", listed) is None
 
 
 def test_credentials_repr_and_format_hide_the_secret():

@@ -31,18 +31,20 @@ def credentials_for(host: str, settings: Settings) -> Credentials | None:
                 return Credentials(settings[key], settings["GITHUB_TOKEN"], f"{key}/GITHUB_TOKEN")
         return Credentials("moltbuild", settings["GITHUB_TOKEN"], "GITHUB_TOKEN")
     user, secret = settings.get("REGISTRY_USERNAME"), settings.get("REGISTRY_PASSWORD")
-    if user and secret and host == _configured_host(settings):
+    if user and secret and host in _credential_hosts(settings):
         # Only to the registry images go to: never to another host a file (a kustomization,
         # a --source reference) happens to name.
         return Credentials(user, secret, "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     return None
 
 
-def _configured_host(settings: Settings) -> str | None:
+def _credential_hosts(settings: Settings) -> set[str]:
+    """The registry images go to, and the hosts the user listed in MOLTBUILD_CREDENTIAL_HOSTS."""
+    listed = {h.strip() for h in str(settings.get("MOLTBUILD_CREDENTIAL_HOSTS", "")).split(",") if h.strip()}
     try:
-        return registry_prefix(settings["MOLTBUILD_REGISTRY"]).host
+        return {registry_prefix(settings["MOLTBUILD_REGISTRY"]).host, *listed}
     except ConfigError:
-        return None
+        return listed
 
 
 def registry_client(host: str, settings: Settings, creds: Credentials | None = None) -> RegistryClient:
