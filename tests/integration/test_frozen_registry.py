@@ -67,6 +67,8 @@ def test_a_registry_frozen_at_push_ends_the_run_and_verify_within_bounds(
     try:
         first = invoke(git_project, *ARGS, env=env, timeout=600)  # a healthy push: verify has digests
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+        pushed = tmp_path / "pushed.json"  # its report: verify asks the frozen registry for each tag
+        pushed.write_text((git_project / "build" / "images.json").read_text())
         with ProcessTree() as tree:
             code, output, seconds = run_frozen_at_push(git_project, env, reg, tree, tmp_path / "run.log")
             assert code not in (None, 0), output[-3000:]
@@ -83,6 +85,13 @@ def test_a_registry_frozen_at_push_ends_the_run_and_verify_within_bounds(
         assert seconds < 4 * IDLE, f"verify took {seconds:.1f}s"
         assert reg.host in verified.stderr, verified.stdout + verified.stderr
         assert "did not answer" in verified.stdout + verified.stderr or "not-pushed" in verified.stdout
+        start = time.monotonic()
+        asked = invoke(git_project, "verify", "--report", str(pushed), env=env, timeout=10 * IDLE)
+        seconds = time.monotonic() - start
+        print(f"verify of the pushed report took {seconds:.1f}s: {asked.stderr.strip().splitlines()[-1]}")
+        assert asked.returncode != 0, asked.stdout + asked.stderr
+        assert seconds < 4 * IDLE, f"verify took {seconds:.1f}s"
+        assert f"{reg.host} did not answer within 15s (MOLTBUILD_IDLE_TIMEOUT=5): verify" in asked.stderr
     finally:
         if reg.pid:
             os.kill(reg.pid, signal.SIGCONT)
