@@ -164,7 +164,8 @@ KEYS: dict[str, KeySpec] = {
         ),
         KeySpec(
             "MOLTBUILD_IDLE_TIMEOUT",
-            "seconds a push or pull may move no byte before it is cut and retried",
+            "seconds a push or pull may move no byte, or a registry request wait for an answer "
+            "(a registry operation: 3x)",
             "idle_timeout",
             "60",
         ),

@@ -105,14 +105,18 @@ def retry_transient(
     backoff: float = 2.0,
     say: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
+    before_retry: Callable[[CommandError], None] | None = None,
 ) -> T:
-    """Run `action`, retrying CommandErrors whose output looks transient, with backoff."""
+    """Run `action`, retrying CommandErrors whose output looks transient, with backoff;
+    `before_retry` may raise to stop retrying (e.g. the registry no longer answers)."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
         except CommandError as exc:
             if attempt == attempts or not TRANSIENT_RE.search(exc.tail):
                 raise
+            if before_retry:
+                before_retry(exc)
             delay = backoff * 2 ** (attempt - 1)
             say(
                 f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {attempt + 1}/"

@@ -30,6 +30,7 @@ from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.tags import put_and_confirm
 from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
+from moltbuild.system.processes import IDLE_CUT
 
 if TYPE_CHECKING:
     from moltbuild.plan.planner import ImagePlan
@@ -220,7 +221,9 @@ class LocalBackend(Backend):
         start = time.monotonic()
         first, *rest = target.tags
         digest = retry_transient(
-            lambda: self.push_once(target, first, log), say=lambda line: self.runner.say(log.prefix + line)
+            lambda: self.push_once(target, first, log),
+            say=lambda line: self.runner.say(log.prefix + line),
+            before_retry=lambda exc: self._still_answering(target.ref, exc),
         )
         size = self.tag_remote(target.ref, first, digest, rest, log)
         return ImageResult(
@@ -250,6 +253,12 @@ class LocalBackend(Backend):
         put_and_confirm(client, ref, tags, digest=digest, manifest=found)
         self.runner.say(f"{log.prefix}tagged {', '.join(tags)} in the registry at {digest[:19]}")
         return size
+
+    def _still_answering(self, ref: ImageRef, exc: CommandError) -> None:
+        """A push cut for moving no byte is tried again only when the registry still answers
+        (within one MOLTBUILD_IDLE_TIMEOUT): a frozen registry ends the run, naming it."""
+        if IDLE_CUT in exc.tail:
+            self.registry(ref.host).answering(f"push of {ref} stalled; is the registry still there?")
 
     def registry(self, host: str) -> RegistryClient:
         """The run's client for `host` (one per host per run, with this run's login)."""

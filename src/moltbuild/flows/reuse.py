@@ -25,10 +25,11 @@ def find(client: RegistryClient, image: ImagePlan, say: Callable[[str], None]) -
     """Read-only: the image pushed from the same inputs, when the registry has it."""
     cached = cache_tag(image.input_digest)
     name = image.ref.repository
-    found = client.manifest(name, cached, method="GET")  # the one manifest request of the skip path
-    if found is None:
-        return None
-    config = client.config_of(name, found) or {}
+    with client.operation(f"look up {image.ref.with_tag(cached)} (reuse)"):
+        found = client.manifest(name, cached, method="GET")  # the one manifest request of the skip path
+        if found is None:
+            return None
+        config = client.config_of(name, found) or {}
     labels = (config.get("config") or {}).get("Labels") or {}
     if labels.get(INPUT_DIGEST_LABEL) != image.input_digest:
         say(f"[{image.name}] {cached} exists but its label does not match; building")

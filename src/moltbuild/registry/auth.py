@@ -54,6 +54,7 @@ def registry_client(host: str, settings: Settings, creds: Credentials | None = N
         password=creds.password if creds else None,
         insecure_hosts=settings.insecure_registries,
         ca_bundle=settings.get("MOLTBUILD_REGISTRY_CA") or None,
+        timeout=settings.seconds("MOLTBUILD_IDLE_TIMEOUT"),
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -23,7 +26,24 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)
 TRANSIENT = {429, 500, 502, 503, 504}
+OPERATION_FACTOR = 3  # an operation (its requests and their retries) gets this many idle timeouts
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The bound one operation's requests share: `what` names it in the error."""
+
+    what: str
+    end: float
+    seconds: float  # the whole bound, for the message
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class _Stalled(Exception):
+    """A request that did not finish within what its operation had left."""
 
 
 @dataclass
@@ -43,6 +63,7 @@ class RegistryClient:
         insecure_hosts: list[str] | tuple[str, ...] = (),
         ca_bundle: str | None = None,
         timeout: float = 30,
+        operation_factor: float = OPERATION_FACTOR,
         retries: int = 4,
         backoff: float = 0.5,
         max_wait: float = 60,
@@ -55,7 +76,9 @@ class RegistryClient:
         self.base = f"{'http' if self.plain_http else 'https'}://{host}"
         self.username = username
         self.password = password
-        self.timeout = timeout
+        self.timeout = timeout  # no response start within it: a transient failure (MOLTBUILD_IDLE_TIMEOUT)
+        self.operation_timeout = timeout * operation_factor
+        self._ops = threading.local()  # the current operation's Deadline, per thread
         self.retries = retries
         self.backoff = backoff
         self.max_wait = max_wait
@@ -129,49 +152,111 @@ class RegistryClient:
 
     # -- transport ----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def operation(
+        self, what: str, *, fresh: bool = False, seconds: float | None = None
+    ) -> Iterator[Deadline]:
+        """Every request inside shares one deadline (`seconds`, default `operation_timeout`); past
+        it, a RegistryError naming the host and `what`. Nested operations keep the outer deadline
+        unless `fresh`."""
+        outer: Deadline | None = getattr(self._ops, "current", None)
+        if outer is not None and not fresh:
+            yield outer
+            return
+        bound = seconds or self.operation_timeout
+        self._ops.current = Deadline(what, time.monotonic() + bound, bound)
+        try:
+            yield self._ops.current
+        finally:
+            self._ops.current = outer
+
+    def _too_slow(self, deadline: Deadline) -> RegistryError:
+        return RegistryError(
+            f"{self.host} did not answer within {deadline.seconds:g}s "
+            f"(MOLTBUILD_IDLE_TIMEOUT={self.timeout:g}): {deadline.what}"
+        )
+
     def _send(self, method: str, url: str, **kwargs) -> requests.Response:
-        """One request with bounded retries on connection errors, 429 and 5xx only."""
-        deadline = time.monotonic() + self.max_wait
+        """One request with bounded retries on connection errors, 429 and 5xx only, all within the
+        current operation's deadline (a request of its own when none is open)."""
+        with self.operation(f"{method} {urlsplit(url).path}") as deadline:
+            return self._send_within(deadline, method, url, **kwargs)
+
+    def _send_within(self, deadline: Deadline, method: str, url: str, **kwargs) -> requests.Response:
+        retry_until = time.monotonic() + self.max_wait
         attempt = 0
         while True:
             attempt += 1
             try:
-                resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
+                resp = self._exchange(deadline, method, url, **kwargs)
             except requests.exceptions.SSLError as exc:
-                plain, tls_url = f"http://{self.host}", f"https://{self.host}"
-                if "WRONG_VERSION_NUMBER" in str(exc) and is_loopback(self.host) and url.startswith(tls_url):
-                    # Every thread that tried HTTPS switches; the first one also switches the client.
-                    self.plain_http, self.base = True, plain
-                    url = plain + url[len(tls_url) :]
-                    attempt -= 1
-                    continue
-                if "WRONG_VERSION_NUMBER" in str(exc):
-                    raise RegistryError(
-                        f"{self.host} speaks plain HTTP; add it to MOLTBUILD_INSECURE_REGISTRIES "
-                        "if that is intended"
-                    ) from None
-                raise RegistryError(
-                    f"{self.host}: TLS verification failed ({_short(exc)}); set MOLTBUILD_REGISTRY_CA "
-                    "to the registry's CA bundle"
-                ) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                url = self._plain_url(url, exc)
+                attempt -= 1
+                continue
+            except (requests.ConnectionError, requests.Timeout, _Stalled) as exc:
                 if _dns_failure(exc):  # a name that does not resolve will not resolve in 9 s either
                     raise RegistryError(
                         f"{self.host}: the name does not resolve (DNS); check the host in "
                         "MOLTBUILD_REGISTRY or the network's DNS"
                     ) from None
-                if attempt > self.retries or time.monotonic() >= deadline:
+                if deadline.left() <= 0 or isinstance(exc, _Stalled):
+                    raise self._too_slow(deadline) from None
+                if attempt > self.retries or time.monotonic() >= retry_until:
                     raise RegistryError(
                         f"{self.host}: unreachable after {attempt} attempts ({_short(exc)})"
                     ) from None
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), max(deadline - time.monotonic(), 0)))
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), max(deadline.left(), 0)))
                 continue
             if resp.status_code not in TRANSIENT or attempt > self.retries:
                 return resp
             wait = _retry_after(resp) or self.backoff * 2 ** (attempt - 1)
-            if time.monotonic() + wait > deadline:
+            if time.monotonic() + wait > min(retry_until, deadline.end):
                 return resp
             time.sleep(wait)
+
+    def _exchange(self, deadline: Deadline, method: str, url: str, **kwargs) -> requests.Response:
+        """One request, body included, under a hard bound: the socket timeouts bound each read, not
+        a server that trickles its answer; past the deadline the request is abandoned (_Stalled)."""
+        left = deadline.left()
+        if left <= 0:
+            raise _Stalled()
+        box: dict[str, object] = {}
+        done = threading.Event()
+        wait = (min(self.timeout, left), min(self.timeout, left))
+
+        def run() -> None:
+            try:
+                resp = self.session.request(method, url, timeout=wait, verify=self.verify, **kwargs)
+                _ = resp.content  # the body inside the bound too
+                box["resp"] = resp
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"registry {self.host}", daemon=True).start()
+        if not done.wait(left):
+            raise _Stalled()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["resp"]  # type: ignore[return-value]
+
+    def _plain_url(self, url: str, exc: requests.exceptions.SSLError) -> str:
+        """The plain-HTTP URL for a loopback registry that answered HTTPS with plain HTTP; else the
+        TLS failure as a RegistryError."""
+        plain, tls_url = f"http://{self.host}", f"https://{self.host}"
+        if "WRONG_VERSION_NUMBER" in str(exc) and is_loopback(self.host) and url.startswith(tls_url):
+            # Every thread that tried HTTPS switches; the first one also switches the client.
+            self.plain_http, self.base = True, plain
+            return plain + url[len(tls_url) :]
+        if "WRONG_VERSION_NUMBER" in str(exc):
+            raise RegistryError(
+                f"{self.host} speaks plain HTTP; add it to MOLTBUILD_INSECURE_REGISTRIES if that is intended"
+            ) from None
+        raise RegistryError(
+            f"{self.host}: TLS verification failed ({_short(exc)}); set MOLTBUILD_REGISTRY_CA "
+            "to the registry's CA bundle"
+        ) from None
 
     def request(
         self, method: str, path: str, *, scope: str | list[str] | None = None, **kwargs
@@ -203,14 +288,21 @@ class RegistryClient:
         """Status of GET /v2/ after auth: 200 reachable and authorised, 401 needs credentials."""
         return self.request("GET", "/v2/").status_code
 
+    def answering(self, what: str) -> None:
+        """Any HTTP answer to GET /v2/ within one idle timeout, else a RegistryError naming the host
+        and `what`: is a registry that let a push stall still there?"""
+        with self.operation(what, fresh=True, seconds=self.timeout):
+            self.request("GET", "/v2/")
+
     def manifest(self, name: str, reference: str, *, method: str = "HEAD") -> Manifest | None:
         """A manifest by tag or digest (None when the registry has no such tag/digest)."""
-        resp = self.request(
-            method,
-            f"/v2/{name}/manifests/{reference}",
-            scope=f"repository:{name}:pull",
-            headers={"Accept": ACCEPT},
-        )
+        with self.operation(f"read manifest {name}:{reference}"):
+            resp = self.request(
+                method,
+                f"/v2/{name}/manifests/{reference}",
+                scope=f"repository:{name}:pull",
+                headers={"Accept": ACCEPT},
+            )
         if resp.status_code == 404:
             return None
         self._raise_for(resp, f"manifest {name}:{reference}")
@@ -299,15 +391,16 @@ class RegistryClient:
         self._raise_for(resp, f"blob mount into {name}", pushing=True)
         # 202: the registry opened an upload instead of mounting; upload the bytes ourselves.
         location = resp.headers["Location"]
-        data = self.blob(source, digest)
         sep = "&" if "?" in location else "?"
-        put = self.request(
-            "PUT",
-            f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
-            scope=scopes,
-            data=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        with self.operation(f"copy blob {digest[:19]} from {source} into {name}", fresh=True):
+            data = self.blob(source, digest)  # moving bytes: a bound of its own
+            put = self.request(
+                "PUT",
+                f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
+                scope=scopes,
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         self._raise_for(put, f"blob upload into {name}", pushing=True)
 
     def image_config(self, name: str, reference: str) -> dict | None:

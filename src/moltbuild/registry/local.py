@@ -78,6 +78,11 @@ class LocalRegistry:
         self.stop()
         raise MoltbuildError(f"docker-registry did not answer on {self.host} within {timeout}s")
 
+    @property
+    def pid(self) -> int | None:
+        """The registry process while it runs (a test freezes it with SIGSTOP)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is not None:
             Runner.stop(self._proc)

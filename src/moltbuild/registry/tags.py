@@ -31,11 +31,15 @@ def put_and_confirm(
     if not tags:
         return
     source_name = source.repository if source else repository.repository
-    client.put_tags(
-        repository.repository, list(tags), reference=digest, source_name=source_name, manifest=manifest
-    )
-    for tag in tags:
-        served = client.manifest(repository.repository, tag)
+    named = ", ".join(tags)
+    with client.operation(
+        f"put tag {repository.with_tag(tags[0])}" + (f" (tags {named})" if tags[1:] else "")
+    ):
+        client.put_tags(
+            repository.repository, list(tags), reference=digest, source_name=source_name, manifest=manifest
+        )
+        served_by = {tag: client.manifest(repository.repository, tag) for tag in tags}
+    for tag, served in served_by.items():
         got = served.digest if served else None
         if got != digest:
             raise RegistryError(

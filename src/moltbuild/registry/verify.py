@@ -104,7 +104,8 @@ def check(target: Target, clients: Registries) -> Check:
         return Check(target.origin, target.image, ref, "(pushed)", "-", "not-pushed", target.unpushed)
     try:
         client = clients.client(target.ref.host)  # GET: the manifest's bytes are hashed, not trusted
-        found = client.manifest(target.ref.repository, target.ref.reference, method="GET")
+        with client.operation(f"verify {ref}"):
+            found = client.manifest(target.ref.repository, target.ref.reference, method="GET")
     except MoltbuildError as exc:
         return Check(target.origin, target.image, ref, expected, "-", "error", exc.message)
     if found is None:

@@ -69,10 +69,15 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+IDLE_CUT = "(i/o timeout, MOLTBUILD_IDLE_TIMEOUT): cut"  # in the tail of a command cut for idleness
+PROGRESS_RATE = 16  # bytes/s that count as progress: a stuck buildah still moves a few bytes a second
+
+
 class IdleWatch:
     """Cuts a child whose process tree has read and written nothing for `limit` seconds: a
     stalled registry makes a push or pull hang silently, not fail. Counts every read and write
-    syscall of the tree (/proc/PID/io rchar + wchar), sockets included."""
+    syscall of the tree (/proc/PID/io rchar + wchar), sockets included; a trickle below
+    PROGRESS_RATE bytes a second (a runtime's timers, a ticking progress line) is no progress."""
 
     def __init__(self, proc: subprocess.Popen, limit: float):
         self.proc, self.limit, self.stalled = proc, limit, False
@@ -88,7 +93,7 @@ class IdleWatch:
         last, since = -1, time.monotonic()
         while not self._done.wait(min(1.0, self.limit / 10)):
             moved = sum(_io_bytes(pid) for pid in [self.proc.pid, *_tree(self.proc.pid)])
-            if moved != last:
+            if abs(moved - last) >= PROGRESS_RATE * (time.monotonic() - since):
                 last, since = moved, time.monotonic()
             elif time.monotonic() - since >= self.limit:
                 self.stalled = True
@@ -98,10 +103,7 @@ class IdleWatch:
                 return
 
     def message(self) -> str:
-        return (
-            f"no progress for {self.limit:.0f}s (i/o timeout, MOLTBUILD_IDLE_TIMEOUT): cut; "
-            "is the registry answering?"
-        )
+        return f"no progress for {self.limit:.0f}s {IDLE_CUT}; is the registry answering?"
 
 
 def _io_bytes(pid: int) -> int:
