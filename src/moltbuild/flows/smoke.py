@@ -108,9 +108,10 @@ def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
                     f"{cfg.name}: its image is no longer in the local store and the report records no "
                     "digest to pull; run `invoke build` again"
                 )
-            runner.say(f"{prefix}smoke: no local image; pulling {remote}")
-            image = remote  # a reused (or pruned) build: the registry has it
+            image = remote  # a pruned build: the registry has it
         if isinstance(image, ImageRef):
+            if remote is not None:  # a reused build (nothing local), or a pruned one
+                runner.say(f"{prefix}smoke: no local image; pulling {remote}")
             _pull(runtime, image, settings)
             image = str(image)
         plan = smoke_plan_for(root, cfg, runner)
