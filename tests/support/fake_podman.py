@@ -103,7 +103,14 @@ def free_port() -> int:
 
 
 def parse_run(args: list[str]) -> tuple[dict[str, list[str]], set[str], str, list[str]]:
-    valued: dict[str, list[str]] = {"--name": [], "--env-file": [], "-p": [], "--ulimit": [], "-e": []}
+    valued: dict[str, list[str]] = {
+        "--name": [],
+        "--label": [],
+        "--env-file": [],
+        "-p": [],
+        "--ulimit": [],
+        "-e": [],
+    }
     switches: set[str] = set()
     i = 0
     while i < len(args) and args[i].startswith("-"):

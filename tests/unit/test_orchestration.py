@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +50,10 @@ class RecordingBackend(Backend):
 
     def status(self) -> BackendStatus:
         return BackendStatus(self.name, True, True, "records calls")
+
+    def runtime(self):
+        """Every recorded image is still in its (imagined) local store."""
+        return SimpleNamespace(argv=["true"], has_image=lambda image: True)
 
     def open(self, run: RunSpec) -> None:
         assert run.workdir.is_dir() and (run.workdir.stat().st_mode & 0o777) == 0o700

@@ -37,7 +37,7 @@ from moltbuild.smoke.probes import (
     static_problems,
 )
 from moltbuild.smoke.run import ContainerRuntime, exposed_ports, healthcheck_of, run_smoke, stop_all
-from moltbuild.system import state
+from moltbuild.system import owners, state
 from moltbuild.system.processes import Runner
 
 PY = sys.executable
@@ -493,7 +493,18 @@ def test_a_healthy_image_passes_every_check_and_its_container_goes(fake, http_po
     container = started_container(fake)
     assert container.startswith("moltbuild-smoke-api-")
     publish = ["-p", "127.0.0.1::8000", "-p", "127.0.0.1::9000"]
-    assert run == ["run", "-d", "--name", container, *ULIMITS, *publish, "localhost/api:dev"]
+    label = f"dev.moltbuild.smoke={os.getpid()}.{owners.token().split('.')[1]}"  # the owner: this process
+    assert run == [
+        "run",
+        "-d",
+        "--name",
+        container,
+        "--label",
+        label,
+        *ULIMITS,
+        *publish,
+        "localhost/api:dev",
+    ]
     assert fake.received(container) == []  # no env: no file
     assert ["port", container, "8000/tcp"] in fake.calls()
     assert_removed(fake)
@@ -811,7 +822,7 @@ def test_invoke_smoke_names_the_image_in_its_error_line(fake, tmp_path):
     cfg = ImageConfig("api", "api", tmp_path, df, manifest_name=API)
     backend = SimpleNamespace(runner=fake.runtime.runner, runtime=lambda: fake.runtime)
     with pytest.raises(JobError) as info:
-        smoke_flow._check_all(backend, [(cfg, "localhost/api:dev")], None, tmp_path)
+        smoke_flow._check_all(backend, [(cfg, "localhost/api:dev", None)], None, tmp_path)
     assert info.value.message == (
         "api: smoke check failed: the container exited at start with code 5; it printed nothing"
     )

@@ -100,6 +100,7 @@ class BuildahBackend(LocalBackend):
             "--format",
             self.settings.get("MOLTBUILD_IMAGE_FORMAT") or "oci",
             "--layers",
+            "--force-rm",  # a failed step's working container goes too (it pins images, mounts)
             "--pull=false",
             "--authfile",
             self._file("auth.json"),
@@ -218,6 +219,16 @@ class BuildahBackend(LocalBackend):
         argv = ["podman", *self.global_argv()[1:]]
         limits = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
         return ContainerRuntime(self.runner, argv, run_flags=limits, env=self.env())
+
+    def working_containers(self) -> set[str]:
+        res = self.runner.run(
+            [*self.global_argv(), "containers", "--json"], env=self.env(), mutates=False, timeout=120
+        )
+        rows = json.loads(res.stdout or "[]") or []
+        return {row["id"] for row in rows if row.get("builder", True)}
+
+    def remove_containers(self, ids: set[str]) -> None:
+        self.runner.run([*self.global_argv(), "rm", *sorted(ids)], env=self.env(), check=False, timeout=300)
 
     def state_dir(self) -> Path:
         return Path(self.storage.path) / "moltbuild"  # beside the images it describes, gone with them

@@ -61,6 +61,7 @@ class RunSpec:
     bases: Mapping[str, BasePull] = field(default_factory=dict)  # base as the Dockerfile names it
     purpose: str = "a moltbuild run"  # who holds the image store, for a run that waits for it
     registries: Registries | None = None  # the run's registry clients, one per host
+    report: Path | None = None  # the build report of this run (default: build/images.json)
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,50 @@ build superseded lose their tool-made tags, and every ledger image that no tagge
 container still needs is removed, so storage holds one cached chain per image instead of one per
 build. One run at a time uses a store (a lock that names its holder), so pruning never pulls an
 intermediate image out from under a build in progress.
+
+Several checkouts may share one store. The ledger records which checkout (project root and report
+path) recorded each image, and no pruning removes or untags an image (or its parent chain) that the
+report of a checkout still on disk names: a build in one checkout never takes away what another
+one built and has not pushed yet.
+
+A run also leaves a marker (runs/<pid>.json: its owner token and the builder containers that
+existed before it). A run killed with SIGKILL cannot remove the working containers its builds
+left; the next run on the store, or `invoke clean`, removes the ones that appeared after it started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moltbuild import report
+from moltbuild.errors import MoltbuildError
 from moltbuild.files import write_atomic
+from moltbuild.system import owners
 from moltbuild.system.locks import held
 
 if TYPE_CHECKING:
     from moltbuild.smoke.run import ContainerRuntime
 
 LEDGER = "created.json"
+RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The checkout a ledger entry belongs to: its project root and its build report."""
+
+    root: str
+    report: str
+
+    @classmethod
+    def of(cls, root: Path, report_path: Path | None = None) -> Owner:
+        return cls(str(root), str(report_path or report.default_path(root)))
 
 
 @dataclass(frozen=True)
@@ -46,9 +72,10 @@ def _hex(image_id: str) -> str:
 
 
 class ImageStore:
-    def __init__(self, runtime: ContainerRuntime, state_dir: Path):
+    def __init__(self, runtime: ContainerRuntime, state_dir: Path, owner: Owner | None = None):
         self.rt = runtime
         self.state_dir = state_dir
+        self.owner = owner
 
     # -- inventory -----------------------------------------------------------------------------
 
@@ -87,21 +114,35 @@ class ImageStore:
 
     # -- the ledger ----------------------------------------------------------------------------
 
-    def ledger(self) -> set[str]:
-        path = self.state_dir / LEDGER
+    def _load(self) -> tuple[set[str], dict[str, set[Owner]]]:
         try:
-            return set(json.loads(path.read_text()).get("images", []))
-        except (OSError, ValueError, AttributeError):
-            return set()
+            data = json.loads((self.state_dir / LEDGER).read_text())
+            ids = set(data.get("images", []))
+            rows = data.get("owners", {}).items()
+            return ids, {i: {Owner(*pair) for pair in pairs} for i, pairs in rows if i in ids}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return set(), {}
 
-    def _write_ledger(self, ids: Iterable[str]) -> None:
-        write_atomic(self.state_dir / LEDGER, json.dumps({"images": sorted(ids)}, indent=1) + "\n")
+    def ledger(self) -> set[str]:
+        return self._load()[0]
+
+    def owners(self) -> dict[str, set[Owner]]:
+        """Image ID -> the checkouts that recorded it (an image from an older ledger has none)."""
+        return self._load()[1]
+
+    def _write_ledger(self, ids: Iterable[str], owned: dict[str, set[Owner]] | None = None) -> None:
+        ids = sorted(ids)
+        owned = self.owners() if owned is None else owned
+        rows = {i: sorted([o.root, o.report] for o in owned[i]) for i in ids if owned.get(i)}
+        write_atomic(self.state_dir / LEDGER, json.dumps({"images": ids, "owners": rows}, indent=1) + "\n")
 
     def record(self, images: dict[str, StoredImage], built: Iterable[str]) -> None:
         """Add built images with their parent chain, down to the first image we did not create
-        (a base: pulled images stay the user's). `images`: the inventory now. Like `prune`,
-        call it inside `exclusive()`: that lock is what keeps the ledger's writers apart."""
-        ours, new = self.ledger(), set()
+        (a base: pulled images stay the user's), each owned (also) by this store's checkout.
+        `images`: the inventory now. Like `prune`, call it inside `exclusive()`: that lock is what
+        keeps the ledger's writers apart."""
+        ours, owned = self._load()
+        new: set[str] = set()
         for start in map(_hex, built):
             current = start
             while current in images and current not in new:
@@ -109,7 +150,63 @@ class ImageStore:
                     break
                 new.add(current)
                 current = images[current].parent
-        self._write_ledger(ours | new)
+        self._write_ledger(ours | new, self._claimed(owned, new))
+
+    def claim(self, built: Iterable[str]) -> None:
+        """This checkout also owns `built` (images already in the ledger: a full cache hit)."""
+        ours, owned = self._load()
+        self._write_ledger(ours, self._claimed(owned, {_hex(b) for b in built} & ours))
+
+    def _claimed(self, owned: dict[str, set[Owner]], ids: set[str]) -> dict[str, set[Owner]]:
+        if self.owner:
+            for image_id in ids:
+                owned.setdefault(image_id, set()).add(self.owner)
+        return owned
+
+    def protected(self, images: dict[str, StoredImage], *, others_only: bool = False) -> set[str]:
+        """What the report of a checkout still on disk names, with the whole parent chain. A
+        report that cannot be read protects every image its checkout recorded."""
+        owned = self.owners()
+        named: set[str] = set()
+        for owner in {o for group in owned.values() for o in group}:
+            if (others_only and owner == self.owner) or not Path(owner.root).is_dir():
+                continue  # the checkout is gone: nothing of it needs protecting
+            try:
+                records = report.read(Path(owner.report)) if Path(owner.report).is_file() else []
+                named |= {_hex(r.image_id) for r in records if r.image_id}
+            except (MoltbuildError, OSError):
+                named |= {i for i, group in owned.items() if owner in group}
+        return _chains(images, named)
+
+    # -- a run's working containers ------------------------------------------------------------
+
+    def _marker(self) -> Path:
+        return self.state_dir / RUNS / f"{os.getpid()}.json"
+
+    def begin_run(self, containers: set[str]) -> None:
+        """Mark this run as the store's user, with the builder containers that existed before it."""
+        self._marker().parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"owner": owners.token(), "containers": sorted(containers)})
+        write_atomic(self._marker(), text + "\n")
+
+    def end_run(self) -> None:
+        self._marker().unlink(missing_ok=True)
+
+    def left_by_dead_runs(self, containers: set[str]) -> tuple[set[str], list[Path]]:
+        """Of `containers` (the builder containers now), those that appeared after a run that is
+        gone started (its marker is still here); and those markers, to drop once they are removed."""
+        left: set[str] = set()
+        markers = []
+        for path in sorted((self.state_dir / RUNS).glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+                owner, before = str(data["owner"]), set(data["containers"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not owners.alive(owner):
+                left |= containers - before
+                markers.append(path)
+        return left, markers
 
     # -- runs and pruning ----------------------------------------------------------------------
 
@@ -126,7 +223,7 @@ class ImageStore:
         """Tool-made names of each repository in `keep`, other than the ones kept, are removed from
         ledger images: the build they named was superseded (the registry still has it). Returns
         the inventory as it is afterwards."""
-        ours, after = self.ledger(), dict(images)
+        ours, after = self.ledger() - self.protected(images), dict(images)
         for image in images.values():
             stale = [
                 n
@@ -169,19 +266,28 @@ class ImageStore:
         """What `prune` would remove, children before parents."""
         images = images if images is not None else self.inventory()
         ours = self.ledger()
-        doomed = (set(ours) if everything else ours - _needed(images)) & set(images)
+        if everything:  # every image of this checkout, and what no checkout's report names
+            doomed = ours - self.protected(images, others_only=True)
+        else:
+            doomed = ours - _needed(images) - self.protected(images)
+        doomed &= set(images)
         return sorted(doomed, key=lambda i: -_depth(images, i))
 
 
 def _needed(images: dict[str, StoredImage]) -> set[str]:
     """Every named image and its whole parent chain."""
-    needed: set[str] = set()
-    for image in images.values():
-        current = image.id if image.names else ""
-        while current and current in images and current not in needed:
-            needed.add(current)
+    return _chains(images, {image.id for image in images.values() if image.names})
+
+
+def _chains(images: dict[str, StoredImage], starts: set[str]) -> set[str]:
+    """`starts` (those in `images`) and every parent of theirs."""
+    found: set[str] = set()
+    for start in starts:
+        current = start
+        while current and current in images and current not in found:
+            found.add(current)
             current = images[current].parent
-    return needed
+    return found
 
 
 def _depth(images: dict[str, StoredImage], image_id: str) -> int:

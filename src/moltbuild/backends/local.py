@@ -24,7 +24,7 @@ from moltbuild.backends.contract import (
     RunSpec,
     retry_transient,
 )
-from moltbuild.backends.imagestore import ImageStore
+from moltbuild.backends.imagestore import ImageStore, Owner
 from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryError
 from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
@@ -53,6 +53,8 @@ class LocalBackend(Backend):
         self._active = contextlib.ExitStack()
         self._opened = False
         self._built: list[str] = []
+        self._report: Path | None = None
+        self._before: set[str] | None = None  # builder containers there when this run began
 
     # -- what each local builder provides ------------------------------------------------------
 
@@ -81,6 +83,13 @@ class LocalBackend(Backend):
     def state_dir(self) -> Path:
         """Where the ledger of images this tool created in the local store lives."""
 
+    def working_containers(self) -> set[str]:
+        """The builder's working containers in the store (buildah's; docker leaves none)."""
+        return set()
+
+    def remove_containers(self, ids: set[str]) -> None:
+        """Remove working containers (and unmount them)."""
+
     @abstractmethod
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         """Upload `target.source` as `target.ref:tag`; the registry's digest ('' in a dry run)."""
@@ -97,11 +106,13 @@ class LocalBackend(Backend):
         return str(self.workdir / name)
 
     def store(self) -> ImageStore:
-        return ImageStore(self.runtime(), self.state_dir())
+        owner = Owner.of(self.settings.project_root, self._report)
+        return ImageStore(self.runtime(), self.state_dir(), owner)
 
     def prepare(self, run: RunSpec) -> None:
         """Config files only: enough for local-store commands outside a build (`invoke clean`)."""
         self.workdir = run.workdir
+        self._report = run.report
         self.write_config(run)
 
     def open(self, run: RunSpec) -> None:
@@ -111,6 +122,10 @@ class LocalBackend(Backend):
         if not self.dry_run:  # this run has the store to itself until close()
             self._active.enter_context(self.store().exclusive(run.purpose, self.runner.say))
             self._opened = True
+            self.reap_leftovers()
+            with contextlib.suppress(MoltbuildError):  # no snapshot: nothing is ever removed
+                self._before = self.working_containers()
+                self.store().begin_run(self._before)
         for host, creds in run.logins.items():
             if creds:
                 self.login(host, creds)
@@ -120,13 +135,49 @@ class LocalBackend(Backend):
                     if error:
                         raise error
 
+    def reap_leftovers(self) -> list[str]:
+        """What runs killed with SIGKILL left: builder containers that appeared after such a run
+        began, smoke containers whose owner is gone. Call it holding the store's run lock."""
+        store, gone = self.store(), []
+        try:
+            left, markers = store.left_by_dead_runs(self.working_containers())
+            if left:
+                self.remove_containers(left)
+                gone += sorted(left)
+            for marker in markers:
+                marker.unlink(missing_ok=True)
+            runtime = self.runtime()
+            gone += runtime.reap_smoke() if shutil.which(runtime.argv[0]) else []
+        except MoltbuildError as exc:
+            self.runner.say(f"note: leftover cleanup skipped: {exc.message.splitlines()[0]}")
+        if gone:
+            self.runner.say(f"storage: removed {len(gone)} container(s) a killed moltbuild run left")
+        return gone
+
+    def _end_run(self) -> None:
+        """Working containers this run's failed or interrupted builds left go; the marker too."""
+        if self._before is None:
+            return
+        try:
+            left = self.working_containers() - self._before
+            if left:
+                self.remove_containers(left)
+                self.runner.say(f"storage: removed {len(left)} working container(s) of failed builds")
+            self.store().end_run()
+        except MoltbuildError as exc:
+            self.runner.say(f"note: container cleanup skipped: {exc.message.splitlines()[0]}")
+        self._before = None
+
     def tidy(self, *, ok: bool, built: Sequence[ImagePlan]) -> None:
         """Record what this run created in the store's ledger; after a good run, prune."""
         if self.dry_run or not self._opened:
             return
+        self._end_run()
         try:
             store = self.store()
-            if {b.removeprefix("sha256:") for b in self._built} <= store.ledger():
+            built_ids = {b.removeprefix("sha256:") for b in self._built}
+            if built_ids <= store.ledger():
+                store.claim(built_ids)  # this checkout needs them too
                 return  # every build was a full cache hit: no image is new, none superseded
             images = store.inventory()
             store.record(images, self._built)
@@ -144,8 +195,12 @@ class LocalBackend(Backend):
             )
 
     def close(self) -> None:
-        """Release the store's run lock."""
-        self._active.close()
+        """End the run (its leftover working containers, its marker), release the store's run lock."""
+        try:
+            if self._opened and not self.dry_run:
+                self._end_run()
+        finally:
+            self._active.close()
 
     def _pull(self, run: RunSpec, base: str, pull: BasePull) -> JobError | None:
         try:

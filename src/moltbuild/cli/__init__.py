@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from invoke import Exit
 
 from moltbuild.errors import ConfigError, MoltbuildError
-from moltbuild.system import state
+from moltbuild.system import owners, state
 from moltbuild.system.console import mask_known_secrets
 from moltbuild.system.processes import terminate_all
 
@@ -41,6 +41,7 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _terminate)
         state.begin_command()
+        owners.reap_temp_dirs()  # a SIGKILLed run's private dirs (auth.json): gone with their owner
         try:
             return func(*args, **kwargs)
         except MoltbuildError as exc:

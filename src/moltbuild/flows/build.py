@@ -4,7 +4,6 @@ parallel, record each image the moment it is known, summarise. It never knows wh
 from __future__ import annotations
 
 import concurrent.futures as cf
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +23,7 @@ from moltbuild.plan.request import BuildRequest
 from moltbuild.project import load_images, select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
+from moltbuild.system import owners
 from moltbuild.system.locks import run_lock
 
 
@@ -166,7 +166,7 @@ def execute(
     log_dir = None if dry_run else path.parent / "logs"
     if to_build:
         backend = make_backend(plan.backend, runner, settings, session.storage, dry_run=dry_run)
-        with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:  # 0700: auth files live here
+        with owners.private_dir() as tmp:  # 0700: auth files live here
             ok = False
             try:
                 backend.open(
@@ -177,6 +177,7 @@ def execute(
                         bases=plan.bases_for(to_build),
                         purpose="invoke build" + (" --push" if plan.push else ""),
                         registries=session.registries,
+                        report=path,
                     )
                 )
                 ok = not any(

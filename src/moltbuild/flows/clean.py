@@ -4,32 +4,32 @@ and the storage figures `doctor` shows."""
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from moltbuild import report
 from moltbuild.backends.contract import RunSpec
-from moltbuild.backends.imagestore import ImageStore
+from moltbuild.backends.local import LocalBackend
 from moltbuild.backends.selection import BACKENDS, backend_class, make_backend
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
+from moltbuild.system import owners
 from moltbuild.system.tables import human_size
 
 
 @contextlib.contextmanager
-def _stores(session: Session, backend: str | None) -> Iterator[list[tuple[str, ImageStore]]]:
+def _stores(session: Session, backend: str | None) -> Iterator[list[tuple[str, LocalBackend]]]:
     local = [n for n in BACKENDS if backend_class(n).keeps_images]
     if backend and backend not in local:
         raise ConfigError(f"--backend {backend}: clean works on local stores: {', '.join(local)}")
     names = [backend] if backend else [n for n in local if session.backends[n].works]
-    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
+    with owners.private_dir() as tmp:
         stores = []
         for name in names:
             impl = make_backend(name, session.runner, session.settings, session.storage)
             (Path(tmp) / name).mkdir()
             impl.prepare(RunSpec(Path(tmp) / name))
-            stores.append((name, impl.store()))
+            stores.append((name, impl))
         yield stores
 
 
@@ -47,7 +47,8 @@ def clean(
     with _stores(session, backend) as stores:
         if not stores:
             say("no local image store works here (buildah or docker): nothing to clean")
-        for name, store in stores:
+        for name, impl in stores:
+            store = impl.store()
             if dry_run:
                 doomed = store.doomed(everything=everything)
                 say(f"{name}: would remove {len(doomed)} {what}")
@@ -56,6 +57,7 @@ def clean(
                 removed[name] = doomed
                 continue
             with store.exclusive("invoke clean", say):
+                impl.reap_leftovers()  # containers of killed runs first: they pin images
                 gone = store.prune(everything=everything, supersede=_last_builds(session))
             stats = store.stats()
             say(
@@ -82,8 +84,8 @@ def storage_stats(session: Session) -> dict[str, dict[str, int]]:
     out = {}
     try:
         with _stores(session, None) as stores:
-            for name, store in stores:
-                stats = store.stats()
+            for name, impl in stores:
+                stats = impl.store().stats()
                 out[name] = {"images": stats.images, "ours": stats.ours, "size_bytes": stats.size_bytes}
     except MoltbuildError:
         pass  # doctor reports the backend's own problem already

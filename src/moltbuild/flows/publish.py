@@ -7,6 +7,7 @@ in the registry when the image is there, else to the record for the next `invoke
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from moltbuild.refs import validate_tag
 from moltbuild.registry.auth import preflight_push
 from moltbuild.registry.tags import put_and_confirm
 from moltbuild.report import ImageRecord, Outcome
+from moltbuild.system import owners
 from moltbuild.system.locks import run_lock
 
 
@@ -58,6 +60,18 @@ def _retag_remote(
     put_and_confirm(session.registries.client(ref.host), ref, tags, digest=record.digest or "")
 
 
+def _require_local(backend: Backend, record: ImageRecord) -> None:
+    """The recorded image must still be in the local store (another run may have pruned it):
+    say so, rather than the push tool's exit 125."""
+    if len(record.platforms) > 1 or not record.image_id:
+        return  # a manifest list: pushed by its local name, which the push itself checks
+    runtime = backend.runtime()
+    if shutil.which(runtime.argv[0]) and not runtime.has_image(record.image_id):
+        raise ConfigError(
+            f"the image of {record.name} is no longer in the local store (pruned?); run `invoke build` again"
+        )
+
+
 class _Backends:
     """One opened backend (one private dir, one login) per backend and registry host."""
 
@@ -85,6 +99,28 @@ class _Backends:
             backend.close()
 
 
+def _push_one(
+    session: Session, backends: _Backends, record: ImageRecord, tags: list[str], *, dry_run: bool
+) -> tuple[str | None, int | None]:
+    """Push one recorded image (or retag it in the registry); its digest and size."""
+    try:
+        if record.image_id and backend_class(record.backend).keeps_images:
+            target = PushTarget(
+                record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
+            )
+            backend = backends.get(record)
+            if not dry_run:
+                _require_local(backend, record)
+            result = backend.push_built(target, log=JobLog(f"[{record.name}] "))
+            return result.digest, result.size_bytes
+        if record.pushed:  # reused or pushed in the cluster: nothing local, tags are remote
+            _retag_remote(session, record, tags, dry_run=dry_run, say=session.runner.say)
+            return record.digest, record.size_bytes
+        raise ConfigError("the report records no local image to push; run `invoke build` again")
+    except MoltbuildError as exc:
+        raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
+
+
 def push_built(
     session: Session,
     *,
@@ -101,26 +137,13 @@ def push_built(
     updated = []
     with (
         run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
-        tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp,  # 0700: auth files live here
+        owners.private_dir() as tmp,  # 0700: auth files live here
         contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
     ):
         for record in _built_records(path, only):
             start = time.monotonic()
             tags = _planned_tags(record)
-            try:
-                if record.image_id and backend_class(record.backend).keeps_images:
-                    target = PushTarget(
-                        record.name, record.ref, tuple(tags), record.image_id, tuple(record.platforms)
-                    )
-                    result = backends.get(record).push_built(target, log=JobLog(f"[{record.name}] "))
-                    digest, size = result.digest, result.size_bytes
-                elif record.pushed:  # reused or pushed in the cluster: nothing local, tags are remote
-                    _retag_remote(session, record, tags, dry_run=dry_run, say=say)
-                    digest, size = record.digest, record.size_bytes
-                else:
-                    raise ConfigError("the report records no local image to push; run `invoke build` again")
-            except MoltbuildError as exc:
-                raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
+            digest, size = _push_one(session, backends, record, tags, dry_run=dry_run)
             if dry_run:
                 updated.append(record)
                 continue

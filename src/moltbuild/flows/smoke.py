@@ -4,7 +4,6 @@ reference (pulled first), or (`--static`) on the Dockerfiles and manifests witho
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from pathlib import Path
 
 from moltbuild import report
@@ -17,6 +16,7 @@ from moltbuild.k8s.manifests import load_manifests
 from moltbuild.project import ImageConfig, load_images, select_images
 from moltbuild.refs import ImageRef
 from moltbuild.smoke.probes import SmokePlan, smoke_plan_for, static_problems
+from moltbuild.system import owners
 
 
 def _configs(session: Session, only: str) -> list[ImageConfig]:
@@ -71,7 +71,7 @@ def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> N
     if ref and len(configs) != 1:
         raise ConfigError("--ref checks one image: name it with --only NAME (its probes come from k8s/)")
     if ref:
-        targets = [(configs[0], ImageRef.parse(ref, "--ref"))]
+        targets = [(configs[0], ImageRef.parse(ref, "--ref"), None)]
     else:
         records = {r.name: r for r in report.require(report.default_path(root), [c.name for c in configs])}
         targets = []
@@ -81,12 +81,18 @@ def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> N
                 raise ConfigError(
                     f"{cfg.name}: no built image in build/images.json; run `invoke build` or pass --ref"
                 )
-            image = rec.image_id or str(rec.ref.with_digest(rec.digest or ""))
-            targets.append((cfg, image))
-    with tempfile.TemporaryDirectory(prefix="moltbuild-") as tmp:
+            remote = rec.ref.with_digest(rec.digest) if rec.digest else None
+            targets.append((cfg, rec.image_id or remote, remote))
+    with owners.private_dir() as tmp:
         backend.open(RunSpec(Path(tmp), purpose="invoke smoke"))
         with contextlib.closing(backend):  # releases the store's run lock
             _check_all(backend, targets, settings, root)
+
+
+def _pull(runtime, image: ImageRef, settings) -> None:
+    insecure = settings.allows_plain_http(image.host) or image.host in settings.insecure_registries
+    tls = ["--tls-verify=false"] if insecure and runtime.argv[0] == "podman" else []
+    runtime("pull", *tls, str(image), timeout=1800)
 
 
 def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
@@ -94,16 +100,19 @@ def _check_all(backend: Backend, targets: list, settings, root: Path) -> None:
     runtime = backend.runtime()
     from moltbuild.smoke.run import run_smoke
 
-    for cfg, image in targets:
+    for cfg, image, remote in targets:
         prefix = f"[{cfg.name}] "
+        if isinstance(image, str) and not runtime.has_image(image):
+            if remote is None:
+                raise ConfigError(
+                    f"{cfg.name}: its image is no longer in the local store and the report records no "
+                    "digest to pull; run `invoke build` again"
+                )
+            image = remote  # a pruned build: the registry has it
         if isinstance(image, ImageRef):
-            insecure = settings.allows_plain_http(image.host)
-            pull = [
-                "pull",
-                *(["--tls-verify=false"] if insecure and runtime.argv[0] == "podman" else []),
-                str(image),
-            ]
-            runtime(*pull, timeout=1800)
+            if remote is not None:  # a reused build (nothing local), or a pruned one
+                runner.say(f"{prefix}smoke: no local image; pulling {remote}")
+            _pull(runtime, image, settings)
             image = str(image)
         plan = smoke_plan_for(root, cfg, runner)
         try:

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ import requests
 from moltbuild.errors import CommandError, JobError, MoltbuildError
 from moltbuild.settings import MASK, Secret
 from moltbuild.smoke.probes import Healthcheck, HttpCheck, SmokePlan
-from moltbuild.system import state
+from moltbuild.system import owners, state
 from moltbuild.system.processes import Result, Runner
 
 # Each wait follows the image's own settings (healthcheck_bound, probe_bound). This cap is only a
@@ -40,6 +39,9 @@ _WIDTH = 200  # characters kept of one quoted line
 # 4.7.1, read quoted values over several lines.)
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # Kubernetes' rule for a variable's name
 _ENV_LINE_MAX = 64 * 1024  # bytes of one line with its newline: bufio.MaxScanTokenSize
+
+
+SMOKE_LABEL = "dev.moltbuild.smoke"  # on every smoke container: the owning process's token
 
 
 def stop_all() -> None:
@@ -72,6 +74,24 @@ class ContainerRuntime:
         `rm -f` for its 10 s stop timeout."""
         self("kill", container, check=False, timeout=60)
         self("rm", "-f", container, check=False, timeout=60)
+
+    def has_image(self, image: str) -> bool:
+        return self("image", "inspect", "--format", "{{.Id}}", image, check=False, mutates=False).ok
+
+    def reap_smoke(self) -> list[str]:
+        """Remove smoke containers (by their label) whose owning process is gone: a run killed
+        with SIGKILL left them running with their ports. Never a container without the label."""
+        listed = self("ps", "-a", "-q", "--filter", f"label={SMOKE_LABEL}", check=False, mutates=False)
+        ids = listed.stdout.split() if listed.ok else []
+        if not ids:
+            return []
+        fmt = f'{{{{.Id}}}} {{{{index .Config.Labels "{SMOKE_LABEL}"}}}}'
+        res = self("inspect", "--format", fmt, *ids, check=False, mutates=False)
+        rows = [line.split() for line in res.stdout.splitlines()]
+        dead = [row[0] for row in rows if len(row) == 2 and not owners.alive(row[1])]
+        for container in dead:
+            self.remove(container)
+        return dead
 
     def config(self, image: str) -> dict[str, Any]:
         out = self("image", "inspect", image, mutates=False).stdout
@@ -215,7 +235,17 @@ class SmokeCheck:
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
         with self._env_file(container) as env_args:
             self.rt(
-                "run", "-d", "--name", container, *env_args, *self.rt.run_flags, *publish, image, timeout=120
+                "run",
+                "-d",
+                "--name",
+                container,
+                "--label",
+                f"{SMOKE_LABEL}={owners.token()}",
+                *env_args,
+                *self.rt.run_flags,
+                *publish,
+                image,
+                timeout=120,
             )
         started = time.monotonic()
         hosts = {p: self._host_port(container, p) for p in self.plan.ports}
@@ -239,7 +269,7 @@ class SmokeCheck:
         if not text:
             yield []
             return
-        folder = tempfile.mkdtemp(prefix="moltbuild-smoke-")  # 0700: this user's only
+        folder = owners.make_private_dir()  # 0700: this user's only
         key = f"{container} env-file"
         state.on_interrupt(key, lambda: shutil.rmtree(folder, ignore_errors=True))
         try:
