@@ -202,6 +202,15 @@ class LocalBackend(Backend):
         finally:
             self._active.close()
 
+    def _storage_full(self, output: str) -> str:
+        """The fix when a tool ran out of disk in the image store ('' when it did not)."""
+        if not re.search(r"no space left on device|disk quota exceeded", output, re.I):
+            return ""
+        return (
+            f"the image storage at {self.storage.path} is full: free space there (`invoke clean`) "
+            "or set MOLTBUILD_STORAGE_ROOT to a disk with room"
+        )
+
     def _pull(self, run: RunSpec, base: str, pull: BasePull) -> JobError | None:
         try:
             self.pull_base(base, pull.source)
@@ -209,7 +218,9 @@ class LocalBackend(Backend):
             last = (exc.tail.strip().splitlines() or ["no output"])[-1][:200]
             via = f" through the mirror as {pull.source}" if run.mirror and pull.source != base else ""
             host = pull.source.split("/", 1)[0]
-            if "server gave HTTP response to HTTPS client" in exc.tail:
+            if self._storage_full(exc.tail):
+                hint = self._storage_full(exc.tail)
+            elif "server gave HTTP response to HTTPS client" in exc.tail:
                 hint = f"{host} speaks plain HTTP: add it to MOLTBUILD_INSECURE_REGISTRIES"
             elif re.search(r"x509|certificate|tls:", exc.tail, re.I):
                 hint = f"TLS to {host} failed: set MOLTBUILD_REGISTRY_CA to its CA bundle"
@@ -225,7 +236,8 @@ class LocalBackend(Backend):
         try:
             self.build(image, no_cache=no_cache, log=log)
         except MoltbuildError as exc:
-            raise JobError(_with_tail(exc)) from None
+            full = self._storage_full(getattr(exc, "tail", ""))
+            raise JobError(_with_tail(exc) + (f"\n{full}" if full else "")) from None
         image_id = self.built_id(image)
         if image_id and not image.multi_platform:
             self._built.append(image_id)  # recorded in the store's ledger by tidy()
