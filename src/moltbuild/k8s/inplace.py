@@ -255,3 +255,73 @@ def rewrite(text: str, root: Node, before: Mapping[str, Any], after: Mapping[str
     elif new:
         _add_images(ed, root, new)
     return ed.result()
+
+
+_ODD_BREAKS = re.compile(r"\r(?!\n)|[\x85\u2028\u2029]")  # line breaks YAML counts and we would not
+
+
+def _root_keys(text: str) -> Iterator[tuple[str | None, int]]:
+    """The top-level keys of a block-mapping document, (key, line), then (None, line) of the first
+    line past the mapping; nothing at all for anything else. One pass of the C parser over the events."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import (
+        CollectionEndEvent,
+        CollectionStartEvent,
+        MappingStartEvent,
+        NodeEvent,
+        ScalarEvent,
+    )
+
+    depth, children = 0, 0
+    for event in YAML(typ="safe").parse(text):
+        if depth == 1 and isinstance(event, NodeEvent):
+            if children % 2 == 0:
+                yield (event.value if isinstance(event, ScalarEvent) else "", event.start_mark.line)
+            children += 1
+        if isinstance(event, CollectionStartEvent):
+            if depth == 0 and (event.flow_style or not isinstance(event, MappingStartEvent)):
+                return
+            depth += 1
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+            if depth == 0:
+                mark = event.start_mark  # mid-line: the mapping ends with that line
+                yield None, mark.line + (1 if mark.column else 0)
+                return
+
+
+def _is_comment(line: str, indent: int) -> bool:
+    """A comment line no block scalar could hold (one holds only lines indented deeper)."""
+    body = line.lstrip(" ")
+    return body.startswith("#") and len(line) - len(body) <= indent
+
+
+def images_span(text: str) -> tuple[int, int, str] | None:
+    """Where the top-level `images` block is in `text`: from its key's line to the next top-level
+    key's line (or past the mapping), and its text; with no `images`, an empty place past the
+    mapping and the `images:` line to put there. None when the document is not a plain block
+    mapping or cannot be read in one pass (the caller then parses the whole file)."""
+    from ruamel.yaml.error import YAMLError
+
+    if _ODD_BREAKS.search(text):
+        return None
+    try:
+        keys = list(_root_keys(text))
+    except YAMLError:
+        return None
+    if len(keys) < 2 or keys[-1][0] is not None or any(k == "" for k, _ in keys[:-1]):
+        return None
+    starts = [0, *(m.end() for m in re.finditer("\n", text))]
+    at = lambda line: starts[line] if line < len(starts) else len(text)  # noqa: E731
+    found = next((i for i, (k, _) in enumerate(keys) if k == "images"), None)
+    if found is None:
+        first = text[at(keys[0][1]) :]
+        indent = first[: len(first) - len(first.lstrip(" "))]
+        nl, line = "\r\n" if "\r\n" in text else "\n", keys[-1][1]
+        while line > keys[-2][1] + 1 and _is_comment(text[at(line - 1) : at(line)], len(indent)):
+            line -= 1  # after the last value, before the comments that close the file
+        return at(line), at(line), f"{indent}images:{nl}"
+    start, end = at(keys[found][1]), at(keys[found + 1][1])
+    if not text[start:].lstrip(" ").startswith("images") or start >= end:
+        return None
+    return start, end, text[start:end]

@@ -1,0 +1,132 @@
+"""Hostile or huge input: alias bombs, large kustomizations, links, short secrets, duplicate or
+deep report records, garbage from GitHub, a full disk. Each fails fast with one line naming
+the file (or URL) and the fix, never a traceback."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from moltbuild.errors import ConfigError
+from moltbuild.files import load_yaml, write_atomic
+from moltbuild.k8s.kustomize import Pin, edited, set_images
+from moltbuild.system.processes import Runner
+
+ROOT = Path(__file__).resolve().parents[2]
+API = "ghcr.io/ardenone/moltbook-api"
+D1 = "sha256:" + "1" * 64
+BOMB = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" if i else 'l0: &l0 ["lol", "lol"]\n' for i in range(12)
+)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+
+def runner() -> Runner:
+    return Runner(out=lambda _: None, environ=dict(os.environ))
+
+
+def kustomization() -> str:
+    return (ROOT / "k8s" / "kustomization.yml").read_text()
+
+
+# -- YAML ----------------------------------------------------------------------------------------
+
+
+def test_an_alias_bomb_is_refused_fast_naming_file_and_line(tmp_path):
+    path = tmp_path / "kustomization.yml"
+    path.write_text(kustomization() + BOMB)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"^{path}:\d+: YAML aliases \(\*l0\) are not accepted") as exc:
+        set_images(path, [Pin(API, API, "t", None)], runner=runner())
+    assert time.monotonic() - start < 2 and "\n" not in str(exc.value)
+    line = int(str(exc.value).split(":")[1])
+    assert "*l0" in path.read_text().splitlines()[line - 1]
+    with pytest.raises(ConfigError, match=r"manifest.yml:2: YAML aliases"):
+        load_yaml(tmp_path / "manifest.yml", text="a: &x 1\nb: *x\n", multi=True)
+
+
+def test_a_yaml_file_over_the_cap_is_refused_with_its_size(tmp_path):
+    path = tmp_path / "big.yml"
+    path.write_text("a: " + "x" * (9 * 1024 * 1024) + "\n")
+    too_large = rf"^{path}: \d+ bytes is too large for a YAML file \(at most 8 MiB\); split it"
+    with pytest.raises(ConfigError, match=too_large):
+        load_yaml(path)
+    with pytest.raises(ConfigError, match="too large"):
+        load_yaml(path, text=path.read_text())
+
+
+@pytest.mark.parametrize("where", ["resources", "no-images"])
+def test_a_2mb_kustomization_is_pinned_in_seconds_and_only_its_images_change(tmp_path, where):
+    extra = "".join(f"  - res/deployment-{i}.yml  # comment {i}\n" for i in range(45000))
+    text = kustomization().replace("resources:\n", "resources:\n" + extra)
+    if where == "no-images":
+        text = text[: text.index("# Pinned")] + "# trailing comment\n"
+    assert len(text) > 2_000_000
+    path = tmp_path / "kustomization.yml"
+    start = time.monotonic()
+    new, changed = edited(path, text, [Pin(API, "r.example/api", "t1", D1)])
+    assert time.monotonic() - start < 3  # a generous bound: about 0.2 s here, 85 s before
+    assert changed and new.startswith(text[: text.index("images:") if "images:" in text else -30])
+    doc = YAML(typ="safe").load(new)
+    entry = next(e for e in doc["images"] if e["name"] == API)
+    assert entry == {"name": API, "newName": "r.example/api", "newTag": "t1", "digest": D1}
+    assert len(doc["resources"]) == 45003
+    if where == "no-images":
+        assert new.endswith("# trailing comment\n") and new.index("images:") < new.index("# trailing")
+
+
+def test_a_last_line_without_newline_and_crlf_stay_as_they_were(tmp_path):
+    text = "resources:\r\n- a.yml\r\nimages:\r\n- name: a.io/x\r\n  newTag: old"
+    new, _ = edited(tmp_path / "k.yml", text, [Pin("a.io/x", "a.io/x", "new", None)])
+    kept = "resources:\r\n- a.yml\r\nimages:\r\n- name: a.io/x\r\n"
+    assert new == kept + "  newTag: new\r\n  newName: a.io/x\r\n"
+    assert YAML(typ="safe").load(new)["images"][0]["newTag"] == "new"
+
+
+# -- a linked kustomization ----------------------------------------------------------------------
+
+
+def test_a_linked_kustomization_pins_its_target_and_stays_a_link(tmp_path):
+    (tmp_path / "base").mkdir()
+    target = tmp_path / "base" / "kustomization.yml"
+    target.write_text(kustomization())
+    link = tmp_path / "kustomization.yml"
+    link.symlink_to("base/kustomization.yml")
+    set_images(link, [Pin(API, "r.example/api", "t9", None)], runner=runner(), root=tmp_path)
+    assert link.is_symlink() and os.readlink(link) == "base/kustomization.yml"
+    assert "newTag: t9" in target.read_text()
+
+
+def test_a_link_out_of_the_repository_is_refused_naming_it(tmp_path):
+    outside = tmp_path / "elsewhere.yml"
+    outside.write_text(kustomization())
+    (tmp_path / "repo").mkdir()
+    link = tmp_path / "repo" / "kustomization.yml"
+    link.symlink_to(outside)
+    with pytest.raises(ConfigError, match=rf"^{link} is a link to {outside}, outside the repository"):
+        set_images(link, [Pin(API, "r.example/api", "t9", None)], runner=runner(), root=tmp_path / "repo")
+    assert outside.read_text() == kustomization() and link.is_symlink()
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_path_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    path = tmp_path / "build" / "images.json"
+    with pytest.raises(ConfigError, match=rf"^{path}: cannot write \(the disk is full\); free space"):
+        write_atomic(path, "{}")
+    assert list(path.parent.iterdir()) == []  # no temporary file left behind
