@@ -130,3 +130,71 @@ def test_a_full_disk_names_the_path_and_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=rf"^{path}: cannot write \(the disk is full\); free space"):
         write_atomic(path, "{}")
     assert list(path.parent.iterdir()) == []  # no temporary file left behind
+
+
+# -- short and common secrets --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "text", "shown"),
+    [
+        ("k", "kaniko built api", "kaniko built api"),  # too short: masking it would mask every k
+        ("abc", "abc:abc", "abc:abc"),
+        ("moltbook", "pushed ghcr.io/x/moltbook-api", "pushed ghcr.io/x/****-api"),
+        ("s3cr3t-token", "login with s3cr3t-token ok", "login with **** ok"),
+        ("abcd", "abcd", "****"),
+    ],
+)
+def test_masking_covers_secrets_of_four_characters_or_more(secret, text, shown):
+    from moltbuild.system.console import MASK, Console, mask_known_secrets
+
+    console = Console(secrets=[secret], out=lambda _: None)
+    assert console.mask(text) == shown.replace("****", MASK)
+    if len(secret) < 4:
+        assert mask_known_secrets(text) == text
+
+
+@pytest.mark.parametrize(
+    ("arg", "refused"),
+    [
+        ("moltbook", True),
+        ("--password=moltbook", True),
+        ("--build-arg=REGISTRY_TOKEN=moltbook", True),
+        ("user:moltbook", True),
+        ("https://user:moltbook@ghcr.io/v2/", True),
+        ("https://moltbook@github.com/o/r.git", True),
+        ("Authorization: Bearer moltbook", True),
+        ("echo 'moltbook' | login", True),
+        ("/work/moltbook/api", False),
+        ("ghcr.io/ardenone/moltbook-api:sha-abc1234", False),
+        ("ghcr.io/ardenone/api:moltbook-1", False),
+        ("ghcr.io/x/moltbook@sha256:" + "1" * 64, False),
+        ("--label=org.opencontainers.image.title=moltbook", False),
+        ("moltbook-frontend", False),
+    ],
+)
+def test_argv_is_refused_only_when_it_passes_the_secret_as_a_credential(arg, refused):
+    from moltbuild.errors import CommandError
+
+    run = Runner(secrets=["moltbook"], out=lambda _: None, environ={"PATH": os.environ["PATH"]})
+    if refused:
+        with pytest.raises(CommandError, match="refusing to pass a secret in argv") as exc:
+            run.run(["true", arg])
+        assert "moltbook" not in str(exc.value)
+    else:
+        assert run.run(["true", arg]).ok
+
+
+def test_a_secret_too_short_to_mask_is_said_once(tmp_path, capsys):
+    from moltbuild.flows.context import warn_short_secrets
+    from moltbuild.settings import load_settings
+    from moltbuild.system import state
+
+    (tmp_path / "pyproject.toml").write_text("[tool.moltbuild]\n")
+    settings = load_settings(tmp_path, environ={"REGISTRY_PASSWORD": "ab"})
+    state._said.discard("short secret REGISTRY_PASSWORD")
+    warn_short_secrets(settings, runner())
+    warn_short_secrets(settings, runner())
+    err = capsys.readouterr().err
+    expected = "warning: REGISTRY_PASSWORD is shorter than 4 characters: it cannot be masked in output\n"
+    assert err == expected

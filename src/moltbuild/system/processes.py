@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -151,6 +152,25 @@ class Result:
         return self.returncode == 0
 
 
+def _credential_shapes(secret: str) -> re.Pattern[str]:
+    s = re.escape(secret)
+    return re.compile(
+        rf"{s}"  # the argument is the secret
+        rf"|.*(?::|//){s}@.*"  # user:secret@host, https://secret@host
+        rf"|[^\s:/@=]+:{s}"  # --creds user:secret
+        rf"|.*(?i:pass|token|secret|cred|auth|key)[\w.-]*=(?:[^\s=:]*:)?{s}"  # --password=secret
+        rf"|(?:.*[\s'\"])?{s}(?:[\s'\"].*)?"  # a word of a script or header: echo secret, Bearer secret
+    )
+
+
+def leaks_secret(arg: str, secret: str) -> bool:
+    """`arg` passes `secret` as a credential: equal to it, a word of it (a script, a header) or a
+    credential-shaped part of it (user:secret@, --password=secret, --creds user:secret). A
+    secret that is only a substring of an ordinary argument (`moltbook` in a path, an image name
+    or a tag) is no leak: refusing it would refuse every build."""
+    return secret in arg and _credential_shapes(secret).fullmatch(arg) is not None
+
+
 class Runner:
     """Runs commands (argv lists) for one command line; prints through its console."""
 
@@ -216,7 +236,7 @@ class Runner:
     def _check_argv(self, argv: list[str]) -> None:
         # Defence in depth: a secret in argv is visible to every user via /proc.
         for arg in argv:
-            if any(secret in arg for secret in self.console.secrets):
+            if any(leaks_secret(arg, secret) for secret in self.console.all_secrets):
                 raise CommandError(self.mask_argv(argv), -1, what="refusing to pass a secret in argv")
 
     def mask_argv(self, argv: list[str]) -> list[str]:
