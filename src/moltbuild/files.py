@@ -47,31 +47,44 @@ def read_text(path: Path, what: str = "file", *, keep_newlines: bool = False) ->
         raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
-def _first_alias(source: str, *, pure: bool) -> Any:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.events import AliasEvent
+MAX_YAML_DEPTH = 100  # a manifest nests some 20 levels; ruamel's loaders overflow past a few hundred
 
-    return next((e for e in YAML(typ="safe", pure=pure).parse(source) if isinstance(e, AliasEvent)), None)
+
+def _first_problem(source: str, *, pure: bool) -> tuple[Any, str] | None:
+    """The first alias, or the first collection nested too deeply, and what it is."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in YAML(typ="safe", pure=pure).parse(source):
+        if isinstance(event, AliasEvent):
+            return event, f"YAML aliases (*{event.anchor}) are not accepted here; write the value out in full"
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return event, f"nested more than {MAX_YAML_DEPTH} levels deep; flatten it"
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return None
 
 
 def refuse_aliases(path: Path, source: str) -> None:
     """No anchor/alias (&/*) in a manifest or kustomization: an alias bomb (billion laughs) expands
-    to gigabytes. Found from the C parser's event stream, linear in the text, before any loading."""
+    to gigabytes; and no nesting deep enough to overflow a loader (a crash, not an error). Found
+    from the C parser's event stream, linear in the text, before any loading."""
     from ruamel.yaml.error import YAMLError
 
     try:
-        alias = _first_alias(source, pure=False)
-    except YAMLError:  # the C parser disagrees: ask the pure one (slower, same verdict on aliases)
+        found = _first_problem(source, pure=False)
+    except YAMLError:  # the C parser disagrees: ask the pure one (slower, same verdict)
         try:
-            alias = _first_alias(source, pure=True)
+            found = _first_problem(source, pure=True)
         except YAMLError:
             return  # invalid YAML: the loader names where
-    if alias is not None:
-        line = alias.start_mark.line + 1 if alias.start_mark else 0
-        raise ConfigError(
-            f"{path}:{line}: YAML aliases (*{alias.anchor}) are not accepted here; "
-            "write the value out in full"
-        )
+    if found is not None:
+        event, problem = found
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        raise ConfigError(f"{path}:{line}: {problem}")
 
 
 def load_yaml(

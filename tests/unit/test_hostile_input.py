@@ -198,3 +198,74 @@ def test_a_secret_too_short_to_mask_is_said_once(tmp_path, capsys):
     err = capsys.readouterr().err
     expected = "warning: REGISTRY_PASSWORD is shorter than 4 characters: it cannot be masked in output\n"
     assert err == expected
+
+
+# -- the build report ----------------------------------------------------------------------------
+
+
+def test_two_records_of_one_image_are_refused_naming_file_and_image(tmp_path):
+    import json
+
+    from moltbuild import report
+    from tests.unit.records import pushed_entry
+
+    path = tmp_path / "images.json"
+    entries = [pushed_entry("api"), pushed_entry("web"), pushed_entry("api", tags=["sha-other"])]
+    path.write_text(json.dumps({"version": report.VERSION, "images": entries}))
+    expected = rf"^{path}: two records of the image 'api'; fix it or delete"
+    with pytest.raises(ConfigError, match=expected) as exc:
+        report.read(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_deeply_nested_report_is_one_line_naming_it(tmp_path):
+    from moltbuild import report
+
+    path = tmp_path / "images.json"
+    path.write_text('{"version": 1, "images": ' + "[" * 100000 + "]" * 100000 + "}")
+    expected = rf"^{path}: nested too deeply for a build report; fix it or delete"
+    with pytest.raises(ConfigError, match=expected):
+        report.read(path)
+
+
+def test_a_deeply_nested_yaml_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "deep.yml"
+    path.write_text("kind: x\na: " + "[" * 100000 + "]" * 100000 + "\n")  # crashed the C loader
+    with pytest.raises(ConfigError, match=rf"^{path}:2: nested more than 100 levels deep; flatten it"):
+        load_yaml(path)
+    path.write_text("a:\n" + "".join(" " * i + "- \n" for i in range(1, 300)))
+    with pytest.raises(ConfigError, match=rf"^{path}:\d+: nested more than 100 levels deep"):
+        load_yaml(path, typ="rt")
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+def test_a_full_report_folder_names_the_report(tmp_path, monkeypatch):
+    import errno
+
+    from moltbuild import report
+    from tests.unit.records import image_record, pushed_entry
+
+    real = os.fdopen
+
+    def full(fd, *args, **kwargs):
+        fh = real(fd, *args, **kwargs)
+        fh.write = lambda _text: (_ for _ in ()).throw(OSError(errno.EDQUOT, "Disk quota exceeded"))
+        return fh
+
+    monkeypatch.setattr(os, "fdopen", full)
+    path = tmp_path / "build" / "images.json"
+    expected = rf"^{path}: cannot write \(the disk quota is reached\); free space"
+    with pytest.raises(ConfigError, match=expected):
+        report.update(path, image_record(pushed_entry("api")))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_build_log_on_a_full_disk_names_the_log_after_the_command_ran(tmp_path):
+    marker = tmp_path / "ran-to-the-end"
+    run = Runner(out=lambda _: None, environ={"PATH": os.environ["PATH"]})
+    script = f"for i in $(seq 1 20000); do echo line $i; done; touch {marker}"
+    with pytest.raises(ConfigError, match=r"^/dev/full: cannot write \(the disk is full\); free space"):
+        run.stream(["sh", "-c", script], log_path=Path("/dev/full"))
+    assert marker.exists()  # the command was read to its end, not left blocked on a full pipe
