@@ -269,3 +269,60 @@ def test_a_build_log_on_a_full_disk_names_the_log_after_the_command_ran(tmp_path
     with pytest.raises(ConfigError, match=r"^/dev/full: cannot write \(the disk is full\); free space"):
         run.stream(["sh", "-c", script], log_path=Path("/dev/full"))
     assert marker.exists()  # the command was read to its end, not left blocked on a full pipe
+
+
+# -- GitHub answering garbage with 200 -----------------------------------------------------------
+
+GH_TOKEN = "canary-hostile-input-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("call", "uri", "answer", "expected"),
+    [
+        (
+            "runs",
+            "/repos/o/r/actions/workflows/build-images.yml/runs",
+            "<html>login</html>",
+            "got no JSON (text/html",
+        ),
+        ("runs", "/repos/o/r/actions/workflows/build-images.yml/runs", [1, 2], "got a JSON list"),
+        (
+            "runs",
+            "/repos/o/r/actions/workflows/build-images.yml/runs",
+            {"workflow_runs": [{"x": 1}]},
+            "an id",
+        ),
+        ("runs", "/repos/o/r/actions/workflows/build-images.yml/runs", {"workflow_runs": "many"}, "an id"),
+        ("run", "/repos/o/r/actions/runs/7", {"status": "completed"}, "run 7 with an integer id"),
+        ("run", "/repos/o/r/actions/runs/7", "[" * 100000, "got no JSON"),
+        ("jobs", "/repos/o/r/actions/runs/7/jobs", {"jobs": [{"id": 1, "steps": [1]}]}, "steps"),
+        ("dispatch", "/repos/o/r/actions/workflows/build-images.yml/dispatches", [], "got a JSON list"),
+        (
+            "dispatch",
+            "/repos/o/r/actions/workflows/build-images.yml/dispatches",
+            {"workflow_run_id": "x"},
+            "integer",
+        ),
+    ],
+)
+def test_github_garbage_with_200_is_one_line_naming_the_url(httpserver_ipv4, call, uri, answer, expected):
+    from moltbuild.ci.github import GitHub, GitHubError
+    from moltbuild.settings import Secret
+
+    method = "POST" if call == "dispatch" else "GET"
+    if isinstance(answer, str):
+        httpserver_ipv4.expect_request(uri, method=method).respond_with_data(answer, content_type="text/html")
+    else:
+        httpserver_ipv4.expect_request(uri, method=method).respond_with_json(answer)
+    gh = GitHub(httpserver_ipv4.url_for(""), "o/r", Secret(GH_TOKEN))
+    calls = {
+        "runs": lambda: gh.runs("build-images.yml"),
+        "run": lambda: gh.run(7),
+        "jobs": lambda: gh.jobs(7),
+        "dispatch": lambda: gh.dispatch("build-images.yml", "main", {}),
+    }
+    with pytest.raises(GitHubError) as exc:
+        calls[call]()
+    message = str(exc.value)
+    assert message.startswith(httpserver_ipv4.url_for(uri) + ": expected ") and expected in message
+    assert "\n" not in message and GH_TOKEN not in message and "MOLTBUILD_GITHUB_API" in message
