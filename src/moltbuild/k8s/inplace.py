@@ -325,3 +325,54 @@ def images_span(text: str) -> tuple[int, int, str] | None:
     if not text[start:].lstrip(" ").startswith("images") or start >= end:
         return None
     return start, end, text[start:end]
+
+
+def _entry_names(block: str) -> list[list[Any]] | None:
+    """[name, first line] of each entry of the block's `images` list; None unless block style."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import (
+        CollectionEndEvent,
+        CollectionStartEvent,
+        MappingStartEvent,
+        NodeEvent,
+        ScalarEvent,
+        SequenceStartEvent,
+    )
+
+    entries: list[list[Any]] = []
+    depth, children, key = 0, 0, None
+    for event in YAML(typ="safe").parse(block):
+        if depth == 3 and isinstance(event, NodeEvent):  # a key or a value of an entry
+            if children % 2 and key == "name" and isinstance(event, ScalarEvent):
+                entries[-1][0] = event.value
+            key = event.value if not children % 2 and isinstance(event, ScalarEvent) else None
+            children += 1
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            kind = SequenceStartEvent if depth == 2 else MappingStartEvent
+            if depth in (2, 3) and (event.flow_style or not isinstance(event, kind)):
+                return None
+            if depth == 3:
+                entries.append(["", event.start_mark.line])
+                children = 0
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return entries
+
+
+def image_entries(block: str) -> list[tuple[str, int, int]] | None:
+    """The entries of an `images` block (as `images_span` cuts it): (name, start, end) of each,
+    from its `- ` line to the next entry's. None unless every entry is a block mapping opening on
+    its own `- ` line (the caller then edits the block as a whole)."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        entries = _entry_names(block)
+    except YAMLError:
+        return None
+    lines = block.split("\n")
+    if not entries or any(not lines[line].lstrip(" ").startswith("- ") for _, line in entries):
+        return None
+    starts = [0, *(m.end() for m in re.finditer("\n", block))]
+    bounds = [starts[line] for _, line in entries] + [len(block)]
+    return [(name, bounds[i], bounds[i + 1]) for i, (name, _) in enumerate(entries)]

@@ -18,7 +18,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml, read_text, refuse_aliases, write_atomic
-from moltbuild.k8s.inplace import NOT_A_STRING, images_span, rewrite
+from moltbuild.k8s.inplace import NOT_A_STRING, image_entries, images_span, rewrite
 from moltbuild.project import find_project_root, load_images, read_tool_table
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
@@ -113,12 +113,37 @@ def edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
     if span is None:  # not a plain block mapping: the whole file, round trip
         return _edited(path, text, pins)
     start, end, block = span
-    new, changed = _edited(path, block, pins)
+    new, changed = _edited_entries(path, block, pins) if start < end else _edited(path, block, pins)
     if not changed:
         return text, []
     # a last line without a line break gets one before what follows it
     lead = "\n" if start == end and start and not text[:start].endswith("\n") else ""
     return text[:start] + lead + new + text[end:], changed
+
+
+def _edited_entries(path: Path, block: str, pins: list[Pin]) -> tuple[str, list[str]]:
+    """The `images` block with `pins` set, parsing round trip only the entries that change: each
+    pin's first matching entry, and the last entry (new entries go after it). A block not made of
+    plain block entries is edited whole."""
+    entries = image_entries(block)
+    if entries is None:
+        return _edited(path, block, pins)
+    head = block[: block.find("\n") + 1]  # the `images:` line, above each entry parsed alone
+    groups: dict[int, list[Pin]] = {}
+    for pin in pins:
+        at = next((i for i, (name, _, _) in enumerate(entries) if _matches({"name": name}, pin)), None)
+        groups.setdefault(len(entries) - 1 if at is None else at, []).append(pin)
+    out, done, changed = [], 0, []
+    for at in sorted(groups):
+        _, start, end = entries[at]
+        new, lines = _edited(path, head + block[start:end], groups[at])
+        if not new.startswith(head):
+            return _edited(path, block, pins)
+        out += [block[done:start], new[len(head) :]]
+        done, changed = end, changed + lines
+    order = {pin.name: i for i, pin in reversed(list(enumerate(pins)))}
+    changed.sort(key=lambda line: order.get(line.split(" -> ")[0], len(pins)))
+    return "".join([*out, block[done:]]), changed
 
 
 def _edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
