@@ -15,7 +15,7 @@ from typing import Any
 from filelock import FileLock
 
 from moltbuild.errors import ConfigError
-from moltbuild.files import write_atomic
+from moltbuild.files import room_to_write, write_atomic
 from moltbuild.refs import DIGEST_RE, TAG_RE, ImageRef
 
 VERSION = 1
@@ -192,6 +192,8 @@ def read(path: Path) -> list[ImageRecord]:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {_fix(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the build report ({exc}); {_fix(path)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for a build report; {_fix(path)}") from None
     if (
         not isinstance(data, dict)
         or data.get("version") != VERSION
@@ -208,7 +210,17 @@ def read(path: Path) -> list[ImageRecord]:
             records.append(record)
     if problems:
         raise ConfigError("\n".join(f"{p}; {_fix(path)}" for p in problems))
+    _refuse_duplicates(path, records)
     return records
+
+
+def _refuse_duplicates(path: Path, records: list[ImageRecord]) -> None:
+    """Two records of one image: which one was pushed is unknowable (set-images would pin the last)."""
+    seen: set[str] = set()
+    for record in records:
+        if record.name in seen:
+            raise ConfigError(f"{path}: two records of the image {record.name!r}; {_fix(path)}")
+        seen.add(record.name)
 
 
 def require(path: Path, names: Iterable[str] | None = None) -> list[ImageRecord]:
@@ -226,8 +238,14 @@ def _write_report(path: Path, data: dict[str, Any]) -> None:
 
 def update(path: Path, record: ImageRecord) -> None:
     """Insert or replace one image's record (by name) under a file lock. A build that produced
-    nothing never replaces a good record: `invoke push` can still push the earlier build."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    nothing never replaces a good record: `invoke push` can still push the earlier build. A full
+    disk: one line naming the report."""
+    with room_to_write(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _update_locked(path, record)
+
+
+def _update_locked(path: Path, record: ImageRecord) -> None:
     with FileLock(str(path) + ".lock", timeout=60):
         current = read(path)
         if (

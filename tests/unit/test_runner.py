@@ -159,8 +159,8 @@ def test_a_failure_tail_is_masked_too():
 
 
 def test_the_longest_secret_is_masked_first():
-    runner = quiet(secrets=["abc", "abcdef"])
-    assert runner.mask("abcdef abc") == f"{MASK} {MASK}"
+    runner = quiet(secrets=["abcd", "abcdefg"])
+    assert runner.mask("abcdefg abcd") == f"{MASK} {MASK}"
 
 
 def test_every_secret_given_to_any_runner_is_masked_outside_it():

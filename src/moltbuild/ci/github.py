@@ -116,6 +116,37 @@ class GitHub:
             return GitHubError(f"{what}: GitHub refused the request: {message}")
         return GitHubError(f"{what}: HTTP {resp.status_code}: {message}")
 
+    # -- answers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _garbage(resp: requests.Response, expected: str) -> GitHubError:
+        return GitHubError(
+            f"{resp.url.split('?')[0]}: expected {expected}; check MOLTBUILD_GITHUB_API "
+            "(GitHub's REST API, e.g. https://api.github.com)"
+        )
+
+    def _object(self, resp: requests.Response, expected: str) -> dict:
+        """The answer as a JSON object. HTML (a proxy, a login page), a list, garbage: one line
+        naming the URL and what was expected, not a moltbuild bug."""
+        try:
+            data = resp.json()
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict):
+            return data
+        got = f"a JSON {type(data).__name__}" if data is not None else "no JSON"
+        got += f" ({resp.headers.get('Content-Type') or 'no content type'})"
+        raise self._garbage(resp, f"{expected}, got {got}")
+
+    def _items(self, resp: requests.Response, key: str, expected: str) -> list[dict]:
+        """`key` of the answer: a list of objects, each with an integer id."""
+        items = self._object(resp, f"{expected} (an object with {key})").get(key) or []
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("id"), int) for i in items
+        ):
+            raise self._garbage(resp, f"{key} to be a list of objects with an id")
+        return items
+
     # -- API -----------------------------------------------------------------------------------
 
     def runs(
@@ -129,7 +160,7 @@ class GitHub:
         resp = self.request(
             "GET", f"/actions/workflows/{workflow}/runs", f"runs of {workflow}", params=params
         )
-        return list(resp.json().get("workflow_runs") or [])[:limit]
+        return self._items(resp, "workflow_runs", f"the runs of {workflow}")[:limit]
 
     def dispatch(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> int | None:
         """Start the workflow; the run id when GitHub returns it, else None (found by polling)."""
@@ -140,18 +171,30 @@ class GitHub:
             json={"ref": ref, "inputs": dict(inputs), "return_run_details": True},
         )
         if resp.status_code == 200 and resp.content:
-            run_id = resp.json().get("workflow_run_id")
-            return int(run_id) if run_id else None
+            run_id = self._object(resp, "the dispatched run (an object with workflow_run_id)").get(
+                "workflow_run_id"
+            )
+            if run_id is not None and not isinstance(run_id, int):
+                raise self._garbage(resp, f"an integer workflow_run_id, got {run_id!r:.60}")
+            return run_id or None
         return None
 
     def run(self, run_id: int) -> dict:
-        return self.request("GET", f"/actions/runs/{run_id}", f"run {run_id}").json()
+        resp = self.request("GET", f"/actions/runs/{run_id}", f"run {run_id}")
+        run = self._object(resp, f"run {run_id} (an object with id and status)")
+        if not isinstance(run.get("id"), int) or not isinstance(run.get("status"), str):
+            raise self._garbage(resp, f"run {run_id} with an integer id and a status")
+        return run
 
     def jobs(self, run_id: int) -> list[dict]:
-        return list(
-            self.request("GET", f"/actions/runs/{run_id}/jobs", f"jobs of run {run_id}").json().get("jobs")
-            or []
-        )
+        resp = self.request("GET", f"/actions/runs/{run_id}/jobs", f"jobs of run {run_id}")
+        jobs = self._items(resp, "jobs", f"the jobs of run {run_id}")
+        for job in jobs:
+            steps = job.setdefault("steps", []) or []
+            job.setdefault("name", f"#{job['id']}")
+            if not isinstance(steps, list) or not all(isinstance(x, dict) and "name" in x for x in steps):
+                raise self._garbage(resp, "each job's steps to be a list of objects with a name")
+        return jobs
 
 
 def _state(item: dict) -> str:

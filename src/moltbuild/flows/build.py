@@ -14,6 +14,7 @@ from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import BuildError, ConfigError, MoltbuildError
+from moltbuild.files import room_to_write
 from moltbuild.flows import reuse
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
@@ -100,9 +101,10 @@ def _reuse_phase(
 def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None) -> ImageRecord:
     log_path = None
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{image.name}.log"
-        log_path.write_text("")
+        with room_to_write(log_path):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log_path.write_text("")
     log = JobLog(f"[{image.name}] ", log_path)
     start = time.monotonic()
     try:

@@ -14,9 +14,20 @@ from moltbuild.backends.contract import BackendStatus
 from moltbuild.backends.selection import probe_all
 from moltbuild.project import find_project_root
 from moltbuild.registry.auth import Registries
-from moltbuild.settings import Settings, load_settings
+from moltbuild.settings import Secret, Settings, load_settings
+from moltbuild.system import state
+from moltbuild.system.console import MIN_MASKED
 from moltbuild.system.host import Place, StorageVerdict, default_storage_root, detect_place, probe_storage
 from moltbuild.system.processes import Runner
+
+
+def warn_short_secrets(settings: Settings, runner: Runner) -> None:
+    """A secret too short to mask is printed as it is: say so, once per setting and process."""
+    for key, setting in settings.values.items():
+        value = setting.value
+        short = isinstance(value, Secret) and value and len(value.reveal()) < MIN_MASKED
+        if short and state.first_time(f"short secret {key}"):
+            runner.warn(f"{key} is shorter than {MIN_MASKED} characters: it cannot be masked in output")
 
 
 @dataclass
@@ -44,6 +55,7 @@ class Session:
         verbose = settings.flag("MOLTBUILD_VERBOSE")
         live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
         runner = Runner(secrets=settings.secrets, verbose=verbose, live=live, environ=environ)
+        warn_short_secrets(settings, runner)
         return cls(settings=settings, runner=runner, environ=environ, cli=dict(cli or {}))
 
     def with_overrides(self, overrides: Mapping[str, tuple[str, str]]) -> Session:

@@ -17,8 +17,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
-from moltbuild.files import load_yaml, read_text, write_atomic
-from moltbuild.k8s.inplace import NOT_A_STRING, rewrite
+from moltbuild.files import load_yaml, read_text, refuse_aliases, write_atomic
+from moltbuild.k8s.inplace import NOT_A_STRING, image_entries, images_span, rewrite
 from moltbuild.project import find_project_root, load_images, read_tool_table
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
@@ -105,7 +105,48 @@ def _plain(value: Any) -> Any:
 
 
 def edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
-    """`text` with `pins` set, and what changed; only the changed values are rewritten."""
+    """`text` with `pins` set, and what changed; only the changed values are rewritten. Only the
+    `images` block is parsed round trip (the rest of a large file is scanned once, in C): every
+    byte outside it stays as it was, and the time grows with the file's size, linearly."""
+    refuse_aliases(path, text)
+    span = images_span(text)
+    if span is None:  # not a plain block mapping: the whole file, round trip
+        return _edited(path, text, pins)
+    start, end, block = span
+    new, changed = _edited_entries(path, block, pins) if start < end else _edited(path, block, pins)
+    if not changed:
+        return text, []
+    # a last line without a line break gets one before what follows it
+    lead = "\n" if start == end and start and not text[:start].endswith("\n") else ""
+    return text[:start] + lead + new + text[end:], changed
+
+
+def _edited_entries(path: Path, block: str, pins: list[Pin]) -> tuple[str, list[str]]:
+    """The `images` block with `pins` set, parsing round trip only the entries that change: each
+    pin's first matching entry, and the last entry (new entries go after it). A block not made of
+    plain block entries is edited whole."""
+    entries = image_entries(block)
+    if entries is None:
+        return _edited(path, block, pins)
+    head = block[: block.find("\n") + 1]  # the `images:` line, above each entry parsed alone
+    groups: dict[int, list[Pin]] = {}
+    for pin in pins:
+        at = next((i for i, (name, _, _) in enumerate(entries) if _matches({"name": name}, pin)), None)
+        groups.setdefault(len(entries) - 1 if at is None else at, []).append(pin)
+    out, done, changed = [], 0, []
+    for at in sorted(groups):
+        _, start, end = entries[at]
+        new, lines = _edited(path, head + block[start:end], groups[at])
+        if not new.startswith(head):
+            return _edited(path, block, pins)
+        out += [block[done:start], new[len(head) :]]
+        done, changed = end, changed + lines
+    order = {pin.name: i for i, pin in reversed(list(enumerate(pins)))}
+    changed.sort(key=lambda line: order.get(line.split(" -> ")[0], len(pins)))
+    return "".join([*out, block[done:]]), changed
+
+
+def _edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
     before, after = _load(path, text), _load(path, text)
     changed = apply_pins(after, pins)
     if not changed:
@@ -119,13 +160,30 @@ def edited(path: Path, text: str, pins: list[Pin]) -> tuple[str, list[str]]:
     return new, changed
 
 
-def set_images(kustomization: Path, pins: list[Pin], *, runner: Runner, dry_run: bool = False) -> list[str]:
+def _target(kustomization: Path, root: Path | None) -> Path:
+    """The file to edit: a link's target (the link stays a link), never one outside the repository."""
+    if not kustomization.is_symlink():
+        return kustomization
+    target = kustomization.resolve()
+    if root is not None and not target.is_relative_to(root.resolve()):
+        raise ConfigError(
+            f"{kustomization} is a link to {target}, outside the repository {root}; "
+            "pin that file directly (--kustomization) or point the link inside the repository"
+        )
+    return target
+
+
+def set_images(
+    kustomization: Path, pins: list[Pin], *, runner: Runner, dry_run: bool = False, root: Path | None = None
+) -> list[str]:
     """Pin `pins` in `kustomization`, atomically, under a lock kept outside the work tree (a lock
     file beside it would make the next build `-dirty`). A dry run prints the diff and creates
-    nothing: no lock, no temporary file, no folder."""
+    nothing: no lock, no temporary file, no folder. A symbolic link: its target is pinned (and
+    locked), if it lies in the repository `root`."""
     say = runner.say
     if not kustomization.is_file():
         raise ConfigError(f"{kustomization} not found; pass --kustomization PATH")
+    kustomization = _target(kustomization, root)
     if dry_run:
         text = read_text(kustomization, "kustomization", keep_newlines=True)
         new, changed = edited(kustomization, text, pins)
@@ -185,4 +243,4 @@ def pin_pushed(
     records = pushed_records(report_path or report.default_path(root), only)
     pins = pins_from(records, names, with_digest=not no_digest)
     path = kustomization or root / "k8s" / "kustomization.yml"
-    return set_images(path, pins, runner=runner, dry_run=dry_run)
+    return set_images(path, pins, runner=runner, dry_run=dry_run, root=root)

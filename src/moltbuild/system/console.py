@@ -32,6 +32,15 @@ FOLDED = (
 )
 
 
+# A secret shorter than this is not masked: a 1-character token would mask that letter everywhere.
+MIN_MASKED = 4
+
+
+def maskable(secrets: Iterable[str]) -> list[str]:
+    """The secrets long enough to mask, longest first (one that contains another is masked whole)."""
+    return sorted({s for s in secrets if len(s) >= MIN_MASKED}, key=len, reverse=True)
+
+
 def mask_known_secrets(text: str) -> str:
     """Mask every secret this process knows; for lines printed outside a console (errors)."""
     for secret in state.known_secrets():
@@ -83,7 +92,8 @@ class Console:
     ):
         # Not verbose: a short line per command and per build step; the rest goes to the log only.
         self.verbose = verbose
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.all_secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # for argv checks
+        self.secrets = maskable(self.all_secrets)  # masked in output
         state.remember_secrets(self.secrets)
         self._lock = threading.Lock()
         self._out = out or _print

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from moltbuild.errors import CommandError, ToolMissingError
+from moltbuild.files import room_to_write
 from moltbuild.settings import KEYS, Secret
 from moltbuild.system import state
 from moltbuild.system.console import Console, brief
@@ -153,6 +155,35 @@ class Result:
         return self.returncode == 0
 
 
+def _credential_shapes(secret: str) -> re.Pattern[str]:
+    s = re.escape(secret)
+    return re.compile(
+        rf"{s}"  # the argument is the secret
+        rf"|.*(?::|//){s}@.*"  # user:secret@host, https://secret@host
+        rf"|[^\s:/@=]+:{s}"  # --creds user:secret
+        rf"|.*(?i:pass|token|secret|cred|auth|key)[\w.-]*=(?:[^\s=:]*:)?{s}"  # --password=secret
+        rf"|(?:.*[\s'\"])?{s}(?:[\s'\"].*)?"  # a word of a script or header: echo secret, Bearer secret
+    )
+
+
+def _log_line(log: Any, line: str) -> OSError | None:
+    """Write `line` to `log` (if any); the error instead of raising it."""
+    try:
+        if log is not None:
+            log.write(line + "\n")
+    except OSError as exc:
+        return exc
+    return None
+
+
+def leaks_secret(arg: str, secret: str) -> bool:
+    """`arg` passes `secret` as a credential: equal to it, a word of it (a script, a header) or a
+    credential-shaped part of it (user:secret@, --password=secret, --creds user:secret). A
+    secret that is only a substring of an ordinary argument (`moltbook` in a path, an image name
+    or a tag) is no leak: refusing it would refuse every build."""
+    return secret in arg and _credential_shapes(secret).fullmatch(arg) is not None
+
+
 class Runner:
     """Runs commands (argv lists) for one command line; prints through its console."""
 
@@ -218,7 +249,7 @@ class Runner:
     def _check_argv(self, argv: list[str]) -> None:
         # Defence in depth: a secret in argv is visible to every user via /proc.
         for arg in argv:
-            if any(secret in arg for secret in self.console.secrets):
+            if any(leaks_secret(arg, secret) for secret in self.console.all_secrets):
                 raise CommandError(self.mask_argv(argv), -1, what="refusing to pass a secret in argv")
 
     def mask_argv(self, argv: list[str]) -> list[str]:
@@ -334,21 +365,32 @@ class Runner:
         header: str,
     ) -> None:
         """Feed stdin, then show, keep (the tail) and log each output line as it comes. The log
-        is line-buffered: build/logs/NAME.log can be followed while the build runs."""
-        with contextlib.ExitStack() as stack:
-            log = stack.enter_context(log_path.open("a", encoding="utf-8", buffering=1)) if log_path else None
-            if log:
-                log.write(header + "\n")
-            if data is not None and proc.stdin:
-                proc.stdin.write(data)
-                proc.stdin.close()
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = self.console.output_line(prefix, raw)
-                tail.append(line)
-                if log:
-                    log.write(line + "\n")
-            proc.wait()
+        is line-buffered: build/logs/NAME.log can be followed while the build runs. A full disk
+        stops the log, not the reading (the command must not block on a full pipe); it is raised,
+        naming the log, once the command is done."""
+        failed: OSError | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                log = (
+                    stack.enter_context(log_path.open("a", encoding="utf-8", buffering=1))
+                    if log_path
+                    else None
+                )
+                failed = _log_line(log, header)
+                if data is not None and proc.stdin:
+                    proc.stdin.write(data)
+                    proc.stdin.close()
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    line = self.console.output_line(prefix, raw)
+                    tail.append(line)
+                    failed = failed or _log_line(log, line)
+                proc.wait()
+        except OSError as exc:  # the log's last flush, on closing it (or the command's stdin)
+            failed = failed or exc
+        if failed is not None:
+            with room_to_write(log_path or Path(".")):
+                raise failed
 
     def spawn(
         self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None

@@ -17,6 +17,7 @@ _children: set[subprocess.Popen] = set()  # started by a Runner, not yet reaped
 _cleanups: dict[str, Callable[[], None]] = {}  # e.g. a smoke container's removal, by name
 _secrets: set[str] = set()  # every secret a Runner of this process was given
 _interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: no new smoke check starts
+_said: set[str] = set()  # warnings given once per process
 
 
 def begin_command() -> None:
@@ -68,6 +69,15 @@ def run_cleanups() -> None:
 def remember_secrets(values: set[str] | list[str]) -> None:
     with _lock:
         _secrets.update(v for v in values if v)
+
+
+def first_time(key: str) -> bool:
+    """True the first time `key` is asked about in this process: a warning said once."""
+    with _lock:
+        if key in _said:
+            return False
+        _said.add(key)
+        return True
 
 
 def known_secrets() -> list[str]:
