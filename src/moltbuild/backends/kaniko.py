@@ -225,7 +225,9 @@ class KanikoBackend(Backend):
         return wait
 
     def _statuses(self, pod: Any, *, init: bool = False) -> list[Any]:
-        status = pod.status
+        status = pod.status  # None on a pod the API server has not given a status yet
+        if status is None:
+            return []
         return list((status.init_container_statuses if init else status.container_statuses) or [])
 
     def _check(self, pod: Any) -> None:
@@ -244,7 +246,7 @@ class KanikoBackend(Backend):
                     f"{status.name} container was OOMKilled (exit {terminated.exit_code}); raise its memory "
                     "limit in k8s/kaniko/job.yml"
                 )
-        if pod.status.phase == "Failed" and not self._statuses(pod):
+        if pod.status is not None and pod.status.phase == "Failed" and not self._statuses(pod):
             raise JobError(f"pod {pod.metadata.name} failed: {pod.status.reason}: {pod.status.message}")
 
     def _started(self, name: str, container: str, *, init: bool = False) -> Any | None:
