@@ -300,6 +300,12 @@ A, B = "a.io/api", "b.io/fe"
             f"---\nresources:\n- a.yml\nimages:\n  - name: {A}\n    newName: {A}\n    newTag: t\n# end",
             id="missing",
         ),
+        pytest.param(  # a byte-order mark and CRLF stay where they are
+            f"\ufeff---\r\n# kept\r\nimages:\r\n  - name: {A}\r\n    newTag: old\r\n",
+            [Pin(A, A, "new", None)],
+            f"\ufeff---\r\n# kept\r\nimages:\r\n  - name: {A}\r\n    newTag: new\r\n    newName: {A}\r\n",
+            id="bom-crlf",
+        ),
         pytest.param(  # the key on the dash line removed: the next one moves up
             f"images:\n  - digest: {D2}\n    name: {A}\n    newTag: t\n",
             [Pin(A, A, "t", None)],
