@@ -13,8 +13,6 @@ from invoke import Exit
 
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.system import owners, state
-from moltbuild.system.console import mask_known_secrets
-from moltbuild.system.processes import terminate_all
 
 if TYPE_CHECKING:
     from moltbuild.flows.context import Session
@@ -45,9 +43,9 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except MoltbuildError as exc:
-            raise Exit(f"error: {mask_known_secrets(exc.message)}", code=exc.exit_code) from None
+            raise Exit(f"error: {_masked(exc.message)}", code=exc.exit_code) from None
         except BrokenPipeError:  # `invoke build --dry-run | head`: the reader left; stop quietly
-            terminate_all()
+            _terminate_all()
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=141) from None
         except Exception as exc:  # a bug, or an input no check foresaw: one line, not a traceback
@@ -55,19 +53,33 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             first = (str(exc).splitlines() or [""])[0][:300]
             raise Exit(
-                f"error: unexpected {type(exc).__name__}: {mask_known_secrets(first)}; this is a moltbuild "
+                f"error: unexpected {type(exc).__name__}: {_masked(first)}; this is a moltbuild "
                 "bug: rerun with MOLTBUILD_TRACEBACK=1 for the traceback and report it",
                 code=70,
             ) from None
         except KeyboardInterrupt as exc:
             state.interrupt()
             state.run_cleanups()
-            terminate_all()
+            _terminate_all()
             what = f"terminated ({exc.args[0]})" if isinstance(exc, Terminated) else "interrupted"
             print(f"{what}: stopped every child process", file=sys.stderr)
             raise Exit(code=getattr(exc, "exit_code", 130)) from None
 
     return wrapper
+
+
+# Imported on use: `invoke --list` (which loads this module) needs neither the console nor the
+# process runner, and their settings and dotenv imports.
+def _masked(text: str) -> str:
+    from moltbuild.system.console import mask_known_secrets
+
+    return mask_known_secrets(text)
+
+
+def _terminate_all() -> None:
+    from moltbuild.system.processes import terminate_all
+
+    terminate_all()
 
 
 def run_context(settings: Mapping[str, tuple[Any, str]] | None = None) -> Session:
