@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +28,21 @@ def start(project, env) -> subprocess.Popen:
     )
 
 
+def start_when_held(first: subprocess.Popen, holder: Path, project, env) -> subprocess.Popen:
+    """Start the second run once the first holds the lock (its holder file written): two runs
+    started together may not overlap on a loaded machine, and then neither has to wait."""
+    deadline = time.monotonic() + 300
+    while not holder.exists():
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, f"the first run never took {holder}"
+        time.sleep(0.05)
+    return start(project, env)
+
+
 def test_two_runs_on_one_checkout_take_turns(git_project, mirror, storage_root):
     env = build_env(mirror, storage_root, "turns")
-    first, second = start(git_project, env), start(git_project, env)
+    first = start(git_project, env)
+    second = start_when_held(first, git_project / "build" / "images.json.run.holder", git_project, env)
     outs = [p.communicate(timeout=600) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     waited = [out for out, _ in outs if "waiting: pid " in out]
@@ -42,7 +56,8 @@ def test_two_checkouts_sharing_one_storage_take_turns_and_agree(git_project, mir
     clone = tmp_path / "second-checkout"
     subprocess.run(["git", "clone", "-q", str(git_project), str(clone)], check=True)
     env = build_env(mirror, storage_root, "shared")
-    runs = [start(git_project, env), start(clone, env)]
+    first = start(git_project, env)
+    runs = [first, start_when_held(first, storage_root / "moltbuild" / "run.holder", clone, env)]
     outs = [p.communicate(timeout=600) for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outs
     waited = [out for out, _ in outs if "waiting: pid " in out]

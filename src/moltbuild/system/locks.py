@@ -28,7 +28,9 @@ def held(
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(str(lock_path)), lock_path.with_suffix(".holder")
     try:
-        lock.acquire(timeout=0)
+        # A holder that is just starting (its name not written yet) or just ending: a short wait
+        # says nothing, and a longer one can name who it waits for.
+        lock.acquire(timeout=1)
     except Timeout:
         who = _holder(holder)
         say(f"waiting: {who} is using {subject}; this run goes on when it ends")
