@@ -375,6 +375,26 @@ class RegistryClient:
         resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
         return resp.status_code == 200
 
+    def push_blob(self, name: str, data: bytes) -> str:
+        """Upload `data` as a blob of `name` (monolithic: POST, then PUT with the digest); its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.has_blob(name, digest):
+            return digest
+        scope = f"repository:{name}:pull,push"
+        resp = self.request("POST", f"/v2/{name}/blobs/uploads/", scope=scope)
+        self._raise_for(resp, f"blob upload into {name}", pushing=True)
+        location = resp.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        put = self.request(
+            "PUT",
+            f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
+            scope=scope,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._raise_for(put, f"blob upload into {name}", pushing=True)
+        return digest
+
     def mount_blob(self, name: str, digest: str, source: str) -> None:
         """Make `digest` of `source` available in `name`: a cross-repository mount, else a copy."""
         if self.has_blob(name, digest):
