@@ -56,9 +56,8 @@ class _Attestations:
         if key not in self.done:
             self.done[key] = self._finding(ref, found.actual)
         finding = self.done[key]
-        if finding.ok:
-            return found
-        return dataclasses.replace(found, verdict="unattested", reason=finding.reason)
+        verdict = "ok" if finding.ok else "unattested"
+        return dataclasses.replace(found, verdict=verdict, reason=found.reason or finding.reason)
 
     def _finding(self, ref: ImageRef, digest: str) -> supply_check.Finding:
         commit = self.commits.get((ref.name, digest), "")

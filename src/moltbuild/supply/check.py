@@ -33,7 +33,9 @@ def _last_line(res: Result) -> str:
     lines = [
         line for line in (res.stderr or "").splitlines() if line.strip() and not line.startswith("WARNING")
     ]
-    return lines[-1][:200] if lines else f"exit {res.returncode}"
+    last = lines[-1] if lines else ""
+    last = last.removeprefix("Error: ").removeprefix("error during command execution:").strip()
+    return last[:200] or f"exit {res.returncode}"
 
 
 def _statement_problem(statements: list[dict], digest: str, commit: str) -> str:
