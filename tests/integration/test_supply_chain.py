@@ -170,3 +170,36 @@ def test_without_a_key_attachments_are_unsigned_and_tampering_still_shows(git_pr
     assert after.returncode != 0
     line = next(x for x in after.stdout.splitlines() if f"moltbook-api:{api['pin_tag']}" in x)
     assert "mismatch" in line
+
+
+def test_invoke_push_attests_what_an_earlier_build_made(git_project, mirror, storage_root, tmp_path):
+    need_tool("cosign", "syft")
+    key, pub = key_pair(tmp_path / "keys", PASSWORD)
+    env = build_env(
+        mirror, storage_root, "later", MOLTBUILD_SIGNING_KEY=str(key), MOLTBUILD_SIGNING_PASSWORD=PASSWORD
+    )
+    env.pop("MOLTBUILD_ATTEST")  # the default: auto
+    built = invoke(git_project, "build", "--only", "api", "--no-smoke", env=env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert read_report(git_project)["api"]["signature"] == ""  # nothing pushed, nothing attested
+    pushed = invoke(git_project, "push", env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    entry = read_report(git_project)["api"]
+    assert entry["signature"].endswith(".sig") and entry["provenance"].endswith(".att")
+    proven = cosign(
+        "verify-attestation",
+        "--allow-http-registry",
+        "--insecure-ignore-tlog=true",
+        "--key",
+        str(pub),
+        "--type",
+        "slsaprovenance1",
+        f"{entry['repository']}@{entry['digest']}",
+        home=tmp_path,
+    )
+    assert proven.returncode == 0, proven.stderr
+    (statement,) = payloads(proven.stdout)
+    params = statement["predicate"]["buildDefinition"]["externalParameters"]
+    assert params["dockerfile"] == "api/Dockerfile" and params["source"]["commit"] == head(git_project)
+    verified = invoke(git_project, "verify", env={**env, "MOLTBUILD_VERIFY_KEY": str(pub)})
+    assert verified.returncode == 0, verified.stdout + verified.stderr

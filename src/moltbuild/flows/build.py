@@ -192,26 +192,11 @@ def execute(
                 _finish(backend, ok, to_build)
     records = sorted(record.written, key=lambda r: r.name)
     if plan.push and not dry_run:
-        records = _attest(session, plan, records, started, path)
+        records = attest.attest_and_record(
+            session, lambda: attest.RunInputs.of_plan(plan), records, started, path
+        )
     _raise_for_failures(records, log_dir)
     return records
-
-
-def _attest(
-    session: Session, plan: BuildPlan, records: list[ImageRecord], started: str, path: Path
-) -> list[ImageRecord]:
-    """SBOM, provenance and signature for what the registry now has; the report says where."""
-    try:
-        done = attest.attest_records(session, plan, records, started)
-    except attest.AttestError as exc:
-        for r in exc.records:
-            if r.signature:
-                report.update(path, r)
-        raise
-    for r in done:
-        if r.signature:
-            report.update(path, r)
-    return done
 
 
 def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
