@@ -4,6 +4,7 @@ SBOM, SLSA provenance and, with a signer, a cosign signature. `MOLTBUILD_ATTEST`
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -133,24 +134,30 @@ def attest_records(
     say(f"attest: SBOM + SLSA provenance for {len(todo)} image(s), {signer.describe()}")
     out, failures = {r.name: r for r in records}, []
     with owners.private_dir() as tmp:  # 0700: the registry credential file lives here
-        attesters: dict[str, Attester] = {}
-        for record in todo:
-            host = record.ref.host
-            attester = attesters.get(host) or attesters.setdefault(
-                host, _attester(session, host, signer, Path(tmp))
-            )
-            try:
-                done = attester.already(record.ref, str(record.digest)) if record.skipped else None
-                done = done or attester.attest(_facts(session, known, record, started))
-            except MoltbuildError as exc:
-                failures.append(f"{record.name}: {exc.message}")
-                continue
-            say(f"[{record.name}] {_said(done)}")
-            out[record.name] = record.but(
-                sbom=done.sbom, provenance=done.provenance, signature=done.signature
-            )
+        hosts = {r.ref.host for r in todo}
+        attesters = {h: _attester(session, h, signer, Path(tmp)) for h in sorted(hosts)}
+
+        def one(record: ImageRecord) -> Attached:
+            attester = attesters[record.ref.host]
+            done = attester.already(record.ref, str(record.digest)) if record.skipped else None
+            return done or attester.attest(_facts(session, known, record, started))
+
+        # Images in parallel, as they were built: each is a syft scan and a few cosign calls.
+        with cf.ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {pool.submit(one, record): record for record in todo}
+            for future in cf.as_completed(futures):
+                record = futures[future]
+                try:
+                    done = future.result()
+                except MoltbuildError as exc:
+                    failures.append(f"{record.name}: {exc.message}")
+                    continue
+                say(f"[{record.name}] {_said(done)}")
+                out[record.name] = record.but(
+                    sbom=done.sbom, provenance=done.provenance, signature=done.signature
+                )
     if failures:
-        error = AttestError(f"pushed, but not attested: {'; '.join(failures)}")
+        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
         error.records = list(out.values())
         raise error
     return list(out.values())
