@@ -76,7 +76,7 @@ def move_attestations(url: str, source: dict, target: dict) -> None:
 def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storage_root, tmp_path):
     need_tool("cosign", "syft")
     key, pub = key_pair(tmp_path / "keys", PASSWORD)
-    _, other_pub = key_pair(tmp_path / "other", "another-password")
+    other_key, other_pub = key_pair(tmp_path / "other", "another-password")
     env = build_env(
         mirror,
         storage_root,
@@ -124,6 +124,16 @@ def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storag
     assert moved.returncode != 0
     line = next(x for x in moved.stdout.splitlines() if "moltbook-frontend" in x and "unattested" in x)
     assert "provenance" in line and "subject digest" in line  # cosign's own check says it first
+
+    rotated = {
+        **env,
+        "MOLTBUILD_SIGNING_KEY": str(other_key),
+        "MOLTBUILD_SIGNING_PASSWORD": "another-password",
+    }
+    resigned = invoke(git_project, "build", "--push", "--no-smoke", env=rotated)  # a new key signs again
+    assert resigned.returncode == 0 and "already attested" not in resigned.stdout, resigned.stdout
+    after_rotation = invoke(git_project, "verify", env={**env, "MOLTBUILD_VERIFY_KEY": str(other_pub)})
+    assert after_rotation.returncode == 0, after_rotation.stdout + after_rotation.stderr
 
     logs = [p.read_text(errors="replace") for p in (git_project / "build").rglob("*") if p.is_file()]
     for text in [built.stdout, built.stderr, again.stdout, again.stderr, *logs]:

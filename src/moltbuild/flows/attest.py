@@ -139,7 +139,7 @@ def attest_records(
 
         def one(record: ImageRecord) -> Attached:
             attester = attesters[record.ref.host]
-            done = attester.already(record.ref, str(record.digest)) if record.skipped else None
+            done = attester.already(record.ref, str(record.digest))  # reused, or pushed again
             return done or attester.attest(_facts(session, known, record, started))
 
         # Images in parallel, as they were built: each is a syft scan and a few cosign calls.

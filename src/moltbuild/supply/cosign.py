@@ -120,6 +120,17 @@ class Cosign:
         argv += ["--type", PREDICATE_TYPES[kind], "--predicate", str(predicate), ref]
         self.runner.run(argv, env=self._env(signer), timeout=300, what=f"cosign attest ({kind}) {ref}")
 
+    def public_key(self, signer: Signer, out: Path) -> Path:
+        """The public half of the signing key (written once per run)."""
+        if not out.is_file():
+            self.runner.run(
+                [self.binary, "public-key", "--key", signer.key, "--outfile", str(out)],
+                env=self._env(signer),
+                timeout=60,
+                what="cosign public-key",
+            )
+        return out
+
     def verify(self, ref: str, verifier: Verifier) -> Result:
         return self.runner.run(
             [self.binary, "verify", *verifier.argv(), *self._registry_argv(), "--output", "json", ref],
