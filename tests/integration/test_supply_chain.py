@@ -60,12 +60,18 @@ def move_attestations(url: str, source: dict, target: dict) -> None:
     src_tag, dst_tag = (e["digest"].replace(":", "-") + ".att" for e in (source, target))
     body = requests.get(f"{url}/v2/{src_name}/manifests/{src_tag}", headers={"Accept": ACCEPT}, timeout=10)
     body.raise_for_status()
+    put_manifest(url, src_name, body, dst_name, dst_tag)
+
+
+def put_manifest(url: str, source: str, body: requests.Response, name: str, reference: str) -> None:
+    """PUT the manifest `body` (read from repository `source`) as `name:reference`, its blobs
+    mounted across first."""
     doc = body.json()
     for blob in [doc["config"], *doc["layers"]]:
-        mount = f"{url}/v2/{dst_name}/blobs/uploads/?mount={blob['digest']}&from={src_name}"
+        mount = f"{url}/v2/{name}/blobs/uploads/?mount={blob['digest']}&from={source}"
         assert requests.post(mount, timeout=10).status_code == 201
     put = requests.put(
-        f"{url}/v2/{dst_name}/manifests/{dst_tag}",
+        f"{url}/v2/{name}/manifests/{reference}",
         data=body.content,
         headers={"Content-Type": doc["mediaType"]},
         timeout=10,
@@ -165,17 +171,7 @@ def test_without_a_key_attachments_are_unsigned_and_tampering_still_shows(git_pr
     busybox = requests.get(
         f"{mirror.url}/v2/mirror/library/busybox/manifests/1.36", headers={"Accept": ACCEPT}, timeout=10
     )
-    doc = busybox.json()
-    for blob in [doc["config"], *doc["layers"]]:
-        mount = f"{mirror.url}/v2/{name}/blobs/uploads/?mount={blob['digest']}&from=mirror/library/busybox"
-        assert requests.post(mount, timeout=10).status_code == 201
-    repushed = requests.put(
-        f"{mirror.url}/v2/{name}/manifests/{api['pin_tag']}",
-        data=busybox.content,
-        headers={"Content-Type": doc["mediaType"]},
-        timeout=10,
-    )
-    assert repushed.status_code == 201
+    put_manifest(mirror.url, "mirror/library/busybox", busybox, name, api["pin_tag"])  # the tag re-pushed
     after = invoke(git_project, "verify", env=env)
     assert after.returncode != 0
     line = next(x for x in after.stdout.splitlines() if f"moltbook-api:{api['pin_tag']}" in x)
