@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -68,6 +69,10 @@ class FakeKubernetes(kmock.KubernetesEmulator):
         pod = raw_request.path.rstrip("/").split("/")[-2]
         ws = aiohttp.web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
         await ws.prepare(raw_request)  # type: ignore[arg-type]
+        command = raw_request.query.getall("command", [])
+        # The command reads what `head -c N` lets through, then exits, as a real one would.
+        wanted = re.search(r"head -c (\d+)", " ".join(command))
+        size = int(wanted.group(1)) if wanted else None
         data = bytearray()
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
@@ -76,7 +81,9 @@ class FakeKubernetes(kmock.KubernetesEmulator):
                 break
             if msg.data[:1] == b"\x00":
                 data += msg.data[1:]
-        self.exec_commands[pod] = raw_request.query.getall("command", [])
+            if size is not None and len(data) >= size:
+                break
+        self.exec_commands[pod] = command
         self.delivered[pod] = bytes(data)
         await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
         await ws.close()

@@ -17,7 +17,7 @@ from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, Job
 from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name, timeout_of
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.k8s.cluster import Cluster, ClusterError
-from moltbuild.k8s.kaniko import RECEIVE, SECRET_NAME, render
+from moltbuild.k8s.kaniko import SECRET_NAME, receive, render
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.refs import DIGEST_RE
 from moltbuild.registry.auth import Registries
@@ -147,7 +147,7 @@ class KanikoBackend(Backend):
             say(f"{log.prefix}+ create Job {name} in namespace {self.namespace}:")
             render([job], lambda text: say("\n".join(log.prefix + line for line in text.splitlines())))
             say(
-                f"{log.prefix}+ exec {name}-<pod> -c context -- {shlex.join(RECEIVE)} "
+                f"{log.prefix}+ exec {name}-<pod> -c context -- {shlex.join(receive(len(tarball)))} "
                 f"< context.tar.gz ({len(tarball)} bytes)"
             )
             return ImageResult(None, image.platforms, 0.0, log.path)
@@ -177,7 +177,7 @@ class KanikoBackend(Backend):
         pod = wait(lambda: self.cluster.job_pod(job), "the Job's pod to be scheduled").metadata.name
         wait(lambda: self._started(pod, "context", init=True), "the context container to start")
         code, out = self.cluster.exec_stdin(
-            pod, "context", RECEIVE, tarball, timeout=max(deadline - time.monotonic(), 1)
+            pod, "context", receive(len(tarball)), tarball, timeout=max(deadline - time.monotonic(), 1)
         )
         if code != 0:
             raise JobError(

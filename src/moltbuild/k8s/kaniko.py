@@ -27,8 +27,12 @@ SECRET_NAME = "moltbuild-registry"
 JOB_SA = "moltbuild-kaniko"
 MANAGED = {"app.kubernetes.io/managed-by": "moltbuild", "app.kubernetes.io/component": "kaniko"}
 WORKSPACE = "/workspace"
-# Run in the init container with the context on stdin; the executor starts once .ready exists.
-RECEIVE = ["sh", "-c", f"tar -xzf - -C {WORKSPACE} && touch {WORKSPACE}/.ready"]
+
+
+def receive(size: int) -> list[str]:
+    """Run in the init container with the context on stdin; the executor starts once .ready
+    exists. `head -c` ends the read at the length sent, so no end-of-stdin signal is needed."""
+    return ["sh", "-c", f"head -c {int(size)} | tar -xzf - -C {WORKSPACE} && touch {WORKSPACE}/.ready"]
 
 
 DEFAULTS = "kaniko_defaults"  # package data beside this module
