@@ -97,8 +97,9 @@ class FakeGitHub:
                 )
             )
 
-    def add_run(self, **fields) -> dict:
-        """A run already there (someone else's, an older one): GitHub's fields, overridable."""
+    def add_run(self, hidden_for: int = 0, **fields) -> dict:
+        """A run already there (someone else's, an older one): GitHub's fields, overridable.
+        `hidden_for`: list calls that do not show it yet (it appears later)."""
         run_id = next(self._ids)
         run = {
             "id": run_id,
@@ -118,6 +119,7 @@ class FakeGitHub:
         } | fields
         with self._lock:
             self.runs.insert(0, run)
+            self._hidden[run_id] = hidden_for
         return run
 
     def count(self, method: str, pattern: str) -> int:
@@ -234,8 +236,8 @@ class FakeGitHub:
             actor={"login": self.user or "moltbuild-app[bot]"},
             triggering_actor={"login": self.user or "moltbuild-app[bot]"},
             created_at=iso(time.time()),
+            hidden_for=self.appear_after,
         )
-        self._hidden[run["id"]] = self.appear_after
         if body.get("return_run_details") and self.run_details and not self.ghes:
             return self._json({"workflow_run_id": run["id"], "html_url": run["html_url"]})
         return Response(status=204)

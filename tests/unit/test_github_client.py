@@ -108,7 +108,9 @@ def paths(httpserver) -> list[str]:
 
 def watch(gh: GitHub, clock: Clock, lines: list[str], **kw):
     options = {"workflow": WF, "ref": "main", "inputs": {}, "watch": True, "timeout": 600, "interval": 5}
-    return dispatching.dispatch_and_watch(gh, **(options | kw), say=lines.append, sleep=clock.sleep, clock=clock)
+    return dispatching.dispatch_and_watch(
+        gh, **(options | kw), say=lines.append, sleep=clock.sleep, clock=clock
+    )
 
 
 # -- dispatch and watch ------------------------------------------------------------------------
@@ -375,7 +377,9 @@ def test_an_api_that_does_not_answer():
     assert err.value.message.startswith(
         f"runs of build-images.yml: http://127.0.0.1:{port} does not answer ("
     )
-    assert err.value.message.endswith("6 tries; GitHub may be down (https://www.githubstatus.com), try again later")
+    assert err.value.message.endswith(
+        "6 tries; GitHub may be down (https://www.githubstatus.com), try again later"
+    )
     assert TOKEN not in str(err.value)
 
 

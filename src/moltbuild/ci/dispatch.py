@@ -160,9 +160,10 @@ def find_run(gh: GitHub, workflow: str, ref: str, inputs: Mapping[str, str], pac
     return run_id
 
 
-def follow(watcher: Watcher, run: dict, pace: Pace) -> dict:
-    """Poll until the run completes; GitHub not answering for a while does not end the watch."""
-    first: dict | None = run
+def follow(watcher: Watcher, first: dict | None, pace: Pace) -> dict:
+    """Poll until the run completes (`first`: the run just fetched, if it was); GitHub not
+    answering for a while does not end the watch."""
+    run: dict = first or {"id": watcher.run_id, "status": "unknown"}
     while True:
         given, first = first, None
         try:
@@ -195,8 +196,15 @@ def dispatch_and_watch(
     """Dispatch, find the run it created, and with `watch` follow it; a failed run raises."""
     pace = Pace(timeout, interval, sleep, clock)
     run_id = find_run(gh, workflow, ref, inputs, pace, say)
-    run = gh.run(run_id)
-    say(f"run #{run.get('run_number', run_id)}: {run.get('html_url', '')}")
+    try:
+        run: dict | None = gh.run(run_id)
+    except GitHubUnavailable as exc:
+        if not watch:
+            raise
+        say(f"{exc.message}; still watching run {run_id}")
+        run = None
+    if run:
+        say(f"run #{run.get('run_number', run_id)}: {run.get('html_url', '')}")
     if not watch:
         return run
     watcher = Watcher(gh, run_id, say)
