@@ -208,7 +208,7 @@ def test_a_protected_remote_gets_a_pull_request_through_the_api(repo, mirror, st
     branch = f"moltbuild/pins-{after[:7]}"
     [pull] = fake.pulls
     assert (pull["head"]["ref"], pull["base"]["ref"]) == (branch, "main")
-    assert f"opened pull request {pull['html_url']}" in log
+    assert f"pull request: {pull['html_url']}" in log
     assert git(remote, "rev-parse", "main") == after, "the protected branch is untouched"
     text = git(remote, "show", f"{branch}:k8s/kustomization.yml")
     api = {e["name"].rsplit("/", 1)[1]: e for e in YAML(typ="safe").load(text)["images"]}["moltbook-api"]

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from moltbuild.ci import pins as gitpush
+from moltbuild.ci.backoff import Backoff
 from moltbuild.ci.github import GitHub
 from moltbuild.ci.pins import BOT_EMAIL, BOT_NAME, commit_and_push
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
@@ -294,18 +295,42 @@ def test_a_protected_branch_gets_a_pull_request(repos, naps, fake_github):
     assert repos.lines[0].startswith(
         "origin/main refused the push (remote: error: GH006: Protected branch update failed"
     )
-    assert repos.lines[-1] == f"opened pull request {pull['html_url']}"
+    assert repos.lines[-1] == f"pull request: {pull['html_url']}"
     assert naps == [], "a refusal is not retried"
 
 
 def test_the_pull_request_of_a_second_run_is_the_open_one(repos, fake_github):
     protect(repos.bare)
     repos.kust.write_text(PINNED)
-    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token))
+    backoff = Backoff(sleep=lambda s: None, say=repos.lines.append)
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token), backoff=backoff)
     repos.push(open_pull=gh.pull_request)
+    repos.lines.clear()
     repos.push(open_pull=gh.pull_request)
     assert len(fake_github.pulls) == 1
-    assert repos.lines[-1] == f"opened pull request {fake_github.pulls[0]['html_url']}"
+    head = fake_github.pulls[0]["head"]["ref"]
+    assert repos.lines[-2:] == [
+        f"pull request {head} -> main: one is open already (the branch now holds this pin)",
+        f"pull request: {fake_github.pulls[0]['html_url']}",
+    ]
+
+
+def test_a_token_that_may_not_open_pull_requests_says_what_it_needs(repos, fake_github):
+    protect(repos.bare)
+    repos.kust.write_text(PINNED)
+    fake_github.fail(
+        "POST", "/pulls$", 403, message="GitHub Actions is not permitted to create pull requests"
+    )
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token))
+    with pytest.raises(MoltbuildError) as err:
+        repos.push(open_pull=gh.pull_request)
+    head7 = repos.git(repos.work, "rev-parse", "--short=7", "HEAD")
+    message = err.value.message
+    assert f"the pin is on origin/moltbuild/pins-{head7} but no pull request was opened: " in message
+    assert (
+        "GITHUB_TOKEN lacks permission (GitHub Actions is not permitted to create pull requests)" in message
+    )
+    assert "pull-requests: write" in message and "\n" not in message
 
 
 def test_pull_request_flag_opens_one_without_trying_the_branch(repos, fake_github):

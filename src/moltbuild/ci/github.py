@@ -115,14 +115,21 @@ class GitHub:
         headers = {"Authorization": f"Bearer {self._token.reveal()}"}
         try:
             resp = self.http.request(method, url, headers=headers, timeout=30, **kwargs)
-        except requests.RequestException as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             return None, f"{self.api} does not answer ({str(exc).splitlines()[0][:150]})"
+        except requests.RequestException as exc:  # not worth another try (an invalid URL, ...)
+            raise GitHubError(f"{url.split('?')[0]}: {str(exc).splitlines()[0][:150]}") from None
         return resp, f"HTTP {resp.status_code} {_message(resp)[:80]}".rstrip()
 
     def _error(self, resp: requests.Response, what: str) -> GitHubError:
         message = _message(resp)
         if resp.status_code == 401:
             return GitHubError(f"{what}: GITHUB_TOKEN was rejected (401 {message}); create a new token")
+        if resp.status_code == 403 and what.startswith("pull request"):
+            return GitHubError(
+                f"{what}: GITHUB_TOKEN lacks permission ({message}); it needs pull-requests: write "
+                "(and, in a workflow, the setting 'Allow GitHub Actions to create and approve pull requests')"
+            )
         if resp.status_code == 403:
             return GitHubError(
                 f"{what}: GITHUB_TOKEN lacks permission ({message}); it needs actions: write "
@@ -275,8 +282,8 @@ class GitHub:
             found = self.pages("/pulls", "", what, {"head": f"{owner}:{head}", "base": base}, 1)
             if not found:
                 raise
-            resp_url = found[0].get("html_url")
-            return str(resp_url)
+            self.backoff.say(f"{what}: one is open already (the branch now holds this pin)")
+            return str(found[0].get("html_url"))
         url = self._object(resp, "the pull request (an object with html_url)").get("html_url")
         if not isinstance(url, str):
             raise self._garbage(resp, "a pull request with an html_url")

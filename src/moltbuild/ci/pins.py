@@ -264,7 +264,7 @@ class Pusher:
                 f"{why}; pushing the pin to {pins.remote}/{pr_branch} for a pull request failed too: "
                 f"{_refusal(exc)}"
             ) from None
-        pins.runner.say(f"{why}: pushed the pin to {pins.remote}/{pr_branch}; opening a pull request")
+        pins.runner.say(f"{why}: pushed the pin to {pins.remote}/{pr_branch} for a pull request")
         body = (
             f"Pins the images built from {head[:7]} in {', '.join(pins.rel)}, made by "
             f"`invoke k8s.commit-pins` on top of {self.branch}. The branch is protected, so the pin "
@@ -281,5 +281,5 @@ class Pusher:
                 f"{why}; the pin is on {pins.remote}/{pr_branch} but no pull request was opened: "
                 f"{exc.message}"
             ) from None
-        pins.runner.say(f"opened pull request {url}")
+        pins.runner.say(f"pull request: {url}")
         return True
