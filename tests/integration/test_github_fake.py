@@ -3,6 +3,8 @@ on loopback (tests/support/fake_github.py): GitHub itself is unreachable from th
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests.integration.conftest import clean_env, invoke
@@ -94,3 +96,32 @@ def test_missing_token_or_repository_says_which_setting(project, fake_github):
     assert out.returncode != 0 and "gh tasks need GITHUB_TOKEN" in out.stderr
     out = invoke(project, "gh.runs", env=clean_env(GITHUB_TOKEN=fake_github.token))  # no git origin
     assert out.returncode != 0 and "set MOLTBUILD_GITHUB_REPO=OWNER/NAME" in out.stderr
+
+
+def test_commit_pins_opens_a_pull_request_through_the_fake_api(git_project, fake_github, tmp_path):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(git_project), str(remote)], check=True)
+    subprocess.run(["git", "-C", str(git_project), "remote", "add", "origin", str(remote)], check=True)
+    kust = git_project / "k8s" / "kustomization.yml"
+    kust.write_text(kust.read_text().replace("newTag: latest", "newTag: sha-1234567", 1))
+    head7 = subprocess.run(
+        ["git", "-C", str(git_project), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+    out = gh(git_project, fake_github, "k8s.commit-pins", "--pull-request", "--message", "Pin it")
+
+    assert out.returncode == 0, out.stderr
+    [pull] = fake_github.pulls
+    assert (pull["head"]["ref"], pull["base"]["ref"], pull["title"]) == (
+        f"moltbuild/pins-{head7}",
+        "main",
+        "Pin it",
+    )
+    assert f"pull request: {pull['html_url']}" in out.stdout + out.stderr
+    shown = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", f"moltbuild/pins-{head7}:k8s/kustomization.yml"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert shown == kust.read_text()
+    assert fake_github.token not in out.stdout + out.stderr
