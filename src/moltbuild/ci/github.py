@@ -238,14 +238,16 @@ class GitHub:
         return run
 
     def jobs(self, run_id: int) -> list[dict]:
-        jobs = self.pages(f"/actions/runs/{run_id}/jobs", "jobs", f"jobs of run {run_id}", {}, 1000)
+        path = f"/actions/runs/{run_id}/jobs"
+        jobs = self.pages(path, "jobs", f"jobs of run {run_id}", {}, 1000)
         for job in jobs:
             steps = job.setdefault("steps", []) or []
             job.setdefault("name", f"#{job['id']}")
             if not isinstance(steps, list) or not all(isinstance(x, dict) and "name" in x for x in steps):
                 raise GitHubError(
-                    f"jobs of run {run_id}: expected each job's steps to be a list of objects with a "
-                    "name; check MOLTBUILD_GITHUB_API (GitHub's REST API, e.g. https://api.github.com)"
+                    f"{self.api}/repos/{self.repo}{path}: expected each job's steps to be a list of "
+                    "objects with a name; check MOLTBUILD_GITHUB_API (GitHub's REST API, e.g. "
+                    "https://api.github.com)"
                 )
         return jobs
 
