@@ -546,3 +546,12 @@ def test_the_token_never_goes_over_plain_http_to_another_machine(api):
     assert err.value.message.startswith(f"MOLTBUILD_GITHUB_API={api!r}: GITHUB_TOKEN goes only over https://")
     assert TOKEN not in err.value.message
     assert GitHub("http://127.0.0.1:9/api", REPO, Secret(TOKEN)).api == "http://127.0.0.1:9/api"  # loopback
+
+
+def test_client_takes_the_rate_limit_maximum_from_the_setting(tmp_path):
+    environ = {"GITHUB_TOKEN": TOKEN, "MOLTBUILD_GITHUB_REPO": REPO, "MOLTBUILD_GITHUB_MAX_WAIT": "42"}
+    assert github.client(*session_for(tmp_path, environ)).backoff.max_wait == 42.0
+    environ["MOLTBUILD_GITHUB_MAX_WAIT"] = "soon"
+    with pytest.raises(ConfigError) as err:
+        github.client(*session_for(tmp_path, environ))
+    assert err.value.message.startswith("MOLTBUILD_GITHUB_MAX_WAIT='soon' (from environment) must be")
