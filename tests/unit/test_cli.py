@@ -245,7 +245,7 @@ def test_a_bad_flag_is_one_line_exit_2_naming_it(cli, record, argv, flag, flow):
 def test_gh_dispatch_checks_its_seconds_flags(cli, record, monkeypatch, flag, value):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     line = one_line_error(cli("gh.dispatch", flag, value), 2)
     assert flag in line and repr(value) in line
     assert dispatched.calls == []
@@ -259,7 +259,7 @@ def test_gh_dispatch_bad_timeout_is_named_before_the_repository_is_looked_up(cli
 def test_a_bad_input_pair_names_the_flag(cli, record, monkeypatch):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     line = one_line_error(cli("gh.dispatch", "--input", "images"), 2)
     assert "--input 'images'" in line and dispatched.calls == []
 
@@ -889,15 +889,18 @@ def test_k8s_commit_pins_commits_the_project_kustomization(cli, record):
     assert files == [root / "k8s" / "kustomization.yml"]
     assert (kwargs["attempts"], kwargs["remote"], kwargs["branch"]) == (5, "up", "pins")
     assert kwargs["message"] == "Pin images built by moltbuild"
+    assert kwargs["pull_request"] is False and callable(kwargs["open_pull"])
     (_, files), kwargs = committed.calls[1]
     assert files == [Path("other.yml")]
     assert (kwargs["attempts"], kwargs["message"], kwargs["remote"]) == (3, "m", "origin")
+    assert cli("k8s.commit-pins", "--pull-request").code == 0
+    assert committed.calls[2][1]["pull_request"] is True
 
 
 def test_gh_dispatch_reaches_dispatch_and_watch(cli, record, monkeypatch):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     argv = ["gh.dispatch", "--ref", "rel", "--input", "images=api", "--input", "tag=rc1", "--watch"]
     assert cli(*argv, "--timeout", "90", "--interval", "2.5").code == 0
     (client,), kwargs = dispatched.one()
