@@ -3,6 +3,7 @@ its start time, so `down` (another process, later) stops exactly these and nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,7 +69,14 @@ def start(state: Path, name: str, argv: list[str], env: dict[str, str] | None = 
 
 
 def alive(entry: dict) -> bool:
-    return entry.get("start") is not None and _start_time(entry["pid"]) == entry["start"]
+    """Still running (not a zombie) and the same process (start time), not a reused pid."""
+    with contextlib.suppress(ChildProcessError):  # reap our own child (up and down in one process)
+        os.waitpid(entry["pid"], os.WNOHANG)
+    try:
+        fields = Path(f"/proc/{entry['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and fields[19] == entry.get("start")
 
 
 def stop(entry: dict, *, timeout: float = 15) -> None:
