@@ -245,7 +245,7 @@ def write_kubeconfigs(state: Path, port: int) -> None:
     pki.kubeconfig(state / "kubelet.kubeconfig", server=server, pki=state / "pki", stem="kubelet-client")
 
 
-def write_env(state: Path, registry: str, executor: str | None) -> Path:
+def write_env(state: Path, registry: str, executor: str | None, helper: str) -> Path:
     lines = {
         "KUBECONFIG": str(state / "admin.kubeconfig"),
         "MOLTBUILD_KUBE_CONTEXT": "moltbuild",
@@ -255,6 +255,7 @@ def write_env(state: Path, registry: str, executor: str | None) -> Path:
     }
     if executor:
         lines["MOLTBUILD_KANIKO_IMAGE"] = executor
+    lines["MOLTBUILD_KANIKO_HELPER_IMAGE"] = helper
     path = state / "env"
     path.write_text("".join(f"export {k}={v}\n" for k, v in lines.items()))
     return path
@@ -304,6 +305,7 @@ def up(state: Path = STATE, log=print) -> Path:
     )
     images.push(pause, f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}")
     executor_ref = images.push_executor(executor, registry) if executor else None
+    helper = images.push_pinned(images.helper_image(), f"{registry}/moltbuild-cluster/busybox", "1.36")
     t.mark("registry up, images pushed")
     procs.wait_for(
         lambda: requests.get(f"http://127.0.0.1:{ports['etcd']}/health", timeout=2).ok,
@@ -320,7 +322,7 @@ def up(state: Path = STATE, log=print) -> Path:
     start_kubelet(state, bins, ports)
     wait_node(state, api, ports, logs)
     t.mark("node Ready, default ServiceAccount present")
-    env = write_env(state, registry, executor_ref)
+    env = write_env(state, registry, executor_ref, helper)
     (state / "timings.json").write_text(json.dumps(t.marks, indent=1))
     log(f"cluster: up in {time.monotonic() - t.started:.1f} s; source {env}")
     return env

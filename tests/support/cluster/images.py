@@ -161,3 +161,19 @@ def push_executor(layout: Path, registry: str) -> str:
     repo = f"{registry}/moltbuild-cluster/kaniko-executor"
     digest = push(layout, f"{repo}:{layout.name.removeprefix('kaniko-executor-')}")
     return f"{repo}@{digest}"
+
+
+def helper_image() -> Path:
+    """The Job's init container (`sh`, `tar`): busybox from busybox-static, like the offline bases."""
+    from tests.support.offline_bases import _busybox_rootfs
+
+    dest = layout_dir("busybox", "1.36")
+    if (dest / "index.json").exists():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        _busybox_rootfs(Path(tmp) / "rootfs")
+        return commit_rootfs(Path(tmp) / "rootfs", dest, ["--cmd", "/bin/sh", "--env", "PATH=/usr/bin:/bin"])
+
+
+def push_pinned(layout: Path, repo: str, tag: str) -> str:
+    return f"{repo}@{push(layout, f'{repo}:{tag}')}"
