@@ -386,6 +386,8 @@ def drain_pods(state: Path, log) -> None:
         pods = api.get("/api/v1/pods").json().get("items", [])
     except (requests.RequestException, ValueError):
         return
+    uids = [pod["metadata"]["uid"] for pod in pods]
+    (state / "pod-uids.json").write_text(json.dumps(uids))  # their logs under /var/log/pods go too
     for pod in pods:
         meta = pod["metadata"]
         api.session.delete(
@@ -415,6 +417,18 @@ def kill_tasks(state: Path) -> None:
             ctr(state, "tasks", "delete", task, namespace=ns)
 
 
+def remove_pod_logs(state: Path) -> None:
+    """The kubelet writes container logs to /var/log/pods/NS_NAME_UID (fixed paths): remove ours."""
+    path = state / "pod-uids.json"
+    uids = set(json.loads(path.read_text())) if path.exists() else set()
+    for folder in Path("/var/log/pods").glob("*_*_*"):
+        if folder.name.rsplit("_", 1)[-1] in uids:
+            shutil.rmtree(folder, ignore_errors=True)
+    for link in Path("/var/log/containers").glob("*.log"):
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+
+
 def unmount_all(state: Path) -> list[str]:
     """Unmount every mount point under STATE, deepest first; returns the ones that stayed."""
     prefix = str(state.resolve()) + "/"
@@ -435,6 +449,7 @@ def down(state: Path = STATE, log=print) -> None:
         procs.stop_all_named(state, ["kube-controller-manager", "kube-scheduler"])
         drain_pods(state, log)
     procs.stop_all_named(state, ["kubelet"])
+    remove_pod_logs(state)
     if "containerd" in procs.running(state):
         kill_tasks(state)
     left = procs.stop_all(state, order=["containerd", "kube-apiserver", "etcd", "registry"])

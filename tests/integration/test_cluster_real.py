@@ -1,0 +1,125 @@
+"""Against the real single-node cluster of `nox -s cluster` (skipped unless build/cluster/env exists):
+the API server (RBAC, Pod Security admission, exec) through the `kubernetes` client, and the kubelet
+running a pod to completion. Not part of `nox -s tests` yet (CI time budget)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.support.cluster.cluster import STATE
+from tests.support.cluster.executor_run import cluster_env
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (STATE / "env").exists(), reason="no cluster: run `nox -s cluster` first"),
+]
+
+
+@pytest.fixture(scope="module")
+def env():
+    return cluster_env()
+
+
+@pytest.fixture(scope="module")
+def core(env):
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(env["KUBECONFIG"])
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def namespace(core):
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, grace_period_seconds=0)
+
+
+def wait(probe, what: str, timeout: float = 90):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not within {timeout} s")
+
+
+def pod(name: str, image: str, command: list[str], **spec) -> dict:
+    container = {"name": "main", "image": image, "command": command}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+
+
+def test_the_api_server_answers_with_rbac_and_discovery(core, env):
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(env["KUBECONFIG"])
+    assert any(v.version == "v1" for v in client.CoreApi(api).get_api_versions().versions or [])
+    version = client.VersionApi(api).get_code()
+    assert version.git_version.startswith("v1.")
+    nodes = core.list_node().items
+    assert len(nodes) == 1
+    assert any(c.type == "Ready" and c.status == "True" for c in nodes[0].status.conditions)
+
+
+def test_the_kubelet_runs_a_pod_to_completion_and_serves_its_log(core, namespace, env):
+    helper = env["MOLTBUILD_KANIKO_HELPER_IMAGE"]
+    core.create_namespaced_pod(namespace, pod("hello", helper, ["sh", "-c", "echo hello from $(hostname)"]))
+
+    def done():
+        phase = core.read_namespaced_pod("hello", namespace).status.phase
+        assert phase != "Failed"
+        return phase == "Succeeded"
+
+    wait(done, "pod Succeeded")
+    assert core.read_namespaced_pod_log("hello", namespace).strip() == "hello from hello"
+
+
+def test_a_restricted_namespace_refuses_a_root_pod_naming_the_policy(core, namespace, env):
+    from kubernetes.client.rest import ApiException
+
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod(namespace, pod("root", env["MOLTBUILD_KANIKO_HELPER_IMAGE"], ["true"]))
+    assert err.value.status == 403 and 'violates PodSecurity "restricted:latest"' in err.value.body
+
+
+def test_exec_streams_stdin_into_a_running_pod(core, namespace, env):
+    from kubernetes.stream import stream
+
+    spec = pod("sink", env["MOLTBUILD_KANIKO_HELPER_IMAGE"], ["sleep", "300"])
+    core.create_namespaced_pod(namespace, spec)
+    wait(lambda: core.read_namespaced_pod("sink", namespace).status.phase == "Running", "pod Running")
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        "sink",
+        namespace,
+        command=["sh", "-c", "wc -c"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+        binary=True,
+    )
+    resp.write_stdin(b"x" * 100_000)
+    resp.close_channel(0)  # v5: closing stdin is what ends `wc`
+    out = b""
+    end = time.monotonic() + 30
+    while resp.is_open() and time.monotonic() < end:
+        resp.update(timeout=1)
+        out += resp.read_stdout() or b""
+    resp.close()
+    assert out.strip() == b"100000"
