@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from tests.support.cluster import binaries, configs, images, pki, procs
+from tests.support.cluster import packages as cluster_packages
 
 REPO = Path(__file__).resolve().parents[3]
 STATE = REPO / "build" / "cluster"
@@ -272,6 +273,7 @@ class Timer:
 
 def prepare(state: Path, log) -> tuple[Path, Path, str | None]:
     """Binaries and images (cached by version), fresh certificates, the bridge."""
+    cluster_packages.ensure(log=log)
     bins = binaries.build_kubernetes(log=log)
     pause = images.pause_image()
     executor = images.executor_layout(log=log)
