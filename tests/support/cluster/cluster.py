@@ -220,6 +220,7 @@ class Api:
     def __init__(self, state: Path, port: int):
         self.base = f"https://{GW}:{port}"
         self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the cluster CA
         self.session.verify = str(state / "pki" / "ca.crt")
         self.session.cert = (str(state / "pki" / "admin.crt"), str(state / "pki" / "admin.key"))
 
