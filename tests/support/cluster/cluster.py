@@ -8,6 +8,7 @@ under it, deletes the bridge and removes the folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -122,7 +123,11 @@ def start_containerd(state: Path, registry: str) -> None:
     hosts.mkdir(parents=True, exist_ok=True)
     (hosts / "hosts.toml").write_text(configs.hosts_toml(registry))
     (c / "config.toml").write_text(
-        configs.containerd_toml(state, sandbox_image=f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}")
+        configs.containerd_toml(
+            state,
+            sandbox_image=f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}",
+            runtime=os.environ.get("MOLTBUILD_CLUSTER_RUNTIME", "runc"),
+        )
     )
     (state / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
     (state / "cni" / "net.d" / "10-moltbuild.conflist").write_text(configs.cni_conflist(state))

@@ -11,7 +11,7 @@ GATEWAY = "10.244.0.1"  # the node IP: kubelet, API server and registry listen h
 SERVICE_CIDR = "10.96.0.0/24"
 
 
-def containerd_toml(state: Path, *, sandbox_image: str) -> str:
+def containerd_toml(state: Path, *, sandbox_image: str, runtime: str = "runc") -> str:
     c = state / "containerd"
     cri = '[plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
@@ -28,6 +28,10 @@ state = "{c}/state"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  # This VM withholds CAP_SYS_RESOURCE even from root: runc's write of the sandbox's oom_score_adj
+  # (-998) fails with "nsexec: failed to update /proc/self/oom_score_adj: Permission denied", seen
+  # by the kubelet as "can't get final child's PID from pipe: EOF". Clamp to containerd's own score.
+  restrict_oom_score_adj = true
   tolerate_missing_hugetlb_controller = true
   disable_hugetlb_controller = true
 {cri}.containerd]
@@ -37,6 +41,7 @@ state = "{c}/state"
   runtime_type = "io.containerd.runc.v2"
 {cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
+  BinaryName = "{runtime}"
 {cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{state}/cni/net.d"
