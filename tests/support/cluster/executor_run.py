@@ -32,10 +32,10 @@ def cluster_env(state: Path = STATE) -> dict[str, str]:
 
 
 def rendered_jobs(project: Path, env: dict[str, str], names: list[str]) -> dict[str, dict]:
-    """{image: Job} as `invoke kaniko.build --dry-run --push` prints them."""
+    """{image: Job} as `invoke kaniko.build --dry-run` prints (it always pushes) them."""
     only = ["--only", ",".join(names)] if names else []
     out = subprocess.run(
-        ["invoke", "kaniko.build", "--dry-run", "--push", "--rebuild", *only],
+        [sys.executable, "-m", "invoke", "kaniko.build", "--dry-run", "--rebuild", *only],
         cwd=project,
         env=env,
         capture_output=True,
@@ -102,7 +102,17 @@ def main(names: list[str]) -> int:
     jobs = rendered_jobs(REPO, env, names)
     for name, job in jobs.items():
         digest = run_executor(REPO, name, job)
-        print(f"{name}: executor wrote {digest}")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        dest = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--destination="))
+        served = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{dest}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        print(f"{name}: executor wrote {digest}; the registry serves {dest} as {served}")
+        if served != digest:
+            return 1
     return 0
 
 
