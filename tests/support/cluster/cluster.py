@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.cluster import binaries, configs, images, pki, procs
+from tests.support.cluster import binaries, configs, images, pki, procs, seed
 from tests.support.cluster import packages as cluster_packages
 
 REPO = Path(__file__).resolve().parents[3]
@@ -117,18 +117,15 @@ def start_etcd(state: Path, bins: Path, ports: Ports) -> None:
     )
 
 
-def start_containerd(state: Path, registry: str) -> None:
+def start_containerd(state: Path, registry: str, pause: str | None) -> None:
+    """containerd with the registry as plain HTTP; the sandbox image pinned by digest when known."""
     c = state / "containerd"
     hosts = c / "certs.d" / registry
     hosts.mkdir(parents=True, exist_ok=True)
     (hosts / "hosts.toml").write_text(configs.hosts_toml(registry))
-    (c / "config.toml").write_text(
-        configs.containerd_toml(
-            state,
-            sandbox_image=f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}",
-            runtime=os.environ.get("MOLTBUILD_CLUSTER_RUNTIME", "runc"),
-        )
-    )
+    sandbox = f"{registry}/{pause}" if pause else f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}"
+    runtime = os.environ.get("MOLTBUILD_CLUSTER_RUNTIME", "runc")
+    (c / "config.toml").write_text(configs.containerd_toml(state, sandbox_image=sandbox, runtime=runtime))
     (state / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
     (state / "cni" / "net.d" / "10-moltbuild.conflist").write_text(configs.cni_conflist(state))
     procs.start(state, "containerd", ["containerd", "--config", str(c / "config.toml")])
@@ -252,17 +249,18 @@ def write_kubeconfigs(state: Path, port: int) -> None:
     pki.kubeconfig(state / "kubelet.kubeconfig", server=server, pki=state / "pki", stem="kubelet-client")
 
 
-def write_env(state: Path, registry: str, executor: str | None, helper: str) -> Path:
+def write_env(state: Path, refs: dict[str, str]) -> Path:
+    registry = refs["pause"].split("/", 1)[0]
     lines = {
         "KUBECONFIG": str(state / "admin.kubeconfig"),
         "MOLTBUILD_KUBE_CONTEXT": "moltbuild",
         "MOLTBUILD_REGISTRY": f"{registry}/moltbook",
         "MOLTBUILD_INSECURE_REGISTRIES": registry,
         "MOLTBUILD_BASE_MIRROR": f"{registry}/mirror",
+        "MOLTBUILD_KANIKO_HELPER_IMAGE": refs["helper"],
     }
-    if executor:
-        lines["MOLTBUILD_KANIKO_IMAGE"] = executor
-    lines["MOLTBUILD_KANIKO_HELPER_IMAGE"] = helper
+    if "executor" in refs:
+        lines["MOLTBUILD_KANIKO_IMAGE"] = refs["executor"]
     path = state / "env"
     path.write_text("".join(f"export {k}={v}\n" for k, v in lines.items()))
     return path
@@ -277,44 +275,61 @@ class Timer:
         self.log(f"cluster: {what} at {self.marks[what]:.1f} s")
 
 
-def prepare(state: Path, log) -> tuple[Path, Path, str | None]:
+def prepare(state: Path, log) -> tuple[Path, dict]:
     """Binaries and images (cached by version), fresh certificates, the bridge."""
     cluster_packages.ensure(log=log)
     bins = binaries.build_kubernetes(log=log)
-    pause = images.pause_image()
-    executor = images.executor_layout(log=log)
+    found = seed.layouts(log=log)
     state.mkdir(parents=True, exist_ok=True)
     pki.make_all(state / "pki", node=node_name(), ips=[GW, "127.0.0.1", "10.96.0.1"])
     bridge_up()
-    return bins, pause, executor
+    return bins, found
 
 
-def up(state: Path = STATE, log=print) -> Path:
-    """Start everything (or nothing when it already runs); returns the env file."""
-    if procs.running(state):
-        if (state / "env").exists() and set(procs.running(state)) >= set(COMPONENTS):
-            log(f"cluster: already running; source {state / 'env'}")
-            return state / "env"
-        down(state, log=log)
-    t = Timer(log)
-    bins, pause, executor = prepare(state, log)
-    t.mark("binaries, images, certificates ready")
-    ports = Ports.choose(state)
+def start_storage(state: Path, bins: Path, found: dict, ports: Ports) -> dict[str, str]:
+    """Registry (seeded from the cache when it can be), etcd and containerd; returns image refs."""
     registry = f"{GW}:{ports['registry']}"
+    refs = seed.restore(found, state / "registry")
     start_registry(state, ports["registry"])
     start_etcd(state, bins, ports)
-    start_containerd(state, registry)
-    write_kubeconfigs(state, ports["apiserver"])
-    logs = state / "logs"
+    start_containerd(state, registry, pause=(refs or {}).get("pause"))
     procs.wait_for(
         lambda: requests.get(f"http://{registry}/v2/", timeout=2).ok,
         what="registry",
-        log=logs / "registry.log",
+        log=state / "logs" / "registry.log",
     )
-    images.push(pause, f"{registry}/moltbuild-cluster/pause:{images.PAUSE_TAG}")
-    executor_ref = images.push_executor(executor, registry) if executor else None
-    helper = images.push_pinned(images.helper_image(), f"{registry}/moltbuild-cluster/busybox", "1.36")
-    t.mark("registry up, images pushed")
+    if refs is None:
+        refs = seed.push_all(found, registry, state / "registry")
+    return {name: f"{registry}/{ref}" for name, ref in refs.items()}
+
+
+def up(state: Path = STATE, log=print) -> Path:
+    """Start everything (or nothing when it already runs); returns the env file. On failure the
+    logs are kept in build/cluster-failed/ and everything started is stopped."""
+    if (state / "env").exists() and set(procs.running(state)) >= set(COMPONENTS):
+        log(f"cluster: already running; source {state / 'env'}")
+        return state / "env"
+    down(state, log=lambda _msg: None)  # what a crashed or half-finished start left
+    try:
+        return _up(state, log)
+    except BaseException:
+        failed = state.parent / "cluster-failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        shutil.copytree(state / "logs", failed, dirs_exist_ok=True)
+        log(f"cluster: start failed; logs kept in {failed}")
+        down(state, log=log)
+        raise
+
+
+def _up(state: Path, log) -> Path:
+    t = Timer(log)
+    bins, found = prepare(state, log)
+    t.mark("binaries, images, certificates ready")
+    ports = Ports.choose(state)
+    write_kubeconfigs(state, ports["apiserver"])
+    logs = state / "logs"
+    refs = start_storage(state, bins, found, ports)
+    t.mark("registry up with its images")
     procs.wait_for(
         lambda: requests.get(f"http://127.0.0.1:{ports['etcd']}/health", timeout=2).ok,
         what="etcd",
@@ -330,7 +345,7 @@ def up(state: Path = STATE, log=print) -> Path:
     start_kubelet(state, bins, ports)
     wait_node(state, api, ports, logs)
     t.mark("node Ready, default ServiceAccount present")
-    env = write_env(state, registry, executor_ref, helper)
+    env = write_env(state, refs)
     (state / "timings.json").write_text(json.dumps(t.marks, indent=1))
     log(f"cluster: up in {time.monotonic() - t.started:.1f} s; source {env}")
     return env
