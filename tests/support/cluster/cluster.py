@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import requests
@@ -241,7 +242,10 @@ class Api:
 
 
 def healthz(port: int) -> bool:
-    return requests.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2).text == "ok"
+    """A component's /healthz; its serving certificate is self-signed at its start (not verified)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return requests.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2).text == "ok"
 
 
 def write_kubeconfigs(state: Path, port: int) -> None:
@@ -403,8 +407,15 @@ def ctr(state: Path, *args: str, namespace: str = "k8s.io") -> str:
     return res.stdout if res.returncode == 0 else ""
 
 
+def tasks(state: Path, namespace: str = "k8s.io") -> dict[str, str]:
+    """containerd's tasks in NAMESPACE: {id: status}."""
+    rows = (line.split() for line in ctr(state, "tasks", "ls", namespace=namespace).splitlines()[1:])
+    return {row[0]: row[2] for row in rows if len(row) >= 3}
+
+
 def drain_pods(state: Path, log) -> None:
-    """Force-delete every pod through the API; the kubelet then stops each sandbox (CNI DEL, netns)."""
+    """Force-delete every pod through the API and SIGKILL its containers; the kubelet then stops
+    each sandbox the proper way (CNI DEL, network namespace removed)."""
     ports = json.loads((state / "ports.json").read_text())
     api = Api(state, ports["apiserver"])
     try:
@@ -420,8 +431,12 @@ def drain_pods(state: Path, log) -> None:
             json={"gracePeriodSeconds": 0},
             timeout=5,
         )
+    apps = ctr(state, "containers", "ls", "-q", 'labels."io.cri-containerd.kind"==container').split()
+    for task, status in tasks(state).items():
+        if task in apps and status == "RUNNING":  # a PID 1 that ignores SIGTERM would hold for 30 s
+            ctr(state, "tasks", "kill", "-s", "SIGKILL", task)
     try:
-        procs.wait_for(lambda: not ctr(state, "tasks", "ls", "-q").strip(), what="pods stopped", timeout=30)
+        procs.wait_for(lambda: "RUNNING" not in tasks(state).values(), what="pods stopped", timeout=30)
     except TimeoutError:
         log("cluster: some pods still ran after 30 s; killing their tasks")
 
@@ -429,16 +444,12 @@ def drain_pods(state: Path, log) -> None:
 def kill_tasks(state: Path) -> None:
     """What the kubelet left: kill and delete each containerd task (so no shim stays behind)."""
     for ns in ctr(state, "namespaces", "ls", "-q").split():
-        for task in ctr(state, "tasks", "ls", "-q", namespace=ns).split():
-            ctr(state, "tasks", "kill", "-s", "SIGKILL", task, namespace=ns)
-            procs.wait_for(
-                lambda t=task, n=ns: (
-                    "RUNNING" not in ctr(state, "tasks", "ls", namespace=n)
-                    or t not in ctr(state, "tasks", "ls", namespace=n)
-                ),
-                what="task exit",
-                timeout=10,
-            )
+        for task, status in tasks(state, ns).items():
+            if status == "RUNNING":
+                ctr(state, "tasks", "kill", "-s", "SIGKILL", task, namespace=ns)
+                procs.wait_for(
+                    lambda t=task, n=ns: tasks(state, n).get(t) != "RUNNING", what="task exit", timeout=10
+                )
             ctr(state, "tasks", "delete", task, namespace=ns)
 
 
