@@ -105,6 +105,7 @@ def make_all(pki: Path, *, node: str, ips: list[str]) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
+    (pki / "sa.key").chmod(0o600)
     (pki / "sa.pub").write_bytes(
         sa.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
