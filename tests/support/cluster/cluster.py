@@ -309,12 +309,30 @@ def start_storage(state: Path, bins: Path, found: dict, ports: Ports) -> dict[st
     return {name: f"{registry}/{ref}" for name, ref in refs.items()}
 
 
+OWNER = Path("/run/moltbuild-cluster")  # the bridge and its address are machine-wide: one cluster
+
+
+def claim(state: Path) -> None:
+    """Refuse to start while another checkout's cluster runs; else record this one as the owner."""
+    other = Path(OWNER.read_text()) if OWNER.exists() else state
+    if other != state and procs.running(other):
+        raise RuntimeError(
+            f"a cluster from {other} runs on this machine; stop it first (nox -s cluster -- down there)"
+        )
+    OWNER.write_text(str(state))
+
+
+def owns_bridge(state: Path) -> bool:
+    return not OWNER.exists() or Path(OWNER.read_text()) == state
+
+
 def up(state: Path = STATE, log=print) -> Path:
     """Start everything (or nothing when it already runs); returns the env file. On failure the
     logs are kept in build/cluster-failed/ and everything started is stopped."""
     if (state / "env").exists() and set(procs.running(state)) >= set(COMPONENTS):
         log(f"cluster: already running; source {state / 'env'}")
         return state / "env"
+    claim(state)
     down(state, log=lambda _msg: None)  # what a crashed or half-finished start left
     try:
         return _up(state, log)
@@ -490,11 +508,14 @@ def down(state: Path = STATE, log=print) -> None:
         kill_tasks(state)
     left = procs.stop_all(state, order=["containerd", "kube-apiserver", "etcd", "registry"])
     stuck = unmount_all(state) if state.exists() else []
-    subprocess.run(["ip", "link", "del", configs.BRIDGE], capture_output=True)
+    if owns_bridge(state):
+        subprocess.run(["ip", "link", "del", configs.BRIDGE], capture_output=True)
     restore_sysctls(state)
     if left or stuck:
         raise RuntimeError(f"cluster: still running {left}, still mounted {stuck}; state kept in {state}")
     shutil.rmtree(state, ignore_errors=True)
+    if owns_bridge(state):
+        OWNER.unlink(missing_ok=True)
     log(f"cluster: down in {time.monotonic() - started:.1f} s")
 
 
