@@ -313,13 +313,13 @@ OWNER = Path("/run/moltbuild-cluster")  # the bridge and its address are machine
 
 
 def claim(state: Path) -> None:
-    """Refuse to start while another checkout's cluster runs; else record this one as the owner."""
+    """Refuse to start while another checkout's cluster runs (the bridge and node IP are shared)."""
     other = Path(OWNER.read_text()) if OWNER.exists() else state
     if other != state and procs.running(other):
         raise RuntimeError(
             f"a cluster from {other} runs on this machine; stop it first (nox -s cluster -- down there)"
         )
-    OWNER.write_text(str(state))
+    OWNER.unlink(missing_ok=True)  # its cluster is gone
 
 
 def owns_bridge(state: Path) -> bool:
@@ -334,6 +334,7 @@ def up(state: Path = STATE, log=print) -> Path:
         return state / "env"
     claim(state)
     down(state, log=lambda _msg: None)  # what a crashed or half-finished start left
+    OWNER.write_text(str(state))
     try:
         return _up(state, log)
     except BaseException:
