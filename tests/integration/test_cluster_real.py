@@ -1,30 +1,39 @@
-"""Against the real single-node cluster of `nox -s cluster` (skipped unless build/cluster/env exists):
-the API server (RBAC, Pod Security admission, exec) through the `kubernetes` client, and the kubelet
-running a pod to completion. Not part of `nox -s tests` yet (CI time budget)."""
+"""Against the real single-node cluster of `nox -s cluster`: the API server (RBAC, Pod Security
+admission, exec) through the `kubernetes` client, the kubelet running pods, and the kaniko Jobs.
+Uses a running cluster (build/cluster/env); with MOLTBUILD_TEST_CLUSTER=1 the session starts one
+and stops it at the end; otherwise skipped. Not part of `nox -s tests` yet (CI time budget)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
 import pytest
 
-from tests.support.cluster.cluster import STATE
+from tests.support.cluster import cluster
 from tests.support.cluster.executor_run import cluster_env
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (STATE / "env").exists(), reason="no cluster: run `nox -s cluster` first"),
-]
+pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def env():
-    return cluster_env()
+    """The cluster's env (a running one, or one this session starts and stops)."""
+    if (cluster.STATE / "env").exists():
+        yield cluster_env()
+        return
+    if os.environ.get("MOLTBUILD_TEST_CLUSTER") != "1":
+        pytest.skip("no cluster: run `nox -s cluster` first, or set MOLTBUILD_TEST_CLUSTER=1")
+    cluster.up()
+    try:
+        yield cluster_env()
+    finally:
+        cluster.down()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def core(env):
     from kubernetes import client, config
 
