@@ -166,3 +166,15 @@ def test_kaniko_setup_and_build_one_job_at_a_time_push_what_the_registry_serves(
         assert batch.list_namespaced_job(ns).items == []
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
+
+
+def test_the_executor_in_podman_runs_the_rendered_job_and_pushes_what_the_registry_serves(env, capsys):
+    """Level (a): the executor image fed the rendered Job's command, args and volumes."""
+    import shutil
+
+    from tests.support.cluster import executor_run
+
+    if "MOLTBUILD_KANIKO_IMAGE" not in env or not shutil.which("podman"):
+        pytest.skip("no kaniko executor image in this cluster, or no podman")
+    assert executor_run.main(["api"]) == 0
+    assert "the registry serves" in capsys.readouterr().out
