@@ -42,6 +42,7 @@ state = "{c}/state"
 {cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
   BinaryName = "{runtime}"
+  Root = "{c}/runc"
 {cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{state}/cni/net.d"
