@@ -68,7 +68,9 @@ def podman_argv(job: dict, workspace: Path, termination: Path, docker_config: Pa
     spec = job["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
-    argv = ["podman", "run", "--rm", *PODMAN_LIMITS, "--tls-verify=false"]
+    store = STATE / "podman"  # its own storage, removed by `down`; the machine's default is shared
+    argv = ["podman", "--root", f"{store}/root", "--runroot", f"{store}/run", "--storage-driver", "vfs"]
+    argv += ["run", "--rm", *PODMAN_LIMITS, "--tls-verify=false"]
     for mount in container.get("volumeMounts", []):
         source = volumes[mount["name"]]
         if "emptyDir" in source:
