@@ -441,8 +441,6 @@ def drain_pods(state: Path, log) -> None:
         pods = api.get("/api/v1/pods").json().get("items", [])
     except (requests.RequestException, ValueError):
         return
-    uids = [pod["metadata"]["uid"] for pod in pods]
-    (state / "pod-uids.json").write_text(json.dumps(uids))  # their logs under /var/log/pods go too
     for pod in pods:
         meta = pod["metadata"]
         api.session.delete(
@@ -473,15 +471,34 @@ def kill_tasks(state: Path) -> None:
 
 
 def remove_pod_logs(state: Path) -> None:
-    """The kubelet writes container logs to /var/log/pods/NS_NAME_UID (fixed paths): remove ours."""
-    path = state / "pod-uids.json"
-    uids = set(json.loads(path.read_text())) if path.exists() else set()
-    for folder in Path("/var/log/pods").glob("*_*_*"):
-        if folder.name.rsplit("_", 1)[-1] in uids:
-            shutil.rmtree(folder, ignore_errors=True)
+    """The kubelet links each container's log into /var/log/containers (a fixed path): remove the
+    links into our podLogsDir (the logs themselves go with build/cluster)."""
+    ours = str(state / "pod-logs") + "/"
     for link in Path("/var/log/containers").glob("*.log"):
-        if link.is_symlink() and not link.exists():
+        if link.is_symlink() and os.readlink(link).startswith(ours):
             link.unlink()
+
+
+def sandbox_netns(state: Path) -> list[str]:
+    """The network namespaces of containerd's pod sandboxes (bind mounts under /run/netns)."""
+    found = []
+    for sandbox in ctr(state, "containers", "ls", "-q", 'labels."io.cri-containerd.kind"==sandbox').split():
+        try:
+            spec = json.loads(ctr(state, "containers", "info", sandbox))["Spec"]
+        except (ValueError, KeyError):
+            continue
+        found += [
+            ns["path"] for ns in spec["linux"]["namespaces"] if ns["type"] == "network" and ns.get("path")
+        ]
+    return found
+
+
+def remove_netns(paths: list[str]) -> None:
+    """What a sandbox stopped without the kubelet (kill_tasks) leaves: its netns mount."""
+    for path in paths:
+        if Path(path).exists():
+            subprocess.run(["umount", path], capture_output=True)
+            Path(path).unlink(missing_ok=True)
 
 
 def unmount_all(state: Path) -> list[str]:
@@ -505,9 +522,13 @@ def down(state: Path = STATE, log=print) -> None:
         drain_pods(state, log)
     procs.stop_all_named(state, ["kubelet"])
     remove_pod_logs(state)
+    netns = []
     if "containerd" in procs.running(state):
+        netns = sandbox_netns(state)
         kill_tasks(state)
-    left = procs.stop_all(state, order=["containerd", "kube-apiserver", "etcd", "registry"])
+    order = ["kube-controller-manager", "kube-scheduler", "containerd", "kube-apiserver", "etcd", "registry"]
+    left = procs.stop_all(state, order=order, log=log)
+    remove_netns(netns)
     stuck = unmount_all(state) if state.exists() else []
     if owns_bridge(state):
         subprocess.run(["ip", "link", "del", configs.BRIDGE], capture_output=True)

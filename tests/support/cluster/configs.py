@@ -104,6 +104,8 @@ def kubelet_config(state: Path, *, port: int, healthz_port: int) -> str:
         "imageGCLowThresholdPercent": 99,
         "maxPods": 30,
         "staticPodPath": "",
+        "makeIPTablesUtilChains": False,  # else KUBE-FIREWALL & co. stay in the host's iptables
+        "podLogsDir": str(state / "pod-logs"),  # else /var/log/pods
         "fileCheckFrequency": "5s",
         "nodeStatusUpdateFrequency": "1s",  # Ready is reported within a second of starting
     }

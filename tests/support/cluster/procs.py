@@ -79,28 +79,34 @@ def alive(entry: dict) -> bool:
     return fields[0] != "Z" and fields[19] == entry.get("start")
 
 
-def stop(entry: dict, *, timeout: float = 15) -> None:
-    """SIGTERM the entry's process group, SIGKILL it after TIMEOUT; no-op when already gone."""
+def stop(entry: dict, *, timeout: float = 15) -> str | None:
+    """SIGTERM the entry's process group, SIGKILL it after TIMEOUT; returns the signal that ended it
+    (None when already gone)."""
     if not alive(entry):
-        return
+        return None
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
         try:
             os.killpg(entry["pid"], sig)
         except ProcessLookupError:
-            return
+            return sig.name
         try:
             wait_for(lambda: not alive(entry), what="exit", timeout=wait)
-            return
+            return sig.name
         except TimeoutError:
             continue
+    return None
 
 
-def stop_all(state: Path, order: list[str] | None = None) -> list[str]:
-    """Stop every recorded process (ORDER first, then the rest in reverse start order)."""
+def stop_all(state: Path, order: list[str] | None = None, log=print) -> list[str]:
+    """Stop every recorded process (ORDER first, then the rest in reverse start order); returns
+    those still alive."""
     table = _table(state)
     names = [n for n in (order or []) if n in table] + [n for n in reversed(table) if n not in (order or [])]
     for name in names:
-        stop(table[name])
+        started = time.monotonic()
+        how = stop(table[name])
+        if how == "SIGKILL" or time.monotonic() - started > 2:
+            log(f"cluster: {name} took {time.monotonic() - started:.1f} s to stop ({how})")
     return [n for n in names if alive(table[n])]
 
 
