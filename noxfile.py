@@ -87,3 +87,11 @@ def pipeline(session: nox.Session) -> None:
     install(session)
     session.run("invoke", "setup")
     session.run("invoke", "pipeline", *session.posargs)
+
+
+@nox.session(default=False)
+def cluster(session: nox.Session) -> None:
+    """A real single-node Kubernetes cluster from pinned Go modules (built once per machine, cached
+    under ~/.cache/moltbuild/cluster); writes build/cluster/env. `nox -s cluster -- down` stops it."""
+    install(session, "test")
+    session.run("python", "-m", "tests.support.cluster", *session.posargs)
