@@ -27,6 +27,7 @@ class FakeKubernetes(kmock.KubernetesEmulator):
             "v1/pods",
             "v1/secrets",
             "v1/serviceaccounts",
+            "v1/events",
             "batch/v1/jobs",
             "rbac.authorization.k8s.io/v1/roles",
             "rbac.authorization.k8s.io/v1/rolebindings",
@@ -58,6 +59,11 @@ class FakeKubernetes(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.endswith("/selfsubjectaccessreviews"):
             return await self._review(raw_request)
+        namespace = re.fullmatch(r"/api/v1/namespaces/([^/]+)", raw_request.path)
+        if namespace and raw_request.method == "GET":  # every namespace exists (kmock stores none)
+            return aiohttp.web.json_response(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.group(1)}}
+            )
         if (
             raw_request.path.endswith("/exec")
             and raw_request.headers.get("Upgrade", "").lower() == "websocket"

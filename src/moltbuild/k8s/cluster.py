@@ -179,6 +179,43 @@ class Cluster:
         self._call(f"update {kind} {name}", patch, name, self.namespace, obj)
         return "updated"
 
+    def ensure_namespace(self) -> str:
+        """The namespace, created when missing; 'created' or 'exists'."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api)
+        found = self._call(
+            f"read namespace {self.namespace}", core.read_namespace, self.namespace, missing_ok=True
+        )
+        if found is not None:
+            return "exists"
+        body = {"metadata": {"name": self.namespace, "labels": {"app.kubernetes.io/managed-by": "moltbuild"}}}
+        self._call(f"create namespace {self.namespace}", core.create_namespace, body)
+        return "created"
+
+    def job(self, name: str) -> Any | None:
+        return self._call(
+            f"read Job {name}", self.batch.read_namespaced_job, name, self.namespace, missing_ok=True
+        )
+
+    def events(self, kind: str, name: str) -> list[Any]:
+        """Warnings the cluster recorded about one object (why a Job makes no pod, why a pod
+        does not start), oldest first."""
+        found = self._call(
+            f"list events of {kind} {name}",
+            self.core.list_namespaced_event,
+            self.namespace,
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning",
+        )
+        mine = [  # the selector is the server's filter; checked again for one that ignores it
+            e
+            for e in found.items
+            if e.involved_object is not None
+            and (e.involved_object.kind, e.involved_object.name) == (kind, name)
+            and e.type == "Warning"
+        ]
+        return sorted(mine, key=lambda e: str(e.last_timestamp or e.event_time or ""))
+
     def secret_exists(self, name: str) -> bool:
 
         found = self._call(

@@ -120,10 +120,21 @@ def setup_objects(project_root: Path, namespace: str) -> list[dict[str, Any]]:
     return objects
 
 
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+
+
+def keychain_key(host: str) -> str:
+    """The key the executor's keychain (go-containerregistry) looks a host up by: Docker Hub's
+    credentials live under its legacy index URL, never under docker.io."""
+    return DOCKER_HUB_KEY if host in ("docker.io", "index.docker.io", "registry-1.docker.io") else host
+
+
 def registry_secret(namespace: str, logins: Mapping[str, Credentials]) -> dict[str, Any]:
     """A dockerconfigjson Secret: the executor finds it as /kaniko/.docker/config.json."""
     auths = {
-        host: {"auth": base64.b64encode(f"{c.username}:{c.password.reveal()}".encode()).decode()}
+        keychain_key(host): {
+            "auth": base64.b64encode(f"{c.username}:{c.password.reveal()}".encode()).decode()
+        }
         for host, c in logins.items()
     }
     return {
