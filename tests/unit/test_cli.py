@@ -528,6 +528,14 @@ def test_kaniko_build_without_flags_leaves_the_settings_alone(cli, record):
         assert not session.settings.source(key).startswith("flag"), key
 
 
+@pytest.mark.parametrize(("flag", "push"), [("--push", True), ("--no-push", False)])
+def test_kaniko_build_push_is_the_default_and_can_be_said_or_refused(cli, record, flag, push):
+    built = record("moltbuild.flows.build.build_images", result=[])
+    assert cli("kaniko.build", flag).code == 0
+    (_, request), _ = built.one()
+    assert request.push is push
+
+
 def test_kaniko_build_dry_run_renders_jobs_in_the_flag_namespace(cli):
     commit_all(cli.project)
     result = cli("kaniko.build", "--dry-run", "--namespace", "builds-ns", "--timeout", "75", "--api-only")
