@@ -205,7 +205,7 @@ def test_help_describes_every_flag(cli, name):
         if line.startswith("  -"):
             m = re.match(r"^  (-.*?)\s{2,}(\S.*)$", line)
             assert m, f"{name}: a flag without help: {line!r}"
-            longs = re.findall(r"--([a-z][\w-]*)", m.group(1))
+            longs = re.findall(r"--(?:\[no-\])?([a-z][\w-]*)", m.group(1))  # --[no-]push too
             described[longs[-1]] = m.group(2)
     target = NS[name]
     flags = {arg.name.replace("_", "-") for arg in target.get_arguments()}
