@@ -264,9 +264,8 @@ def write_env(state: Path, refs: dict[str, str]) -> Path:
         "MOLTBUILD_INSECURE_REGISTRIES": registry,
         "MOLTBUILD_BASE_MIRROR": f"{registry}/mirror",
         "MOLTBUILD_KANIKO_HELPER_IMAGE": refs["helper"],
+        "MOLTBUILD_KANIKO_IMAGE": refs["executor"],
     }
-    if "executor" in refs:
-        lines["MOLTBUILD_KANIKO_IMAGE"] = refs["executor"]
     path = state / "env"
     path.write_text("".join(f"export {k}={v}\n" for k, v in lines.items()))
     return path

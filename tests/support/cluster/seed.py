@@ -1,5 +1,4 @@
-"""The cluster registry's contents: the pod sandbox, the Job helper, the executor (when one can be
-had) and the offline base images under mirror/. Pushed once per machine; the registry's storage
+"""The cluster registry's contents: the pod sandbox, the Job helper, the kaniko executor and the offline base images under mirror/. Pushed once per machine; the registry's storage
 is then kept in the cache and copied into each new cluster's registry before it starts, so a warm
 start pushes nothing. Image references are stored without the registry address (its port changes).
 """
@@ -53,8 +52,7 @@ def push_all(found: dict[str, Path | None], registry: str, root: Path) -> dict[s
         "pause": images.push_pinned(found["pause"], f"{registry}/moltbuild-cluster/pause", images.PAUSE_TAG),
         "helper": images.push_pinned(found["helper"], f"{registry}/moltbuild-cluster/busybox", "1.36"),
     }
-    if found["executor"]:
-        refs["executor"] = images.push_executor(found["executor"], registry)
+    refs["executor"] = images.push_executor(found["executor"], registry)
     with tempfile.TemporaryDirectory(prefix="cluster-bases-") as tmp:
         offline_bases.build_and_push(f"{registry}/mirror", storage_root=Path(tmp) / "storage")
     relative = {name: ref.removeprefix(f"{registry}/") for name, ref in refs.items()}
