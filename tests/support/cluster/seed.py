@@ -1,6 +1,7 @@
-"""The cluster registry's contents: the pod sandbox, the Job helper, the kaniko executor and the offline base images under mirror/. Pushed once per machine; the registry's storage
-is then kept in the cache and copied into each new cluster's registry before it starts, so a warm
-start pushes nothing. Image references are stored without the registry address (its port changes).
+"""The cluster registry's contents: the pod sandbox, the Job helper, the kaniko executor and the
+offline base images under mirror/. Pushed once per machine; the registry's storage is then kept in
+the cache and copied into each new cluster's registry before it starts, so a warm start pushes
+nothing. Image references are stored without the registry address (its port changes).
 """
 
 from __future__ import annotations
