@@ -18,9 +18,11 @@ def install(session: nox.Session, *groups: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and real integration tests; installs the system tools first (invoke setup)."""
+    """Unit and real integration tests; installs the system tools first (invoke setup); builds the
+    test cluster's binaries and images once per machine (the tests start the cluster once)."""
     install(session, "test")
     session.run("invoke", "setup")
+    session.run("python", "-m", "tests.support.cluster", "prepare")  # Kubernetes, kaniko: cached by version
     session.run("pytest", *session.posargs)
 
 

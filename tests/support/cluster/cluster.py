@@ -280,11 +280,15 @@ class Timer:
         self.log(f"cluster: {what} at {self.marks[what]:.1f} s")
 
 
+def prepare_cache(log) -> tuple[Path, dict]:
+    """The system packages, binaries and images (built once per machine, cached by version)."""
+    cluster_packages.ensure(log=log)
+    return binaries.build_kubernetes(log=log), seed.layouts(log=log)
+
+
 def prepare(state: Path, log) -> tuple[Path, dict]:
     """Binaries and images (cached by version), fresh certificates, the bridge."""
-    cluster_packages.ensure(log=log)
-    bins = binaries.build_kubernetes(log=log)
-    found = seed.layouts(log=log)
+    bins, found = prepare_cache(log)
     state.mkdir(parents=True, exist_ok=True)
     pki.make_all(state / "pki", node=node_name(), ips=[GW, "127.0.0.1", "10.96.0.1"])
     bridge_up()
@@ -545,9 +549,11 @@ def main(argv: list[str]) -> int:
         down()
     elif argv[:1] in ([], ["up"]):
         up()
+    elif argv[:1] == ["prepare"]:  # packages, binaries and images only (what CI does before pytest)
+        prepare_cache(log=print)
     elif argv[:1] == ["status"]:
         print(json.dumps(procs.running(STATE)))
     else:
-        print("usage: python -m tests.support.cluster [up|down|status]")
+        print("usage: python -m tests.support.cluster [up|down|status|prepare]")
         return 2
     return 0
