@@ -239,7 +239,7 @@ def auth_registry(tmp_path, env):
     htpasswd = tmp_path / "htpasswd"
     subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "alice", "right"], check=True, capture_output=True)
     address = env["MOLTBUILD_REGISTRY"].split(":")[0]
-    with TestRegistry(tmp_path / "auth-registry", htpasswd=htpasswd, address=address).start() as reg:
+    with TestRegistry(tmp_path / "auth-registry", htpasswd=htpasswd, address=address) as reg:
         yield reg
 
 
