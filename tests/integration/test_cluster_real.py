@@ -184,8 +184,13 @@ def cluster_env_for(env: dict[str, str]) -> dict[str, str]:
 def test_kaniko_setup_and_build_push_what_the_registry_serves_and_leave_no_job(
     git_project, run_env, core, batch, namespace
 ):
-    """`invoke kaniko.setup && invoke kaniko.build --push` with the default --jobs 2."""
+    """`invoke kaniko.setup && invoke kaniko.build --push` with the default --jobs 2; setup is
+    idempotent and the doctor then finds the kaniko backend working."""
     build = setup_and_build(git_project, run_env, "--push", "--rebuild")
+    again = invoke(git_project, "kaniko.setup", env=run_env, timeout=120)
+    assert again.returncode == 0 and "updated" in again.stdout, again.stdout + again.stderr
+    doctor = invoke(git_project, "doctor", "--json", env=run_env, timeout=120)
+    assert json.loads(doctor.stdout)["backends"]["kaniko"]["works"], doctor.stdout[-2000:]
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr
     assert_report_served(git_project)
     verify = invoke(git_project, "verify", env=run_env, timeout=120)
