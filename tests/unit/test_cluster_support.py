@@ -85,3 +85,51 @@ def test_the_certificates_name_the_identities_rbac_and_the_node_authorizer_expec
         pki.kubeconfig(tmp_path / "k", server="https://x:1", pki=tmp_path, stem="admin").read_text()
     )
     assert kubeconfig["users"][0]["user"]["client-certificate"] == str(tmp_path / "admin.crt")
+
+
+def _machine(tmp_path, running=None):
+    from tests.support.cluster.session import Machine
+
+    calls = []
+    machine = Machine(
+        locks=tmp_path,
+        running=lambda: running,
+        start=lambda log: calls.append("start"),
+        stop=lambda log: calls.append("stop"),
+        state=tmp_path / "state",
+    )
+    return machine, calls
+
+
+def test_a_session_without_a_cluster_starts_one_only_when_allowed_and_stops_it(tmp_path):
+    from tests.support.cluster.session import shared_cluster
+
+    machine, calls = _machine(tmp_path)
+    with shared_cluster(False, log=lambda _m: None, machine=machine) as state:
+        assert state is None
+    with shared_cluster(True, log=lambda _m: None, machine=machine) as state:
+        assert state == tmp_path / "state" and calls == ["start"]
+    assert calls == ["start", "stop"]
+
+
+def test_a_running_cluster_is_reused_and_never_stopped(tmp_path):
+    from tests.support.cluster.session import shared_cluster
+
+    machine, calls = _machine(tmp_path, running=tmp_path / "other-checkout")
+    with shared_cluster(True, log=lambda _m: None, machine=machine) as state:
+        assert state == tmp_path / "other-checkout"
+    assert calls == []
+
+
+def test_the_starting_session_leaves_the_cluster_running_while_another_uses_it(tmp_path):
+    import fcntl
+
+    from tests.support.cluster.session import shared_cluster
+
+    machine, calls = _machine(tmp_path)
+    said = []
+    with (tmp_path / "moltbuild-cluster.users").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_SH)  # another test session
+        with shared_cluster(True, log=said.append, machine=machine):
+            pass
+    assert calls == ["start"] and "another test session" in said[-1]

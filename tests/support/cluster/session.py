@@ -2,21 +2,19 @@
 
 A session reuses a running cluster (this checkout's or another's: the bridge and its address are
 machine-wide), else starts one and stops it at its end, unless another session still uses it.
-Each session holds a shared lock on USERS while it runs; the one that started the cluster stops it
-only if it can then take the lock exclusively. Starting is serialized by START, so two sessions
-never start two clusters at once."""
+Each session holds a shared lock on `moltbuild-cluster.users` while it runs; the one that started the
+cluster stops it only if it can then take that lock exclusively. Starting is serialized by
+`moltbuild-cluster.start`, so two sessions never start two clusters at once."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.cluster import cluster, procs
-
-START = Path("/run/moltbuild-cluster.start")
-USERS = Path("/run/moltbuild-cluster.users")
 
 
 def running_state() -> Path | None:
@@ -27,30 +25,42 @@ def running_state() -> Path | None:
     return None
 
 
+@dataclass
+class Machine:
+    """Where the locks live and how a cluster is found, started and stopped (tests pass fakes)."""
+
+    locks: Path = Path("/run")
+    running: Callable[[], Path | None] = running_state
+    start: Callable[..., object] = field(default=lambda log: cluster.up(log=log))
+    stop: Callable[..., object] = field(default=lambda log: cluster.down(log=log))
+    state: Path = cluster.STATE
+
+
 @contextlib.contextmanager
-def shared_cluster(may_start: bool, log=print) -> Iterator[Path | None]:
+def shared_cluster(may_start: bool, log=print, machine: Machine | None = None) -> Iterator[Path | None]:
     """Yields the running cluster's state folder (None: none runs and MAY_START is false)."""
-    with USERS.open("a") as users:
+    m = machine or Machine()
+    with (m.locks / "moltbuild-cluster.users").open("a") as users:
         fcntl.flock(users, fcntl.LOCK_SH)
-        with START.open("a") as start:
+        with (m.locks / "moltbuild-cluster.start").open("a") as start:
             fcntl.flock(start, fcntl.LOCK_EX)  # another session may be starting one right now
-            state, started = running_state(), False
+            state, started = m.running(), False
             if state is None and may_start:
-                cluster.up(log=log)
-                state, started = cluster.STATE, True
-            if state is not None and not started:
+                m.start(log)
+                state, started = m.state, True
+            elif state is not None:
                 log(f"cluster: reusing the one running from {state}")
         try:
             yield state
         finally:
             if started:
-                _stop_unless_used(users, log)
+                _stop_unless_used(users, m, log)
 
 
-def _stop_unless_used(users, log) -> None:
+def _stop_unless_used(users, m: Machine, log) -> None:
     try:
         fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log("cluster: left running: another test session on this machine uses it")
         return
-    cluster.down(log=log)
+    m.stop(log)
