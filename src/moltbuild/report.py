@@ -63,6 +63,7 @@ class ImageRecord:
     push: bool = False  # the run meant to push it (`verify` fails an entry that was meant to and was not)
     size_bytes: int | None = None  # compressed size as pushed (config + layers)
     error: str = ""
+    cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
 
     @property
     def ref(self) -> ImageRef:
@@ -82,8 +83,9 @@ class ImageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not data["error"]:
-            del data["error"]
+        for optional in ("error", "cache"):
+            if not data[optional]:
+                del data[optional]
         data["outcome"] = self.outcome.value  # derived: for scripts that read the file
         return data
 
@@ -127,6 +129,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "bytes or null",
     ),
     "error": (lambda v: isinstance(v, str), "a string"),
+    "cache": (lambda v: isinstance(v, str), "a string"),
 }
 _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
 
@@ -140,6 +143,7 @@ def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
         "backend_reason": "",
         "error": "",
         "smoke": "",
+        "cache": "",
     }
     out["push"] = raw.get("pushed") is True
     out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")

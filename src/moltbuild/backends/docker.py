@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from moltbuild.registry.auth import Credentials
 
 PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+NO_REGISTRY_CACHE = (
+    "the docker backend keeps layers in the daemon only; the registry layer cache needs buildah "
+    "(or kaniko)"
+)
 NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
     "or --force to try docker anyway"
@@ -173,7 +177,7 @@ class DockerBackend(LocalBackend):
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
             self.runner.run([self.binary, "tag", source, canonical], env=self.env(), timeout=60)
 
-    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
         if image.multi_platform:
             raise ConfigError(
                 f"{image.name}: the docker backend builds one platform at a time here; "
@@ -183,6 +187,10 @@ class DockerBackend(LocalBackend):
         self.runner.stream(
             argv, prefix=log.prefix, env=self.env(), log_path=log.path, what=f"docker build of {image.name}"
         )
+        if image.cache is None or no_cache:
+            return ""
+        self.runner.say(f"{log.prefix}note: {NO_REGISTRY_CACHE} ({image.cache} is not read or written)")
+        return f"not used: {NO_REGISTRY_CACHE}"
 
     def built_id(self, image: ImagePlan) -> str | None:
         path = Path(self.iidfile(image))

@@ -46,6 +46,7 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
         for r in records
     ]
     lines = [render_table(("image", "reference", "tags", "result", "size", "time"), rows)]
+    lines += [f"{r.name}: layer cache: {r.cache}" for r in records if r.cache]
     for r in records:
         if r.error:
             log = r.log_path or (str(log_dir / f"{r.name}.log") if log_dir else "")
