@@ -46,14 +46,14 @@ def test_a_bad_cache_setting_names_the_key(tmp_path):
 
 def test_a_refused_cache_push_is_recognised_and_summed_up_in_one_line():
     assert layercache.failure(REFUSED) == "push of cache layers failed (403 (Forbidden))"
-    pull = "Error: failed while pulling cache from \"reg/app/cache\": unexpected EOF\n"
+    pull = 'Error: failed while pulling cache from "reg/app/cache": unexpected EOF\n'
     assert layercache.failure(pull) == "pull of cache layers failed (unexpected EOF)"
 
 
 @pytest.mark.parametrize(
     "output",
     [
-        "Error: building at STEP \"RUN false\": exit status 1\n",  # the Dockerfile failed: a real error
+        'Error: building at STEP "RUN false": exit status 1\n',  # the Dockerfile failed: a real error
         "--> Pushing cache reg/app/cache:abc\nError: no space left on device\n",
     ],
 )

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 NO_REGISTRY_CACHE = (
-    "the docker backend keeps layers in the daemon only; the registry layer cache needs buildah "
-    "(or kaniko)"
+    "the docker backend keeps layers in the daemon only; the registry layer cache needs buildah (or kaniko)"
 )
 NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "

@@ -246,7 +246,9 @@ class LocalBackend(Backend):
         platforms = image.platforms or (self.native,)
         smoke = self.smoke(image, image_id, log)
         if not push:
-            return ImageResult(image_id, platforms, time.monotonic() - start, log.path, smoke=smoke, cache=cache)
+            return ImageResult(
+                image_id, platforms, time.monotonic() - start, log.path, smoke=smoke, cache=cache
+            )
         target = PushTarget(image.name, image.ref, image.tags, image_id or image.refs[0], image.platforms)
         try:
             pushed = self.push_built(target, log=log)

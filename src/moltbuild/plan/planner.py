@@ -273,7 +273,9 @@ def _image_plan(
         timestamp=epoch,
         smoke=smoke_plan_for(inputs.settings.project_root, cfg, inputs.runner) if request.smoke else None,
         revision=state.sha,
-        cache=ImageRef(ref.host, ref.repository + CACHE_REPOSITORY_SUFFIX) if project.registry_cache else None,
+        cache=ImageRef(ref.host, ref.repository + CACHE_REPOSITORY_SUFFIX)
+        if project.registry_cache
+        else None,
         notes=(
             (
                 f"build args {', '.join(unused)} ([tool.moltbuild.images.{cfg.name}] build_args) are not "
