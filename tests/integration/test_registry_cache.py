@@ -1,0 +1,142 @@
+"""The layer cache in the registry (REPO/cache) with real buildah and a real registry: a fresh,
+empty storage reuses the dependency layer a build pushed; a registry that refuses the cache
+repository only draws a warning; turned off, nothing is pushed there."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from moltbuild.registry.client import ACCEPT
+from tests.integration.conftest import build_env, invoke, read_report, release_storage
+from tests.support.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+# A dependency step before anything that changes per commit, whose layer differs on every run
+# (random bytes): an equal layer digest after a rebuild can only come from the cache.
+DEPENDENCY_STEP = (
+    "COPY requirements.txt /deps/requirements.txt\n"
+    "RUN python3 -c \"import os; open('/deps/installed.bin', 'wb').write(os.urandom(65536))\"\n"
+)
+BUILD = ("build", "--push", "--api-only", "--no-smoke")
+
+
+def commit_all(project: Path, message: str) -> None:
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", message], check=True)
+
+
+@pytest.fixture()
+def dep_project(git_project: Path) -> Path:
+    """The api with a dependency-install step right after FROM, committed."""
+    dockerfile = git_project / "api" / "Dockerfile"
+    text = dockerfile.read_text()
+    head, sep, rest = text.partition("FROM python:3.12-slim\n")
+    assert sep, "the api Dockerfile no longer starts FROM python:3.12-slim"
+    dockerfile.write_text(head + sep + DEPENDENCY_STEP + rest)
+    (git_project / "api" / "requirements.txt").write_text("stand-in==1.0\n")
+    commit_all(git_project, "api: a dependency step")
+    return git_project
+
+
+def layers_by_step(url: str, name: str, digest: str) -> dict[str, str]:
+    """The image's Dockerfile steps (history created_by) -> the digest of the layer each made."""
+    manifest = requests.get(f"{url}/v2/{name}/manifests/{digest}", headers={"Accept": ACCEPT}, timeout=10)
+    manifest.raise_for_status()
+    doc = manifest.json()
+    config = requests.get(f"{url}/v2/{name}/blobs/{doc['config']['digest']}", timeout=10).json()
+    layers = iter(layer["digest"] for layer in doc["layers"])
+    return {h.get("created_by", ""): next(layers) for h in config["history"] if not h.get("empty_layer")}
+
+
+def step(layers: dict[str, str], needle: str) -> str:
+    (digest,) = [d for created_by, d in layers.items() if needle in created_by]
+    return digest
+
+
+def counts(cache: str, namespace: str) -> tuple[int, int]:
+    """(layers pulled, layers pushed) from a report's `cache` field."""
+    found = re.fullmatch(
+        rf"(\d+) layer\(s\) pulled from \S+/{namespace}/moltbook-api/cache, (\d+) pushed", cache
+    )
+    assert found, cache
+    return int(found.group(1)), int(found.group(2))
+
+
+def catalog(url: str) -> list[str]:
+    return requests.get(f"{url}/v2/_catalog?n=1000", timeout=10).json()["repositories"]
+
+
+def test_a_fresh_storage_after_a_one_line_change_reuses_the_dependency_layer_from_the_registry(
+    dep_project, mirror, storage_root, tmp_path
+):
+    env = build_env(mirror, storage_root, "lcache")
+    first = invoke(dep_project, *BUILD, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+    before = read_report(dep_project)["api"]
+    assert counts(before["cache"], "lcache")[0] == 0 and counts(before["cache"], "lcache")[1] >= 2
+    assert "lcache/moltbook-api/cache" in catalog(mirror.url)
+
+    app = dep_project / "api" / "moltbook_api" / "app.py"
+    app.write_text(app.read_text() + "# one more line\n")
+    commit_all(dep_project, "api: a one-line change")
+    fresh = tmp_path / "new-runner" / "storage"  # a new machine: nothing local at all
+    try:
+        second = invoke(dep_project, *BUILD, env={**env, "MOLTBUILD_STORAGE_ROOT": str(fresh)})
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr
+    finally:
+        release_storage(fresh)
+    after = read_report(dep_project)["api"]
+    assert after["digest"] != before["digest"]
+    log = (dep_project / "build" / "logs" / "api.log").read_text()
+    assert "--> Cache pulled from remote" in log and counts(after["cache"], "lcache")[0] >= 2
+
+    old = layers_by_step(mirror.url, "lcache/moltbook-api", before["digest"])
+    new = layers_by_step(mirror.url, "lcache/moltbook-api", after["digest"])
+    assert step(new, "os.urandom") == step(old, "os.urandom")  # random bytes: only the cache gives these
+    assert step(new, "requirements.txt") == step(old, "requirements.txt")
+    assert step(new, "/app/moltbook_api/") != step(old, "/app/moltbook_api/")  # the changed source
+
+
+def test_a_registry_that_refuses_the_cache_repository_only_warns(dep_project, mirror, storage_root):
+    proxy = FaultProxy(mirror.url, refuse=r"^\S+ /v2/lrefused/moltbook-api/cache/").start()
+    try:
+        # The proxy is on loopback and not listed as insecure: bud reaches it over plain HTTP anyway.
+        env = build_env(mirror, storage_root, "unused", MOLTBUILD_REGISTRY=f"{proxy.host}/lrefused")
+        out = invoke(dep_project, *BUILD, env=env)
+    finally:
+        proxy.stop()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert any(line.startswith("403 ") and "/cache/" in line for line in proxy.seen)  # it did refuse
+    warning = [line for line in out.stderr.splitlines() if "registry layer cache" in line]
+    assert warning and "push of cache layers failed" in warning[0] and "403" in warning[0], out.stderr
+    entry = read_report(dep_project)["api"]
+    assert entry["pushed"] and entry["cache"].startswith("not used: push of cache layers failed")
+    assert "lrefused/moltbook-api" in catalog(mirror.url)
+    assert "lrefused/moltbook-api/cache" not in catalog(mirror.url)
+
+
+@pytest.mark.parametrize("how", ["--no-cache", ".env.local"])
+def test_turned_off_nothing_goes_to_the_cache_repository(how, dep_project, mirror, storage_root):
+    namespace = "loff-flag" if how == "--no-cache" else "loff-setting"
+    env = build_env(mirror, storage_root, namespace)
+    flags: tuple[str, ...] = ()
+    if how == "--no-cache":
+        flags = ("--no-cache",)
+    else:
+        (dep_project / ".env.local").write_text("MOLTBUILD_REGISTRY_CACHE=0\n")
+    out = invoke(dep_project, *BUILD, *flags, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    why = "--no-cache" if how == "--no-cache" else "MOLTBUILD_REGISTRY_CACHE=0 from .env.local"
+    assert why in next(line for line in out.stdout.splitlines() if line.startswith("cache:"))
+    entry = read_report(dep_project)["api"]
+    assert entry["pushed"] and "cache" not in entry
+    repositories = catalog(mirror.url)
+    assert f"{namespace}/moltbook-api" in repositories
+    assert f"{namespace}/moltbook-api/cache" not in repositories
