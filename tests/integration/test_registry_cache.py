@@ -4,7 +4,9 @@ repository only draws a warning; turned off, nothing is pushed there."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import requests
 
 from moltbuild.registry.client import ACCEPT
+from tests.conftest import need
 from tests.integration.conftest import build_env, invoke, read_report, release_storage
 from tests.support.fault_proxy import FaultProxy
 
@@ -140,3 +143,71 @@ def test_turned_off_nothing_goes_to_the_cache_repository(how, dep_project, mirro
     repositories = catalog(mirror.url)
     assert f"{namespace}/moltbook-api" in repositories
     assert f"{namespace}/moltbook-api/cache" not in repositories
+
+
+def buildkit_cli(tmp_path: Path) -> str:
+    """A PATH whose `docker` builds with BuildKit: buildx, or a CLI before 23 with DOCKER_BUILDKIT=1
+    (Debian 12's docker.io is 20.10; a newer CLI without buildx only has the classic builder)."""
+    for cli in dict.fromkeys(
+        c for c in (shutil.which("docker"), "/usr/bin/docker") if c and os.path.exists(c)
+    ):
+        buildx = subprocess.run([cli, "buildx", "version"], capture_output=True).returncode == 0
+        version = subprocess.run(
+            [cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+        ).stdout.strip()
+        if buildx or (version and int(version.split(".")[0]) < 23):
+            bindir = tmp_path / "buildkit-cli"
+            bindir.mkdir()
+            (bindir / "docker").symlink_to(cli)
+            return f"{bindir}:{os.environ['PATH']}"
+    need(False, "no docker CLI that builds with BuildKit (buildx, or docker.io 20.10 with DOCKER_BUILDKIT=1)")
+    raise AssertionError("unreachable")
+
+
+def wipe_daemon(dockerd: str, repository: str) -> None:
+    """What a new runner's daemon lacks: this repository's images and every BuildKit cache record."""
+    docker = ["docker", "-H", dockerd]
+    ids = subprocess.run(
+        [*docker, "images", "--quiet", "--filter", f"reference={repository}:*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if ids:
+        subprocess.run([*docker, "rmi", "--force", *sorted(set(ids))], capture_output=True, check=True)
+    subprocess.run([*docker, "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+
+
+def test_docker_with_buildkit_keeps_an_inline_cache_in_the_cache_repository(
+    dep_project, mirror, storage_root, dockerd, tmp_path
+):
+    path = buildkit_cli(tmp_path)
+    env = build_env(
+        mirror,
+        storage_root,
+        "dcache",
+        DOCKER_HOST=dockerd,
+        DOCKER_BUILDKIT="1",
+        PATH=path,
+        MOLTBUILD_BACKEND="docker",
+    )
+    first = invoke(dep_project, *BUILD, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+    before = read_report(dep_project)["api"]
+    assert before["backend"] == "docker" and before["cache"].endswith("/dcache/moltbook-api/cache:buildkit")
+    tags = requests.get(f"{mirror.url}/v2/dcache/moltbook-api/cache/tags/list", timeout=10).json()["tags"]
+    assert tags == ["buildkit"]
+
+    wipe_daemon(dockerd, f"{mirror.host}/dcache/moltbook-api")
+    app = dep_project / "api" / "moltbook_api" / "app.py"
+    app.write_text(app.read_text() + "# one more line\n")
+    commit_all(dep_project, "api: a one-line change")
+    second = invoke(dep_project, *BUILD, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr
+    after = read_report(dep_project)["api"]
+    log = (dep_project / "build" / "logs" / "api.log").read_text()
+    assert f"importing cache manifest from {mirror.host}/dcache/moltbook-api/cache:buildkit" in log
+    old = layers_by_step(mirror.url, "dcache/moltbook-api", before["digest"])
+    new = layers_by_step(mirror.url, "dcache/moltbook-api", after["digest"])
+    assert step(new, "os.urandom") == step(old, "os.urandom")  # random bytes: only the cache gives these
+    assert step(new, "/app/moltbook_api/") != step(old, "/app/moltbook_api/")

@@ -13,6 +13,7 @@ from moltbuild.backends.local import LocalBackend
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.plan.bases import parse_base
 from moltbuild.refs import is_loopback
+from moltbuild.settings import TRUE_WORDS
 from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
@@ -20,9 +21,12 @@ if TYPE_CHECKING:
     from moltbuild.registry.auth import Credentials
 
 PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+CACHED_RE = re.compile(r"^(?:\[\w[\w.-]*\] )?#\d+ CACHED$", re.M)  # BuildKit's plain progress
 NO_REGISTRY_CACHE = (
-    "the docker backend keeps layers in the daemon only; the registry layer cache needs buildah (or kaniko)"
+    "the classic docker builder keeps layers in the daemon only; the registry layer cache needs "
+    "BuildKit (docker buildx, or DOCKER_BUILDKIT=1 with a docker CLI before 23), buildah or kaniko"
 )
+INLINE_TAG = "buildkit"  # REPO/cache:buildkit: the last image pushed, carrying BuildKit's inline cache
 NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
     "or --force to try docker anyway"
@@ -98,12 +102,21 @@ class DockerBackend(LocalBackend):
         res = self.runner.run([self.binary, "buildx", "version"], mutates=False, check=False, timeout=15)
         return res.ok
 
+    @cached_property
+    def buildkit(self) -> bool:
+        """BuildKit builds: through buildx, or the daemon's own with DOCKER_BUILDKIT=1 (CLI < 23)."""
+        return self.has_buildx or self.runner.environ.get("DOCKER_BUILDKIT", "").strip().lower() in TRUE_WORDS
+
     # -- argv, kept pure -----------------------------------------------------------------------
 
     def iidfile(self, image: ImagePlan) -> str:
         return self._file(f"{image.name}.iid")
 
-    def build_argv(self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False) -> list[str]:
+    def build_argv(
+        self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False, cache: bool = False
+    ) -> list[str]:
+        """`docker build`; with `cache` (BuildKit, a planned `image.cache`) it reads REPO/cache:buildkit
+        and writes the inline cache into the image (pushed there after the image, `export_cache`)."""
         argv = [
             self.binary,
             *(["buildx", "build", "--load"] if buildx else ["build"]),
@@ -125,6 +138,8 @@ class DockerBackend(LocalBackend):
             argv += ["--build-arg", f"SOURCE_DATE_EPOCH={image.timestamp}"]
         if no_cache:
             argv.append("--no-cache")
+        elif cache and image.cache:
+            argv += ["--cache-from", f"{image.cache}:{INLINE_TAG}", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         return [*argv, str(image.context)]
 
     def env(self) -> dict[str, str]:
@@ -182,14 +197,50 @@ class DockerBackend(LocalBackend):
                 f"{image.name}: the docker backend builds one platform at a time here; "
                 "use --backend buildah for multi-platform images"
             )
-        argv = self.build_argv(image, no_cache=no_cache, buildx=self.has_buildx)
+        cache = image.cache is not None and not no_cache
+        argv = self.build_argv(
+            image, no_cache=no_cache, buildx=self.has_buildx, cache=cache and self.buildkit
+        )
         self.runner.stream(
             argv, prefix=log.prefix, env=self.env(), log_path=log.path, what=f"docker build of {image.name}"
         )
-        if image.cache is None or no_cache:
+        if not cache:
             return ""
-        self.runner.say(f"{log.prefix}note: {NO_REGISTRY_CACHE} ({image.cache} is not read or written)")
-        return f"not used: {NO_REGISTRY_CACHE}"
+        if not self.buildkit:
+            self.runner.say(f"{log.prefix}note: {NO_REGISTRY_CACHE} ({image.cache} is not read or written)")
+            return f"not used: {NO_REGISTRY_CACHE}"
+        text = (
+            log.path.read_text(encoding="utf-8", errors="replace") if log.path and log.path.is_file() else ""
+        )
+        hits = len(CACHED_RE.findall(text))
+        return f"{hits} step(s) CACHED, inline cache {image.cache}:{INLINE_TAG}"
+
+    def export_cache(self, image: ImagePlan, image_id: str | None, cache: str, log: JobLog) -> str:
+        """The pushed image, carrying BuildKit's inline cache, also becomes REPO/cache:buildkit
+        (the blobs are mounted from REPO, not uploaded again); a refusal only warns."""
+        if not cache or cache.startswith("not used") or image.cache is None or not image_id:
+            return cache
+        ref = f"{image.cache}:{INLINE_TAG}"
+        try:
+            self.runner.run([self.binary, "tag", image_id, ref], env=self.env(), timeout=60, echo=True)
+            self.runner.stream(
+                [self.binary, "push", ref],
+                prefix=log.prefix,
+                env=self.env(),
+                log_path=log.path,
+                what=f"push of the inline layer cache {ref}",
+                idle_timeout=self.idle_timeout,
+            )
+        except MoltbuildError as exc:
+            reason = (getattr(exc, "tail", "").strip().splitlines() or [exc.message])[-1][:160]
+            self.runner.warn(
+                f"{log.prefix}registry layer cache {ref}: push failed ({reason}); the image itself is "
+                "pushed (a cache failure never fails the build; MOLTBUILD_REGISTRY_CACHE=0 turns it off)"
+            )
+            return f"not written: push of {ref} failed ({reason})"
+        finally:  # the local name only served the push
+            self.runner.run([self.binary, "rmi", ref], env=self.env(), check=False, timeout=60)
+        return cache
 
     def built_id(self, image: ImagePlan) -> str | None:
         path = Path(self.iidfile(image))

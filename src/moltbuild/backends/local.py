@@ -73,6 +73,12 @@ class LocalBackend(Backend):
         """Build `image` into the local store; returns what it did with the registry layer cache
         ('' when it used none)."""
 
+    def export_cache(self, image: ImagePlan, image_id: str | None, cache: str, log: JobLog) -> str:
+        """After a good push: write what the registry layer cache needs beyond the build itself
+        (docker's inline cache); returns the cache outcome, `cache` when there is nothing to add.
+        A failure here warns and never fails the image."""
+        return cache
+
     @abstractmethod
     def built_id(self, image: ImagePlan) -> str | None:
         """What `push_once` pushes: the image ID, or the manifest list's local name."""
@@ -254,6 +260,7 @@ class LocalBackend(Backend):
             pushed = self.push_built(target, log=log)
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc), image_id=image_id) from None
+        cache = self.export_cache(image, image_id, cache, log)
         return replace(
             pushed,
             image_id=image_id,
