@@ -211,3 +211,31 @@ def test_docker_with_buildkit_keeps_an_inline_cache_in_the_cache_repository(
     new = layers_by_step(mirror.url, "dcache/moltbook-api", after["digest"])
     assert step(new, "os.urandom") == step(old, "os.urandom")  # random bytes: only the cache gives these
     assert step(new, "/app/moltbook_api/") != step(old, "/app/moltbook_api/")
+
+
+def test_docker_a_refused_cache_repository_only_warns(dep_project, mirror, storage_root, dockerd, tmp_path):
+    path = buildkit_cli(tmp_path)
+    # Readable, not writable: a token without write access to the cache package.
+    proxy = FaultProxy(mirror.url, refuse=r"^(POST|PUT|PATCH) /v2/drefused/moltbook-api/cache/").start()
+    try:  # dockerd speaks plain HTTP to any 127.0.0.0/8 registry by default
+        env = build_env(
+            mirror,
+            storage_root,
+            "unused",
+            MOLTBUILD_REGISTRY=f"{proxy.host}/drefused",
+            DOCKER_HOST=dockerd,
+            DOCKER_BUILDKIT="1",
+            PATH=path,
+            MOLTBUILD_BACKEND="docker",
+        )
+        out = invoke(dep_project, *BUILD, env=env)
+    finally:
+        proxy.stop()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert any(line.startswith("403 ") and "/cache/" in line for line in proxy.seen)
+    warning = [line for line in out.stderr.splitlines() if "registry layer cache" in line]
+    assert warning and "not written" in warning[0] and "403" in warning[0], out.stderr
+    entry = read_report(dep_project)["api"]
+    assert entry["pushed"] and entry["cache"].startswith("not written: ")
+    assert "drefused/moltbook-api" in catalog(mirror.url)
+    assert "drefused/moltbook-api/cache" not in catalog(mirror.url)

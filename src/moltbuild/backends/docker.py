@@ -215,31 +215,30 @@ class DockerBackend(LocalBackend):
         hits = len(CACHED_RE.findall(text))
         return f"{hits} step(s) CACHED, inline cache {image.cache}:{INLINE_TAG}"
 
-    def export_cache(self, image: ImagePlan, image_id: str | None, cache: str, log: JobLog) -> str:
-        """The pushed image, carrying BuildKit's inline cache, also becomes REPO/cache:buildkit
-        (the blobs are mounted from REPO, not uploaded again); a refusal only warns."""
-        if not cache or cache.startswith("not used") or image.cache is None or not image_id:
+    def export_cache(self, image: ImagePlan, digest: str | None, cache: str, log: JobLog) -> str:
+        """The pushed image, carrying BuildKit's inline cache, is copied to REPO/cache:buildkit in the
+        registry (blobs mounted from REPO, one manifest PUT; no second docker push, whose retries
+        on a refusal take a minute); a refusal only warns."""
+        if not cache or cache.startswith("not used") or image.cache is None:
             return cache
         ref = f"{image.cache}:{INLINE_TAG}"
-        try:
-            self.runner.run([self.binary, "tag", image_id, ref], env=self.env(), timeout=60, echo=True)
-            self.runner.stream(
-                [self.binary, "push", ref],
-                prefix=log.prefix,
-                env=self.env(),
-                log_path=log.path,
-                what=f"push of the inline layer cache {ref}",
-                idle_timeout=self.idle_timeout,
+        if self.dry_run or not digest:
+            self.runner.say(
+                f"{log.prefix}+ copy {image.ref}@<digest> to {ref} in the registry (the inline cache)"
             )
+            return cache
+        try:
+            client = self.registry(image.cache.host)
+            with client.operation(f"copy {image.ref.repository}@{digest[:19]} to {ref}"):
+                client.copy(image.ref.repository, digest, image.cache.repository, INLINE_TAG)
         except MoltbuildError as exc:
-            reason = (getattr(exc, "tail", "").strip().splitlines() or [exc.message])[-1][:160]
+            reason = exc.message.splitlines()[0][:200]
             self.runner.warn(
-                f"{log.prefix}registry layer cache {ref}: push failed ({reason}); the image itself is "
+                f"{log.prefix}registry layer cache {ref}: not written ({reason}); the image itself is "
                 "pushed (a cache failure never fails the build; MOLTBUILD_REGISTRY_CACHE=0 turns it off)"
             )
-            return f"not written: push of {ref} failed ({reason})"
-        finally:  # the local name only served the push
-            self.runner.run([self.binary, "rmi", ref], env=self.env(), check=False, timeout=60)
+            return f"not written: {reason}"
+        self.runner.say(f"{log.prefix}inline layer cache copied to {ref}")
         return cache
 
     def built_id(self, image: ImagePlan) -> str | None:

@@ -73,7 +73,7 @@ class LocalBackend(Backend):
         """Build `image` into the local store; returns what it did with the registry layer cache
         ('' when it used none)."""
 
-    def export_cache(self, image: ImagePlan, image_id: str | None, cache: str, log: JobLog) -> str:
+    def export_cache(self, image: ImagePlan, digest: str | None, cache: str, log: JobLog) -> str:
         """After a good push: write what the registry layer cache needs beyond the build itself
         (docker's inline cache); returns the cache outcome, `cache` when there is nothing to add.
         A failure here warns and never fails the image."""
@@ -260,7 +260,7 @@ class LocalBackend(Backend):
             pushed = self.push_built(target, log=log)
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc), image_id=image_id) from None
-        cache = self.export_cache(image, image_id, cache, log)
+        cache = self.export_cache(image, pushed.digest, cache, log)
         return replace(
             pushed,
             image_id=image_id,
