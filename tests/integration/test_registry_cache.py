@@ -7,16 +7,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from moltbuild.registry.client import ACCEPT
+from moltbuild.registry.local import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import build_env, invoke, read_report, release_storage
+from tests.integration.conftest import build_env, invoke, push_env, read_report, release_storage
+from tests.support import proctree
 from tests.support.fault_proxy import FaultProxy
+from tests.support.proctree import ProcessTree
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +245,50 @@ def test_docker_a_refused_cache_repository_only_warns(dep_project, mirror, stora
     assert entry["pushed"] and entry["cache"].startswith("not written: ")
     assert "drefused/moltbook-api" in catalog(mirror.url)
     assert "drefused/moltbook-api/cache" not in catalog(mirror.url)
+
+
+def test_a_registry_frozen_during_the_build_costs_the_cache_and_the_run_still_ends(
+    dep_project, mirror, storage_root, tmp_path
+):
+    """buildah puts no timeout on a registry that accepts connections and never answers: frozen
+    while `bud` pushes cache layers, the build is cut after 10x MOLTBUILD_IDLE_TIMEOUT of no progress,
+    built again without the cache, and the push then fails naming the registry."""
+    need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
+    idle = 2
+    reg = LocalRegistry(tmp_path / "frozen").start()
+    env = push_env(mirror, storage_root, reg, MOLTBUILD_IDLE_TIMEOUT=str(idle), MOLTBUILD_BACKEND="buildah")
+    build_log = dep_project / "build" / "logs" / "api.log"
+    try:
+        with ProcessTree() as tree, (tmp_path / "run.log").open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "invoke", *BUILD],
+                cwd=dep_project,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=tree.enter,
+            )
+            try:
+                deadline = time.monotonic() + 300
+                while proc.poll() is None and not (
+                    build_log.is_file() and "--> Pushing cache" in build_log.read_text()
+                ):
+                    assert time.monotonic() < deadline, "the build never pushed a cache layer"
+                    time.sleep(0.02)
+                os.kill(reg.pid, signal.SIGSTOP)
+                frozen = time.monotonic()
+                code = proc.wait(timeout=30 * idle + 60)
+                seconds = time.monotonic() - frozen
+            finally:
+                proc.kill()
+                proc.wait()
+            assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
+        output = (tmp_path / "run.log").read_text()
+        assert code != 0, output[-3000:]  # the image push cannot reach a frozen registry either
+        assert "no progress while the registry was in use" in output, output[-3000:]
+        assert reg.host in output.splitlines()[-1] or reg.host in output[-1000:], output[-3000:]
+        assert seconds < 10 * idle + 40, f"{seconds:.1f}s after the freeze:\n{output[-3000:]}"
+    finally:
+        if reg.pid:
+            os.kill(reg.pid, signal.SIGCONT)
+        reg.stop()

@@ -69,3 +69,10 @@ def test_the_outcome_counts_layers_pulled_and_pushed(tmp_path: Path):
         "reg/app/cache:31ee\nSTEP 4/4: COPY app.py /app.py\n--> Pushing cache reg/app/cache:6b0f\n"
     )
     assert layercache.outcome(log, "reg/app/cache") == "2 layer(s) pulled from reg/app/cache, 1 pushed"
+
+
+def test_a_build_cut_for_moving_no_byte_is_a_cache_failure():
+    from moltbuild.system.processes import IDLE_CUT
+
+    tail = f"--> Pushing cache reg/app/cache:abc\nno progress for 600s {IDLE_CUT}; is the registry answering?"
+    assert layercache.failure(tail).startswith("no progress while the registry was in use")

@@ -213,7 +213,8 @@ class BuildahBackend(LocalBackend):
     def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
         cache = None if no_cache else image.cache
         try:
-            self._bud(image, no_cache=no_cache, cache=True, log=log)
+            idle = self.idle_timeout * layercache.IDLE_FACTOR if cache else None
+            self._bud(image, no_cache=no_cache, cache=True, log=log, idle=idle)
         except CommandError as exc:
             reason = layercache.failure(exc.tail) if cache else ""
             if not reason:
@@ -229,7 +230,9 @@ class BuildahBackend(LocalBackend):
             return ""
         return layercache.outcome(log.path, str(cache))
 
-    def _bud(self, image: ImagePlan, *, no_cache: bool, cache: bool, log: JobLog) -> None:
+    def _bud(
+        self, image: ImagePlan, *, no_cache: bool, cache: bool, log: JobLog, idle: float | None = None
+    ) -> None:
         if image.multi_platform:
             # `bud --manifest NAME` adds to whatever NAME is: a list from an earlier run (entries
             # twice) or a native build's image ("not a manifest list"). Start from no NAME at all.
@@ -242,6 +245,7 @@ class BuildahBackend(LocalBackend):
             env=self.env(),
             log_path=log.path,
             what=f"buildah build of {image.name}",
+            idle_timeout=idle,
         )
 
     def built_id(self, image: ImagePlan) -> str | None:

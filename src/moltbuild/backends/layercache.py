@@ -6,15 +6,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from moltbuild.system.processes import IDLE_CUT
+
 # buildah 1.28: a refused cache push ends `bud` with "failed pushing cache to ..."; a pull that
 # finds no tag is skipped silently, a pull that breaks half-way ends it with "failed while pulling".
 FAILURE_RE = re.compile(r"failed (?:while )?(pushing|pulling) cache (?:to|from)[^\n]*", re.I)
+# `bud` reads and writes the registry while it builds, and buildah puts no timeout on a registry that
+# accepts connections and never answers: with the cache on, a build that moves no byte for this many
+# MOLTBUILD_IDLE_TIMEOUTs is cut and built again without the cache (a silent step loses time, never
+# the build).
+IDLE_FACTOR = 10
 PULLED = "--> Cache pulled from remote"
 PUSHED = "--> Pushing cache"
 
 
 def failure(output: str) -> str:
     """A one-line reason when `output` ends with a cache failure ('' when it does not)."""
+    if IDLE_CUT in output:
+        return "no progress while the registry was in use (a registry that stopped answering?)"
     found = list(FAILURE_RE.finditer(output))
     if not found:
         return ""
