@@ -158,7 +158,7 @@ def measure(ws: Workspace, rounds: int) -> tuple[dict[str, list[float]], list[st
 def main(rounds: int = 5) -> None:
     from benchmarks.suite import registry_cache_row, render
 
-    with workspace("benchcache", MOLTBUILD_BACKEND="buildah") as ws:
+    with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
         print(render([registry_cache_row(ws, rounds)]))
 
 

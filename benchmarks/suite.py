@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import registry_cache
+from benchmarks.attest_cost import attest_times
 from benchmarks.push_once import push_phase, rebuild_vs_raw
 from benchmarks.workspace import ROOT, Workspace, workspace
 from moltbuild import report
@@ -154,6 +155,20 @@ def verify_rows(ws: Workspace, rounds: int) -> list[Row]:
             )
         )
     return out
+
+
+def attest_row(ws: Workspace, rounds: int) -> Row:
+    t, notes = attest_times(ws, rounds, interleave, invoke)
+    r = row(
+        "build --push --rebuild, signed + SBOM + provenance / without",
+        "attested",
+        "MOLTBUILD_ATTEST=off",
+        "(information)",
+        t["signed"],
+        t["bare"],
+    )
+    r.notes += notes
+    return r
 
 
 def jobs_row(ws: Workspace, rounds: int) -> Row:
@@ -304,11 +319,12 @@ def main(rounds: int = 5, aged_builds: int = 40) -> None:
         rows += rebuild_rows(ws, rounds)
         rows += verify_rows(ws, rounds)
         rows.append(jobs_row(ws, rounds))
+        rows.append(attest_row(ws, rounds))
         aged, ids = aged_storage_row(ws, rounds, aged_builds)
         rows.append(aged)
         extra["reproducible_image_ids"] = ids
         extra["reproducible"] = len(set(ids.values())) == 1
-    with workspace("benchcache", MOLTBUILD_BACKEND="buildah") as ws:
+    with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
         rows.append(registry_cache_row(ws, rounds))
     rows.append(list_row(rounds))
     with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:

@@ -38,6 +38,7 @@ def workspace(namespace: str = "bench", **settings: str) -> Iterator[Workspace]:
             "MOLTBUILD_INSECURE_REGISTRIES": reg.host,
             "MOLTBUILD_BASE_MIRROR": f"{reg.host}/mirror",
             "MOLTBUILD_STORAGE_ROOT": str(storage),
+            "MOLTBUILD_ATTEST": "off",  # rows compare with raw tools; attestation has its own row
             **settings,
         }
         clone = base / "clone"

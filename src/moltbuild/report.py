@@ -62,6 +62,9 @@ class ImageRecord:
     smoke: str = ""  # the release check before the push: "passed in 1.2s: ...", "failed: ...", "skipped ..."
     push: bool = False  # the run meant to push it (`verify` fails an entry that was meant to and was not)
     size_bytes: int | None = None  # compressed size as pushed (config + layers)
+    sbom: str = ""  # where the SBOM is attached (cosign's HOST/PATH:sha256-<hex>.att)
+    provenance: str = ""  # where the SLSA provenance is attached
+    signature: str = ""  # HOST/PATH:sha256-<hex>.sig, "unsigned", or "" (not attested)
     error: str = ""
     cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
 
@@ -128,6 +131,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "bytes or null",
     ),
+    "sbom": (lambda v: isinstance(v, str), "a string"),
+    "provenance": (lambda v: isinstance(v, str), "a string"),
+    "signature": (lambda v: isinstance(v, str), "a string"),
     "error": (lambda v: isinstance(v, str), "a string"),
     "cache": (lambda v: isinstance(v, str), "a string"),
 }
@@ -144,6 +150,9 @@ def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
         "error": "",
         "smoke": "",
         "cache": "",
+        "sbom": "",
+        "provenance": "",
+        "signature": "",
     }
     out["push"] = raw.get("pushed") is True
     out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")

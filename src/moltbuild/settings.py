@@ -179,6 +179,38 @@ KEYS: dict[str, KeySpec] = {
         ),
         KeySpec("MOLTBUILD_KANIKO_TIMEOUT", "seconds a kaniko Job may take", "kaniko_timeout", "1800"),
         KeySpec(
+            "MOLTBUILD_ATTEST",
+            "SBOM + SLSA provenance (+ signature) on every pushed image: auto (when syft and cosign "
+            "are installed), on (required), off",
+            "attest",
+            "auto",
+            choices=("auto", "on", "off"),
+        ),
+        KeySpec(
+            "MOLTBUILD_SBOM_FORMAT",
+            "SBOM format",
+            "sbom_format",
+            "spdx-json",
+            choices=("spdx-json", "cyclonedx-json"),
+        ),
+        KeySpec("MOLTBUILD_SIGNING_KEY", "cosign private key file that signs pushed images and attestations"),
+        KeySpec("MOLTBUILD_SIGNING_PASSWORD", "password of MOLTBUILD_SIGNING_KEY", secret=True),
+        KeySpec(
+            "MOLTBUILD_VERIFY_KEY", "cosign public key `invoke verify` checks signatures with", "verify_key"
+        ),
+        KeySpec(
+            "MOLTBUILD_VERIFY_IDENTITY",
+            "keyless: the signer identity `invoke verify` expects (a workflow URL regexp, e.g. "
+            "^https://github.com/ORG/REPO/.github/workflows/)",
+            "verify_identity",
+        ),
+        KeySpec(
+            "MOLTBUILD_VERIFY_ISSUER",
+            "keyless: the OIDC issuer `invoke verify` expects",
+            "verify_issuer",
+            "https://token.actions.githubusercontent.com",
+        ),
+        KeySpec(
             "MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep", flag=True
         ),
     )
@@ -316,6 +348,12 @@ def _validate(spec: KeySpec, value: str, source: str) -> None:
                     f"{spec.key} (from {source}): {host!r} is not HOST[:PORT]; list hosts without "
                     "a scheme or path, e.g. 127.0.0.1:5000,registry.lan"
                 )
+    key_file = spec.key in ("MOLTBUILD_SIGNING_KEY", "MOLTBUILD_VERIFY_KEY")
+    if key_file and value and not Path(value).expanduser().is_file():
+        raise ConfigError(
+            f"{spec.key}={value!r} (from {source}) is not a file; point it at a cosign key "
+            "(`cosign generate-key-pair` writes cosign.key and cosign.pub)"
+        )
     if spec.key == "MOLTBUILD_REGISTRY_CA" and value:
         path = Path(value).expanduser()
         if not path.is_file():

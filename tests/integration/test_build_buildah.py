@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -200,7 +201,19 @@ def _sample_argv(
         stop.wait(0.01)
 
 
-def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_root, auth_registry):
+def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_root, auth_registry, tmp_path):
+    """The registry password, GITHUB_TOKEN and the signing key's password are one canary: never
+    in any child's argv, output, report, log or image; only cosign gets it, as COSIGN_PASSWORD."""
+    need_tool("cosign", "syft")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(
+        ["cosign", "generate-key-pair"],
+        cwd=keys,
+        env={"PATH": os.environ["PATH"], "COSIGN_PASSWORD": CANARY},
+        check=True,
+        capture_output=True,
+    )
     env = push_env(
         mirror,
         storage_root,
@@ -208,6 +221,9 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
         REGISTRY_USERNAME="ci",
         REGISTRY_PASSWORD=CANARY,
         GITHUB_TOKEN=CANARY,
+        MOLTBUILD_ATTEST="on",
+        MOLTBUILD_SIGNING_KEY=str(keys / "cosign.key"),
+        MOLTBUILD_SIGNING_PASSWORD=CANARY,
     )
     need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
     stop, seen, envs = threading.Event(), [], []
@@ -223,8 +239,14 @@ def test_basic_auth_push_never_leaks_the_secret(git_project, mirror, storage_roo
             sampler.join()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert any("buildah" in argv and "bud" in argv for argv in seen), "sampler saw no build"
+    assert any("cosign sign" in argv for argv in seen), "sampler saw no signing"
     assert not [argv for argv in seen if CANARY in argv]
-    assert envs and not [cmd for cmd, environ in envs if CANARY in environ]  # no child inherits it
+    leaked = [cmd for cmd, environ in envs if CANARY in environ.replace(f"COSIGN_PASSWORD={CANARY}", "")]
+    assert envs and not leaked  # no child inherits it; cosign gets the key's password, by name
+    assert not [
+        cmd for cmd, environ in envs if f"COSIGN_PASSWORD={CANARY}" in environ and "cosign" not in cmd
+    ]
+    assert "signed, SBOM" in out.stdout
     assert CANARY not in out.stdout + out.stderr
     assert CANARY not in (git_project / "build" / "images.json").read_text()
     assert CANARY not in "".join(p.read_text() for p in (git_project / "build" / "logs").glob("*.log"))

@@ -647,25 +647,25 @@ def check(verdict: str, ref: str) -> Check:
 
 def test_verify_prints_its_checks_and_exits_0_when_all_hold(cli, record):
     checks = [check("ok", "ghcr.io/o/api:rc1"), check("ok", "ghcr.io/o/frontend:rc1")]
-    verified = record("moltbuild.registry.verify.verify", result=checks)
+    verified = record("moltbuild.flows.verify.verify", result=checks)
     result = cli("verify", "--report", "r.json", "--kustomization", "k8s/kustomization.yml", "--json")
     assert result.code == 0, result.err
-    _, kwargs = verified.one()
-    registries = kwargs.pop("registries")  # the run's clients, one per host
-    assert type(registries).__name__ == "Registries"
-    assert kwargs == {"report_path": Path("r.json"), "kustomization": Path("k8s/kustomization.yml")}
+    (session,), kwargs = verified.one()
+    assert type(session.registries).__name__ == "Registries"  # the run's clients, one per host
+    assert kwargs == {
+        "report_path": Path("r.json"),
+        "kustomization": Path("k8s/kustomization.yml"),
+        "attestations": True,
+    }
     shown = json.loads(result.out)
     assert shown["ok"] is True and [c["ref"] for c in shown["checks"]] == [c.ref for c in checks]
 
 
 def test_verify_fails_naming_the_first_bad_check(cli, record):
     checks = [check("ok", "ghcr.io/o/api:rc1"), check("mismatch", "ghcr.io/o/frontend:rc1")]
-    verified = record("moltbuild.registry.verify.verify", result=checks)
-    result = cli("verify")
-    assert {k: v for k, v in verified.one()[1].items() if k != "registries"} == {
-        "report_path": None,
-        "kustomization": None,
-    }
+    verified = record("moltbuild.flows.verify.verify", result=checks)
+    result = cli("verify", "--no-attestations")
+    assert verified.one()[1] == {"report_path": None, "kustomization": None, "attestations": False}
     assert "mismatch" in result.out
     line = one_line_error(result, RegistryError.exit_code)
     assert "1 of 2 checks failed" in line and "ghcr.io/o/frontend:rc1" in line

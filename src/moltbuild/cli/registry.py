@@ -14,19 +14,22 @@ from moltbuild.cli import edge, run_context
         "report": "report to check (default build/images.json)",
         "kustomization": "also check every image this kustomization references",
         "json": "print machine-readable JSON",
+        "no-attestations": "only digests: skip the signature, provenance and SBOM checks",
     }
 )
 @edge
-def verify(c, report=None, kustomization=None, json=False):
-    """Check that every reported/deployed image:tag exists in the registry with its digest."""
+def verify(c, report=None, kustomization=None, json=False, no_attestations=False):
+    """Check every reported/deployed image:tag: in the registry with its digest, signed, with
+    SLSA provenance for that digest and commit and an SBOM attached."""
+    from moltbuild.flows import verify as verify_flow
     from moltbuild.registry import verify as verify_mod
 
     session = run_context()
-    checks = verify_mod.verify(
-        session.settings,
-        registries=session.registries,
+    checks = verify_flow.verify(
+        session,
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
+        attestations=not no_attestations,
     )
     session.runner.emit(verify_mod.render(checks, as_json=json))
     verify_mod.raise_on_failure(checks)

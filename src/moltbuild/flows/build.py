@@ -15,7 +15,7 @@ from moltbuild.backends.selection import choose_backend, make_backend, statuses_
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import BuildError, ConfigError, MoltbuildError
 from moltbuild.files import room_to_write
-from moltbuild.flows import reuse
+from moltbuild.flows import attest, reuse
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.plan.changes import check_explicit_base, resolve_base, select_changed
@@ -164,6 +164,9 @@ def execute(
                 raise
             # A dry run shows the whole plan even before credentials are set up.
             session.runner.warn(f"{exc.message}; a real run stops here")
+    if plan.push and not dry_run:
+        attest.preflight(session)
+    started = attest.now()
     reused = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
     to_build = [image for image in plan.images if image.name not in reused]
     log_dir = None if dry_run else path.parent / "logs"
@@ -189,6 +192,10 @@ def execute(
             finally:
                 _finish(backend, ok, to_build)
     records = sorted(record.written, key=lambda r: r.name)
+    if plan.push and not dry_run:
+        records = attest.attest_and_record(
+            session, lambda: attest.RunInputs.of_plan(plan), records, started, path
+        )
     _raise_for_failures(records, log_dir)
     return records
 

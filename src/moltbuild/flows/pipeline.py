@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moltbuild import report
+from moltbuild.flows import verify as verify_flow
 from moltbuild.flows.build import build_images
 from moltbuild.flows.context import Session
 from moltbuild.plan.request import BuildRequest
@@ -17,7 +18,7 @@ EMBEDDED = "pipeline: embedded registry"
 
 def verify_report(session: Session, path: Path) -> None:
     """Every tag of every pushed image, HEAD over HTTP with the OCI/Docker Accept headers."""
-    checks = verify.verify(session.settings, report_path=path, registries=session.registries)
+    checks = verify_flow.verify(session, report_path=path)
     session.runner.say(verify.render(checks))
     verify.raise_on_failure(checks)
 

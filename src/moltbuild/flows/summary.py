@@ -32,6 +32,13 @@ def reference_of(record: ImageRecord) -> str:
     return "-"
 
 
+def attestation_of(record: ImageRecord) -> str:
+    """One line on what the image carries: SBOM, provenance and whether they are signed."""
+    if record.signature == "unsigned":
+        return f"SBOM + provenance attached UNSIGNED at {record.provenance} (no signing key)"
+    return f"signed ({record.signature}); SBOM + provenance attested at {record.provenance}"
+
+
 def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Path | None) -> str:
     records = list(records)
     rows = [
@@ -47,6 +54,7 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
     ]
     lines = [render_table(("image", "reference", "tags", "result", "size", "time"), rows)]
     lines += [f"{r.name}: layer cache: {r.cache}" for r in records if r.cache]
+    lines += [f"{r.name}: {attestation_of(r)}" for r in records if r.signature]
     for r in records:
         if r.error:
             log = r.log_path or (str(log_dir / f"{r.name}.log") if log_dir else "")

@@ -375,6 +375,31 @@ class RegistryClient:
         resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
         return resp.status_code == 200
 
+    def push_blob(self, name: str, data: bytes) -> str:
+        """Upload `data` as a blob of `name` (monolithic: POST, then PUT with the digest); its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.has_blob(name, digest):
+            return digest
+        scope = f"repository:{name}:pull,push"
+        resp = self.request("POST", f"/v2/{name}/blobs/uploads/", scope=scope)
+        self._raise_for(resp, f"blob upload into {name}", pushing=True)
+        self._finish_upload(name, resp.headers["Location"], digest, data, scope)
+        return digest
+
+    def _finish_upload(
+        self, name: str, location: str, digest: str, data: bytes, scope: str | list[str]
+    ) -> None:
+        """The monolithic upload's PUT to the Location the registry opened."""
+        sep = "&" if "?" in location else "?"
+        put = self.request(
+            "PUT",
+            f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
+            scope=scope,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._raise_for(put, f"blob upload into {name}", pushing=True)
+
     def mount_blob(self, name: str, digest: str, source: str) -> None:
         """Make `digest` of `source` available in `name`: a cross-repository mount, else a copy."""
         if self.has_blob(name, digest):
@@ -390,18 +415,9 @@ class RegistryClient:
             )
         self._raise_for(resp, f"blob mount into {name}", pushing=True)
         # 202: the registry opened an upload instead of mounting; upload the bytes ourselves.
-        location = resp.headers["Location"]
-        sep = "&" if "?" in location else "?"
         with self.operation(f"copy blob {digest[:19]} from {source} into {name}", fresh=True):
             data = self.blob(source, digest)  # moving bytes: a bound of its own
-            put = self.request(
-                "PUT",
-                f"{urljoin(self.base + '/', location)}{sep}digest={digest}",
-                scope=scopes,
-                data=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-        self._raise_for(put, f"blob upload into {name}", pushing=True)
+            self._finish_upload(name, resp.headers["Location"], digest, data, scopes)
 
     def image_config(self, name: str, reference: str) -> dict | None:
         """The image config (labels live in ["config"]["Labels"]); for an index, its first image's."""

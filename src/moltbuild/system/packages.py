@@ -35,6 +35,12 @@ GO_TOOLS = {
         "v5.7.1",
         "renders k8s/ as Kubernetes does (patches, overlays) for the smoke check",
     ),
+    "syft": ("github.com/anchore/syft/cmd/syft", "v1.57.1", "the SBOM of every pushed image"),
+    "cosign": (
+        "github.com/sigstore/cosign/v2/cmd/cosign",
+        "v2.6.5",
+        "signs pushed images and attaches their SBOM and SLSA provenance",
+    ),
 }
 
 
@@ -128,8 +134,14 @@ def setup_go_tools(runner: Runner, bindir: Path | None = None) -> list[str]:
 
 
 def _has_version(runner: Runner, binary: Path, version: str) -> bool:
+    """The module version Go stamped into the binary (`go version -m`): some tools print none of
+    their own when built with `go install`. Without go, what `NAME version` prints."""
     if not binary.is_file():
         return False
+    if shutil.which("go", path=runner.environ.get("PATH")):
+        res = runner.run(["go", "version", "-m", str(binary)], mutates=False, check=False, timeout=30)
+        stamped = [line.split() for line in res.stdout.splitlines() if line.strip().startswith("mod")]
+        return res.ok and any(len(f) >= 3 and f[2] == version for f in stamped)
     res = runner.run([str(binary), "version"], mutates=False, check=False, timeout=30)
     return res.ok and version in res.stdout
 

@@ -1,0 +1,72 @@
+"""`invoke verify`: every reported and every pinned image is in the registry with its digest,
+and (unless `--no-attestations` or MOLTBUILD_ATTEST=off) carries a signature by the expected
+signer, SLSA provenance for that digest and commit, and an SBOM."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from moltbuild import report
+from moltbuild.errors import ConfigError
+from moltbuild.flows.context import Session
+from moltbuild.refs import ImageRef
+from moltbuild.registry import verify as registry_verify
+from moltbuild.registry.verify import Check
+from moltbuild.supply import check as supply_check
+from moltbuild.supply.cosign import Cosign, Verifier
+from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
+from moltbuild.system import owners
+
+
+def verify(
+    session: Session,
+    *,
+    report_path: Path | None = None,
+    kustomization: Path | None = None,
+    attestations: bool = True,
+) -> list[Check]:
+    checks = registry_verify.verify(
+        session.settings, registries=session.registries, report_path=report_path, kustomization=kustomization
+    )
+    if not attestations or session.settings.get("MOLTBUILD_ATTEST", "auto") == "off":
+        return checks
+    verifier = Verifier.from_settings(session.settings)
+    if verifier and not find_tool(session.runner, "cosign"):
+        raise ConfigError(f"MOLTBUILD_VERIFY_KEY/IDENTITY is set but cosign is not installed: {INSTALL_HINT}")
+    path = report_path or report.default_path(session.settings.project_root)
+    commits = {(r.repository, r.digest): r.revision for r in report.read(path) if r.digest}
+    with owners.private_dir() as tmp:
+        attest = _Attestations(session, verifier, Path(tmp), commits)
+        return [attest.check(c) for c in checks]
+
+
+class _Attestations:
+    """One attestation check per digest, however many tags point at it."""
+
+    def __init__(self, session: Session, verifier: Verifier | None, workdir: Path, commits: dict):
+        self.session, self.verifier, self.workdir, self.commits = session, verifier, workdir, commits
+        self.done: dict[str, supply_check.Finding] = {}
+
+    def check(self, found: Check) -> Check:
+        if found.verdict != "ok" or not found.actual.startswith("sha256:"):
+            return found
+        ref = ImageRef.parse(found.ref, "checked reference")
+        key = f"{ref.name}@{found.actual}"
+        if key not in self.done:
+            self.done[key] = self._finding(ref, found.actual)
+        finding = self.done[key]
+        verdict = "ok" if finding.ok else "unattested"
+        return dataclasses.replace(found, verdict=verdict, reason=found.reason or finding.reason)
+
+    def _finding(self, ref: ImageRef, digest: str) -> supply_check.Finding:
+        commit = self.commits.get((ref.name, digest), "")
+        if self.verifier is None:
+            return supply_check.without_verifier(
+                self.session.registries.client(ref.host), ref, digest, commit
+            )
+        access = RegistryAccess.prepare(
+            ref.host, self.session.settings, self.workdir / ref.host.replace(":", "_")
+        )
+        cosign = Cosign(self.session.runner, access)
+        return supply_check.with_verifier(cosign, ref, digest, commit, self.verifier)

@@ -1,0 +1,89 @@
+"""Attach to one pushed digest its SBOM and provenance, signed when a signer is configured: the
+same steps for every backend, from this machine, once the registry has the digest."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moltbuild.refs import ImageRef
+from moltbuild.registry.client import RegistryClient
+from moltbuild.supply import attached, sbom
+from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
+from moltbuild.supply.provenance import PROVENANCE_TYPE, SBOM_TYPES, BuildFacts, predicate, statement
+from moltbuild.supply.tools import RegistryAccess
+from moltbuild.system.processes import Runner
+
+
+@dataclass(frozen=True)
+class Attached:
+    """The references the report keeps: where the SBOM, provenance and signature live."""
+
+    sbom: str
+    provenance: str
+    signature: str  # HOST/PATH:sha256-<hex>.sig, or "unsigned"
+    packages: int | None = None  # None: already attested, not scanned again
+    note: str = ""
+
+
+@dataclass
+class Attester:
+    runner: Runner
+    client: RegistryClient
+    access: RegistryAccess
+    signer: Signer
+    sbom_format: str
+    workdir: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def already(self, ref: ImageRef, digest: str) -> Attached | None:
+        """A digest attested before (a reused image, a retried push) keeps what it has, as long as
+        it has what this run would attach: provenance, an SBOM, and, when we sign, signed ones and a
+        signature our key verifies (after a key rotation the image is signed again)."""
+        found = attached.read(self.client, ref.repository, digest)
+        if self.signer.mode is not Mode.UNSIGNED:
+            found = [a for a in found if a.signed]
+        kinds = {a.predicate_type for a in found}
+        if PROVENANCE_TYPE not in kinds or not kinds & set(SBOM_TYPES.values()):
+            return None
+        signed = attached.is_signed(self.client, ref.repository, digest)
+        if self.signer.mode is not Mode.UNSIGNED and not (signed and self._ours(ref, digest)):
+            return None
+        att = str(ref.with_tag(attached.tag_for(digest, "att")))
+        sig = str(ref.with_tag(attached.tag_for(digest, "sig"))) if signed else "unsigned"
+        return Attached(att, att, sig, note="already attested")
+
+    def _ours(self, ref: ImageRef, digest: str) -> bool:
+        """Signed by this run's key (keyless: any signature; its identity is the verifier's job)."""
+        if self.signer.mode is not Mode.KEY:
+            return True
+        cosign = Cosign(self.runner, self.access)
+        with self.lock:  # images are attested in parallel; the key file is written once
+            pub = cosign.public_key(self.signer, self.workdir / "signing.pub")
+        return cosign.verify(f"{ref.name}@{digest}", Verifier(key=str(pub))).ok
+
+    def attest(self, facts: BuildFacts) -> Attached:
+        ref = ImageRef.parse(facts.repository, "image repository")
+        by_digest = f"{ref.name}@{facts.digest}"
+        sbom_path = self.workdir / f"{facts.image}.sbom.json"
+        packages = sbom.generate(self.runner, by_digest, self.access, self.sbom_format, sbom_path)
+        body = predicate(facts)
+        att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))
+        if self.signer.mode is Mode.UNSIGNED:
+            statements = [
+                statement(ref.name, facts.digest, PROVENANCE_TYPE, body),
+                statement(
+                    ref.name, facts.digest, SBOM_TYPES[self.sbom_format], json.loads(sbom_path.read_text())
+                ),
+            ]
+            attached.write_unsigned(self.client, ref.repository, facts.digest, statements)
+            return Attached(att, att, "unsigned", packages)
+        provenance_path = self.workdir / f"{facts.image}.provenance.json"
+        provenance_path.write_text(json.dumps(body, indent=1))
+        cosign = Cosign(self.runner, self.access)
+        cosign.sign(by_digest, self.signer)
+        cosign.attest(by_digest, self.signer, "provenance", provenance_path)
+        cosign.attest(by_digest, self.signer, self.sbom_format, sbom_path)
+        return Attached(att, att, str(ref.with_tag(attached.tag_for(facts.digest, "sig"))), packages)
