@@ -9,8 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,14 @@ import requests
 from moltbuild.registry.client import ACCEPT
 from moltbuild.registry.local import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import build_env, invoke, push_env, read_report, release_storage
+from tests.integration.conftest import (
+    build_env,
+    invoke,
+    push_env,
+    read_report,
+    release_storage,
+    run_frozen_when,
+)
 from tests.support import proctree
 from tests.support.fault_proxy import FaultProxy
 from tests.support.proctree import ProcessTree
@@ -82,6 +87,18 @@ def catalog(url: str) -> list[str]:
     return requests.get(f"{url}/v2/_catalog?n=1000", timeout=10).json()["repositories"]
 
 
+def assert_refused_only_warned(out, proxy, project: Path, mirror, namespace: str, says: str) -> None:
+    """The build succeeded and pushed; the proxy did refuse the cache repository; one warning said
+    so; nothing reached the cache repository."""
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert any(line.startswith("403 ") and "/cache/" in line for line in proxy.seen)  # it did refuse
+    warning = [line for line in out.stderr.splitlines() if "registry layer cache" in line]
+    assert warning and says in warning[0] and "403" in warning[0], out.stderr
+    assert read_report(project)["api"]["pushed"]
+    assert f"{namespace}/moltbook-api" in catalog(mirror.url)
+    assert f"{namespace}/moltbook-api/cache" not in catalog(mirror.url)
+
+
 def test_a_fresh_storage_after_a_one_line_change_reuses_the_dependency_layer_from_the_registry(
     dep_project, mirror, storage_root, tmp_path
 ):
@@ -121,14 +138,8 @@ def test_a_registry_that_refuses_the_cache_repository_only_warns(dep_project, mi
         out = invoke(dep_project, *BUILD, env=env)
     finally:
         proxy.stop()
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert any(line.startswith("403 ") and "/cache/" in line for line in proxy.seen)  # it did refuse
-    warning = [line for line in out.stderr.splitlines() if "registry layer cache" in line]
-    assert warning and "push of cache layers failed" in warning[0] and "403" in warning[0], out.stderr
-    entry = read_report(dep_project)["api"]
-    assert entry["pushed"] and entry["cache"].startswith("not used: push of cache layers failed")
-    assert "lrefused/moltbook-api" in catalog(mirror.url)
-    assert "lrefused/moltbook-api/cache" not in catalog(mirror.url)
+    assert_refused_only_warned(out, proxy, dep_project, mirror, "lrefused", "push of cache layers failed")
+    assert read_report(dep_project)["api"]["cache"].startswith("not used: push of cache layers failed")
 
 
 @pytest.mark.parametrize("how", ["--no-cache", ".env.local"])
@@ -237,14 +248,8 @@ def test_docker_a_refused_cache_repository_only_warns(dep_project, mirror, stora
         out = invoke(dep_project, *BUILD, env=env)
     finally:
         proxy.stop()
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert any(line.startswith("403 ") and "/cache/" in line for line in proxy.seen)
-    warning = [line for line in out.stderr.splitlines() if "registry layer cache" in line]
-    assert warning and "not written" in warning[0] and "403" in warning[0], out.stderr
-    entry = read_report(dep_project)["api"]
-    assert entry["pushed"] and entry["cache"].startswith("not written: ")
-    assert "drefused/moltbook-api" in catalog(mirror.url)
-    assert "drefused/moltbook-api/cache" not in catalog(mirror.url)
+    assert_refused_only_warned(out, proxy, dep_project, mirror, "drefused", "not written")
+    assert read_report(dep_project)["api"]["cache"].startswith("not written: ")
 
 
 def test_a_registry_frozen_during_the_build_costs_the_cache_and_the_run_still_ends(
@@ -258,33 +263,14 @@ def test_a_registry_frozen_during_the_build_costs_the_cache_and_the_run_still_en
     reg = LocalRegistry(tmp_path / "frozen").start()
     env = push_env(mirror, storage_root, reg, MOLTBUILD_IDLE_TIMEOUT=str(idle), MOLTBUILD_BACKEND="buildah")
     build_log = dep_project / "build" / "logs" / "api.log"
+    pushing = lambda: build_log.is_file() and "--> Pushing cache" in build_log.read_text()  # noqa: E731
     try:
-        with ProcessTree() as tree, (tmp_path / "run.log").open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "invoke", *BUILD],
-                cwd=dep_project,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=tree.enter,
+        with ProcessTree() as tree:
+            code, output, seconds = run_frozen_when(
+                dep_project, list(BUILD), env, reg, tree, tmp_path / "run.log", pushing, wait=30 * idle + 60
             )
-            try:
-                deadline = time.monotonic() + 300
-                while proc.poll() is None and not (
-                    build_log.is_file() and "--> Pushing cache" in build_log.read_text()
-                ):
-                    assert time.monotonic() < deadline, "the build never pushed a cache layer"
-                    time.sleep(0.02)
-                os.kill(reg.pid, signal.SIGSTOP)
-                frozen = time.monotonic()
-                code = proc.wait(timeout=30 * idle + 60)
-                seconds = time.monotonic() - frozen
-            finally:
-                proc.kill()
-                proc.wait()
             assert tree.wait_empty(timeout=5), f"left running: {tree.cmdlines()}"
-        output = (tmp_path / "run.log").read_text()
-        assert code != 0, output[-3000:]  # the image push cannot reach a frozen registry either
+        assert code not in (None, 0), output[-3000:]  # the image push cannot reach a frozen registry either
         assert "no progress while the registry was in use" in output, output[-3000:]
         assert reg.host in output.splitlines()[-1] or reg.host in output[-1000:], output[-3000:]
         assert seconds < 10 * idle + 40, f"{seconds:.1f}s after the freeze:\n{output[-3000:]}"
