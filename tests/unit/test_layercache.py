@@ -76,3 +76,12 @@ def test_a_build_cut_for_moving_no_byte_is_a_cache_failure():
 
     tail = f"--> Pushing cache reg/app/cache:abc\nno progress for 600s {IDLE_CUT}; is the registry answering?"
     assert layercache.failure(tail).startswith("no progress while the registry was in use")
+
+
+def test_pyproject_can_turn_the_registry_cache_off(tmp_path):
+    settings = load_settings(tmp_path, environ={}, tool_config={"registry_cache": False})
+    used, why = registry_cache(BuildRequest(push=True), settings)
+    assert (
+        used is False
+        and "MOLTBUILD_REGISTRY_CACHE=False from pyproject.toml [tool.moltbuild] registry_cache" in why
+    )
