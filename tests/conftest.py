@@ -43,3 +43,13 @@ def project(tmp_path: Path) -> Path:
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "tasks.py", dest / "tasks.py")
     return dest
+
+
+@pytest.fixture()
+def fake_github():
+    """A FAKE GitHub REST API on loopback (tests/support/fake_github.py), 50-150 ms per answer."""
+    from tests.support.fake_github import FakeGitHub
+
+    fake = FakeGitHub().start()
+    yield fake
+    fake.stop()

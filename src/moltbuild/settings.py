@@ -171,6 +171,12 @@ KEYS: dict[str, KeySpec] = {
             "https://api.github.com",
         ),
         KeySpec(
+            "MOLTBUILD_GITHUB_MAX_WAIT",
+            "seconds a GitHub request may wait out rate limits before it fails",
+            "github_max_wait",
+            "300",
+        ),
+        KeySpec(
             "MOLTBUILD_IDLE_TIMEOUT",
             "seconds a push or pull may move no byte, or a registry request wait for an answer "
             "(a registry operation: 3x)",

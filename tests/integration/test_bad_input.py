@@ -191,7 +191,7 @@ CASES = [
         "semver-not-bool",
         DRY,
         "semver",
-        setup=edit("pyproject.toml", 'backend = "auto"', 'backend = "auto"\nsemver = "yes"'),
+        setup=edit("pyproject.toml", "semver = true", 'semver = "yes"'),
     ),
     Case("pyproject-invalid", DRY, "pyproject.toml", setup=edit("pyproject.toml", "[project]", "[project")),
     Case("dockerfile-no-from", DRY, "FROM", setup=write("api/Dockerfile", "RUN true\n")),

@@ -1,191 +1,127 @@
-"""`invoke gh.dispatch` / `invoke gh.runs` against a FAKE GitHub REST API (pytest-httpserver):
-GitHub itself is unreachable from these machines."""
+"""`invoke gh.dispatch` / `invoke gh.runs` as a user runs them, against the FAKE GitHub REST API
+on loopback (tests/support/fake_github.py): GitHub itself is unreachable from these machines."""
 
 from __future__ import annotations
 
-import json
+import subprocess
 
 import pytest
-from werkzeug import Request, Response
 
 from tests.integration.conftest import clean_env, invoke
 
 pytestmark = pytest.mark.integration
-TOKEN = "canary-gh-token-0123456789-not-real"
-WF = "/repos/moltbook-org/moltbook/actions/workflows/build-images.yml"
 
 
-class FakeActions:
-    """A run that appears a few polls after the dispatch, then goes queued -> in_progress -> done."""
-
-    def __init__(self, conclusion: str = "success", appear_after: int = 2):
-        self.conclusion, self.appear_after = conclusion, appear_after
-        self.dispatched: list[dict] = []
-        self.list_calls = 0
-        self.run_polls = 0
-        self.auth: set[str] = set()
-
-    def runs(self, request: Request) -> Response:
-        self.auth.add(request.headers.get("Authorization", ""))
-        self.list_calls += 1
-        old = {
-            "id": 1,
-            "run_number": 1,
-            "status": "completed",
-            "conclusion": "success",
-            "event": "push",
-            "head_branch": "main",
-            "head_sha": "a" * 40,
-            "created_at": "2026-11-28T10:00:00Z",
-            "html_url": "https://github.example/runs/1",
-        }
-        runs = [old]
-        if self.dispatched and self.list_calls > 1 + self.appear_after:
-            runs.insert(
-                0,
-                {
-                    **old,
-                    "id": 2,
-                    "run_number": 2,
-                    "event": "workflow_dispatch",
-                    "status": "queued",
-                    "conclusion": None,
-                    "html_url": "https://github.example/runs/2",
-                },
-            )
-        return Response(
-            json.dumps({"total_count": len(runs), "workflow_runs": runs}), content_type="application/json"
-        )
-
-    def dispatch(self, request: Request) -> Response:
-        self.dispatched.append(request.get_json())
-        return Response(status=204)
-
-    def _phase(self) -> str:
-        """The state of the latest run poll; the jobs endpoint agrees with it."""
-        return ["queued", "queued", "in_progress", "in_progress", "completed"][min(self.run_polls, 4)]
-
-    def run(self, request: Request) -> Response:
-        self.run_polls += 1
-        status = self._phase()
-        body = {
-            "id": 2,
-            "run_number": 2,
-            "status": status,
-            "html_url": "https://github.example/runs/2",
-            "conclusion": self.conclusion if status == "completed" else None,
-        }
-        return Response(json.dumps(body), content_type="application/json")
-
-    def jobs(self, request: Request) -> Response:
-        status = self._phase()
-        done = status == "completed"
-        steps = [
-            {"number": 1, "name": "Install moltbuild", "status": "completed", "conclusion": "success"},
-            {
-                "number": 2,
-                "name": "Build (push unless a pull request)",
-                "status": status,
-                "conclusion": self.conclusion if done else None,
-            },
-        ]
-        job = {
-            "id": 7,
-            "name": "build",
-            "status": status,
-            "conclusion": self.conclusion if done else None,
-            "steps": steps,
-        }
-        return Response(json.dumps({"total_count": 1, "jobs": [job]}), content_type="application/json")
-
-
-def gh(project, httpserver, *args):
+def gh(project, fake, *args, **extra):
     env = clean_env(
-        MOLTBUILD_GITHUB_API=httpserver.url_for("/").rstrip("/"),
-        MOLTBUILD_GITHUB_REPO="moltbook-org/moltbook",
-        GITHUB_TOKEN=TOKEN,
+        MOLTBUILD_GITHUB_API=fake.url,
+        MOLTBUILD_GITHUB_REPO=fake.repo,
+        GITHUB_TOKEN=fake.token,
+        **extra,
     )
-    return invoke(project, *args, env=env, timeout=120)
+    return invoke(project, *args, env=env, timeout=180)
 
 
-def serve(httpserver, fake: FakeActions) -> None:
-    httpserver.expect_request(f"{WF}/runs", method="GET").respond_with_handler(fake.runs)
-    httpserver.expect_request(f"{WF}/dispatches", method="POST").respond_with_handler(fake.dispatch)
-    httpserver.expect_request(
-        "/repos/moltbook-org/moltbook/actions/runs/2", method="GET"
-    ).respond_with_handler(fake.run)
-    httpserver.expect_request("/repos/moltbook-org/moltbook/actions/runs/2/jobs").respond_with_handler(
-        fake.jobs
-    )
-
-
-def test_dispatch_finds_the_delayed_run_and_watches_it_to_success(project, httpserver):
-    fake = FakeActions()
-    serve(httpserver, fake)
-    out = gh(
-        project,
-        httpserver,
-        "gh.dispatch",
-        "--watch",
-        "--interval",
-        "0.05",
-        "--input",
-        "images=api",
-        "--input",
-        "tag=rc1",
-    )
+def test_a_204_dispatch_finds_its_delayed_run_and_watches_it_through_a_502(project, fake_github):
+    fake_github.run_details = False
+    fake_github.appear_after = 2
+    fake_github.add_run(event="workflow_dispatch", created_at="2026-01-01T00:00:00Z")  # not ours
+    fake_github.fail("GET", r"/actions/runs/\d+$", 502)
+    out = gh(project, fake_github, "gh.dispatch", "--watch", "--interval", "0.05", "--input", "images=api")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert fake.dispatched == [
-        {"ref": "main", "inputs": {"images": "api", "tag": "rc1"}, "return_run_details": True}
+    assert fake_github.dispatches == [
+        {"ref": "main", "inputs": {"images": "api"}, "return_run_details": True}
     ]
-    assert fake.auth == {f"Bearer {TOKEN}"} and TOKEN not in out.stdout + out.stderr
-    text = out.stdout
-    assert "run #2: https://github.example/runs/2" in text
-    order = [text.index(s) for s in ("run #2: queued", "run #2: in_progress", "run #2: success")]
+    assert fake_github.auth == {f"Bearer {fake_github.token}"}
+    assert fake_github.token not in out.stdout + out.stderr
+    ours = fake_github.runs[0]
+    text = out.stdout + out.stderr
+    assert f"run #{ours['run_number']}: {ours['html_url']}" in text
+    assert "HTTP 502 Server Error; trying again in 1s (2/6)" in text
+    order = [text.index(f"run #{ours['run_number']}: {s}") for s in ("queued", "in_progress", "success")]
     assert order == sorted(order)
-    assert "build / Build (push unless a pull request): in_progress" in text and "run #2 succeeded" in text
+    assert f"run #{ours['run_number']} succeeded" in text
 
 
-def test_a_failed_run_exits_non_zero_naming_the_step(project, httpserver):
-    serve(httpserver, FakeActions(conclusion="failure", appear_after=0))
-    out = gh(project, httpserver, "gh.dispatch", "--watch", "--interval", "0.05")
+def test_ghes_dispatch_then_watch(project, fake_github):
+    fake_github.ghes = True
+    out = gh(project, fake_github, "gh.dispatch", "--watch", "--interval", "0.05")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "this GitHub does not know return_run_details; dispatching without it" in out.stdout + out.stderr
+    assert [sorted(d) for d in fake_github.dispatches] == [
+        ["inputs", "ref", "return_run_details"],
+        ["inputs", "ref"],
+    ]
+
+
+def test_a_failed_run_exits_non_zero_naming_the_step(project, fake_github):
+    fake_github.conclusion = "failure"
+    out = gh(project, fake_github, "gh.dispatch", "--watch", "--interval", "0.05")
     assert out.returncode != 0
-    assert (
-        "run #2 concluded failure: job build, step 'Build (push unless a pull request)' (failure)"
-        in out.stderr
-    )
+    assert "concluded failure: job build, step 'Build' (failure)" in out.stderr
 
 
 @pytest.mark.parametrize(
     "status, headers, fragment",
     [
-        (401, {}, "GITHUB_TOKEN was rejected (401 Bad credentials)"),
-        (403, {"X-RateLimit-Remaining": "10"}, "GITHUB_TOKEN lacks permission"),
+        (401, {}, "GITHUB_TOKEN was rejected (401 fault)"),
+        (403, {"X_RateLimit_Remaining": "10"}, "GITHUB_TOKEN lacks permission"),
         (404, {}, "not found in moltbook-org/moltbook"),
         (
             403,
-            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1800000000"},
-            "rate limit reached; it resets at",
+            {"Retry_After": "600"},
+            "it asks to wait 600s, more than MOLTBUILD_GITHUB_MAX_WAIT=5s allows",
         ),
-        (422, {}, "GitHub refused the request: Bad credentials"),
+        (422, {}, "GitHub refused the request: fault"),
     ],
 )
-def test_refusals_are_one_clear_line(project, httpserver, status, headers, fragment):
-    body = json.dumps({"message": "Bad credentials"})
-    httpserver.expect_request(f"{WF}/runs").respond_with_data(body, status=status, headers=headers)
-    out = gh(project, httpserver, "gh.dispatch")
+def test_refusals_are_one_clear_line(project, fake_github, status, headers, fragment):
+    fake_github.fail("GET", "/runs$", status, **headers)
+    out = gh(project, fake_github, "gh.dispatch", MOLTBUILD_GITHUB_MAX_WAIT="5")
     assert out.returncode != 0 and fragment in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert fake_github.dispatches == []
 
 
-def test_runs_lists_the_workflow_runs(project, httpserver):
-    serve(httpserver, FakeActions())
-    out = gh(project, httpserver, "gh.runs", "--limit", "5")
-    assert out.returncode == 0 and "https://github.example/runs/1" in out.stdout and "success" in out.stdout
+def test_runs_lists_more_than_a_hundred(project, fake_github):
+    made = [fake_github.add_run()["html_url"] for _ in range(160)]
+    out = gh(project, fake_github, "gh.runs", "--limit", "150")
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[-1] for line in out.stdout.splitlines()[2:]]
+    assert listed == made[::-1][:150]
 
 
-def test_missing_token_or_repository_says_which_setting(project, httpserver):
+def test_missing_token_or_repository_says_which_setting(project, fake_github):
     out = invoke(project, "gh.runs", env=clean_env(MOLTBUILD_GITHUB_REPO="moltbook-org/moltbook"))
     assert out.returncode != 0 and "gh tasks need GITHUB_TOKEN" in out.stderr
-    out = invoke(project, "gh.runs", env=clean_env(GITHUB_TOKEN=TOKEN))  # the copy has no git origin
+    out = invoke(project, "gh.runs", env=clean_env(GITHUB_TOKEN=fake_github.token))  # no git origin
     assert out.returncode != 0 and "set MOLTBUILD_GITHUB_REPO=OWNER/NAME" in out.stderr
+
+
+def test_commit_pins_opens_a_pull_request_through_the_fake_api(git_project, fake_github, tmp_path):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(git_project), str(remote)], check=True)
+    subprocess.run(["git", "-C", str(git_project), "remote", "add", "origin", str(remote)], check=True)
+    kust = git_project / "k8s" / "kustomization.yml"
+    kust.write_text(kust.read_text().replace("newTag: latest", "newTag: sha-1234567", 1))
+    head7 = subprocess.run(
+        ["git", "-C", str(git_project), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+    out = gh(git_project, fake_github, "k8s.commit-pins", "--pull-request", "--message", "Pin it")
+
+    assert out.returncode == 0, out.stderr
+    [pull] = fake_github.pulls
+    assert (pull["head"]["ref"], pull["base"]["ref"], pull["title"]) == (
+        f"moltbuild/pins-{head7}",
+        "main",
+        "Pin it",
+    )
+    assert f"pull request: {pull['html_url']}" in out.stdout + out.stderr
+    shown = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", f"moltbuild/pins-{head7}:k8s/kustomization.yml"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert shown == kust.read_text()
+    assert fake_github.token not in out.stdout + out.stderr

@@ -1,6 +1,7 @@
 """The real workflow file, run by act on this host (`-P ubuntu-latest=-self-hosted`) against a
-real registry and base mirror, with the repository's `origin` a local bare repository. act copies
-the checkout for actions/checkout; the workflow uses no other action, so every step runs."""
+real registry and base mirror, with the repository's `origin` a local bare repository (and, for a
+protected branch, the FAKE GitHub API for the pull request). act copies the checkout for
+actions/checkout; the workflow uses no other action, so every step runs."""
 
 from __future__ import annotations
 
@@ -63,16 +64,7 @@ def repo(tmp_path) -> Path:
 def run_act(repo: Path, event: str, payload: dict, env: dict[str, str], tmp_path: Path) -> str:
     event_file = tmp_path / f"{event}.json"
     event_file.write_text(json.dumps(payload))
-    settings = [
-        a
-        for k in (
-            "MOLTBUILD_REGISTRY",
-            "MOLTBUILD_INSECURE_REGISTRIES",
-            "MOLTBUILD_BASE_MIRROR",
-            "MOLTBUILD_STORAGE_ROOT",
-        )
-        for a in ("--env", f"{k}={env[k]}")
-    ]
+    settings = [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
     out = subprocess.run(
         [
             act_binary(),
@@ -110,44 +102,116 @@ def pinned(remote: Path) -> dict[str, dict]:
     return {e["name"].rsplit("/", 1)[1]: e for e in YAML(typ="safe").load(text)["images"]}
 
 
-def test_push_then_dispatch_build_verify_and_pin_through_the_real_workflow(
-    repo, mirror, storage_root, tmp_path
-):
-    (tmp_path / "home").mkdir()
-    env = {
-        "MOLTBUILD_REGISTRY": f"{mirror.host}/actwf",
+def settings(mirror, storage_root, namespace: str, **extra: str) -> dict[str, str]:
+    return {
+        "MOLTBUILD_REGISTRY": f"{mirror.host}/{namespace}",
         "MOLTBUILD_INSECURE_REGISTRIES": mirror.host,
         "MOLTBUILD_BASE_MIRROR": f"{mirror.host}/mirror",
         "MOLTBUILD_STORAGE_ROOT": str(storage_root),
+        **extra,
     }
-    before = git(repo, "rev-parse", "HEAD")
-    app = repo / "api" / "moltbook_api" / "app.py"
-    app.write_text(app.read_text() + "\n# a change to the api only\n")
-    git(repo, "commit", "-qam", "api change")
-    git(repo, "push", "-q", "origin", "main")
-    after = git(repo, "rev-parse", "HEAD")
-    push = {
-        "ref": "refs/heads/main",
+
+
+def change(repo: Path, rel: str, subject: str) -> str:
+    path = repo / rel
+    path.write_text(path.read_text() + f"\n# {subject}\n")
+    git(repo, "commit", "-qam", subject)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def push_event(before: str, after: str, ref: str = "refs/heads/main") -> dict:
+    return {
+        "ref": ref,
         "before": before,
         "after": after,
         "repository": {"full_name": "moltbook-org/moltbook", "name": "moltbook", "default_branch": "main"},
     }
-    log = run_act(repo, "push", push, env, tmp_path)
+
+
+def tags_of(mirror, name: str) -> set[str]:
+    resp = requests.get(f"{mirror.url}/v2/{name}/tags/list", timeout=10)
+    return set(resp.json()["tags"]) if resp.ok else set()
+
+
+def test_a_push_after_a_missed_run_builds_and_pins_both_then_dispatch_and_a_version_tag(
+    repo, mirror, storage_root, tmp_path
+):
+    (tmp_path / "home").mkdir()
+    env = settings(mirror, storage_root, "actwf")
+    change(repo, "moltbook-frontend/Dockerfile", "a frontend change whose run never happened")
+    after = change(repo, "api/moltbook_api/app.py", "an api change")
+    git(repo, "push", "-q", "origin", "main")
+
+    # The push event names only the last commit's parent: the registry, not the diff, decides.
+    log = run_act(repo, "push", push_event(git(repo, "rev-parse", "HEAD~1"), after), env, tmp_path)
     assert "Success - Main Verify every pushed tag in the registry" in log
     remote = tmp_path / "remote.git"
-    api = pinned(remote)["moltbook-api"]
-    assert api["newName"] == f"{mirror.host}/actwf/moltbook-api" and api["newTag"] == f"sha-{after[:7]}"
-    assert registry_digest(mirror.url, "actwf/moltbook-api", api["newTag"]) == api["digest"]
-    # only the api changed: the frontend was neither built nor pushed
-    assert requests.get(f"{mirror.url}/v2/actwf/moltbook-frontend/tags/list", timeout=10).status_code == 404
-    assert pinned(remote)["moltbook-frontend"]["newTag"] == "latest"
+    pins = pinned(remote)
+    for name in ("moltbook-api", "moltbook-frontend"):
+        assert pins[name]["newName"] == f"{mirror.host}/actwf/{name}"
+        assert pins[name]["newTag"] == f"sha-{after[:7]}"
+        assert registry_digest(mirror.url, f"actwf/{name}", pins[name]["newTag"]) == pins[name]["digest"]
+    assert git(remote, "log", "--format=%an", "-1", "main") == "github-actions[bot]"
+    assert git(remote, "rev-parse", "main~1") == after, "the pin alone, on the pushed commit"
 
-    # The local clone is now behind origin (the pin commit): the dispatch run must rebase its pin.
+    # A dispatch from the local clone, now behind origin (the pin commit): the frontend is reused
+    # with an extra tag; its pin on the remote tip is the one already there.
     dispatch = {"ref": "refs/heads/main", "inputs": {"images": "frontend", "tag": "rc1", "rebuild": False}}
     log = run_act(repo, "workflow_dispatch", dispatch, env, tmp_path)
-    assert "moved on; rebasing" in log
-    both = pinned(remote)
-    assert both["moltbook-api"] == api  # the first pin survived the rebase
-    frontend = both["moltbook-frontend"]
-    assert registry_digest(mirror.url, "actwf/moltbook-frontend", "rc1") == frontend["digest"]
-    assert git(remote, "log", "--format=%an", "-2", "main").splitlines() == ["github-actions[bot]"] * 2
+    assert "k8s/kustomization.yml: nothing to commit (origin/main has it already)" in log
+    assert pinned(remote) == pins
+    assert (
+        registry_digest(mirror.url, "actwf/moltbook-frontend", "rc1") == pins["moltbook-frontend"]["digest"]
+    )
+
+    # A version tag on main's tip: semver tags, reused images, the pin on main (never a tag branch).
+    git(repo, "pull", "-q", "--ff-only", "origin", "main")
+    git(repo, "tag", "v1.2.3")
+    git(repo, "push", "-q", "origin", "v1.2.3")
+    git(repo, "checkout", "-q", "--detach", "v1.2.3")
+    tagged = git(repo, "rev-parse", "HEAD")
+    log = run_act(repo, "push", push_event(tagged, tagged, "refs/tags/v1.2.3"), env, tmp_path)
+    for name in ("moltbook-api", "moltbook-frontend"):
+        assert {"1.2.3", "1.2", "1", "v1.2.3", f"sha-{tagged[:7]}"} <= tags_of(mirror, f"actwf/{name}")
+        assert pinned(remote)[name]["newTag"] == f"sha-{tagged[:7]}"
+    assert "a run on tag v1.2.3: pinning on origin/main, whose tip it is" in log
+    assert git(remote, "branch", "--list") == "* main"
+
+
+def test_a_protected_remote_gets_a_pull_request_through_the_api(repo, mirror, storage_root, tmp_path):
+    from tests.support.fake_github import FakeGitHub
+
+    (tmp_path / "home").mkdir()
+    remote = tmp_path / "remote.git"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        '#!/bin/sh\nwhile read old new ref; do\n  if [ "$ref" = refs/heads/main ]; then\n'
+        '    echo "error: GH006: Protected branch update failed for $ref." >&2; exit 1\n  fi\ndone\n'
+    )
+    hook.chmod(0o755)
+    fake = FakeGitHub(token=CANARY).start()
+    try:
+        env = settings(
+            mirror,
+            storage_root,
+            "actpr",
+            MOLTBUILD_GITHUB_API=fake.url,
+            MOLTBUILD_GITHUB_REPO=fake.repo,
+        )
+        before = git(repo, "rev-parse", "HEAD")
+        after = change(repo, "api/moltbook_api/app.py", "an api change")
+        git(repo, "push", "-q", "origin", f"{after}:refs/heads/incoming")  # main is protected
+        git(remote, "update-ref", "refs/heads/main", after)  # as a merged pull request would
+        log = run_act(repo, "push", push_event(before, after), env, tmp_path)
+    finally:
+        fake.stop()
+    branch = f"moltbuild/pins-{after[:7]}"
+    [pull] = fake.pulls
+    assert (pull["head"]["ref"], pull["base"]["ref"]) == (branch, "main")
+    assert f"pull request: {pull['html_url']}" in log
+    assert git(remote, "rev-parse", "main") == after, "the protected branch is untouched"
+    text = git(remote, "show", f"{branch}:k8s/kustomization.yml")
+    api = {e["name"].rsplit("/", 1)[1]: e for e in YAML(typ="safe").load(text)["images"]}["moltbook-api"]
+    assert api["newTag"] == f"sha-{after[:7]}"
+    assert registry_digest(mirror.url, "actpr/moltbook-api", api["newTag"]) == api["digest"]
+    assert fake.auth == {f"Bearer {CANARY}"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ class FakeKubernetes(kmock.KubernetesEmulator):
             "v1/pods",
             "v1/secrets",
             "v1/serviceaccounts",
+            "v1/events",
             "batch/v1/jobs",
             "rbac.authorization.k8s.io/v1/roles",
             "rbac.authorization.k8s.io/v1/rolebindings",
@@ -57,6 +59,11 @@ class FakeKubernetes(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.endswith("/selfsubjectaccessreviews"):
             return await self._review(raw_request)
+        namespace = re.fullmatch(r"/api/v1/namespaces/([^/]+)", raw_request.path)
+        if namespace and raw_request.method == "GET":  # every namespace exists (kmock stores none)
+            return aiohttp.web.json_response(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.group(1)}}
+            )
         if (
             raw_request.path.endswith("/exec")
             and raw_request.headers.get("Upgrade", "").lower() == "websocket"
@@ -68,6 +75,10 @@ class FakeKubernetes(kmock.KubernetesEmulator):
         pod = raw_request.path.rstrip("/").split("/")[-2]
         ws = aiohttp.web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
         await ws.prepare(raw_request)  # type: ignore[arg-type]
+        command = raw_request.query.getall("command", [])
+        # The command reads what `head -c N` lets through, then exits, as a real one would.
+        wanted = re.search(r"head -c (\d+)", " ".join(command))
+        size = int(wanted.group(1)) if wanted else None
         data = bytearray()
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
@@ -76,7 +87,9 @@ class FakeKubernetes(kmock.KubernetesEmulator):
                 break
             if msg.data[:1] == b"\x00":
                 data += msg.data[1:]
-        self.exec_commands[pod] = raw_request.query.getall("command", [])
+            if size is not None and len(data) >= size:
+                break
+        self.exec_commands[pod] = command
         self.delivered[pod] = bytes(data)
         await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
         await ws.close()

@@ -205,7 +205,7 @@ def test_help_describes_every_flag(cli, name):
         if line.startswith("  -"):
             m = re.match(r"^  (-.*?)\s{2,}(\S.*)$", line)
             assert m, f"{name}: a flag without help: {line!r}"
-            longs = re.findall(r"--([a-z][\w-]*)", m.group(1))
+            longs = re.findall(r"--(?:\[no-\])?([a-z][\w-]*)", m.group(1))  # --[no-]push too
             described[longs[-1]] = m.group(2)
     target = NS[name]
     flags = {arg.name.replace("_", "-") for arg in target.get_arguments()}
@@ -245,7 +245,7 @@ def test_a_bad_flag_is_one_line_exit_2_naming_it(cli, record, argv, flag, flow):
 def test_gh_dispatch_checks_its_seconds_flags(cli, record, monkeypatch, flag, value):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     line = one_line_error(cli("gh.dispatch", flag, value), 2)
     assert flag in line and repr(value) in line
     assert dispatched.calls == []
@@ -259,7 +259,7 @@ def test_gh_dispatch_bad_timeout_is_named_before_the_repository_is_looked_up(cli
 def test_a_bad_input_pair_names_the_flag(cli, record, monkeypatch):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     line = one_line_error(cli("gh.dispatch", "--input", "images"), 2)
     assert "--input 'images'" in line and dispatched.calls == []
 
@@ -526,6 +526,14 @@ def test_kaniko_build_without_flags_leaves_the_settings_alone(cli, record):
     assert request.push and request.jobs == 2
     for key in ("MOLTBUILD_KUBE_NAMESPACE", "MOLTBUILD_KANIKO_KEEP", "MOLTBUILD_KANIKO_TIMEOUT"):
         assert not session.settings.source(key).startswith("flag"), key
+
+
+@pytest.mark.parametrize(("flag", "push"), [("--push", True), ("--no-push", False)])
+def test_kaniko_build_push_is_the_default_and_can_be_said_or_refused(cli, record, flag, push):
+    built = record("moltbuild.flows.build.build_images", result=[])
+    assert cli("kaniko.build", flag).code == 0
+    (_, request), _ = built.one()
+    assert request.push is push
 
 
 def test_kaniko_build_dry_run_renders_jobs_in_the_flag_namespace(cli):
@@ -889,15 +897,18 @@ def test_k8s_commit_pins_commits_the_project_kustomization(cli, record):
     assert files == [root / "k8s" / "kustomization.yml"]
     assert (kwargs["attempts"], kwargs["remote"], kwargs["branch"]) == (5, "up", "pins")
     assert kwargs["message"] == "Pin images built by moltbuild"
+    assert kwargs["pull_request"] is False and callable(kwargs["open_pull"])
     (_, files), kwargs = committed.calls[1]
     assert files == [Path("other.yml")]
     assert (kwargs["attempts"], kwargs["message"], kwargs["remote"]) == (3, "m", "origin")
+    assert cli("k8s.commit-pins", "--pull-request").code == 0
+    assert committed.calls[2][1]["pull_request"] is True
 
 
 def test_gh_dispatch_reaches_dispatch_and_watch(cli, record, monkeypatch):
     monkeypatch.setenv("MOLTBUILD_GITHUB_REPO", "octo/moltbook")
     monkeypatch.setenv("GITHUB_TOKEN", CANARY)
-    dispatched = record("moltbuild.ci.github.dispatch_and_watch")
+    dispatched = record("moltbuild.ci.dispatch.dispatch_and_watch")
     argv = ["gh.dispatch", "--ref", "rel", "--input", "images=api", "--input", "tag=rc1", "--watch"]
     assert cli(*argv, "--timeout", "90", "--interval", "2.5").code == 0
     (client,), kwargs = dispatched.one()

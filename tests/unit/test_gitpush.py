@@ -1,7 +1,10 @@
-"""moltbuild.ci.pins against a real bare repository in tmp_path: commit the pin, push, rebase, retry."""
+"""moltbuild.ci.pins against a real bare repository in tmp_path: the pin alone on the remote tip,
+retried when the tip moves, a pull request (against the fake GitHub API) when the branch is
+protected, the default branch or nothing for a run on a tag."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,8 +12,11 @@ from types import SimpleNamespace
 import pytest
 
 from moltbuild.ci import pins as gitpush
+from moltbuild.ci.backoff import Backoff
+from moltbuild.ci.github import GitHub
 from moltbuild.ci.pins import BOT_EMAIL, BOT_NAME, commit_and_push
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
+from moltbuild.settings import Secret
 from moltbuild.system.processes import Runner
 
 MESSAGE = "Pin images built by moltbuild"
@@ -23,6 +29,11 @@ resources:
 images:
   - name: ghcr.io/ardenone/moltbook-api
     newName: ghcr.io/ardenone/moltbook-api
+    newTag: latest
+"""
+FRONTEND = """\
+  - name: ghcr.io/ardenone/moltbook-frontend
+    newName: ghcr.io/ardenone/moltbook-frontend
     newTag: latest
 """
 PINNED = KUSTOMIZATION.replace("newTag: latest", "newTag: sha-abc1234\n    digest: sha256:" + "1" * 64)
@@ -110,11 +121,12 @@ def subjects(r: Repos, ref: str = "main") -> list[str]:
     return r.origin("log", "--format=%s", ref).splitlines()
 
 
-def test_the_pin_is_committed_as_the_bot_and_pushed(repos, naps):
+def test_the_pin_is_committed_as_the_bot_and_pushed_alone(repos, naps):
     repos.kust.write_text(PINNED)
     (repos.work / "README.md").write_text("a local edit that is not the pin\n")
     (repos.work / "notes.txt").write_text("staged by someone, not the pin\n")
     repos.git(repos.work, "add", "notes.txt")
+    local = repos.git(repos.work, "rev-parse", "HEAD")
 
     assert repos.push() is True
 
@@ -125,55 +137,83 @@ def test_the_pin_is_committed_as_the_bot_and_pushed(repos, naps):
     assert repos.origin("show", "main:k8s/kustomization.yml") + "\n" == PINNED
     assert repos.origin("show", "--name-only", "--format=", "main") == "k8s/kustomization.yml"
     status = repos.runner.run(["git", "-C", str(repos.work), "status", "--porcelain"]).stdout.splitlines()
-    assert status == [" M README.md", "A  notes.txt"], "other edits, staged or not, stay uncommitted"
-    assert repos.lines == [f"pushed {MESSAGE!r} to origin/main"]
+    assert status == [" M README.md", " M k8s/kustomization.yml", "A  notes.txt"], "the checkout is untouched"
+    assert repos.git(repos.work, "rev-parse", "HEAD") == local
+    pin = repos.origin("rev-parse", "--short=7", "main")
+    assert repos.lines == [f"pushed {MESSAGE!r} to origin/main ({pin}, the pin alone)"]
     assert naps == []
 
 
-def test_the_identity_comes_from_the_environment_when_given(repos):
+def test_an_unpushed_local_commit_stays_local(repos, naps):
+    (repos.work / "secret-plan.md").write_text("not ready\n")
+    repos.git(repos.work, "add", "secret-plan.md")
+    repos.git(repos.work, "commit", "-q", "-m", "Local work, not pushed")
     repos.kust.write_text(PINNED)
-    environ = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "release@example.org"}
-    assert repos.push(environ=environ) is True
-    assert repos.origin("log", "-1", "--format=%an <%ae>", "main") == "Release Bot <release@example.org>"
+
+    assert repos.push() is True
+
+    assert subjects(repos) == [MESSAGE, "Initial"]
+    assert repos.origin("ls-tree", "-r", "--name-only", "main").split() == [
+        "README.md",
+        "k8s/kustomization.yml",
+    ]
+    assert repos.git(repos.work, "log", "--format=%s") == "Local work, not pushed\nInitial"
 
 
-def test_a_new_untracked_pin_file_is_committed(repos):
-    pins = repos.work / "k8s" / "pins.yml"
-    pins.write_text("api: sha-abc1234\n")
-    assert commit_and_push(repos.work, [pins], runner=repos.runner, environ={}, message=MESSAGE) is True
-    assert repos.origin("show", "main:k8s/pins.yml") == "api: sha-abc1234"
-
-
-def test_nothing_to_commit(repos):
-    (repos.work / "README.md").write_text("dirty, but not the pin\n")
-    head = repos.origin("rev-parse", "main")
-    local = repos.git(repos.work, "rev-parse", "HEAD")
-
-    assert repos.push() is False
-
-    assert repos.lines == ["k8s/kustomization.yml: nothing to commit"]
-    assert repos.origin("rev-parse", "main") == head
-    assert repos.git(repos.work, "rev-parse", "HEAD") == local
-
-
-def test_a_moved_remote_tip_is_rebased_on_and_pushed_again(repos, naps):
+def test_a_remote_that_moved_before_the_pin_gets_it_on_its_tip(repos, naps):
     repos.push_from_other("k8s/api.yml", "kind: Deployment\n", "Someone else's change")
+    (repos.work / "README.md").write_text("dirty tracked file\n")
     repos.kust.write_text(PINNED)
 
     assert repos.push() is True
 
     assert subjects(repos) == [MESSAGE, "Someone else's change", "Initial"]
-    assert repos.origin("rev-list", "--merges", "main") == "", "rebased, not merged"
-    assert repos.origin("show", "main:k8s/kustomization.yml") + "\n" == PINNED
     assert repos.origin("show", "main:k8s/api.yml") == "kind: Deployment"
-    assert repos.lines == [
-        "origin/main moved on; rebasing and trying again (2/3)",
-        f"pushed {MESSAGE!r} to origin/main",
-    ]
+    assert repos.origin("show", "main:README.md") == "moltbook", "the dirty file was not carried"
+    assert naps == []
+
+
+def test_a_tip_that_moves_during_the_push_is_pinned_on_again(repos, naps, monkeypatch):
+    real_tip = gitpush.Pins.tip
+    calls: list[str] = []
+
+    def tip_then_someone_pushes(self, branch):
+        found = real_tip(self, branch)
+        if not calls:  # between our fetch and our push, another run pins first
+            repos.push_from_other("k8s/api.yml", "kind: Deployment\n", "Another run's pin")
+        calls.append(found)
+        return found
+
+    monkeypatch.setattr(gitpush.Pins, "tip", tip_then_someone_pushes)
+    repos.kust.write_text(PINNED)
+
+    assert repos.push() is True
+
+    assert subjects(repos) == [MESSAGE, "Another run's pin", "Initial"]
+    assert repos.origin("rev-list", "--merges", "main") == ""
+    assert len(set(calls)) == 2
+    assert repos.lines[0] == "origin/main moved on; pinning on its new tip (2/3)"
     assert naps == [1]
 
 
-def test_a_conflicting_pin_is_a_clear_error_and_the_rebase_is_undone(repos, naps):
+def test_another_runs_pin_of_another_image_survives(repos, naps):
+    two = KUSTOMIZATION + FRONTEND
+    repos.kust.write_text(two)
+    repos.git(repos.work, "commit", "-q", "-am", "Two images")
+    repos.git(repos.work, "push", "-q", "origin", "main")
+    theirs = two.replace(
+        "moltbook-frontend\n    newTag: latest", "moltbook-frontend\n    newTag: sha-fff0000"
+    )
+    repos.push_from_other("k8s/kustomization.yml", theirs, "Pinned the frontend")
+    repos.kust.write_text(two.replace("newTag: latest", "newTag: sha-abc1234", 1))
+
+    assert repos.push() is True
+
+    pinned = repos.origin("show", "main:k8s/kustomization.yml")
+    assert "newTag: sha-abc1234" in pinned and "newTag: sha-fff0000" in pinned and "latest" not in pinned
+
+
+def test_a_conflicting_pin_is_a_clear_error_and_nothing_is_pushed(repos, naps):
     repos.push_from_other(
         "k8s/kustomization.yml", KUSTOMIZATION.replace("latest", "sha-9999999"), "Pinned by another run"
     )
@@ -183,105 +223,206 @@ def test_a_conflicting_pin_is_a_clear_error_and_the_rebase_is_undone(repos, naps
     with pytest.raises(MoltbuildError) as err:
         repos.push()
 
-    message = err.value.message
-    assert message.startswith("rebasing the pin onto origin/main failed (")
-    assert message.endswith("someone changed the same lines: pin again on the new head")
-    assert repos.origin("rev-parse", "main") == theirs, "nothing of ours reached the remote"
-    git_dir = repos.work / ".git"
-    assert not (git_dir / "rebase-merge").exists() and not (git_dir / "rebase-apply").exists()
-    assert repos.git(repos.work, "symbolic-ref", "--short", "HEAD") == "main"
-    assert repos.git(repos.work, "log", "-1", "--format=%s") == MESSAGE
-    assert repos.kust.read_text() == PINNED
-    assert naps == []
-
-
-def test_a_conflict_error_is_one_line_naming_the_conflicting_file(repos, naps):
-    repos.push_from_other(
-        "k8s/kustomization.yml", KUSTOMIZATION.replace("latest", "sha-9999999"), "Pinned by another run"
+    assert err.value.message == (
+        "pinning on origin/main failed (conflict in k8s/kustomization.yml): someone changed the same "
+        "lines: pin again on the new head"
     )
-    repos.kust.write_text(PINNED)
-    with pytest.raises(MoltbuildError) as err:
-        repos.push()
-    assert "\n" not in err.value.message
-    assert "k8s/kustomization.yml" in err.value.message
+    assert repos.origin("rev-parse", "main") == theirs
+    assert repos.kust.read_text() == PINNED
+    assert repos.git(repos.work, "status", "--porcelain") == "M k8s/kustomization.yml"
+
+
+def test_nothing_to_commit_when_the_remote_has_the_pin(repos):
+    (repos.work / "README.md").write_text("dirty, but not the pin\n")
+    head = repos.origin("rev-parse", "main")
+    assert repos.push() is False
+    assert repos.lines == ["k8s/kustomization.yml: nothing to commit (origin/main has it already)"]
+    assert repos.origin("rev-parse", "main") == head
 
 
 def test_a_remote_that_keeps_moving_exhausts_the_attempts(repos, monkeypatch):
+    real_tip = gitpush.Pins.tip
+
+    def tip_then_someone_pushes(self, branch):
+        found = real_tip(self, branch)
+        n = len(subjects(repos))
+        repos.push_from_other(f"k8s/other-{n}.yml", "x: 1\n", f"Other pin {n}")
+        return found
+
     slept: list[float] = []
-
-    def meanwhile(seconds: float) -> None:  # during each pause another run pins first
-        slept.append(seconds)
-        repos.push_from_other(f"k8s/other-{seconds}.yml", "x: 1\n", f"Other pin {seconds}")
-
-    monkeypatch.setattr(gitpush, "time", SimpleNamespace(sleep=meanwhile))
-    repos.push_from_other("k8s/other-0.yml", "x: 0\n", "Other pin 0")
+    monkeypatch.setattr(gitpush, "time", SimpleNamespace(sleep=slept.append))
+    monkeypatch.setattr(gitpush.Pins, "tip", tip_then_someone_pushes)
     repos.kust.write_text(PINNED)
 
     with pytest.raises(MoltbuildError) as err:
         repos.push(attempts=3)
 
     assert err.value.message.startswith("git push to origin/main failed after 3 attempt(s): error: ")
-    assert "failed to push some refs" in err.value.message
     assert slept == [1, 2]
-    assert subjects(repos)[0] == "Other pin 2"
     assert MESSAGE not in subjects(repos)
-    assert [line for line in repos.lines if "moved on" in line] == [
-        "origin/main moved on; rebasing and trying again (2/3)",
-        "origin/main moved on; rebasing and trying again (3/3)",
+
+
+def protect(bare: Path, *, everything: bool = False) -> None:
+    """A pre-receive hook that refuses main like GitHub refuses a protected branch."""
+    refuse = "true" if everything else '[ "$ref" = refs/heads/main ]'
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        f"  if {refuse}; then\n"
+        '    echo "error: GH006: Protected branch update failed for $ref." >&2\n'
+        '    echo "error: Changes must be made through a pull request." >&2\n'
+        "    exit 1\n  fi\ndone\n"
+    )
+    hook.chmod(0o755)
+
+
+def test_a_protected_branch_gets_a_pull_request(repos, naps, fake_github):
+    protect(repos.bare)
+    repos.kust.write_text(PINNED)
+    head7 = repos.git(repos.work, "rev-parse", "--short=7", "HEAD")
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token))
+
+    assert repos.push(open_pull=gh.pull_request) is True
+
+    assert subjects(repos) == ["Initial"], "main untouched"
+    assert subjects(repos, f"moltbuild/pins-{head7}") == [MESSAGE, "Initial"]
+    [pull] = fake_github.pulls
+    assert (pull["head"]["ref"], pull["base"]["ref"], pull["title"]) == (
+        f"moltbuild/pins-{head7}",
+        "main",
+        MESSAGE,
+    )
+    assert repos.lines[0].startswith(
+        "origin/main refused the push (remote: error: GH006: Protected branch update failed"
+    )
+    assert repos.lines[-1] == f"pull request: {pull['html_url']}"
+    assert naps == [], "a refusal is not retried"
+
+
+def test_the_pull_request_of_a_second_run_is_the_open_one(repos, fake_github):
+    protect(repos.bare)
+    repos.kust.write_text(PINNED)
+    backoff = Backoff(sleep=lambda s: None, say=repos.lines.append)
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token), backoff=backoff)
+    repos.push(open_pull=gh.pull_request)
+    repos.lines.clear()
+    repos.push(open_pull=gh.pull_request)
+    assert len(fake_github.pulls) == 1
+    head = fake_github.pulls[0]["head"]["ref"]
+    assert repos.lines[-2:] == [
+        f"pull request {head} -> main: one is open already (the branch now holds this pin)",
+        f"pull request: {fake_github.pulls[0]['html_url']}",
     ]
 
 
-def test_one_attempt_means_no_rebase(repos, naps):
-    repos.push_from_other("k8s/api.yml", "kind: Deployment\n", "Someone else's change")
-    before = repos.git(repos.work, "log", "--format=%s")
+def test_a_token_that_may_not_open_pull_requests_says_what_it_needs(repos, fake_github):
+    protect(repos.bare)
     repos.kust.write_text(PINNED)
-
+    fake_github.fail(
+        "POST", "/pulls$", 403, message="GitHub Actions is not permitted to create pull requests"
+    )
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token))
     with pytest.raises(MoltbuildError) as err:
-        repos.push(attempts=1)
+        repos.push(open_pull=gh.pull_request)
+    head7 = repos.git(repos.work, "rev-parse", "--short=7", "HEAD")
+    message = err.value.message
+    assert f"the pin is on origin/moltbuild/pins-{head7} but no pull request was opened: " in message
+    assert (
+        "GITHUB_TOKEN lacks permission (GitHub Actions is not permitted to create pull requests)" in message
+    )
+    assert "pull-requests: write" in message and "\n" not in message
 
-    assert err.value.message.startswith("git push to origin/main failed after 1 attempt(s): error: ")
-    assert naps == []
-    assert repos.git(repos.work, "log", "--format=%s") == f"{MESSAGE}\n{before}", "the pin stays committed"
-    assert not any("moved on" in line for line in repos.lines)
 
-
-def test_a_push_refused_for_another_reason_is_not_retried(repos, naps):
-    hook = repos.bare / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'error: pins need a review' >&2\nexit 1\n")
-    hook.chmod(0o755)
+def test_pull_request_flag_opens_one_without_trying_the_branch(repos, fake_github):
     repos.kust.write_text(PINNED)
+    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token))
+    assert repos.push(pull_request=True, open_pull=gh.pull_request) is True
+    assert subjects(repos) == ["Initial"] and len(fake_github.pulls) == 1
+    assert repos.lines[0].startswith("--pull-request: pushed the pin to origin/moltbuild/pins-")
 
+
+def test_a_protected_branch_without_github_says_where_the_pin_is(repos):
+    protect(repos.bare)
+    repos.kust.write_text(PINNED)
+    with pytest.raises(MoltbuildError) as err:
+        repos.push()
+    assert "refused the push (remote: error: GH006" in err.value.message
+    assert err.value.message.endswith("open a pull request from it")
+
+
+def test_a_remote_that_refuses_everything(repos, naps):
+    protect(repos.bare, everything=True)
+    repos.kust.write_text(PINNED)
     with pytest.raises(MoltbuildError) as err:
         repos.push(attempts=3)
-
-    assert err.value.message == (
-        "git push to origin/main failed after 1 attempt(s): remote: error: pins need a review"
+    assert "pushing the pin to origin/moltbuild/pins-" in err.value.message
+    assert err.value.message.endswith(
+        "for a pull request failed too: remote: error: GH006: Protected "
+        "branch update failed for refs/heads/moltbuild/pins-"
+        + repos.git(repos.work, "rev-parse", "--short=7", "HEAD")
+        + "."
     )
-    assert naps == []
-    assert subjects(repos) == ["Initial"]
+    assert naps == [] and subjects(repos) == ["Initial"]
 
 
 def test_a_remote_that_does_not_exist(repos, naps):
     repos.kust.write_text(PINNED)
     with pytest.raises(MoltbuildError) as err:
         repos.push(remote="upstream")
-    assert err.value.message.startswith("git push to upstream/main failed after 1 attempt(s): fatal: ")
-    assert "'upstream' does not appear to be a git repository" in err.value.message
+    assert err.value.message.startswith("reading the branches of upstream failed: fatal: ")
 
 
-def test_an_explicit_branch_is_pushed_to(repos):
+def test_an_explicit_new_branch_starts_from_the_remote_head(repos):
     repos.kust.write_text(PINNED)
     assert repos.push(branch="pins/auto", environ={"GITHUB_REF_NAME": "main"}) is True
     assert subjects(repos, "pins/auto") == [MESSAGE, "Initial"]
     assert subjects(repos) == ["Initial"]
-    assert repos.lines == [f"pushed {MESSAGE!r} to origin/pins/auto"]
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"GITHUB_REF_TYPE": "tag", "GITHUB_REF_NAME": "v1.2.3", "GITHUB_REF": "refs/tags/v1.2.3"},
+        {"GITHUB_REF_NAME": "v1.2.3", "GITHUB_REF": "refs/tags/v1.2.3"},
+        {"GITHUB_REF_NAME": "v1.2.3"},  # a dispatch on a tag: the remote knows it is one
+    ],
+    ids=["push-tag", "ref-only", "remote-tag"],
+)
+def test_a_run_on_a_tag_pins_the_default_branch_when_the_tag_is_its_tip(repos, environ):
+    repos.git(repos.work, "tag", "v1.2.3")
+    repos.git(repos.work, "push", "-q", "origin", "v1.2.3")
+    repos.git(repos.work, "checkout", "-q", "--detach", "v1.2.3")
+    repos.kust.write_text(PINNED)
+
+    assert repos.push(environ=environ) is True
+
+    assert subjects(repos) == [MESSAGE, "Initial"]
+    assert repos.origin("branch", "--list") == "* main", "no branch named after the tag"
+    assert repos.lines[0] == "a run on tag v1.2.3: pinning on origin/main, whose tip it is"
+
+
+def test_a_run_on_an_older_tag_pins_nothing(repos):
+    repos.git(repos.work, "tag", "v1.2.3")
+    repos.git(repos.work, "push", "-q", "origin", "v1.2.3")
+    repos.push_from_other("k8s/api.yml", "kind: Deployment\n", "Later work")
+    repos.git(repos.work, "checkout", "-q", "--detach", "v1.2.3")
+    head = repos.origin("rev-parse", "main")
+    repos.kust.write_text(PINNED)
+
+    assert repos.push(environ={"GITHUB_REF_TYPE": "tag", "GITHUB_REF_NAME": "v1.2.3"}) is False
+
+    assert repos.origin("rev-parse", "main") == head and repos.origin("branch", "--list") == "* main"
+    assert repos.lines == [
+        "a run on tag v1.2.3, whose commit is not the tip of origin/main: not pinning (pins go to the "
+        "default branch or nowhere, never to a branch named after a tag)"
+    ]
 
 
 @pytest.mark.parametrize(
     ("environ", "branch"),
     [
         ({"GITHUB_REF_NAME": "main"}, "main"),
-        ({"GITHUB_HEAD_REF": "feature/pins", "GITHUB_REF_NAME": "12/merge"}, "feature/pins"),
+        ({"GITHUB_HEAD_REF": "main", "GITHUB_REF_NAME": "12/merge"}, "main"),
     ],
     ids=["push", "pull_request"],
 )
@@ -296,25 +437,19 @@ def test_a_detached_head_without_a_branch_is_a_config_error(repos):
     repos.git(repos.work, "checkout", "-q", "--detach")
     head = repos.git(repos.work, "rev-parse", "HEAD")
     repos.kust.write_text(PINNED)
-
     with pytest.raises(ConfigError) as err:
         repos.push(environ={"GITHUB_SHA": head})
-
     assert "pass --branch" in err.value.message and "GITHUB_REF_NAME" in err.value.message
-    assert repos.git(repos.work, "rev-parse", "HEAD") == head, "nothing was committed"
 
 
-def test_branch_prefers_the_checked_out_branch_over_the_environment(repos):
-    repos.git(repos.work, "checkout", "-q", "-b", "work-branch")
-
-    def git(*args, check=True):
-        return repos.runner.run(["git", "-C", str(repos.work), *args], check=check, mutates=False)
-
-    environ = {"GITHUB_HEAD_REF": "feature/pins", "GITHUB_REF_NAME": "main"}
-    assert gitpush._branch(git, environ) == "work-branch"
-    repos.git(repos.work, "checkout", "-q", "--detach")
-    assert gitpush._branch(git, environ) == "feature/pins"
-    assert gitpush._branch(git, {"GITHUB_HEAD_REF": "", "GITHUB_REF_NAME": "main"}) == "main"
+def test_crlf_and_a_byte_order_mark_are_pushed_byte_for_byte(repos):
+    data = ("\ufeff" + PINNED).replace("\n", "\r\n").encode()
+    repos.kust.write_bytes(data)
+    assert repos.push() is True
+    blob = repos.runner.run(["git", "--git-dir", str(repos.bare), "rev-parse", "main:k8s/kustomization.yml"])
+    sha = blob.stdout.strip()
+    local = repos.runner.run(["git", "hash-object", "--no-filters", str(repos.kust)]).stdout.strip()
+    assert sha == local
 
 
 def test_a_dry_run_changes_nothing(repos):
@@ -328,7 +463,8 @@ def test_a_dry_run_changes_nothing(repos):
     assert repos.origin("rev-parse", "main") == head
     assert repos.git(repos.work, "rev-parse", "HEAD") == head
     assert repos.git(repos.work, "status", "--porcelain") == "M k8s/kustomization.yml"
-    assert any(line.endswith("push origin HEAD:refs/heads/main") for line in lines)
+    assert any(re.search(r"push -q origin [0-9a-f]{40}:refs/heads/main$", line) for line in lines)
+    assert not any(line.startswith("pushed") for line in lines)
 
 
 def test_zero_attempts_is_refused_instead_of_reporting_a_push(repos):

@@ -10,6 +10,7 @@ pytest-httpserver on 127.0.0.1. No root, no system tool, no fixed port."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -210,7 +211,8 @@ def test_a_job_gets_the_context_reports_its_digest_and_is_deleted(project, fake,
     # streamed into the init container, which the Job's template makes wait for .ready
     (init,) = job.spec.template.spec.init_containers
     command = fake.fake.exec_commands[pod]
-    assert command[:2] == ["sh", "-c"] and "tar -xzf - -C /workspace" in command[2]
+    assert command[:2] == ["sh", "-c"] and "| tar -xzf - -C /workspace" in command[2]
+    assert f"head -c {len(fake.fake.delivered[pod])} |" in command[2]  # the length it was sent
     assert "/workspace/.ready" in command[2] and "/workspace/.ready" in " ".join(init.command)
     # the Job: in the namespace, pushing every tag
     assert job.metadata.namespace == NAMESPACE
@@ -369,8 +371,8 @@ def test_a_context_that_does_not_unpack_fails_with_the_output(project, fake, tmp
     async def tar_fails(self, raw_request):
         ws = aiohttp.web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
         await ws.prepare(raw_request)
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.BINARY and msg.data[:2] == b"\xff\x00":
+        async for msg in ws:  # tar gives up on the first bytes it reads
+            if msg.type == aiohttp.WSMsgType.BINARY and msg.data[:1] == b"\x00":
                 break
         await ws.send_bytes(b"\x02tar: invalid magic\n")
         status = {"status": "Failure", "details": {"causes": [{"reason": "ExitCode", "message": "2"}]}}
@@ -401,7 +403,7 @@ def test_a_pod_that_never_comes_times_out(project, fake, tmp_path):
     with pytest.raises(JobError) as caught:
         future.result(timeout=10)
     assert caught.value.message == (
-        "timed out after 1s waiting for the Job's pod to be scheduled (MOLTBUILD_KANIKO_TIMEOUT)"
+        "timed out after 1s waiting for the Job's pod to be created (MOLTBUILD_KANIKO_TIMEOUT)"
     )
     assert 1 <= time.monotonic() - began < 5
     assert fake.jobs() == []
@@ -598,8 +600,9 @@ def test_exec_stdin_delivers_every_byte_and_logs_stream_lines(fake):
         {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
     )
     data = bytes(range(256)) * 9000  # > 2 MiB: sent in several frames
-    assert cluster.exec_stdin("p", "c", ["cat"], data, timeout=5) == (0, "")
-    assert fake.fake.delivered["p"] == data and fake.fake.exec_commands["p"] == ["cat"]
+    command = ["sh", "-c", f"head -c {len(data)} | cat"]  # ends by itself: stdin is never closed
+    assert cluster.exec_stdin("p", "c", command, data, timeout=5) == (0, "")
+    assert fake.fake.delivered["p"] == data and fake.fake.exec_commands["p"] == command
     fake.serve_log("p", "one\ntwo\nno newline at the end")
     assert list(cluster.logs("p", "c")) == ["one", "two", "no newline at the end"]
 
@@ -634,3 +637,72 @@ def test_a_cluster_going_away_mid_build_is_a_cluster_error(project, tmp_path, mo
         going.wait_for_job(timeout=10)
     with pytest.raises(ClusterError, match=r"does not answer"):
         future.result(timeout=10)
+
+
+def _warn(fake: FakeCluster, kind: str, name: str, reason: str, message: str) -> None:
+    fake.core.create_namespaced_event(
+        NAMESPACE,
+        {
+            "metadata": {"name": f"{name}.{reason.lower()}"},
+            "involvedObject": {"kind": kind, "name": name, "namespace": NAMESPACE},
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+        },
+    )
+
+
+def test_a_job_refused_its_pod_fails_at_once_naming_the_policy(project, fake, tmp_path):
+    """Pod Security `restricted`: the Job controller's FailedCreate event says why; no waiting
+    for the timeout (30 minutes by default)."""
+    backend = backend_for(project, [])
+    backend.open(RunSpec(tmp_path))
+    future = start(backend, image_for(project), JobLog("[api] "))
+    job = fake.wait_for_job(timeout=10)
+    _warn(fake, "Job", "some-other-job", "FailedCreate", "not ours")  # another Job's event is not read
+    refusal = (
+        'pods "x" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false'
+    )
+    _warn(fake, "Job", job.metadata.name, "FailedCreate", refusal)
+    with pytest.raises(JobError) as caught:
+        future.result(timeout=10)
+    assert caught.value.message.startswith(
+        f'Job {job.metadata.name} cannot create its pod: pods "x" is forbidden'
+    )
+    assert 'PodSecurity "restricted:latest"' in caught.value.message
+    assert "pod-security.kubernetes.io/enforce=baseline" in caught.value.message
+    assert fake.jobs() == []  # deleted on the way out
+
+
+def test_a_failed_job_condition_ends_the_wait(project, fake, tmp_path):
+    backend = backend_for(project, [])
+    backend.open(RunSpec(tmp_path))
+    future = start(backend, image_for(project), JobLog("[api] "))
+    job = fake.wait_for_job(timeout=10)
+    condition = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}
+    fake.batch.patch_namespaced_job_status(
+        job.metadata.name, NAMESPACE, {"status": {"conditions": [condition]}}
+    )
+    with pytest.raises(JobError, match=rf"^Job {job.metadata.name} failed: DeadlineExceeded: too slow$"):
+        future.result(timeout=10)
+
+
+def test_an_unschedulable_pod_fails_naming_the_schedulers_reason(project, fake, tmp_path, monkeypatch):
+    monkeypatch.setattr("moltbuild.backends.kaniko.UNSCHEDULABLE_GRACE", 0.0)
+    backend = backend_for(project, [])
+    backend.open(RunSpec(tmp_path))
+    future = start(backend, image_for(project), JobLog("[api] "))
+    pod = fake.start_pod(fake.wait_for_job(timeout=10))
+    why = "0/1 nodes are available: 1 Insufficient memory."
+    unscheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}
+    fake.core.patch_namespaced_pod_status(pod, NAMESPACE, {"status": {"conditions": [unscheduled]}})
+    with pytest.raises(JobError) as caught:
+        future.result(timeout=10)
+    assert caught.value.message.startswith(f"pod {pod} cannot be scheduled: {why}")
+
+
+def test_docker_hub_credentials_go_under_the_key_the_executor_looks_up():
+    creds = Credentials("u", Secret("p"), "REGISTRY_USERNAME/REGISTRY_PASSWORD")
+    secret = registry_secret(NAMESPACE, {"docker.io": creds, "ghcr.io": creds})
+    auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+    assert set(auths) == {"https://index.docker.io/v1/", "ghcr.io"}

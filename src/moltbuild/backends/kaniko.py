@@ -17,7 +17,7 @@ from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, Job
 from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name, timeout_of
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.k8s.cluster import Cluster, ClusterError
-from moltbuild.k8s.kaniko import RECEIVE, SECRET_NAME, render
+from moltbuild.k8s.kaniko import SECRET_NAME, receive, render
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.refs import DIGEST_RE
 from moltbuild.registry.auth import Registries
@@ -33,6 +33,7 @@ RUNNER_FIX = (
     "an admin runs `invoke kaniko.setup` and binds you to the moltbuild-kaniko-runner Role "
     "(k8s/kaniko/README.md)"
 )
+UNSCHEDULABLE_GRACE = 15.0
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"}
 
 
@@ -45,6 +46,7 @@ class KanikoBackend(Backend):
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._pending: dict[str, float] = {}  # pod -> when it was first seen unschedulable
 
     @cached_property
     def cluster(self) -> Cluster:
@@ -147,7 +149,7 @@ class KanikoBackend(Backend):
             say(f"{log.prefix}+ create Job {name} in namespace {self.namespace}:")
             render([job], lambda text: say("\n".join(log.prefix + line for line in text.splitlines())))
             say(
-                f"{log.prefix}+ exec {name}-<pod> -c context -- {shlex.join(RECEIVE)} "
+                f"{log.prefix}+ exec {name}-<pod> -c context -- {shlex.join(receive(len(tarball)))} "
                 f"< context.tar.gz ({len(tarball)} bytes)"
             )
             return ImageResult(None, image.platforms, 0.0, log.path)
@@ -174,10 +176,10 @@ class KanikoBackend(Backend):
 
     def _follow(self, job: str, tarball: bytes, log: JobLog, *, deadline: float) -> str:
         wait = self._waiter(deadline)
-        pod = wait(lambda: self.cluster.job_pod(job), "the Job's pod to be scheduled").metadata.name
+        pod = wait(lambda: self._pod_of(job), "the Job's pod to be created").metadata.name
         wait(lambda: self._started(pod, "context", init=True), "the context container to start")
         code, out = self.cluster.exec_stdin(
-            pod, "context", RECEIVE, tarball, timeout=max(deadline - time.monotonic(), 1)
+            pod, "context", receive(len(tarball)), tarball, timeout=max(deadline - time.monotonic(), 1)
         )
         if code != 0:
             raise JobError(
@@ -224,6 +226,36 @@ class KanikoBackend(Backend):
 
         return wait
 
+    def _pod_of(self, job: str) -> Any | None:
+        pod = self.cluster.job_pod(job)
+        if pod is None:
+            self._job_problems(job)
+        return pod
+
+    def _job_problems(self, job: str) -> None:
+        """A Job that cannot make its pod says why in its events (Pod Security, a quota, a missing
+        ServiceAccount, an admission webhook) and its conditions: waiting would never help."""
+        for event in self.cluster.events("Job", job):
+            if event.reason == "FailedCreate":
+                message = (event.message or "").strip()
+                raise JobError(f"Job {job} cannot create its pod: {message[:400]}" + _create_hint(message))
+        found = self.cluster.job(job)
+        for cond in (found.status.conditions or []) if found is not None and found.status else []:
+            if cond.type == "Failed" and cond.status == "True":
+                raise JobError(f"Job {job} failed: {cond.reason}: {(cond.message or '')[:300]}")
+
+    def _unschedulable(self, pod: Any) -> None:
+        """A pod the scheduler cannot place for UNSCHEDULABLE_GRACE seconds (an autoscaler may
+        add a node in that time) fails naming the scheduler's reason."""
+        for cond in (pod.status.conditions or []) if pod.status is not None else []:
+            if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+                first = self._pending.setdefault(pod.metadata.name, time.monotonic())
+                if time.monotonic() - first >= UNSCHEDULABLE_GRACE:
+                    raise JobError(
+                        f"pod {pod.metadata.name} cannot be scheduled: {(cond.message or '')[:300]} "
+                        "(the executor requests cpu 500m and 1Gi memory: k8s/kaniko/job.yml)"
+                    )
+
     def _statuses(self, pod: Any, *, init: bool = False) -> list[Any]:
         status = pod.status  # None on a pod the API server has not given a status yet
         if status is None:
@@ -231,7 +263,8 @@ class KanikoBackend(Backend):
         return list((status.init_container_statuses if init else status.container_statuses) or [])
 
     def _check(self, pod: Any) -> None:
-        """Fail fast on what will never recover: image pulls, OOM, a failed pod."""
+        """Fail fast on what will never recover: image pulls, OOM, a failed pod, no node."""
+        self._unschedulable(pod)
         for status in self._statuses(pod, init=True) + self._statuses(pod):
             waiting = status.state.waiting if status.state else None
             if waiting and waiting.reason in PULL_FAILURES:
@@ -283,3 +316,17 @@ class KanikoBackend(Backend):
                 )
         config = client.image_config(image.ref.repository, digest) or {}
         return image.platforms or (f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}",)
+
+
+def _create_hint(message: str) -> str:
+    if "PodSecurity" in message:
+        return (
+            "; the namespace's Pod Security level refuses the kaniko pod (the executor runs as root): "
+            "build in a namespace labelled pod-security.kubernetes.io/enforce=baseline or privileged "
+            "(MOLTBUILD_KUBE_NAMESPACE)"
+        )
+    if "serviceaccount" in message.lower():
+        return "; fix: invoke kaniko.setup (it creates the ServiceAccounts)"
+    if "quota" in message.lower():
+        return "; the namespace's ResourceQuota has no room for the executor's requests (k8s/kaniko/job.yml)"
+    return ""

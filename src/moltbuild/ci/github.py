@@ -1,17 +1,16 @@
-"""`invoke gh.dispatch` / `invoke gh.runs`: start the build workflow and follow it over GitHub's
-REST API (requests), in place of `gh workflow run` + `gh run watch`."""
+"""GitHub's REST API (requests) for `gh.dispatch`, `gh.runs` and the pins' pull request: every call
+rides out GitHub (ci/backoff.py), lists are followed page by page, answers are checked."""
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
+from moltbuild.ci.backoff import TRANSIENT, Attempts, Backoff, rate_limit
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.refs import is_loopback
 from moltbuild.settings import Secret, Settings
@@ -24,6 +23,16 @@ DEFAULT_WORKFLOW = "build-images.yml"
 
 class GitHubError(MoltbuildError):
     """GitHub refused or could not be reached."""
+
+
+def _message(resp: requests.Response) -> str:
+    """GitHub's `message`, else the start of the body; one line, at most 200 characters."""
+    try:
+        body = resp.json()
+        message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    except (ValueError, RecursionError):
+        message = resp.text
+    return " ".join(message.split())[:200]
 
 
 def repo_from_remote(url: str) -> str | None:
@@ -41,8 +50,20 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
     return inputs
 
 
+class GitHubUnavailable(GitHubError):
+    """GitHub kept answering 5xx, or not at all, through every retry."""
+
+
 class GitHub:
-    def __init__(self, api: str, repo: str, token: Secret | None, *, session: requests.Session | None = None):
+    def __init__(
+        self,
+        api: str,
+        repo: str,
+        token: Secret | None,
+        *,
+        session: requests.Session | None = None,
+        backoff: Backoff | None = None,
+    ):
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo or ""):
             raise ConfigError(
                 f"MOLTBUILD_GITHUB_REPO={repo!r} must be OWNER/NAME "
@@ -61,47 +82,54 @@ class GitHub:
         self.api = api.rstrip("/")
         self.repo = repo
         self._token = token
+        self.backoff = backoff or Backoff()
         self.http = session or requests.Session()
         self.http.headers.update(
             {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
         )
 
     def request(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        url = f"{self.api}/repos/{self.repo}{path}"
+        """`path` under the repository (or a whole URL of this API: a `Link` page). 5xx and dropped
+        connections are tried again with backoff; a rate limit is waited out (bounded)."""
+        url = path if path.startswith(self.api + "/") else f"{self.api}/repos/{self.repo}{path}"
+        tries = Attempts(self.backoff)
+        while True:
+            resp, problem = self._send(method, url, kwargs)
+            if resp is not None and resp.ok:
+                return resp
+            if resp is not None and resp.status_code not in TRANSIENT:
+                limit = rate_limit(resp.status_code, resp.headers, _message(resp), self.backoff.now())
+                if limit is None:
+                    raise self._error(resp, what)
+                refusal = tries.limited(what, limit)
+                if refusal:
+                    raise GitHubError(refusal)
+                continue
+            if not tries.transient(what, problem):
+                raise GitHubUnavailable(
+                    f"{what}: {problem}, {self.backoff.tries} tries; GitHub may be down "
+                    "(https://www.githubstatus.com), try again later"
+                )
+
+    def _send(self, method: str, url: str, kwargs: dict) -> tuple[requests.Response | None, str]:
         headers = {"Authorization": f"Bearer {self._token.reveal()}"}
         try:
             resp = self.http.request(method, url, headers=headers, timeout=30, **kwargs)
-        except requests.RequestException as exc:
-            raise GitHubError(
-                f"{what}: {self.api} does not answer ({str(exc).splitlines()[0][:150]})"
-            ) from None
-        if resp.ok:
-            return resp
-        raise self._error(resp, what)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            return None, f"{self.api} does not answer ({str(exc).splitlines()[0][:150]})"
+        except requests.RequestException as exc:  # not worth another try (an invalid URL, ...)
+            raise GitHubError(f"{url.split('?')[0]}: {str(exc).splitlines()[0][:150]}") from None
+        return resp, f"HTTP {resp.status_code} {_message(resp)[:80]}".rstrip()
 
     def _error(self, resp: requests.Response, what: str) -> GitHubError:
-        try:
-            message = str(resp.json().get("message") or "")[:200]
-        except ValueError:
-            message = resp.text[:200]
+        message = _message(resp)
         if resp.status_code == 401:
             return GitHubError(f"{what}: GITHUB_TOKEN was rejected (401 {message}); create a new token")
-        if resp.status_code in (403, 429) and (
-            resp.headers.get("X-RateLimit-Remaining") == "0"
-            or resp.status_code == 429
-            or "retry-after" in {k.lower() for k in resp.headers}
-            or "rate limit" in message.lower()
-        ):
-            retry = resp.headers.get("Retry-After", "")
-            if retry.isdigit():  # the secondary rate limit: wait that long
-                return GitHubError(f"{what}: GitHub rate limit reached (secondary); retry in {retry}s")
-            reset = resp.headers.get("X-RateLimit-Reset", "")
-            when = (
-                datetime.fromtimestamp(int(reset), UTC).strftime("%H:%M:%S UTC")
-                if reset.isdigit()
-                else "later"
+        if resp.status_code == 403 and what.startswith("pull request"):
+            return GitHubError(
+                f"{what}: GITHUB_TOKEN lacks permission ({message}); it needs pull-requests: write "
+                "(and, in a workflow, the setting 'Allow GitHub Actions to create and approve pull requests')"
             )
-            return GitHubError(f"{what}: GitHub rate limit reached; it resets at {when}")
         if resp.status_code == 403:
             return GitHubError(
                 f"{what}: GITHUB_TOKEN lacks permission ({message}); it needs actions: write "
@@ -125,13 +153,16 @@ class GitHub:
             "(GitHub's REST API, e.g. https://api.github.com)"
         )
 
+    def _json(self, resp: requests.Response) -> Any:
+        try:
+            return resp.json()
+        except (ValueError, RecursionError):
+            return None
+
     def _object(self, resp: requests.Response, expected: str) -> dict:
         """The answer as a JSON object. HTML (a proxy, a login page), a list, garbage: one line
         naming the URL and what was expected, not a moltbuild bug."""
-        try:
-            data = resp.json()
-        except (ValueError, RecursionError):
-            data = None
+        data = self._json(resp)
         if isinstance(data, dict):
             return data
         got = f"a JSON {type(data).__name__}" if data is not None else "no JSON"
@@ -139,37 +170,57 @@ class GitHub:
         raise self._garbage(resp, f"{expected}, got {got}")
 
     def _items(self, resp: requests.Response, key: str, expected: str) -> list[dict]:
-        """`key` of the answer: a list of objects, each with an integer id."""
-        items = self._object(resp, f"{expected} (an object with {key})").get(key) or []
+        """`key` of the answer (the answer itself when `key` is empty): a list of objects, each
+        with an integer id."""
+        if key:
+            items = self._object(resp, f"{expected} (an object with {key})").get(key) or []
+        else:
+            items = self._json(resp)
         if not isinstance(items, list) or not all(
             isinstance(i, dict) and isinstance(i.get("id"), int) for i in items
         ):
-            raise self._garbage(resp, f"{key} to be a list of objects with an id")
+            raise self._garbage(resp, f"{key or 'the answer'} to be a list of objects with an id")
         return items
 
     # -- API -----------------------------------------------------------------------------------
 
-    def runs(
-        self, workflow: str, *, limit: int = 10, event: str | None = None, branch: str | None = None
-    ) -> list[dict]:
-        params: dict[str, Any] = {"per_page": min(max(limit, 1), 100)}
-        if event:
-            params["event"] = event
-        if branch:
-            params["branch"] = branch
-        resp = self.request(
-            "GET", f"/actions/workflows/{workflow}/runs", f"runs of {workflow}", params=params
+    def pages(self, path: str, key: str, what: str, params: Mapping[str, Any], limit: int) -> list[dict]:
+        """Up to `limit` items of a listed resource, page after page (`Link: rel="next"`), at most
+        100 a page. A next page on another host is refused: the token goes only to this API."""
+        items: list[dict] = []
+        url, query = path, {**params, "per_page": min(max(limit, 1), 100)}
+        while len(items) < limit:
+            resp = self.request("GET", url, what, params=query)
+            items += self._items(resp, key, what)
+            url = resp.links.get("next", {}).get("url", "")
+            if not url:
+                break
+            if not url.startswith(self.api + "/"):
+                raise self._garbage(resp, f"the next page under {self.api}, got {url.split('?')[0]!r:.80}")
+            query = {}  # the next link carries the query
+        return items[:limit]
+
+    def runs(self, workflow: str, *, limit: int = 10, **filters: str | None) -> list[dict]:
+        """The workflow's newest runs; `filters`: GitHub's query parameters (event, branch, actor,
+        head_sha, created); None or empty ones are not sent."""
+        params = {k: v for k, v in filters.items() if v}
+        return self.pages(
+            f"/actions/workflows/{workflow}/runs", "workflow_runs", f"runs of {workflow}", params, limit
         )
-        return self._items(resp, "workflow_runs", f"the runs of {workflow}")[:limit]
 
     def dispatch(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> int | None:
-        """Start the workflow; the run id when GitHub returns it, else None (found by polling)."""
-        resp = self.request(
-            "POST",
-            f"/actions/workflows/{workflow}/dispatches",
-            f"dispatch of {workflow} on {ref}",
-            json={"ref": ref, "inputs": dict(inputs), "return_run_details": True},
-        )
+        """Start the workflow; the run id when GitHub returns it, else None (found by polling).
+        GitHub Enterprise Server refuses `return_run_details` (422): then dispatch without it."""
+        what = f"dispatch of {workflow} on {ref}"
+        body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs), "return_run_details": True}
+        path = f"/actions/workflows/{workflow}/dispatches"
+        try:
+            resp = self.request("POST", path, what, json=body)
+        except GitHubError as exc:
+            if "return_run_details" not in exc.message:
+                raise
+            self.backoff.say(f"{what}: this GitHub does not know return_run_details; dispatching without it")
+            resp = self.request("POST", path, what, json={"ref": ref, "inputs": dict(inputs)})
         if resp.status_code == 200 and resp.content:
             run_id = self._object(resp, "the dispatched run (an object with workflow_run_id)").get(
                 "workflow_run_id"
@@ -187,111 +238,58 @@ class GitHub:
         return run
 
     def jobs(self, run_id: int) -> list[dict]:
-        resp = self.request("GET", f"/actions/runs/{run_id}/jobs", f"jobs of run {run_id}")
-        jobs = self._items(resp, "jobs", f"the jobs of run {run_id}")
+        path = f"/actions/runs/{run_id}/jobs"
+        jobs = self.pages(path, "jobs", f"jobs of run {run_id}", {}, 1000)
         for job in jobs:
             steps = job.setdefault("steps", []) or []
             job.setdefault("name", f"#{job['id']}")
             if not isinstance(steps, list) or not all(isinstance(x, dict) and "name" in x for x in steps):
-                raise self._garbage(resp, "each job's steps to be a list of objects with a name")
+                raise GitHubError(
+                    f"{self.api}/repos/{self.repo}{path}: expected each job's steps to be a list of "
+                    "objects with a name; check MOLTBUILD_GITHUB_API (GitHub's REST API, e.g. "
+                    "https://api.github.com)"
+                )
         return jobs
 
+    def commit_sha(self, ref: str) -> str:
+        """The commit a branch, tag or SHA names now."""
+        resp = self.request("GET", f"/commits/{quote(ref, safe='')}", f"commit of {ref}")
+        sha = self._object(resp, "a commit (an object with sha)").get("sha")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            raise self._garbage(resp, f"a 40-hex commit sha, got {sha!r:.60}")
+        return sha
 
-def _state(item: dict) -> str:
-    return item.get("conclusion") or item.get("status") or "?"
+    def login(self) -> str | None:
+        """The token's user; None for a token that is no user's (a GitHub App installation)."""
+        url = f"{self.api}/user"
+        try:
+            resp = self.request("GET", url, "the token's user")
+        except GitHubError as exc:
+            if "lacks permission" in exc.message or "not found" in exc.message:
+                return None
+            raise
+        login = self._object(resp, "a user (an object with login)").get("login")
+        return login if isinstance(login, str) and login else None
 
-
-class Watcher:
-    """Follow one run to its end: a line for every change of the run, its jobs and their steps."""
-
-    def __init__(self, gh: GitHub, run_id: int, say: Callable[[str], None]):
-        self.gh, self.run_id, self.say = gh, run_id, say
-        self.seen: dict[str, str] = {}
-
-    def _note(self, key: str, label: str, state: str) -> None:
-        if self.seen.get(key) != state:
-            self.seen[key] = state
-            self.say(f"{label}: {state}")
-
-    def poll(self, run: dict | None = None) -> dict:
-        """One look at the run (`run` when just fetched) and its jobs; prints what changed."""
-        run = run or self.gh.run(self.run_id)
-        self._note("run", f"run #{run.get('run_number', self.run_id)}", _state(run))
-        for job in self.gh.jobs(self.run_id):
-            self._note(f"job {job['id']}", f"  job {job['name']}", _state(job))
-            for step in job.get("steps") or []:
-                self._note(
-                    f"step {job['id']} {step.get('number')}",
-                    f"    {job['name']} / {step['name']}",
-                    _state(step),
-                )
-        return run
-
-    def failed_step(self) -> str:
-        for job in self.gh.jobs(self.run_id):
-            for step in job.get("steps") or []:
-                if step.get("conclusion") in ("failure", "timed_out", "cancelled"):
-                    return f"job {job['name']}, step {step['name']!r} ({step['conclusion']})"
-            if job.get("conclusion") in ("failure", "timed_out", "cancelled"):
-                return f"job {job['name']} ({job['conclusion']})"
-        return "no failed step reported"
-
-
-def dispatch_and_watch(
-    gh: GitHub,
-    *,
-    workflow: str,
-    ref: str,
-    inputs: Mapping[str, str],
-    watch: bool,
-    timeout: float,
-    interval: float,
-    say: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict | None:
-    """Dispatch, find the run it created, and with `watch` follow it; a failed run raises."""
-    deadline = clock() + timeout
-    known = {r["id"] for r in gh.runs(workflow, limit=20, event="workflow_dispatch", branch=ref)}
-    run_id = gh.dispatch(workflow, ref, inputs)
-    say(f"dispatched {workflow} on {ref}" + (f" with {dict(inputs)}" if inputs else ""))
-    while run_id is None:
-        fresh = [
-            r
-            for r in gh.runs(workflow, limit=20, event="workflow_dispatch", branch=ref)
-            if r["id"] not in known
-        ]
-        if fresh:
-            run_id = max(fresh, key=lambda r: r["id"])["id"]
-            break
-        if clock() >= deadline:
-            raise GitHubError(
-                f"the run of {workflow} did not appear within {timeout:.0f}s; see the Actions tab"
-            )
-        sleep(interval)
-    run = gh.run(run_id)
-    say(f"run #{run.get('run_number', run_id)}: {run.get('html_url', '')}")
-    if not watch:
-        return run
-    watcher = Watcher(gh, run_id, say)
-    first: dict | None = run
-    while True:
-        run, first = watcher.poll(first), None
-        if run.get("status") == "completed":
-            break
-        if clock() >= deadline:
-            raise GitHubError(
-                f"run #{run.get('run_number')} still {run.get('status')} after {timeout:.0f}s: "
-                f"{run.get('html_url')}"
-            )
-        sleep(interval)
-    if run.get("conclusion") != "success":
-        raise GitHubError(
-            f"run #{run.get('run_number')} concluded {run.get('conclusion')}: {watcher.failed_step()}; "
-            f"{run.get('html_url')}"
-        )
-    say(f"run #{run.get('run_number')} succeeded")
-    return run
+    def pull_request(self, head: str, base: str, title: str, body: str) -> str:
+        """Open a pull request of `head` into `base` (or find the open one); its web address."""
+        what = f"pull request {head} -> {base}"
+        payload = {"head": head, "base": base, "title": title, "body": body}
+        try:
+            resp = self.request("POST", "/pulls", what, json=payload)
+        except GitHubError as exc:
+            if "already exists" not in exc.message:
+                raise
+            owner = self.repo.split("/")[0]
+            found = self.pages("/pulls", "", what, {"head": f"{owner}:{head}", "base": base}, 1)
+            if not found:
+                raise
+            self.backoff.say(f"{what}: one is open already (the branch now holds this pin)")
+            return str(found[0].get("html_url"))
+        url = self._object(resp, "the pull request (an object with html_url)").get("html_url")
+        if not isinstance(url, str):
+            raise self._garbage(resp, "a pull request with an html_url")
+        return url
 
 
 def client(settings: Settings, runner: Runner) -> GitHub:
@@ -310,7 +308,13 @@ def client(settings: Settings, runner: Runner) -> GitHub:
                 "cannot tell the GitHub repository: the origin remote is not on github.com; "
                 "set MOLTBUILD_GITHUB_REPO=OWNER/NAME"
             )
-    return GitHub(settings["MOLTBUILD_GITHUB_API"], repo, settings.get("GITHUB_TOKEN"))
+    backoff = Backoff(max_wait=settings.seconds("MOLTBUILD_GITHUB_MAX_WAIT"), say=runner.say)
+    return GitHub(settings["MOLTBUILD_GITHUB_API"], repo, settings.get("GITHUB_TOKEN"), backoff=backoff)
+
+
+def state(item: dict) -> str:
+    """A run's, job's or step's conclusion, else its status."""
+    return item.get("conclusion") or item.get("status") or "?"
 
 
 def render_runs(runs: list[dict]) -> str:
@@ -319,7 +323,7 @@ def render_runs(runs: list[dict]) -> str:
     rows = [
         (
             r.get("run_number", ""),
-            _state(r),
+            state(r),
             r.get("event", ""),
             r.get("head_branch", ""),
             (r.get("head_sha") or "")[:7],

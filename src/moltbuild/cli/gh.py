@@ -23,12 +23,13 @@ def dispatch(
     c, workflow="build-images.yml", ref="main", input=None, watch=False, timeout="3600", interval="5"
 ):
     """Start the build workflow on GitHub (and with --watch, follow it to the end)."""
+    from moltbuild.ci import dispatch as dispatching
     from moltbuild.ci import github
 
     limits = {"timeout": seconds(timeout, "--timeout"), "interval": seconds(interval, "--interval")}
     inputs = github.parse_inputs(input or [])  # every flag checked before the repository is looked up
     session = run_context()
-    github.dispatch_and_watch(
+    dispatching.dispatch_and_watch(
         github.client(session.settings, session.runner),
         workflow=workflow,
         ref=ref,
@@ -40,7 +41,10 @@ def dispatch(
 
 
 @task(
-    help={"workflow": "workflow file name (default build-images.yml)", "limit": "how many runs (default 10)"}
+    help={
+        "workflow": "workflow file name (default build-images.yml)",
+        "limit": "how many runs, newest first (default 10; fetched in pages of 100)",
+    }
 )
 @edge
 def runs(c, workflow="build-images.yml", limit="10"):

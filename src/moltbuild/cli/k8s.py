@@ -41,19 +41,32 @@ def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry
         "message": "commit message",
         "remote": "remote to push to (default origin)",
         "branch": "branch to push to (default: the current one, or GITHUB_REF_NAME)",
-        "attempts": "pushes tried, rebasing in between (default 3)",
+        "attempts": "pushes tried when the branch moves meanwhile (default 3)",
+        "pull-request": "push the pin to a branch moltbuild/pins-<sha7> and open a pull request "
+        "(done anyway when the branch is protected)",
     }
 )
 @edge
 def commit_pins(
-    c, kustomization=None, message="Pin images built by moltbuild", remote="origin", branch=None, attempts="3"
+    c,
+    kustomization=None,
+    message="Pin images built by moltbuild",
+    remote="origin",
+    branch=None,
+    attempts="3",
+    pull_request=False,
 ):
-    """Commit the pinned kustomization as the bot and push it (rebase and retry when behind)."""
+    """Commit the pinned kustomization alone on top of the remote branch and push it (or open a PR)."""
+    from moltbuild.ci import github
     from moltbuild.ci.pins import commit_and_push
 
     attempts = count(attempts, "--attempts")  # 0 would commit, push nothing and exit 0
     session = run_context()
     root = session.settings.project_root
+
+    def open_pull(head: str, base: str, title: str, body: str) -> str:
+        return github.client(session.settings, session.runner).pull_request(head, base, title, body)
+
     commit_and_push(
         root,
         [Path(kustomization) if kustomization else root / "k8s" / "kustomization.yml"],
@@ -63,6 +76,8 @@ def commit_pins(
         remote=remote,
         branch=branch,
         attempts=attempts,
+        pull_request=pull_request,
+        open_pull=open_pull,
     )
 
 

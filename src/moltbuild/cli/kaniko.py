@@ -28,6 +28,7 @@ def setup(c, namespace=None, context=None, dry_run=False):
         "api-only": "build only the api image",
         "frontend-only": "build only the frontend image",
         "only": "comma list of image names to build",
+        "push": "push every tag (the default; --no-push builds in the cluster and keeps nothing)",
         "tag": "extra tag (repeatable)",
         "no-cache": "no registry layer cache",
         "rebuild": "build even when the registry has an image with the same inputs",
@@ -52,13 +53,14 @@ def build(
     keep=False,
     jobs="2",
     dry_run=False,
+    push=True,
 ):
     """Build and push the images as Kaniko Jobs in the cluster; writes build/images.json."""
     from moltbuild.flows.build import build_images
     from moltbuild.plan.request import BuildRequest, selection
 
     request = BuildRequest(
-        push=True,
+        push=push,
         only=selection(only, api_only=api_only, frontend_only=frontend_only),
         tags=tuple(tag or ()),
         no_cache=no_cache,

@@ -25,5 +25,6 @@ def setup_cluster(session: Session, *, dry_run: bool = False) -> None:
         render(objects, say)
         return
     cluster = Cluster(context=settings.get("MOLTBUILD_KUBE_CONTEXT"), namespace=ns, environ=session.environ)
+    say(f"Namespace/{ns} {cluster.ensure_namespace()}")
     for obj in objects:
         say(f"{obj['kind']}/{obj['metadata']['name']} {cluster.apply(obj)} in {ns}")

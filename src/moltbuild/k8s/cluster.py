@@ -43,6 +43,11 @@ class Cluster:
 
     @cached_property
     def api(self) -> Any:
+        return self.new_api()
+
+    def new_api(self) -> Any:
+        """A client of its own: the exec stream swaps the request method of the client it runs
+        on, so an exec beside other calls (two images at once) needs one nobody else uses."""
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
@@ -174,6 +179,43 @@ class Cluster:
         self._call(f"update {kind} {name}", patch, name, self.namespace, obj)
         return "updated"
 
+    def ensure_namespace(self) -> str:
+        """The namespace, created when missing; 'created' or 'exists'."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api)
+        found = self._call(
+            f"read namespace {self.namespace}", core.read_namespace, self.namespace, missing_ok=True
+        )
+        if found is not None:
+            return "exists"
+        body = {"metadata": {"name": self.namespace, "labels": {"app.kubernetes.io/managed-by": "moltbuild"}}}
+        self._call(f"create namespace {self.namespace}", core.create_namespace, body)
+        return "created"
+
+    def job(self, name: str) -> Any | None:
+        return self._call(
+            f"read Job {name}", self.batch.read_namespaced_job, name, self.namespace, missing_ok=True
+        )
+
+    def events(self, kind: str, name: str) -> list[Any]:
+        """Warnings the cluster recorded about one object (why a Job makes no pod, why a pod
+        does not start), oldest first."""
+        found = self._call(
+            f"list events of {kind} {name}",
+            self.core.list_namespaced_event,
+            self.namespace,
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning",
+        )
+        mine = [  # the selector is the server's filter; checked again for one that ignores it
+            e
+            for e in found.items
+            if e.involved_object is not None
+            and (e.involved_object.kind, e.involved_object.name) == (kind, name)
+            and e.type == "Warning"
+        ]
+        return sorted(mine, key=lambda e: str(e.last_timestamp or e.event_time or ""))
+
     def secret_exists(self, name: str) -> bool:
 
         found = self._call(
@@ -212,38 +254,32 @@ class Cluster:
     def exec_stdin(
         self, pod: str, container: str, command: list[str], data: bytes, timeout: float
     ) -> tuple[int, str]:
-        """Run `command` in the container with `data` on stdin; (exit code, output)."""
+        """Run `command` in the container with `data` on stdin; (exit code, output). The command
+        must stop reading after len(data) bytes by itself (`head -c N`): closing stdin needs the
+        v5 channel protocol, which API servers before 1.30 and some proxies do not speak."""
+        from kubernetes import client
         from kubernetes.stream import stream
 
-        ws = self._call(
-            f"exec in pod {pod}",
-            stream,
-            self.core.connect_get_namespaced_pod_exec,
-            pod,
-            self.namespace,
-            container=container,
-            command=command,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            binary=True,
-            _preload_content=False,
-        )
+        api = self.new_api()
         try:
-            for start in range(0, len(data), 1 << 20):
-                ws.write_stdin(data[start : start + (1 << 20)])
-            ws.close_channel(0)  # EOF for tar (v5 channel protocol)
-            ws.run_forever(timeout=timeout)
-            try:
-                code = ws.returncode  # before read_all(), which drops the status channel
-            except (TypeError, KeyError, IndexError, ValueError):  # no status: the stream broke
-                code = None
-            output = ws.read_all()
+            ws = self._call(
+                f"exec in pod {pod}",
+                stream,
+                client.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                pod,
+                self.namespace,
+                container=container,
+                command=command,
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                binary=True,
+                _preload_content=False,
+            )
+            return _feed(ws, data, timeout)
         finally:
-            ws.close()
-        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
-        return (code if code is not None else -1), text
+            api.close()
 
     def logs(self, pod: str, container: str) -> Iterator[str]:
         """The container's log lines as they come, until it ends."""
@@ -267,3 +303,19 @@ class Cluster:
                 yield pending.decode(errors="replace")
         finally:
             resp.release_conn()
+
+
+def _feed(ws: Any, data: bytes, timeout: float) -> tuple[int, str]:
+    try:
+        for start in range(0, len(data), 1 << 20):
+            ws.write_stdin(data[start : start + (1 << 20)])
+        ws.run_forever(timeout=timeout)
+        try:
+            code = ws.returncode  # before read_all(), which drops the status channel
+        except (TypeError, KeyError, IndexError, ValueError):  # no status: the stream broke
+            code = None
+        output = ws.read_all()
+    finally:
+        ws.close()
+    text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+    return (code if code is not None else -1), text

@@ -27,8 +27,12 @@ SECRET_NAME = "moltbuild-registry"
 JOB_SA = "moltbuild-kaniko"
 MANAGED = {"app.kubernetes.io/managed-by": "moltbuild", "app.kubernetes.io/component": "kaniko"}
 WORKSPACE = "/workspace"
-# Run in the init container with the context on stdin; the executor starts once .ready exists.
-RECEIVE = ["sh", "-c", f"tar -xzf - -C {WORKSPACE} && touch {WORKSPACE}/.ready"]
+
+
+def receive(size: int) -> list[str]:
+    """Run in the init container with the context on stdin; the executor starts once .ready
+    exists. `head -c` ends the read at the length sent, so no end-of-stdin signal is needed."""
+    return ["sh", "-c", f"head -c {int(size)} | tar -xzf - -C {WORKSPACE} && touch {WORKSPACE}/.ready"]
 
 
 DEFAULTS = "kaniko_defaults"  # package data beside this module
@@ -116,10 +120,21 @@ def setup_objects(project_root: Path, namespace: str) -> list[dict[str, Any]]:
     return objects
 
 
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+
+
+def keychain_key(host: str) -> str:
+    """The key the executor's keychain (go-containerregistry) looks a host up by: Docker Hub's
+    credentials live under its legacy index URL, never under docker.io."""
+    return DOCKER_HUB_KEY if host in ("docker.io", "index.docker.io", "registry-1.docker.io") else host
+
+
 def registry_secret(namespace: str, logins: Mapping[str, Credentials]) -> dict[str, Any]:
     """A dockerconfigjson Secret: the executor finds it as /kaniko/.docker/config.json."""
     auths = {
-        host: {"auth": base64.b64encode(f"{c.username}:{c.password.reveal()}".encode()).decode()}
+        keychain_key(host): {
+            "auth": base64.b64encode(f"{c.username}:{c.password.reveal()}".encode()).decode()
+        }
         for host, c in logins.items()
     }
     return {
