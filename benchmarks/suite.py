@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks import registry_cache
 from benchmarks.attest_cost import attest_times
 from benchmarks.push_once import push_phase, rebuild_vs_raw
 from benchmarks.workspace import ROOT, Workspace, workspace
@@ -267,6 +268,27 @@ def aged_storage_row(ws: Workspace, rounds: int, builds: int) -> tuple[Row, dict
     return r, ids
 
 
+def registry_cache_row(ws: Workspace, rounds: int) -> Row:
+    """A new runner (empty storage) rebuilding an app with 33 PyPI packages after a one-line change:
+    with the registry layer cache / without it."""
+    t, cache_lines = registry_cache.measure(ws, rounds)
+    r = row(
+        "new runner, one-line change: registry cache / none (pip, 33 pkgs)",
+        "REPO/cache",
+        "MOLTBUILD_REGISTRY_CACHE=0",
+        "<= 0.3",
+        t["cache"],
+        t["no cache"],
+    )
+    spread = {side: f"{min(v):.1f}-{max(v):.1f} s" for side, v in t.items()}
+    r.notes.append(
+        f"median {statistics.median(t['cache']):.1f} s ({spread['cache']}) with the cache, "
+        f"{statistics.median(t['no cache']):.1f} s ({spread['no cache']}) without"
+    )
+    r.notes += [f"report: {line}" for line in cache_lines]
+    return r
+
+
 def _image_count(root: Path) -> int:
     from moltbuild.backends.buildah import storage_flags
 
@@ -302,6 +324,8 @@ def main(rounds: int = 5, aged_builds: int = 40) -> None:
         rows.append(aged)
         extra["reproducible_image_ids"] = ids
         extra["reproducible"] = len(set(ids.values())) == 1
+    with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
+        rows.append(registry_cache_row(ws, rounds))
     rows.append(list_row(rounds))
     with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:
         rows.append(hashing_row(Path(tmp), rounds))

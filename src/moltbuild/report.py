@@ -66,6 +66,7 @@ class ImageRecord:
     provenance: str = ""  # where the SLSA provenance is attached
     signature: str = ""  # HOST/PATH:sha256-<hex>.sig, "unsigned", or "" (not attested)
     error: str = ""
+    cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
 
     @property
     def ref(self) -> ImageRef:
@@ -85,8 +86,9 @@ class ImageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not data["error"]:
-            del data["error"]
+        for optional in ("error", "cache"):
+            if not data[optional]:
+                del data[optional]
         data["outcome"] = self.outcome.value  # derived: for scripts that read the file
         return data
 
@@ -133,6 +135,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "provenance": (lambda v: isinstance(v, str), "a string"),
     "signature": (lambda v: isinstance(v, str), "a string"),
     "error": (lambda v: isinstance(v, str), "a string"),
+    "cache": (lambda v: isinstance(v, str), "a string"),
 }
 _REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
 
@@ -146,6 +149,7 @@ def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
         "backend_reason": "",
         "error": "",
         "smoke": "",
+        "cache": "",
         "sbom": "",
         "provenance": "",
         "signature": "",

@@ -125,6 +125,14 @@ KEYS: dict[str, KeySpec] = {
             flag=True,
         ),
         KeySpec(
+            "MOLTBUILD_REGISTRY_CACHE",
+            "0 turns off the layer cache in the registry (REPO/cache) that a build --push reads and "
+            "writes (like --no-cache, which also skips the local layer cache)",
+            "registry_cache",
+            "1",
+            flag=True,
+        ),
+        KeySpec(
             "MOLTBUILD_VERBOSE",
             "1 prints every command and all tool output (always in build/logs/NAME.log); --verbose",
             "verbose",

@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -302,3 +303,36 @@ def interrupt_when(
     finally:
         proc.kill()
     return proc.returncode, err
+
+
+def run_frozen_when(
+    project: Path, args: list[str], env: dict[str, str], reg, tree, log: Path, ready, *, wait: float
+) -> tuple[int | None, str, float]:
+    """`invoke ARGS` in `tree` (a ProcessTree), output to `log`; SIGSTOP the registry `reg` the moment
+    `ready()` holds. Returns (exit code or None if still running after `wait`, output, seconds from
+    the freeze to the run's end). The caller sends SIGCONT."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=tree.enter,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never reached the point to freeze the registry"
+            time.sleep(0.02)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.kill(reg.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            code = proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, log.read_text(), time.monotonic() - frozen
+    finally:
+        proc.kill()
+        proc.wait()

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from moltbuild.registry.local import free_port
-from tests.integration.conftest import assert_report_matches_registry, build_env, invoke
+from tests.integration.conftest import assert_report_matches_registry, build_env, invoke, read_report
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +21,11 @@ def test_docker_builds_pushes_and_the_api_answers(git_project, mirror, storage_r
     out = invoke(git_project, "build", "--push", env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert "auto picked docker" in out.stdout
+    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+    if not buildx and env.get("DOCKER_BUILDKIT", "").lower() not in ("1", "true", "yes", "on"):
+        # The classic builder cannot read or write a registry cache, and says so.
+        assert "note: the classic docker builder keeps layers in the daemon only" in out.stdout
+        assert all(e["cache"].startswith("not used: ") for e in read_report(git_project).values())
     entries = assert_report_matches_registry(git_project, mirror.url, {"api", "frontend"})
     assert {e["backend"] for e in entries.values()} == {"docker"}
 

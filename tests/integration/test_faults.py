@@ -47,6 +47,9 @@ def fault_env(proxy: FaultProxy, mirror, storage_root, **settings: str) -> dict[
         MOLTBUILD_REGISTRY=f"{proxy.host}/faults",
         MOLTBUILD_INSECURE_REGISTRIES=f"{mirror.host},{proxy.host}",
         MOLTBUILD_BACKEND="buildah",
+        # These faults are meant for the image push; faults on the registry layer cache, which
+        # `bud` reads and writes, are tests/integration/test_registry_cache.py's.
+        MOLTBUILD_REGISTRY_CACHE="0",
         **settings,
     )
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from moltbuild.registry.local import LocalRegistry
 from tests.conftest import need
-from tests.integration.conftest import invoke, push_env
+from tests.integration.conftest import invoke, push_env, run_frozen_when
 from tests.support import proctree
 from tests.support.proctree import ProcessTree
 
@@ -31,31 +29,8 @@ ARGS = ["build", "--push", "--api-only", "--no-smoke"]
 def run_frozen_at_push(project: Path, env: dict[str, str], reg: LocalRegistry, tree, log: Path):
     """`invoke build --push --rebuild`; SIGSTOP the registry when the push line shows up.
     Returns (exit code, output, seconds from the freeze to the run's end)."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", *ARGS, "--rebuild"],
-            cwd=project,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=tree.enter,
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while not PUSH_LINE.search(log.read_text()) and proc.poll() is None:
-            assert time.monotonic() < deadline, "the run never reached its push"
-            time.sleep(0.02)
-        assert proc.poll() is None, log.read_text()[-3000:]
-        os.kill(reg.pid, signal.SIGSTOP)
-        frozen = time.monotonic()
-        try:
-            code = proc.wait(timeout=10 * IDLE)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, log.read_text(), time.monotonic() - frozen
-    finally:
-        proc.kill()
-        proc.wait()
+    ready = lambda: PUSH_LINE.search(log.read_text()) is not None  # noqa: E731
+    return run_frozen_when(project, [*ARGS, "--rebuild"], env, reg, tree, log, ready, wait=10 * IDLE)
 
 
 def test_a_registry_frozen_at_push_ends_the_run_and_verify_within_bounds(

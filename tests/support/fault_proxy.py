@@ -2,7 +2,9 @@
 "503" answers 503 with Retry-After, "429" answers 429 Too Many Requests, "reset" drops the
 connection with a TCP RST, "stall" reads the request and then answers nothing until the proxy stops
 (a registry that hangs, e.g. under `kill -STOP`), "ok" forwards. `rules` put a fault on the first
-requests whose "METHOD /path" matches a pattern, each rule once, before the schedule applies.
+requests whose "METHOD /path" matches a pattern, each rule once, before the schedule applies;
+`refuse` answers every request whose "METHOD /path" matches with 403 DENIED, as a registry does for
+a repository the credentials may not touch (e.g. a GHCR package the workflow has no write access to).
 
 With paginate_tags it also pages `tags/list` by `n`/`last` with a `Link: rel="next"` header, as
 ghcr.io and distribution 3 do: Debian's distribution 2.8 ignores `n` for tags (it pages only
@@ -21,6 +23,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+DENIED = "requested access to the resource is denied"
+
 
 class FaultProxy:
     def __init__(
@@ -32,7 +36,9 @@ class FaultProxy:
         retry_after: str = "0.1",
         paginate_tags: bool = False,
         rules: list[tuple[str, str]] | None = None,
+        refuse: str | None = None,
     ):
+        self.refuse = re.compile(refuse) if refuse else None
         self.rules = [(re.compile(pattern), fault) for pattern, fault in rules or []]
         self._stopping = threading.Event()
         self.paginate_tags = paginate_tags
@@ -52,6 +58,9 @@ class FaultProxy:
 
     def next_fault(self, line: str) -> str:
         with self._lock:
+            if self.refuse and self.refuse.search(line):
+                self.seen.append(f"403 {line}")
+                return "403"
             rule = next((r for r in self.rules if r[0].search(line)), None)
             if rule:
                 self.rules.remove(rule)
@@ -90,6 +99,15 @@ class FaultProxy:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
+                    return
+                if fault == "403":
+                    denied = json.dumps({"errors": [{"code": "DENIED", "message": DENIED}]}).encode()
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(denied)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(denied)
                     return
                 if fault in ("503", "429"):
                     self.send_response(int(fault))

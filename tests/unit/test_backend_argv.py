@@ -173,3 +173,64 @@ def test_a_source_date_epoch_reaches_both_builders(tmp_path):
 def test_image_format_setting_reaches_buildah(tmp_path):
     argv = backend("buildah", tmp_path, {"MOLTBUILD_IMAGE_FORMAT": "docker"}).build_argv(image())
     assert argv[argv.index("--format") + 1] == "docker"
+
+
+CACHE = ImageRef("reg:5000", "ns/moltbook-api/cache")
+
+
+@pytest.mark.parametrize(
+    ("cache", "no_cache", "use", "expected"),
+    [
+        (CACHE, False, True, ["--cache-from", str(CACHE), "--cache-to", str(CACHE)]),
+        (CACHE, True, True, ["--no-cache"]),  # --no-cache: neither local nor registry layers
+        (CACHE, False, False, []),  # the retry after a cache failure
+        (None, False, True, []),  # no --push, or MOLTBUILD_REGISTRY_CACHE=0: the plan has no cache
+    ],
+)
+def test_buildah_reads_and_writes_the_registry_cache_as_planned(tmp_path, cache, no_cache, use, expected):
+    argv = backend("buildah", tmp_path).build_argv(image(cache=cache), no_cache=no_cache, cache=use)
+    assert argv[-1 - len(expected) : -1] == expected and argv[-1] == "/ctx"
+    assert "--cache-from" not in argv[: -1 - len(expected)] and "--cache-to" not in argv[: -1 - len(expected)]
+    assert argv[argv.index("--authfile") + 1] == str(tmp_path / "auth.json")  # credentials: the authfile
+
+
+def test_buildah_cache_takes_the_private_ca_and_a_loopback_target_over_plain_http(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    b = backend("buildah", tmp_path, {"MOLTBUILD_REGISTRY_CA": str(ca)})
+    assert b.cache_argv(CACHE)[-2:] == ["--cert-dir", str(tmp_path / "certs")]
+    hosts = backend("buildah", tmp_path)._plain_http_hosts(None, ["127.0.0.1:5000", "ghcr.io"])
+    assert hosts == ["127.0.0.1:5000"]  # ghcr.io is never spoken to over plain HTTP
+
+
+@pytest.mark.parametrize(
+    ("cache", "no_cache", "use", "expected"),
+    [
+        (CACHE, False, True, ["--cache-from", f"{CACHE}:buildkit", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]),
+        (CACHE, True, True, ["--no-cache"]),
+        (CACHE, False, False, []),  # the classic builder: no registry cache
+        (None, False, True, []),
+    ],
+)
+def test_docker_reads_the_inline_cache_from_the_cache_repository(tmp_path, cache, no_cache, use, expected):
+    argv = backend("docker", tmp_path).build_argv(
+        image(cache=cache), no_cache=no_cache, buildx=True, cache=use
+    )
+    assert argv[-1 - len(expected) : -1] == expected and argv[-1] == "/ctx"
+    assert "--cache-from" not in argv[: -1 - len(expected)]
+
+
+@pytest.mark.parametrize(
+    ("buildx", "environ", "buildkit"),
+    [
+        (True, {}, True),
+        (False, {"DOCKER_BUILDKIT": "1"}, True),
+        (False, {}, False),
+        (False, {"DOCKER_BUILDKIT": "0"}, False),
+    ],
+)
+def test_docker_uses_buildkit_through_buildx_or_docker_buildkit(tmp_path, buildx, environ, buildkit):
+    settings = load_settings(tmp_path, environ={}, tool_config={})
+    b = make_backend("docker", Runner(environ=environ), settings, storage(), dry_run=True)
+    b.__dict__["has_buildx"] = buildx  # what `docker buildx version` answered
+    assert b.buildkit is buildkit

@@ -154,7 +154,7 @@ def image(**kw) -> ImagePlan:
 
 def test_the_rendered_job_validates_and_carries_the_plan(tmp_path):
     settings = load_settings(ROOT, environ={"MOLTBUILD_KANIKO_TIMEOUT": "600"}, tool_config={})
-    img = image(target="final", platforms=("linux/arm64",))
+    img = image(target="final", platforms=("linux/arm64",), cache=CACHE)
     args = executor_args(
         img, push=True, no_cache=False, mirror="m.example/hub", insecure=["reg.example:5000"]
     )
@@ -180,6 +180,25 @@ def test_the_rendered_job_validates_and_carries_the_plan(tmp_path):
     ):
         assert expected in args
     assert "--insecure-registry=m.example" not in args
+
+
+CACHE = ImageRef("reg.example:5000", "ns/moltbook-api/cache")
+
+
+@pytest.mark.parametrize(
+    ("push", "no_cache", "cache", "expected"),
+    [
+        (True, False, CACHE, ["--cache=true", "--cache-repo=reg.example:5000/ns/moltbook-api/cache"]),
+        (True, True, CACHE, ["--cache=false"]),  # --no-cache
+        (True, False, None, ["--cache=false"]),  # MOLTBUILD_REGISTRY_CACHE=0: the plan has no cache
+        # #19: without --push nothing is pushed, cache layers included, and no push right is checked
+        (False, False, CACHE, ["--cache=false"]),
+    ],
+)
+def test_kaniko_uses_the_registry_cache_only_when_pushing(push, no_cache, cache, expected):
+    args = executor_args(image(cache=cache), push=push, no_cache=no_cache, mirror=None, insecure=[])
+    assert [a for a in args if a.startswith("--cache")] == expected
+    assert ("--no-push" in args) is not push
 
 
 def test_no_push_no_cache_and_multi_platform():

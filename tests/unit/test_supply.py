@@ -104,25 +104,31 @@ def test_an_unsigned_envelope_round_trips_and_names_its_subject():
     assert attached.tag_for(DIGEST, "att") == "sha256-" + "a" * 64 + ".att"
 
 
+def _built() -> list[dict]:
+    return [statement("r", DIGEST, PROVENANCE_TYPE, predicate(facts()))]  # commit c..., inputs b...
+
+
 @pytest.mark.parametrize(
-    ("statements", "commit", "wanted"),
+    ("statements", "expected", "wanted"),
     [
-        ([], "", "no SLSA provenance attached"),
+        ([], check.Expected(), "no SLSA provenance attached"),
         (
             [statement("r", OTHER, PROVENANCE_TYPE, predicate(facts()))],
-            "",
+            check.Expected(),
             "for another digest (sha256:bbbbbbbbbbbb)",
         ),
         (
-            [statement("r", DIGEST, PROVENANCE_TYPE, predicate(facts()))],
-            "d" * 40,
-            "names commit cccccccccccc",
+            _built(),
+            check.Expected("d" * 40, "sha256:" + "e" * 64),
+            "names commit cccccccccccc and other inputs",
         ),
-        ([statement("r", DIGEST, PROVENANCE_TYPE, predicate(facts()))], COMMIT, ""),
+        (_built(), check.Expected(COMMIT, "sha256:" + "e" * 64), ""),
+        (_built(), check.Expected("d" * 40, OTHER), ""),  # reused: an earlier commit, the same inputs
+        (_built(), check.Expected(), ""),  # a pinned entry the report does not know
     ],
 )
-def test_what_verify_calls_wrong_in_a_provenance(statements, commit, wanted):
-    problem = check._statement_problem(statements, DIGEST, commit)
+def test_what_verify_calls_wrong_in_a_provenance(statements, expected, wanted):
+    problem = check._statement_problem(statements, DIGEST, expected)
     assert (wanted in problem) if wanted else problem == ""
 
 

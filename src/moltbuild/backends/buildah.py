@@ -6,17 +6,20 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moltbuild.backends import layercache
 from moltbuild.backends.contract import BackendStatus, JobLog, PushTarget, RunSpec
 from moltbuild.backends.local import LocalBackend
-from moltbuild.errors import MoltbuildError
+from moltbuild.errors import CommandError, MoltbuildError
 from moltbuild.plan.bases import parse_base, registries_conf
 from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
     from moltbuild.plan.planner import ImagePlan
+    from moltbuild.refs import ImageRef
     from moltbuild.registry.auth import Credentials
 
 
@@ -91,7 +94,9 @@ class BuildahBackend(LocalBackend):
     def iidfile(self, image: ImagePlan) -> str:
         return self._file(f"{image.name}.iid")
 
-    def build_argv(self, image: ImagePlan, *, no_cache: bool = False) -> list[str]:
+    def build_argv(self, image: ImagePlan, *, no_cache: bool = False, cache: bool = True) -> list[str]:
+        """`bud` for one image; with `cache` (and a planned `image.cache`) it reads and writes the
+        layer cache in the registry, through the same authfile and TLS settings as the push."""
         argv = [
             *self.global_argv(),
             "bud",
@@ -123,7 +128,17 @@ class BuildahBackend(LocalBackend):
             argv += ["--timestamp", str(image.timestamp)]
         if no_cache:
             argv.append("--no-cache")
+        elif cache and image.cache:
+            argv += self.cache_argv(image.cache)
         return [*argv, str(image.context)]
+
+    def cache_argv(self, cache: ImageRef) -> list[str]:
+        # Plain HTTP and a loopback registry come from registries.conf (write_config); a private
+        # CA from --cert-dir, as for the push. Credentials only through the authfile.
+        argv = ["--cache-from", str(cache), "--cache-to", str(cache)]
+        if self.settings.get("MOLTBUILD_REGISTRY_CA"):
+            argv += ["--cert-dir", self._file("certs")]
+        return argv
 
     def push_argv(self, target: PushTarget, tag: str, digestfile: str) -> list[str]:
         dest = f"docker://{target.ref.with_tag(tag)}"
@@ -140,18 +155,20 @@ class BuildahBackend(LocalBackend):
         (workdir / "auth.json").write_text('{"auths": {}}')
         (workdir / "auth.json").chmod(0o600)
         (workdir / "registries.conf").write_text(
-            registries_conf(run.mirror, self._plain_http_hosts(run.mirror))
+            registries_conf(run.mirror, self._plain_http_hosts(run.mirror, list(run.logins)))
         )
         ca = self.settings.get("MOLTBUILD_REGISTRY_CA")
         if ca:
             (workdir / "certs").mkdir(exist_ok=True)
             shutil.copy(ca, workdir / "certs" / "ca.crt")
 
-    def _plain_http_hosts(self, mirror: str | None) -> list[str]:
+    def _plain_http_hosts(self, mirror: str | None, targets: Sequence[str] = ()) -> list[str]:
+        """Hosts `bud` may reach over plain HTTP: the listed ones, and a loopback mirror or push
+        target (the registry layer cache is read and written during `bud`)."""
         hosts = list(self.settings.insecure_registries)
-        host = mirror.split("/", 1)[0] if mirror else ""
-        if host and host not in hosts and self.settings.allows_plain_http(host):
-            hosts.append(host)  # a loopback mirror needs no listing
+        for host in [mirror.split("/", 1)[0] if mirror else "", *targets]:
+            if host and host not in hosts and self.settings.allows_plain_http(host):
+                hosts.append(host)  # a loopback registry needs no listing
         return hosts
 
     def login(self, host: str, creds: Credentials) -> None:
@@ -193,7 +210,29 @@ class BuildahBackend(LocalBackend):
             idle_timeout=self.idle_timeout,
         )
 
-    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
+        cache = None if no_cache else image.cache
+        try:
+            idle = self.idle_timeout * layercache.IDLE_FACTOR if cache else None
+            self._bud(image, no_cache=no_cache, cache=True, log=log, idle=idle)
+        except CommandError as exc:
+            reason = layercache.failure(exc.tail) if cache else ""
+            if not reason:
+                raise
+            # Layers already built stay in local storage: the second `bud` reuses them.
+            self.runner.warn(
+                f"{log.prefix}registry layer cache {cache}: {reason}; building again without it "
+                "(a cache failure never fails the build; MOLTBUILD_REGISTRY_CACHE=0 turns the cache off)"
+            )
+            self._bud(image, no_cache=False, cache=False, log=log)
+            return f"not used: {reason}"
+        if cache is None or self.dry_run:
+            return ""
+        return layercache.outcome(log.path, str(cache))
+
+    def _bud(
+        self, image: ImagePlan, *, no_cache: bool, cache: bool, log: JobLog, idle: float | None = None
+    ) -> None:
         if image.multi_platform:
             # `bud --manifest NAME` adds to whatever NAME is: a list from an earlier run (entries
             # twice) or a native build's image ("not a manifest list"). Start from no NAME at all.
@@ -201,11 +240,12 @@ class BuildahBackend(LocalBackend):
             for verb in (("manifest", "rm"), ("rmi",)):
                 self.runner.run([*self.global_argv(), *verb, name], env=self.env(), check=False, timeout=120)
         self.runner.stream(
-            self.build_argv(image, no_cache=no_cache),
+            self.build_argv(image, no_cache=no_cache, cache=cache),
             prefix=log.prefix,
             env=self.env(),
             log_path=log.path,
             what=f"buildah build of {image.name}",
+            idle_timeout=idle,
         )
 
     def built_id(self, image: ImagePlan) -> str | None:

@@ -93,6 +93,7 @@ class ImageResult:
     tags_pushed: tuple[str, ...] = ()
     smoke: str = ""  # what the release check found (report field `smoke`)
     size_bytes: int | None = None  # compressed, as pushed: config + layers (all platforms)
+    cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
 
     @property
     def pushed(self) -> bool:

@@ -13,6 +13,7 @@ from moltbuild.backends.local import LocalBackend
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.plan.bases import parse_base
 from moltbuild.refs import is_loopback
+from moltbuild.settings import TRUE_WORDS
 from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
     from moltbuild.registry.auth import Credentials
 
 PUSHED_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+CACHED_RE = re.compile(r"^(?:\[\w[\w.-]*\] )?#\d+ CACHED$", re.M)  # BuildKit's plain progress
+NO_REGISTRY_CACHE = (
+    "the classic docker builder keeps layers in the daemon only; the registry layer cache needs "
+    "BuildKit (docker buildx, or DOCKER_BUILDKIT=1 with a docker CLI before 23), buildah or kaniko"
+)
+INLINE_TAG = "buildkit"  # REPO/cache:buildkit: the last image pushed, carrying BuildKit's inline cache
 NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
     "or --force to try docker anyway"
@@ -95,12 +102,21 @@ class DockerBackend(LocalBackend):
         res = self.runner.run([self.binary, "buildx", "version"], mutates=False, check=False, timeout=15)
         return res.ok
 
+    @cached_property
+    def buildkit(self) -> bool:
+        """BuildKit builds: through buildx, or the daemon's own with DOCKER_BUILDKIT=1 (CLI < 23)."""
+        return self.has_buildx or self.runner.environ.get("DOCKER_BUILDKIT", "").strip().lower() in TRUE_WORDS
+
     # -- argv, kept pure -----------------------------------------------------------------------
 
     def iidfile(self, image: ImagePlan) -> str:
         return self._file(f"{image.name}.iid")
 
-    def build_argv(self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False) -> list[str]:
+    def build_argv(
+        self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False, cache: bool = False
+    ) -> list[str]:
+        """`docker build`; with `cache` (BuildKit, a planned `image.cache`) it reads REPO/cache:buildkit
+        and writes the inline cache into the image (pushed there after the image, `export_cache`)."""
         argv = [
             self.binary,
             *(["buildx", "build", "--load"] if buildx else ["build"]),
@@ -122,6 +138,8 @@ class DockerBackend(LocalBackend):
             argv += ["--build-arg", f"SOURCE_DATE_EPOCH={image.timestamp}"]
         if no_cache:
             argv.append("--no-cache")
+        elif cache and image.cache:
+            argv += ["--cache-from", f"{image.cache}:{INLINE_TAG}", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         return [*argv, str(image.context)]
 
     def env(self) -> dict[str, str]:
@@ -173,16 +191,55 @@ class DockerBackend(LocalBackend):
         if source != canonical:  # the Dockerfile names the Docker Hub ref; make it resolve locally
             self.runner.run([self.binary, "tag", source, canonical], env=self.env(), timeout=60)
 
-    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None:
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
         if image.multi_platform:
             raise ConfigError(
                 f"{image.name}: the docker backend builds one platform at a time here; "
                 "use --backend buildah for multi-platform images"
             )
-        argv = self.build_argv(image, no_cache=no_cache, buildx=self.has_buildx)
+        cache = image.cache is not None and not no_cache
+        argv = self.build_argv(
+            image, no_cache=no_cache, buildx=self.has_buildx, cache=cache and self.buildkit
+        )
         self.runner.stream(
             argv, prefix=log.prefix, env=self.env(), log_path=log.path, what=f"docker build of {image.name}"
         )
+        if not cache:
+            return ""
+        if not self.buildkit:
+            self.runner.say(f"{log.prefix}note: {NO_REGISTRY_CACHE} ({image.cache} is not read or written)")
+            return f"not used: {NO_REGISTRY_CACHE}"
+        text = (
+            log.path.read_text(encoding="utf-8", errors="replace") if log.path and log.path.is_file() else ""
+        )
+        hits = len(CACHED_RE.findall(text))
+        return f"{hits} step(s) CACHED, inline cache {image.cache}:{INLINE_TAG}"
+
+    def export_cache(self, image: ImagePlan, digest: str | None, cache: str, log: JobLog) -> str:
+        """The pushed image, carrying BuildKit's inline cache, is copied to REPO/cache:buildkit in the
+        registry (blobs mounted from REPO, one manifest PUT; no second docker push, whose retries
+        on a refusal take a minute); a refusal only warns."""
+        if not cache or cache.startswith("not used") or image.cache is None:
+            return cache
+        ref = f"{image.cache}:{INLINE_TAG}"
+        if self.dry_run or not digest:
+            self.runner.say(
+                f"{log.prefix}+ copy {image.ref}@<digest> to {ref} in the registry (the inline cache)"
+            )
+            return cache
+        try:
+            client = self.registry(image.cache.host)
+            with client.operation(f"copy {image.ref.repository}@{digest[:19]} to {ref}"):
+                client.copy(image.ref.repository, digest, image.cache.repository, INLINE_TAG)
+        except MoltbuildError as exc:
+            reason = exc.message.splitlines()[0][:200]
+            self.runner.warn(
+                f"{log.prefix}registry layer cache {ref}: not written ({reason}); the image itself is "
+                "pushed (a cache failure never fails the build; MOLTBUILD_REGISTRY_CACHE=0 turns it off)"
+            )
+            return f"not written: {reason}"
+        self.runner.say(f"{log.prefix}inline layer cache copied to {ref}")
+        return cache
 
     def built_id(self, image: ImagePlan) -> str | None:
         path = Path(self.iidfile(image))

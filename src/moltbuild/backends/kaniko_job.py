@@ -41,10 +41,10 @@ def executor_args(
         args.append(f"--target={image.target}")
     if image.platforms:
         args.append(f"--custom-platform={image.platforms[0]}")
-    if no_cache:
+    if push and image.cache and not no_cache:  # layers cached in the registry, next to the image
+        args += ["--cache=true", f"--cache-repo={image.cache}"]
+    else:  # without --push nothing is pushed: no cache layers, no push-rights check on REPO/cache
         args.append("--cache=false")
-    else:  # layers cached in the registry, next to the image
-        args += ["--cache=true", f"--cache-repo={image.ref.name}/cache"]
     if mirror:
         args.append(f"--registry-mirror={mirror}")
     hosts = {image.ref.host, *([mirror.split("/", 1)[0]] if mirror else [])}

@@ -69,7 +69,15 @@ class LocalBackend(Backend):
     def pull_base(self, base: str, source: str) -> None: ...
 
     @abstractmethod
-    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> None: ...
+    def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
+        """Build `image` into the local store; returns what it did with the registry layer cache
+        ('' when it used none)."""
+
+    def export_cache(self, image: ImagePlan, digest: str | None, cache: str, log: JobLog) -> str:
+        """After a good push: write what the registry layer cache needs beyond the build itself
+        (docker's inline cache); returns the cache outcome, `cache` when there is nothing to add.
+        A failure here warns and never fails the image."""
+        return cache
 
     @abstractmethod
     def built_id(self, image: ImagePlan) -> str | None:
@@ -234,7 +242,7 @@ class LocalBackend(Backend):
     def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         start = time.monotonic()
         try:
-            self.build(image, no_cache=no_cache, log=log)
+            cache = self.build(image, no_cache=no_cache, log=log)
         except MoltbuildError as exc:
             full = self._storage_full(getattr(exc, "tail", ""))
             raise JobError(_with_tail(exc) + (f"\n{full}" if full else "")) from None
@@ -244,14 +252,22 @@ class LocalBackend(Backend):
         platforms = image.platforms or (self.native,)
         smoke = self.smoke(image, image_id, log)
         if not push:
-            return ImageResult(image_id, platforms, time.monotonic() - start, log.path, smoke=smoke)
+            return ImageResult(
+                image_id, platforms, time.monotonic() - start, log.path, smoke=smoke, cache=cache
+            )
         target = PushTarget(image.name, image.ref, image.tags, image_id or image.refs[0], image.platforms)
         try:
             pushed = self.push_built(target, log=log)
         except MoltbuildError as exc:
             raise JobError(_with_tail(exc), image_id=image_id) from None
+        cache = self.export_cache(image, pushed.digest, cache, log)
         return replace(
-            pushed, image_id=image_id, platforms=platforms, duration_s=time.monotonic() - start, smoke=smoke
+            pushed,
+            image_id=image_id,
+            platforms=platforms,
+            duration_s=time.monotonic() - start,
+            smoke=smoke,
+            cache=cache,
         )
 
     def cancel(self) -> None:

@@ -14,7 +14,7 @@ BUILD_HELP = {
     "tag": "extra tag (repeatable); added to the planned ones ([tool.moltbuild] tags, latest)",
     "backend": "auto|docker|buildah (default: MOLTBUILD_BACKEND or auto)",
     "platform": "comma list, e.g. linux/amd64,linux/arm64",
-    "no-cache": "do not reuse cached layers",
+    "no-cache": "do not reuse cached layers, local or in the registry (REPO/cache)",
     "jobs": "images built at once (default 2)",
     "force": "use the docker backend even on nested overlay (to build although unchanged: --rebuild)",
     "rebuild": "build even when the registry has an image with the same inputs",

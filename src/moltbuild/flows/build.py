@@ -63,6 +63,7 @@ def to_record(
         push=plan.push,
         size_bytes=result.size_bytes if result else None,
         error=error,
+        cache=result.cache if result else "",
     )
 
 

@@ -53,6 +53,7 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
         for r in records
     ]
     lines = [render_table(("image", "reference", "tags", "result", "size", "time"), rows)]
+    lines += [f"{r.name}: layer cache: {r.cache}" for r in records if r.cache]
     lines += [f"{r.name}: {attestation_of(r)}" for r in records if r.signature]
     for r in records:
         if r.error:

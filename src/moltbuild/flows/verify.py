@@ -35,7 +35,11 @@ def verify(
     if verifier and not find_tool(session.runner, "cosign"):
         raise ConfigError(f"MOLTBUILD_VERIFY_KEY/IDENTITY is set but cosign is not installed: {INSTALL_HINT}")
     path = report_path or report.default_path(session.settings.project_root)
-    commits = {(r.repository, r.digest): r.revision for r in report.read(path) if r.digest}
+    commits = {
+        (r.repository, r.digest): supply_check.Expected(r.revision, r.input_digest)
+        for r in report.read(path)
+        if r.digest
+    }
     with owners.private_dir() as tmp:
         attest = _Attestations(session, verifier, Path(tmp), commits)
         return [attest.check(c) for c in checks]
@@ -60,7 +64,7 @@ class _Attestations:
         return dataclasses.replace(found, verdict=verdict, reason=found.reason or finding.reason)
 
     def _finding(self, ref: ImageRef, digest: str) -> supply_check.Finding:
-        commit = self.commits.get((ref.name, digest), "")
+        commit = self.commits.get((ref.name, digest), supply_check.Expected())
         if self.verifier is None:
             return supply_check.without_verifier(
                 self.session.registries.client(ref.host), ref, digest, commit

@@ -22,6 +22,7 @@ from moltbuild.system.tables import render_table
 
 INPUT_DIGEST_LABEL = "dev.moltbuild.input-digest"
 CACHE_TAG_PREFIX = "input-"
+CACHE_REPOSITORY_SUFFIX = "/cache"  # REPO/cache: the name Kaniko's --cache-repo convention uses
 
 
 def cache_tag(input_digest: str) -> str:
@@ -52,6 +53,12 @@ class ImagePlan:
     timestamp: int = 0  # every timestamp in the image (SOURCE_DATE_EPOCH): same inputs, same digest
     revision: str = ""  # the commit the context comes from (its own repository's, for a submodule)
     notes: tuple[str, ...] = ()  # what the plan says once about this image (e.g. args not passed)
+    cache: ImageRef | None = None  # the layer cache in the registry (REPO/cache) read and written
+
+    @property
+    def cache_ref(self) -> ImageRef:
+        """REPO/cache in the image's registry, whether or not this build uses it."""
+        return ImageRef(self.ref.host, self.ref.repository + CACHE_REPOSITORY_SUFFIX)
 
     @property
     def pin_tag(self) -> str:
@@ -84,6 +91,7 @@ class BuildPlan:
     jobs: int = 2
     rebuild: bool = False
     pulls: dict[str, str] = field(default_factory=dict)  # base as named -> where it is pulled from
+    cache_note: str = ""  # the registry layer cache: used or not, and why
 
     def bases_for(self, images: Iterable[ImagePlan]) -> dict[str, BasePull]:
         """The bases `images` need, each with its source and the images that use it."""
@@ -138,6 +146,8 @@ class _Project:
     mirror: str | None
     platforms: list[str]
     project_repo: Path | None
+    cache_note: str
+    registry_cache: bool
 
 
 def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
@@ -150,6 +160,7 @@ def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
     if not isinstance(semver, bool):
         raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
     mirror = settings.get("MOLTBUILD_BASE_MIRROR") or None
+    cache_on, cache_note = registry_cache(request, settings)
     return _Project(
         registry=registry,
         git=tagging.read_git_state(root, runner, inputs.environ),
@@ -158,6 +169,24 @@ def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
         mirror=baseimages.validate_mirror(mirror) if mirror else None,
         platforms=parse_platforms(request.platform),
         project_repo=tagging.repo_root(root, runner),
+        cache_note=cache_note,
+        registry_cache=cache_on,
+    )
+
+
+def registry_cache(request: BuildRequest, settings: Settings) -> tuple[bool, str]:
+    """Whether builds read and write the layer cache in the registry (REPO/cache), and why:
+    on by default when pushing; --no-cache or MOLTBUILD_REGISTRY_CACHE=0 turn it off."""
+    key = "MOLTBUILD_REGISTRY_CACHE"
+    if request.no_cache:
+        return False, "none (--no-cache: no local or registry layer is reused)"
+    if not settings.flag(key):
+        return False, f"local layers only ({key}={settings[key]} from {settings.source(key)})"
+    if not request.push:
+        return False, "local layers only (the registry cache REPO/cache is used with --push)"
+    return True, (
+        f"local layers, then REPO{CACHE_REPOSITORY_SUFFIX} in the registry (read and written; "
+        f"--no-cache or {key}=0 turn it off; a cache failure only warns)"
     )
 
 
@@ -184,6 +213,7 @@ def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | 
         jobs=request.jobs,
         pulls=pulls,
         rebuild=request.rebuild,
+        cache_note=project.cache_note,
     )
 
 
@@ -225,11 +255,12 @@ def _image_plan(
         "org.opencontainers.image.version": version,
         INPUT_DIGEST_LABEL: digest,
     }
+    ref = ImageRef.repository_of(
+        f"{project.registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
+    )
     return ImagePlan(
         name=cfg.name,
-        ref=ImageRef.repository_of(
-            f"{project.registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
-        ),
+        ref=ref,
         tags=(*tags, cache_tag(digest)),
         context=cfg.context,
         dockerfile=cfg.dockerfile,
@@ -242,6 +273,9 @@ def _image_plan(
         timestamp=epoch,
         smoke=smoke_plan_for(inputs.settings.project_root, cfg, inputs.runner) if request.smoke else None,
         revision=state.sha,
+        cache=ImageRef(ref.host, ref.repository + CACHE_REPOSITORY_SUFFIX)
+        if project.registry_cache
+        else None,
         notes=(
             (
                 f"build args {', '.join(unused)} ([tool.moltbuild.images.{cfg.name}] build_args) are not "
@@ -266,6 +300,7 @@ def render_plan(plan: BuildPlan) -> str:
         ),
         f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
+        f"cache:    {plan.cache_note or 'local layers'}",
         f"smoke:    {_smoke_line(plan)}",
     ]
     if plan.pulls:

@@ -16,6 +16,7 @@ from moltbuild.supply.provenance import (
     SBOM_TYPES,
     commit_of,
     decode_envelope,
+    input_digest_of,
     subject_digests,
 )
 from moltbuild.system.processes import Result
@@ -38,19 +39,37 @@ def _last_line(res: Result) -> str:
     return last[:200] or f"exit {res.returncode}"
 
 
-def _statement_problem(statements: list[dict], digest: str, commit: str) -> str:
+@dataclass(frozen=True)
+class Expected:
+    """What the report says about a digest ('' when it does not know: a pinned entry only)."""
+
+    commit: str = ""
+    input_digest: str = ""
+
+
+def _statement_problem(statements: list[dict], digest: str, expected: Expected) -> str:
     if not statements:
         return "no SLSA provenance attached"
     mine = [s for s in statements if digest in subject_digests(s)]
     if not mine:
         others = ", ".join(sorted(d[:19] for s in statements for d in subject_digests(s))) or "none"
         return f"the provenance is for another digest ({others}), not {digest[:19]}"
-    if commit and not any(commit_of(s) == commit for s in mine):
-        return f"the provenance names commit {commit_of(mine[0])[:12] or '(none)'}, the report {commit[:12]}"
+    # A reused image was built from an earlier commit with the same inputs: either vouches for it.
+    if expected.commit and not any(
+        commit_of(s) == expected.commit
+        or (expected.input_digest and input_digest_of(s) == expected.input_digest)
+        for s in mine
+    ):
+        return (
+            f"the provenance names commit {commit_of(mine[0])[:12] or '(none)'} and other inputs, "
+            f"the report {expected.commit[:12]}"
+        )
     return ""
 
 
-def with_verifier(cosign: Cosign, ref: ImageRef, digest: str, commit: str, verifier: Verifier) -> Finding:
+def with_verifier(
+    cosign: Cosign, ref: ImageRef, digest: str, expected: Expected, verifier: Verifier
+) -> Finding:
     by_digest = str(ref.bare().with_digest(digest))
     signed = cosign.verify(by_digest, verifier)
     if not signed.ok:
@@ -59,7 +78,7 @@ def with_verifier(cosign: Cosign, ref: ImageRef, digest: str, commit: str, verif
     if not proven.ok:
         return Finding(False, f"no SLSA provenance signed by {verifier.describe()} ({_last_line(proven)})")
     statements = [s for s in map(decode_envelope, proven.stdout.splitlines()) if s]
-    problem = _statement_problem(statements, digest, commit)
+    problem = _statement_problem(statements, digest, expected)
     if problem:
         return Finding(False, problem)
     if not any(cosign.verify_attestation(by_digest, verifier, kind).ok for kind in SBOM_KINDS):
@@ -67,10 +86,10 @@ def with_verifier(cosign: Cosign, ref: ImageRef, digest: str, commit: str, verif
     return Finding(True, f"signed by {verifier.describe()}; provenance and SBOM attested")
 
 
-def without_verifier(client: RegistryClient, ref: ImageRef, digest: str, commit: str) -> Finding:
+def without_verifier(client: RegistryClient, ref: ImageRef, digest: str, expected: Expected) -> Finding:
     found = attached.read(client, ref.repository, digest)
     statements = [a.statement for a in found if a.predicate_type == PROVENANCE_TYPE]
-    problem = _statement_problem(statements, digest, commit)
+    problem = _statement_problem(statements, digest, expected)
     if problem:
         return Finding(False, problem)
     if not any(a.predicate_type in SBOM_TYPES.values() for a in found):

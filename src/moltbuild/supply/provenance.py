@@ -146,3 +146,10 @@ def commit_of(found: Mapping[str, Any]) -> str:
         return str(found["predicate"]["buildDefinition"]["externalParameters"]["source"]["commit"])
     except (KeyError, TypeError):
         return ""
+
+
+def input_digest_of(found: Mapping[str, Any]) -> str:
+    try:
+        return str(found["predicate"]["buildDefinition"]["internalParameters"]["inputDigest"])
+    except (KeyError, TypeError):
+        return ""
