@@ -386,5 +386,5 @@ def test_the_executor_in_podman_runs_the_rendered_job_and_pushes_what_the_regist
     """Level (a): the executor image fed the rendered Job's command, args and volumes."""
     from tests.support.cluster import executor_run
 
-    assert executor_run.main(["api"]) == 0
+    assert executor_run.main(["api"], state=Path(env["KUBECONFIG"]).parent) == 0
     assert "the registry serves" in capsys.readouterr().out

@@ -177,6 +177,7 @@ def test_the_rendered_job_validates_and_carries_the_plan(tmp_path):
         "--registry-mirror=m.example/hub",
         "--insecure-registry=reg.example:5000",
         "--digest-file=/dev/termination-log",
+        "--force",  # no service-account token: kaniko's container check can miss (#19)
     ):
         assert expected in args
     assert "--insecure-registry=m.example" not in args

@@ -63,12 +63,14 @@ def workspace_of(project: Path, name: str, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def podman_argv(job: dict, workspace: Path, termination: Path, docker_config: Path | None) -> list[str]:
+def podman_argv(
+    job: dict, workspace: Path, termination: Path, docker_config: Path | None, state: Path = STATE
+) -> list[str]:
     """`podman run` for the Job's executor container: same image, command, args, env, mounts."""
     spec = job["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
-    store = STATE / "podman"  # its own storage, removed by `down`; the machine's default is shared
+    store = state / "podman"  # its own storage, removed by `down`; the machine's default is shared
     argv = ["podman", "--root", f"{store}/root", "--runroot", f"{store}/run", "--storage-driver", "vfs"]
     argv += ["run", "--rm", *PODMAN_LIMITS, "--tls-verify=false"]
     for mount in container.get("volumeMounts", []):
@@ -86,24 +88,25 @@ def podman_argv(job: dict, workspace: Path, termination: Path, docker_config: Pa
     return argv + container.get("args", [])
 
 
-def run_executor(project: Path, name: str, job: dict) -> str:
+def run_executor(project: Path, name: str, job: dict, state: Path = STATE) -> str:
     """Run the Job's executor in podman; returns the digest it wrote to the termination log."""
     with tempfile.TemporaryDirectory(prefix=f"kaniko-{name}-") as tmp:
         workspace, termination = Path(tmp) / "workspace", Path(tmp) / "termination-log"
         workspace.mkdir()
         termination.touch()
         workspace_of(project, name, workspace)
-        argv = podman_argv(job, workspace, termination, None)
+        argv = podman_argv(job, workspace, termination, None, state)
         print("+", " ".join(argv), flush=True)
         subprocess.run(argv, check=True)
         return termination.read_text().strip()
 
 
-def main(names: list[str]) -> int:
-    env = cluster_env()
+def main(names: list[str], state: Path = STATE) -> int:
+    """Run the rendered Jobs' executors in podman against the cluster at STATE (its registry)."""
+    env = cluster_env(state)
     jobs = rendered_jobs(REPO, env, names)
     for name, job in jobs.items():
-        digest = run_executor(REPO, name, job)
+        digest = run_executor(REPO, name, job, state)
         container = job["spec"]["template"]["spec"]["containers"][0]
         dest = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--destination="))
         served = subprocess.run(
