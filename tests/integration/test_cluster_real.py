@@ -184,8 +184,8 @@ def cluster_env_for(env: dict[str, str]) -> dict[str, str]:
 def test_kaniko_setup_and_build_push_what_the_registry_serves_and_leave_no_job(
     git_project, run_env, core, batch, namespace
 ):
-    """`invoke kaniko.setup && invoke kaniko.build --push` with the default --jobs 2; setup is
-    idempotent and the doctor then finds the kaniko backend working."""
+    """`invoke kaniko.setup && invoke kaniko.build --push` with the default --jobs 2, then `verify`
+    and `k8s.set-images`; setup is idempotent and the doctor then finds the kaniko backend working."""
     build = setup_and_build(git_project, run_env, "--push", "--rebuild")
     again = invoke(git_project, "kaniko.setup", env=run_env, timeout=120)
     assert again.returncode == 0 and "updated" in again.stdout, again.stdout + again.stderr
@@ -195,6 +195,10 @@ def test_kaniko_setup_and_build_push_what_the_registry_serves_and_leave_no_job(
     assert_report_served(git_project)
     verify = invoke(git_project, "verify", env=run_env, timeout=120)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr
+    pins = invoke(git_project, "k8s.set-images", env=run_env, timeout=120)
+    assert pins.returncode == 0, pins.stdout[-2000:] + pins.stderr
+    kustomization = (git_project / "k8s" / "kustomization.yml").read_text()
+    assert all(entry["digest"] in kustomization for entry in read_report(git_project).values())
     assert batch.list_namespaced_job(namespace).items == []
 
 
