@@ -297,6 +297,9 @@ def test_ctrl_c_mid_build_leaves_no_job_and_no_pod(git_project, run_env, core, b
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job starts with SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: the child gets SIGINT's default back, like a terminal's.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait(lambda: core.list_namespaced_pod(namespace).items, "a kaniko pod", timeout=120)
