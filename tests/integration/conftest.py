@@ -279,6 +279,13 @@ def leftover_temp_dirs(tmp: Path) -> list[Path]:
     return dirs + list(tmp.rglob("auth.json"))
 
 
+def _default_signals(tree) -> None:
+    """In the child: SIGINT as a terminal gives it. A test suite started as a shell's background
+    job inherits SIGINT ignored, and an ignored SIGINT never reaches the run under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    tree.enter()
+
+
 def interrupt_when(
     project: Path, args: list[str], env: dict[str, str], tree, ready, sig: int, wait: float = 300
 ) -> tuple[int, str]:
@@ -291,7 +298,7 @@ def interrupt_when(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=tree.enter,
+        preexec_fn=lambda: _default_signals(tree),
     )
     try:
         deadline = time.monotonic() + wait
