@@ -262,3 +262,17 @@ def test_attest_off_on_and_auto_without_the_tools(tmp_path, capsys):
         and "no SBOM, provenance or signature" in warned[0]
         and "MOLTBUILD_ATTEST=off" in warned[0]
     )
+
+
+def test_a_docker_hub_push_target_reaches_syft_and_cosign_under_the_keychain_key(tmp_path):
+    """go-containerregistry's keychain (syft, cosign, the kaniko executor) reads Docker Hub's
+    credentials under its legacy index URL, never under docker.io."""
+    s = settings(
+        tmp_path,
+        MOLTBUILD_REGISTRY="docker.io/ardenone",
+        REGISTRY_USERNAME="bot",
+        REGISTRY_PASSWORD="pw-canary-3",
+    )
+    access = RegistryAccess.prepare("docker.io", s, tmp_path / "work")
+    auths = json.loads((access.config_dir / "config.json").read_text())["auths"]
+    assert list(auths) == ["https://index.docker.io/v1/"]

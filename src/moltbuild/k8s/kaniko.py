@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml
-from moltbuild.registry.auth import Credentials
+from moltbuild.registry.auth import Credentials, docker_config
 
 SECRET_NAME = "moltbuild-registry"
 JOB_SA = "moltbuild-kaniko"
@@ -120,23 +120,9 @@ def setup_objects(project_root: Path, namespace: str) -> list[dict[str, Any]]:
     return objects
 
 
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-
-
-def keychain_key(host: str) -> str:
-    """The key the executor's keychain (go-containerregistry) looks a host up by: Docker Hub's
-    credentials live under its legacy index URL, never under docker.io."""
-    return DOCKER_HUB_KEY if host in ("docker.io", "index.docker.io", "registry-1.docker.io") else host
-
-
 def registry_secret(namespace: str, logins: Mapping[str, Credentials]) -> dict[str, Any]:
     """A dockerconfigjson Secret: the executor finds it as /kaniko/.docker/config.json."""
-    auths = {
-        keychain_key(host): {
-            "auth": base64.b64encode(f"{c.username}:{c.password.reveal()}".encode()).decode()
-        }
-        for host, c in logins.items()
-    }
+    config = json.dumps(docker_config(logins))
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -146,7 +132,7 @@ def registry_secret(namespace: str, logins: Mapping[str, Credentials]) -> dict[s
             "labels": {"app.kubernetes.io/managed-by": "moltbuild"},
         },
         "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64.b64encode(json.dumps({"auths": auths}).encode()).decode()},
+        "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()},
     }
 
 

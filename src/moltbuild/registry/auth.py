@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from moltbuild.errors import ConfigError, RegistryError
@@ -107,3 +109,21 @@ class Registries:
                 chosen = creds if creds is not None else credentials_for(host, self.settings)
                 self._clients[host] = registry_client(host, self.settings, chosen)
             return self._clients[host]
+
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+
+
+def keychain_key(host: str) -> str:
+    """The key Docker-config readers (go-containerregistry's keychain: the kaniko executor, syft,
+    cosign) look a host up by: Docker Hub's credentials live under its legacy index URL."""
+    return DOCKER_HUB_KEY if host in ("docker.io", "index.docker.io", "registry-1.docker.io") else host
+
+
+def docker_config(logins: Mapping[str, Credentials]) -> dict:
+    """A Docker config.json body holding `logins` (for a file or a Secret, never argv)."""
+    auths = {}
+    for host, creds in logins.items():
+        pair = f"{creds.username}:{creds.password.reveal()}".encode()
+        auths[keychain_key(host)] = {"auth": base64.b64encode(pair).decode()}
+    return {"auths": auths}

@@ -4,14 +4,13 @@ choices the settings make for that host."""
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild.errors import ConfigError
-from moltbuild.registry.auth import credentials_for
+from moltbuild.registry.auth import credentials_for, docker_config
 from moltbuild.settings import Settings
 from moltbuild.system.processes import Runner
 
@@ -42,14 +41,10 @@ class RegistryAccess:
     def prepare(cls, host: str, settings: Settings, workdir: Path) -> RegistryAccess:
         config_dir = workdir / "docker-config"
         config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        auths = {}
         creds = credentials_for(host, settings)
-        if creds:
-            pair = f"{creds.username}:{creds.password.reveal()}".encode()
-            auths[host] = {"auth": base64.b64encode(pair).decode()}
         path = config_dir / "config.json"
         path.touch(mode=0o600)
-        path.write_text(json.dumps({"auths": auths}))
+        path.write_text(json.dumps(docker_config({host: creds} if creds else {})))
         return cls(
             host, settings.allows_plain_http(host), settings.get("MOLTBUILD_REGISTRY_CA") or "", config_dir
         )
