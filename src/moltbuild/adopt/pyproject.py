@@ -121,7 +121,7 @@ def with_table(path: Path, old: str, survey: Survey) -> str:
         table = _existing_table(tomllib.loads(new))
     except (TOMLKitError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise ConfigError(
-            f"{path}: cannot add [tool.moltbuild] after its `tool` ({exc}); add it by hand"
+            f"{path}: [tool.moltbuild] cannot join the `tool` this file defines ({exc}); add it by hand"
         ) from None
     load_images(survey.root, table)  # what it writes must load
     return new
