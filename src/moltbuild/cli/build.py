@@ -28,7 +28,6 @@ BUILD_FLAGS = (
     "json",
     "verbose",
 )
-BUILD_HELP = flags.helps(*BUILD_FLAGS)
 
 
 @flags.command(BUILD_FLAGS)
