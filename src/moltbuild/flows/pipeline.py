@@ -10,6 +10,7 @@ from moltbuild.flows import verify as verify_flow
 from moltbuild.flows.build import build_images
 from moltbuild.flows.context import Session
 from moltbuild.plan.request import BuildRequest
+from moltbuild.refs import registry_prefix
 from moltbuild.registry import verify
 from moltbuild.registry.local import LocalRegistry
 
@@ -21,6 +22,11 @@ def verify_report(session: Session, path: Path) -> None:
     checks = verify_flow.verify(session, report_path=path)
     session.runner.say(verify.render(checks))
     verify.raise_on_failure(checks)
+
+
+def _path(session: Session) -> str:
+    """The configured registry's namespace path: the embedded registry keeps the image names."""
+    return registry_prefix(session.settings["MOLTBUILD_REGISTRY"]).repository
 
 
 def run_pipeline(session: Session, request: BuildRequest) -> None:
@@ -36,7 +42,7 @@ def run_pipeline(session: Session, request: BuildRequest) -> None:
         # Through the settings layer, with its own source name: the process environment is untouched.
         session = session.with_overrides(
             {
-                "MOLTBUILD_REGISTRY": (f"{registry.host}/ardenone", EMBEDDED),
+                "MOLTBUILD_REGISTRY": (f"{registry.host}/{_path(session)}", EMBEDDED),
                 "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
             }
         )
