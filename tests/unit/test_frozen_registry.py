@@ -20,6 +20,7 @@ from moltbuild.plan.planner import ImagePlan, cache_tag
 from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import registry_client
 from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.session import RETRY
 from moltbuild.registry.tags import put_and_confirm
 from moltbuild.registry.verify import Target, check
 from moltbuild.settings import load_settings
@@ -87,7 +88,9 @@ def frozen(request) -> Iterator[Frozen]:
 
 
 def client(server: Frozen, **kw) -> RegistryClient:
-    return RegistryClient(server.host, insecure_hosts=[server.host], timeout=IDLE, backoff=0.05, **kw)
+    return RegistryClient(
+        server.host, insecure_hosts=[server.host], timeout=IDLE, retry=RETRY.but(base=0.05), **kw
+    )
 
 
 def timed(action) -> tuple[float, BaseException | None]:
