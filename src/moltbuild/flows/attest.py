@@ -13,9 +13,10 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.errors import BuildError, ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
+from moltbuild.flows.facts import git_state
 from moltbuild.plan.bases import dockerfile_bases, mirrored
 from moltbuild.plan.planner import BuildPlan
-from moltbuild.plan.tags import GitState, read_git_state
+from moltbuild.plan.tags import GitState
 from moltbuild.project import load_images
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
@@ -96,7 +97,7 @@ class RunInputs:
             for c in load_images(root).values()
         }
         pulls = {b: mirrored(b, mirror) for i in images.values() for b in i.bases}
-        return cls(read_git_state(root, session.runner, session.environ), mirror, pulls, images)
+        return cls(git_state(root, session.runner, session.environ), mirror, pulls, images)
 
 
 def attest_and_record(

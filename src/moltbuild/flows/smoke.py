@@ -34,8 +34,9 @@ def static_check(session: Session, *, only: str = "") -> list[str]:
         runner.say(f"note: {note}")
     problems, probes = [], 0
     for cfg in _configs(session, only):
-        plan = smoke_plan_for(root, cfg, runner)  # named ports resolve, the smoke table and HEALTHCHECK parse
-        exposed = set(Dockerfile.read(cfg.dockerfile).stage(cfg.target).exposed)  # the stage it is built from
+        dockerfile = Dockerfile.read(cfg.dockerfile)  # once: the HEALTHCHECK and the EXPOSEd ports
+        plan = smoke_plan_for(root, cfg, runner, dockerfile)  # named ports resolve, the smoke table parses
+        exposed = set(dockerfile.stage(cfg.target).exposed)  # the stage it is built from
         problems += static_problems(root, cfg.manifest_name, exposed, runner)
         probes += plan.probes
         for line in _account(cfg, plan):
