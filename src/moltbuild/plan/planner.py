@@ -282,22 +282,20 @@ def render_plan(plan: BuildPlan) -> str:
     ]
     if plan.pulls:
         lines.append("bases:    " + ", ".join(_pull_shown(base, src) for base, src in plan.pulls.items()))
-    rows = [
-        (
-            img.name,
-            img.repository,
-            ", ".join(img.tags),
-            ",".join(img.platforms) or "native",
-            img.input_digest[:19],
-        )
-        for img in plan.images
-    ]
+    rows = [_row(img) for img in plan.images]
     lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
-    for img in plan.images:
-        args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
-        lines.append(f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}")
-        lines += [f"{img.name} note: {note}" for note in img.notes]
-    return "\n".join(lines)
+    return "\n".join([*lines, *(line for img in plan.images for line in _args_lines(img))])
+
+
+def _row(img: ImagePlan) -> tuple[str, ...]:
+    platforms = ",".join(img.platforms) or "native"
+    return (img.name, img.repository, ", ".join(img.tags), platforms, img.input_digest[:19])
+
+
+def _args_lines(img: ImagePlan) -> list[str]:
+    args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
+    shown = f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}"
+    return [shown, *(f"{img.name} note: {note}" for note in img.notes)]
 
 
 def _revision_lines(plan: BuildPlan) -> list[str]:
