@@ -133,15 +133,31 @@ def attest_records(
     signer = Signer.from_settings(session.settings, session.environ)
     say = session.runner.say
     say(f"attest: SBOM + SLSA provenance for {len(todo)} image(s), {signer.describe()}")
-    out, failures = {r.name: r for r in records}, []
+    done, failures = _attest_all(
+        session, todo, signer, lambda record: _facts(session, known, record, started)
+    )
+    out = {r.name: _with_references(r, done.get(r.name)) for r in records}
+    if failures:
+        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
+        error.records = list(out.values())
+        raise error
+    return list(out.values())
+
+
+def _attest_all(
+    session: Session, todo: list[ImageRecord], signer: Signer, facts: Callable[[ImageRecord], BuildFacts]
+) -> tuple[dict[str, Attached], list[str]]:
+    """Each image's attestation (already there, or made now), and a line per image that failed."""
+    done: dict[str, Attached] = {}
+    failures: list[str] = []
     with owners.private_dir() as tmp:  # 0700: the registry credential file lives here
         hosts = {r.ref.host for r in todo}
         attesters = {h: _attester(session, h, signer, Path(tmp)) for h in sorted(hosts)}
 
         def one(record: ImageRecord) -> Attached:
             attester = attesters[record.ref.host]
-            done = attester.already(record.ref, str(record.digest))  # reused, or pushed again
-            return done or attester.attest(_facts(session, known, record, started))
+            found = attester.already(record.ref, str(record.digest))  # reused, or pushed again
+            return found or attester.attest(facts(record))
 
         # Images in parallel, as they were built: each is a syft scan and a few cosign calls.
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
@@ -149,19 +165,18 @@ def attest_records(
             for future in cf.as_completed(futures):
                 record = futures[future]
                 try:
-                    done = future.result()
+                    done[record.name] = future.result()
                 except MoltbuildError as exc:
                     failures.append(f"{record.name}: {exc.message}")
                     continue
-                say(f"[{record.name}] {_said(done)}")
-                out[record.name] = record.but(
-                    sbom=done.sbom, provenance=done.provenance, signature=done.signature
-                )
-    if failures:
-        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
-        error.records = list(out.values())
-        raise error
-    return list(out.values())
+                session.runner.say(f"[{record.name}] {_said(done[record.name])}")
+    return done, failures
+
+
+def _with_references(record: ImageRecord, done: Attached | None) -> ImageRecord:
+    if done is None:
+        return record
+    return record.but(sbom=done.sbom, provenance=done.provenance, signature=done.signature)
 
 
 def _said(done: Attached) -> str:
