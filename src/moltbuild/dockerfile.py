@@ -92,38 +92,60 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 
 
 def parse(text: str, path: Path, build_args: dict[str, str]) -> Dockerfile:
-    global_args: dict[str, str] = {}
-    stages: list[dict] = []
+    reading = _Reading(path, build_args)
     for number, line in _logical_lines(text):
         keyword, _, rest = line.partition(" ")
-        keyword, rest = keyword.upper(), rest.strip()
-        if keyword == "ARG":
-            _declare(rest, global_args if not stages else None, stages, build_args)
-        elif keyword == "FROM":
-            stages.append(_from(rest, number, stages, global_args, path))
-        elif stages and keyword == "EXPOSE":
-            stages[-1]["exposed"] |= {int(w.split("/")[0]) for w in rest.split() if w.split("/")[0].isdigit()}
-        elif stages and keyword == "HEALTHCHECK":
-            stages[-1]["healthcheck"] = rest
-    if not stages:
-        raise ConfigError(f"{path}: no FROM instruction; every stage starts FROM an image or scratch")
-    frozen = tuple(
-        Stage(**{**s, "exposed": frozenset(s["exposed"]), "args": frozenset(s["args"])}) for s in stages
-    )
-    return Dockerfile(path, frozen, global_args)
+        instruction = _INSTRUCTIONS.get(keyword.upper())
+        if instruction:
+            instruction(reading, rest.strip(), number)
+    return reading.result()
 
 
-def _declare(
-    rest: str, global_args: dict[str, str] | None, stages: list[dict], given: dict[str, str]
-) -> None:
-    for word in rest.split():
-        m = _ARG_RE.match(word)
-        if not m:
-            continue
-        if global_args is not None:
-            global_args[m.group(1)] = given.get(m.group(1), (m.group(2) or "").strip("\"'"))
-        else:
-            stages[-1]["args"].add(m.group(1))
+class _Reading:
+    """One parse under way: the ARGs before the first FROM, then each stage as it opens."""
+
+    def __init__(self, path: Path, given: dict[str, str]):
+        self.path, self.given = path, given
+        self.global_args: dict[str, str] = {}
+        self.stages: list[dict] = []
+
+    def arg(self, rest: str, number: int) -> None:
+        for m in filter(None, (_ARG_RE.match(word) for word in rest.split())):
+            if self.stages:
+                self.stages[-1]["args"].add(m.group(1))
+            else:
+                self.global_args[m.group(1)] = self.given.get(m.group(1), (m.group(2) or "").strip("\"'"))
+
+    def from_(self, rest: str, number: int) -> None:
+        self.stages.append(_from(rest, number, self.stages, self.global_args, self.path))
+
+    def expose(self, rest: str, number: int) -> None:
+        if self.stages:
+            ports = (w.split("/")[0] for w in rest.split())
+            self.stages[-1]["exposed"] |= {int(p) for p in ports if p.isdigit()}
+
+    def healthcheck(self, rest: str, number: int) -> None:
+        if self.stages:
+            self.stages[-1]["healthcheck"] = rest
+
+    def result(self) -> Dockerfile:
+        if not self.stages:
+            raise ConfigError(
+                f"{self.path}: no FROM instruction; every stage starts FROM an image or scratch"
+            )
+        frozen = tuple(
+            Stage(**{**s, "exposed": frozenset(s["exposed"]), "args": frozenset(s["args"])})
+            for s in self.stages
+        )
+        return Dockerfile(self.path, frozen, self.global_args)
+
+
+_INSTRUCTIONS = {
+    "ARG": _Reading.arg,
+    "FROM": _Reading.from_,
+    "EXPOSE": _Reading.expose,
+    "HEALTHCHECK": _Reading.healthcheck,
+}
 
 
 def _from(rest: str, number: int, stages: list[dict], args: dict[str, str], path: Path) -> dict:
@@ -131,15 +153,16 @@ def _from(rest: str, number: int, stages: list[dict], args: dict[str, str], path
     if not words:
         raise ConfigError(f"{path}:{number}: FROM names no image")
     base = _VAR_RE.sub(lambda m: args.get(m.group(1), ""), words[0])
-    name = words[2] if len(words) > 2 and words[1].upper() == "AS" else ""
+    named = len(words) > 2 and words[1].upper() == "AS"
     # FROM an earlier stage starts from its image: its EXPOSE and HEALTHCHECK carry over
     parent = next((s for s in reversed(stages) if s["name"] and s["name"] == base), None)
+    exposed, healthcheck = (set(parent["exposed"]), parent["healthcheck"]) if parent else (set(), None)
     return {
         "index": len(stages),
         "base": base,
-        "name": name,
+        "name": words[2] if named else "",
         "line": number,
-        "exposed": set(parent["exposed"]) if parent else set(),
-        "healthcheck": parent["healthcheck"] if parent else None,
+        "exposed": exposed,
+        "healthcheck": healthcheck,
         "args": set(),
     }

@@ -58,6 +58,11 @@ def _parsed(pyproject: Path, mtime_ns: int, size: int) -> dict[str, Any]:
         raise ConfigError(f"{pyproject}: invalid TOML ({exc}); fix the syntax") from None
 
 
+def clear_cache() -> None:
+    """Forget parsed pyproject files (system/state.begin_command() calls it for each command)."""
+    _parsed.cache_clear()
+
+
 def read_tool_table(project_root: Path) -> dict[str, Any]:
     pyproject = project_root / "pyproject.toml"
     if not pyproject.is_file():

@@ -159,14 +159,8 @@ def _split_tag(name: str, bad) -> tuple[str, str | None]:
 def _split_host(name: str, bad) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and names_a_host(first):
+        _check_host(first, bad)
         host, path = first, rest
-        if not _HOST_RE.match(host):
-            raise bad(f"registry host {host!r} is not HOST[:PORT]")
-        port = (
-            host.rsplit(":", 1)[1] if host.count(":") == 1 or (host.startswith("[") and "]:" in host) else ""
-        )
-        if port and not 0 < int(port) < 65536:
-            raise bad(f"port {port} of {host!r} is not between 1 and 65535")
     else:
         host, path = DOCKER_HUB, name
     if host == DOCKER_HUB and "/" not in path:
@@ -174,3 +168,13 @@ def _split_host(name: str, bad) -> tuple[str, str]:
     if not _PATH_RE.match(path):
         raise bad(f"repository {path!r} must be lowercase letters, digits and . _ - separated by /")
     return host, path
+
+
+def _check_host(host: str, bad) -> None:
+    """HOST[:PORT] (an IPv6 address in brackets), the port between 1 and 65535."""
+    if not _HOST_RE.match(host):
+        raise bad(f"registry host {host!r} is not HOST[:PORT]")
+    has_port = host.count(":") == 1 or (host.startswith("[") and "]:" in host)
+    port = host.rsplit(":", 1)[1] if has_port else ""
+    if port and not 0 < int(port) < 65536:
+        raise bad(f"port {port} of {host!r} is not between 1 and 65535")

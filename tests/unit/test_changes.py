@@ -12,6 +12,7 @@ import pytest
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.changed import show_changed
 from moltbuild.flows.context import Session
+from moltbuild.flows.facts import change_facts, changes_since
 from moltbuild.plan.changes import (
     Change,
     changed_images,
@@ -85,7 +86,7 @@ def test_app_code_selects_only_its_image_and_names_the_base(repo, runner):
     base = git(repo, "rev-parse", "HEAD")
     edit(repo, "api/moltbook_api/app.py")
     commit(repo)
-    names, summary = select_changed(repo, load_images(repo), "HEAD^", runner)
+    names, summary = select_changed(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert names == ["api"]
     assert summary == (
         f"changed since HEAD^ ({base[:12]}): api: api/moltbook_api/app.py changed; "
@@ -98,7 +99,7 @@ def test_several_sent_files_are_counted(repo, runner):
     edit(repo, "api/moltbook_api/extra.py")
     edit(repo, "api/moltbook_api/more.py")
     commit(repo)
-    _, changes = changed_images(repo, load_images(repo), "HEAD^", runner)
+    _, changes = changed_images(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert reasons(changes)["api"] == (True, "api/moltbook_api/app.py and 2 more changed")
 
 
@@ -106,7 +107,7 @@ def test_dockerignored_files_do_not_select_the_image(repo, runner):
     edit(repo, "api/tests/test_app.py")
     edit(repo, "api/moltbook_api/cache.pyc")
     commit(repo)
-    _, changes = changed_images(repo, load_images(repo), "HEAD^", runner)
+    _, changes = changed_images(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert reasons(changes)["api"] == (False, "only .dockerignore'd files changed (2)")
 
 
@@ -114,7 +115,7 @@ def test_the_dockerfile_and_the_dockerignore_count_though_both_are_ignored(repo,
     edit(repo, "api/Dockerfile", "\n")
     edit(repo, "moltbook-frontend/.dockerignore", "docs/\n")
     commit(repo)
-    names, summary = select_changed(repo, load_images(repo), "HEAD^", runner)
+    names, summary = select_changed(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert names == ["api", "frontend"]
     assert "api: api/Dockerfile changed" in summary
     assert "frontend: moltbook-frontend/.dockerignore changed" in summary
@@ -124,7 +125,7 @@ def test_a_changed_settings_table_selects_that_image_only(repo, runner):
     pyproject = repo / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"/api"', '"/v2"'))
     commit(repo)
-    _, changes = changed_images(repo, load_images(repo), "HEAD^", runner)
+    _, changes = changed_images(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert reasons(changes) == {
         "api": (False, "nothing in its context changed"),
         "frontend": (True, "its settings in pyproject.toml changed"),
@@ -139,7 +140,7 @@ def test_a_base_whose_pyproject_does_not_parse_counts_as_changed_settings(repo, 
     commit(repo, "broken")
     pyproject.write_text(good)
     commit(repo, "fixed")
-    names, _ = select_changed(repo, images, "HEAD^", runner)
+    names, _ = select_changed(repo, images, change_facts(repo, "HEAD^", runner))
     assert names == ["api", "frontend"]
 
 
@@ -147,19 +148,19 @@ def test_files_outside_every_context_and_uncommitted_edits_select_nothing(repo, 
     edit(repo, "README.md")
     commit(repo)
     edit(repo, "api/moltbook_api/app.py")  # not committed: only HEAD is compared
-    names, _ = select_changed(repo, load_images(repo), "HEAD^", runner)
+    names, _ = select_changed(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert names == []
 
 
 def test_the_same_revision_selects_nothing(repo, runner):
-    names, summary = select_changed(repo, load_images(repo), "HEAD", runner)
+    names, summary = select_changed(repo, load_images(repo), change_facts(repo, "HEAD", runner))
     assert names == [] and summary.startswith(f"changed since HEAD ({git(repo, 'rev-parse', 'HEAD')[:12]})")
 
 
 def test_a_file_with_a_non_ascii_name_selects_its_image(repo, runner):
     edit(repo, "api/moltbook_api/données.py")
     commit(repo)
-    names, _ = select_changed(repo, load_images(repo), "HEAD^", runner)
+    names, _ = select_changed(repo, load_images(repo), change_facts(repo, "HEAD^", runner))
     assert names == ["api"]
 
 
@@ -178,54 +179,62 @@ def test_a_context_at_the_root_with_a_dockerfile_outside_it(tmp_path, git_env, r
     images = load_images(root)
     edit(root, "docs/guide.md")
     commit(root)
-    assert reasons(changed_images(root, images, "HEAD^", runner)[1])["all"] == (
+    assert reasons(changed_images(root, images, change_facts(root, "HEAD^", runner))[1])["all"] == (
         False,
         "only .dockerignore'd files changed (1)",
     )
     edit(root, "src/main.py")
     commit(root)
-    assert reasons(changed_images(root, images, "HEAD^", runner)[1])["all"] == (True, "src/main.py changed")
+    assert reasons(changed_images(root, images, change_facts(root, "HEAD^", runner))[1])["all"] == (
+        True,
+        "src/main.py changed",
+    )
     edit(root, "docker/Dockerfile", "LABEL x=1\n")
     commit(root)
-    assert reasons(changed_images(root, images, "HEAD^", runner)[1])["all"] == (
+    assert reasons(changed_images(root, images, change_facts(root, "HEAD^", runner))[1])["all"] == (
         True,
         "docker/Dockerfile changed",
     )
     edit(root, ".dockerignore", "tmp/\n")
     commit(root)
-    assert reasons(changed_images(root, images, "HEAD^", runner)[1])["all"] == (True, ".dockerignore changed")
+    assert reasons(changed_images(root, images, change_facts(root, "HEAD^", runner))[1])["all"] == (
+        True,
+        ".dockerignore changed",
+    )
 
 
 # --- bases that cannot be compared ---------------------------------------------------------------
 
 
 def test_an_all_zero_base_builds_everything(repo, runner):
-    sha, changes = changed_images(repo, load_images(repo), ZERO, runner)
+    sha, changes = changed_images(repo, load_images(repo), change_facts(repo, ZERO, runner))
     assert sha is None
     assert {c.image for c in changes if c.changed} == {"api", "frontend"}
     assert changes[0].reason == "first push of the branch (no base): building everything"
-    names, summary = select_changed(repo, load_images(repo), ZERO, runner)
+    names, summary = select_changed(repo, load_images(repo), change_facts(repo, ZERO, runner))
     assert names == ["api", "frontend"] and summary.startswith(f"changed since {ZERO}: api: first push")
 
 
 def test_an_unknown_base_builds_everything_and_says_why(repo, runner):
     gone = "deadbeef" * 5
-    names, summary = select_changed(repo, load_images(repo), gone, runner)
+    names, summary = select_changed(repo, load_images(repo), change_facts(repo, gone, runner))
     assert names == ["api", "frontend"]
     assert f"api: base {gone} is not a known commit here: building everything" in summary
     # the default base of a repository with one commit does not exist either
-    assert select_changed(repo, load_images(repo), "HEAD^", runner)[0] == ["api", "frontend"]
+    assert select_changed(repo, load_images(repo), change_facts(repo, "HEAD^", runner))[0] == [
+        "api",
+        "frontend",
+    ]
 
 
 def test_when_git_cannot_run_the_error_names_the_base(repo, tmp_path):
-    images = load_images(repo)
     empty = tmp_path / "no-tools"
     empty.mkdir()
-    runner = Runner(out=lambda _: None, environ={**os.environ, "PATH": str(empty)})  # the run's env
+    session = Session.create(environ={**os.environ, "PATH": str(empty)}, project_root=repo)  # the run's env
     with pytest.raises(
         MoltbuildError, match=r"^--changed: cannot compare with HEAD\^: `git` is not installed"
     ):
-        select_changed(repo, images, "HEAD^", runner)
+        changes_since(session, None, during="--changed")
 
 
 # --- resolve_base / check_explicit_base ----------------------------------------------------------
@@ -271,9 +280,9 @@ def test_a_typed_base_must_exist(repo, runner):
     head = git(repo, "rev-parse", "HEAD")
     git(repo, "tag", "v1")
     for base in ("main", "v1", head, head[:8], ZERO):
-        check_explicit_base(repo, base, runner)  # no error
+        check_explicit_base(change_facts(repo, base, runner))  # no error
     with pytest.raises(ConfigError) as info:
-        check_explicit_base(repo, "deadbeef", runner)
+        check_explicit_base(change_facts(repo, "deadbeef", runner))
     assert info.value.message == (
         "--base 'deadbeef' is not a commit in this repository; pass a branch, tag or SHA "
         "(fetch it first if it is remote: git fetch origin deadbeef)"

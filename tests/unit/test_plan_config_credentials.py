@@ -1,13 +1,11 @@
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from moltbuild.errors import ConfigError
-from moltbuild.plan.planner import parse_platforms, registry_prefix, select_images
+from moltbuild.plan.planner import parse_platforms, registry_prefix
 from moltbuild.plan.request import image_of, selection
-from moltbuild.project import load_images
+from moltbuild.project import load_images, select_images
 from moltbuild.registry.auth import credentials_for, preflight_push
 from moltbuild.settings import load_settings
 
@@ -138,21 +136,27 @@ def test_source_date_epoch_wins_over_the_commit_time():
 
 
 def test_build_args_go_only_where_the_dockerfile_declares_them(project):
+    """Planning is pure: the facts are made here, no git repository is needed."""
+    from moltbuild.dockerfile import Dockerfile
+    from moltbuild.plan.facts import GitState, ImageFacts, PlanFacts
     from moltbuild.plan.planner import PlanInputs, make_plan
     from moltbuild.plan.request import BuildRequest
-    from moltbuild.system.processes import Runner
+    from moltbuild.project import load_images
 
     frontend = project / "moltbook-frontend" / "Dockerfile"
     frontend.write_text(frontend.read_text().replace("ARG API_BASE_URL=/api\n", ""))
     api = project / "api" / "Dockerfile"
     api.write_text("\n".join(line for line in api.read_text().splitlines() if not line.startswith("ARG ")))
-    ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    for argv in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "first"]):
-        subprocess.run(["git", "-C", str(project), *argv], check=True, env={"PATH": os.environ["PATH"]})
+    git = GitState("a" * 40, "main", "main", False, "https://example.org/x/y", commit_time=1600000000)
+    images = tuple(
+        ImageFacts(cfg, Dockerfile.read(cfg.dockerfile, cfg.build_args), git)
+        for cfg in load_images(project).values()
+    )
     settings = load_settings(project, environ={})
-    inputs = PlanInputs(settings, Runner(out=lambda _: None), {}, "buildah", "test")
-    plan = {i.name: i for i in make_plan(BuildRequest(), inputs).images}
+    inputs = PlanInputs(settings, PlanFacts(git, images), "buildah", "test")
+    plan = {i.name: i for i in make_plan(BuildRequest(smoke=False), inputs).images}
     assert "API_BASE_URL" not in plan["frontend"].build_args  # configured, but no ARG takes it
+    assert plan["frontend"].build_args["REVISION"] == "a" * 40
     assert set(plan["frontend"].build_args) == {"VERSION", "REVISION", "CREATED", "SOURCE"}
     (note,) = plan["frontend"].notes
     assert "API_BASE_URL" in note and "not passed" in note

@@ -112,25 +112,26 @@ class BuildahBackend(LocalBackend):
             "-f",
             str(image.dockerfile),
         ]
-        if image.multi_platform:
-            # One image per platform, collected in a manifest list; an iidfile holds only one ID.
-            argv += ["--platform", ",".join(image.platforms), "--manifest", image.refs[0]]
-        else:
-            argv += ["--iidfile", self.iidfile(image)]
-            argv += [a for ref in image.refs for a in ("-t", ref)]
-            if image.platforms:
-                argv += ["--platform", image.platforms[0]]
+        argv += self._output_argv(image)
         argv += [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
         argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
-        if image.target:
-            argv += ["--target", image.target]
-        if image.timestamp:  # created and every file and history time: a rebuild gives the same digest
-            argv += ["--timestamp", str(image.timestamp)]
+        argv += ["--target", image.target] if image.target else []
+        # created and every file and history time: a rebuild gives the same digest
+        argv += ["--timestamp", str(image.timestamp)] if image.timestamp else []
+        return [*argv, *self._cache_flags(image, no_cache, cache), str(image.context)]
+
+    def _output_argv(self, image: ImagePlan) -> list[str]:
+        """Where the build goes: tagged with its refs (the ID in an iidfile), or for several
+        platforms one image each, collected in a manifest list (an iidfile holds only one ID)."""
+        if image.multi_platform:
+            return ["--platform", ",".join(image.platforms), "--manifest", image.refs[0]]
+        argv = ["--iidfile", self.iidfile(image), *(a for ref in image.refs for a in ("-t", ref))]
+        return argv + (["--platform", image.platforms[0]] if image.platforms else [])
+
+    def _cache_flags(self, image: ImagePlan, no_cache: bool, cache: bool) -> list[str]:
         if no_cache:
-            argv.append("--no-cache")
-        elif cache and image.cache:
-            argv += self.cache_argv(image.cache)
-        return [*argv, str(image.context)]
+            return ["--no-cache"]
+        return self.cache_argv(image.cache) if cache and image.cache else []
 
     def cache_argv(self, cache: ImageRef) -> list[str]:
         # Plain HTTP and a loopback registry come from registries.conf (write_config); a private

@@ -81,24 +81,23 @@ class ImageStore:
 
     def inventory(self) -> dict[str, StoredImage]:
         """Every image with its parent and names: one `podman images` call (docker: two)."""
-        if self.rt.argv[0] == "podman":
-            out = self.rt("images", "--all", "--format", "json", mutates=False, timeout=120).stdout
-            rows = [(i["Id"], i.get("ParentId"), i.get("Names")) for i in json.loads(out or "[]") or []]
-        else:
-            ids = self.rt(
-                "images", "--all", "--quiet", "--no-trunc", mutates=False, timeout=120
-            ).stdout.split()
-            out = "[]"
-            if ids:
-                out = self.rt(
-                    "image", "inspect", *sorted(set(ids)), mutates=False, check=False, timeout=120
-                ).stdout
-            rows = [(i["Id"], i.get("Parent"), i.get("RepoTags")) for i in json.loads(out or "[]") or []]
+        rows = self._podman_rows() if self.rt.argv[0] == "podman" else self._docker_rows()
         images = {}
         for image_id, parent, names in rows:
             image = StoredImage(_hex(image_id), _hex(parent or ""), tuple(names or ()))
             images[image.id] = image
         return images
+
+    def _podman_rows(self) -> list[tuple[str, str | None, list[str] | None]]:
+        out = self.rt("images", "--all", "--format", "json", mutates=False, timeout=120).stdout
+        return [(i["Id"], i.get("ParentId"), i.get("Names")) for i in json.loads(out or "[]") or []]
+
+    def _docker_rows(self) -> list[tuple[str, str | None, list[str] | None]]:
+        ids = self.rt("images", "--all", "--quiet", "--no-trunc", mutates=False, timeout=120).stdout.split()
+        if not ids:
+            return []
+        out = self.rt("image", "inspect", *sorted(set(ids)), mutates=False, check=False, timeout=120).stdout
+        return [(i["Id"], i.get("Parent"), i.get("RepoTags")) for i in json.loads(out or "[]") or []]
 
     def size_bytes(self) -> int:
         """What all images take on disk, shared layers counted once (`system df`)."""
@@ -171,11 +170,7 @@ class ImageStore:
         for owner in {o for group in owned.values() for o in group}:
             if (others_only and owner == self.owner) or not Path(owner.root).is_dir():
                 continue  # the checkout is gone: nothing of it needs protecting
-            try:
-                records = report.read(Path(owner.report)) if Path(owner.report).is_file() else []
-                named |= {_hex(r.image_id) for r in records if r.image_id}
-            except (MoltbuildError, OSError):
-                named |= {i for i, group in owned.items() if owner in group}
+            named |= _named_by(owner, owned)
         return _chains(images, named)
 
     # -- a run's working containers ------------------------------------------------------------
@@ -308,3 +303,12 @@ def _parse_size(text: str) -> int:
         return int(float(number) * _UNITS.get(unit, 1))
     except ValueError:
         return 0
+
+
+def _named_by(owner: Owner, owned: dict[str, set[Owner]]) -> set[str]:
+    """The images the owner's report names; every image it recorded when that cannot be read."""
+    try:
+        records = report.read(Path(owner.report)) if Path(owner.report).is_file() else []
+    except (MoltbuildError, OSError):
+        return {i for i, group in owned.items() if owner in group}
+    return {_hex(r.image_id) for r in records if r.image_id}

@@ -239,8 +239,7 @@ class KanikoBackend(Backend):
             if event.reason == "FailedCreate":
                 message = (event.message or "").strip()
                 raise JobError(f"Job {job} cannot create its pod: {message[:400]}" + _create_hint(message))
-        found = self.cluster.job(job)
-        for cond in (found.status.conditions or []) if found is not None and found.status else []:
+        for cond in _job_conditions(self.cluster.job(job)):
             if cond.type == "Failed" and cond.status == "True":
                 raise JobError(f"Job {job} failed: {cond.reason}: {(cond.message or '')[:300]}")
 
@@ -266,19 +265,7 @@ class KanikoBackend(Backend):
         """Fail fast on what will never recover: image pulls, OOM, a failed pod, no node."""
         self._unschedulable(pod)
         for status in self._statuses(pod, init=True) + self._statuses(pod):
-            waiting = status.state.waiting if status.state else None
-            if waiting and waiting.reason in PULL_FAILURES:
-                raise JobError(
-                    f"{status.name} container cannot start: {waiting.reason}: "
-                    f"{(waiting.message or '')[:200]} "
-                    f"(image {status.image}; check MOLTBUILD_KANIKO_IMAGE / MOLTBUILD_KANIKO_HELPER_IMAGE)"
-                )
-            terminated = status.state.terminated if status.state else None
-            if terminated and terminated.reason == "OOMKilled":
-                raise JobError(
-                    f"{status.name} container was OOMKilled (exit {terminated.exit_code}); raise its memory "
-                    "limit in k8s/kaniko/job.yml"
-                )
+            _check_container(status)
         if pod.status is not None and pod.status.phase == "Failed" and not self._statuses(pod):
             raise JobError(f"pod {pod.metadata.name} failed: {pod.status.reason}: {pod.status.message}")
 
@@ -330,3 +317,24 @@ def _create_hint(message: str) -> str:
     if "quota" in message.lower():
         return "; the namespace's ResourceQuota has no room for the executor's requests (k8s/kaniko/job.yml)"
     return ""
+
+
+def _job_conditions(job: Any | None) -> list[Any]:
+    return list(job.status.conditions or []) if job is not None and job.status else []
+
+
+def _check_container(status: Any) -> None:
+    """A container that will never recover: its image cannot be pulled, or it ran out of memory."""
+    waiting = status.state.waiting if status.state else None
+    if waiting and waiting.reason in PULL_FAILURES:
+        raise JobError(
+            f"{status.name} container cannot start: {waiting.reason}: "
+            f"{(waiting.message or '')[:200]} "
+            f"(image {status.image}; check MOLTBUILD_KANIKO_IMAGE / MOLTBUILD_KANIKO_HELPER_IMAGE)"
+        )
+    terminated = status.state.terminated if status.state else None
+    if terminated and terminated.reason == "OOMKilled":
+        raise JobError(
+            f"{status.name} container was OOMKilled (exit {terminated.exit_code}); raise its memory "
+            "limit in k8s/kaniko/job.yml"
+        )

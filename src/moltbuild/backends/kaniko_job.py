@@ -37,23 +37,28 @@ def executor_args(
     args += [f"--destination={ref}" for ref in image.refs] if push else ["--no-push"]
     args += [f"--build-arg={k}={v}" for k, v in image.build_args.items()]
     args += [f"--label={k}={v}" for k, v in image.labels.items()]
-    if image.target:
-        args.append(f"--target={image.target}")
-    if image.platforms:
-        args.append(f"--custom-platform={image.platforms[0]}")
-    if push and image.cache and not no_cache:  # layers cached in the registry, next to the image
-        args += ["--cache=true", f"--cache-repo={image.cache}"]
-    else:  # without --push nothing is pushed: no cache layers, no push-rights check on REPO/cache
-        args.append("--cache=false")
-    if mirror:
-        args.append(f"--registry-mirror={mirror}")
-    hosts = {image.ref.host, *([mirror.split("/", 1)[0]] if mirror else [])}
-    args += [f"--insecure-registry={h}" for h in sorted(hosts) if h in insecure]
+    args += [f"--target={image.target}"] if image.target else []
+    args += [f"--custom-platform={image.platforms[0]}"] if image.platforms else []
+    args += _cache_args(image, push=push, no_cache=no_cache)
+    args += _registry_args(image, mirror, insecure)
     # --force: the Job's container is always a container, but without the service-account token
     # (not mounted) kaniko's own check finds none on a cgroup v2 node whose snapshotter is not
     # overlayfs ("kaniko should only be run inside of a container"): docs/cluster.md.
     args += ["--push-retry=3", "--digest-file=/dev/termination-log", "--force"]
     return args
+
+
+def _cache_args(image: ImagePlan, *, push: bool, no_cache: bool) -> list[str]:
+    if push and image.cache and not no_cache:  # layers cached in the registry, next to the image
+        return ["--cache=true", f"--cache-repo={image.cache}"]
+    return ["--cache=false"]  # without --push nothing is pushed: no cache layers, no push-rights check
+
+
+def _registry_args(image: ImagePlan, mirror: str | None, insecure: list[str]) -> list[str]:
+    """The Docker Hub mirror, and plain HTTP for the image's registry or the mirror's when allowed."""
+    args = [f"--registry-mirror={mirror}"] if mirror else []
+    hosts = {image.ref.host, *([mirror.split("/", 1)[0]] if mirror else [])}
+    return args + [f"--insecure-registry={h}" for h in sorted(hosts) if h in insecure]
 
 
 def job_manifest(

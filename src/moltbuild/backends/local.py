@@ -182,17 +182,7 @@ class LocalBackend(Backend):
             return
         self._end_run()
         try:
-            store = self.store()
-            built_ids = {b.removeprefix("sha256:") for b in self._built}
-            if built_ids <= store.ledger():
-                store.claim(built_ids)  # this checkout needs them too
-                return  # every build was a full cache hit: no image is new, none superseded
-            images = store.inventory()
-            store.record(images, self._built)
-            if not ok or not built or self.settings.flag("MOLTBUILD_KEEP_IMAGES"):
-                return  # a failed run's intermediate images are the layer cache of the retry
-            keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
-            removed = store.prune(supersede=keep, images=images)
+            removed = self._record_and_prune(ok, built)
         except MoltbuildError as exc:  # hygiene never fails a build
             self.runner.say(f"note: storage cleanup skipped: {exc.message.splitlines()[0]}")
             return
@@ -201,6 +191,20 @@ class LocalBackend(Backend):
                 f"storage: removed {len(removed)} image(s) this tool created and nothing uses any more "
                 "(superseded builds, unused intermediates); MOLTBUILD_KEEP_IMAGES=1 keeps them"
             )
+
+    def _record_and_prune(self, ok: bool, built: Sequence[ImagePlan]) -> Sequence[str]:
+        """The ledger updated; after a good run, what the store removed."""
+        store = self.store()
+        built_ids = {b.removeprefix("sha256:") for b in self._built}
+        if built_ids <= store.ledger():
+            store.claim(built_ids)  # this checkout needs them too
+            return ()  # every build was a full cache hit: no image is new, none superseded
+        images = store.inventory()
+        store.record(images, self._built)
+        if not ok or not built or self.settings.flag("MOLTBUILD_KEEP_IMAGES"):
+            return ()  # a failed run's intermediate images are the layer cache of the retry
+        keep = {img.ref.name: set(img.refs) for img in built if not img.multi_platform}
+        return store.prune(supersede=keep, images=images)
 
     def close(self) -> None:
         """End the run (its leftover working containers, its marker), release the store's run lock."""

@@ -75,19 +75,28 @@ def choose_backend(
         raise ConfigError(f"unknown backend {requested!r}; choose one of auto, {', '.join(BACKENDS)}")
     status = statuses[requested]
     if requested == "docker" and storage.nested and not force:
-        works = [n for n, s in statuses.items() if s.works and n != "docker"]
-        raise GuardError(
-            f"refusing the docker backend: {storage.path} is on nested overlay and docker build "
-            f"fails there; works here: {', '.join(works) or 'nothing yet (invoke setup)'}; "
-            "pass --force to try anyway"
-        )
+        _refuse_nested_docker(statuses, storage)
     _refuse_broken(status, dry_run)
+    return requested, _requested_why(requested, status, storage)
+
+
+def _refuse_nested_docker(statuses: dict[str, BackendStatus], storage: StorageVerdict) -> None:
+    works = [n for n, s in statuses.items() if s.works and n != "docker"]
+    raise GuardError(
+        f"refusing the docker backend: {storage.path} is on nested overlay and docker build "
+        f"fails there; works here: {', '.join(works) or 'nothing yet (invoke setup)'}; "
+        "pass --force to try anyway"
+    )
+
+
+def _requested_why(requested: str, status: BackendStatus, storage: StorageVerdict) -> str:
+    """Why the requested backend runs: it works, or (a dry run) only its commands are shown."""
     if not (status.available and status.works):  # only a dry run gets here: it renders commands
         what = "not available here" if not status.available else "it does not work here"
-        return requested, f"{requested} requested; {what} ({status.reason}): dry run only"
+        return f"{requested} requested; {what} ({status.reason}): dry run only"
     if requested == "docker" and storage.nested:
-        return requested, f"docker requested with --force despite nested overlay at {storage.path}"
-    return requested, f"{requested} requested ({status.reason})"
+        return f"docker requested with --force despite nested overlay at {storage.path}"
+    return f"{requested} requested ({status.reason})"
 
 
 def _auto(statuses: dict[str, BackendStatus]) -> tuple[str, str]:

@@ -13,9 +13,10 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.errors import BuildError, ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
+from moltbuild.flows.facts import git_state
 from moltbuild.plan.bases import dockerfile_bases, mirrored
 from moltbuild.plan.planner import BuildPlan
-from moltbuild.plan.tags import GitState, read_git_state
+from moltbuild.plan.tags import GitState
 from moltbuild.project import load_images
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
@@ -96,7 +97,7 @@ class RunInputs:
             for c in load_images(root).values()
         }
         pulls = {b: mirrored(b, mirror) for i in images.values() for b in i.bases}
-        return cls(read_git_state(root, session.runner, session.environ), mirror, pulls, images)
+        return cls(git_state(root, session.runner, session.environ), mirror, pulls, images)
 
 
 def attest_and_record(
@@ -132,15 +133,31 @@ def attest_records(
     signer = Signer.from_settings(session.settings, session.environ)
     say = session.runner.say
     say(f"attest: SBOM + SLSA provenance for {len(todo)} image(s), {signer.describe()}")
-    out, failures = {r.name: r for r in records}, []
+    done, failures = _attest_all(
+        session, todo, signer, lambda record: _facts(session, known, record, started)
+    )
+    out = {r.name: _with_references(r, done.get(r.name)) for r in records}
+    if failures:
+        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
+        error.records = list(out.values())
+        raise error
+    return list(out.values())
+
+
+def _attest_all(
+    session: Session, todo: list[ImageRecord], signer: Signer, facts: Callable[[ImageRecord], BuildFacts]
+) -> tuple[dict[str, Attached], list[str]]:
+    """Each image's attestation (already there, or made now), and a line per image that failed."""
+    done: dict[str, Attached] = {}
+    failures: list[str] = []
     with owners.private_dir() as tmp:  # 0700: the registry credential file lives here
         hosts = {r.ref.host for r in todo}
         attesters = {h: _attester(session, h, signer, Path(tmp)) for h in sorted(hosts)}
 
         def one(record: ImageRecord) -> Attached:
             attester = attesters[record.ref.host]
-            done = attester.already(record.ref, str(record.digest))  # reused, or pushed again
-            return done or attester.attest(_facts(session, known, record, started))
+            found = attester.already(record.ref, str(record.digest))  # reused, or pushed again
+            return found or attester.attest(facts(record))
 
         # Images in parallel, as they were built: each is a syft scan and a few cosign calls.
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
@@ -148,19 +165,18 @@ def attest_records(
             for future in cf.as_completed(futures):
                 record = futures[future]
                 try:
-                    done = future.result()
+                    done[record.name] = future.result()
                 except MoltbuildError as exc:
                     failures.append(f"{record.name}: {exc.message}")
                     continue
-                say(f"[{record.name}] {_said(done)}")
-                out[record.name] = record.but(
-                    sbom=done.sbom, provenance=done.provenance, signature=done.signature
-                )
-    if failures:
-        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
-        error.records = list(out.values())
-        raise error
-    return list(out.values())
+                session.runner.say(f"[{record.name}] {_said(done[record.name])}")
+    return done, failures
+
+
+def _with_references(record: ImageRecord, done: Attached | None) -> ImageRecord:
+    if done is None:
+        return record
+    return record.but(sbom=done.sbom, provenance=done.provenance, signature=done.signature)
 
 
 def _said(done: Attached) -> str:

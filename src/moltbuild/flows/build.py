@@ -18,7 +18,8 @@ from moltbuild.files import room_to_write
 from moltbuild.flows import attest, reuse
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
-from moltbuild.plan.changes import check_explicit_base, resolve_base, select_changed
+from moltbuild.flows.facts import changes_since, plan_facts
+from moltbuild.plan.changes import select_changed
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
 from moltbuild.project import load_images, select_images
@@ -230,8 +231,8 @@ def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
 
 def plan_for(session: Session, request: BuildRequest, names: list[str] | None = None) -> BuildPlan:
     name, reason = choose(session, request)
-    inputs = PlanInputs(session.settings, session.runner, session.environ, name, reason)
-    return make_plan(request, inputs, names)
+    inputs = PlanInputs(session.settings, plan_facts(session, request, names), name, reason)
+    return make_plan(request, inputs)
 
 
 def _legacy_tags(session: Session, request: BuildRequest) -> BuildRequest:
@@ -246,10 +247,9 @@ def _legacy_tags(session: Session, request: BuildRequest) -> BuildRequest:
 def _changed_names(session: Session, request: BuildRequest, names: list[str]) -> list[str]:
     """With --changed: the selected images whose inputs changed since the base."""
     root = session.settings.project_root
-    if request.base and request.base.strip():
-        check_explicit_base(root, resolve_base(request.base, session.environ), session.runner)
-    base = resolve_base(request.base, session.environ)
-    wanted, account = select_changed(root, load_images(root), base, session.runner)
+    facts = changes_since(session, request.base, during="--changed")
+    base = facts.base
+    wanted, account = select_changed(root, load_images(root), facts)
     session.runner.say(account)
     names = [n for n in names if n in wanted]
     if not names:

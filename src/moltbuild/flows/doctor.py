@@ -110,39 +110,48 @@ def _anonymous_push(session: Session, registry: str) -> str:
 def render(report: dict[str, Any], as_json: bool = False) -> str:
     if as_json:
         return json.dumps(report, indent=2, sort_keys=False)
+    rows = [(n, _yn(b["available"]), _yn(b["works"]), b["reason"]) for n, b in report["backends"].items()]
     lines = [
-        f"place:    {report['place']['label']}"
-        + (f" ({'; '.join(report['place']['evidence'])})" if report["place"]["evidence"] else "")
+        _place_line(report["place"]),
+        _storage_line(report["storage"]),
+        "",
+        render_table(("backend", "available", "works", "reason"), rows),
+        "",
+        f"auto picks: {report['auto']['backend'] or 'nothing'}: {report['auto']['why']}",
+        f"registry:  {report['registry']['value']} (from {report['registry']['source']})",
     ]
-    st = report["storage"]
+    lines += [
+        f"creds:     {what}: {'present' if present else 'missing'}"
+        for what, present in report["credentials"].items()
+    ]
+    lines += [_images_line(name, st) for name, st in report.get("images", {}).items()]
+    lines += [f"warning:   {warning}" for warning in report["warnings"]]
+    if report["problems"]:
+        lines += ["", "problems and fixes:"]
+        lines += [f"  - {p['problem']}\n    fix: {p['fix']}" for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def _place_line(place: dict[str, Any]) -> str:
+    evidence = f" ({'; '.join(place['evidence'])})" if place["evidence"] else ""
+    return f"place:    {place['label']}{evidence}"
+
+
+def _storage_line(st: dict[str, Any]) -> str:
     verdict = (
         "NESTED OVERLAY" if st["nested"] else ("overlay ok" if st["overlay_ok"] else "overlay not usable")
     )
-    lines.append(
+    return (
         f"storage:  {st['path']} on {st['fstype']} ({st['mount_point']}): {verdict} "
         f"[{st['method']}] -> buildah driver {st['buildah_driver']}"
     )
-    lines.append("")
-    rows = [(n, _yn(b["available"]), _yn(b["works"]), b["reason"]) for n, b in report["backends"].items()]
-    lines.append(render_table(("backend", "available", "works", "reason"), rows))
-    lines.append("")
-    lines.append(f"auto picks: {report['auto']['backend'] or 'nothing'}: {report['auto']['why']}")
-    lines.append(f"registry:  {report['registry']['value']} (from {report['registry']['source']})")
-    for what, present in report["credentials"].items():
-        lines.append(f"creds:     {what}: {'present' if present else 'missing'}")
-    for name, st in report.get("images", {}).items():
-        lines.append(
-            f"images:    {name}: {st['images']} image(s), {st['ours']} created by moltbuild, "
-            f"{human_size(st['size_bytes'])} on disk (`invoke clean` prunes the ones nothing needs)"
-        )
-    for warning in report["warnings"]:
-        lines.append(f"warning:   {warning}")
-    if report["problems"]:
-        lines.append("")
-        lines.append("problems and fixes:")
-        for p in report["problems"]:
-            lines.append(f"  - {p['problem']}\n    fix: {p['fix']}")
-    return "\n".join(lines)
+
+
+def _images_line(name: str, st: dict[str, Any]) -> str:
+    return (
+        f"images:    {name}: {st['images']} image(s), {st['ours']} created by moltbuild, "
+        f"{human_size(st['size_bytes'])} on disk (`invoke clean` prunes the ones nothing needs)"
+    )
 
 
 def _yn(flag: bool) -> str:

@@ -34,8 +34,9 @@ def static_check(session: Session, *, only: str = "") -> list[str]:
         runner.say(f"note: {note}")
     problems, probes = [], 0
     for cfg in _configs(session, only):
-        plan = smoke_plan_for(root, cfg, runner)  # named ports resolve, the smoke table and HEALTHCHECK parse
-        exposed = set(Dockerfile.read(cfg.dockerfile).stage(cfg.target).exposed)  # the stage it is built from
+        dockerfile = Dockerfile.read(cfg.dockerfile)  # once: the HEALTHCHECK and the EXPOSEd ports
+        plan = smoke_plan_for(root, cfg, runner, dockerfile)  # named ports resolve, the smoke table parses
+        exposed = set(dockerfile.stage(cfg.target).exposed)  # the stage it is built from
         problems += static_problems(root, cfg.manifest_name, exposed, runner)
         probes += plan.probes
         for line in _account(cfg, plan):
@@ -70,23 +71,27 @@ def run_checks(session: Session, *, only: str = "", ref: str | None = None) -> N
     configs = _configs(session, only)
     if ref and len(configs) != 1:
         raise ConfigError("--ref checks one image: name it with --only NAME (its probes come from k8s/)")
-    if ref:
-        targets = [(configs[0], ImageRef.parse(ref, "--ref"), None)]
-    else:
-        records = {r.name: r for r in report.require(report.default_path(root), [c.name for c in configs])}
-        targets = []
-        for cfg in configs:
-            rec = records.get(cfg.name)
-            if rec is None or not (rec.image_id or rec.digest):
-                raise ConfigError(
-                    f"{cfg.name}: no built image in build/images.json; run `invoke build` or pass --ref"
-                )
-            remote = rec.ref.with_digest(rec.digest) if rec.digest else None
-            targets.append((cfg, rec.image_id or remote, remote))
+    targets = [(configs[0], ImageRef.parse(ref, "--ref"), None)] if ref else _last_built(root, configs)
     with owners.private_dir() as tmp:
         backend.open(RunSpec(Path(tmp), purpose="invoke smoke"))
         with contextlib.closing(backend):  # releases the store's run lock
             _check_all(backend, targets, settings, root)
+
+
+def _last_built(root: Path, configs: list[ImageConfig]) -> list:
+    """(config, the image to run: its local ID or its digest ref, the digest ref to pull) per image
+    the last build recorded."""
+    records = {r.name: r for r in report.require(report.default_path(root), [c.name for c in configs])}
+    targets = []
+    for cfg in configs:
+        rec = records.get(cfg.name)
+        if rec is None or not (rec.image_id or rec.digest):
+            raise ConfigError(
+                f"{cfg.name}: no built image in build/images.json; run `invoke build` or pass --ref"
+            )
+        remote = rec.ref.with_digest(rec.digest) if rec.digest else None
+        targets.append((cfg, rec.image_id or remote, remote))
+    return targets
 
 
 def _pull(runtime, image: ImageRef, settings) -> None:

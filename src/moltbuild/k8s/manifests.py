@@ -9,7 +9,6 @@ files are walked too: a rendered object is named by the file it came from.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml
 from moltbuild.refs import ImageRef
+from moltbuild.system import state
 from moltbuild.system.processes import Runner
 
 KUSTOMIZATION_NAMES = ("kustomization.yml", "kustomization.yaml", "Kustomization")
@@ -141,7 +141,7 @@ def _renderer(runner: Runner) -> tuple[str, ...] | None:
     return None
 
 
-@functools.lru_cache(maxsize=8)  # every image of a plan reads the same manifests: once per change
+@state.command_cache(maxsize=8)  # every image of a plan reads the same manifests: once per change
 def _cached(
     root: Path,
     stamp: tuple[tuple[str, int, int], ...],

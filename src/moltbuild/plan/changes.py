@@ -1,23 +1,21 @@
 """`invoke changed` / `invoke build --changed`: which images have inputs that differ between a base
 revision and HEAD: a file of their filtered build context, their Dockerfile, their .dockerignore,
-or their settings in pyproject.toml. A base that cannot be compared builds everything."""
+or their settings in pyproject.toml. A base that cannot be compared builds everything. Computed from
+the git facts the flow gathered (plan.facts.ChangeFacts) and the .dockerignore files."""
 
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from moltbuild.errors import ConfigError, MoltbuildError
+from moltbuild.errors import ConfigError
+from moltbuild.plan.facts import ZERO_SHA, ChangeFacts
 from moltbuild.plan.inputs import rule_sets
 from moltbuild.project import ImageConfig
-from moltbuild.system.processes import Runner
 from moltbuild.system.tables import render_table
-
-ZERO_SHA = re.compile(r"^0+$")
 
 
 @dataclass(frozen=True)
@@ -48,25 +46,13 @@ def resolve_base(explicit: str | None, environ: Mapping[str, str]) -> str:
     return explicit or base_from_github(environ) or "HEAD^"
 
 
-def check_explicit_base(root: Path, base: str, runner: Runner) -> None:
+def check_explicit_base(facts: ChangeFacts) -> None:
     """A --base the user typed must exist; only a base GitHub supplies may be unknown (force-push)."""
-    if not ZERO_SHA.match(base) and _Git(root, runner).commit(base) is None:
+    if not ZERO_SHA.match(facts.base) and facts.sha is None:
         raise ConfigError(
-            f"--base {base!r} is not a commit in this repository; pass a branch, tag or SHA "
-            f"(fetch it first if it is remote: git fetch origin {base})"
+            f"--base {facts.base!r} is not a commit in this repository; pass a branch, tag or SHA "
+            f"(fetch it first if it is remote: git fetch origin {facts.base})"
         )
-
-
-class _Git:
-    def __init__(self, root: Path, runner: Runner):
-        self.root, self.runner = root, runner
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        res = self.runner.run(["git", "-C", str(self.root), *args], mutates=False, check=check, timeout=60)
-        return res.stdout if res.ok else ""
-
-    def commit(self, ref: str) -> str | None:
-        return self("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).strip() or None
 
 
 def _image_settings(pyproject_text: str, name: str) -> dict | None:
@@ -81,41 +67,41 @@ def _image_settings(pyproject_text: str, name: str) -> dict | None:
 
 
 def changed_images(
-    root: Path, images: dict[str, ImageConfig], base: str, runner: Runner
+    root: Path, images: dict[str, ImageConfig], facts: ChangeFacts
 ) -> tuple[str | None, list[Change]]:
     """(resolved base sha or None, one Change per image)."""
-    git = _Git(root, runner)
+    base, sha = facts.base, facts.sha
     if ZERO_SHA.match(base):
         return None, [
             Change(n, True, "first push of the branch (no base): building everything") for n in images
         ]
-    sha = git.commit(base)
     if sha is None:
         return None, [
             Change(n, True, f"base {base} is not a known commit here: building everything") for n in images
         ]
-    # NUL-separated: paths exactly as stored (no quoting of non-ASCII names, core.quotePath)
-    paths = [p for p in git("diff", "--name-only", "--no-renames", "-z", sha, "HEAD").split("\0") if p]
-    old_pyproject = git("show", f"{sha}:pyproject.toml", check=False)
-    new_pyproject = git("show", "HEAD:pyproject.toml", check=False)
-    changes = []
-    for name, cfg in images.items():
-        context = cfg.context.relative_to(root).as_posix()
-        dockerfile = cfg.dockerfile.relative_to(root).as_posix()
-        changes.append(_change(root, name, context, dockerfile, paths, old_pyproject, new_pyproject))
-    return sha, changes
+    return sha, [_change(root, name, cfg, facts) for name, cfg in images.items()]
 
 
-def _change(
-    root: Path, name: str, context: str, dockerfile: str, paths: list[str], old_toml: str, new_toml: str
-) -> Change:
-    if _image_settings(old_toml, name) != _image_settings(new_toml, name):
-        return Change(name, True, "its settings in pyproject.toml changed")
-    if dockerfile in paths:
-        return Change(name, True, f"{dockerfile} changed")
+def _change(root: Path, name: str, cfg: ImageConfig, facts: ChangeFacts) -> Change:
+    context = cfg.context.relative_to(root).as_posix()
+    dockerfile = cfg.dockerfile.relative_to(root).as_posix()
     prefix = "" if context == "." else context.rstrip("/") + "/"
-    if prefix + ".dockerignore" in paths:
-        return Change(name, True, f"{prefix}.dockerignore changed")
+    own = _own_change(name, dockerfile, prefix, facts)
+    return own or _context_change(root, name, prefix, facts.paths)
+
+
+def _own_change(name: str, dockerfile: str, prefix: str, facts: ChangeFacts) -> Change | None:
+    """A change to the image's settings, Dockerfile or .dockerignore (each counts, ignored or not)."""
+    if _image_settings(facts.old_pyproject, name) != _image_settings(facts.new_pyproject, name):
+        return Change(name, True, "its settings in pyproject.toml changed")
+    for path in (dockerfile, prefix + ".dockerignore"):
+        if path in facts.paths:
+            return Change(name, True, f"{path} changed")
+    return None
+
+
+def _context_change(root: Path, name: str, prefix: str, paths: tuple[str, ...]) -> Change:
+    """A changed file of the build context that a builder sends (.dockerignore applied)."""
     rules = rule_sets(root / prefix)
     inside = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
     sent = [p for p in inside if not all(r.excluded(p) for r in rules)]  # a builder sends it
@@ -143,14 +129,9 @@ def render(base: str, sha: str | None, changes: list[Change], as_json: bool = Fa
     return head + "\n" + render_table(("image", "changed", "why"), rows)
 
 
-def select_changed(
-    root: Path, images: dict[str, ImageConfig], base: str, runner: Runner
-) -> tuple[list[str], str]:
+def select_changed(root: Path, images: dict[str, ImageConfig], facts: ChangeFacts) -> tuple[list[str], str]:
     """Names of the changed images and a one-line account for the console."""
-    try:
-        sha, changes = changed_images(root, images, base, runner)
-    except MoltbuildError as exc:
-        raise MoltbuildError(f"--changed: cannot compare with {base}: {exc.message}") from None
+    sha, changes = changed_images(root, images, facts)
     names = [c.image for c in changes if c.changed]
     summary = "; ".join(f"{c.image}: {c.reason}" for c in changes)
-    return names, f"changed since {base}{f' ({sha[:12]})' if sha else ''}: {summary}"
+    return names, f"changed since {facts.base}{f' ({sha[:12]})' if sha else ''}: {summary}"

@@ -109,35 +109,37 @@ def _syntax_ok(p: str) -> bool:
 
 def _regex(p: str, escape: frozenset[str]) -> tuple[str, str]:
     """patternmatcher's compile: (kind, regexp) with kind exact, prefix, suffix or regexp."""
-    out, kind, i, step = "^", "exact", 0, 0
+    out, kind, i = "^", "exact", 0
     while i < len(p):
-        ch = p[i]
-        i += 1
-        if ch == "*" and i < len(p) and p[i] == "*":
-            i += 1
-            if i < len(p) and p[i] == "/":
-                i += 1
-            if i >= len(p):
-                kind, out = "prefix" if kind == "exact" else "regexp", out + ".*"
-            else:
-                kind, out = "regexp", out + "(.*/)?"
-            if step == 0:
-                kind = "suffix"
-        elif ch in "*?":
-            kind, out = "regexp", out + ("[^/]*" if ch == "*" else "[^/]")
-        elif ch in escape:
-            out += "\\" + ch
-        elif ch == "\\":
-            if i < len(p):
-                kind, out, i = "regexp", out + "\\" + p[i], i + 1
-            else:
-                out += "\\\\"
-        elif ch in "[]":
-            kind, out = "regexp", out + ch
-        else:
-            out += ch
-        step += 1
+        piece, effect, i = _token(p, i, escape, first=i == 0)
+        out += piece
+        kind = ("prefix" if kind == "exact" else "regexp") if effect == "tail" else (effect or kind)
     return kind, out + r"\Z"
+
+
+def _token(p: str, i: int, escape: frozenset[str], first: bool) -> tuple[str, str, int]:
+    """The regexp of the pattern's token at `i`, what it does to the kind ('' nothing, 'regexp',
+    'suffix', 'tail': a prefix match if all before was exact), and where the next token starts."""
+    ch = p[i]
+    i += 1
+    if ch == "*" and p[i : i + 1] == "*":
+        return _double_star(p, i + 1, first)
+    if ch in "*?":
+        return ("[^/]*" if ch == "*" else "[^/]"), "regexp", i
+    if ch in escape:
+        return "\\" + ch, "", i
+    if ch == "\\":
+        return ("\\" + p[i], "regexp", i + 1) if i < len(p) else ("\\\\", "", i)
+    return ch, ("regexp" if ch in "[]" else ""), i
+
+
+def _double_star(p: str, i: int, first: bool) -> tuple[str, str, int]:
+    """`**` (and a `/` after it): any number of folders; a pattern starting with it is a suffix."""
+    if p[i : i + 1] == "/":
+        i += 1
+    at_end = i >= len(p)
+    effect = "suffix" if first else ("tail" if at_end else "regexp")
+    return (".*" if at_end else "(.*/)?"), effect, i
 
 
 def _posix_classes(regex: str) -> str:

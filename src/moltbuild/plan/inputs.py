@@ -77,21 +77,35 @@ def _walk(context: Path, builder: str | None = None) -> list[ContextFile]:
     sends (it enters an ignored folder only for an exception naming a path below it)."""
     sets = [read_ignore(context, builder)] if builder else rule_sets(context)
     found: list[ContextFile] = []
-    stack = [("", str(context), [[False] * len(r.patterns) for r in sets])]
+    stack: list[_Folder] = [("", str(context), [[False] * len(r.patterns) for r in sets])]
     while stack:
-        rel_dir, abs_dir, inherited = stack.pop()
-        with os.scandir(abs_dir) as entries:
-            for entry in entries:
-                rel = f"{rel_dir}{entry.name}"
-                hits = [r.hits(rel, h) for r, h in zip(sets, inherited, strict=True)]
-                sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
-                if entry.is_dir(follow_symlinks=False):
-                    if sent or any(r.enter_excluded_dir(rel, superset=not builder) for r in sets):
-                        stack.append((rel + "/", entry.path, hits))
-                elif sent:
-                    found.append(_entry(entry, rel))
+        folders, files = _scan(sets, stack.pop(), superset=not builder)
+        stack += folders
+        found += files
     found.sort(key=lambda f: f.rel)
     return found
+
+
+_Folder = tuple[str, str, list[list[bool]]]  # (rel path + "/", absolute path, each rule set's hits)
+
+
+def _scan(
+    sets: list[IgnoreRules], folder: _Folder, superset: bool
+) -> tuple[list[_Folder], list[ContextFile]]:
+    """One folder: the folders below it to enter, and the files a builder sends."""
+    rel_dir, abs_dir, inherited = folder
+    folders: list[_Folder] = []
+    files: list[ContextFile] = []
+    with os.scandir(abs_dir) as entries:
+        for entry in entries:
+            rel = f"{rel_dir}{entry.name}"
+            hits = [r.hits(rel, h) for r, h in zip(sets, inherited, strict=True)]
+            sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
+            if not entry.is_dir(follow_symlinks=False):
+                files += [_entry(entry, rel)] if sent else []
+            elif sent or any(r.enter_excluded_dir(rel, superset=superset) for r in sets):
+                folders.append((rel + "/", entry.path, hits))
+    return folders, files
 
 
 def context_files(context: Path, builder: str | None = None) -> list[str]:

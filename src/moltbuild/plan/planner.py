@@ -1,4 +1,5 @@
-"""The build plan: which images, which refs and tags, which args and labels, and which backend."""
+"""The build plan: which images, which refs and tags, which args and labels, and which backend,
+computed from the request, the settings and the facts the flow gathered (no process runs here)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError
 from moltbuild.plan import bases as baseimages
 from moltbuild.plan import tags as tagging
+from moltbuild.plan.facts import ImageFacts, PlanFacts
 from moltbuild.plan.inputs import input_digest
 from moltbuild.plan.request import BuildRequest
-from moltbuild.project import ImageConfig, load_images, read_tool_table, select_images
+from moltbuild.project import ImageConfig
 from moltbuild.refs import ImageRef, registry_prefix
 from moltbuild.settings import Settings
-from moltbuild.smoke.probes import SmokePlan, smoke_plan_for
-from moltbuild.system.processes import Runner
+from moltbuild.smoke.probes import SmokePlan
 from moltbuild.system.tables import render_table
 
 INPUT_DIGEST_LABEL = "dev.moltbuild.input-digest"
@@ -125,12 +125,12 @@ def parse_platforms(value: str | None) -> list[str]:
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """What planning reads besides the request: settings, git (through the runner), the
-    environment (SOURCE_DATE_EPOCH), and the backend the caller chose, with why."""
+    """What planning reads besides the request: settings, the facts the flow gathered once (git,
+    the selected images with their parsed Dockerfiles and smoke plans, [tool.moltbuild], the
+    environment), and the backend the caller chose, with why."""
 
     settings: Settings
-    runner: Runner
-    environ: Mapping[str, str]
+    facts: PlanFacts
     backend: str
     backend_reason: str
 
@@ -140,22 +140,18 @@ class _Project:
     """The project-wide part of a plan, read once."""
 
     registry: ImageRef
-    git: tagging.GitState
-    templates: list[str] | None
+    templates: tuple[str, ...]
     semver: bool
     mirror: str | None
     platforms: list[str]
-    project_repo: Path | None
     cache_note: str
     registry_cache: bool
 
 
 def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
-    settings, runner = inputs.settings, inputs.runner
-    root = settings.project_root
+    settings, tool = inputs.settings, inputs.facts.tool
     registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
     settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
-    tool = read_tool_table(root)
     semver = tool.get("semver", False)
     if not isinstance(semver, bool):
         raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
@@ -163,12 +159,10 @@ def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
     cache_on, cache_note = registry_cache(request, settings)
     return _Project(
         registry=registry,
-        git=tagging.read_git_state(root, runner, inputs.environ),
         templates=tagging.check_templates(tool.get("tags")),
         semver=semver,
         mirror=baseimages.validate_mirror(mirror) if mirror else None,
         platforms=parse_platforms(request.platform),
-        project_repo=tagging.repo_root(root, runner),
         cache_note=cache_note,
         registry_cache=cache_on,
     )
@@ -190,16 +184,11 @@ def registry_cache(request: BuildRequest, settings: Settings) -> tuple[bool, str
     )
 
 
-def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | None = None) -> BuildPlan:
-    """The whole plan, before anything runs. `names`: the images to plan (default: the request's
-    selection); the backend is the caller's choice, passed in `inputs`."""
-    root = inputs.settings.project_root
-    configs = select_images(load_images(root), only=request.only if names is None else list(names))
+def make_plan(request: BuildRequest, inputs: PlanInputs) -> BuildPlan:
+    """The whole plan, before anything runs, of the images in `inputs.facts` (the flow selected
+    them); the backend is the caller's choice, passed in `inputs`."""
     project = _project(request, inputs)
-    # Tags, labels and times come from the repository that holds each build context: the
-    # project's own, or another checkout inside it (a submodule).
-    states: dict[Path | None, tagging.GitState] = {project.project_repo: project.git}
-    images = [_image_plan(cfg, request, inputs, project, states) for cfg in configs]
+    images = [_image_plan(image, request, inputs.facts.environ, project) for image in inputs.facts.images]
     pulls = {base: baseimages.mirrored(base, project.mirror) for image in images for base in image.bases}
     return BuildPlan(
         images=tuple(images),
@@ -207,7 +196,7 @@ def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | 
         backend_reason=inputs.backend_reason,
         push=request.push,
         registry=project.registry,
-        git=project.git,
+        git=inputs.facts.git,
         mirror=project.mirror,
         no_cache=request.no_cache,
         jobs=request.jobs,
@@ -217,43 +206,25 @@ def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | 
     )
 
 
-def _git_state(
-    cfg: ImageConfig, inputs: PlanInputs, project: _Project, states: dict[Path | None, tagging.GitState]
-) -> tagging.GitState:
-    repo = tagging.repo_root(cfg.context, inputs.runner)
-    if repo not in states:
-        states[repo] = tagging.read_git_state(repo, inputs.runner, inputs.environ) if repo else project.git
-    return states[repo]
-
-
 def _image_plan(
-    cfg: ImageConfig,
-    request: BuildRequest,
-    inputs: PlanInputs,
-    project: _Project,
-    states: dict[Path | None, tagging.GitState],
+    image: ImageFacts, request: BuildRequest, environ: Mapping[str, str], project: _Project
 ) -> ImagePlan:
-    state = _git_state(cfg, inputs, project, states)
-    dockerfile = Dockerfile.read(cfg.dockerfile, cfg.build_args)
-    dockerfile.stage(cfg.target, f"target of [tool.moltbuild.images.{cfg.name}]")  # a typo stops here
+    # Tags, labels and times come from the repository that holds the build context: the
+    # project's own, or another checkout inside it (a submodule).
+    cfg, state, dockerfile = image.config, image.git, image.dockerfile
     tags = tagging.plan_tags(state, request.tags, project.templates, semver=project.semver)
-    epoch = source_date_epoch(inputs.environ, state)
-    created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    version = tagging.version_of(state)
+    epoch = source_date_epoch(environ, state)
     platforms = tuple(project.platforms or cfg.platforms)
     # Build args only where the Dockerfile declares them: anything else only draws a warning.
     declared = dockerfile.declared_args
     configured = {k: v for k, v in cfg.build_args.items() if k in declared}
-    unused = sorted(set(cfg.build_args) - declared)
     digest = input_digest(cfg.context, cfg.dockerfile, configured, cfg.target, platforms)
-    standard = {"VERSION": version, "REVISION": state.sha, "CREATED": created, "SOURCE": state.source}
-    label_args = {k: v for k, v in standard.items() if k in declared}
-    labels = {
-        "org.opencontainers.image.revision": state.sha,
-        "org.opencontainers.image.source": state.source,
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.version": version,
-        INPUT_DIGEST_LABEL: digest,
+    labels = _labels(state, epoch, digest)
+    standard = {
+        "VERSION": labels["org.opencontainers.image.version"],
+        "REVISION": state.sha,
+        "CREATED": labels["org.opencontainers.image.created"],
+        "SOURCE": state.source,
     }
     ref = ImageRef.repository_of(
         f"{project.registry.name}/{cfg.repository}", f"[tool.moltbuild.images.{cfg.name}] repository"
@@ -264,70 +235,84 @@ def _image_plan(
         tags=(*tags, cache_tag(digest)),
         context=cfg.context,
         dockerfile=cfg.dockerfile,
-        build_args={**label_args, **configured},
+        build_args={**{k: v for k, v in standard.items() if k in declared}, **configured},
         labels=labels,
         target=cfg.target,
         platforms=platforms,
         input_digest=digest,
         bases=tuple(dockerfile.bases()),
         timestamp=epoch,
-        smoke=smoke_plan_for(inputs.settings.project_root, cfg, inputs.runner) if request.smoke else None,
+        smoke=image.smoke if request.smoke else None,
         revision=state.sha,
         cache=ImageRef(ref.host, ref.repository + CACHE_REPOSITORY_SUFFIX)
         if project.registry_cache
         else None,
-        notes=(
-            (
-                f"build args {', '.join(unused)} ([tool.moltbuild.images.{cfg.name}] build_args) are not "
-                f"declared by {cfg.dockerfile.name} (no ARG): not passed",
-            )
-            if unused
-            else ()
-        ),
+        notes=_unused_args_note(cfg, sorted(set(cfg.build_args) - declared)),
+    )
+
+
+def _labels(state: tagging.GitState, epoch: int, digest: str) -> dict[str, str]:
+    """The OCI annotations every image carries, and its input digest."""
+    return {
+        "org.opencontainers.image.revision": state.sha,
+        "org.opencontainers.image.source": state.source,
+        "org.opencontainers.image.created": datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.version": tagging.version_of(state),
+        INPUT_DIGEST_LABEL: digest,
+    }
+
+
+def _unused_args_note(cfg: ImageConfig, unused: list[str]) -> tuple[str, ...]:
+    if not unused:
+        return ()
+    return (
+        f"build args {', '.join(unused)} ([tool.moltbuild.images.{cfg.name}] build_args) are not "
+        f"declared by {cfg.dockerfile.name} (no ARG): not passed",
     )
 
 
 def render_plan(plan: BuildPlan) -> str:
-    git = plan.git
     lines = [
         f"backend:  {plan.backend}: {plan.backend_reason}",
-        f"revision: {git.sha} on {git.branch or '(detached)'}{' (dirty)' if git.dirty else ''}; "
-        f"default branch {git.default_branch}",
-        *(
-            f"          {img.name} comes from another repository at {img.revision}"
-            for img in plan.images
-            if img.revision and img.revision != git.sha
-        ),
+        *_revision_lines(plan),
         f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
         f"cache:    {plan.cache_note or 'local layers'}",
         f"smoke:    {_smoke_line(plan)}",
     ]
     if plan.pulls:
-        lines.append(
-            "bases:    "
-            + ", ".join(
-                base if str(baseimages.parse_base(base)) == src else f"{base} <- {src}"
-                for base, src in plan.pulls.items()
-            )
-        )
-    rows = []
-    for img in plan.images:
-        rows.append(
-            (
-                img.name,
-                img.repository,
-                ", ".join(img.tags),
-                ",".join(img.platforms) or "native",
-                img.input_digest[:19],
-            )
-        )
+        lines.append("bases:    " + ", ".join(_pull_shown(base, src) for base, src in plan.pulls.items()))
+    rows = [_row(img) for img in plan.images]
     lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
-    for img in plan.images:
-        args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
-        lines.append(f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}")
-        lines += [f"{img.name} note: {note}" for note in img.notes]
-    return "\n".join(lines)
+    return "\n".join([*lines, *(line for img in plan.images for line in _args_lines(img))])
+
+
+def _row(img: ImagePlan) -> tuple[str, ...]:
+    platforms = ",".join(img.platforms) or "native"
+    return (img.name, img.repository, ", ".join(img.tags), platforms, img.input_digest[:19])
+
+
+def _args_lines(img: ImagePlan) -> list[str]:
+    args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
+    shown = f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}"
+    return [shown, *(f"{img.name} note: {note}" for note in img.notes)]
+
+
+def _revision_lines(plan: BuildPlan) -> list[str]:
+    git = plan.git
+    dirty = " (dirty)" if git.dirty else ""
+    return [
+        f"revision: {git.sha} on {git.branch or '(detached)'}{dirty}; default branch {git.default_branch}",
+        *(
+            f"          {img.name} comes from another repository at {img.revision}"
+            for img in plan.images
+            if img.revision and img.revision != git.sha
+        ),
+    ]
+
+
+def _pull_shown(base: str, source: str) -> str:
+    return base if str(baseimages.parse_base(base)) == source else f"{base} <- {source}"
 
 
 def _reuse_line(plan: BuildPlan) -> str:

@@ -56,14 +56,22 @@ def workload_env(
     if not seen:
         return WorkloadEnv(tuple(given.items()))
     (first_label, first), *others = seen.items()
-    missing = dict(first.missing)
-    for label, other in others:
-        for var in sorted(set(first.values) | set(other.values)):
-            if first.values.get(var) != other.values.get(var) and var not in missing:
-                missing[var] = f"{label} sets it otherwise; the check uses {first_label}'s"
+    missing = {**first.missing, **_disagreements(first_label, first, others, first.missing)}
     values = {**first.values, **given}
     missing = {var: why for var, why in missing.items() if var not in given}
     return WorkloadEnv(tuple(values.items()), tuple(f"{var}: {why}" for var, why in missing.items()))
+
+
+def _disagreements(
+    first_label: str, first: _Env, others: list[tuple[str, _Env]], missing: Mapping[str, str]
+) -> dict[str, str]:
+    """Variables another workload sets otherwise than the first (the one the check uses)."""
+    found: dict[str, str] = {}
+    for label, other in others:
+        for var in sorted(set(first.values) | set(other.values)):
+            if first.values.get(var) != other.values.get(var) and var not in missing and var not in found:
+                found[var] = f"{label} sets it otherwise; the check uses {first_label}'s"
+    return found
 
 
 @dataclass
@@ -150,28 +158,55 @@ def _value_from(
     table: str,
 ) -> None:
     source = source if isinstance(source, dict) else {}
-    if isinstance(source.get("configMapKeyRef"), dict):
-        ref = source["configMapKeyRef"]
-        name, key = ref.get("name"), ref.get("key")
-        data = manifests.config_map(workload.namespace, str(name))
-        if data is not None and key in data:
-            env.set(var, data[key])
-        elif not ref.get("optional"):
-            why = f"has no key {key!r}" if data is not None else "is not in the manifests"
-            env.miss(var, f"ConfigMap {name} {why}")
-    elif isinstance(source.get("secretKeyRef"), dict):
-        ref = source["secretKeyRef"]
-        if var in given:
-            env.set(var, given[var])
-        else:
-            env.miss(var, f"secret {ref.get('name')}/{ref.get('key')}; give it in {table} env")
-    elif isinstance(source.get("fieldRef"), dict):
-        env.miss(var, f"the pod field {source['fieldRef'].get('fieldPath')} (only a cluster sets it)")
-    elif isinstance(source.get("resourceFieldRef"), dict):
-        resource = source["resourceFieldRef"].get("resource")
-        env.miss(var, f"the container's {resource} (only a cluster sets it)")
-    else:
+    kind = next((k for k in _VALUE_FROM if isinstance(source.get(k), dict)), None)
+    if kind is None:
         env.miss(var, f"valueFrom {', '.join(map(str, source)) or '(empty)'} is not read")
+        return
+    _VALUE_FROM[kind](_From(env, manifests, workload, given, table), var, source[kind])
+
+
+@dataclass(frozen=True)
+class _From:
+    """What a valueFrom may read: the manifests' ConfigMaps, the smoke table's secrets."""
+
+    env: _Env
+    manifests: Manifests
+    workload: Workload
+    given: Mapping[str, Secret]
+    table: str
+
+
+def _config_map_key(src: _From, var: str, ref: dict[str, Any]) -> None:
+    name, key = ref.get("name"), ref.get("key")
+    data = src.manifests.config_map(src.workload.namespace, str(name))
+    if data is not None and key in data:
+        src.env.set(var, data[key])
+    elif not ref.get("optional"):
+        why = f"has no key {key!r}" if data is not None else "is not in the manifests"
+        src.env.miss(var, f"ConfigMap {name} {why}")
+
+
+def _secret_key(src: _From, var: str, ref: dict[str, Any]) -> None:
+    if var in src.given:
+        src.env.set(var, src.given[var])
+    else:
+        src.env.miss(var, f"secret {ref.get('name')}/{ref.get('key')}; give it in {src.table} env")
+
+
+def _pod_field(src: _From, var: str, ref: dict[str, Any]) -> None:
+    src.env.miss(var, f"the pod field {ref.get('fieldPath')} (only a cluster sets it)")
+
+
+def _resource_field(src: _From, var: str, ref: dict[str, Any]) -> None:
+    src.env.miss(var, f"the container's {ref.get('resource')} (only a cluster sets it)")
+
+
+_VALUE_FROM = {
+    "configMapKeyRef": _config_map_key,
+    "secretKeyRef": _secret_key,
+    "fieldRef": _pod_field,
+    "resourceFieldRef": _resource_field,
+}
 
 
 def _expanded(value: str, known: Mapping[str, Value]) -> Value:

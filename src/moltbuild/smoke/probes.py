@@ -159,7 +159,7 @@ def smoke_plan(
     manifest_name: str,
     configured: dict[str, Any] | None,
     where: str,
-    dockerfile: Path | None = None,
+    dockerfile: Path | Dockerfile | None = None,
     target: str | None = None,
     runner: Runner | None = None,
 ) -> SmokePlan:
@@ -173,7 +173,7 @@ def smoke_plan(
     env = workload_env(manifests, running, given, f"{where.removesuffix(']')}.smoke]")
     http = found + extra
     unique = {(c.path, c.port): c for c in reversed(http)}  # one GET per path and port, first origin named
-    health = dockerfile_healthcheck(dockerfile, target) if dockerfile and dockerfile.is_file() else None
+    health = dockerfile_healthcheck(dockerfile, target) if _readable(dockerfile) else None
     return SmokePlan(
         tuple(c for c in http if unique[(c.path, c.port)] is c),
         command,
@@ -185,10 +185,18 @@ def smoke_plan(
     )
 
 
-def smoke_plan_for(project_root: Path, cfg: ImageConfig, runner: Runner | None = None) -> SmokePlan:
-    """The smoke plan of one configured image: its workloads, its `smoke` table, its Dockerfile."""
+def smoke_plan_for(
+    project_root: Path, cfg: ImageConfig, runner: Runner | None = None, dockerfile: Dockerfile | None = None
+) -> SmokePlan:
+    """The smoke plan of one configured image: its workloads, its `smoke` table, its Dockerfile
+    (`dockerfile`: the model the caller already parsed, else read here)."""
     where = f"[tool.moltbuild.images.{cfg.name}]"
-    return smoke_plan(project_root, cfg.manifest_name, cfg.smoke, where, cfg.dockerfile, cfg.target, runner)
+    source = dockerfile or cfg.dockerfile
+    return smoke_plan(project_root, cfg.manifest_name, cfg.smoke, where, source, cfg.target, runner)
+
+
+def _readable(dockerfile: Path | Dockerfile | None) -> bool:
+    return isinstance(dockerfile, Dockerfile) or (dockerfile is not None and dockerfile.is_file())
 
 
 def static_problems(
@@ -214,38 +222,46 @@ def _duration(text: str, where: str) -> float:
     return sum(float(n) * _SECONDS[u] for n, u in parts)
 
 
-def dockerfile_healthcheck(dockerfile: Path, target: str | None = None) -> Healthcheck | None:
+def dockerfile_healthcheck(dockerfile: Path | Dockerfile, target: str | None = None) -> Healthcheck | None:
     """The HEALTHCHECK of the stage the image is built from (`target`, else the last), as Docker
-    would record it; None when that stage has none or says NONE."""
-    spec = Dockerfile.read(dockerfile).stage(target).healthcheck
-    return _parse_healthcheck(spec, f"{dockerfile} HEALTHCHECK") if spec else None
+    would record it; None when that stage has none or says NONE. `dockerfile`: a path or the model."""
+    model = dockerfile if isinstance(dockerfile, Dockerfile) else Dockerfile.read(dockerfile)
+    spec = model.stage(target).healthcheck
+    return _parse_healthcheck(spec, f"{model.path} HEALTHCHECK") if spec else None
+
+
+_HEALTH_TIMES = (("interval", 30.0), ("timeout", 30.0), ("start-period", 0.0))  # Docker's defaults
 
 
 def _parse_healthcheck(spec: str, where: str) -> Healthcheck | None:
+    options, spec = _health_options(spec)
+    kind, _, command = spec.partition(" ")
+    if kind.upper() == "NONE":
+        return None
+    if kind.upper() != "CMD" or not command.strip():
+        raise ConfigError(f"{where}: expected CMD [...] or NONE after the options, got {spec[:40]!r}")
+    times = [_duration(options[key], where) if key in options else default for key, default in _HEALTH_TIMES]
+    retries = int(options["retries"]) if options.get("retries", "").isdigit() else 3
+    return Healthcheck(_health_argv(command.strip()), *times, retries)
+
+
+def _health_options(spec: str) -> tuple[dict[str, str], str]:
+    """The leading --key=value options, and what follows them."""
     options: dict[str, str] = {}
     while spec.startswith("--"):
         option, _, spec = spec.partition(" ")
         key, _, value = option[2:].partition("=")
         options[key] = value
         spec = spec.lstrip()
-    kind, _, command = spec.partition(" ")
-    if kind.upper() == "NONE":
-        return None
-    if kind.upper() != "CMD" or not command.strip():
-        raise ConfigError(f"{where}: expected CMD [...] or NONE after the options, got {spec[:40]!r}")
-    command = command.strip()
+    return options, spec
+
+
+def _health_argv(command: str) -> tuple[str, ...]:
+    """The exec form as written, else the shell form as Docker runs it."""
     try:
         parsed = json.loads(command) if command.startswith("[") else None
     except ValueError:
         parsed = None
     if isinstance(parsed, list) and parsed and all(isinstance(a, str) for a in parsed):
-        argv = tuple(parsed)
-    else:
-        argv = ("/bin/sh", "-c", command)  # the shell form, as Docker runs it
-    return Healthcheck(
-        argv,
-        _duration(options["interval"], where) if "interval" in options else 30.0,
-        _duration(options["timeout"], where) if "timeout" in options else 30.0,
-        _duration(options["start-period"], where) if "start-period" in options else 0.0,
-        int(options["retries"]) if options.get("retries", "").isdigit() else 3,
-    )
+        return tuple(parsed)
+    return ("/bin/sh", "-c", command)

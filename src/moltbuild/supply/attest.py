@@ -28,6 +28,11 @@ class Attached:
     note: str = ""
 
 
+def _complete(kinds: set[str]) -> bool:
+    """Provenance and an SBOM: what every attested image carries."""
+    return PROVENANCE_TYPE in kinds and bool(kinds & set(SBOM_TYPES.values()))
+
+
 @dataclass
 class Attester:
     runner: Runner
@@ -42,14 +47,12 @@ class Attester:
         """A digest attested before (a reused image, a retried push) keeps what it has, as long as
         it has what this run would attach: provenance, an SBOM, and, when we sign, signed ones and a
         signature our key verifies (after a key rotation the image is signed again)."""
-        found = attached.read(self.client, ref.repository, digest)
-        if self.signer.mode is not Mode.UNSIGNED:
-            found = [a for a in found if a.signed]
-        kinds = {a.predicate_type for a in found}
-        if PROVENANCE_TYPE not in kinds or not kinds & set(SBOM_TYPES.values()):
+        signing = self.signer.mode is not Mode.UNSIGNED
+        found = [a for a in attached.read(self.client, ref.repository, digest) if a.signed or not signing]
+        if not _complete({a.predicate_type for a in found}):
             return None
         signed = attached.is_signed(self.client, ref.repository, digest)
-        if self.signer.mode is not Mode.UNSIGNED and not (signed and self._ours(ref, digest)):
+        if signing and not (signed and self._ours(ref, digest)):
             return None
         att = str(ref.with_tag(attached.tag_for(digest, "att")))
         sig = str(ref.with_tag(attached.tag_for(digest, "sig"))) if signed else "unsigned"

@@ -52,19 +52,24 @@ def _statement_problem(statements: list[dict], digest: str, expected: Expected) 
         return "no SLSA provenance attached"
     mine = [s for s in statements if digest in subject_digests(s)]
     if not mine:
-        others = ", ".join(sorted(d[:19] for s in statements for d in subject_digests(s))) or "none"
-        return f"the provenance is for another digest ({others}), not {digest[:19]}"
-    # A reused image was built from an earlier commit with the same inputs: either vouches for it.
-    if expected.commit and not any(
-        commit_of(s) == expected.commit
-        or (expected.input_digest and input_digest_of(s) == expected.input_digest)
-        for s in mine
-    ):
+        return f"the provenance is for another digest ({_subjects(statements)}), not {digest[:19]}"
+    if expected.commit and not any(_vouches(s, expected) for s in mine):
         return (
             f"the provenance names commit {commit_of(mine[0])[:12] or '(none)'} and other inputs, "
             f"the report {expected.commit[:12]}"
         )
     return ""
+
+
+def _subjects(statements: list[dict]) -> str:
+    return ", ".join(sorted(d[:19] for s in statements for d in subject_digests(s))) or "none"
+
+
+def _vouches(statement: dict, expected: Expected) -> bool:
+    """A reused image was built from an earlier commit with the same inputs: either vouches for it."""
+    if commit_of(statement) == expected.commit:
+        return True
+    return bool(expected.input_digest) and input_digest_of(statement) == expected.input_digest
 
 
 def with_verifier(

@@ -1,16 +1,24 @@
-"""The process-wide state signal handling needs, in one place (and nowhere else).
+"""The process-wide state, in one place (and nowhere else): what signal handling needs, and the
+caches that outlive one call.
 
 Ctrl-C, SIGTERM and a failed sibling build must reach things no single object owns: every child
-process tree, every running smoke container, and the secrets an error line must not show. Each
-command starts with `begin_command()`, so nothing from an earlier command in the same process
-(tests, a long-lived invoke) leaks into the next.
+process tree, every running smoke container, and the secrets an error line must not show. The
+caches (`command_cache`: the rendered manifests; the parsed pyproject.toml, which lives below this
+layer in project.py) last one command. Each command starts with `begin_command()`, so nothing from
+an earlier command in the same process (tests, a long-lived invoke) leaks into the next.
 """
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
+
+from moltbuild import project
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _lock = threading.Lock()
 _children: set[subprocess.Popen] = set()  # started by a Runner, not yet reaped
@@ -18,11 +26,32 @@ _cleanups: dict[str, Callable[[], None]] = {}  # e.g. a smoke container's remova
 _secrets: set[str] = set()  # every secret a Runner of this process was given
 _interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: no new smoke check starts
 _said: set[str] = set()  # warnings given once per process
+_caches: list[Callable[[], None]] = [project.clear_cache]  # each cache's clear(), emptied per command
 
 
 def begin_command() -> None:
-    """A new command: a previous command's interruption no longer applies."""
+    """A new command: a previous command's interruption and cached readings no longer apply."""
     _interrupted.clear()
+    clear_caches()
+
+
+def command_cache(maxsize: int) -> Callable[[_F], _F]:
+    """functools.lru_cache that `begin_command()` empties: a reading cached for one command."""
+
+    def wrap(func: _F) -> _F:
+        cached = functools.lru_cache(maxsize=maxsize)(func)
+        with _lock:
+            _caches.append(cached.cache_clear)
+        return cached  # type: ignore[return-value]
+
+    return wrap
+
+
+def clear_caches() -> None:
+    with _lock:
+        clears = list(_caches)
+    for clear in clears:
+        clear()
 
 
 def interrupt() -> None:
