@@ -7,7 +7,7 @@ import pytest
 from moltbuild.errors import ConfigError
 from moltbuild.plan.planner import parse_platforms, registry_prefix, select_images
 from moltbuild.project import load_images
-from moltbuild.registry.auth import credentials_for, preflight_push
+from moltbuild.registry.auth import Registries, credentials_for, preflight_push
 from moltbuild.settings import load_settings
 
 IMAGES = {
@@ -93,8 +93,8 @@ def test_credentials_per_registry(tmp_path):
     bare = load_settings(tmp_path, environ={}, tool_config={})
     assert credentials_for("reg.example:5000", bare) is None
     with pytest.raises(ConfigError, match=r"ghcr\.io needs GITHUB_TOKEN"):
-        preflight_push("ghcr.io", bare, check_registry=False)
-    assert preflight_push("127.0.0.1:5000", bare, check_registry=False) is None
+        preflight_push("ghcr.io", bare, registries=Registries(bare), check_registry=False)
+    assert preflight_push("127.0.0.1:5000", bare, registries=Registries(bare), check_registry=False) is None
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,8 @@ def test_build_args_go_only_where_the_dockerfile_declares_them(project):
     for argv in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "first"]):
         subprocess.run(["git", "-C", str(project), *argv], check=True, env={"PATH": os.environ["PATH"]})
     settings = load_settings(project, environ={})
-    inputs = PlanInputs(settings, Runner(out=lambda _: None), {}, "buildah", "test")
+    runner = Runner(out=lambda _: None, environ=os.environ)
+    inputs = PlanInputs(settings, runner, {}, "buildah", "test", load_images(project))
     plan = {i.name: i for i in make_plan(BuildRequest(), inputs).images}
     assert "API_BASE_URL" not in plan["frontend"].build_args  # configured, but no ARG takes it
     assert set(plan["frontend"].build_args) == {"VERSION", "REVISION", "CREATED", "SOURCE"}

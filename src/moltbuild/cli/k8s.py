@@ -31,6 +31,7 @@ def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry
         no_digest=no_digest,
         dry_run=dry_run,
         runner=session.runner,
+        images=session.images,
         root=session.settings.project_root,
     )
 

@@ -16,7 +16,6 @@ from moltbuild.flows.context import Session
 from moltbuild.plan.bases import dockerfile_bases, mirrored
 from moltbuild.plan.planner import BuildPlan
 from moltbuild.plan.tags import GitState, read_git_state
-from moltbuild.project import load_images
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
 from moltbuild.supply.attest import Attached, Attester
@@ -93,7 +92,7 @@ class RunInputs:
             c.name: ImageInputs(
                 c.build_args, c.dockerfile, c.target, tuple(dockerfile_bases(c.dockerfile, c.build_args))
             )
-            for c in load_images(root).values()
+            for c in session.images.values()
         }
         pulls = {b: mirrored(b, mirror) for i in images.values() for b in i.bases}
         return cls(read_git_state(root, session.runner, session.environ), mirror, pulls, images)

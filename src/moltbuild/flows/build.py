@@ -21,7 +21,7 @@ from moltbuild.flows.context import Session
 from moltbuild.plan.changes import check_explicit_base, resolve_base, select_changed
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
-from moltbuild.project import load_images, select_images
+from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
 from moltbuild.system import owners
@@ -230,7 +230,7 @@ def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
 
 def plan_for(session: Session, request: BuildRequest, names: list[str] | None = None) -> BuildPlan:
     name, reason = choose(session, request)
-    inputs = PlanInputs(session.settings, session.runner, session.environ, name, reason)
+    inputs = PlanInputs(session.settings, session.runner, session.environ, name, reason, session.images)
     return make_plan(request, inputs, names)
 
 
@@ -249,7 +249,7 @@ def _changed_names(session: Session, request: BuildRequest, names: list[str]) ->
     if request.base and request.base.strip():
         check_explicit_base(root, resolve_base(request.base, session.environ), session.runner)
     base = resolve_base(request.base, session.environ)
-    wanted, account = select_changed(root, load_images(root), base, session.runner)
+    wanted, account = select_changed(root, session.images, base, session.runner)
     session.runner.say(account)
     names = [n for n in names if n in wanted]
     if not names:
@@ -261,12 +261,12 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
     (with `as_json`, the report entries on stdout and everything else on stderr)."""
     if request.as_json:
-        session.runner = session.runner.to_stderr()
+        session = session.with_runner(session.runner.to_stderr())
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         session.runner.warn(warning)
     request = _legacy_tags(session, request)
     root = session.settings.project_root
-    names = [c.name for c in select_images(load_images(root), only=request.only)]
+    names = [c.name for c in select_images(session.images, only=request.only)]
     if request.changed:
         names = _changed_names(session, request, names)
         if not names:

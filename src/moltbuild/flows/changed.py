@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from moltbuild.flows.context import Session
 from moltbuild.plan.changes import Change, changed_images, check_explicit_base, render, resolve_base
-from moltbuild.project import load_images
 
 
 def show_changed(session: Session, *, base: str | None = None, as_json: bool = False) -> list[Change]:
@@ -13,6 +12,6 @@ def show_changed(session: Session, *, base: str | None = None, as_json: bool = F
     if base and base.strip():
         check_explicit_base(root, resolve_base(base, session.environ), session.runner)
     base = resolve_base(base, session.environ)
-    sha, changes = changed_images(root, load_images(root), base, session.runner)
+    sha, changes = changed_images(root, session.images, base, session.runner)
     session.runner.emit(render(base, sha, changes, as_json=as_json))
     return changes

@@ -33,10 +33,13 @@ def run_pipeline(session: Session, request: BuildRequest) -> None:
         insecure = ",".join(
             filter(None, [session.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
         )
-        # Through the settings layer, with its own source name: the process environment is untouched.
+        # The project's namespace on the embedded host (ghcr.io/ORG -> HOST:PORT/ORG).
+        namespace = str(session.settings["MOLTBUILD_REGISTRY"]).partition("/")[2] or "moltbuild"
+        # Through the settings layer, with its own source name: the process environment is untouched;
+        # the same context (runner, images), its settings and registry clients derived.
         session = session.with_overrides(
             {
-                "MOLTBUILD_REGISTRY": (f"{registry.host}/ardenone", EMBEDDED),
+                "MOLTBUILD_REGISTRY": (f"{registry.host}/{namespace}", EMBEDDED),
                 "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
             }
         )

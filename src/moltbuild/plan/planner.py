@@ -13,7 +13,7 @@ from moltbuild.plan import bases as baseimages
 from moltbuild.plan import tags as tagging
 from moltbuild.plan.inputs import input_digest
 from moltbuild.plan.request import BuildRequest
-from moltbuild.project import ImageConfig, load_images, read_tool_table, select_images
+from moltbuild.project import ImageConfig, read_tool_table, select_images
 from moltbuild.refs import ImageRef, registry_prefix
 from moltbuild.settings import Settings
 from moltbuild.smoke.probes import SmokePlan, smoke_plan_for
@@ -83,6 +83,7 @@ class BuildPlan:
     images: tuple[ImagePlan, ...]
     backend: str
     backend_reason: str
+    images: Mapping[str, ImageConfig]  # the project's, read once by the run context
     push: bool
     registry: ImageRef  # HOST[:PORT]/NAMESPACE
     git: tagging.GitState
@@ -133,6 +134,7 @@ class PlanInputs:
     environ: Mapping[str, str]
     backend: str
     backend_reason: str
+    images: Mapping[str, ImageConfig]  # the project's, read once by the run context
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,7 @@ def registry_cache(request: BuildRequest, settings: Settings) -> tuple[bool, str
 def make_plan(request: BuildRequest, inputs: PlanInputs, names: Iterable[str] | None = None) -> BuildPlan:
     """The whole plan, before anything runs. `names`: the images to plan (default: the request's
     selection); the backend is the caller's choice, passed in `inputs`."""
-    root = inputs.settings.project_root
-    configs = select_images(load_images(root), only=request.only if names is None else list(names))
+    configs = select_images(dict(inputs.images), only=request.only if names is None else list(names))
     project = _project(request, inputs)
     # Tags, labels and times come from the repository that holds each build context: the
     # project's own, or another checkout inside it (a submodule).
