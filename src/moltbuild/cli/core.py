@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from invoke import Collection, task
 
 from moltbuild.cli import edge, run_context
@@ -26,7 +28,7 @@ def setup(c, dry_run=False):
     from moltbuild.system import packages as sysdeps
     from moltbuild.system.processes import Runner
 
-    runner = Runner(dry_run=dry_run)
+    runner = Runner(dry_run=dry_run, environ=os.environ)  # may run before any project exists
     sysdeps.setup(runner)
     sysdeps.setup_go_tools(runner)
 

@@ -42,13 +42,13 @@ def _missing(session: Session) -> list[str]:
 def preflight(session: Session) -> None:
     """`MOLTBUILD_ATTEST=on` without the tools stops before any build, not after the push."""
     missing = _missing(session)
-    if session.settings.get("MOLTBUILD_ATTEST", "auto") == "on" and missing:
+    if session.settings.choice("MOLTBUILD_ATTEST") == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
 
 
 def wanted(session: Session) -> bool:
     """Whether this run attests what it pushes (auto without the tools: a warning, no)."""
-    if session.settings.get("MOLTBUILD_ATTEST", "auto") == "off":
+    if session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return False
     preflight(session)
     missing = _missing(session)
@@ -176,7 +176,7 @@ def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Att
         client=session.registries.client(host),
         access=RegistryAccess.prepare(host, session.settings, folder),
         signer=signer,
-        sbom_format=session.settings.get("MOLTBUILD_SBOM_FORMAT", "spdx-json"),
+        sbom_format=session.settings.choice("MOLTBUILD_SBOM_FORMAT"),
         workdir=folder,
     )
 

@@ -223,7 +223,7 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
 
 def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
     """The backend this run uses, and why (MOLTBUILD_BACKEND, which --backend sets)."""
-    requested = session.settings["MOLTBUILD_BACKEND"]
+    requested = session.settings.choice("MOLTBUILD_BACKEND")
     statuses = statuses_for(requested, session.runner, session.settings, session.storage)
     return choose_backend(requested, statuses, session.storage, force=request.force, dry_run=request.dry_run)
 
