@@ -12,7 +12,10 @@ from typing import Any
 
 from moltbuild.errors import ConfigError
 
-DEFAULT_REGISTRY = "ghcr.io/ardenone"
+# With no [tool.moltbuild] registry: images are named for a local registry (`invoke pipeline` starts
+# its own); pushing anywhere else needs the project's registry in pyproject.toml.
+DEFAULT_REGISTRY = "localhost:5000/moltbuild"
+_WHERE = "pyproject.toml [tool.moltbuild.images"
 IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
 
 
@@ -27,7 +30,7 @@ class ImageConfig:
     target: str | None = None
     # extra smoke checks: {path, port}, {command}, {env} (env values stand in for secrets: not shown)
     smoke: dict[str, Any] | None = field(default=None, repr=False)
-    manifest_name: str = ""  # the name k8s/ manifests use for the image (ghcr.io/ardenone/NAME)
+    manifest_name: str = ""  # the name k8s/ manifests use for the image (REGISTRY/REPOSITORY)
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -64,44 +67,47 @@ def read_tool_table(project_root: Path) -> dict[str, Any]:
 
 def load_images(project_root: Path, tool: dict[str, Any] | None = None) -> dict[str, ImageConfig]:
     tool = read_tool_table(project_root) if tool is None else tool
-    where = "pyproject.toml [tool.moltbuild.images"
-    images: dict[str, ImageConfig] = {}
-    for name, raw in (tool.get("images") or {}).items():
-        unknown = set(raw) - IMAGE_KEYS
-        if unknown:
-            raise ConfigError(
-                f"{where}.{name}] has unknown key {sorted(unknown)[0]!r}; "
-                f"allowed: {', '.join(sorted(IMAGE_KEYS))}"
-            )
-        for required in ("repository", "context"):
-            if not raw.get(required):
-                raise ConfigError(f"{where}.{name}] needs `{required}`")
-        context = (project_root / raw["context"]).resolve()
-        if not context.is_dir():
-            raise ConfigError(f"{where}.{name}] context {raw['context']!r} is not a directory")
-        dockerfile = (context / raw.get("dockerfile", "Dockerfile")).resolve()
-        if not dockerfile.is_file():
-            raise ConfigError(
-                f"{where}.{name}] dockerfile {raw.get('dockerfile', 'Dockerfile')!r}: "
-                f"{dockerfile} does not exist; create it or set `dockerfile` to a file in the context"
-            )
-        platforms = raw.get("platforms", ())
-        if isinstance(platforms, str):
-            platforms = [p.strip() for p in platforms.split(",") if p.strip()]
-        images[name] = ImageConfig(
-            name=name,
-            repository=raw["repository"],
-            context=context,
-            dockerfile=dockerfile,
-            build_args={str(k): str(v) for k, v in (raw.get("build_args") or {}).items()},
-            platforms=tuple(platforms),
-            target=raw.get("target"),
-            smoke=raw.get("smoke"),
-            manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
-        )
+    images = {name: _image(project_root, tool, name, raw) for name, raw in (tool.get("images") or {}).items()}
     if not images:
-        raise ConfigError(f"{where}.*] declares no images; add [tool.moltbuild.images.NAME]")
+        raise ConfigError(f"{_WHERE}.*] declares no images; add [tool.moltbuild.images.NAME]")
     return images
+
+
+def _image(project_root: Path, tool: dict[str, Any], name: str, raw: dict[str, Any]) -> ImageConfig:
+    """One [tool.moltbuild.images.NAME] table, checked: each problem names the table and key."""
+    unknown = set(raw) - IMAGE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{_WHERE}.{name}] has unknown key {sorted(unknown)[0]!r}; "
+            f"allowed: {', '.join(sorted(IMAGE_KEYS))}"
+        )
+    for required in ("repository", "context"):
+        if not raw.get(required):
+            raise ConfigError(f"{_WHERE}.{name}] needs `{required}`")
+    context = (project_root / raw["context"]).resolve()
+    if not context.is_dir():
+        raise ConfigError(f"{_WHERE}.{name}] context {raw['context']!r} is not a directory")
+    named = raw.get("dockerfile", "Dockerfile")
+    dockerfile = (context / named).resolve()
+    if not dockerfile.is_file():
+        raise ConfigError(
+            f"{_WHERE}.{name}] dockerfile {named!r}: {dockerfile} does not exist; "
+            "create it or set `dockerfile` to a file in the context"
+        )
+    platforms = raw.get("platforms", ())
+    if isinstance(platforms, str):
+        platforms = parse_only(platforms)  # a comma list, blanks dropped
+    return ImageConfig(
+        name=name,
+        repository=raw["repository"],
+        context=context,
+        dockerfile=dockerfile,
+        build_args={str(k): str(v) for k, v in (raw.get("build_args") or {}).items()},
+        platforms=tuple(platforms),
+        target=raw.get("target"),
+        smoke=raw.get("smoke"),
+        manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
+    )
 
 
 def manifest_registry(tool: dict[str, Any]) -> str:
@@ -116,21 +122,13 @@ def parse_only(value: str | Iterable[str] | None) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def select_images(
-    images: dict[str, ImageConfig],
-    *,
-    only: str | Iterable[str] = (),
-    api_only: bool = False,
-    frontend_only: bool = False,
-) -> list[ImageConfig]:
-    if api_only and frontend_only:
-        raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
+def select_images(images: dict[str, ImageConfig], *, only: str | Iterable[str] = ()) -> list[ImageConfig]:
+    """The images `--only` names (all of them when it names none), in the project's order."""
     wanted = parse_only(only)
-    if api_only:
-        wanted.append("api")
-    if frontend_only:
-        wanted.append("frontend")
     unknown = [n for n in wanted if n not in images]
     if unknown:
-        raise ConfigError(f"unknown image {unknown[0]!r}; known: {', '.join(images)}")
+        raise ConfigError(
+            f"unknown image {unknown[0]!r}; known: {', '.join(images)} "
+            "(the tables of pyproject.toml [tool.moltbuild.images])"
+        )
     return [images[n] for n in images if not wanted or n in wanted]

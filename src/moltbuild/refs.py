@@ -31,7 +31,7 @@ def names_a_host(component: str) -> bool:
 @dataclass(frozen=True)
 class ImageRef:
     host: str  # registry host[:port], docker.io for Docker Hub
-    repository: str  # path inside the registry, e.g. ardenone/moltbook-api or library/python
+    repository: str  # path inside the registry, e.g. team/app or library/python
     tag: str | None = None
     digest: str | None = None
 

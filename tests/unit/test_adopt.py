@@ -1,4 +1,4 @@
-"""`moltbuild init` (moltbuild.cli.main -> moltbuild.flows.adopt) in-process, on throwaway
+"""`moltbuild init` (moltbuild.cli.main -> moltbuild.adopt) in-process, on throwaway
 repositories laid out like a real monorepo: a git repo with a node API and a frontend, a
 kustomization whose resources are folders, Deployments running its images."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from moltbuild.adopt.changes import TASKS_PY
 from moltbuild.cli.main import main
-from moltbuild.flows.adopt import TASKS_PY
 from moltbuild.project import load_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,7 @@ def repo(tmp_path: Path) -> Path:
     write(root, "api/node_modules/left-pad/Dockerfile", "FROM scratch\n")
     write(root, "moltbook-frontend/Dockerfile", "FROM nginx:1.27-alpine\nCOPY dist/ /usr/share/nginx/html/\n")
     write(root, "k8s/kustomization.yml", KUSTOMIZATION)
+    write(root, "k8s/api/kustomization.yml", "resources:\n  - deployment.yml\n")
     write(root, "k8s/api/deployment.yml", API_DEPLOYMENT)
     write(root, "k8s/frontend/kustomization.yml", "resources:\n  - statefulset.yml\n")
     write(root, "k8s/frontend/statefulset.yml", WEB_DEPLOYMENT)

@@ -985,3 +985,29 @@ def test_installing_the_hints_twice_wraps_the_parser_once():
     assert getattr(before, "moltbuild_hints", False)
     hints.install(Collection())
     assert Parser.parse_argv is before
+
+
+# --- the build flags, declared once (cli/flags.py) ----------------------------------------------
+
+
+def test_build_and_kaniko_build_share_each_flag_and_its_help():
+    build, kaniko = FLAG_HELP["build"], FLAG_HELP["kaniko.build"]
+    shared = set(build) & set(kaniko)
+    assert {"push", "api-only", "frontend-only", "only", "tag", "no-cache", "jobs", "dry-run"} <= shared
+    assert {flag: kaniko[flag] for flag in shared} == {flag: build[flag] for flag in shared}
+    assert set(kaniko) - set(build) == {"namespace", "context", "timeout", "keep"}  # the cluster's own
+    assert FLAG_HELP["pipeline"] == {"jobs": build["jobs"]}
+
+
+def test_a_name_only_flag_names_its_image_in_its_help():
+    assert FLAG_HELP["build"]["api-only"] == "build only the api image (as --only api)"
+
+
+def test_a_name_only_flag_for_an_image_the_project_lacks_is_one_line(cli):
+    pyproject = cli.project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace("[tool.moltbuild.images.api]", "[tool.moltbuild.images.web]")
+    )
+    commit_all(cli.project)
+    line = one_line_error(cli("build", "--api-only", "--dry-run"), 2)
+    assert "unknown image 'api'; known: web, frontend" in line and "[tool.moltbuild.images]" in line

@@ -6,6 +6,7 @@ import pytest
 
 from moltbuild.errors import ConfigError
 from moltbuild.plan.planner import parse_platforms, registry_prefix, select_images
+from moltbuild.plan.request import image_of, selection
 from moltbuild.project import load_images
 from moltbuild.registry.auth import Registries, credentials_for, preflight_push
 from moltbuild.settings import load_settings
@@ -45,13 +46,24 @@ def test_config_errors_name_the_table_and_key(tmp_path, table, fragment):
 
 def test_selection_flags(tmp_path):
     found = images(tmp_path)
-    assert [c.name for c in select_images(found, api_only=True)] == ["api"]
+    assert [c.name for c in select_images(found, only=selection("", ["--api-only"]))] == ["api"]
     assert [c.name for c in select_images(found, only=["frontend", " "])] == ["frontend"]
     assert [c.name for c in select_images(found)] == ["api", "frontend"]
-    with pytest.raises(ConfigError, match="exclude each other"):
-        select_images(found, api_only=True, frontend_only=True)
+    with pytest.raises(ConfigError, match="--api-only and --frontend-only exclude each other"):
+        selection("", ["--api-only", "--frontend-only"])
     with pytest.raises(ConfigError, match="unknown image 'web'; known: api, frontend"):
         select_images(found, only=["web"])
+
+
+def test_a_name_only_flag_names_its_image_and_is_checked_against_the_project(tmp_path):
+    """--NAME-only is --only NAME for any NAME: a project without that image says so in one line."""
+    assert selection("b,a", ["--web-only"]) == ("b", "a", "web")
+    assert selection("web", ["--web-only"]) == ("web",)
+    assert image_of("--my-app-only") == "my-app"
+    with pytest.raises(
+        ConfigError, match=r"unknown image 'web'; known: api, frontend \(the tables of pyproject"
+    ):
+        select_images(images(tmp_path), only=selection("", ["--web-only"]))
 
 
 @pytest.mark.parametrize(

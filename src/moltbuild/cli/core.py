@@ -13,24 +13,18 @@ from moltbuild.cli import edge, run_context
 @edge
 def doctor(c, json=False):
     """Show which backends work here, what `auto` picks and why, and how to fix problems."""
-    from moltbuild.flows import doctor as doctor_mod
+    from moltbuild.flows.doctor import show
 
-    session = run_context()
-    for warning in session.settings.warnings:
-        session.runner.warn(warning)
-    session.runner.emit(doctor_mod.render(doctor_mod.collect(session), as_json=json))
+    show(run_context(), as_json=json)
 
 
 @task(help={"dry-run": "print the apt-get commands, run nothing"})
 @edge
 def setup(c, dry_run=False):
     """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; build kustomize."""
-    from moltbuild.system import packages as sysdeps
-    from moltbuild.system.processes import Runner
+    from moltbuild.flows.install import install_tools
 
-    runner = Runner(dry_run=dry_run, environ=os.environ)  # may run before any project exists
-    sysdeps.setup(runner)
-    sysdeps.setup_go_tools(runner)
+    install_tools(environ=os.environ, dry_run=dry_run)  # may run before any project exists
 
 
 @task(

@@ -23,21 +23,10 @@ def dispatch(
     c, workflow="build-images.yml", ref="main", input=None, watch=False, timeout="3600", interval="5"
 ):
     """Start the build workflow on GitHub (and with --watch, follow it to the end)."""
-    from moltbuild.ci import dispatch as dispatching
-    from moltbuild.ci import github
+    from moltbuild.flows.workflow import dispatch_workflow
 
     limits = {"timeout": seconds(timeout, "--timeout"), "interval": seconds(interval, "--interval")}
-    inputs = github.parse_inputs(input or [])  # every flag checked before the repository is looked up
-    session = run_context()
-    dispatching.dispatch_and_watch(
-        github.client(session.settings, session.runner),
-        workflow=workflow,
-        ref=ref,
-        inputs=inputs,
-        watch=watch,
-        say=session.runner.say,
-        **limits,
-    )
+    dispatch_workflow(run_context(), workflow=workflow, ref=ref, inputs=input or [], watch=watch, **limits)
 
 
 @task(
@@ -49,12 +38,10 @@ def dispatch(
 @edge
 def runs(c, workflow="build-images.yml", limit="10"):
     """List the recent runs of the build workflow."""
-    from moltbuild.ci import github
+    from moltbuild.flows.workflow import list_runs
 
     limit = count(limit, "--limit")  # checked before the repository is looked up
-    session = run_context()
-    client = github.client(session.settings, session.runner)
-    session.runner.emit(github.render_runs(client.runs(workflow, limit=limit)))
+    list_runs(run_context(), workflow=workflow, limit=limit)
 
 
 ns = Collection("gh", dispatch, runs)

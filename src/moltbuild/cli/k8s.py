@@ -21,18 +21,15 @@ from moltbuild.cli import count, edge, run_context
 @edge
 def set_images(c, report=None, kustomization=None, only="", no_digest=False, dry_run=False):
     """Pin every pushed image of the report in the kustomization (tag and digest)."""
-    from moltbuild.k8s.kustomize import pin_pushed
+    from moltbuild.flows.pins import pin_images
 
-    session = run_context()
-    pin_pushed(
+    pin_images(
+        run_context(),
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
         only=only,
         no_digest=no_digest,
         dry_run=dry_run,
-        runner=session.runner,
-        images=session.images,
-        root=session.settings.project_root,
     )
 
 
@@ -58,27 +55,17 @@ def commit_pins(
     pull_request=False,
 ):
     """Commit the pinned kustomization alone on top of the remote branch and push it (or open a PR)."""
-    from moltbuild.ci import github
-    from moltbuild.ci.pins import commit_and_push
+    from moltbuild.flows.pins import commit_pins as commit
 
     attempts = count(attempts, "--attempts")  # 0 would commit, push nothing and exit 0
-    session = run_context()
-    root = session.settings.project_root
-
-    def open_pull(head: str, base: str, title: str, body: str) -> str:
-        return github.client(session.settings, session.runner).pull_request(head, base, title, body)
-
-    commit_and_push(
-        root,
-        [Path(kustomization) if kustomization else root / "k8s" / "kustomization.yml"],
-        runner=session.runner,
-        environ=session.environ,
+    commit(
+        run_context(),
+        kustomization=Path(kustomization) if kustomization else None,
         message=message,
         remote=remote,
         branch=branch,
         attempts=attempts,
         pull_request=pull_request,
-        open_pull=open_pull,
     )
 
 

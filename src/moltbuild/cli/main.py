@@ -1,5 +1,5 @@
 """`moltbuild`, the console script: `moltbuild init [--dry-run] [PATH]` adopts moltbuild in an
-existing repository (the work: moltbuild.flows.adopt). Exit codes as the invoke tasks: 0 ok,
+existing repository (the work: moltbuild.adopt). Exit codes as the invoke tasks: 0 ok,
 2 bad input, a MoltbuildError's own code otherwise."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @edge
 def _init(path: str | None, dry_run: bool) -> None:
-    from moltbuild.flows.adopt import adopt
+    from moltbuild.adopt.command import adopt
     from moltbuild.system.processes import Runner
 
     adopt(Runner(environ=os.environ), Path(path) if path else None, dry_run=dry_run)

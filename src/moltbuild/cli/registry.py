@@ -21,18 +21,15 @@ from moltbuild.cli import edge, run_context
 def verify(c, report=None, kustomization=None, json=False, no_attestations=False):
     """Check every reported/deployed image:tag: in the registry with its digest, signed, with
     SLSA provenance for that digest and commit and an SBOM attached."""
-    from moltbuild.flows import verify as verify_flow
-    from moltbuild.registry import verify as verify_mod
+    from moltbuild.flows.verify import verify_and_show
 
-    session = run_context()
-    checks = verify_flow.verify(
-        session,
+    verify_and_show(
+        run_context(),
         report_path=Path(report) if report else None,
         kustomization=Path(kustomization) if kustomization else None,
         attestations=not no_attestations,
+        as_json=json,
     )
-    session.runner.emit(verify_mod.render(checks, as_json=json))
-    verify_mod.raise_on_failure(checks)
 
 
 @task(
@@ -48,21 +45,9 @@ def verify(c, report=None, kustomization=None, json=False, no_attestations=False
 @edge
 def tag(c, tag=None, source=None, only="", dry_run=False, json=False):
     """Add tags: to any image with --source, else to the last build's images; in the registry, no push."""
-    from moltbuild.flows import publish
-    from moltbuild.registry import promote
+    from moltbuild.flows.retag import tag_images
 
-    session = run_context()
-    if source:
-        promote.retag(
-            session.settings,
-            source,
-            tag or [],
-            say=session.runner.say,
-            dry_run=dry_run,
-            registries=session.registries,
-        )
-    else:
-        publish.tag_built(session, tag or [], only=only, dry_run=dry_run, as_json=json)
+    tag_images(run_context(), tag or [], source=source, only=only, dry_run=dry_run, as_json=json)
 
 
 @task(

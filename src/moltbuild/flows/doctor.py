@@ -1,4 +1,5 @@
-"""`doctor`: what works here, what `auto` would pick and why, and how to fix each problem."""
+"""`doctor`: what works here, what `auto` would pick and why, and how to fix each problem; and
+`env.show`: the effective settings with their sources."""
 
 from __future__ import annotations
 
@@ -9,7 +10,23 @@ from moltbuild.backends.selection import choose_backend
 from moltbuild.errors import MoltbuildError
 from moltbuild.flows.clean import storage_stats
 from moltbuild.flows.context import Session
+from moltbuild.settings import KEYS
 from moltbuild.system.tables import human_size, render_table
+
+
+def show(session: Session, *, as_json: bool = False) -> None:
+    """`invoke doctor`: the settings' warnings on stderr, the findings on stdout."""
+    for warning in session.settings.warnings:
+        session.runner.warn(warning)
+    session.runner.emit(render(collect(session), as_json=as_json))
+
+
+def show_settings(session: Session) -> None:
+    """`invoke env.show`: every setting, its value (secrets masked), where it came from, what it means."""
+    for warning in session.settings.warnings:
+        session.runner.warn(warning)
+    rows = [(k, v or "(unset)", src, KEYS[k].help) for k, v, src in session.settings.as_rows()]
+    session.runner.emit(render_table(("setting", "value", "source", "meaning"), rows))
 
 
 def credentials_present(session: Session) -> dict[str, bool]:

@@ -10,6 +10,7 @@ from moltbuild.flows import verify as verify_flow
 from moltbuild.flows.build import build_images
 from moltbuild.flows.context import Session
 from moltbuild.plan.request import BuildRequest
+from moltbuild.refs import registry_prefix
 from moltbuild.registry import verify
 from moltbuild.registry.local import LocalRegistry
 
@@ -23,6 +24,11 @@ def verify_report(session: Session, path: Path) -> None:
     verify.raise_on_failure(checks)
 
 
+def _path(session: Session) -> str:
+    """The configured registry's namespace path: the embedded registry keeps the image names."""
+    return registry_prefix(session.settings["MOLTBUILD_REGISTRY"]).repository
+
+
 def run_pipeline(session: Session, request: BuildRequest) -> None:
     """Build and push (to an embedded registry when none is configured), then verify."""
     root = session.settings.project_root
@@ -33,13 +39,11 @@ def run_pipeline(session: Session, request: BuildRequest) -> None:
         insecure = ",".join(
             filter(None, [session.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
         )
-        # The project's namespace on the embedded host (ghcr.io/ORG -> HOST:PORT/ORG).
-        namespace = str(session.settings["MOLTBUILD_REGISTRY"]).partition("/")[2] or "moltbuild"
         # Through the settings layer, with its own source name: the process environment is untouched;
         # the same context (runner, images), its settings and registry clients derived.
         session = session.with_overrides(
             {
-                "MOLTBUILD_REGISTRY": (f"{registry.host}/{namespace}", EMBEDDED),
+                "MOLTBUILD_REGISTRY": (f"{registry.host}/{_path(session)}", EMBEDDED),
                 "MOLTBUILD_INSECURE_REGISTRIES": (insecure, EMBEDDED),
             }
         )

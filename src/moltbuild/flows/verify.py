@@ -19,6 +19,20 @@ from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
 from moltbuild.system import owners
 
 
+def verify_and_show(
+    session: Session,
+    *,
+    report_path: Path | None = None,
+    kustomization: Path | None = None,
+    attestations: bool = True,
+    as_json: bool = False,
+) -> None:
+    """`invoke verify`: the checks on stdout, then a one-line error naming the first that failed."""
+    checks = verify(session, report_path=report_path, kustomization=kustomization, attestations=attestations)
+    session.runner.emit(registry_verify.render(checks, as_json=as_json))
+    registry_verify.raise_on_failure(checks)
+
+
 def verify(
     session: Session,
     *,

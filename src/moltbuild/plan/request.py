@@ -1,7 +1,8 @@
 """What a user asked `build` for: each flag once, as the command line gave it, checked here.
 
 Flags that override a setting (`--backend`, `--verbose`) go into the run context's settings
-instead; everything else reaches the flow in one `BuildRequest`.
+instead; everything else reaches the flow in one `BuildRequest`. The flags themselves (names, help,
+which field each fills) are declared once, in moltbuild.cli.flags.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from dataclasses import dataclass
 from moltbuild.errors import ConfigError
 from moltbuild.project import parse_only
 
+SHORTHAND = "-only"  # --NAME-only: the one image NAME, as if --only NAME
 
-def selection(
-    only: str | Iterable[str] = "", *, api_only: bool = False, frontend_only: bool = False
-) -> tuple:
-    """`--only`, `--api-only` and `--frontend-only` as one list of names (empty: every image)."""
-    if api_only and frontend_only:
-        raise ConfigError("--api-only and --frontend-only exclude each other; pass neither to build both")
-    names = parse_only(only)
-    names += [n for n, wanted in (("api", api_only), ("frontend", frontend_only)) if wanted]
-    return tuple(dict.fromkeys(names))
+
+def selection(only: str | Iterable[str] = "", shorthands: Iterable[str] = ()) -> tuple[str, ...]:
+    """`--only` and the `--NAME-only` flags given (as typed) as one list of names (empty: every
+    image). Each name is checked against the project's images when the flow loads them."""
+    shorthands = list(shorthands)
+    if len(shorthands) > 1:
+        names = ",".join(image_of(flag) for flag in shorthands)
+        raise ConfigError(
+            f"{' and '.join(shorthands)} exclude each other; pass one, or --only {names} for several"
+        )
+    return tuple(dict.fromkeys([*parse_only(only), *map(image_of, shorthands)]))
+
+
+def image_of(flag: str) -> str:
+    """The image a `--NAME-only` flag names: NAME, from the flag itself."""
+    return flag.removeprefix("--").removesuffix(SHORTHAND)
 
 
 @dataclass(frozen=True)

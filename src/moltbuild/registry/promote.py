@@ -18,7 +18,7 @@ def parse_source(text: str) -> ImageRef:
         raise ConfigError(f"--source {text!r} needs a tag or digest: REGISTRY/NAME:TAG or @sha256:...")
     if not text.strip().startswith(ref.host):
         raise ConfigError(
-            f"--source {text!r} needs the registry host, e.g. ghcr.io/ardenone/moltbook-api:TAG"
+            f"--source {text!r} needs the registry host, e.g. registry.example.com/team/app:TAG"
         )
     return ref
 

@@ -16,7 +16,8 @@ from moltbuild.settings import ci_platform
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
-BUILD_TYPE = "https://github.com/ardenone/moltbuild/buildtypes/image/v1"
+# What the parameters below mean: docs/buildtype-image-v1.md (a URN: no project owns the URL space).
+BUILD_TYPE = "urn:moltbuild:buildtype:image:v1"
 SBOM_TYPES = {"spdx-json": "https://spdx.dev/Document", "cyclonedx-json": "https://cyclonedx.org/bom"}
 INTOTO_PAYLOAD = "application/vnd.in-toto+json"
 

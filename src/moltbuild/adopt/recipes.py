@@ -1,0 +1,101 @@
+"""Where and what: the root to adopt (the git top level) and the Dockerfiles in it, each a Recipe
+built with its folder as the context."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from moltbuild.errors import ConfigError, ToolMissingError
+from moltbuild.system.processes import Runner
+
+# Dependency, output and tool folders: a Dockerfile there is someone else's.
+SKIP_DIRS = frozenset({".git", "node_modules", "build", "vendor", "third_party", ".venv", "venv", ".nox"})
+
+
+def tokens(text: str) -> tuple[str, ...]:
+    """The lower-case words of a name: moltbook_API-v2 -> (moltbook, api, v2)."""
+    return tuple(t for t in re.split(r"[^a-z0-9]+", text.lower()) if t)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A Dockerfile found: built with its folder as the context."""
+
+    path: str  # relative to the root: api/Dockerfile
+    context: str  # api/ (. for the root)
+    dockerfile: str  # relative to the context: Dockerfile, Dockerfile.worker
+    folder: str  # the folder's name (the repository's for a Dockerfile at the top)
+    variant: str = ""  # X of Dockerfile.X or X.Dockerfile
+
+    @property
+    def base_name(self) -> str:
+        return "-".join(tokens(f"{self.folder}-{self.variant}" if self.variant else self.folder))
+
+
+def _git_top(runner: Runner, start: Path) -> Path | None:
+    try:
+        result = runner.run(["git", "rev-parse", "--show-toplevel"], cwd=start, check=False, mutates=False)
+    except ToolMissingError:
+        return None
+    top = result.stdout.strip()
+    return Path(top) if result.ok and top else None
+
+
+def locate(runner: Runner, path: Path | None) -> tuple[Path, bool]:
+    """The root to adopt and whether git knows it."""
+    if path is not None:
+        root = path.expanduser().resolve()
+        if not root.is_dir():
+            raise ConfigError(f"{path} is not a directory; pass the repository's folder, or no PATH")
+        return root, _git_top(runner, root) is not None
+    here = Path.cwd()
+    top = _git_top(runner, here)
+    return (top.resolve(), True) if top else (here.resolve(), False)
+
+
+def _is_dockerfile(name: str) -> bool:
+    lower = name.lower()
+    if lower.endswith(".dockerignore"):
+        return False
+    return lower == "dockerfile" or lower.startswith("dockerfile.") or lower.endswith(".dockerfile")
+
+
+def _listed_files(runner: Runner, root: Path, in_git: bool) -> list[str]:
+    if in_git:
+        argv = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        result = runner.run(argv, cwd=root, mutates=False, what="git ls-files")
+        return [p for p in result.stdout.split("\0") if p]
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        found += [Path(folder, f).relative_to(root).as_posix() for f in files]
+    return found
+
+
+def _recipe(root: Path, rel: str) -> Recipe:
+    path = Path(rel)
+    parent = path.parent.as_posix()
+    name, lower = path.name, path.name.lower()
+    variant = name[len("dockerfile.") :] if lower.startswith("dockerfile.") else ""
+    if lower.endswith(".dockerfile"):
+        variant = name[: -len(".dockerfile")]
+    return Recipe(
+        path=rel,
+        context="." if parent == "." else f"{parent}/",
+        dockerfile=name,
+        folder=root.name if parent == "." else path.parent.name,
+        variant=variant,
+    )
+
+
+def find_recipes(runner: Runner, root: Path, in_git: bool) -> list[Recipe]:
+    """Every Dockerfile git would track (ignored files left out), outside dependency folders."""
+    recipes = []
+    for rel in sorted(_listed_files(runner, root, in_git)):
+        parts = rel.split("/")
+        if _is_dockerfile(parts[-1]) and not SKIP_DIRS.intersection(parts[:-1]) and (root / rel).is_file():
+            recipes.append(_recipe(root, rel))
+    return recipes
