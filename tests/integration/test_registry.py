@@ -15,6 +15,7 @@ from moltbuild.errors import RegistryError
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.local import LocalRegistry
 from moltbuild.settings import Secret
+from moltbuild.system.retry import RetryPolicy
 from tests.conftest import need_tool
 from tests.integration.conftest import (
     build_env,
@@ -214,7 +215,9 @@ def test_build_push_and_verify_through_bearer_auth(git_project, mirror, storage_
 def test_transient_faults_are_retried_within_bounds(mirror, pushed, faults):
     proxy = FaultProxy(mirror.url, faults).start()
     try:
-        client = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=4, backoff=0.05, max_wait=10)
+        client = RegistryClient(
+            proxy.host, insecure_hosts=[proxy.host], retry=RetryPolicy(attempts=5, base=0.05, max_wait=10)
+        )
         assert client.manifest("t/docker", "1").digest == pushed["docker"]
         assert len(proxy.seen) == len(faults) + 1
     finally:
@@ -227,7 +230,9 @@ def test_transient_faults_are_retried_within_bounds(mirror, pushed, faults):
 def test_persistent_faults_fail_clearly_and_boundedly(mirror, fault, message):
     proxy = FaultProxy(mirror.url, default=fault).start()
     try:
-        client = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=2, backoff=0.05, max_wait=5)
+        client = RegistryClient(
+            proxy.host, insecure_hosts=[proxy.host], retry=RetryPolicy(attempts=3, base=0.05, max_wait=5)
+        )
         start = time.monotonic()
         with pytest.raises(RegistryError, match=message):
             client.manifest("t/docker", "1")
@@ -240,7 +245,9 @@ def test_persistent_faults_fail_clearly_and_boundedly(mirror, fault, message):
 def test_404_and_401_are_never_retried(mirror, tmp_path):
     proxy = FaultProxy(mirror.url).start()
     try:
-        client = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=4, backoff=0.05)
+        client = RegistryClient(
+            proxy.host, insecure_hosts=[proxy.host], retry=RetryPolicy(attempts=5, base=0.05)
+        )
         assert client.manifest("t/none", "x") is None
         assert len(proxy.seen) == 1
     finally:
@@ -251,13 +258,19 @@ def test_404_and_401_are_never_retried(mirror, tmp_path):
     ) as reg:
         proxy = FaultProxy(reg.url).start()
         try:
-            anonymous = RegistryClient(proxy.host, insecure_hosts=[proxy.host], retries=4, backoff=0.05)
+            anonymous = RegistryClient(
+                proxy.host, insecure_hosts=[proxy.host], retry=RetryPolicy(attempts=5, base=0.05)
+            )
             with pytest.raises(RegistryError, match="401 unauthorized"):
                 anonymous.manifest("t/any", "x")
             assert len(proxy.seen) == 1  # the registry's 401, not retried
             proxy.seen.clear()
             wrong = RegistryClient(
-                proxy.host, username="ci", password=Secret("wrong"), insecure_hosts=[proxy.host], retries=4
+                proxy.host,
+                username="ci",
+                password=Secret("wrong"),
+                insecure_hosts=[proxy.host],
+                retry=RetryPolicy(attempts=5),
             )
             with pytest.raises(RegistryError, match=r"401 unauthorized.*user 'ci'"):
                 wrong.manifest("t/any", "x")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.backends.contract import PushTarget, retry_transient
+from moltbuild.backends.contract import PUSH_RETRY, PushTarget, retry_transient
 from moltbuild.backends.selection import make_backend
 from moltbuild.errors import CommandError
 from moltbuild.plan.planner import ImagePlan
@@ -13,6 +13,7 @@ from moltbuild.refs import ImageRef
 from moltbuild.settings import load_settings
 from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner
+from moltbuild.system.retry import Clock
 from tests.unit.verdicts import storage_verdict
 
 
@@ -144,15 +145,18 @@ def fails(*tails):
 
 
 def test_retry_transient_retries_network_errors_only():
+    naps: list[float] = []
+    policy = PUSH_RETRY.but(clock=Clock(sleep=naps.append))
     action, calls = fails("read: connection reset by peer", "received unexpected HTTP status: 503")
-    assert retry_transient(action, say=lambda _: None, sleep=lambda _: None) == "done" and len(calls) == 3
+    assert retry_transient(action, say=lambda _: None, policy=policy) == "done" and len(calls) == 3
+    assert naps == [2, 4]
     action, calls = fails("unauthorized: authentication required")
     with pytest.raises(CommandError):
-        retry_transient(action, say=lambda _: None, sleep=lambda _: None)
+        retry_transient(action, say=lambda _: None, policy=policy)
     assert len(calls) == 1
     action, calls = fails("timeout", "timeout", "timeout")
     with pytest.raises(CommandError):
-        retry_transient(action, attempts=3, say=lambda _: None, sleep=lambda _: None)
+        retry_transient(action, say=lambda _: None, policy=policy)
     assert len(calls) == 3
 
 

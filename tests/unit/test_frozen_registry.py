@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.backends.contract import retry_transient
+from moltbuild.backends.contract import PUSH_RETRY, retry_transient
 from moltbuild.errors import CommandError, RegistryError
 from moltbuild.flows import reuse
 from moltbuild.plan.planner import ImagePlan, cache_tag
 from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import registry_client
 from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.session import RETRY
 from moltbuild.registry.tags import put_and_confirm
 from moltbuild.registry.verify import Target, check
 from moltbuild.settings import load_settings
+from moltbuild.system.retry import Clock
 
 IDLE = 1.0
 BOUND = 3 * IDLE
@@ -87,7 +89,9 @@ def frozen(request) -> Iterator[Frozen]:
 
 
 def client(server: Frozen, **kw) -> RegistryClient:
-    return RegistryClient(server.host, insecure_hosts=[server.host], timeout=IDLE, backoff=0.05, **kw)
+    return RegistryClient(
+        server.host, insecure_hosts=[server.host], timeout=IDLE, retry=RETRY.but(base=0.05), **kw
+    )
 
 
 def timed(action) -> tuple[float, BaseException | None]:
@@ -190,6 +194,7 @@ def test_a_stalled_push_is_not_retried_when_the_registry_no_longer_answers():
     def gone(exc):
         raise RegistryError("127.0.0.1:5000 did not answer")
 
+    quiet = PUSH_RETRY.but(clock=Clock(sleep=lambda s: None))
     with pytest.raises(RegistryError, match="did not answer"):
-        retry_transient(push, say=lambda line: None, sleep=lambda s: None, before_retry=gone)
+        retry_transient(push, say=lambda line: None, policy=quiet, before_retry=gone)
     assert len(calls) == 1

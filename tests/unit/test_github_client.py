@@ -12,12 +12,14 @@ import pytest
 
 from moltbuild.ci import dispatch as dispatching
 from moltbuild.ci import github
-from moltbuild.ci.backoff import Backoff
+from moltbuild.ci.backoff import GITHUB_RETRY
 from moltbuild.ci.dispatch import Watcher
 from moltbuild.ci.github import GitHub, GitHubError
 from moltbuild.errors import ConfigError
 from moltbuild.settings import Secret, Settings, load_settings
+from moltbuild.system import retry
 from moltbuild.system.processes import Runner
+from moltbuild.system.retry import RetryPolicy
 
 TOKEN = "canary-unit-test-token-0123456789abcdef"
 REPO = "ardenone/moltbook"
@@ -87,14 +89,14 @@ class Clock:
         self.now += seconds
 
 
-def quiet_backoff() -> Backoff:
-    """Retries that record their pauses instead of sleeping them."""
-    return Backoff(sleep=lambda seconds: None, now=lambda: 1_700_000_000.0)
+def quiet_backoff() -> RetryPolicy:
+    """Retries that skip their pauses instead of sleeping them."""
+    return GITHUB_RETRY.but(clock=retry.Clock(sleep=lambda seconds: None, now=lambda: 1_700_000_000.0))
 
 
 @pytest.fixture()
 def gh(httpserver) -> GitHub:
-    return GitHub(httpserver.url_for(""), REPO, Secret(TOKEN), backoff=quiet_backoff())
+    return GitHub(httpserver.url_for(""), REPO, Secret(TOKEN), retry=quiet_backoff())
 
 
 def expect(httpserver, uri: str, payload, *, method: str = "GET", status: int = 200, **match):
@@ -372,7 +374,7 @@ def test_an_api_that_does_not_answer():
     with socket.socket() as sock:  # a port nobody listens on: bound, then released
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    gh = GitHub(f"http://127.0.0.1:{port}/", REPO, Secret(TOKEN), backoff=quiet_backoff())
+    gh = GitHub(f"http://127.0.0.1:{port}/", REPO, Secret(TOKEN), retry=quiet_backoff())
     with pytest.raises(GitHubError) as err:
         gh.runs(WF)
     assert err.value.message.startswith(
@@ -551,7 +553,7 @@ def test_the_token_never_goes_over_plain_http_to_another_machine(api):
 
 def test_client_takes_the_rate_limit_maximum_from_the_setting(tmp_path):
     environ = {"GITHUB_TOKEN": TOKEN, "MOLTBUILD_GITHUB_REPO": REPO, "MOLTBUILD_GITHUB_MAX_WAIT": "42"}
-    assert github.client(*session_for(tmp_path, environ)).backoff.max_wait == 42.0
+    assert github.client(*session_for(tmp_path, environ)).retry.max_wait == 42.0
     environ["MOLTBUILD_GITHUB_MAX_WAIT"] = "soon"
     with pytest.raises(ConfigError) as err:
         github.client(*session_for(tmp_path, environ))

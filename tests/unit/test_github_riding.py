@@ -10,9 +10,10 @@ import time
 import pytest
 
 from moltbuild.ci import dispatch as dispatching
-from moltbuild.ci.backoff import Backoff, rate_limit
+from moltbuild.ci.backoff import GITHUB_RETRY, rate_limit
 from moltbuild.ci.github import GitHub, GitHubError, GitHubUnavailable
 from moltbuild.settings import Secret
+from moltbuild.system.retry import Clock, RetryPolicy
 
 WF = "build-images.yml"
 RUN = r"/actions/runs/\d+$"
@@ -39,9 +40,9 @@ def seen() -> Record:
     return Record()
 
 
-def client(fake, seen: Record, **policy) -> GitHub:
-    backoff = Backoff(sleep=seen.sleep, say=seen.lines.append, **policy)
-    return GitHub(fake.url, fake.repo, Secret(fake.token), backoff=backoff)
+def client(fake, seen: Record, *, now=time.time, **policy) -> GitHub:
+    retry = GITHUB_RETRY.but(clock=Clock(sleep=seen.sleep, now=now), **policy)
+    return GitHub(fake.url, fake.repo, Secret(fake.token), retry=retry, say=seen.lines.append)
 
 
 def watch(gh: GitHub, seen: Record, **kw):
@@ -77,7 +78,7 @@ def test_a_github_that_keeps_failing_gives_up_after_bounded_backoff(fake_github,
 
 
 def test_the_backoff_is_capped():
-    policy = Backoff(base=1, cap=10)
+    policy = RetryPolicy(base=1, cap=10)
     assert [policy.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
 
 
@@ -213,7 +214,12 @@ def test_a_next_page_on_another_host_is_refused(httpserver):
         {"workflow_runs": [{"id": 1}]},
         headers={"Link": '<https://elsewhere.example/page2>; rel="next"'},
     )
-    gh = GitHub(httpserver.url_for(""), "o/r", Secret("canary"), backoff=Backoff(sleep=lambda s: None))
+    gh = GitHub(
+        httpserver.url_for(""),
+        "o/r",
+        Secret("canary"),
+        retry=GITHUB_RETRY.but(clock=Clock(sleep=lambda s: None)),
+    )
     with pytest.raises(GitHubError, match="expected the next page under"):
         gh.runs(WF, limit=200)
 

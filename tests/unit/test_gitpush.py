@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from moltbuild.ci import pins as gitpush
-from moltbuild.ci.backoff import Backoff
+from moltbuild.ci.backoff import GITHUB_RETRY
 from moltbuild.ci.github import GitHub
-from moltbuild.ci.pins import BOT_EMAIL, BOT_NAME, commit_and_push
+from moltbuild.ci.pins import BOT_EMAIL, BOT_NAME, PIN_RETRY, commit_and_push
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.settings import Secret
 from moltbuild.system.processes import Runner
+from moltbuild.system.retry import Clock
 
 MESSAGE = "Pin images built by moltbuild"
 KUSTOMIZATION = """\
@@ -47,6 +47,7 @@ class Repos:
     other: Path  # another clone: a run that pins or a person who pushes first
     runner: Runner
     lines: list[str]
+    naps: list[float] = field(default_factory=list)  # the pauses between tries, recorded not slept
 
     @property
     def kust(self) -> Path:
@@ -68,8 +69,13 @@ class Repos:
         self.git(self.other, "push", "-q", "origin", "HEAD:main")
 
     def push(self, **kw) -> bool:
+        retry = PIN_RETRY.but(clock=Clock(sleep=self.naps.append))
         return commit_and_push(
-            self.work, [self.kust], runner=self.runner, message=MESSAGE, **({"environ": {}} | kw)
+            self.work,
+            [self.kust],
+            runner=self.runner,
+            message=MESSAGE,
+            **({"environ": {}, "retry": retry} | kw),
         )
 
 
@@ -117,11 +123,9 @@ def repos(tmp_path, monkeypatch) -> Repos:
 
 
 @pytest.fixture()
-def naps(monkeypatch) -> list[float]:
-    """gitpush's pause between attempts, recorded instead of slept (only gitpush's `time`)."""
-    slept: list[float] = []
-    monkeypatch.setattr(gitpush, "time", SimpleNamespace(sleep=slept.append))
-    return slept
+def naps(repos) -> list[float]:
+    """The pin push's pauses between attempts, recorded instead of slept (its policy's clock)."""
+    return repos.naps
 
 
 def subjects(r: Repos, ref: str = "main") -> list[str]:
@@ -256,8 +260,6 @@ def test_a_remote_that_keeps_moving_exhausts_the_attempts(repos, monkeypatch):
         repos.push_from_other(f"k8s/other-{n}.yml", "x: 1\n", f"Other pin {n}")
         return found
 
-    slept: list[float] = []
-    monkeypatch.setattr(gitpush, "time", SimpleNamespace(sleep=slept.append))
     monkeypatch.setattr(gitpush.Pins, "tip", tip_then_someone_pushes)
     repos.kust.write_text(PINNED)
 
@@ -265,7 +267,7 @@ def test_a_remote_that_keeps_moving_exhausts_the_attempts(repos, monkeypatch):
         repos.push(attempts=3)
 
     assert err.value.message.startswith("git push to origin/main failed after 3 attempt(s): error: ")
-    assert slept == [1, 2]
+    assert repos.naps == [1, 2]
     assert MESSAGE not in subjects(repos)
 
 
@@ -309,8 +311,10 @@ def test_a_protected_branch_gets_a_pull_request(repos, naps, fake_github):
 def test_the_pull_request_of_a_second_run_is_the_open_one(repos, fake_github):
     protect(repos.bare)
     repos.kust.write_text(PINNED)
-    backoff = Backoff(sleep=lambda s: None, say=repos.lines.append)
-    gh = GitHub(fake_github.url, fake_github.repo, Secret(fake_github.token), backoff=backoff)
+    quiet = GITHUB_RETRY.but(clock=Clock(sleep=lambda s: None))
+    gh = GitHub(
+        fake_github.url, fake_github.repo, Secret(fake_github.token), retry=quiet, say=repos.lines.append
+    )
     repos.push(open_pull=gh.pull_request)
     repos.lines.clear()
     repos.push(open_pull=gh.pull_request)

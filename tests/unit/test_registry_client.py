@@ -9,7 +9,6 @@ import json
 import re
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +19,7 @@ from werkzeug import Request, Response
 from moltbuild.errors import RegistryError
 from moltbuild.registry.client import MANIFEST_TYPES, Manifest, RegistryClient
 from moltbuild.settings import Secret
+from moltbuild.system.retry import Clock, RetryPolicy
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -28,6 +28,7 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 USER = "builder"
 PASSWORD = "s3cr3t-Pa55w0rd-do-not-print"
 REMOTE = "registry.example:5000"  # a name the tests never contact
+ONCE = RetryPolicy(attempts=1)  # no retries
 
 
 def sha(data: bytes) -> str:
@@ -230,27 +231,27 @@ def server(httpserver_ipv4: HTTPServer) -> Iterator[HTTPServer]:
     httpserver_ipv4.check()
 
 
+class Naps(list):
+    """The client's backoff waits, recorded instead of slept (the policy's clock)."""
+
+    def policy(self, *, retries: int = 0, backoff: float = 0.01, max_wait: float = 60) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=retries + 1, base=backoff, max_wait=max_wait, clock=Clock(sleep=self.append)
+        )
+
+
 @pytest.fixture()
-def sleeps(monkeypatch) -> list[float]:
-    """The client's backoff waits, recorded (and slept: every value in these tests is small)."""
-    waits: list[float] = []
-    real = time.sleep
-
-    def record(seconds: float) -> None:
-        waits.append(seconds)
-        real(min(seconds, 0.2))
-
-    monkeypatch.setattr(time, "sleep", record)
-    return waits
+def sleeps() -> Naps:
+    return Naps()
 
 
-def client_for(reg: FakeRegistry | HTTPServer, *, creds: bool = False, **kwargs) -> RegistryClient:
+def client_for(
+    reg: FakeRegistry | HTTPServer, *, creds: bool = False, retry: RetryPolicy = ONCE, **kwargs
+) -> RegistryClient:
     host = reg.host if isinstance(reg, FakeRegistry) else f"127.0.0.1:{reg.port}"
-    kwargs.setdefault("retries", 0)
-    kwargs.setdefault("backoff", 0.01)
     if creds:
         kwargs.update(username=USER, password=Secret(PASSWORD))
-    return RegistryClient(host, insecure_hosts=[host], **kwargs)
+    return RegistryClient(host, insecure_hosts=[host], retry=retry, **kwargs)
 
 
 def closed_port() -> int:
@@ -265,7 +266,7 @@ def closed_port() -> int:
 def test_a_loopback_registry_is_tried_over_https_then_spoken_to_over_plain_http(server):
     reg = FakeRegistry(server)
     digest, _ = reg.add_image("app", "v1")
-    client = RegistryClient(reg.host, retries=0)  # not listed as insecure
+    client = RegistryClient(reg.host, retry=ONCE)  # not listed as insecure
     assert client.base == f"https://{reg.host}"
     assert client.manifest("app", "v1").digest == digest
     assert client.base == f"http://{reg.host}" and client.plain_http
@@ -273,7 +274,7 @@ def test_a_loopback_registry_is_tried_over_https_then_spoken_to_over_plain_http(
 
 
 def test_a_non_loopback_host_speaking_plain_http_names_the_setting_to_change(server):
-    client = RegistryClient(REMOTE, retries=0)
+    client = RegistryClient(REMOTE, retry=ONCE)
     with pytest.raises(RegistryError, match=rf"^{REMOTE} speaks plain HTTP; add it to MOLTBUILD_INSECURE"):
         client.request("GET", f"https://127.0.0.1:{server.port}/v2/")
     assert client.base == f"https://{REMOTE}"  # no silent downgrade for a remote host
@@ -295,11 +296,11 @@ def tls_server(tmp_path_factory) -> Iterator[tuple[HTTPServer, str]]:
 def test_tls_uses_the_given_ca_bundle_and_an_unknown_ca_names_moltbuild_registry_ca(tls_server):
     tls, bundle = tls_server
     host = f"127.0.0.1:{tls.port}"
-    assert RegistryClient(host, ca_bundle=bundle, retries=0).ping() == 200
+    assert RegistryClient(host, ca_bundle=bundle, retry=ONCE).ping() == 200
     with pytest.raises(
         RegistryError, match=rf"^{host}: TLS verification failed \(.*\); set MOLTBUILD_REGISTRY_CA"
     ):
-        RegistryClient(host, retries=0).ping()
+        RegistryClient(host, retry=ONCE).ping()
 
 
 # -- manifests ----------------------------------------------------------------------------------
@@ -788,7 +789,7 @@ def test_basic_challenge_without_credentials_is_a_401_naming_the_settings(server
 
 def test_credentials_never_go_over_plain_http_to_a_host_not_on_loopback(server):
     reg = FakeRegistry(server, auth="basic")
-    client = RegistryClient(REMOTE, username=USER, password=Secret(PASSWORD), retries=0)
+    client = RegistryClient(REMOTE, username=USER, password=Secret(PASSWORD), retry=ONCE)
     with pytest.raises(RegistryError) as caught:
         client.request("GET", f"http://{reg.host}/v2/")
     assert caught.value.message == (
@@ -800,7 +801,7 @@ def test_credentials_never_go_over_plain_http_to_a_host_not_on_loopback(server):
 
 def test_credentials_never_go_to_a_plain_http_token_service_of_a_host_not_on_loopback(server):
     reg = FakeRegistry(server, auth="bearer")
-    client = RegistryClient(REMOTE, username=USER, password=Secret(PASSWORD), retries=0)
+    client = RegistryClient(REMOTE, username=USER, password=Secret(PASSWORD), retry=ONCE)
     refusal = rf"^{REMOTE}: refusing to send credentials to token service http://{reg.host}/token over plain"
     with pytest.raises(
         RegistryError, match=refusal + rf" HTTP; add {REMOTE} to MOLTBUILD_INSECURE_REGISTRIES"
@@ -812,7 +813,7 @@ def test_credentials_never_go_to_a_plain_http_token_service_of_a_host_not_on_loo
 def test_a_host_listed_as_insecure_may_receive_credentials_over_plain_http(server):
     reg = FakeRegistry(server, auth="basic")
     client = RegistryClient(
-        REMOTE, username=USER, password=Secret(PASSWORD), insecure_hosts=[REMOTE], retries=0
+        REMOTE, username=USER, password=Secret(PASSWORD), insecure_hosts=[REMOTE], retry=ONCE
     )
     assert client.base == f"http://{REMOTE}"
     assert client.request("GET", f"http://{reg.host}/v2/").status_code == 200
@@ -835,10 +836,12 @@ def test_no_error_message_ever_contains_the_password(server, sleeps):
     secret = Secret(PASSWORD)
     encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     clients = [
-        RegistryClient(reg.host, username=USER, password=Secret("x" + PASSWORD), retries=0),  # refused token
-        RegistryClient(REMOTE, username=USER, password=secret, retries=0),  # plain-HTTP refusal
-        RegistryClient(f"127.0.0.1:{closed_port()}", username=USER, password=secret, retries=1, backoff=0.01),
-        RegistryClient("nowhere.invalid", username=USER, password=secret, retries=0),
+        RegistryClient(reg.host, username=USER, password=Secret("x" + PASSWORD), retry=ONCE),  # refused token
+        RegistryClient(REMOTE, username=USER, password=secret, retry=ONCE),  # plain-HTTP refusal
+        RegistryClient(
+            f"127.0.0.1:{closed_port()}", username=USER, password=secret, retry=sleeps.policy(retries=1)
+        ),
+        RegistryClient("nowhere.invalid", username=USER, password=secret, retry=ONCE),
     ]
     calls = [
         lambda: clients[0].manifest("app", "v1"),
@@ -869,7 +872,7 @@ def test_transient_answers_are_retried_honouring_retry_after(server, sleeps, sta
     )
     server.expect_oneshot_request(path).respond_with_data("busy", status=status)  # no Retry-After: backoff
     server.expect_request(path).respond_with_data(b"payload")
-    client = client_for(server, retries=3, backoff=0.01, max_wait=5)
+    client = client_for(server, retry=sleeps.policy(retries=3, backoff=0.01, max_wait=5))
     assert client.blob("app", digest) == b"payload"
     assert sleeps == [0.05, 0.02]  # Retry-After, then the second step of the exponential backoff
     assert len(server.log) == 3
@@ -877,7 +880,7 @@ def test_transient_answers_are_retried_honouring_retry_after(server, sleeps, sta
 
 def test_giving_up_after_the_bounded_retries_names_the_host_and_the_status(server, sleeps):
     server.expect_request("/v2/app/manifests/v1").respond_with_data("unavailable", status=503)
-    client = client_for(server, retries=2, backoff=0.01, max_wait=5)
+    client = client_for(server, retry=sleeps.policy(retries=2, backoff=0.01, max_wait=5))
     with pytest.raises(
         RegistryError, match=rf"^127\.0\.0\.1:{server.port}: manifest app:v1 answered HTTP 503: "
     ):
@@ -888,19 +891,19 @@ def test_giving_up_after_the_bounded_retries_names_the_host_and_the_status(serve
 
 def test_a_retry_after_beyond_max_wait_is_not_waited_for(server, sleeps):
     server.expect_request("/v2/").respond_with_data("slow down", status=429, headers={"Retry-After": "3600"})
-    assert client_for(server, retries=5, max_wait=2).ping() == 429
+    assert client_for(server, retry=sleeps.policy(retries=5, max_wait=2)).ping() == 429
     assert sleeps == [] and len(server.log) == 1
 
 
 def test_client_errors_are_not_retried(server, sleeps):
     server.expect_request("/v2/").respond_with_data("nope", status=400)
-    assert client_for(server, retries=5).ping() == 400
+    assert client_for(server, retry=sleeps.policy(retries=5)).ping() == 400
     assert sleeps == [] and len(server.log) == 1
 
 
 def test_a_closed_port_is_retried_then_reported_unreachable(sleeps):
     host = f"127.0.0.1:{closed_port()}"
-    client = RegistryClient(host, insecure_hosts=[host], retries=2, backoff=0.01, max_wait=5)
+    client = RegistryClient(host, insecure_hosts=[host], retry=sleeps.policy(retries=2, max_wait=5))
     with pytest.raises(
         RegistryError, match=rf"^{host}: unreachable after 3 attempts \(.*(refused|Max retries)"
     ):
@@ -909,7 +912,7 @@ def test_a_closed_port_is_retried_then_reported_unreachable(sleeps):
 
 
 def test_a_name_that_does_not_resolve_is_reported_at_once(sleeps):
-    client = RegistryClient("no-such-registry.invalid:5000", retries=3, backoff=0.01)
+    client = RegistryClient("no-such-registry.invalid:5000", retry=sleeps.policy(retries=3))
     with pytest.raises(RegistryError) as caught:
         client.ping()
     assert caught.value.message == (

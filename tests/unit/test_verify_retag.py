@@ -4,8 +4,9 @@ import pytest
 
 from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.plan.planner import cache_tag
+from moltbuild.refs import is_loopback
 from moltbuild.registry.auth import Registries
-from moltbuild.registry.client import RegistryClient, is_loopback
+from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.promote import destination, parse_source
 from moltbuild.registry.verify import Check, kustomization_targets, raise_on_failure, render
 from moltbuild.settings import Secret

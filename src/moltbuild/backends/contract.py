@@ -8,9 +8,7 @@ The orchestration (build.py, publish.py) calls only what is declared here, in th
 from __future__ import annotations
 
 import platform
-import re
 import shutil
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +22,7 @@ from moltbuild.registry.auth import Credentials, Registries
 from moltbuild.settings import Settings
 from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner, terminate_all
+from moltbuild.system.retry import RetryPolicy, transient_text
 
 if TYPE_CHECKING:  # annotations only: `invoke verify` and `--list` load no image store or smoke code
     from moltbuild.backends.imagestore import ImageStore
@@ -31,12 +30,8 @@ if TYPE_CHECKING:  # annotations only: `invoke verify` and `--list` load no imag
 
 T = TypeVar("T")
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-# Errors worth another try: the network or the registry hiccuped, not a refusal.
-TRANSIENT_RE = re.compile(
-    r"connection (reset|refused)|timeout|timed out|temporarily unavailable|\b50[234]\b|"
-    r"too many requests|\b429\b|unexpected EOF|broken pipe|i/o timeout|TLS handshake",
-    re.I,
-)
+# A push the network or the registry interrupted: 1 + 2 more tries, 2 and 4 s apart.
+PUSH_RETRY = RetryPolicy(attempts=3, base=2.0, cap=30.0, max_wait=60.0)
 
 
 @dataclass
@@ -103,29 +98,27 @@ class ImageResult:
 def retry_transient(
     action: Callable[[], T],
     *,
-    attempts: int = 3,
-    backoff: float = 2.0,
+    policy: RetryPolicy = PUSH_RETRY,
     say: Callable[[str], None] = print,
-    sleep: Callable[[float], None] = time.sleep,
     before_retry: Callable[[CommandError], None] | None = None,
 ) -> T:
-    """Run `action`, retrying CommandErrors whose output looks transient, with backoff;
+    """Run `action`, retrying CommandErrors whose output looks transient, as `policy` says;
     `before_retry` may raise to stop retrying (e.g. the registry no longer answers)."""
-    for attempt in range(1, attempts + 1):
+    tries = policy.start()
+    while True:
         try:
             return action()
         except CommandError as exc:
-            if attempt == attempts or not TRANSIENT_RE.search(exc.tail):
+            wait = tries.after_failure() if transient_text(exc.tail) else None
+            if wait is None:
                 raise
             if before_retry:
                 before_retry(exc)
-            delay = backoff * 2 ** (attempt - 1)
             say(
-                f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {attempt + 1}/"
-                f"{attempts} in {delay:.0f}s"
+                f"transient failure ({exc.tail.strip().splitlines()[-1][:120]}); retry {tries.failures + 1}/"
+                f"{policy.attempts} in {wait:.0f}s"
             )
-            sleep(delay)
-    raise AssertionError("unreachable")
+            tries.pause(wait)
 
 
 class Backend(ABC):

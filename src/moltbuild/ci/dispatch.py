@@ -144,7 +144,7 @@ class Pace:
 def find_run(gh: GitHub, workflow: str, ref: str, inputs: Mapping[str, str], pace: Pace, say) -> int:
     """Dispatch and return the id of the run it created."""
     known = {r["id"] for r in gh.runs(workflow, limit=20, event=EVENT, branch=ref)}
-    dispatched_at = gh.backoff.now()
+    dispatched_at = gh.retry.clock.now()
     run_id = gh.dispatch(workflow, ref, inputs)
     say(f"dispatched {workflow} on {ref}" + (f" with {dict(inputs)}" if inputs else ""))
     if run_id is not None:

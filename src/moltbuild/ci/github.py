@@ -1,20 +1,22 @@
 """GitHub's REST API (requests) for `gh.dispatch`, `gh.runs` and the pins' pull request: every call
-rides out GitHub (ci/backoff.py), lists are followed page by page, answers are checked."""
+rides out GitHub (the one retry policy, system/retry.py, with GitHub's rate limits read by
+ci/backoff.py), lists are followed page by page, answers are checked."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from moltbuild.ci.backoff import TRANSIENT, Attempts, Backoff, rate_limit
+from moltbuild.ci.backoff import GITHUB_RETRY, RateLimit, at, rate_limit
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.refs import is_loopback
 from moltbuild.settings import Secret, Settings
 from moltbuild.system.processes import Runner
+from moltbuild.system.retry import TRANSIENT_ERRORS, RetryPolicy, Tries, transient_status
 
 # https://github.com/O/R, git@github.com:O/R, ssh://git@ssh.github.com:443/O/R (SSH over 443)
 _REMOTE_RE = re.compile(r"github\.com(?::\d+/|[:/]+)(?P<repo>[^/\s]+/[^/\s]+?)(?:\.git)?/?$")
@@ -62,7 +64,8 @@ class GitHub:
         token: Secret | None,
         *,
         session: requests.Session | None = None,
-        backoff: Backoff | None = None,
+        retry: RetryPolicy = GITHUB_RETRY,
+        say: Callable[[str], None] = lambda line: None,
     ):
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo or ""):
             raise ConfigError(
@@ -82,7 +85,8 @@ class GitHub:
         self.api = api.rstrip("/")
         self.repo = repo
         self._token = token
-        self.backoff = backoff or Backoff()
+        self.retry = retry
+        self.say = say
         self.http = session or requests.Session()
         self.http.headers.update(
             {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
@@ -92,30 +96,51 @@ class GitHub:
         """`path` under the repository (or a whole URL of this API: a `Link` page). 5xx and dropped
         connections are tried again with backoff; a rate limit is waited out (bounded)."""
         url = path if path.startswith(self.api + "/") else f"{self.api}/repos/{self.repo}{path}"
-        tries = Attempts(self.backoff)
+        tries = self.retry.start()
         while True:
             resp, problem = self._send(method, url, kwargs)
             if resp is not None and resp.ok:
                 return resp
-            if resp is not None and resp.status_code not in TRANSIENT:
-                limit = rate_limit(resp.status_code, resp.headers, _message(resp), self.backoff.now())
-                if limit is None:
+            if resp is not None:
+                limit = rate_limit(resp.status_code, resp.headers, _message(resp), self.retry.clock.now())
+                if limit is not None:
+                    self._wait_out(tries, what, limit)
+                    continue
+                if not transient_status(resp.status_code):
                     raise self._error(resp, what)
-                refusal = tries.limited(what, limit)
-                if refusal:
-                    raise GitHubError(refusal)
-                continue
-            if not tries.transient(what, problem):
-                raise GitHubUnavailable(
-                    f"{what}: {problem}, {self.backoff.tries} tries; GitHub may be down "
-                    "(https://www.githubstatus.com), try again later"
-                )
+            self._back_off(tries, what, problem)
+
+    def _back_off(self, tries: Tries, what: str, problem: str) -> None:
+        """A 5xx or a dropped connection: wait (and say so) when another try is due."""
+        wait = tries.after_failure()
+        if wait is None:
+            raise GitHubUnavailable(
+                f"{what}: {problem}, {tries.failures} tries; GitHub may be down "
+                "(https://www.githubstatus.com), try again later"
+            )
+        self.say(f"{what}: {problem}; trying again in {wait:g}s ({tries.failures + 1}/{self.retry.attempts})")
+        tries.pause(wait)
+
+    def _wait_out(self, tries: Tries, what: str, limit: RateLimit) -> None:
+        """Wait as GitHub asks (and say so); fail saying when to try again when that passes the bound."""
+        if not tries.fits(limit.wait):
+            until = at(self.retry.clock.now() + limit.wait)
+            raise GitHubError(
+                f"{what}: GitHub rate limit reached ({limit.kind}; {limit.because}): it asks to wait "
+                f"{limit.wait:.0f}s, more than MOLTBUILD_GITHUB_MAX_WAIT={self.retry.max_wait:g}s allows; "
+                f"try again after {until} or raise MOLTBUILD_GITHUB_MAX_WAIT"
+            )
+        self.say(
+            f"{what}: GitHub rate limit reached ({limit.kind}; {limit.because}); "
+            f"waiting {limit.wait:.0f}s as it asks"
+        )
+        tries.pause(limit.wait)
 
     def _send(self, method: str, url: str, kwargs: dict) -> tuple[requests.Response | None, str]:
         headers = {"Authorization": f"Bearer {self._token.reveal()}"}
         try:
             resp = self.http.request(method, url, headers=headers, timeout=30, **kwargs)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        except TRANSIENT_ERRORS as exc:
             return None, f"{self.api} does not answer ({str(exc).splitlines()[0][:150]})"
         except requests.RequestException as exc:  # not worth another try (an invalid URL, ...)
             raise GitHubError(f"{url.split('?')[0]}: {str(exc).splitlines()[0][:150]}") from None
@@ -219,7 +244,7 @@ class GitHub:
         except GitHubError as exc:
             if "return_run_details" not in exc.message:
                 raise
-            self.backoff.say(f"{what}: this GitHub does not know return_run_details; dispatching without it")
+            self.say(f"{what}: this GitHub does not know return_run_details; dispatching without it")
             resp = self.request("POST", path, what, json={"ref": ref, "inputs": dict(inputs)})
         if resp.status_code == 200 and resp.content:
             run_id = self._object(resp, "the dispatched run (an object with workflow_run_id)").get(
@@ -284,7 +309,7 @@ class GitHub:
             found = self.pages("/pulls", "", what, {"head": f"{owner}:{head}", "base": base}, 1)
             if not found:
                 raise
-            self.backoff.say(f"{what}: one is open already (the branch now holds this pin)")
+            self.say(f"{what}: one is open already (the branch now holds this pin)")
             return str(found[0].get("html_url"))
         url = self._object(resp, "the pull request (an object with html_url)").get("html_url")
         if not isinstance(url, str):
@@ -308,8 +333,9 @@ def client(settings: Settings, runner: Runner) -> GitHub:
                 "cannot tell the GitHub repository: the origin remote is not on github.com; "
                 "set MOLTBUILD_GITHUB_REPO=OWNER/NAME"
             )
-    backoff = Backoff(max_wait=settings.seconds("MOLTBUILD_GITHUB_MAX_WAIT"), say=runner.say)
-    return GitHub(settings["MOLTBUILD_GITHUB_API"], repo, settings.get("GITHUB_TOKEN"), backoff=backoff)
+    retry = GITHUB_RETRY.but(max_wait=settings.seconds("MOLTBUILD_GITHUB_MAX_WAIT"))
+    token = settings.get("GITHUB_TOKEN")
+    return GitHub(settings["MOLTBUILD_GITHUB_API"], repo, token, retry=retry, say=runner.say)
 
 
 def state(item: dict) -> str:

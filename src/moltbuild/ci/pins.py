@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.system.processes import Runner
+from moltbuild.system.retry import RetryPolicy
 
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
@@ -29,6 +29,9 @@ PROTECTED = re.compile(
     r"must be made through a pull request|repository rule violations",
     re.I,
 )
+# A tip that moved during the push: pin again on the new one, 1 2 4 ... s apart (runs that pin at
+# the same time spread out); the number of tries comes from --attempts.
+PIN_RETRY = RetryPolicy(attempts=3, base=1.0, cap=10.0, max_wait=120.0)
 OpenPull = Callable[[str, str, str, str], str]  # (head, base, title, body) -> the pull request's URL
 
 
@@ -68,7 +71,7 @@ class Pins:
     environ: Mapping[str, str]
     message: str
     remote: str = "origin"
-    attempts: int = 3
+    retry: RetryPolicy = PIN_RETRY
     identity: list[str] = field(default_factory=list)
 
     def git(self, *args: str, check: bool = True, mutates: bool = False, env=None):
@@ -90,18 +93,25 @@ class Pins:
             return branch
         env = self.environ
         on_tag = env.get("GITHUB_REF_TYPE") == "tag" or env.get("GITHUB_REF", "").startswith("refs/tags/")
-        name = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).stdout.strip()
-        name = name or ("" if on_tag else env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or "")
-        if not name and not on_tag:
-            raise ConfigError(
-                "detached HEAD and no GITHUB_REF_NAME: pass --branch to name the branch to push to"
-            )
+        name = self._checked_out(on_tag)
         heads = self.remote_refs(name)
         is_branch = re.search(rf"\trefs/heads/{re.escape(name)}$", heads, re.M)
         is_tag = re.search(rf"\trefs/tags/{re.escape(name)}$", heads, re.M)
         if name and not on_tag and (is_branch or not is_tag):
             return name  # a branch (a new one starts from the remote's HEAD)
         return self._default_for_tag(env.get("GITHUB_REF_NAME") or name, heads)
+
+    def _checked_out(self, on_tag: bool) -> str:
+        """The branch checked out, else the one the CI run names ('' for a run on a tag)."""
+        name = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).stdout.strip()
+        if name or on_tag:
+            return name
+        name = self.environ.get("GITHUB_HEAD_REF") or self.environ.get("GITHUB_REF_NAME") or ""
+        if not name:
+            raise ConfigError(
+                "detached HEAD and no GITHUB_REF_NAME: pass --branch to name the branch to push to"
+            )
+        return name
 
     def remote_refs(self, name: str) -> str:
         """`git ls-remote --symref` of the remote's HEAD and of `name` as a branch and as a tag."""
@@ -208,14 +218,17 @@ def commit_and_push(
     attempts: int = 3,
     pull_request: bool = False,
     open_pull: OpenPull | None = None,
+    retry: RetryPolicy = PIN_RETRY,
 ) -> bool:
     """Commit `paths` as the bot on top of the remote branch and push that commit alone (or, for a
-    protected branch or with `pull_request`, open a pull request); True when something was pushed."""
+    protected branch or with `pull_request`, open a pull request); True when something was pushed.
+    A tip that moves meanwhile is pinned on again, `attempts` tries in all, as `retry` waits."""
     if attempts < 1:
         raise ConfigError(f"attempts={attempts}: at least one push must be tried (--attempts 1 or more)")
     identity = ["-c", f"user.name={environ.get('GIT_AUTHOR_NAME') or BOT_NAME}"]
     identity += ["-c", f"user.email={environ.get('GIT_AUTHOR_EMAIL') or BOT_EMAIL}"]
-    pins = Pins(root, [_inside(root, p) for p in paths], runner, environ, message, remote, attempts, identity)
+    rel = [_inside(root, p) for p in paths]
+    pins = Pins(root, rel, runner, environ, message, remote, retry.but(attempts=attempts), identity)
     target = pins.target(branch)
     if target is None:
         return False
@@ -230,7 +243,8 @@ class Pusher:
 
     def run(self, pull_request: bool) -> bool:
         pins, where = self.pins, f"{self.pins.remote}/{self.branch}"
-        for attempt in range(1, pins.attempts + 1):
+        tries = pins.retry.start()
+        while True:
             commit = pins.commit_on(pins.tip(self.branch), self.branch)
             if commit is None:
                 pins.runner.say(f"{', '.join(pins.rel)}: nothing to commit ({where} has it already)")
@@ -245,13 +259,15 @@ class Pusher:
             except CommandError as exc:
                 if PROTECTED.search(exc.tail):
                     return self.pull_request(commit, f"{where} refused the push ({_refusal(exc)})")
-                if attempt == pins.attempts or not REJECTED.search(exc.tail):
+                wait = tries.after_failure()
+                if wait is None or not REJECTED.search(exc.tail):
                     raise MoltbuildError(
-                        f"git push to {where} failed after {attempt} attempt(s): {_reason(exc)}"
+                        f"git push to {where} failed after {tries.failures} attempt(s): {_reason(exc)}"
                     ) from None
-            pins.runner.say(f"{where} moved on; pinning on its new tip ({attempt + 1}/{pins.attempts})")
-            time.sleep(attempt)  # runs that pin at the same time spread out
-        return True
+            pins.runner.say(
+                f"{where} moved on; pinning on its new tip ({tries.failures + 1}/{pins.retry.attempts})"
+            )
+            tries.pause(wait)
 
     def pull_request(self, commit: str, why: str) -> bool:
         pins = self.pins

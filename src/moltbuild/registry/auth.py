@@ -11,6 +11,7 @@ from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.refs import registry_prefix
 from moltbuild.registry.client import RegistryClient
 from moltbuild.settings import Secret, Settings
+from moltbuild.system.retry import transient_status
 
 GHCR = "ghcr.io"
 
@@ -83,7 +84,7 @@ def preflight_push(
         raise RegistryError(
             f"{host} rejected the credentials from {creds.keys} (user {creds.username!r}); check them"
         )
-    if status in (429, 500, 502, 503, 504):  # after the client's own retries
+    if transient_status(status):  # after the client's own retries
         raise RegistryError(
             f"{host}: GET /v2/ answered HTTP {status} after retries: the registry is overloaded or "
             "down; try again later (nothing was built or pushed)"
