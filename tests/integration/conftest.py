@@ -19,6 +19,7 @@ import requests
 from moltbuild.backends.buildah import storage_flags
 from moltbuild.registry.client import ACCEPT
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.conftest import ROOT, need_root, need_tool
 from tests.support import offline_bases
 from tests.support.registries import TLSFiles
@@ -36,7 +37,7 @@ def build_tools() -> None:
 def mirror(build_tools, tmp_path_factory) -> Iterator[LocalRegistry]:
     """A plain registry holding the offline stand-ins under mirror/library/... (also a push target)."""
     base = tmp_path_factory.mktemp("mirror")
-    registry = LocalRegistry(base / "registry").start()
+    registry = LocalRegistry(base / "registry", Runner(environ=os.environ)).start()
     offline_bases.build_and_push(f"{registry.host}/mirror", storage_root=base / "bases-storage")
     yield registry
     registry.stop()

@@ -6,6 +6,7 @@ tag the registry has carries the reported digest, or the report says the image w
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.conftest import need
 from tests.integration.conftest import (
     build_env,
@@ -35,7 +37,7 @@ UPLOAD = r"^(PATCH|PUT) /v2/.+/blobs/uploads/"
 @pytest.fixture()
 def target(tmp_path) -> Iterator[LocalRegistry]:
     """A registry of the test's own: what it holds afterwards is what this test pushed."""
-    with LocalRegistry(tmp_path / "target") as reg:
+    with LocalRegistry(tmp_path / "target", Runner(environ=os.environ)) as reg:
         yield reg
 
 
@@ -142,7 +144,7 @@ def test_a_registry_that_stays_stalled_fails_the_run_clearly_and_in_bounds(
 
 def test_registry_killed_and_restarted_mid_push(git_project, mirror, storage_root, tmp_path):
     """The registry goes away after the first blob upload starts and is back 2 s later."""
-    reg = LocalRegistry(tmp_path / "bouncing").start()
+    reg = LocalRegistry(tmp_path / "bouncing", Runner(environ=os.environ)).start()
     state = {"bounced": False}
 
     class Bouncer(FaultProxy):

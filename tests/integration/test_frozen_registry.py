@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.conftest import need
 from tests.integration.conftest import invoke, push_env, run_frozen_when
 from tests.support import proctree
@@ -37,7 +38,7 @@ def test_a_registry_frozen_at_push_ends_the_run_and_verify_within_bounds(
     git_project, mirror, storage_root, tmp_path
 ):
     need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
-    reg = LocalRegistry(tmp_path / "frozen").start()
+    reg = LocalRegistry(tmp_path / "frozen", Runner(environ=os.environ)).start()
     env = push_env(mirror, storage_root, reg, MOLTBUILD_IDLE_TIMEOUT=str(IDLE), MOLTBUILD_BACKEND="buildah")
     try:
         first = invoke(git_project, *ARGS, env=env, timeout=600)  # a healthy push: verify has digests

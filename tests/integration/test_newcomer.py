@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.conftest import need
 from tests.integration.conftest import (
     assert_report_matches_registry,
@@ -56,7 +58,7 @@ def test_docker_without_a_daemon_says_so(git_project, tmp_path):
 
 
 def test_doctor_asks_the_registry_whether_credentials_are_needed(git_project, tmp_path):
-    with LocalRegistry(tmp_path / "open") as reg:
+    with LocalRegistry(tmp_path / "open", Runner(environ=os.environ)) as reg:
         open_env = clean_env(MOLTBUILD_REGISTRY=f"{reg.host}/ns")
         out = invoke(git_project, "doctor", env=open_env)
         assert out.returncode == 0 and "no registry credentials" not in out.stdout, out.stdout

@@ -16,6 +16,7 @@ import requests
 
 from moltbuild.registry.client import ACCEPT
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.conftest import need
 from tests.integration.conftest import (
     build_env,
@@ -263,7 +264,7 @@ def test_a_registry_frozen_during_the_build_costs_the_cache_and_the_run_still_en
     built again without the cache, and the push then fails naming the registry."""
     need(proctree.available(), "needs a cgroup of its own to watch only its process tree (root)")
     idle = 2
-    reg = LocalRegistry(tmp_path / "frozen").start()
+    reg = LocalRegistry(tmp_path / "frozen", Runner(environ=os.environ)).start()
     env = push_env(mirror, storage_root, reg, MOLTBUILD_IDLE_TIMEOUT=str(idle), MOLTBUILD_BACKEND="buildah")
     build_log = dep_project / "build" / "logs" / "api.log"
     pushing = lambda: build_log.is_file() and "--> Pushing cache" in build_log.read_text()  # noqa: E731

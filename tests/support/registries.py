@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 
 
 @dataclass
@@ -27,7 +29,7 @@ class TestRegistry(LocalRegistry):
         token_auth: dict[str, str] | None = None,  # realm, service, issuer, rootcertbundle
         address: str = "127.0.0.1",  # another of this machine's addresses: a registry not on loopback
     ):
-        super().__init__(data_dir)
+        super().__init__(data_dir, Runner(environ=os.environ))
         self.address = address
         self.htpasswd = htpasswd
         self.tls = tls

@@ -1,5 +1,6 @@
 """Backends build their commands as pure argv lists: checked here as tables."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def storage(overlay_ok=True, fuse=None) -> StorageVerdict:
 
 def backend(name, tmp_path, environ=None, verdict=None):
     settings = load_settings(tmp_path, environ=environ or {}, tool_config={})
-    b = make_backend(name, Runner(), settings, verdict or storage(), dry_run=True)
+    b = make_backend(name, Runner(environ=os.environ), settings, verdict or storage(), dry_run=True)
     b.workdir = tmp_path
     return b
 
@@ -160,7 +161,7 @@ def test_retry_transient_retries_network_errors_only():
 
 
 def test_runner_masks_secrets_and_refuses_them_in_argv():
-    runner = Runner(dry_run=True, secrets=["s3cret"])
+    runner = Runner(environ=os.environ, dry_run=True, secrets=["s3cret"])
     assert runner.describe(["tool", "--x=s3cret"], {"K": "s3cret"}) == "+ K=**** tool --x=****"
     with pytest.raises(CommandError, match="refusing to pass a secret in argv"):
         runner.run(["tool", "--password", "s3cret"])

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from moltbuild.backends.contract import Backend, BackendStatus
@@ -24,14 +26,14 @@ def statuses(docker: bool, buildah: bool) -> dict[str, BackendStatus]:
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_every_registered_backend_constructs(name, tmp_path):
     settings = load_settings(tmp_path, environ={}, tool_config={})
-    backend = make_backend(name, Runner(dry_run=True), settings, verdict(False))
+    backend = make_backend(name, Runner(environ=os.environ, dry_run=True), settings, verdict(False))
     assert isinstance(backend, Backend) and backend.name == name
 
 
 def test_unknown_backend_is_a_config_error(tmp_path):
     settings = load_settings(tmp_path, environ={}, tool_config={})
     with pytest.raises(ConfigError, match=r"unknown backend 'podman'"):
-        make_backend("podman", Runner(), settings, verdict(False))
+        make_backend("podman", Runner(environ=os.environ), settings, verdict(False))
 
 
 @pytest.mark.parametrize(

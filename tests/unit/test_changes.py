@@ -72,7 +72,7 @@ def repo(project, git_env) -> Path:
 
 @pytest.fixture()
 def runner() -> Runner:
-    return Runner(out=lambda _: None)
+    return Runner(environ=os.environ, out=lambda _: None)
 
 
 def reasons(changes: list[Change]) -> dict[str, tuple[bool, str]]:

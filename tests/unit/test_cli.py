@@ -816,6 +816,7 @@ def test_k8s_set_images_passes_paths_and_flags(cli, record):
     for kwargs in calls:  # the run context's runner (output, children's environment) and root
         assert kwargs.pop("runner").environ["HOME"] == os.environ["HOME"]
         assert kwargs.pop("root") == cli.project.resolve()
+        assert sorted(kwargs.pop("images")) == ["api", "frontend"]  # the run context's, read once
     assert calls == [
         {
             "report_path": Path("r.json"),

@@ -11,7 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from moltbuild.errors import ConfigError, RegistryError
-from moltbuild.registry.auth import Credentials, credentials_for, preflight_push, registry_client
+from moltbuild.registry.auth import Credentials, Registries, credentials_for, preflight_push, registry_client
 from moltbuild.settings import Secret, load_settings
 
 PASSWORD = "pr3flight-s3cret"
@@ -32,6 +32,11 @@ def with_creds(tmp_path: Path, host: str, user: str, password: str):
     return settings(
         tmp_path, MOLTBUILD_REGISTRY=f"{host}/ns", REGISTRY_USERNAME=user, REGISTRY_PASSWORD=password
     )
+
+
+def preflight(host: str, settings_, **kw):
+    """preflight_push through a run's registry clients, as a flow calls it."""
+    return preflight_push(host, settings_, registries=Registries(settings_), **kw)
 
 
 def basic(user: str, password: str) -> str:
@@ -104,7 +109,7 @@ def test_preflight_passes_when_the_registry_accepts_the_credentials(tmp_path, se
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/", headers={"Authorization": basic("u", PASSWORD)}).respond_with_json({})
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": 'Basic realm="r"'})
-    creds = preflight_push(
+    creds = preflight(
         host,
         settings(
             tmp_path, REGISTRY_USERNAME="u", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
@@ -118,7 +123,7 @@ def test_preflight_without_credentials_where_the_registry_wants_them_is_a_config
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": 'Basic realm="r"'})
     with pytest.raises(ConfigError) as caught:
-        preflight_push(host, settings(tmp_path))
+        preflight(host, settings(tmp_path))
     assert caught.value.message == (
         f"{host} requires credentials; set REGISTRY_USERNAME and REGISTRY_PASSWORD "
         "(in .env.local or the environment)"
@@ -130,7 +135,7 @@ def test_preflight_with_rejected_credentials_names_their_source_and_user_not_the
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": 'Basic realm="r"'})
     with pytest.raises(RegistryError) as caught:
-        preflight_push(
+        preflight(
             host,
             settings(
                 tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
@@ -148,7 +153,7 @@ def test_preflight_reports_a_refusing_token_service(tmp_path, server):
     server.expect_request("/v2/").respond_with_data("", 401, {"WWW-Authenticate": challenge})
     server.expect_request("/token").respond_with_data("", 401)
     with pytest.raises(RegistryError, match=rf"^{host}: token service refused user 'ci' for access; check"):
-        preflight_push(
+        preflight(
             host,
             settings(
                 tmp_path, REGISTRY_USERNAME="ci", REGISTRY_PASSWORD=PASSWORD, MOLTBUILD_REGISTRY=f"{host}/ns"
@@ -160,7 +165,7 @@ def test_preflight_on_an_overloaded_registry_says_nothing_was_built_after_the_re
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/").respond_with_data("busy", 503, {"Retry-After": "0.01"})
     with pytest.raises(RegistryError) as caught:
-        preflight_push(host, settings(tmp_path, MOLTBUILD_INSECURE_REGISTRIES=host))
+        preflight(host, settings(tmp_path, MOLTBUILD_INSECURE_REGISTRIES=host))
     assert caught.value.message.startswith(f"{host}: GET /v2/ answered HTTP 503 after retries")
     assert "nothing was built or pushed" in caught.value.message
     assert len(server.log) == 5  # the client's default: one attempt and four retries
@@ -172,15 +177,15 @@ def test_preflight_on_something_that_is_not_a_registry(tmp_path, server):
     with pytest.raises(
         RegistryError, match=rf"^{host}: GET /v2/ answered HTTP 404; is this a container registry"
     ):
-        preflight_push(host, settings(tmp_path, MOLTBUILD_INSECURE_REGISTRIES=host))
+        preflight(host, settings(tmp_path, MOLTBUILD_INSECURE_REGISTRIES=host))
 
 
 def test_preflight_anonymous_open_registry_and_the_no_check_path(tmp_path, server):
     host = f"127.0.0.1:{server.port}"
     server.expect_request("/v2/").respond_with_json({})
-    assert preflight_push(host, settings(tmp_path)) is None
+    assert preflight(host, settings(tmp_path)) is None
     assert len(server.log) == 1 and "Authorization" not in server.log[0][0].headers
-    creds = preflight_push(
+    creds = preflight(
         host,
         with_creds(tmp_path, host, "u", "p"),
         check_registry=False,
@@ -189,4 +194,4 @@ def test_preflight_anonymous_open_registry_and_the_no_check_path(tmp_path, serve
     with pytest.raises(
         ConfigError, match=r"^pushing to ghcr\.io needs GITHUB_TOKEN \(scope write:packages\)"
     ):
-        preflight_push("ghcr.io", settings(tmp_path), check_registry=True)  # before any request
+        preflight("ghcr.io", settings(tmp_path), check_registry=True)  # before any request

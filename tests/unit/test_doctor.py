@@ -12,7 +12,7 @@ from tests.unit.verdicts import storage_verdict
 def make_session(tmp_path, nested: bool, docker_works: bool, environ=None) -> Session:
     environ = environ or {}
     settings = load_settings(tmp_path, environ=environ, tool_config={"registry": "ghcr.io/ardenone"})
-    session = Session(settings=settings, runner=Runner(dry_run=True), environ=environ)
+    session = Session(settings=settings, runner=Runner(dry_run=True, environ=environ), environ=environ)
     session.place = Place(container=True, kubernetes=True, devpod=True, ci=None, evidence=["DEVPOD is set"])
     session.storage = storage_verdict(
         nested=nested,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -455,7 +456,7 @@ def isolated_git(tmp_path, monkeypatch):
 
 def session_for(root: Path, environ: dict) -> tuple[Settings, Runner]:
     settings = load_settings(root, environ=environ, tool_config={})
-    return settings, Runner(secrets=settings.secrets, out=print)
+    return settings, Runner(environ=os.environ, secrets=settings.secrets, out=print)
 
 
 def project_with_origin(root: Path, origin: str | None) -> Path:

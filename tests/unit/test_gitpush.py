@@ -4,6 +4,7 @@ protected, the default branch or nothing for a run on a tag."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,13 @@ def repos(tmp_path, monkeypatch) -> Repos:
     ):
         monkeypatch.delenv(key, raising=False)
     lines: list[str] = []
-    r = Repos(tmp_path / "origin.git", tmp_path / "work", tmp_path / "other", Runner(out=lines.append), lines)
+    r = Repos(
+        tmp_path / "origin.git",
+        tmp_path / "work",
+        tmp_path / "other",
+        Runner(environ=os.environ, out=lines.append),
+        lines,
+    )
     r.runner.run(["git", "init", "-q", "--bare", "-b", "main", str(r.bare)])
     r.runner.run(["git", "init", "-q", "-b", "main", str(r.work)])
     r.git(r.work, "config", "user.name", "Developer")
@@ -458,7 +465,7 @@ def test_crlf_and_a_byte_order_mark_are_pushed_byte_for_byte(repos):
 
 def test_a_dry_run_changes_nothing(repos):
     lines: list[str] = []
-    runner = Runner(dry_run=True, out=lines.append)
+    runner = Runner(environ=os.environ, dry_run=True, out=lines.append)
     head = repos.git(repos.work, "rev-parse", "HEAD")
     repos.kust.write_text(PINNED)
 

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 import time
@@ -36,7 +37,7 @@ from moltbuild.k8s.kaniko import SECRET_NAME, registry_secret, render, setup_obj
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.plan.planner import ImagePlan
 from moltbuild.refs import ImageRef
-from moltbuild.registry.auth import Credentials
+from moltbuild.registry.auth import Credentials, Registries
 from moltbuild.settings import Secret, load_settings
 from moltbuild.system import state
 from moltbuild.system.processes import Runner
@@ -99,7 +100,7 @@ def settings_for(project: Path, registry_host: str = "127.0.0.1:5999", **env: st
 
 def backend_for(project: Path, lines: list[str], *, dry_run: bool = False, secrets=(), **env):
     settings = settings_for(project, **env)
-    runner = Runner(out=lines.append, secrets=secrets)
+    runner = Runner(environ=os.environ, out=lines.append, secrets=secrets)
     return KanikoBackend(runner, settings, storage_verdict(), dry_run=dry_run)
 
 
@@ -192,7 +193,7 @@ def test_a_job_gets_the_context_reports_its_digest_and_is_deleted(project, fake,
     backend = backend_for(project, lines, MOLTBUILD_INSECURE_REGISTRIES=host)
     image = image_for(project, host)
     serve_pushed_image(registry, {t: DIGEST for t in image.tags}, ARM64)
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     log = JobLog("[api] ", tmp_path / "api.log")
 
     future = start(backend, image, log)
@@ -231,7 +232,7 @@ def test_a_job_gets_the_context_reports_its_digest_and_is_deleted(project, fake,
 def test_kaniko_keep_leaves_the_job_and_no_push_reads_no_registry(project, fake, tmp_path):
     lines: list[str] = []
     backend = backend_for(project, lines, MOLTBUILD_KANIKO_KEEP="1")
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "), push=False)
     job, pod, _ = run_until_started(fake)
     finish(fake, pod, "built\n", exit_code=0, message=DIGEST, reason="Completed")
@@ -248,7 +249,7 @@ def test_a_tag_serving_another_digest_fails_the_image(project, fake, registry, t
     backend = backend_for(project, [], MOLTBUILD_INSECURE_REGISTRIES=host)
     image = image_for(project, host)
     serve_pushed_image(registry, {"sha-abc1234": DIGEST, "main": OLD_DIGEST}, {})
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image, JobLog("[api] "))
     _, pod, _ = run_until_started(fake)
     finish(fake, pod, "pushed\n", exit_code=0, message=DIGEST, reason="Completed")
@@ -262,7 +263,7 @@ def test_a_tag_serving_another_digest_fails_the_image(project, fake, registry, t
 def test_executor_log_lines_are_masked(project, fake, tmp_path):
     lines: list[str] = []
     backend = backend_for(project, lines, secrets=[PASSWORD])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] ", tmp_path / "api.log"), push=False)
     _, pod, _ = run_until_started(fake)
     finish(fake, pod, f"auth with {PASSWORD}\n", exit_code=0, message=DIGEST, reason="Completed")
@@ -276,7 +277,7 @@ def test_executor_log_lines_are_masked(project, fake, tmp_path):
 
 def test_a_failing_executor_names_its_exit_code_and_log_tail(project, fake, tmp_path):
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     _, pod, _ = run_until_started(fake)
     log = "".join(f"step {i}\n" for i in range(1, 26)) + "error building image: COPY failed\n"
@@ -292,7 +293,7 @@ def test_a_failing_executor_names_its_exit_code_and_log_tail(project, fake, tmp_
 
 def test_an_executor_that_succeeds_without_a_digest_fails(project, fake, tmp_path):
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     _, pod, _ = run_until_started(fake)
     finish(fake, pod, "done\n", exit_code=0, message="not-a-digest", reason="Completed")
@@ -311,7 +312,7 @@ def test_an_executor_that_succeeds_without_a_digest_fails(project, fake, tmp_pat
 )
 def test_an_image_that_cannot_start_fails_fast_with_the_reason(project, fake, tmp_path, container, reason):
     backend = backend_for(project, [])  # MOLTBUILD_KANIKO_TIMEOUT=30
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     began = time.monotonic()
     future = start(backend, image_for(project), JobLog("[api] "))
     waiting = {"waiting": {"reason": reason, "message": "pull access denied for the image"}}
@@ -355,7 +356,7 @@ def test_an_image_that_cannot_start_fails_fast_with_the_reason(project, fake, tm
 )
 def test_a_pod_that_will_never_finish_fails_with_what_happened(project, fake, tmp_path, status, message):
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     _, pod, _ = run_until_started(fake)
     for container in status.get("containerStatuses", []):
@@ -382,7 +383,7 @@ def test_a_context_that_does_not_unpack_fails_with_the_output(project, fake, tmp
 
     monkeypatch.setattr(FakeKubernetes, "_exec", tar_fails)
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     pod = fake.start_pod(fake.wait_for_job(timeout=10))
     with pytest.raises(JobError) as caught:
@@ -395,7 +396,7 @@ def test_a_context_that_does_not_unpack_fails_with_the_output(project, fake, tmp
 
 def test_a_pod_that_never_comes_times_out(project, fake, tmp_path):
     backend = backend_for(project, [], MOLTBUILD_KANIKO_TIMEOUT="1")
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     began = time.monotonic()
     future = start(backend, image_for(project), JobLog("[api] "))
     job = fake.wait_for_job(timeout=10)
@@ -415,7 +416,7 @@ def test_cancel_deletes_the_running_job_and_stops_waiting(project, fake, tmp_pat
     lines: list[str] = []
     # KEEP: the Job would survive produce(); only cancel() deletes it
     backend = backend_for(project, lines, MOLTBUILD_KANIKO_KEEP="1")
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     fake.wait_for_job(timeout=10)
     backend.cancel()
@@ -428,7 +429,7 @@ def test_cancel_says_which_job_it_could_not_delete(project, fake, tmp_path, monk
     monkeypatch.setattr(state, "_children", set())  # cancel() stops only what this test started
     lines: list[str] = []
     backend = backend_for(project, lines, MOLTBUILD_KANIKO_KEEP="1")
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     name = fake.wait_for_job(timeout=10).metadata.name
     fake.fake[f"delete /apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}"] << 500
@@ -632,7 +633,7 @@ def test_a_cluster_going_away_mid_build_is_a_cluster_error(project, tmp_path, mo
     with FakeCluster(namespace=NAMESPACE) as going:
         monkeypatch.setenv("KUBECONFIG", str(going.kubeconfig(tmp_path / "kubeconfig")))
         backend = backend_for(project, [])  # the run context reads the environment at its start
-        backend.open(RunSpec(tmp_path))
+        backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
         future = start(backend, image_for(project), JobLog("[api] "))
         going.wait_for_job(timeout=10)
     with pytest.raises(ClusterError, match=r"does not answer"):
@@ -656,7 +657,7 @@ def test_a_job_refused_its_pod_fails_at_once_naming_the_policy(project, fake, tm
     """Pod Security `restricted`: the Job controller's FailedCreate event says why; no waiting
     for the timeout (30 minutes by default)."""
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     job = fake.wait_for_job(timeout=10)
     _warn(fake, "Job", "some-other-job", "FailedCreate", "not ours")  # another Job's event is not read
@@ -676,7 +677,7 @@ def test_a_job_refused_its_pod_fails_at_once_naming_the_policy(project, fake, tm
 
 def test_a_failed_job_condition_ends_the_wait(project, fake, tmp_path):
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     job = fake.wait_for_job(timeout=10)
     condition = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}
@@ -690,7 +691,7 @@ def test_a_failed_job_condition_ends_the_wait(project, fake, tmp_path):
 def test_an_unschedulable_pod_fails_naming_the_schedulers_reason(project, fake, tmp_path, monkeypatch):
     monkeypatch.setattr("moltbuild.backends.kaniko.UNSCHEDULABLE_GRACE", 0.0)
     backend = backend_for(project, [])
-    backend.open(RunSpec(tmp_path))
+    backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
     future = start(backend, image_for(project), JobLog("[api] "))
     pod = fake.start_pod(fake.wait_for_job(timeout=10))
     why = "0/1 nodes are available: 1 Insufficient memory."

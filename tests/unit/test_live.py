@@ -1,5 +1,7 @@
 """The terminal's live status: step lines replace each other per image, other lines scroll above."""
 
+import os
+
 from moltbuild.system.live import LiveBoard
 from moltbuild.system.processes import Runner
 
@@ -20,7 +22,7 @@ def test_a_status_replaces_the_last_one_of_its_image_and_lines_scroll_above(monk
 
 def test_without_a_terminal_every_line_is_plain():
     out: list[str] = []
-    runner = Runner(out=out.append, verbose=False, live=False)
+    runner = Runner(environ=os.environ, out=out.append, verbose=False, live=False)
     runner.say("[api] build 1/3: FROM x", status="[api] ")
     runner.say("[api] ok in 1.0s")
     assert out == ["[api] build 1/3: FROM x", "[api] ok in 1.0s"] and "\x1b" not in "".join(out)

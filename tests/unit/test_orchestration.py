@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def plan(*images: ImagePlan, push=False, rebuild=True) -> BuildPlan:
 
 def session(tmp_path: Path, runner: Runner | None = None) -> Session:
     settings = load_settings(tmp_path, environ={}, tool_config={"registry": "127.0.0.1:5000/ns"})
-    s = Session(settings=settings, runner=runner or Runner(out=lambda _: None), environ={})
+    s = Session(settings=settings, runner=runner or Runner(out=lambda _: None, environ={}), environ={})
     s.storage = storage_verdict()
     return s
 
@@ -133,7 +134,9 @@ def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_i
 
 
 def test_kaniko_refuses_what_it_cannot_do_with_a_moltbuild_error(tmp_path):
-    kaniko = backend_class("kaniko")(Runner(), session(tmp_path).settings, storage_verdict())
+    kaniko = backend_class("kaniko")(
+        Runner(environ=os.environ), session(tmp_path).settings, storage_verdict()
+    )
     with pytest.raises(MoltbuildError, match=r"used before open\(\)"):
         kaniko.produce(image("api"), push=True, no_cache=False, log=JobLog("[api] "))
     assert not kaniko.keeps_images

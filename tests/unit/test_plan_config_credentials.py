@@ -6,7 +6,7 @@ from moltbuild.errors import ConfigError
 from moltbuild.plan.planner import parse_platforms, registry_prefix
 from moltbuild.plan.request import image_of, selection
 from moltbuild.project import load_images, select_images
-from moltbuild.registry.auth import credentials_for, preflight_push
+from moltbuild.registry.auth import Registries, credentials_for, preflight_push
 from moltbuild.settings import load_settings
 
 IMAGES = {
@@ -103,8 +103,8 @@ def test_credentials_per_registry(tmp_path):
     bare = load_settings(tmp_path, environ={}, tool_config={})
     assert credentials_for("reg.example:5000", bare) is None
     with pytest.raises(ConfigError, match=r"ghcr\.io needs GITHUB_TOKEN"):
-        preflight_push("ghcr.io", bare, check_registry=False)
-    assert preflight_push("127.0.0.1:5000", bare, check_registry=False) is None
+        preflight_push("ghcr.io", bare, registries=Registries(bare), check_registry=False)
+    assert preflight_push("127.0.0.1:5000", bare, registries=Registries(bare), check_registry=False) is None
 
 
 @pytest.mark.parametrize(

@@ -385,7 +385,7 @@ class Fake:
         self.state.mkdir(exist_ok=True)
         self.said: list[str] = []
         self.runtime = ContainerRuntime(
-            Runner(out=self.said.append),
+            Runner(environ=os.environ, out=self.said.append),
             [PY, str(FAKE_PODMAN)],
             run_flags=run_flags,
             env={"FAKE_PODMAN_STATE": str(self.state)},
@@ -758,7 +758,7 @@ def test_a_runtime_error_becomes_a_job_error_that_says_the_check_could_not_run(f
 
 
 def test_a_missing_runtime_binary_is_reported_as_a_job_error(fake, tmp_path):
-    runtime = ContainerRuntime(Runner(out=fake.said.append), [str(tmp_path / "podman")])
+    runtime = ContainerRuntime(Runner(environ=os.environ, out=fake.said.append), [str(tmp_path / "podman")])
     with pytest.raises(
         JobError, match=r"^smoke check could not run: `.*/podman` is not installed; fix: install it$"
     ):

@@ -27,7 +27,7 @@ def py(code: str, *args: str) -> list[str]:
 
 def quiet(lines: list[str] | None = None, **kwargs) -> Runner:
     """A runner whose output lands in `lines`."""
-    return Runner(out=(lines if lines is not None else []).append, **kwargs)
+    return Runner(environ=os.environ, out=(lines if lines is not None else []).append, **kwargs)
 
 
 def wait_for_file(path: Path, timeout: float = 5.0) -> str:
@@ -236,7 +236,7 @@ def test_stream_merges_stderr_into_the_output():
 
 
 def test_on_a_terminal_build_steps_replace_each_other_and_settle_clears_them(capsys):
-    runner = Runner(verbose=False, live=True)
+    runner = Runner(environ=os.environ, verbose=False, live=True)
     runner.stream(py("print('STEP 1/2: FROM a'); print('STEP 2/2: RUN b')"), prefix="[api] ")
     runner.say("[api] ok")
     runner.settle("[api] ")
@@ -282,7 +282,7 @@ def test_to_stderr_moves_progress_off_stdout(capsys):
 
 
 def test_a_runner_without_out_prints_to_stdout(capsys):
-    Runner().say("plain line")
+    Runner(environ=os.environ).say("plain line")
     assert capsys.readouterr().out == "plain line\n"
 
 

@@ -1,5 +1,6 @@
 """A full image store names its path and the fix, not a missing base in the mirror."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ FULL = "writing blob: storing blob to file: write /var/lib/containers/x: no spac
 
 def buildah(tmp_path: Path):
     settings = load_settings(tmp_path, environ={}, tool_config={})
-    return backend_class("buildah")(Runner(out=lambda _: None), settings, storage_verdict(path="/srv/store"))
+    return backend_class("buildah")(
+        Runner(environ=os.environ, out=lambda _: None), settings, storage_verdict(path="/srv/store")
+    )
 
 
 @pytest.mark.parametrize("mirror", [None, "mirror.example/hub"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from moltbuild.errors import ToolMissingError
@@ -13,7 +15,7 @@ class ScriptedRunner(Runner):
     """Answers commands from a table instead of starting them: unit tests start no process."""
 
     def __init__(self, answers: dict[str, int]):
-        super().__init__(out=lambda _: None)
+        super().__init__(out=lambda _: None, environ=os.environ)
         self.answers, self.calls = answers, []
 
     def run(self, argv, **kwargs):

@@ -5,6 +5,7 @@ import pytest
 from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.plan.planner import cache_tag
 from moltbuild.refs import is_loopback
+from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.promote import destination, parse_source
 from moltbuild.registry.verify import Check, kustomization_targets, raise_on_failure, render
@@ -138,7 +139,8 @@ def test_an_image_meant_to_be_pushed_and_not_pushed_fails_verify(tmp_path: Path)
     failed = raw_entry("api", push=True, status="built", error="push of reg/x:sha-1 failed: HTTP 500\nlog")
     built_only = raw_entry("frontend")  # built without --push: nothing to check
     path.write_text(json.dumps({"version": 1, "images": [failed, built_only]}))
-    checks = verify(load_settings(tmp_path, environ={}, tool_config={}), report_path=path)
+    s = load_settings(tmp_path, environ={}, tool_config={})
+    checks = verify(s, report_path=path, registries=Registries(s))
     assert [(c.image, c.verdict) for c in checks] == [("api", "not-pushed")]
     assert "push of reg/x:sha-1 failed: HTTP 500" in checks[0].reason and "invoke push" in checks[0].reason
     with pytest.raises(RegistryError, match=r"never was"):
@@ -166,7 +168,8 @@ def test_verify_hashes_what_the_registry_serves(tmp_path, httpserver_ipv4):
         headers={"Docker-Content-Digest": digest},
         content_type="application/vnd.oci.image.manifest.v1+json",
     )
-    (check,) = verify(load_settings(tmp_path, environ={}, tool_config={}), report_path=path)
+    s = load_settings(tmp_path, environ={}, tool_config={})
+    (check,) = verify(s, report_path=path, registries=Registries(s))
     assert check.verdict == "error" and check.ref == f"{host}/ns/api:sha-abc1234"
     assert check.reason.startswith(f"{host}: ns/api:sha-abc1234 served a manifest whose sha256 is")
     assert report.read(path)[0].digest == digest  # the report is not touched

@@ -103,7 +103,7 @@ class BuildahBackend(LocalBackend):
             "--isolation",
             "chroot",
             "--format",
-            self.settings.get("MOLTBUILD_IMAGE_FORMAT") or "oci",
+            self.settings.choice("MOLTBUILD_IMAGE_FORMAT"),
             "--layers",
             "--force-rm",  # a failed step's working container goes too (it pins images, mounts)
             "--pull=false",

@@ -13,7 +13,7 @@ from moltbuild.backends.local import LocalBackend
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.plan.bases import parse_base
 from moltbuild.refs import is_loopback
-from moltbuild.settings import TRUE_WORDS
+from moltbuild.settings import truthy
 from moltbuild.smoke.run import ContainerRuntime
 
 if TYPE_CHECKING:
@@ -31,6 +31,20 @@ NESTED_FIX = (
     "use the buildah backend (MOLTBUILD_BACKEND=buildah or --backend buildah), "
     "or --force to try docker anyway"
 )
+
+
+def _image_options(image: ImagePlan) -> list[str]:
+    """Tags, build args, labels, target and platforms of one image, as `docker build` options."""
+    argv = [a for ref in image.refs for a in ("-t", ref)]
+    argv += [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
+    argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
+    if image.target:
+        argv += ["--target", image.target]
+    if image.platforms:
+        argv += ["--platform", ",".join(image.platforms)]
+    if image.timestamp:  # BuildKit (buildx) stamps layers and history with it; the legacy builder ignores it
+        argv += ["--build-arg", f"SOURCE_DATE_EPOCH={image.timestamp}"]
+    return argv
 
 
 class DockerBackend(LocalBackend):
@@ -105,7 +119,9 @@ class DockerBackend(LocalBackend):
     @cached_property
     def buildkit(self) -> bool:
         """BuildKit builds: through buildx, or the daemon's own with DOCKER_BUILDKIT=1 (CLI < 23)."""
-        return self.has_buildx or self.runner.environ.get("DOCKER_BUILDKIT", "").strip().lower() in TRUE_WORDS
+        return self.has_buildx or truthy(
+            self.runner.environ.get("DOCKER_BUILDKIT"), "DOCKER_BUILDKIT", "environment"
+        )
 
     # -- argv, kept pure -----------------------------------------------------------------------
 
@@ -125,17 +141,7 @@ class DockerBackend(LocalBackend):
             "-f",
             str(image.dockerfile),
         ]
-        argv += [a for ref in image.refs for a in ("-t", ref)]
-        argv += [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
-        argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
-        if image.target:
-            argv += ["--target", image.target]
-        if image.platforms:
-            argv += ["--platform", ",".join(image.platforms)]
-        if (
-            image.timestamp
-        ):  # BuildKit (buildx) stamps layers and history with it; the legacy builder ignores it
-            argv += ["--build-arg", f"SOURCE_DATE_EPOCH={image.timestamp}"]
+        argv += _image_options(image)
         if no_cache:
             argv.append("--no-cache")
         elif cache and image.cache:

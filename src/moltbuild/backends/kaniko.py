@@ -20,7 +20,6 @@ from moltbuild.k8s.cluster import Cluster, ClusterError
 from moltbuild.k8s.kaniko import SECRET_NAME, receive, render
 from moltbuild.plan.inputs import context_tarball
 from moltbuild.refs import DIGEST_RE
-from moltbuild.registry.auth import Registries
 
 if TYPE_CHECKING:
     from moltbuild.plan.planner import ImagePlan
@@ -292,8 +291,9 @@ class KanikoBackend(Backend):
     def _check_registry(self, image: ImagePlan, digest: str) -> tuple[str, ...]:
         """Every tag must serve the digest the executor reported; returns the image's platform."""
         assert self._run is not None
-        registries = self._run.registries or Registries(self.settings)
-        client = registries.client(image.ref.host, self._run.logins.get(image.ref.host))
+        if self._run.registries is None:
+            raise TypeError("KanikoBackend.open() needs the run's registry clients (RunSpec.registries)")
+        client = self._run.registries.client(image.ref.host, self._run.logins.get(image.ref.host))
         for tag in image.tags:
             found = client.manifest(image.ref.repository, tag)
             if found is None or found.digest != digest:

@@ -49,7 +49,7 @@ class LocalBackend(Backend):
         super().__init__(*args, **kwargs)
         self.workdir: Path | None = None
         self._logins: dict[str, Credentials | None] = {}
-        self._registries = Registries(self.settings)  # open() takes the run's
+        self._registries: Registries | None = None  # the run's, from open()
         self._active = contextlib.ExitStack()
         self._opened = False
         self._built: list[str] = []
@@ -126,7 +126,7 @@ class LocalBackend(Backend):
     def open(self, run: RunSpec) -> None:
         self.prepare(run)
         self._logins = dict(run.logins)
-        self._registries = run.registries or self._registries
+        self._registries = run.registries
         if not self.dry_run:  # this run has the store to itself until close()
             self._active.enter_context(self.store().exclusive(run.purpose, self.runner.say))
             self._opened = True
@@ -349,6 +349,8 @@ class LocalBackend(Backend):
 
     def registry(self, host: str) -> RegistryClient:
         """The run's client for `host` (one per host per run, with this run's login)."""
+        if self._registries is None:
+            raise TypeError(f"{type(self).__name__}.open() needs RunSpec.registries, the run's clients")
         return self._registries.client(host, self._logins.get(host))
 
 

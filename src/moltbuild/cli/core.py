@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from invoke import Collection, task
 
 from moltbuild.cli import edge, run_context
@@ -22,7 +24,7 @@ def setup(c, dry_run=False):
     """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; build kustomize."""
     from moltbuild.flows.install import install_tools
 
-    install_tools(dry_run=dry_run)
+    install_tools(environ=os.environ, dry_run=dry_run)  # may run before any project exists
 
 
 @task(

@@ -5,6 +5,7 @@ existing repository (the work: moltbuild.adopt). Exit codes as the invoke tasks:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _init(path: str | None, dry_run: bool) -> None:
     from moltbuild.adopt.command import adopt
     from moltbuild.system.processes import Runner
 
-    adopt(Runner(), Path(path) if path else None, dry_run=dry_run)
+    adopt(Runner(environ=os.environ), Path(path) if path else None, dry_run=dry_run)
 
 
 def main(argv: list[str] | None = None) -> int:

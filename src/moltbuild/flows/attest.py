@@ -17,7 +17,6 @@ from moltbuild.flows.facts import git_state
 from moltbuild.plan.bases import dockerfile_bases, mirrored
 from moltbuild.plan.planner import BuildPlan
 from moltbuild.plan.tags import GitState
-from moltbuild.project import load_images
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
 from moltbuild.supply.attest import Attached, Attester
@@ -44,13 +43,13 @@ def _missing(session: Session) -> list[str]:
 def preflight(session: Session) -> None:
     """`MOLTBUILD_ATTEST=on` without the tools stops before any build, not after the push."""
     missing = _missing(session)
-    if session.settings.get("MOLTBUILD_ATTEST", "auto") == "on" and missing:
+    if session.settings.choice("MOLTBUILD_ATTEST") == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
 
 
 def wanted(session: Session) -> bool:
     """Whether this run attests what it pushes (auto without the tools: a warning, no)."""
-    if session.settings.get("MOLTBUILD_ATTEST", "auto") == "off":
+    if session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return False
     preflight(session)
     missing = _missing(session)
@@ -94,7 +93,7 @@ class RunInputs:
             c.name: ImageInputs(
                 c.build_args, c.dockerfile, c.target, tuple(dockerfile_bases(c.dockerfile, c.build_args))
             )
-            for c in load_images(root).values()
+            for c in session.images.values()
         }
         pulls = {b: mirrored(b, mirror) for i in images.values() for b in i.bases}
         return cls(git_state(root, session.runner, session.environ), mirror, pulls, images)
@@ -193,7 +192,7 @@ def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Att
         client=session.registries.client(host),
         access=RegistryAccess.prepare(host, session.settings, folder),
         signer=signer,
-        sbom_format=session.settings.get("MOLTBUILD_SBOM_FORMAT", "spdx-json"),
+        sbom_format=session.settings.choice("MOLTBUILD_SBOM_FORMAT"),
         workdir=folder,
     )
 

@@ -22,7 +22,7 @@ from moltbuild.flows.facts import changes_since, plan_facts
 from moltbuild.plan.changes import select_changed
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
-from moltbuild.project import load_images, select_images
+from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
 from moltbuild.system import owners
@@ -224,7 +224,7 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
 
 def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
     """The backend this run uses, and why (MOLTBUILD_BACKEND, which --backend sets)."""
-    requested = session.settings["MOLTBUILD_BACKEND"]
+    requested = session.settings.choice("MOLTBUILD_BACKEND")
     statuses = statuses_for(requested, session.runner, session.settings, session.storage)
     return choose_backend(requested, statuses, session.storage, force=request.force, dry_run=request.dry_run)
 
@@ -249,7 +249,7 @@ def _changed_names(session: Session, request: BuildRequest, names: list[str]) ->
     root = session.settings.project_root
     facts = changes_since(session, request.base, during="--changed")
     base = facts.base
-    wanted, account = select_changed(root, load_images(root), facts)
+    wanted, account = select_changed(root, session.images, facts)
     session.runner.say(account)
     names = [n for n in names if n in wanted]
     if not names:
@@ -261,12 +261,12 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
     """`invoke build`: plan, print the plan, build (and push), write the report, print a summary
     (with `as_json`, the report entries on stdout and everything else on stderr)."""
     if request.as_json:
-        session.runner = session.runner.to_stderr()
+        session = session.with_runner(session.runner.to_stderr())
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         session.runner.warn(warning)
     request = _legacy_tags(session, request)
     root = session.settings.project_root
-    names = [c.name for c in select_images(load_images(root), only=request.only)]
+    names = [c.name for c in select_images(session.images, only=request.only)]
     if request.changed:
         names = _changed_names(session, request, names)
         if not names:

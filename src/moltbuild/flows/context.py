@@ -1,18 +1,20 @@
-"""Shared run context: settings, runner and probes assembled once per command."""
+"""The run context of one command (`Session`): settings, the runner, the project's images, the
+registry clients and the probes, assembled once; a step that needs another runner or the
+command's own settings gets a derived context (`with_runner`, `with_overrides`), never a new one."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from moltbuild.backends.contract import BackendStatus
 from moltbuild.backends.selection import probe_all
-from moltbuild.project import find_project_root
+from moltbuild.project import ImageConfig, find_project_root, load_images
 from moltbuild.registry.auth import Registries
 from moltbuild.settings import Secret, Settings, load_settings
 from moltbuild.system import state
@@ -53,17 +55,40 @@ class Session:
             project_root or find_project_root(), environ=environ, cli=cli, overrides=overrides
         )
         verbose = settings.flag("MOLTBUILD_VERBOSE")
-        live = sys.stdout.isatty() and not environ.get("CI") and environ.get("TERM", "dumb") != "dumb"
+        live = sys.stdout.isatty() and not settings.ci and environ.get("TERM", "dumb") != "dumb"
         runner = Runner(secrets=settings.secrets, verbose=verbose, live=live, environ=environ)
         warn_short_secrets(settings, runner)
         return cls(settings=settings, runner=runner, environ=environ, cli=dict(cli or {}))
 
+    def with_runner(self, runner: Runner) -> Session:
+        """This context with another runner (e.g. `runner.to_stderr()` for `--json`); the images,
+        registry clients and probes already made carry over."""
+        return self._derive(runner=runner)
+
     def with_overrides(self, overrides: Mapping[str, tuple[str, str]]) -> Session:
-        """The same command's context with values the command sets itself (the pipeline's
-        embedded registry), above the environment and below flags."""
-        return Session.create(
-            cli=self.cli, overrides=overrides, environ=self.environ, project_root=self.settings.project_root
+        """This context with values the command sets itself (the pipeline's embedded registry),
+        above the environment and below flags: the same runner and images; registry clients and
+        backend probes made for the new settings."""
+        settings = load_settings(
+            self.settings.project_root, environ=self.environ, cli=self.cli, overrides=overrides
         )
+        return self._derive(settings=settings)
+
+    def _derive(self, **changes: Any) -> Session:
+        derived = replace(self, **changes)
+        # What the new settings could change is made again, on first use.
+        kept = (
+            ("images", "place")
+            if "settings" in changes
+            else ("images", "place", "storage", "backends", "registries")
+        )
+        derived.__dict__.update({k: v for k, v in self.__dict__.items() if k in kept})
+        return derived
+
+    @cached_property
+    def images(self) -> dict[str, ImageConfig]:
+        """The project's images ([tool.moltbuild.images]), read once per command."""
+        return load_images(self.settings.project_root)
 
     @cached_property
     def registries(self) -> Registries:
@@ -78,7 +103,7 @@ class Session:
 
     @cached_property
     def place(self) -> Place:
-        return detect_place(self.environ, self.root)
+        return detect_place(self.environ, self.root, ci=self.settings.ci)
 
     @cached_property
     def storage(self) -> StorageVerdict:

@@ -42,7 +42,7 @@ def credentials_present(session: Session) -> dict[str, bool]:
 def collect(session: Session) -> dict[str, Any]:
     statuses = session.backends
     storage = session.storage
-    requested = session.settings["MOLTBUILD_BACKEND"]
+    requested = session.settings.choice("MOLTBUILD_BACKEND")
     try:
         picked, why = choose_backend("auto", statuses, storage)
     except MoltbuildError as exc:

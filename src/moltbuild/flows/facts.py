@@ -15,7 +15,7 @@ from moltbuild.plan.changes import check_explicit_base, resolve_base
 from moltbuild.plan.facts import DEFAULT_SOURCE, ZERO_SHA, ChangeFacts, GitState, ImageFacts, PlanFacts
 from moltbuild.plan.request import BuildRequest
 from moltbuild.plan.tags import source_url
-from moltbuild.project import ImageConfig, load_images, read_tool_table, select_images
+from moltbuild.project import ImageConfig, read_tool_table, select_images
 from moltbuild.smoke.probes import smoke_plan_for
 from moltbuild.system.processes import Runner
 
@@ -88,7 +88,7 @@ def _source(git: _Git) -> str:
 def plan_facts(session: Session, request: BuildRequest, names: Iterable[str] | None = None) -> PlanFacts:
     """The facts of the images to plan (`names`, default: the request's selection)."""
     root, runner = session.settings.project_root, session.runner
-    configs = select_images(load_images(root), only=request.only if names is None else list(names))
+    configs = select_images(dict(session.images), only=request.only if names is None else list(names))
     project = git_state(root, runner, session.environ)
     states: dict[Path | None, GitState] = {repo_root(root, runner): project}
     parsed: dict[tuple[Path, tuple[tuple[str, str], ...]], Dockerfile] = {}

@@ -14,7 +14,7 @@ def setup_cluster(session: Session, *, dry_run: bool = False) -> None:
     settings, say = session.settings, session.runner.say
     ns = settings["MOLTBUILD_KUBE_NAMESPACE"]
     host = registry_prefix(settings["MOLTBUILD_REGISTRY"]).host
-    creds = preflight_push(host, settings, check_registry=False)
+    creds = preflight_push(host, settings, registries=session.registries, check_registry=False)
     objects = setup_objects(settings.project_root, ns)
     if creds:
         objects.insert(0, registry_secret(ns, {host: creds}))

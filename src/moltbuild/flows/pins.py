@@ -27,6 +27,7 @@ def pin_images(
         no_digest=no_digest,
         dry_run=dry_run,
         runner=session.runner,
+        images=session.images,
         root=session.settings.project_root,
     )
 

@@ -39,7 +39,8 @@ def run_pipeline(session: Session, request: BuildRequest) -> None:
         insecure = ",".join(
             filter(None, [session.settings.get("MOLTBUILD_INSECURE_REGISTRIES"), registry.host])
         )
-        # Through the settings layer, with its own source name: the process environment is untouched.
+        # Through the settings layer, with its own source name: the process environment is untouched;
+        # the same context (runner, images), its settings and registry clients derived.
         session = session.with_overrides(
             {
                 "MOLTBUILD_REGISTRY": (f"{registry.host}/{_path(session)}", EMBEDDED),

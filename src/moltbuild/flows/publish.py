@@ -132,7 +132,7 @@ def push_built(
 ) -> list[ImageRecord]:
     """Push the images the report records as built (every planned tag); update their records."""
     if as_json:
-        session.runner = session.runner.to_stderr()
+        session = session.with_runner(session.runner.to_stderr())
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     updated, started = [], attest.now()
@@ -188,7 +188,7 @@ def tag_built(
     for tag in tags:
         validate_tag(tag)
     if as_json:
-        session.runner = session.runner.to_stderr()
+        session = session.with_runner(session.runner.to_stderr())
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
     with run_lock(path, "invoke tag", say) if not dry_run else contextlib.nullcontext():

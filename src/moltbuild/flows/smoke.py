@@ -13,14 +13,14 @@ from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError, JobError
 from moltbuild.flows.context import Session
 from moltbuild.k8s.manifests import load_manifests
-from moltbuild.project import ImageConfig, load_images, select_images
+from moltbuild.project import ImageConfig, select_images
 from moltbuild.refs import ImageRef
 from moltbuild.smoke.probes import SmokePlan, smoke_plan_for, static_problems
 from moltbuild.system import owners
 
 
 def _configs(session: Session, only: str) -> list[ImageConfig]:
-    images = load_images(session.settings.project_root)
+    images = session.images
     return select_images(images, only=only)
 
 

@@ -43,7 +43,7 @@ def verify(
     checks = registry_verify.verify(
         session.settings, registries=session.registries, report_path=report_path, kustomization=kustomization
     )
-    if not attestations or session.settings.get("MOLTBUILD_ATTEST", "auto") == "off":
+    if not attestations or session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return checks
     verifier = Verifier.from_settings(session.settings)
     if verifier and not find_tool(session.runner, "cosign"):

@@ -6,7 +6,7 @@ outside the work tree, and a dry run creates nothing at all."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml, read_text, refuse_aliases, write_atomic
 from moltbuild.k8s.inplace import NOT_A_STRING, image_entries, images_span, rewrite
-from moltbuild.project import find_project_root, load_images, read_tool_table
+from moltbuild.project import ImageConfig, find_project_root
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord
 from moltbuild.system.locks import held, lock_outside_tree
@@ -234,12 +234,12 @@ def pin_pushed(
     no_digest: bool = False,
     dry_run: bool = False,
     runner: Runner,
+    images: Mapping[str, ImageConfig],
     root: Path | None = None,
 ) -> list[str]:
     """`invoke k8s.set-images`: every pushed image of the report, pinned by tag and digest."""
     root = root or find_project_root()
-    tool = read_tool_table(root)
-    names = {name: cfg.manifest_name for name, cfg in load_images(root, tool).items()}
+    names = {name: cfg.manifest_name for name, cfg in images.items()}
     records = pushed_records(report_path or report.default_path(root), only)
     pins = pins_from(records, names, with_digest=not no_digest)
     path = kustomization or root / "k8s" / "kustomization.yml"

@@ -62,9 +62,10 @@ def registry_client(host: str, settings: Settings, creds: Credentials | None = N
 
 
 def preflight_push(
-    host: str, settings: Settings, *, check_registry: bool = True, registries: Registries | None = None
+    host: str, settings: Settings, *, registries: Registries, check_registry: bool = True
 ) -> Credentials | None:
-    """Fail before any build when pushing cannot work: missing or refused credentials."""
+    """Fail before any build when pushing cannot work: missing or refused credentials (asked
+    through the run's registry clients)."""
     creds = credentials_for(host, settings)
     if creds is None and host == GHCR:
         raise ConfigError(
@@ -73,8 +74,7 @@ def preflight_push(
         )
     if not check_registry:
         return creds
-    client = registries.client(host, creds) if registries else registry_client(host, settings, creds)
-    status = client.ping()
+    status = registries.client(host, creds).ping()
     if status == 401:
         if creds is None:
             raise ConfigError(

@@ -22,9 +22,9 @@ def free_port() -> int:
 class LocalRegistry:
     """Plain HTTP on loopback; tests/support adds the auth and TLS modes they need."""
 
-    def __init__(self, data_dir: Path, runner: Runner | None = None, *, port: int | None = None):
+    def __init__(self, data_dir: Path, runner: Runner, *, port: int | None = None):
         self.data_dir = data_dir
-        self.runner = runner or Runner()
+        self.runner = runner
         self.port = port or free_port()
         self._proc = None
 

@@ -48,7 +48,7 @@ def retag(
     *,
     say: Callable[[str], None],
     dry_run: bool = False,
-    registries: Registries | None = None,
+    registries: Registries,
 ) -> str:
     """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository);
     the digest they now serve ('' in a dry run, which contacts no registry)."""
@@ -60,7 +60,7 @@ def retag(
         for dest in dests:
             say(f"+ PUT {dest} (the manifest {src} serves)")
         return ""
-    client = (registries or Registries(settings)).client(src.host)
+    client = registries.client(src.host)
     found = resolve(client, src)
     for dest in dests:
         assert dest.tag is not None

@@ -137,7 +137,7 @@ def verify(
     report_path: Path | None = None,
     kustomization: Path | None = None,
     workers: int = 8,
-    registries: Registries | None = None,
+    registries: Registries,
 ) -> list[Check]:
     path = report_path or report.default_path(settings.project_root)
     targets: list[Target] = []
@@ -147,9 +147,8 @@ def verify(
         known = {str(t.ref): t.expected for t in targets if t.expected}
     if kustomization is not None:
         targets += kustomization_targets(kustomization, known)
-    clients = registries or Registries(settings)
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda t: check(t, clients), targets))
+        return list(pool.map(lambda t: check(t, registries), targets))
 
 
 def render(checks: list[Check], as_json: bool = False) -> str:

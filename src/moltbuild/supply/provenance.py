@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moltbuild import __version__
+from moltbuild.settings import ci_platform
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
@@ -50,7 +51,7 @@ class BuildFacts:
 def builder(environ: Mapping[str, str], backend: str) -> tuple[str, str]:
     """(builder id, invocation id): the GitHub workflow run when there is one, else the machine."""
     repo, run = environ.get("GITHUB_REPOSITORY", ""), environ.get("GITHUB_RUN_ID", "")
-    if environ.get("GITHUB_ACTIONS") == "true" and repo and run:
+    if ci_platform(environ) == "github-actions" and repo and run:
         server = environ.get("GITHUB_SERVER_URL", "https://github.com")
         workflow = environ.get("GITHUB_WORKFLOW_REF", "")
         attempt = environ.get("GITHUB_RUN_ATTEMPT", "1")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from moltbuild.settings import FALSE_WORDS
+from moltbuild.settings import ci_platform
 
 DEVPOD_VARS = (
     "DEVPOD",
@@ -45,12 +45,7 @@ class Place:
         return "container" if self.container else "host (laptop or VM)"
 
 
-def _truthy(value: str | None) -> bool:
-    """CI variables are set by the platform, not the user: anything but a false word is on."""
-    return (value or "").strip().lower() not in FALSE_WORDS
-
-
-def detect_place(environ: Mapping[str, str], root: Path = Path("/")) -> Place:
+def _container_evidence(environ: Mapping[str, str], root: Path) -> list[str]:
     evidence: list[str] = []
     for marker in (".dockerenv", "run/.containerenv"):
         if (root / marker).exists():
@@ -64,7 +59,13 @@ def detect_place(environ: Mapping[str, str], root: Path = Path("/")) -> Place:
         evidence.append(f"/proc/1/cgroup mentions {hits[0]}")
     if environ.get("container"):
         evidence.append(f"container={environ['container']}")
+    return evidence
 
+
+def detect_place(environ: Mapping[str, str], root: Path = Path("/"), *, ci: str | None = None) -> Place:
+    """Container, Kubernetes, devpod, CI: `ci` is the settings' answer (`Settings.ci`); without
+    it, the same rule on `environ`."""
+    evidence = _container_evidence(environ, root)
     kube = []
     if environ.get("KUBERNETES_SERVICE_HOST"):
         kube.append("KUBERNETES_SERVICE_HOST is set")
@@ -72,11 +73,7 @@ def detect_place(environ: Mapping[str, str], root: Path = Path("/")) -> Place:
         kube.append("a service-account token is mounted")
     devpod = [v for v in DEVPOD_VARS if environ.get(v)]
 
-    ci = None
-    if _truthy(environ.get("GITHUB_ACTIONS")):
-        ci = "github-actions"
-    elif _truthy(environ.get("CI")):
-        ci = "ci"
+    ci = ci or ci_platform(environ)
     return Place(
         container=bool(evidence) or bool(kube),
         kubernetes=bool(kube),

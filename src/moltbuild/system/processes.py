@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +22,10 @@ from moltbuild.errors import CommandError, ToolMissingError
 from moltbuild.files import room_to_write
 from moltbuild.settings import KEYS, Secret
 from moltbuild.system import state
+from moltbuild.system.children import IDLE_CUT, kill_tree, signal_group, terminate_all, watching
 from moltbuild.system.console import Console, brief
+
+__all__ = ["IDLE_CUT", "INSTALL_HINTS", "Result", "Runner", "leaks_secret", "terminate_all", "which"]
 
 INSTALL_HINTS = {
     "buildah": "apt-get install -y buildah (or: invoke setup)",
@@ -40,99 +40,6 @@ INSTALL_HINTS = {
 }
 
 SECRET_ENV_KEYS = frozenset(k for k, spec in KEYS.items() if spec.secret)
-
-
-def terminate_all(grace: float = 5.0) -> None:
-    """Stop every child this process started and everything they started (Ctrl-C, a failed
-    sibling build). Builders re-exec into new sessions, so process groups alone miss some."""
-    procs = state.children()
-    trees = {proc: _tree(proc.pid) for proc in procs}
-    for proc, tree in trees.items():
-        _signal_group(proc, signal.SIGTERM)
-        for pid in tree:
-            _kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-    for proc, tree in trees.items():
-        _signal_group(proc, signal.SIGKILL)
-        for pid in tree:
-            _kill(pid, signal.SIGKILL)
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-IDLE_CUT = "(i/o timeout, MOLTBUILD_IDLE_TIMEOUT): cut"  # in the tail of a command cut for idleness
-PROGRESS_RATE = 16  # bytes/s that count as progress: a stuck buildah still moves a few bytes a second
-
-
-class IdleWatch:
-    """Cuts a child whose process tree has read and written nothing for `limit` seconds: a
-    stalled registry makes a push or pull hang silently, not fail. Counts every read and write
-    syscall of the tree (/proc/PID/io rchar + wchar), sockets included; a trickle below
-    PROGRESS_RATE bytes a second (a runtime's timers, a ticking progress line) is no progress."""
-
-    def __init__(self, proc: subprocess.Popen, limit: float):
-        self.proc, self.limit, self.stalled = proc, limit, False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        last, since = -1, time.monotonic()
-        while not self._done.wait(min(1.0, self.limit / 10)):
-            moved = sum(_io_bytes(pid) for pid in [self.proc.pid, *_tree(self.proc.pid)])
-            if abs(moved - last) >= PROGRESS_RATE * (time.monotonic() - since):
-                last, since = moved, time.monotonic()
-            elif time.monotonic() - since >= self.limit:
-                self.stalled = True
-                for pid in _tree(self.proc.pid):
-                    _kill(pid, signal.SIGKILL)
-                _signal_group(self.proc, signal.SIGKILL)
-                return
-
-    def message(self) -> str:
-        return f"no progress for {self.limit:.0f}s {IDLE_CUT}; is the registry answering?"
-
-
-def _io_bytes(pid: int) -> int:
-    try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    except (OSError, ValueError):
-        return 0
-    return int(fields.get("rchar", 0)) + int(fields.get("wchar", 0))
-
-
-def _tree(pid: int) -> list[int]:
-    """The descendants of one of our children, from its own /proc entries (no /proc scan)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                kids = [int(k) for k in Path(f"/proc/{current}/task/{tid}/children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
 
 
 def which(tool: str, path: str | None = None) -> str:
@@ -176,6 +83,10 @@ def _log_line(log: Any, line: str) -> OSError | None:
     return None
 
 
+def _no_log() -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
+
+
 def leaks_secret(arg: str, secret: str) -> bool:
     """`arg` passes `secret` as a credential: equal to it, a word of it (a script, a header) or a
     credential-shaped part of it (user:secret@, --password=secret, --creds user:secret). A
@@ -195,12 +106,12 @@ class Runner:
         out: Callable[[str], None] | None = None,
         verbose: bool = True,
         live: bool = False,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str],
     ):
         self.dry_run = dry_run
         self.console = Console(secrets=secrets, out=out, verbose=verbose, live=live)
-        # The environment children start from: the run context's, never read here from os.environ.
-        self.environ = dict(os.environ if environ is None else environ)
+        # The environment children start from: the run context's, given, never os.environ here.
+        self.environ = dict(environ)
 
     @property
     def verbose(self) -> bool:
@@ -287,26 +198,25 @@ class Runner:
         proc = self._start(
             argv, env, cwd, stdin=data is not None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
-        try:
-            out, err = proc.communicate(data, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for pid in _tree(proc.pid):  # a descendant in its own session holds the pipes open too
-                _kill(pid, signal.SIGKILL)
-            _signal_group(proc, signal.SIGKILL)
-            out, err = proc.communicate()
-            result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))
-            raise CommandError(result.argv, -9, f"timed out after {timeout}s", what=what) from None
-        finally:
-            if watch:
-                watch.stop()
-            state.untrack(proc)
-        if watch and watch.stalled:
+        with watching(proc, idle_timeout) as watch:
+            out, err = self._communicate(proc, data, timeout, argv, what)
+        if watch.stalled:
             err = f"{err}\n{watch.message()}"
         result = Result(self.mask_argv(argv), proc.returncode, self.mask(out), self.mask(err))
         if check and proc.returncode != 0:
             raise CommandError(result.argv, proc.returncode, result.stderr or result.stdout, what=what)
         return result
+
+    def _communicate(
+        self, proc: subprocess.Popen, data: str | None, timeout: float | None, argv: list[str], what: str
+    ) -> tuple[str, str]:
+        try:
+            return proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+            out, err = proc.communicate()
+            result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))
+            raise CommandError(result.argv, -9, f"timed out after {timeout}s", what=what) from None
 
     def stream(
         self,
@@ -340,14 +250,9 @@ class Runner:
             bufsize=1,
         )
         tail: deque[str] = deque(maxlen=tail_lines)
-        watch = IdleWatch(proc, idle_timeout) if idle_timeout else None
-        try:
+        with watching(proc, idle_timeout) as watch:
             self._pump(proc, data, prefix, tail, log_path, self.describe(argv, env))
-        finally:
-            if watch:
-                watch.stop()
-            state.untrack(proc)
-        if watch and watch.stalled:
+        if watch.stalled:
             tail.append(watch.message())
             self.say(f"{prefix}{watch.message()}")
         result = Result(self.mask_argv(argv), proc.returncode, "\n".join(tail))
@@ -370,27 +275,29 @@ class Runner:
         naming the log, once the command is done."""
         failed: OSError | None = None
         try:
-            with contextlib.ExitStack() as stack:
-                log = (
-                    stack.enter_context(log_path.open("a", encoding="utf-8", buffering=1))
-                    if log_path
-                    else None
-                )
-                failed = _log_line(log, header)
-                if data is not None and proc.stdin:
-                    proc.stdin.write(data)
-                    proc.stdin.close()
-                assert proc.stdout is not None
-                for raw in proc.stdout:
-                    line = self.console.output_line(prefix, raw)
-                    tail.append(line)
-                    failed = failed or _log_line(log, line)
-                proc.wait()
+            with log_path.open("a", encoding="utf-8", buffering=1) if log_path else _no_log() as log:
+                failed = self._copy_output(proc, data, prefix, tail, log, header)
         except OSError as exc:  # the log's last flush, on closing it (or the command's stdin)
             failed = failed or exc
         if failed is not None:
             with room_to_write(log_path or Path(".")):
                 raise failed
+
+    def _copy_output(
+        self, proc: subprocess.Popen, data: str | None, prefix: str, tail: deque[str], log: Any, header: str
+    ) -> OSError | None:
+        """Feed stdin, then show, keep and log each output line; the first log error, not raised."""
+        failed = _log_line(log, header)
+        if data is not None and proc.stdin:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = self.console.output_line(prefix, raw)
+            tail.append(line)
+            failed = failed or _log_line(log, line)
+        proc.wait()
+        return failed
 
     def spawn(
         self, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None
@@ -430,10 +337,10 @@ class Runner:
 
     @staticmethod
     def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-        _signal_group(proc, signal.SIGTERM)
+        signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             proc.wait()
         state.untrack(proc)

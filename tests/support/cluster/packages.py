@@ -3,6 +3,8 @@ when missing (through the project's own `packages.setup`)."""
 
 from __future__ import annotations
 
+import os
+
 from moltbuild.system.packages import setup
 from moltbuild.system.processes import Runner
 
@@ -22,4 +24,4 @@ CLUSTER_PACKAGES = {
 
 
 def ensure(log=print) -> list[str]:
-    return setup(Runner(out=log), packages=list(CLUSTER_PACKAGES))
+    return setup(Runner(environ=os.environ, out=log), packages=list(CLUSTER_PACKAGES))
