@@ -13,6 +13,7 @@ from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
 from moltbuild.k8s import deployment
+from moltbuild.k8s.images import split
 from moltbuild.refs import ImageRef
 from moltbuild.registry import verify as registry_verify
 from moltbuild.registry.verify import Check, Target
@@ -33,8 +34,7 @@ def verify(
     path = report_path or report.default_path(root)
     deployed = None
     if kustomization is not None:
-        ours = {r.ref.name for r in report.read(path)} if path.is_file() else set()
-        deployed = deployed_targets(kustomization, ours, root)
+        deployed = deployed_targets(kustomization, _ours(path), root)
     checks = registry_verify.verify(
         session.settings, registries=session.registries, report_path=report_path, deployed=deployed
     )
@@ -53,6 +53,11 @@ def verify(
         return [attest.check(c) for c in checks]
 
 
+def _ours(report_path: Path) -> set[str]:
+    """HOST/NAME of each image the report records (none without a report)."""
+    return {r.ref.name for r in report.read(report_path)} if report_path.is_file() else set()
+
+
 def deployed_targets(kustomization: Path, ours: set[str], root: Path | None = None) -> list[Target]:
     """One target per image the kustomization's workloads run, as kustomize renders it. An image of
     `ours` (HOST/NAME the report records) that no `images:` entry pins and no digest fixes fails."""
@@ -68,7 +73,7 @@ def deployed_targets(kustomization: Path, ours: set[str], root: Path | None = No
                 f"no images: entry in {model.rel(kustomization)} matches {container.written} (kustomize "
                 "matches the name exactly), so it deploys that tag; pin it with `invoke k8s.set-images`"
             )
-        name = entry.name if entry else deployment.split(container.written)[0]
+        name = entry.name if entry else split(container.written)[0]
         targets.setdefault(container.image, Target(origin, name, ref, ref.digest, unpinned=unpinned))
     if not targets:
         raise ConfigError(

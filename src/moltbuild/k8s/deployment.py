@@ -13,7 +13,6 @@ digest or both replace the old tag and digest. Patches and generators are not ap
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml
+from moltbuild.k8s.images import ImageEntry
 
 KUSTOMIZATION_NAMES = ("kustomization.yml", "kustomization.yaml", "Kustomization")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -38,66 +38,7 @@ _NOT_APPLIED = (
     "helmCharts",
 )
 _CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
-_TAG = "[a-zA-Z0-9_.{}-]*"  # what kustomize lets a tag or digest hold when it matches a name
 _NULL = ("", "~", "null", "Null", "NULL")  # every scalar is read as text: these are YAML's null
-
-
-def split(image: str) -> tuple[str, str, str]:
-    """kustomize's image.Split: (name, tag, digest). A `:` before the first `/` is a port."""
-    slash = image.find("/")
-    offset = slash if slash > 0 else 0
-    at, colon = image.find("@", offset), image.find(":", offset)
-    if at < 0 and colon < 0:
-        return image, "", ""
-    if at >= 0 and (colon < 0 or at < colon):
-        return image[:at], "", image[at + 1 :]
-    if at >= 0:
-        return image[:colon], image[colon + 1 : at], image[at + 1 :]
-    return image[:colon], image[colon + 1 :], ""
-
-
-@functools.lru_cache(maxsize=512)
-def _pattern(name: str) -> re.Pattern[str] | None:
-    try:  # as kustomize builds it: the name is not escaped (`ngin.` matches `nginx`)
-        return re.compile(f"^{name}(:{_TAG})?(@sha256:{_TAG})?\\Z")
-    except re.error:
-        return None
-
-
-def image_matches(image: str, name: str) -> bool:
-    """kustomize's image.IsImageMatched: `image` is `name` with at most a tag and a digest."""
-    pattern = _pattern(name)
-    return bool(pattern and pattern.match(image))
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One entry of a level's `images:` list."""
-
-    file: Path  # the kustomization (or component) holding it
-    index: int  # its place in that file's `images:`
-    name: str
-    new_name: str = ""
-    new_tag: str = ""
-    digest: str = ""
-    tag_suffix: str = ""
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}: images[{self.index}]"
-
-    def matches(self, image: str) -> bool:
-        return image_matches(image, self.name)
-
-    def apply(self, image: str) -> str:
-        """`image` as this entry rewrites it (kustomize's imageTagUpdater)."""
-        name, tag, digest = split(image)
-        name = self.new_name or name
-        if self.new_tag or self.digest:
-            tag, digest = self.new_tag, self.digest
-        elif self.tag_suffix:
-            tag, digest = tag + self.tag_suffix, ""
-        return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
 
 @dataclass(frozen=True)
@@ -266,23 +207,19 @@ def image_entries(spec: Mapping[str, Any], kfile: Path, shown: str | None = None
     images = spec.get("images") or []
     if not isinstance(images, list):
         raise ConfigError(f"{shown}: `images` must be a list of name/newName/newTag/digest entries")
-    entries = []
-    for i, item in enumerate(images):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or item["name"] in _NULL:
-            raise ConfigError(f"{shown}: images[{i}] needs a `name` (the image name the manifests use)")
-        values = {k: "" if not isinstance(v, str) or v in _NULL else v for k, v in item.items()}
-        entries.append(
-            ImageEntry(
-                kfile,
-                i,
-                values["name"],
-                values.get("newName", ""),
-                values.get("newTag", ""),
-                values.get("digest", ""),
-                values.get("tagSuffix", ""),
-            )
-        )
-    return tuple(entries)
+    return tuple(_image_entry(kfile, i, item, shown) for i, item in enumerate(images))
+
+
+def _image_entry(kfile: Path, index: int, item: Any, shown: str) -> ImageEntry:
+    values = (
+        {k: v for k, v in item.items() if isinstance(v, str) and v not in _NULL}
+        if isinstance(item, dict)
+        else {}
+    )
+    if not values.get("name"):
+        raise ConfigError(f"{shown}: images[{index}] needs a `name` (the image name the manifests use)")
+    keys = ("name", "newName", "newTag", "digest", "tagSuffix")
+    return ImageEntry(kfile, index, *(values.get(k, "") for k in keys))
 
 
 @dataclass
@@ -305,11 +242,7 @@ class _Build:
                 self.entry(kfile, entry, stack, objects, component=key == "components")
         level = Level(kfile, into is not None, image_entries(spec, kfile, shown))
         self.levels.append(level)
-        for image in level.images:
-            for box in (b for o in objects for b in o.boxes):
-                if image.matches(str(box.spec["image"])):
-                    box.spec["image"] = image.apply(str(box.spec["image"]))
-                    box.steps.append((image, box.spec["image"]))
+        _transform(level, [b for o in objects for b in o.boxes])
         self.notes += [f"{shown}: {key} not applied" for key in _NOT_APPLIED if spec.get(key)]
         objects[:] = [_renamed(o, spec) for o in objects]
         return objects
@@ -344,6 +277,16 @@ class _Build:
             objects += file_objects(path)
 
 
+def _transform(level: Level, boxes: list[_Box]) -> None:
+    """The level's entries, one after the other, on every container image (kustomize runs one
+    transformer per entry)."""
+    for image in level.images:
+        for box in boxes:
+            if image.matches(str(box.spec["image"])):
+                box.spec["image"] = image.apply(str(box.spec["image"]))
+                box.steps.append((image, box.spec["image"]))
+
+
 def _paths(spec: Mapping[str, Any], key: str, shown: str) -> list[str]:
     entries = spec.get(key) or []
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
@@ -351,12 +294,17 @@ def _paths(spec: Mapping[str, Any], key: str, shown: str) -> list[str]:
     return entries
 
 
+def documents(path: Path, text: str | None = None) -> list[Any]:
+    """The documents of a manifest file (`text`: its text, read elsewhere); a `kind: List` (what
+    `kubectl get -o yaml` writes) gives its items."""
+    docs = load_yaml(path, text=text, multi=True)
+    return [i for d in docs for i in (d.get("items") or [] if _is_list(d) else [d])]
+
+
 def file_objects(path: Path) -> list[Object]:
-    """The objects of a manifest file; a `kind: List` (what `kubectl get -o yaml` writes) gives its items."""
-    docs = load_yaml(path, multi=True)
-    docs = [i for d in docs for i in (d.get("items") or [] if _is_list(d) else [d])]
+    """The objects of a manifest file."""
     objects = []
-    for doc in docs:
+    for doc in documents(path):
         if isinstance(doc, dict) and doc.get("kind"):
             meta = mapping(doc.get("metadata"))
             name = str(meta.get("name") or "")

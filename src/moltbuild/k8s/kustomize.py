@@ -20,8 +20,9 @@ from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml, read_text, refuse_aliases, write_atomic
 from moltbuild.k8s import deployment
-from moltbuild.k8s.inplace import NOT_A_STRING, image_entries, images_span, rewrite
+from moltbuild.k8s.inplace import NOT_A_STRING, rewrite
 from moltbuild.k8s.pins import NEW, Pin, planned
+from moltbuild.k8s.spans import image_entries, images_span
 from moltbuild.project import find_project_root, load_images, parse_only, read_tool_table
 from moltbuild.report import ImageRecord
 from moltbuild.system.locks import held, lock_outside_tree
@@ -68,24 +69,28 @@ def apply_pins(doc: Any, pins: list[Pin]) -> list[str]:
     images = doc.get("images")
     if images is None:
         images = doc["images"] = CommentedSeq()
-    changed = []
-    for pin in pins:
-        at = entry_index(
-            pin, [str(e["name"]) if isinstance(e, dict) and "name" in e else None for e in images]
-        )
-        if at is None:
-            images.append(CommentedMap(name=pin.name))
-            at = len(images) - 1
-        entry = images[at]
-        if {k: (str(entry[k]) if k in entry else None) for k in pin.values} == pin.values:
-            continue
-        for key, value in pin.values.items():
-            if value is None:
-                entry.pop(key, None)
-            else:
-                entry[key] = yaml_string(value)
-        changed.append(pin.line())
-    return changed
+    return [pin.line() for pin in pins if _set(_entry_of(images, pin), pin)]
+
+
+def _entry_of(images: Any, pin: Pin) -> Any:
+    names = [str(e["name"]) if isinstance(e, dict) and "name" in e else None for e in images]
+    at = entry_index(pin, names)
+    if at is None:
+        images.append(CommentedMap(name=pin.name))
+        at = len(images) - 1
+    return images[at]
+
+
+def _set(entry: Any, pin: Pin) -> bool:
+    """Write the pin's values in `entry`; False when it holds them already."""
+    if {k: (str(entry[k]) if k in entry else None) for k in pin.values} == pin.values:
+        return False
+    for key, value in pin.values.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = yaml_string(value)
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -212,19 +217,25 @@ def _pinned(
 
 def pushed_records(report_path: Path, only: str = "") -> list[ImageRecord]:
     """The records to pin: pushed, with a digest. Failed or unpushed images are never pinned."""
+    names, records = _selected(report_path, only)
+    pinnable = [r for r in records if r.outcome.in_registry and r.digest]
+    skipped = [r for r in records if r not in pinnable]
+    if names and skipped:
+        why = f"{skipped[0].name} was not pushed ({skipped[0].outcome.value})"
+        raise ConfigError(f"{why}; push it first, then pin it")
+    if not pinnable:
+        raise ConfigError(f"{report_path} records no pushed image; run `invoke build --push` first")
+    return pinnable
+
+
+def _selected(report_path: Path, only: str) -> tuple[list[str], list[ImageRecord]]:
+    """The names `--only` gives, and the report's records of them (all, without `--only`)."""
     names = parse_only(only)
     records = report.require(report_path, names or None)
     unknown = [n for n in names if n not in {r.name for r in records}]
     if unknown:
         raise ConfigError(f"{report_path} records no image named {unknown[0]!r}; --only takes image names")
-    skipped = [r for r in records if not (r.outcome.in_registry and r.digest)]
-    if names and skipped:
-        raise ConfigError(
-            f"{skipped[0].name} was not pushed ({skipped[0].outcome.value}); push it first, then pin it"
-        )
-    if len(skipped) == len(records):
-        raise ConfigError(f"{report_path} records no pushed image; run `invoke build --push` first")
-    return [r for r in records if r not in skipped]
+    return names, records
 
 
 def pin_pushed(

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from moltbuild.errors import ConfigError
-from moltbuild.k8s.deployment import Container, Deployment, ImageEntry, Level, image_matches, split
+from moltbuild.k8s.deployment import Container, Deployment, Level
+from moltbuild.k8s.images import ImageEntry, image_matches, split
 from moltbuild.refs import ImageRef
 
 NEW = -1  # Pin.entry: add an entry
@@ -51,16 +52,24 @@ def _aim(model: Deployment, top: Level, pin: Pin) -> Pin:
     if not targets:
         _no_target(model, top, pin)
         return pin
-    # the entries kustomize would apply last come first: editing one of those changes what it renders
-    candidates = [e.index for e in reversed(top.images) if e.name == pin.name] + [NEW]
-    for index in candidates:
-        if all(_through(top, index, pin, image)[0] == pin.image for image in targets):
-            return replace(pin, entry=index)
+    index = _working(top, pin, targets)
+    if index is not None:
+        return replace(pin, entry=index)
     first = next((e.index for e in top.images if e.name == pin.name), NEW)
     made, by = _through(top, first, pin, targets[0])
     raise ConfigError(
         f"{top.file}: images[{by.index}] (name: {by.name}) rewrites {pin.name} again after the pin, so "
         f"kustomize would render {made}, not {pin.image}; remove or merge that entry, then pin again"
+    )
+
+
+def _working(top: Level, pin: Pin, targets: list[str]) -> int | None:
+    """The entry to write the pin in for kustomize to render it for all `targets`: the entries named
+    exactly as the pin, the last first (the one kustomize applies last), then a new one."""
+    candidates = [e.index for e in reversed(top.images) if e.name == pin.name] + [NEW]
+    return next(
+        (i for i in candidates if all(_through(top, i, pin, image)[0] == pin.image for image in targets)),
+        None,
     )
 
 
