@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 
 from moltbuild.errors import ConfigError, RegistryError
+from moltbuild.flows.verify import deployed_targets
 from moltbuild.plan.planner import cache_tag
+from moltbuild.registry import verify as registry_verify
 from moltbuild.registry.client import RegistryClient, is_loopback
 from moltbuild.registry.promote import destination, parse_source
-from moltbuild.flows.verify import deployed_targets
-from moltbuild.registry import verify as registry_verify
 from moltbuild.registry.verify import Check, raise_on_failure, render
 from moltbuild.settings import Secret
 

@@ -101,6 +101,7 @@ class _Box:
     spec: dict[str, Any]
     init: bool
     written: str
+    twice: bool  # also where kustomize's field specs point: each entry applies a second time there
     steps: list[tuple[ImageEntry, str]] = field(default_factory=list)
 
 
@@ -281,7 +282,9 @@ def _transform(level: Level, boxes: list[_Box]) -> None:
     """The level's entries, one after the other, on every container image (kustomize runs one
     transformer per entry)."""
     for image in level.images:
-        for box in boxes:
+        # kustomize's legacy filter (every container), then its field specs (pod templates): a
+        # `tagSuffix` is added twice to a Deployment's image, once to a CronJob's
+        for box in [*boxes, *(b for b in boxes if b.twice)]:
             if image.matches(str(box.spec["image"])):
                 box.spec["image"] = image.apply(str(box.spec["image"]))
                 box.steps.append((image, box.spec["image"]))
@@ -308,7 +311,7 @@ def file_objects(path: Path) -> list[Object]:
         if isinstance(doc, dict) and doc.get("kind"):
             meta = mapping(doc.get("metadata"))
             name = str(meta.get("name") or "")
-            boxes = tuple(_boxes(doc))
+            boxes = () if doc["kind"] == "CustomResourceDefinition" else tuple(_boxes(doc))
             objects.append(
                 Object(path, doc, str(doc["kind"]), str(meta.get("namespace") or ""), name, name, boxes)
             )
@@ -319,22 +322,23 @@ def _is_list(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list)
 
 
-def _boxes(node: Any, init: bool = False) -> Iterator[_Box]:
+_FIELD_SPECS = (("spec",), ("spec", "template", "spec"))  # where kustomize's images field specs look
+
+
+def _boxes(node: Any, path: tuple[str, ...] = ()) -> Iterator[_Box]:
     """Every container with an image, wherever the object holds `containers` or `initContainers`
     (kustomize's legacy image filter looks everywhere too)."""
     if isinstance(node, list):
         for item in node:
-            yield from _boxes(item)
+            yield from _boxes(item, (*path, "[]"))
         return
-    if not isinstance(node, dict):
-        return
-    for key, value in node.items():
+    for key, value in node.items() if isinstance(node, dict) else ():
         if key in ("containers", "initContainers") and isinstance(value, list):
             for c in value:
                 if isinstance(c, dict) and isinstance(c.get("image"), str):
-                    yield _Box(c, key == "initContainers", c["image"])
+                    yield _Box(c, key == "initContainers", c["image"], path in _FIELD_SPECS)
         else:
-            yield from _boxes(value)
+            yield from _boxes(value, (*path, str(key)))
 
 
 def _renamed(obj: Object, spec: Mapping[str, Any]) -> Object:

@@ -26,9 +26,10 @@ NOT_A_STRING = re.compile(
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:@+-]*(?<!:)")  # names, tags, digests
 
 
-def scalar(value: str) -> str:
-    """`value` as YAML text that reads back as the same string, block or flow context alike."""
-    if _PLAIN.fullmatch(value) and not NOT_A_STRING.fullmatch(value):
+def scalar(value: str, *, flow: bool = False) -> str:
+    """`value` as YAML text that reads back as the same string, in block or (`flow`) flow context,
+    where the parser takes no `:` in a plain scalar (a digest)."""
+    if _PLAIN.fullmatch(value) and not NOT_A_STRING.fullmatch(value) and not (flow and ":" in value):
         return value
     return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
 
@@ -119,7 +120,7 @@ def _find(mapping: MappingNode, name: str) -> tuple[Node, Node] | None:
 
 
 def _flow_entry(entry: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {scalar(str(v))}" for k, v in entry.items()) + "}"
+    return "{" + ", ".join(f"{k}: {scalar(str(v), flow=True)}" for k, v in entry.items()) + "}"
 
 
 def _block_entry(entry: Mapping[str, Any], dash: int, keys: int) -> list[str]:
@@ -180,7 +181,8 @@ def _update_entry(ed: _Editor, entry: MappingNode, was: Mapping[str, Any], now: 
         elif found is None:
             added[key] = now[key]
         else:
-            _replace(ed, entry.value[found][0], entry.value[found][1], scalar(str(now[key])))
+            text = scalar(str(now[key]), flow=entry.flow_style)
+            _replace(ed, entry.value[found][0], entry.value[found][1], text)
     if added:
         _add_keys(ed, entry, added)
 

@@ -58,8 +58,8 @@ def _aim(model: Deployment, top: Level, pin: Pin) -> Pin:
     first = next((e.index for e in top.images if e.name == pin.name), NEW)
     made, by = _through(top, first, pin, targets[0])
     raise ConfigError(
-        f"{top.file}: images[{by.index}] (name: {by.name}) rewrites {pin.name} again after the pin, so "
-        f"kustomize would render {made}, not {pin.image}; remove or merge that entry, then pin again"
+        f"{top.file}: images[{by.index}] (name: {by.name}) rewrites {pin.name} too, so kustomize would "
+        f"render {made}, not {pin.image}, wherever the pin is written; remove or merge that entry"
     )
 
 
