@@ -63,7 +63,8 @@ TREES = {
     },
 }
 TREES["cronjob-suffix"] = {  # a CronJob's pod is outside kustomize's field specs: a suffix once
-    "cron.yml": "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\nspec:\n  schedule: '@daily'\n"
+    "cron.yml": "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\n"
+    "spec:\n  schedule: '@daily'\n"
     "  jobTemplate: {spec: {template: {spec: {containers: [{name: api, image: 'api:1'}]}}}}\n",
     "kustomization.yml": "resources: [cron.yml]\nimages:\n- {name: api, tagSuffix: -x}\n",
 }
