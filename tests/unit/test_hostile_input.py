@@ -116,6 +116,8 @@ def test_a_linked_kustomization_pins_its_target_and_stays_a_link(tmp_path):
     target.write_text(kustomization())
     link = tmp_path / "kustomization.yml"
     link.symlink_to("base/kustomization.yml")
+    for name in ("namespace.yml", "api.yml", "frontend.yml"):  # kustomize reads them beside the link
+        (tmp_path / name).write_text((ROOT / "k8s" / name).read_text())
     set_images(link, [Pin(API, "r.example/api", "t9", None)], runner=runner(), root=tmp_path)
     assert link.is_symlink() and os.readlink(link) == "base/kustomization.yml"
     assert "newTag: t9" in target.read_text()

@@ -39,9 +39,21 @@ def runner(lines: list[str] | None = None) -> Runner:
 
 @pytest.fixture()
 def kust(tmp_path) -> Path:
-    path = tmp_path / "kustomization.yml"
-    path.write_text((ROOT / "k8s" / "kustomization.yml").read_text())
-    return path
+    """The repository's k8s/ copied: the kustomization with the manifests it lists."""
+    for path in (ROOT / "k8s").glob("*.yml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    return tmp_path / "kustomization.yml"
+
+
+def runs(folder: Path, *images: str) -> str:
+    """`resources: [workloads.yml]`, a file of Deployments running `images` (one each)."""
+    docs = [
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: w{i}}}\n"
+        f"spec: {{template: {{spec: {{containers: [{{name: c, image: '{image}'}}]}}}}}}\n"
+        for i, image in enumerate(images)
+    ]
+    (folder / "workloads.yml").write_text("---\n".join(docs))
+    return "resources: [workloads.yml]\n"
 
 
 def load(path: Path) -> dict:
@@ -95,6 +107,8 @@ def test_tags_that_look_like_numbers_stay_strings(kust, tag):
 
 
 def test_adds_a_missing_entry_and_a_second_run_changes_nothing(kust, tmp_path):
+    runs(tmp_path, "ghcr.io/ardenone/moltbook-worker:latest")
+    kust.write_text(kust.read_text().replace("  - frontend.yml\n", "  - frontend.yml\n  - workloads.yml\n"))
     pin = Pin("ghcr.io/ardenone/moltbook-worker", "r.example/ns/worker", "sha-abc1234", D2)
     assert set_images(kust, [pin], runner=runner())
     first = kust.read_text()
@@ -102,6 +116,16 @@ def test_adds_a_missing_entry_and_a_second_run_changes_nothing(kust, tmp_path):
     assert set_images(kust, [pin], runner=runner(said)) == []
     assert kust.read_text() == first and "nothing to change" in said[0]
     assert load(kust)[pin.name]["digest"] == D2
+
+
+def test_an_image_no_container_runs_is_refused_not_pinned(kust):
+    """`nginx` is not `docker.io/library/nginx` to kustomize: a pin for the one leaves the other."""
+    before = kust.read_text()
+    for name in ("ghcr.io/ardenone/moltbook-worker", "docker.io/ghcr.io/ardenone/moltbook-api"):
+        with pytest.raises(ConfigError, match=rf"kustomization\.yml: no container runs {name} \(") as caught:
+            set_images(kust, [Pin(name, "r.example/x", "t", None)], runner=runner())
+        assert "\n" not in str(caught.value) and "moltbook-api" in str(caught.value)
+    assert kust.read_text() == before
 
 
 def test_no_digest_drops_a_stale_digest(kust):
@@ -217,6 +241,7 @@ def repo(tmp_path) -> Path:
     root = tmp_path / "repo"
     (root / "k8s").mkdir(parents=True)
     (root / "k8s" / "kustomization.yml").write_text(DASHED)
+    (root / "k8s" / "api.yml").write_text((ROOT / "k8s" / "api.yml").read_text())
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
@@ -254,8 +279,10 @@ def test_outside_a_checkout_the_lock_is_in_the_users_cache(tmp_path, home, monke
     path = tmp_path / "plain" / "kustomization.yml"
     path.parent.mkdir()
     path.write_text(DASHED)
+    (path.parent / "api.yml").write_text((ROOT / "k8s" / "api.yml").read_text())
     set_images(path, [PIN], runner=runner())
-    assert path.read_text() == PINNED and [p.name for p in path.parent.iterdir()] == ["kustomization.yml"]
+    assert path.read_text() == PINNED
+    assert sorted(p.name for p in path.parent.iterdir()) == ["api.yml", "kustomization.yml"]
     (lock,) = (home / ".cache" / "moltbuild" / "locks").glob("*.lock")
     assert lock.name.startswith("kustomization.yml-")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -326,6 +353,7 @@ def test_in_place_edits_of_every_shape(before, pins, after):
     ],
 )
 def test_what_cannot_be_edited_in_place_is_refused_in_one_line(kust, text, fragment):
+    text = runs(kust.parent, "a.example/api") + text
     kust.write_text(text)
     with pytest.raises(ConfigError, match=fragment) as caught:
         set_images(kust, [Pin("a.example/api", "a.example/api", "t", None)], runner=runner())

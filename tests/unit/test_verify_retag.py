@@ -3,31 +3,50 @@ from pathlib import Path
 import pytest
 
 from moltbuild.errors import ConfigError, RegistryError
+from moltbuild.flows.verify import deployed_targets
 from moltbuild.plan.planner import cache_tag
 from moltbuild.refs import is_loopback
+from moltbuild.registry import verify as registry_verify
 from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.promote import destination, parse_source
-from moltbuild.registry.verify import Check, kustomization_targets, raise_on_failure, render
+from moltbuild.registry.verify import Check, raise_on_failure, render
 from moltbuild.settings import Secret
 
 
-def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
-    path = tmp_path / "kustomization.yml"
-    path.write_text(
+def deploying(folder: Path, images: str, *running: str) -> Path:
+    """A kustomization with `images` (its `images:` block) over Deployments running `running`."""
+    docs = [
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: w{i}}}\n"
+        f"spec: {{template: {{spec: {{containers: [{{name: c, image: '{image}'}}]}}}}}}\n"
+        for i, image in enumerate(running)
+    ]
+    (folder / "workloads.yml").write_text("---\n".join(docs))
+    path = folder / "kustomization.yml"
+    path.write_text("resources: [workloads.yml]\n" + images)
+    return path
+
+
+def test_kustomization_targets_are_what_kustomize_renders(tmp_path: Path):
+    path = deploying(
+        tmp_path,
         "images:\n"
         "  - name: ghcr.io/ardenone/moltbook-api\n    newTag: sha-abc1234\n"
         "  - name: ghcr.io/ardenone/moltbook-frontend\n    newName: reg:5000/ns/fe\n"
         "    digest: sha256:" + "1" * 64 + "\n"
         "  - name: nginx\n"
-        "  - name: ghcr.io/ardenone/short\n    newTag: 0012345\n"
+        "  - name: ghcr.io/ardenone/short\n    newTag: 0012345\n",
+        "ghcr.io/ardenone/moltbook-api:latest",
+        "ghcr.io/ardenone/moltbook-frontend",
+        "nginx",
+        "ghcr.io/ardenone/short:1",
+        "docker.io/library/nginx:1.27",  # no entry: `nginx` is not this name to kustomize
     )
-    known = {"ghcr.io/ardenone/moltbook-api:sha-abc1234": "sha256:" + "2" * 64}
-    api, fe, nginx, short = kustomization_targets(path, known)
-    assert (api.ref.name, api.ref.reference, api.expected) == (
+    api, fe, nginx, short, hub = deployed_targets(path, set())
+    assert (api.origin, api.ref.name, api.ref.reference) == (
+        f"{path} images[0]",
         "ghcr.io/ardenone/moltbook-api",
         "sha-abc1234",
-        "sha256:" + "2" * 64,
     )
     assert (fe.ref.name, fe.ref.reference, fe.expected) == (
         "reg:5000/ns/fe",
@@ -40,6 +59,18 @@ def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
         None,
     )
     assert short.ref.tag == "0012345"  # a short sha is a string, not the number 12345
+    assert (hub.origin, hub.ref.tag, hub.unpinned) == (str(tmp_path / "workloads.yml"), "1.27", "")
+
+
+def test_an_image_of_ours_no_entry_pins_is_not_pinned(tmp_path: Path):
+    """Such an entry said "pinned" and verify checked it, while `:latest` was deployed."""
+    path = deploying(tmp_path, "images:\n  - name: ghcr.io/ardenone/api\n    newTag: sha-1\n", "ardenone/api")
+    (target,) = deployed_targets(path, {"docker.io/ardenone/api"})
+    check = registry_verify.check(target, None)
+    assert (
+        check.verdict == "not-pinned"
+        and "matches ardenone/api (kustomize matches the name exactly)" in check.reason
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,13 +79,16 @@ def test_kustomization_targets_resolve_names_tags_and_digests(tmp_path: Path):
         ("images: [\n", "kustomization.yml:"),
         ("images: {a: 1}\n", "must be a list"),
         ("images:\n  - newTag: x\n", "images[0] needs a `name`"),
+        (
+            "images:\n  - name: a.io/x\n    digest: sha256:00\n",
+            "kustomization.yml: images[0] 'a.io/x@sha256:00' is not",
+        ),
     ],
 )
 def test_bad_kustomization_names_the_file(tmp_path, text, fragment):
-    path = tmp_path / "kustomization.yml"
-    path.write_text(text)
+    path = deploying(tmp_path, text, "a.io/x")
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
-        kustomization_targets(path, {})
+        deployed_targets(path, set())
 
 
 def test_failures_are_rendered_and_raised_with_the_first_reason():

@@ -1,6 +1,8 @@
 """`invoke verify`: every reported and every pinned image is in the registry with its digest,
 and (unless `--no-attestations` or MOLTBUILD_ATTEST=off) carries a signature by the expected
-signer, SLSA provenance for that digest and commit, and an SBOM."""
+signer, SLSA provenance for that digest and commit, and an SBOM. With `--kustomization`, what is
+checked is what kustomize renders: each workload container's image, read through the deployment
+model (`k8s/deployment`)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from pathlib import Path
 from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
+from moltbuild.k8s import deployment
+from moltbuild.k8s.images import split
 from moltbuild.refs import ImageRef
 from moltbuild.registry import verify as registry_verify
-from moltbuild.registry.verify import Check
+from moltbuild.registry.verify import Check, Target
 from moltbuild.supply import check as supply_check
 from moltbuild.supply.cosign import Cosign, Verifier
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
@@ -40,15 +44,19 @@ def verify(
     kustomization: Path | None = None,
     attestations: bool = True,
 ) -> list[Check]:
+    root = session.settings.project_root
+    path = report_path or report.default_path(root)
+    deployed = None
+    if kustomization is not None:
+        deployed = deployed_targets(kustomization, _ours(path), root)
     checks = registry_verify.verify(
-        session.settings, registries=session.registries, report_path=report_path, kustomization=kustomization
+        session.settings, registries=session.registries, report_path=report_path, deployed=deployed
     )
     if not attestations or session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return checks
     verifier = Verifier.from_settings(session.settings)
     if verifier and not find_tool(session.runner, "cosign"):
         raise ConfigError(f"MOLTBUILD_VERIFY_KEY/IDENTITY is set but cosign is not installed: {INSTALL_HINT}")
-    path = report_path or report.default_path(session.settings.project_root)
     commits = {
         (r.repository, r.digest): supply_check.Expected(r.revision, r.input_digest)
         for r in report.read(path)
@@ -57,6 +65,36 @@ def verify(
     with owners.private_dir() as tmp:
         attest = _Attestations(session, verifier, Path(tmp), commits)
         return [attest.check(c) for c in checks]
+
+
+def _ours(report_path: Path) -> set[str]:
+    """HOST/NAME of each image the report records (none without a report)."""
+    return {r.ref.name for r in report.read(report_path)} if report_path.is_file() else set()
+
+
+def deployed_targets(kustomization: Path, ours: set[str], root: Path | None = None) -> list[Target]:
+    """One target per image the kustomization's workloads run, as kustomize renders it. An image of
+    `ours` (HOST/NAME the report records) that no `images:` entry pins and no digest fixes fails."""
+    model = deployment.load(kustomization, root)
+    targets: dict[str, Target] = {}
+    for container in model.containers:
+        entry = container.entry
+        origin = f"{model.rel(entry.file)} images[{entry.index}]" if entry else container.source
+        ref = ImageRef.parse(container.image, entry.where if entry else f"{container.label} image")
+        unpinned = ""
+        if entry is None and not ref.digest and ref.name in ours:
+            unpinned = (
+                f"no images: entry in {model.rel(kustomization)} matches {container.written} (kustomize "
+                "matches the name exactly), so it deploys that tag; pin it with `invoke k8s.set-images`"
+            )
+        name = entry.name if entry else split(container.written)[0]
+        targets.setdefault(container.image, Target(origin, name, ref, ref.digest, unpinned=unpinned))
+    if not targets:
+        raise ConfigError(
+            f"{model.rel(kustomization)}: renders no workload container, so nothing to verify; "
+            "list the manifests under resources:"
+        )
+    return list(targets.values())
 
 
 class _Attestations:

@@ -26,9 +26,10 @@ NOT_A_STRING = re.compile(
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:@+-]*(?<!:)")  # names, tags, digests
 
 
-def scalar(value: str) -> str:
-    """`value` as YAML text that reads back as the same string, block or flow context alike."""
-    if _PLAIN.fullmatch(value) and not NOT_A_STRING.fullmatch(value):
+def scalar(value: str, *, flow: bool = False) -> str:
+    """`value` as YAML text that reads back as the same string, in block or (`flow`) flow context,
+    where the parser takes no `:` in a plain scalar (a digest)."""
+    if _PLAIN.fullmatch(value) and not NOT_A_STRING.fullmatch(value) and not (flow and ":" in value):
         return value
     return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
 
@@ -119,7 +120,7 @@ def _find(mapping: MappingNode, name: str) -> tuple[Node, Node] | None:
 
 
 def _flow_entry(entry: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {scalar(str(v))}" for k, v in entry.items()) + "}"
+    return "{" + ", ".join(f"{k}: {scalar(str(v), flow=True)}" for k, v in entry.items()) + "}"
 
 
 def _block_entry(entry: Mapping[str, Any], dash: int, keys: int) -> list[str]:
@@ -173,18 +174,21 @@ def _replace(ed: _Editor, key: Node, value: Node, text: str) -> None:
 
 def _update_entry(ed: _Editor, entry: MappingNode, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     added = {}
-    for key in KEYS:
-        if _same(was, now, key):
-            continue
+    for key in (k for k in KEYS if not _same(was, now, k)):
         found = next((i for i, (k, _) in enumerate(entry.value) if getattr(k, "value", None) == key), None)
         if key not in now and found is not None:
             _delete(ed, entry, found)
         elif found is None:
             added[key] = now[key]
         else:
-            _replace(ed, entry.value[found][0], entry.value[found][1], scalar(str(now[key])))
-    if not added:
-        return
+            text = scalar(str(now[key]), flow=entry.flow_style)
+            _replace(ed, entry.value[found][0], entry.value[found][1], text)
+    if added:
+        _add_keys(ed, entry, added)
+
+
+def _add_keys(ed: _Editor, entry: MappingNode, added: Mapping[str, Any]) -> None:
+    """`added` after the entry's last key, in the entry's style."""
     last_key, last_value = entry.value[-1]
     if entry.flow_style:
         ed.put(
@@ -198,15 +202,19 @@ def _update_entry(ed: _Editor, entry: MappingNode, was: Mapping[str, Any], now: 
     ed.insert_lines(ed.line_end(ed.pair_end(last_key, last_value)), lines)
 
 
+def _append_flow(ed: _Editor, seq: SequenceNode, entries: list[Mapping[str, Any]]) -> None:
+    flow = ", ".join(_flow_entry(e) for e in entries)
+    if seq.value:
+        ed.put(ed.end_of(seq.value[-1]), ed.end_of(seq.value[-1]), ", " + flow)
+    else:
+        ed.put(seq.end_mark.index - 1, seq.end_mark.index - 1, flow)
+
+
 def _append_entries(ed: _Editor, seq: SequenceNode, entries: list[Mapping[str, Any]]) -> None:
     if not entries:
         return
     if seq.flow_style:
-        flow = ", ".join(_flow_entry(e) for e in entries)
-        if seq.value:
-            ed.put(ed.end_of(seq.value[-1]), ed.end_of(seq.value[-1]), ", " + flow)
-        else:
-            ed.put(seq.end_mark.index - 1, seq.end_mark.index - 1, flow)
+        _append_flow(ed, seq, entries)
         return
     last = seq.value[-1]
     dash = ed.dash_column(last)
@@ -247,132 +255,15 @@ def rewrite(text: str, root: Node, before: Mapping[str, Any], after: Mapping[str
     old, new = list(before.get("images") or []), list(after.get("images") or [])
     found = _find(root, "images")
     if found and isinstance(found[1], SequenceNode):
-        _check_editable(found[1], where)
-        for item, was, now in zip(found[1].value, old, new, strict=False):
-            if isinstance(item, MappingNode) and isinstance(was, Mapping) and isinstance(now, Mapping):
-                _update_entry(ed, item, was, now)
-        _append_entries(ed, found[1], new[len(old) :])
+        _update_list(ed, found[1], old, new)
     elif new:
         _add_images(ed, root, new)
     return ed.result()
 
 
-_ODD_BREAKS = re.compile(r"\r(?!\n)|[\x85\u2028\u2029]")  # line breaks YAML counts and we would not
-
-
-def _root_keys(text: str) -> Iterator[tuple[str | None, int]]:
-    """The top-level keys of a block-mapping document, (key, line), then (None, line) of the first
-    line past the mapping; nothing at all for anything else. One pass of the C parser over the events."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.events import (
-        CollectionEndEvent,
-        CollectionStartEvent,
-        MappingStartEvent,
-        NodeEvent,
-        ScalarEvent,
-    )
-
-    depth, children = 0, 0
-    for event in YAML(typ="safe").parse(text):
-        if depth == 1 and isinstance(event, NodeEvent):
-            if children % 2 == 0:
-                yield (event.value if isinstance(event, ScalarEvent) else "", event.start_mark.line)
-            children += 1
-        if isinstance(event, CollectionStartEvent):
-            if depth == 0 and (event.flow_style or not isinstance(event, MappingStartEvent)):
-                return
-            depth += 1
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-            if depth == 0:
-                mark = event.start_mark  # mid-line: the mapping ends with that line
-                yield None, mark.line + (1 if mark.column else 0)
-                return
-
-
-def _is_comment(line: str, indent: int) -> bool:
-    """A comment line no block scalar could hold (one holds only lines indented deeper)."""
-    body = line.lstrip(" ")
-    return body.startswith("#") and len(line) - len(body) <= indent
-
-
-def images_span(text: str) -> tuple[int, int, str] | None:
-    """Where the top-level `images` block is in `text`: from its key's line to the next top-level
-    key's line (or past the mapping), and its text; with no `images`, an empty place past the
-    mapping and the `images:` line to put there. None when the document is not a plain block
-    mapping or cannot be read in one pass (the caller then parses the whole file)."""
-    from ruamel.yaml.error import YAMLError
-
-    if _ODD_BREAKS.search(text):
-        return None
-    try:
-        keys = list(_root_keys(text))
-    except YAMLError:
-        return None
-    if len(keys) < 2 or keys[-1][0] is not None or any(k == "" for k, _ in keys[:-1]):
-        return None
-    starts = [0, *(m.end() for m in re.finditer("\n", text))]
-    at = lambda line: starts[line] if line < len(starts) else len(text)  # noqa: E731
-    found = next((i for i, (k, _) in enumerate(keys) if k == "images"), None)
-    if found is None:
-        first = text[at(keys[0][1]) :]
-        indent = first[: len(first) - len(first.lstrip(" "))]
-        nl, line = "\r\n" if "\r\n" in text else "\n", keys[-1][1]
-        while line > keys[-2][1] + 1 and _is_comment(text[at(line - 1) : at(line)], len(indent)):
-            line -= 1  # after the last value, before the comments that close the file
-        return at(line), at(line), f"{indent}images:{nl}"
-    start, end = at(keys[found][1]), at(keys[found + 1][1])
-    if not text[start:].lstrip(" ").startswith("images") or start >= end:
-        return None
-    return start, end, text[start:end]
-
-
-def _entry_names(block: str) -> list[list[Any]] | None:
-    """[name, first line] of each entry of the block's `images` list; None unless block style."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.events import (
-        CollectionEndEvent,
-        CollectionStartEvent,
-        MappingStartEvent,
-        NodeEvent,
-        ScalarEvent,
-        SequenceStartEvent,
-    )
-
-    entries: list[list[Any]] = []
-    depth, children, key = 0, 0, None
-    for event in YAML(typ="safe").parse(block):
-        if depth == 3 and isinstance(event, NodeEvent):  # a key or a value of an entry
-            if children % 2 and key == "name" and isinstance(event, ScalarEvent):
-                entries[-1][0] = event.value
-            key = event.value if not children % 2 and isinstance(event, ScalarEvent) else None
-            children += 1
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            kind = SequenceStartEvent if depth == 2 else MappingStartEvent
-            if depth in (2, 3) and (event.flow_style or not isinstance(event, kind)):
-                return None
-            if depth == 3:
-                entries.append(["", event.start_mark.line])
-                children = 0
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-    return entries
-
-
-def image_entries(block: str) -> list[tuple[str, int, int]] | None:
-    """The entries of an `images` block (as `images_span` cuts it): (name, start, end) of each,
-    from its `- ` line to the next entry's. None unless every entry is a block mapping opening on
-    its own `- ` line (the caller then edits the block as a whole)."""
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        entries = _entry_names(block)
-    except YAMLError:
-        return None
-    lines = block.split("\n")
-    if not entries or any(not lines[line].lstrip(" ").startswith("- ") for _, line in entries):
-        return None
-    starts = [0, *(m.end() for m in re.finditer("\n", block))]
-    bounds = [starts[line] for _, line in entries] + [len(block)]
-    return [(name, bounds[i], bounds[i + 1]) for i, (name, _) in enumerate(entries)]
+def _update_list(ed: _Editor, seq: SequenceNode, old: list[Any], new: list[Any]) -> None:
+    _check_editable(seq, ed.where)
+    for item, was, now in zip(seq.value, old, new, strict=False):
+        if isinstance(item, MappingNode) and isinstance(was, Mapping) and isinstance(now, Mapping):
+            _update_entry(ed, item, was, now)
+    _append_entries(ed, seq, new[len(old) :])

@@ -20,7 +20,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from moltbuild.errors import ConfigError
-from moltbuild.files import load_yaml
+from moltbuild.k8s.deployment import documents
 from moltbuild.registry.auth import Credentials, docker_config
 
 SECRET_NAME = "moltbuild-registry"
@@ -64,7 +64,7 @@ def load_manifest(project_root: Path, name: str) -> Manifest:
     if override.is_symlink() and not override.exists():
         raise ConfigError(f"{override}: links to {override.readlink()}, which does not exist; {fix}")
     if override.exists():
-        return _checked(override, load_yaml(override, multi=True), fix)
+        return _checked(override, documents(override), fix)
     resource = packaged(name)
     label = Path(str(resource))
     fix = "reinstall moltbuild (pip install --force-reinstall moltbuild)"
@@ -72,7 +72,7 @@ def load_manifest(project_root: Path, name: str) -> Manifest:
         text = resource.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         raise ConfigError(f"{label}: moltbuild's packaged {name} is missing or unreadable; {fix}") from None
-    return _checked(label, load_yaml(label, text=text, multi=True), fix)
+    return _checked(label, documents(label, text), fix)
 
 
 def _checked(path: Path, docs: list[Any], fix: str) -> Manifest:

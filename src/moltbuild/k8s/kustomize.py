@@ -1,13 +1,14 @@
-"""`invoke k8s.set-images`: pin what was pushed in the kustomization, as `kustomize edit set
-image` would, rewriting only the values that change: every comment, the order, a leading `---`
-and the formatting of everything else stay byte for byte. The lock that serialises writers lives
-outside the work tree, and a dry run creates nothing at all."""
+"""`invoke k8s.set-images`: pin what was pushed in the kustomization, rewriting only the values
+that change: every comment, the order, a leading `---` and the formatting of everything else stay
+byte for byte. Which entry each pin edits comes from the deployment model (`k8s/pins`): the one
+kustomize applies to the containers. The lock that serialises writers lives outside the work
+tree, and a dry run creates nothing at all."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from moltbuild import report
 from moltbuild.errors import ConfigError
 from moltbuild.files import load_yaml, read_text, refuse_aliases, write_atomic
-from moltbuild.k8s.inplace import NOT_A_STRING, image_entries, images_span, rewrite
-from moltbuild.project import ImageConfig, find_project_root
-from moltbuild.refs import ImageRef
+from moltbuild.k8s import deployment
+from moltbuild.k8s.inplace import NOT_A_STRING, rewrite
+from moltbuild.k8s.pins import NEW, Pin, planned
+from moltbuild.k8s.spans import image_entries, images_span
+from moltbuild.project import ImageConfig, find_project_root, parse_only
 from moltbuild.report import ImageRecord
 from moltbuild.system.locks import held, lock_outside_tree
 from moltbuild.system.processes import Runner
@@ -29,14 +32,6 @@ from moltbuild.system.processes import Runner
 def yaml_string(value: str) -> str:
     """`value` as a scalar that reads back as the same string in any YAML version."""
     return DoubleQuotedScalarString(value) if NOT_A_STRING.fullmatch(value) else value
-
-
-@dataclass(frozen=True)
-class Pin:
-    name: str  # the image name the manifests use (the entry's `name`)
-    new_name: str
-    new_tag: str
-    digest: str | None
 
 
 def pins_from(records: Iterable[ImageRecord], names: dict[str, str], *, with_digest: bool) -> list[Pin]:
@@ -62,13 +57,11 @@ def _load(path: Path, text: str) -> Any:
     return doc
 
 
-def _matches(entry: Any, pin: Pin) -> bool:
-    if not isinstance(entry, dict) or "name" not in entry:
-        return False
-    try:
-        return ImageRef.parse(str(entry["name"]), "name").bare() == ImageRef.parse(pin.name, "name").bare()
-    except ConfigError:
-        return str(entry["name"]) == pin.name
+def entry_index(pin: Pin, names: list[str | None]) -> int | None:
+    """Which of the entries (by name) `pin` edits; None: a new entry."""
+    if pin.entry is not None:
+        return pin.entry if pin.entry >= 0 else None
+    return next((i for i, name in enumerate(names) if name == pin.name), None)
 
 
 def apply_pins(doc: Any, pins: list[Pin]) -> list[str]:
@@ -76,24 +69,28 @@ def apply_pins(doc: Any, pins: list[Pin]) -> list[str]:
     images = doc.get("images")
     if images is None:
         images = doc["images"] = CommentedSeq()
-    changed = []
-    for pin in pins:
-        entry = next((e for e in images if _matches(e, pin)), None)
-        if entry is None:
-            entry = CommentedMap(name=pin.name)
-            images.append(entry)
-        wanted = {"newName": pin.new_name, "newTag": pin.new_tag, "digest": pin.digest}
-        before = {k: (str(entry[k]) if k in entry else None) for k in wanted}
-        if before == wanted:
-            continue
-        for key, value in wanted.items():
-            if value is None:
-                entry.pop(key, None)
-            else:
-                entry[key] = yaml_string(value)
-        ref = ImageRef.parse(pin.new_name, "newName").with_tag(pin.new_tag)
-        changed.append(f"{pin.name} -> {ref.with_digest(pin.digest) if pin.digest else ref}")
-    return changed
+    return [pin.line() for pin in pins if _set(_entry_of(images, pin), pin)]
+
+
+def _entry_of(images: Any, pin: Pin) -> Any:
+    names = [str(e["name"]) if isinstance(e, dict) and "name" in e else None for e in images]
+    at = entry_index(pin, names)
+    if at is None:
+        images.append(CommentedMap(name=pin.name))
+        at = len(images) - 1
+    return images[at]
+
+
+def _set(entry: Any, pin: Pin) -> bool:
+    """Write the pin's values in `entry`; False when it holds them already."""
+    if {k: (str(entry[k]) if k in entry else None) for k in pin.values} == pin.values:
+        return False
+    for key, value in pin.values.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = yaml_string(value)
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -130,9 +127,12 @@ def _edited_entries(path: Path, block: str, pins: list[Pin]) -> tuple[str, list[
         return _edited(path, block, pins)
     head = block[: block.find("\n") + 1]  # the `images:` line, above each entry parsed alone
     groups: dict[int, list[Pin]] = {}
+    names: list[str | None] = [name for name, _, _ in entries]
     for pin in pins:
-        at = next((i for i, (name, _, _) in enumerate(entries) if _matches({"name": name}, pin)), None)
-        groups.setdefault(len(entries) - 1 if at is None else at, []).append(pin)
+        at = entry_index(pin, names)  # in the block parsed alone, the entry is the first, or new
+        groups.setdefault(len(entries) - 1 if at is None else at, []).append(
+            replace(pin, entry=NEW if at is None else 0)
+        )
     out, done, changed = [], 0, []
     for at in sorted(groups):
         _, start, end = entries[at]
@@ -176,54 +176,66 @@ def _target(kustomization: Path, root: Path | None) -> Path:
 def set_images(
     kustomization: Path, pins: list[Pin], *, runner: Runner, dry_run: bool = False, root: Path | None = None
 ) -> list[str]:
-    """Pin `pins` in `kustomization`, atomically, under a lock kept outside the work tree (a lock
-    file beside it would make the next build `-dirty`). A dry run prints the diff and creates
-    nothing: no lock, no temporary file, no folder. A symbolic link: its target is pinned (and
-    locked), if it lies in the repository `root`."""
+    """Pin `pins` in `kustomization`, each in the entry kustomize applies (`pins.planned`),
+    atomically, under a lock kept outside the work tree (a lock file beside it would make the next
+    build `-dirty`). A dry run prints the diff and creates nothing: no lock, no temporary file, no
+    folder. A symbolic link: its target is pinned (and locked), if it lies in the repository `root`."""
     say = runner.say
     if not kustomization.is_file():
         raise ConfigError(f"{kustomization} not found; pass --kustomization PATH")
-    kustomization = _target(kustomization, root)
+    target = _target(kustomization, root)
     if dry_run:
-        text = read_text(kustomization, "kustomization", keep_newlines=True)
-        new, changed = edited(kustomization, text, pins)
+        text, new, changed = _pinned(kustomization, target, pins, root)
         if changed:
             diff = difflib.unified_diff(
-                text.splitlines(keepends=True),
-                new.splitlines(keepends=True),
-                str(kustomization),
-                str(kustomization),
+                text.splitlines(keepends=True), new.splitlines(keepends=True), str(target), str(target)
             )
             say("".join(diff).rstrip("\n"))
     else:
-        lock = lock_outside_tree(kustomization, runner)
-        with held(lock, "invoke k8s.set-images", str(kustomization), say, timeout=60):
-            text = read_text(kustomization, "kustomization", keep_newlines=True)
-            new, changed = edited(kustomization, text, pins)
+        lock = lock_outside_tree(target, runner)
+        with held(lock, "invoke k8s.set-images", str(target), say, timeout=60):
+            _, new, changed = _pinned(kustomization, target, pins, root)
             if changed:
-                write_atomic(kustomization, new)
+                write_atomic(target, new)
         for line in changed:
             say(f"pinned {line}")
     if not changed:
-        say(f"{kustomization}: already pins what the report says was pushed; nothing to change")
+        say(f"{target}: already pins what the report says was pushed; nothing to change")
     return changed
+
+
+def _pinned(
+    kustomization: Path, target: Path, pins: list[Pin], root: Path | None
+) -> tuple[str, str, list[str]]:
+    """The text of `target` before and after, and what changed. The tree is read under the lock:
+    another writer's entries are seen."""
+    aimed = planned(deployment.load(kustomization, root), pins)
+    text = read_text(target, "kustomization", keep_newlines=True)
+    new, changed = edited(target, text, aimed)
+    return text, new, changed
 
 
 def pushed_records(report_path: Path, only: str = "") -> list[ImageRecord]:
     """The records to pin: pushed, with a digest. Failed or unpushed images are never pinned."""
-    names = [n.strip() for n in only.split(",") if n.strip()] or None
-    records = report.require(report_path, names)
-    unknown = sorted(set(names or ()) - {r.name for r in records})
-    if unknown:
-        raise ConfigError(f"{report_path} records no image named {unknown[0]!r}; --only takes image names")
-    skipped = [r for r in records if not r.outcome.in_registry or not r.digest]
+    names, records = _selected(report_path, only)
+    pinnable = [r for r in records if r.outcome.in_registry and r.digest]
+    skipped = [r for r in records if r not in pinnable]
     if names and skipped:
-        r = skipped[0]
-        raise ConfigError(f"{r.name} was not pushed ({r.outcome.value}); push it first, then pin it")
-    pinnable = [r for r in records if r not in skipped]
+        why = f"{skipped[0].name} was not pushed ({skipped[0].outcome.value})"
+        raise ConfigError(f"{why}; push it first, then pin it")
     if not pinnable:
         raise ConfigError(f"{report_path} records no pushed image; run `invoke build --push` first")
     return pinnable
+
+
+def _selected(report_path: Path, only: str) -> tuple[list[str], list[ImageRecord]]:
+    """The names `--only` gives, and the report's records of them (all, without `--only`)."""
+    names = parse_only(only)
+    records = report.require(report_path, names or None)
+    unknown = [n for n in names if n not in {r.name for r in records}]
+    if unknown:
+        raise ConfigError(f"{report_path} records no image named {unknown[0]!r}; --only takes image names")
+    return names, records
 
 
 def pin_pushed(

@@ -1,16 +1,16 @@
-"""`invoke verify`: is what we recorded and what we deploy really in the registry?"""
+"""`invoke verify`, the registry part: is what we recorded (the report) and what we deploy (targets
+the caller reads from the deployment model) really in the registry, with the expected digest?"""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from moltbuild import report
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
-from moltbuild.files import load_yaml
-from moltbuild.refs import DIGEST_RE, ImageRef, validate_tag
+from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import Registries
 from moltbuild.settings import Settings
 from moltbuild.system.tables import render_table
@@ -18,11 +18,12 @@ from moltbuild.system.tables import render_table
 
 @dataclass
 class Target:
-    origin: str  # "report" or the kustomization file name
+    origin: str  # "report", or the file that deploys it: the `images:` entry's, else the manifest's
     image: str
     ref: ImageRef  # with the tag or digest to look up
-    expected: str | None  # digest, or None: must merely exist
+    expected: str | None  # digest, or None: must merely exist (or what the report recorded for ref)
     unpushed: str = ""  # why an image meant to be pushed was not: fails without asking the registry
+    unpinned: str = ""  # why a deployed image of ours is not pinned: fails without asking either
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Check:
     ref: str
     expected: str
     actual: str
-    verdict: str  # ok | missing | mismatch | error | not-pushed
+    verdict: str  # ok | missing | mismatch | error | not-pushed | not-pinned
     reason: str
 
 
@@ -60,48 +61,13 @@ def _why_unpushed(record: report.ImageRecord) -> str:
     return f"meant to be pushed, never was ({what}); fix it, then `invoke push` or build again"
 
 
-def kustomization_targets(path: Path, known: dict[str, str]) -> list[Target]:
-    """Targets for every `images:` entry; `known` maps HOST/NAME:TAG -> digest from the report."""
-    # Every scalar as the string it is written as: a tag like 0012345 is not the number 12345.
-    doc = load_yaml(path, typ="base")
-    if not isinstance(doc, dict):
-        raise ConfigError(
-            f"{path}: a kustomization is a mapping (images:, resources:, ...), not {_kind(doc)}"
-        )
-    images = doc.get("images")
-    if not images:
-        raise ConfigError(
-            f"{path}: no `images:` entries, so nothing to verify; pin images with `invoke k8s.set-images`"
-        )
-    if not isinstance(images, list):
-        raise ConfigError(f"{path}: `images` must be a list of name/newName/newTag/digest entries")
-    targets = []
-    for i, item in enumerate(images):
-        if not isinstance(item, dict) or not item.get("name"):
-            raise ConfigError(f"{path}: images[{i}] needs a `name`")
-        where = f"{path}: images[{i}]"
-        base = ImageRef.parse(str(item.get("newName") or item["name"]), f"{where}.newName").bare()
-        tag = str(item["newTag"]) if item.get("newTag") else None
-        digest = str(item["digest"]) if item.get("digest") else None
-        if digest and not DIGEST_RE.match(digest):
-            raise ConfigError(f"{where}.digest {digest!r} must look like sha256:<64 hex>")
-        if tag:
-            ref = base.with_tag(validate_tag(tag, f"{where}.newTag"))
-        else:
-            ref = base.with_digest(digest) if digest else base.with_tag("latest")
-        targets.append(Target(path.name, str(item["name"]), ref, digest or known.get(str(ref))))
-    return targets
-
-
-def _kind(doc: object) -> str:
-    return "a list" if isinstance(doc, list) else "empty" if doc is None else f"a {type(doc).__name__}"
-
-
 def check(target: Target, clients: Registries) -> Check:
     ref = str(target.ref)
     expected = target.expected or "(exists)"
     if target.unpushed:
         return Check(target.origin, target.image, ref, "(pushed)", "-", "not-pushed", target.unpushed)
+    if target.unpinned:
+        return Check(target.origin, target.image, ref, "(pinned)", "-", "not-pinned", target.unpinned)
     try:
         client = clients.client(target.ref.host)  # GET: the manifest's bytes are hashed, not trusted
         with client.operation(f"verify {ref}"):
@@ -135,18 +101,20 @@ def verify(
     settings: Settings,
     *,
     report_path: Path | None = None,
-    kustomization: Path | None = None,
+    deployed: list[Target] | None = None,
     workers: int = 8,
     registries: Registries,
 ) -> list[Check]:
+    """Check the report's images (when there is a report, or nothing `deployed`) and the
+    `deployed` ones; a deployed tag the report recorded must have the recorded digest."""
     path = report_path or report.default_path(settings.project_root)
     targets: list[Target] = []
     known: dict[str, str] = {}
-    if path.is_file() or kustomization is None:
+    if path.is_file() or deployed is None:
         targets += report_targets(path)
         known = {str(t.ref): t.expected for t in targets if t.expected}
-    if kustomization is not None:
-        targets += kustomization_targets(kustomization, known)
+    for target in deployed or ():
+        targets.append(target if target.expected else replace(target, expected=known.get(str(target.ref))))
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda t: check(t, registries), targets))
 
