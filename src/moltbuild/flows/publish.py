@@ -153,9 +153,8 @@ def push_built(
             new = record.but(
                 tags=tags,
                 digest=digest,
-                pushed=True,
+                outcome=Outcome.PUSHED,
                 push=True,
-                status="pushed",
                 duration_s=round(time.monotonic() - start, 2),
                 size_bytes=size if size is not None else record.size_bytes,
                 error="",
