@@ -125,10 +125,10 @@ def session(
 
 
 @pytest.fixture()
-def registry(httpserver) -> str:
+def registry(httpserver_ipv4) -> str:
     """A registry on a free port that lets a pushing run start (its GET /v2/ answers 200)."""
-    httpserver.expect_request("/v2/").respond_with_json({})
-    return f"127.0.0.1:{httpserver.port}"
+    httpserver_ipv4.expect_request("/v2/").respond_with_json({})
+    return f"127.0.0.1:{httpserver_ipv4.port}"
 
 
 def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_it():

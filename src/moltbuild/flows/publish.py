@@ -25,7 +25,7 @@ from moltbuild.plan.planner import cache_tag
 from moltbuild.project import parse_only
 from moltbuild.refs import validate_tag
 from moltbuild.registry.auth import preflight_push
-from moltbuild.registry.tags import put_and_confirm
+from moltbuild.registry.tags import echo_puts, put_and_confirm
 from moltbuild.report import ImageRecord, Outcome
 from moltbuild.system import owners
 from moltbuild.system.locks import run_lock
@@ -55,8 +55,8 @@ def _retag_remote(
     """Point `tags` at the record's digest in the registry: manifest PUTs, no upload."""
     ref = record.ref
     if dry_run:
-        for tag in tags:
-            say(f"[{record.name}] + PUT {ref.with_tag(tag)} (the manifest at {record.digest})")
+        refs = [ref.with_tag(tag) for tag in tags]
+        echo_puts(say, refs, f"the manifest at {record.digest}", prefix=f"[{record.name}] ")
         return
     put_and_confirm(session.registries.client(ref.host), ref, tags, digest=record.digest or "")
 
