@@ -72,6 +72,8 @@ class RecordingBackend(Backend):
 
     def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
         self.calls.append(("push_built", target))
+        if target.name in self.fail:
+            raise self.fail[target.name]
         return ImageResult(target.source, ("linux/amd64",), 0.1, None, DIGEST, target.tags)
 
 
@@ -269,6 +271,38 @@ def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, 
     report.update(path, old)
     (tagged,) = publish.tag_built(Session.create(), ["rc1"], report_path=path)
     assert tagged.tags[-1] == "rc1" and not tagged.pushed and not recording.instances
+
+
+def test_a_failed_invoke_push_is_recorded_and_shown_as_push_failed(tmp_path, recording, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.moltbuild]\nregistry = "127.0.0.1:5000/ns"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MOLTBUILD_REGISTRY", raising=False)
+    monkeypatch.setattr(Session, "storage", storage_verdict(), raising=False)
+    monkeypatch.setattr(publish, "preflight_push", lambda *a, **k: None)
+    monkeypatch.setenv("MOLTBUILD_ATTEST", "off")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    path = root / "build" / "images.json"
+    for name in ("api", "frontend"):
+        built = ImageResult(f"id-{name}", ("linux/amd64",), 1.0)
+        report.update(path, build.to_record(plan(image(name)), image(name), built))
+    recording.fail = {"api": MoltbuildError("push of api failed: HTTP 500")}
+    lines: list[str] = []
+    s = Session.create()
+    s.runner = Runner(out=lines.append)
+    with pytest.raises(BuildError, match=r"1 image\(s\) failed to push: api: push of api failed: HTTP 500"):
+        publish.push_built(s, report_path=path)
+    api, frontend = report.read(path)
+    assert (api.outcome, api.image_id, frontend.outcome) == (
+        report.Outcome.PUSH_FAILED,
+        "id-api",
+        report.Outcome.PUSHED,
+    )
+    said = "\n".join(lines)
+    assert "[api] PUSH FAILED: api: push of api failed: HTTP 500" in said
+    assert [ln for ln in said.splitlines() if ln.startswith("api ") and "PUSH FAILED: api: push of" in ln]
+    assert "| PUSH FAILED: api: push of api failed: HTTP 500 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
