@@ -1,5 +1,8 @@
 """build/images.json: the single record every later step reads. Atomic, locked, validated.
 
+Holds the record type (`ImageRecord`), an image's one outcome (`Outcome`), the one serialiser
+(`document`/`dumps`: the file, `--json` and the Actions output all use it), the reader (which
+still reads reports of earlier versions) and `RunFailed`, the error that carries a run's records.
 Only this module reads or writes the file; everything else sees `ImageRecord`s.
 """
 
@@ -7,19 +10,18 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from moltbuild.errors import ConfigError
+from moltbuild.errors import BuildError, ConfigError
 from moltbuild.files import room_to_write, write_atomic
 from moltbuild.refs import DIGEST_RE, TAG_RE, ImageRef
 
 VERSION = 1
-STATUSES = ("built", "pushed", "failed")
 
 
 class Outcome(enum.Enum):
@@ -40,21 +42,38 @@ class Outcome(enum.Enum):
     def in_registry(self) -> bool:
         return self in (Outcome.PUSHED, Outcome.REUSED)
 
+    @property
+    def label(self) -> str:
+        """How a person is shown it: failures in capitals."""
+        return self.value if self.ok else self.value.upper()
+
+    @classmethod
+    def of_old_report(cls, raw: dict[str, Any]) -> Outcome:
+        """Reports written before the outcome was stored: derived the way those versions did
+        (their `status` said "built" after a failed push and is not read)."""
+        if raw.get("error"):
+            meant_to_push = raw.get("push", raw.get("pushed")) is True
+            return cls.PUSH_FAILED if raw.get("image_id") and meant_to_push else cls.FAILED
+        if raw.get("pushed") is True:
+            return cls.REUSED if raw.get("skipped") is True else cls.PUSHED
+        return cls.BUILT
+
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """One image of a run. `outcome` is what happened, stored once; `error` says why it failed
+    (set exactly when the outcome is a failure); `pushed` is derived."""
+
     name: str
     repository: str  # HOST/PATH, no tag
     tags: list[str]
     digest: str | None  # the registry's manifest digest once pushed
     input_digest: str
     backend: str
-    pushed: bool
     platforms: list[str]
     duration_s: float
-    status: str  # built | pushed | failed
     pin_tag: str  # the immutable revision tag deployments pin
-    skipped: bool = False  # reused from the registry, not rebuilt
+    outcome: Outcome = Outcome.BUILT
     image_id: str | None = None  # the local image (or manifest list) to push later
     revision: str = ""
     backend_reason: str = ""
@@ -68,32 +87,62 @@ class ImageRecord:
     error: str = ""
     cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
 
+    def __post_init__(self) -> None:
+        if self.outcome.ok == bool(self.error):
+            said = "an image that failed needs its error" if self.error == "" else "only a failure has one"
+            raise ValueError(f"error: {said} (outcome {self.outcome.value!r})")
+        if self.outcome.in_registry and not self.digest:
+            raise ValueError("digest: a pushed image needs its digest")
+
     @property
     def ref(self) -> ImageRef:
         return ImageRef.parse(self.repository, "report repository")
 
     @property
-    def outcome(self) -> Outcome:
-        if self.error:
-            return Outcome.PUSH_FAILED if self.image_id and self.push else Outcome.FAILED
-        if self.pushed:
-            return Outcome.REUSED if self.skipped else Outcome.PUSHED
-        return Outcome.BUILT
+    def pushed(self) -> bool:
+        return self.outcome.in_registry
 
     @property
     def ok(self) -> bool:
         return self.outcome.ok
+
+    def result(self, width: int) -> str:
+        """The outcome as shown: `PUSH FAILED: <first line of the error>` (cut at `width`)."""
+        if not self.error:
+            return self.outcome.label
+        first = self.error.splitlines()[0]
+        return f"{self.outcome.label}: " + (first[:width] + "..." if len(first) > width else first)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for optional in ("error", "cache"):
             if not data[optional]:
                 del data[optional]
-        data["outcome"] = self.outcome.value  # derived: for scripts that read the file
+        data["outcome"] = self.outcome.value
+        data["pushed"] = self.pushed  # derived, for scripts that read the file
         return data
 
     def but(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
+
+
+class RunFailed(BuildError):
+    """One or more images failed; `records` is what the run did record (the summaries show them)."""
+
+    def __init__(self, message: str, records: Sequence[ImageRecord]):
+        super().__init__(message)
+        self.records: list[ImageRecord] = list(records)
+
+
+def document(records: Iterable[ImageRecord]) -> dict[str, Any]:
+    """The report as JSON data: what the file, `--json` and the Actions `report` output hold."""
+    return {"version": VERSION, "images": [r.to_dict() for r in records]}
+
+
+def dumps(records: Iterable[ImageRecord], *, one_line: bool = False) -> str:
+    if one_line:
+        return json.dumps(document(records), separators=(",", ":"))
+    return json.dumps(document(records), indent=2)
 
 
 def _is_str(v: Any) -> bool:
@@ -104,6 +153,15 @@ def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+_OUTCOMES = [o.value for o in Outcome]
 # field -> (check, what it must be). Fields absent from older reports get defaults in `_defaults`.
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (_is_str, "a non-empty string"),
@@ -115,76 +173,78 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "input_digest": (lambda v: isinstance(v, str) and bool(DIGEST_RE.match(v)), "sha256:<hex>"),
     "backend": (_is_str, "a backend name"),
-    "pushed": (lambda v: isinstance(v, bool), "true or false"),
     "platforms": (_is_str_list, "a list of OS/ARCH strings"),
     "duration_s": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0, "seconds"),
-    "status": (lambda v: v in STATUSES, " or ".join(STATUSES)),
     "pin_tag": (_is_str, "one of the tags"),
-    "skipped": (lambda v: isinstance(v, bool), "true or false"),
+    "outcome": (lambda v: v in _OUTCOMES, " or ".join(_OUTCOMES)),
     "image_id": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "revision": (lambda v: isinstance(v, str), "a string"),
-    "backend_reason": (lambda v: isinstance(v, str), "a string"),
     "log_path": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "smoke": (lambda v: isinstance(v, str), "a string"),
-    "push": (lambda v: isinstance(v, bool), "true or false"),
+    "push": (_is_bool, "true or false"),
     "size_bytes": (
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "bytes or null",
     ),
-    "sbom": (lambda v: isinstance(v, str), "a string"),
-    "provenance": (lambda v: isinstance(v, str), "a string"),
-    "signature": (lambda v: isinstance(v, str), "a string"),
-    "error": (lambda v: isinstance(v, str), "a string"),
-    "cache": (lambda v: isinstance(v, str), "a string"),
+    **{key: (_is_text, "a string") for key in ("revision", "backend_reason", "smoke", "sbom")},
+    **{key: (_is_text, "a string") for key in ("provenance", "signature", "error", "cache")},
+    # Derived (`pushed`) or written by earlier versions only (`skipped`; `status` is not read).
+    "pushed": (_is_bool, "true or false"),
+    "skipped": (_is_bool, "true or false"),
 }
-_REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "pushed", "platforms")
+_REQUIRED = ("name", "repository", "tags", "digest", "input_digest", "backend", "platforms")
+_FIELDS = frozenset(f.name for f in fields(ImageRecord))
 
 
 def _defaults(raw: dict[str, Any]) -> dict[str, Any]:
     """What reports of earlier versions left out: derived the way they meant it."""
-    out = {
-        "duration_s": 0.0,
-        "skipped": False,
-        "revision": "",
-        "backend_reason": "",
-        "error": "",
-        "smoke": "",
-        "cache": "",
-        "sbom": "",
-        "provenance": "",
-        "signature": "",
-    }
-    out["push"] = raw.get("pushed") is True
-    out["status"] = "pushed" if raw.get("pushed") is True else ("failed" if raw.get("error") else "built")
     tags = raw.get("tags")
-    if isinstance(tags, list) and tags:
-        out["pin_tag"] = tags[0]
-    return out
+    return {
+        "duration_s": 0.0,
+        "push": raw.get("pushed") is True,
+        "pin_tag": tags[0] if isinstance(tags, list) and tags else "",
+    }
+
+
+def _field_problems(raw: dict[str, Any], where: str) -> list[str]:
+    problems = [f"{where}.{key}: missing" for key in _REQUIRED if key not in raw]
+    if "outcome" not in raw and "pushed" not in raw:
+        problems.append(f"{where}.outcome: missing")
+    for key, value in raw.items():
+        check, what = _CHECKS.get(key, (lambda _: True, ""))
+        if not check(value):
+            problems.append(f"{where}.{key}: must be {what}, found {json.dumps(value)[:60]}")
+    return problems
+
+
+def _meaning_problem(raw: dict[str, Any], data: dict[str, Any], where: str) -> str:
+    try:
+        ImageRef.repository_of(data["repository"], f"{where}.repository")
+    except ConfigError as exc:
+        return exc.message
+    if data["pin_tag"] not in data["tags"]:
+        return f"{where}.pin_tag: must be one of the tags, found {data['pin_tag']!r}"
+    if "pushed" in raw and raw["pushed"] is not data["outcome"].in_registry:
+        return (
+            f"{where}.pushed: says {json.dumps(raw['pushed'])}, but the outcome is {data['outcome'].value!r}"
+        )
+    return ""
 
 
 def record_from_dict(raw: Any, where: str) -> tuple[ImageRecord | None, list[str]]:
     """(record, problems); `where` is `FILE: images[N]`, prefixed to every problem."""
     if not isinstance(raw, dict):
         return None, [f"{where}: must be an object with name, repository, tags, digest, ..."]
-    known = {f.name for f in fields(ImageRecord)}
-    data = {**_defaults(raw), **{k: v for k, v in raw.items() if k in known}}
-    problems = [f"{where}.{key}: missing" for key in _REQUIRED if key not in raw]
-    for key, value in data.items():
-        check, what = _CHECKS[key]
-        if (key in raw or key not in _REQUIRED) and not check(value):
-            problems.append(f"{where}.{key}: must be {what}, found {json.dumps(value)[:60]}")
-    if not problems:
-        try:
-            ImageRef.repository_of(data["repository"], f"{where}.repository")
-        except ConfigError as exc:
-            problems.append(exc.message)
-        if data["pin_tag"] not in data["tags"]:
-            problems.append(f"{where}.pin_tag: must be one of the tags, found {data['pin_tag']!r}")
-        if data["pushed"] and not data["digest"]:
-            problems.append(f"{where}.digest: a pushed image needs its digest")
+    problems = _field_problems(raw, where)
     if problems:
         return None, problems
-    return ImageRecord(**data), []
+    data = {**_defaults(raw), **{k: v for k, v in raw.items() if k in _FIELDS}}
+    data["outcome"] = Outcome(raw["outcome"]) if "outcome" in raw else Outcome.of_old_report(raw)
+    problem = _meaning_problem(raw, data, where)
+    if problem:
+        return None, [problem]
+    try:
+        return ImageRecord(**data), []
+    except ValueError as exc:  # what the record itself refuses: a contradiction
+        return None, [f"{where}.{exc}"]
 
 
 def default_path(project_root: Path) -> Path:
@@ -195,18 +255,22 @@ def _fix(path: Path) -> str:
     return f"fix it or delete {path} and build again"
 
 
-def read(path: Path) -> list[ImageRecord]:
-    """Every record; a missing file reads as none. Any problem: ConfigError, a line per problem."""
-    if not path.is_file():
-        return []
+def _load(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {_fix(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the build report ({exc}); {_fix(path)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply for a build report; {_fix(path)}") from None
+
+
+def read(path: Path) -> list[ImageRecord]:
+    """Every record; a missing file reads as none. Any problem: ConfigError, a line per problem."""
+    if not path.is_file():
+        return []
+    data = _load(path)
     if (
         not isinstance(data, dict)
         or data.get("version") != VERSION
@@ -245,10 +309,6 @@ def require(path: Path, names: Iterable[str] | None = None) -> list[ImageRecord]
     return [r for r in found if wanted is None or r.name in wanted]
 
 
-def _write_report(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 def update(path: Path, record: ImageRecord) -> None:
     """Insert or replace one image's record (by name) under a file lock. A build that produced
     nothing never replaces a good record: `invoke push` can still push the earlier build. A full
@@ -269,7 +329,7 @@ def _update_locked(path: Path, record: ImageRecord) -> None:
             return
         kept = [r for r in current if r.name != record.name]
         images = sorted([*kept, record], key=lambda r: r.name)
-        _write_report(path, {"version": VERSION, "images": [r.to_dict() for r in images]})
+        write_atomic(path, dumps(images) + "\n")
 
 
 @dataclass

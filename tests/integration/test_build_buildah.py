@@ -113,8 +113,8 @@ def test_one_failing_image_keeps_the_other_in_the_report(git_project, mirror, st
     assert out.returncode != 0
     assert "frontend" in out.stderr and "the frontend build broke here" in out.stderr
     entries = read_report(git_project)
-    assert entries["api"]["pushed"] is True and entries["api"]["status"] == "pushed"
-    assert entries["frontend"]["status"] == "failed" and entries["frontend"]["pushed"] is False
+    assert entries["api"]["pushed"] is True and entries["api"]["outcome"] == "pushed"
+    assert entries["frontend"]["outcome"] == "failed" and entries["frontend"]["pushed"] is False
 
 
 def _overlay_mount(tmp_path: Path) -> Path:
@@ -350,7 +350,7 @@ def test_push_and_tag_act_on_the_last_build(git_project, mirror, storage_root):
     env = build_env(mirror, storage_root, "bpush")
     built = invoke(git_project, "build", "--api-only", "--backend", "buildah", env=env)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr
-    assert read_report(git_project)["api"]["status"] == "built"
+    assert read_report(git_project)["api"]["outcome"] == "built"
     pushed = invoke(git_project, "push", env=env)
     assert pushed.returncode == 0, pushed.stdout[-2000:] + pushed.stderr
     entry = assert_report_matches_registry(git_project, mirror.url, {"api"})["api"]

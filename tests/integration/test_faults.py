@@ -134,7 +134,7 @@ def test_a_registry_that_stays_stalled_fails_the_run_clearly_and_in_bounds(
         assert out.returncode != 0
         assert seconds < 120  # 3 attempts of 2 s idle + backoff, far below the 5-minute bound
         assert "MOLTBUILD_IDLE_TIMEOUT" in out.stdout + out.stderr
-        assert "[api] FAILED" in out.stdout and "[api] ok" not in out.stdout
+        assert "[api] PUSH FAILED" in out.stdout and "[api] pushed" not in out.stdout
         assert "Traceback" not in out.stderr
         entry = assert_no_split_tags(git_project, target, env)
         assert not entry["pushed"] and registry_tags(target) == {}

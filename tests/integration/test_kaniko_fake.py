@@ -83,7 +83,7 @@ def test_job_failures_fail_with_the_pods_reason_and_delete_the_job(
     assert proc.returncode != 0 and message in err, out[-2000:] + err
     if "Error" in message:
         assert "error building image: step 3 failed" in err
-    assert read_report(git_project)["api"]["status"] == "failed"
+    assert read_report(git_project)["api"]["outcome"] == "failed"
     assert fake.jobs() == []
 
 

@@ -321,10 +321,10 @@ def test_verify_kustomization_retag_and_skip_unchanged(git_project, mirror, stor
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr
     assert "] build 1/" not in second.stdout and "unchanged inputs: reused" in second.stdout
     entries = read_report(git_project)
-    assert all(e["skipped"] for e in entries.values())
+    assert all(e["outcome"] == "reused" for e in entries.values())
     assert entries["api"]["digest"] == api["digest"]
     rebuilt = invoke(
         git_project, "build", "--push", "--api-only", "--rebuild", "--backend", "buildah", env=env
     )
     assert rebuilt.returncode == 0 and "[api] build 1/" in rebuilt.stdout
-    assert read_report(git_project)["api"]["skipped"] is False
+    assert read_report(git_project)["api"]["outcome"] == "pushed"

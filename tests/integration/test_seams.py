@@ -66,7 +66,7 @@ def test_push_after_build_pushes_every_planned_tag_then_the_next_build_reuses(
     env = build_env(mirror, storage_root, "later", PATH=path)
     built = invoke(git_project, "build", "--frontend-only", "--backend", "buildah", "--rebuild", env=env)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr
-    assert read_report(git_project)["frontend"]["status"] == "built"
+    assert read_report(git_project)["frontend"]["outcome"] == "built"
     pushed = invoke(git_project, "push", env=env)
     assert pushed.returncode == 0, pushed.stdout[-2000:] + pushed.stderr
     assert len(pushes(spied_calls(calls))) == 1

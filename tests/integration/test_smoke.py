@@ -119,7 +119,7 @@ def test_a_broken_image_is_refused_before_the_push_and_never_pinned(
     first = out.stderr.strip().splitlines()[0]
     assert reason in first, out.stderr
     entry = read_report(git_project)["api"]
-    assert entry["status"] == "failed" and not entry["pushed"] and entry["smoke"].startswith("failed: ")
+    assert entry["outcome"] == "failed" and not entry["pushed"] and entry["smoke"].startswith("failed: ")
     assert requests.get(f"{mirror.url}/v2/{namespace}/moltbook-api/tags/list", timeout=10).status_code == 404
     pinned = invoke(git_project, "k8s.set-images", env=env)
     assert pinned.returncode != 0 and "records no pushed image" in pinned.stderr

@@ -24,7 +24,7 @@ def test_summary_and_outputs_are_written_only_where_github_says(tmp_path):
     text = summary.read_text()
     assert "### moltbuild: build and push (docker)" in text
     assert f"| api | `sha-abc1234`, `main` | `ghcr.io/ardenone/moltbook-api@{D}` | reused | 12.3s |" in text
-    assert "| frontend |" in text and "failed: boom |" in text and "more" not in text
+    assert "| frontend |" in text and "FAILED: boom |" in text and "more" not in text
     lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
     assert lines["api-digest"] == D and lines["frontend-digest"] == "" and lines["pushed"] == "true"
     assert lines["images"] == "api"

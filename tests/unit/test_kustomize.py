@@ -197,7 +197,7 @@ def test_failed_or_unpushed_images_are_never_pinned(tmp_path):
     path.write_text(json.dumps({"version": 1, "images": [failed]}))
     with pytest.raises(ConfigError, match="records no pushed image"):
         kustomize.pushed_records(path)
-    assert report.read(path)[0].status == "failed"
+    assert report.read(path)[0].outcome is report.Outcome.FAILED
 
 
 # -- in place: every byte but the changed values stays; no file is left in the work tree ------------

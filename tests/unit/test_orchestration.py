@@ -28,6 +28,7 @@ from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
 from moltbuild.flows import build, publish
 from moltbuild.flows.context import Session
 from moltbuild.plan.planner import BuildPlan, ImagePlan, cache_tag
+from moltbuild.plan.request import BuildRequest
 from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
 from moltbuild.settings import load_settings
@@ -72,6 +73,8 @@ class RecordingBackend(Backend):
 
     def push_built(self, target: PushTarget, *, log: JobLog) -> ImageResult:
         self.calls.append(("push_built", target))
+        if target.name in self.fail:
+            raise self.fail[target.name]
         return ImageResult(target.source, ("linux/amd64",), 0.1, None, DIGEST, target.tags)
 
 
@@ -83,11 +86,11 @@ def recording(monkeypatch):
     yield RecordingBackend
 
 
-def image(name: str, bases=("python:3.12-slim",)) -> ImagePlan:
+def image(name: str, bases=("python:3.12-slim",), registry: str = "127.0.0.1:5000") -> ImagePlan:
     digest = "sha256:" + name[0] * 64 if name[0] in "abcdef" else "sha256:" + "f" * 64
     return ImagePlan(
         name=name,
-        ref=ImageRef.parse(f"127.0.0.1:5000/ns/moltbook-{name}", "test"),
+        ref=ImageRef.parse(f"{registry}/ns/moltbook-{name}", "test"),
         tags=("sha-abc1234", "main", cache_tag(digest)),
         context=Path("/ctx"),
         dockerfile=Path("/ctx/Dockerfile"),
@@ -100,13 +103,13 @@ def image(name: str, bases=("python:3.12-slim",)) -> ImagePlan:
     )
 
 
-def plan(*images: ImagePlan, push=False, rebuild=True) -> BuildPlan:
+def plan(*images: ImagePlan, push=False, rebuild=True, registry: str = "127.0.0.1:5000") -> BuildPlan:
     return BuildPlan(
         images=images,
         backend="recording",
         backend_reason="test",
         push=push,
-        registry=ImageRef.parse("127.0.0.1:5000/ns", "test"),
+        registry=ImageRef.parse(f"{registry}/ns", "test"),
         git=GitState("a" * 40, "main", "main", False, "https://example.org/r"),
         mirror=None,
         rebuild=rebuild,
@@ -114,11 +117,23 @@ def plan(*images: ImagePlan, push=False, rebuild=True) -> BuildPlan:
     )
 
 
-def session(tmp_path: Path, runner: Runner | None = None) -> Session:
-    settings = load_settings(tmp_path, environ={}, tool_config={"registry": "127.0.0.1:5000/ns"})
-    s = Session(settings=settings, runner=runner or Runner(out=lambda _: None, environ={}), environ={})
+def session(
+    tmp_path: Path, runner: Runner | None = None, *, registry: str = "127.0.0.1:5000", environ=None
+) -> Session:
+    config = {"MOLTBUILD_INSECURE_REGISTRIES": registry, "MOLTBUILD_ATTEST": "off"}
+    settings = load_settings(tmp_path, environ=config, tool_config={"registry": f"{registry}/ns"})
+    s = Session(
+        settings=settings, runner=runner or Runner(out=lambda _: None, environ={}), environ=environ or {}
+    )
     s.storage = storage_verdict()
     return s
+
+
+@pytest.fixture()
+def registry(httpserver_ipv4) -> str:
+    """A registry on a free port that lets a pushing run start (its GET /v2/ answers 200)."""
+    httpserver_ipv4.expect_request("/v2/").respond_with_json({})
+    return f"127.0.0.1:{httpserver_ipv4.port}"
 
 
 def test_every_backend_method_is_abstract_or_shared_and_all_backends_implement_it():
@@ -162,13 +177,13 @@ def test_execute_opens_once_builds_each_image_and_records_it(tmp_path, recording
         },
     )
     assert sorted(c[1] for c in backend.calls[1:]) == ["api", "frontend"]
-    assert [r.status for r in records] == ["built", "built"]
+    assert [r.outcome for r in records] == [report.Outcome.BUILT] * 2
     on_disk = report.read(path)
     assert on_disk == records and on_disk[0].pin_tag == "sha-abc1234" and on_disk[0].image_id == "id-api"
     assert (tmp_path / "build" / "logs" / "api.log").exists()
 
 
-def test_one_failure_keeps_the_other_and_a_failed_push_stays_pushable(tmp_path, recording):
+def test_one_failure_keeps_the_other_and_a_failed_push_stays_pushable(tmp_path, recording, registry):
     recording.fail = {
         "api": JobError("build of api failed: boom"),
         "frontend": JobError("push failed: registry said no", image_id="id-frontend"),
@@ -176,18 +191,56 @@ def test_one_failure_keeps_the_other_and_a_failed_push_stays_pushable(tmp_path, 
     path = tmp_path / "images.json"
     with pytest.raises(BuildError, match=r"2 image\(s\) failed: api, frontend; api: build of api failed"):
         build.execute(
-            session(tmp_path), plan(image("api"), image("frontend")), dry_run=False, report_path=path
+            session(tmp_path, registry=registry),
+            plan(
+                image("api", registry=registry),
+                image("frontend", registry=registry),
+                push=True,
+                registry=registry,
+            ),
+            dry_run=False,
+            report_path=path,
         )
     api, frontend = report.read(path)
-    assert (api.status, api.image_id) == ("failed", None)
+    assert (api.outcome, api.image_id) == (report.Outcome.FAILED, None)
     for failed in (api, frontend):  # a failed entry keeps its log and its time
         assert failed.log_path == str(path.parent / "logs" / f"{failed.name}.log")
         assert failed.duration_s >= 0.05
-    assert (frontend.status, frontend.image_id, frontend.error) == (
-        "built",
+    assert (frontend.outcome, frontend.image_id, frontend.error) == (
+        report.Outcome.PUSH_FAILED,
         "id-frontend",
         "push failed: registry said no",
     )
+
+
+def test_after_a_failed_push_every_place_that_shows_the_outcome_says_so(tmp_path, recording, registry):
+    recording.fail = {"api": JobError("push of api failed: HTTP 500 from the registry", image_id="id-api")}
+    step_summary, outputs, lines = tmp_path / "step-summary.md", tmp_path / "outputs", []
+    environ = {"GITHUB_STEP_SUMMARY": str(step_summary), "GITHUB_OUTPUT": str(outputs)}
+    s = session(tmp_path, Runner(out=lines.append, environ={}), registry=registry, environ=environ)
+    p = plan(
+        image("api", registry=registry), image("frontend", registry=registry), push=True, registry=registry
+    )
+    with pytest.raises(BuildError, match=r"1 image\(s\) failed: api; api: push of api failed"):
+        build.run_plan(s, p, BuildRequest(push=True))
+    console = "\n".join(lines).splitlines()
+    assert "[api] PUSH FAILED in 0." in "\n".join(console) and "[frontend] pushed in 0.5s" in console
+    (row,) = [line for line in console if line.startswith("api ")]  # the summary table
+    assert "PUSH FAILED: push of api failed: HTTP 500 from the registry" in row and "(local id-api" in row
+    entries = {e["name"]: e for e in json.loads((tmp_path / "build" / "images.json").read_text())["images"]}
+    assert (entries["api"]["outcome"], entries["api"]["pushed"], entries["api"]["image_id"]) == (
+        "push failed",
+        False,
+        "id-api",
+    )
+    assert entries["frontend"]["outcome"] == "pushed" and "status" not in entries["api"]
+    (api_row,) = [line for line in step_summary.read_text().splitlines() if line.startswith("| api |")]
+    assert "| (not pushed) | PUSH FAILED: push of api failed: HTTP 500 from the registry |" in api_row
+    github = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert github["images"] == "frontend" and github["api-digest"] == ""
+    assert json.loads(github["report"]) == json.loads(
+        (tmp_path / "build" / "images.json").read_text()
+    )  # one writer: the Actions output is the report itself
 
 
 def test_dry_run_reaches_the_backend_whatever_runner_the_session_has(tmp_path, recording):
@@ -217,12 +270,44 @@ def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, 
     (backend,) = recording.instances
     target = backend.calls[1][1]
     assert target.source == "id-api" and target.tags == ("sha-abc1234", "main", cache_tag(old.input_digest))
-    assert report.read(path) == [new] and new.status == "pushed" and new.digest == DIGEST
+    assert report.read(path) == [new] and new.outcome is report.Outcome.PUSHED and new.digest == DIGEST
     # tagging an image that is not pushed yet only records the tag for the next push
     recording.instances.clear()
     report.update(path, old)
     (tagged,) = publish.tag_built(Session.create(), ["rc1"], report_path=path)
     assert tagged.tags[-1] == "rc1" and not tagged.pushed and not recording.instances
+
+
+def test_a_failed_invoke_push_is_recorded_and_shown_as_push_failed(tmp_path, recording, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.moltbuild]\nregistry = "127.0.0.1:5000/ns"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MOLTBUILD_REGISTRY", raising=False)
+    monkeypatch.setattr(Session, "storage", storage_verdict(), raising=False)
+    monkeypatch.setattr(publish, "preflight_push", lambda *a, **k: None)
+    monkeypatch.setenv("MOLTBUILD_ATTEST", "off")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    path = root / "build" / "images.json"
+    for name in ("api", "frontend"):
+        built = ImageResult(f"id-{name}", ("linux/amd64",), 1.0)
+        report.update(path, build.to_record(plan(image(name)), image(name), built))
+    recording.fail = {"api": MoltbuildError("push of api failed: HTTP 500")}
+    lines: list[str] = []
+    s = Session.create()
+    s = s.with_runner(Runner(out=lines.append, environ=s.environ))
+    with pytest.raises(BuildError, match=r"1 image\(s\) failed to push: api: push of api failed: HTTP 500"):
+        publish.push_built(s, report_path=path)
+    api, frontend = report.read(path)
+    assert (api.outcome, api.image_id, frontend.outcome) == (
+        report.Outcome.PUSH_FAILED,
+        "id-api",
+        report.Outcome.PUSHED,
+    )
+    said = "\n".join(lines)
+    assert "[api] PUSH FAILED: api: push of api failed: HTTP 500" in said
+    assert [ln for ln in said.splitlines() if ln.startswith("api ") and "PUSH FAILED: api: push of" in ln]
+    assert "| PUSH FAILED: api: push of api failed: HTTP 500 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
@@ -235,7 +320,7 @@ def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
         publish.push_built(Session.create(), report_path=path)
     with pytest.raises(ConfigError, match="at least one --tag"):
         publish.tag_built(Session.create(), [], report_path=path)
-    assert json.loads(path.read_text())["images"][0]["status"] == "failed"
+    assert json.loads(path.read_text())["images"][0]["outcome"] == "failed"
 
 
 def test_unit_tests_start_no_process(monkeypatch, tmp_path, recording):

@@ -5,7 +5,7 @@ import pytest
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
-from moltbuild.report import ImageRecord
+from moltbuild.report import ImageRecord, Outcome
 from tests.unit.records import DIGEST, image_record, raw_entry
 
 
@@ -41,8 +41,24 @@ def test_reports_of_the_previous_version_still_read(tmp_path):
     old = raw("api", pushed=True, digest=DIGEST, status="pushed")
     write(path, old, {k: v for k, v in raw("fe").items() if k not in ("status", "skipped", "image_id")})
     api, fe = report.read(path)
-    assert api.pin_tag == "sha-abc1234" and api.status == "pushed" and api.ref.host == "reg.example:5000"
-    assert fe.status == "built" and fe.image_id is None and fe.skipped is False
+    assert (
+        api.pin_tag == "sha-abc1234" and api.outcome is Outcome.PUSHED and api.ref.host == "reg.example:5000"
+    )
+    assert fe.outcome is Outcome.BUILT and fe.image_id is None
+
+
+def test_an_old_report_that_says_built_after_a_failed_push_reads_as_push_failed_and_is_rewritten(tmp_path):
+    path = tmp_path / "images.json"
+    # as versions with `status` wrote it: "built" for a build whose push failed
+    write(path, raw("api", status="built", push=True, error="push of api failed: HTTP 500"), raw("fe"))
+    api, fe = report.read(path)
+    assert api.outcome is Outcome.PUSH_FAILED and not api.pushed and api.image_id
+    assert fe.outcome is Outcome.BUILT
+    report.update(path, fe.but(duration_s=2.0))  # any update rewrites the file in the new form
+    written = json.loads(path.read_text())["images"]
+    assert [(e["outcome"], e["pushed"]) for e in written] == [("push failed", False), ("built", False)]
+    assert not any("status" in e or "skipped" in e for e in written)
+    assert report.read(path) == [api, fe.but(duration_s=2.0)]
 
 
 def test_concurrent_updates_lose_nothing(tmp_path):
@@ -58,7 +74,17 @@ def test_concurrent_updates_lose_nothing(tmp_path):
 @pytest.mark.parametrize(
     "changes, fragment",
     [
-        ({"status": "done"}, r"images\[0\]\.status: must be built or pushed or failed"),
+        (
+            {"outcome": "done"},
+            r"images\[0\]\.outcome: must be built or pushed or reused or push failed or failed",
+        ),
+        (
+            {"outcome": "pushed", "pushed": False, "digest": DIGEST},
+            r"images\[0\]\.pushed: says false, but the outcome",
+        ),
+        ({"outcome": "failed"}, r"images\[0\]\.error: an image that failed needs its error"),
+        ({"outcome": "built", "error": "x"}, r"images\[0\]\.error: only a failure has one"),
+        ({"outcome": "reused", "pushed": True}, r"images\[0\]\.digest: a pushed image needs its digest"),
         ({"digest": "12"}, r"images\[0\]\.digest: must be sha256:<hex> or null"),
         ({"tags": "main"}, r"images\[0\]\.tags: must be a list of tags"),
         ({"tags": ["main", "bad tag"]}, r"images\[0\]\.tags: must be a list of tags"),
@@ -78,13 +104,13 @@ def test_hand_edited_entries_fail_naming_file_and_field(tmp_path, changes, fragm
 
 def test_a_missing_field_and_one_line_per_problem(tmp_path):
     path = tmp_path / "images.json"
-    entry = raw("api", status="?")
+    entry = raw("api", outcome="?")
     del entry["input_digest"]
     write(path, entry)
     with pytest.raises(ConfigError) as err:
         report.read(path)
     lines = err.value.message.splitlines()
-    assert len(lines) == 2 and "images[0].input_digest: missing" in lines[0] and ".status" in lines[1]
+    assert len(lines) == 2 and "images[0].input_digest: missing" in lines[0] and ".outcome" in lines[1]
 
 
 @pytest.mark.parametrize(
@@ -139,3 +165,21 @@ def test_a_failed_push_is_not_ok_and_a_later_failure_without_an_image_keeps_it(t
     report.update(path, record("api", error="build failed", image_id=None, status="failed"))
     (kept,) = report.read(path)
     assert kept.outcome is report.Outcome.PUSH_FAILED and not kept.ok and kept.image_id
+
+
+def test_a_record_cannot_contradict_itself():
+    good = record("api", pushed=True, digest=DIGEST)
+    with pytest.raises(ValueError, match="a pushed image needs its digest"):
+        good.but(digest=None)
+    with pytest.raises(ValueError, match="an image that failed needs its error"):
+        good.but(outcome=Outcome.PUSH_FAILED)
+    with pytest.raises(ValueError, match="only a failure has one"):
+        good.but(error="boom")
+    assert good.pushed and good.but(outcome=Outcome.BUILT).pushed is False
+
+
+def test_a_file_without_outcome_or_pushed_names_the_missing_outcome(tmp_path):
+    path = tmp_path / "images.json"
+    write(path, {k: v for k, v in raw("api").items() if k not in ("pushed", "status")})
+    with pytest.raises(ConfigError, match=r"images\[0\]\.outcome: missing"):
+        report.read(path)

@@ -28,7 +28,7 @@ from moltbuild.backends.imagestore import ImageStore, Owner
 from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryError
 from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
-from moltbuild.registry.tags import put_and_confirm
+from moltbuild.registry.tags import echo_puts, put_and_confirm
 from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
 from moltbuild.system.processes import IDLE_CUT
 
@@ -327,8 +327,8 @@ class LocalBackend(Backend):
         """Every other tag is a manifest PUT of what was just pushed; each must serve `digest`.
         Returns the pushed image's size, from the one manifest read that the PUTs reuse."""
         if self.dry_run:
-            for tag in tags:
-                self.runner.say(f"{log.prefix}+ PUT {ref.with_tag(tag)} (the manifest pushed as {first})")
+            refs = [ref.with_tag(tag) for tag in tags]
+            echo_puts(self.runner.say, refs, f"the manifest pushed as {first}", prefix=log.prefix)
             return None
         client = self.registry(ref.host)
         found = client.manifest(ref.repository, digest, method="GET")

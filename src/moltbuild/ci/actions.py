@@ -3,10 +3,10 @@ whenever GITHUB_STEP_SUMMARY / GITHUB_OUTPUT are set (also under act)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from moltbuild import report
 from moltbuild.report import ImageRecord
 
 
@@ -14,7 +14,7 @@ def summary_markdown(title: str, records: Iterable[ImageRecord]) -> str:
     lines = [f"### {title}", "", "| image | tags | pushed as | | time |", "| --- | --- | --- | --- | --- |"]
     for r in records:
         where = f"`{r.repository}@{r.digest}`" if r.digest else "(not pushed)"
-        how = f"{r.outcome.value}: " + r.error.splitlines()[0][:120] if r.error else r.outcome.value
+        how = r.result(120)
         lines.append(
             f"| {r.name} | {', '.join(f'`{t}`' for t in r.tags)} | {where} | {how} | {r.duration_s:.1f}s |"
         )
@@ -27,7 +27,7 @@ def outputs(records: Iterable[ImageRecord]) -> dict[str, str]:
     out["pushed"] = "true" if any(r.outcome.in_registry for r in chosen) else "false"
     out["images"] = ",".join(r.name for r in chosen if r.outcome.in_registry)
     # The whole records, one line: a later job (the pin) rebuilds build/images.json from it.
-    out["report"] = json.dumps({"version": 1, "images": [r.to_dict() for r in chosen]}, separators=(",", ":"))
+    out["report"] = report.dumps(chosen, one_line=True)
     return out
 
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.errors import BuildError, ConfigError, MoltbuildError
+from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import git_state
 from moltbuild.plan.bases import dockerfile_bases, mirrored
 from moltbuild.plan.planner import BuildPlan
 from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
-from moltbuild.report import ImageRecord
+from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Signer
 from moltbuild.supply.provenance import BuildFacts
@@ -28,8 +28,8 @@ from moltbuild.system import owners
 TOOLS = ("syft", "cosign")
 
 
-class AttestError(BuildError):
-    pass
+class AttestError(RunFailed):
+    """Pushed, but not attested; `records` holds the references that were attached."""
 
 
 def now() -> str:
@@ -137,9 +137,7 @@ def attest_records(
     )
     out = {r.name: _with_references(r, done.get(r.name)) for r in records}
     if failures:
-        error = AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}")
-        error.records = list(out.values())
-        raise error
+        raise AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}", list(out.values()))
     return list(out.values())
 
 
@@ -222,7 +220,7 @@ def _facts(session: Session, inputs: RunInputs, record: ImageRecord, started: st
         backend_detail=record.backend_reason,
         started=started,
         finished=now(),
-        reused=record.skipped,
+        reused=record.outcome is Outcome.REUSED,
         environ=session.environ,
     )
 

@@ -13,7 +13,7 @@ from moltbuild import report
 from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
-from moltbuild.errors import BuildError, ConfigError, MoltbuildError
+from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.files import room_to_write
 from moltbuild.flows import attest, reuse
 from moltbuild.flows import summary as summary_mod
@@ -29,42 +29,45 @@ from moltbuild.system import owners
 from moltbuild.system.locks import run_lock
 
 
+def _outcome(plan: BuildPlan, result: ImageResult, *, reused: bool, error: str) -> report.Outcome:
+    if error:  # a failed push after a good build keeps its image: `invoke push` can retry it
+        return report.Outcome.PUSH_FAILED if result.image_id and plan.push else report.Outcome.FAILED
+    if result.pushed and result.digest:
+        return report.Outcome.REUSED if reused else report.Outcome.PUSHED
+    return report.Outcome.BUILT
+
+
 def to_record(
     plan: BuildPlan,
     image: ImagePlan,
     result: ImageResult | None,
     *,
-    skipped: bool = False,
+    reused: bool = False,
     error: str = "",
-    image_id: str | None = None,
     smoke: str = "",
 ) -> ImageRecord:
-    pushed = bool(result and result.pushed and result.digest)
-    image_id = (result.image_id if result else None) or image_id
-    # A failed push after a good build stays "built": `invoke push` can retry it.
-    status = ("built" if image_id else "failed") if error else ("pushed" if pushed else "built")
+    """One image's record: its one outcome, and the result as evidence."""
+    result = result or ImageResult(None, image.platforms, 0.0)
     return ImageRecord(
         name=image.name,
         repository=image.repository,
         tags=list(image.tags),
-        digest=result.digest if result else None,
+        digest=result.digest,
         input_digest=image.input_digest,
         backend=plan.backend,
-        pushed=pushed,
-        platforms=list(result.platforms if result else image.platforms),
-        duration_s=round(result.duration_s, 2) if result else 0.0,
-        status=status,
+        platforms=list(result.platforms),
+        duration_s=round(result.duration_s, 2),
         pin_tag=image.pin_tag,
-        skipped=skipped,
-        image_id=image_id,
+        outcome=_outcome(plan, result, reused=reused, error=error),
+        image_id=result.image_id,
         revision=image.revision or plan.git.sha,
         backend_reason=plan.backend_reason,
-        log_path=str(result.log_path) if result and result.log_path else None,
-        smoke=(result.smoke if result else "") or smoke,
+        log_path=str(result.log_path) if result.log_path else None,
+        smoke=result.smoke or smoke,
         push=plan.push,
-        size_bytes=result.size_bytes if result else None,
+        size_bytes=result.size_bytes,
         error=error,
-        cache=result.cache if result else "",
+        cache=result.cache,
     )
 
 
@@ -95,7 +98,7 @@ def _reuse_phase(
             continue
         if hit:
             result = reuse.apply(client, hit, dry_run=dry_run, say=say)
-            record(to_record(plan, image, result, skipped=True))
+            record(to_record(plan, image, result, reused=True))
             reused.add(image.name)
     return reused
 
@@ -112,11 +115,10 @@ def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | No
     try:
         result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
     except MoltbuildError as exc:
-        # A failed image keeps its log and its time, like a good one.
-        failed = ImageResult(
-            getattr(exc, "image_id", None), image.platforms, time.monotonic() - start, log_path
-        )
-        return to_record(plan, image, failed, error=exc.message, smoke=getattr(exc, "smoke", ""))
+        # A failed image keeps its log and its time, like a good one (and its image, when built).
+        built = exc if isinstance(exc, JobError) else JobError(exc.message)
+        failed = ImageResult(built.image_id, image.platforms, time.monotonic() - start, log_path)
+        return to_record(plan, image, failed, error=exc.message, smoke=built.smoke)
     return to_record(plan, image, result)
 
 
@@ -138,7 +140,7 @@ def _run_parallel(
             records.append(rec)
             record(rec)
             backend.runner.settle(f"[{rec.name}] ")
-            say(f"[{rec.name}] {'FAILED' if rec.error else 'ok'} in {rec.duration_s:.1f}s")
+            say(f"[{rec.name}] {rec.outcome.label} in {rec.duration_s:.1f}s")
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         backend.cancel()
@@ -147,24 +149,29 @@ def _run_parallel(
     return records
 
 
+def _push_credentials(session: Session, plan: BuildPlan, *, dry_run: bool) -> Credentials | None:
+    """The login a pushing run needs (checked against the registry in a real run)."""
+    if not plan.push:
+        return None
+    try:
+        return preflight_push(
+            plan.registry.host, session.settings, check_registry=not dry_run, registries=session.registries
+        )
+    except ConfigError as exc:
+        if not dry_run:
+            raise
+        # A dry run shows the whole plan even before credentials are set up.
+        session.runner.warn(f"{exc.message}; a real run stops here")
+        return None
+
+
 def execute(
     session: Session, plan: BuildPlan, *, dry_run: bool, report_path: Path | None = None
 ) -> list[ImageRecord]:
     """Reuse what the registry already has, build the rest in parallel, record every image."""
-    settings = session.settings
-    runner = session.runner.derive(dry_run=dry_run)
-    path = report_path or report.default_path(settings.project_root)
+    path = report_path or report.default_path(session.settings.project_root)
     record = report.Recorder(path, dry_run)
-    host = plan.registry.host
-    creds = None
-    if plan.push:
-        try:
-            creds = preflight_push(host, settings, check_registry=not dry_run, registries=session.registries)
-        except ConfigError as exc:
-            if not dry_run:
-                raise
-            # A dry run shows the whole plan even before credentials are set up.
-            session.runner.warn(f"{exc.message}; a real run stops here")
+    creds = _push_credentials(session, plan, dry_run=dry_run)
     if plan.push and not dry_run:
         attest.preflight(session)
     started = attest.now()
@@ -172,26 +179,7 @@ def execute(
     to_build = [image for image in plan.images if image.name not in reused]
     log_dir = None if dry_run else path.parent / "logs"
     if to_build:
-        backend = make_backend(plan.backend, runner, settings, session.storage, dry_run=dry_run)
-        with owners.private_dir() as tmp:  # 0700: auth files live here
-            ok = False
-            try:
-                backend.open(
-                    RunSpec(
-                        Path(tmp),
-                        logins={host: creds} if plan.push else {},
-                        mirror=plan.mirror,
-                        bases=plan.bases_for(to_build),
-                        purpose="invoke build" + (" --push" if plan.push else ""),
-                        registries=session.registries,
-                        report=path,
-                    )
-                )
-                ok = not any(
-                    r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say)
-                )
-            finally:
-                _finish(backend, ok, to_build)
+        _build_phase(session, plan, to_build, creds, dry_run=dry_run, log_dir=log_dir, record=record)
     records = sorted(record.written, key=lambda r: r.name)
     if plan.push and not dry_run:
         records = attest.attest_and_record(
@@ -199,6 +187,39 @@ def execute(
         )
     _raise_for_failures(records, log_dir)
     return records
+
+
+def _build_phase(
+    session: Session,
+    plan: BuildPlan,
+    to_build: list[ImagePlan],
+    creds: Credentials | None,
+    *,
+    dry_run: bool,
+    log_dir: Path | None,
+    record: report.Recorder,
+) -> None:
+    """Open the backend once, run every image's job, tidy and close (also after Ctrl-C)."""
+    runner = session.runner.derive(dry_run=dry_run)
+    backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
+    host = plan.registry.host
+    with owners.private_dir() as tmp:  # 0700: auth files live here
+        ok = False
+        try:
+            backend.open(
+                RunSpec(
+                    Path(tmp),
+                    logins={host: creds} if plan.push else {},
+                    mirror=plan.mirror,
+                    bases=plan.bases_for(to_build),
+                    purpose="invoke build" + (" --push" if plan.push else ""),
+                    registries=session.registries,
+                    report=record.path,
+                )
+            )
+            ok = not any(r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say))
+        finally:
+            _finish(backend, ok, to_build)
 
 
 def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
@@ -214,12 +235,11 @@ def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> Non
     if failed:
         first = failed[0]
         names = ", ".join(r.name for r in failed)
-        error = BuildError(
+        raise report.RunFailed(
             f"{len(failed)} image(s) failed: {names}; {first.name}: {first.error}"
-            + (f"\n(full log: {log_dir / (first.name + '.log')})" if log_dir else "")
+            + (f"\n(full log: {log_dir / (first.name + '.log')})" if log_dir else ""),
+            records,
         )
-        error.records = records  # what the run did record, for summaries
-        raise error
 
 
 def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
@@ -265,7 +285,6 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         session.runner.warn(warning)
     request = _legacy_tags(session, request)
-    root = session.settings.project_root
     names = [c.name for c in select_images(session.images, only=request.only)]
     if request.changed:
         names = _changed_names(session, request, names)
@@ -280,16 +299,24 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
         if request.as_json:
             session.runner.emit(summary_mod.as_json_text(records))
         return records
+    return run_plan(session, plan, request)
+
+
+def run_plan(session: Session, plan: BuildPlan, request: BuildRequest) -> list[ImageRecord]:
+    """The real run of `plan` under the run lock, then the step summary and the table (or JSON),
+    also when an image failed: each shows the records' one outcome."""
     title = f"moltbuild: {'build and push' if request.push else 'build'} ({plan.backend})"
-    path = report.default_path(root)
+    path = report.default_path(session.settings.project_root)
     try:
         with run_lock(path, request.purpose, session.runner.say):
             records = execute(session, plan, dry_run=False)
-    except BuildError as exc:
-        done = getattr(exc, "records", [])
-        ghactions.publish(title, done, session.environ)
-        summary_mod.finish(session, done, path, request.as_json)  # the table (or JSON) on failure too
+    except report.RunFailed as exc:
+        _show(session, title, exc.records, path, as_json=request.as_json)
         raise
-    ghactions.publish(title, records, session.environ)
-    summary_mod.finish(session, records, path, request.as_json)
+    _show(session, title, records, path, as_json=request.as_json)
     return records
+
+
+def _show(session: Session, title: str, records: list[ImageRecord], path: Path, *, as_json: bool) -> None:
+    ghactions.publish(title, records, session.environ)
+    summary_mod.finish(session, records, path, as_json)

@@ -25,7 +25,7 @@ from moltbuild.plan.planner import cache_tag
 from moltbuild.project import parse_only
 from moltbuild.refs import validate_tag
 from moltbuild.registry.auth import preflight_push
-from moltbuild.registry.tags import put_and_confirm
+from moltbuild.registry.tags import echo_puts, put_and_confirm
 from moltbuild.report import ImageRecord, Outcome
 from moltbuild.system import owners
 from moltbuild.system.locks import run_lock
@@ -55,8 +55,8 @@ def _retag_remote(
     """Point `tags` at the record's digest in the registry: manifest PUTs, no upload."""
     ref = record.ref
     if dry_run:
-        for tag in tags:
-            say(f"[{record.name}] + PUT {ref.with_tag(tag)} (the manifest at {record.digest})")
+        refs = [ref.with_tag(tag) for tag in tags]
+        echo_puts(say, refs, f"the manifest at {record.digest}", prefix=f"[{record.name}] ")
         return
     put_and_confirm(session.registries.client(ref.host), ref, tags, digest=record.digest or "")
 
@@ -118,6 +118,8 @@ def _push_one(
             _retag_remote(session, record, tags, dry_run=dry_run, say=session.runner.say)
             return record.digest, record.size_bytes
         raise ConfigError("the report records no local image to push; run `invoke build` again")
+    except ConfigError as exc:  # set-up, not the push: stops the run
+        raise ConfigError(f"{record.name}: {exc.message}") from None
     except MoltbuildError as exc:
         raise MoltbuildError(f"{record.name}: {exc.message}", exit_code=exc.exit_code) from None
 
@@ -142,34 +144,52 @@ def push_built(
         contextlib.closing(_Backends(session, Path(tmp), dry_run)) as backends,
     ):
         for record in _built_records(path, only):
-            start = time.monotonic()
-            tags = _planned_tags(record)
-            digest, size = _push_one(session, backends, record, tags, dry_run=dry_run)
-            if dry_run:
-                updated.append(record)
-                continue
-            if record.pushed and digest != record.digest:
-                say(f"[{record.name}] note: digest changed from {record.digest} to {digest}")
-            new = record.but(
-                tags=tags,
-                digest=digest,
-                pushed=True,
-                push=True,
-                status="pushed",
-                duration_s=round(time.monotonic() - start, 2),
-                size_bytes=size if size is not None else record.size_bytes,
-                error="",
-            )
-            report.update(path, new)
+            new = _pushed(session, backends, record, dry_run=dry_run)
+            if not dry_run:
+                report.update(path, new)
             updated.append(new)
-            say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
     if not dry_run:
         updated = attest.attest_and_record(
             session, lambda: attest.RunInputs.of_project(session), updated, started, path
         )
         ghactions.publish("moltbuild: push", updated, session.environ)
         finish(session, updated, path, as_json)
+    failed = [r for r in updated if r.error]
+    if failed:
+        raise report.RunFailed(f"{len(failed)} image(s) failed to push: {failed[0].error}", updated)
     return updated
+
+
+def _pushed(session: Session, backends: _Backends, record: ImageRecord, *, dry_run: bool) -> ImageRecord:
+    """Push one recorded image; its new record. A local image whose push fails is recorded as
+    `push failed` (the others are still pushed, and `invoke push` can try again)."""
+    say = session.runner.say
+    start = time.monotonic()
+    tags = _planned_tags(record)
+    try:
+        digest, size = _push_one(session, backends, record, tags, dry_run=dry_run)
+    except ConfigError:
+        raise
+    except MoltbuildError as exc:
+        if dry_run or not record.image_id:
+            raise
+        say(f"[{record.name}] {Outcome.PUSH_FAILED.label}: {exc.message}")
+        took = round(time.monotonic() - start, 2)
+        return record.but(outcome=Outcome.PUSH_FAILED, error=exc.message, push=True, duration_s=took)
+    if dry_run:
+        return record
+    if record.pushed and digest != record.digest:
+        say(f"[{record.name}] note: digest changed from {record.digest} to {digest}")
+    say(f"[{record.name}] pushed {', '.join(tags)} -> {digest}")
+    return record.but(
+        tags=tags,
+        digest=digest,
+        outcome=Outcome.PUSHED,
+        push=True,
+        duration_s=round(time.monotonic() - start, 2),
+        size_bytes=size if size is not None else record.size_bytes,
+        error="",
+    )
 
 
 def tag_built(

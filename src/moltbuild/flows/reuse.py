@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from moltbuild.backends.contract import ImageResult
 from moltbuild.plan.planner import INPUT_DIGEST_LABEL, ImagePlan, cache_tag
 from moltbuild.registry.client import Manifest, RegistryClient
-from moltbuild.registry.tags import put_and_confirm
+from moltbuild.registry.tags import echo_puts, put_and_confirm
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ def apply(client: RegistryClient, hit: Reusable, *, dry_run: bool, say: Callable
     tags = [t for t in image.tags if t != cache_tag(image.input_digest)]
     if dry_run:
         say(f"[{image.name}] would reuse {hit.digest[:19]} (same inputs), no build")
-        for tag in tags:
-            say(f"[{image.name}] + PUT {image.ref.with_tag(tag)} (the manifest at {hit.digest[:19]})")
+        refs = [image.ref.with_tag(tag) for tag in tags]
+        echo_puts(say, refs, f"the manifest at {hit.digest[:19]}", prefix=f"[{image.name}] ")
     else:
         put_and_confirm(client, image.ref, tags, digest=hit.digest, manifest=hit.manifest)
         say(f"[{image.name}] unchanged inputs: reused {hit.digest[:19]}, tagged {', '.join(image.tags)}")

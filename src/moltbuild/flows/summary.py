@@ -3,25 +3,17 @@ entries as JSON for scripts (`--json`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moltbuild import report
 from moltbuild.plan.planner import CACHE_TAG_PREFIX
-from moltbuild.report import VERSION, ImageRecord, Outcome
+from moltbuild.report import ImageRecord
 from moltbuild.system.tables import human_size, render_table
 
 if TYPE_CHECKING:
     from moltbuild.flows.context import Session
-
-
-def result_of(record: ImageRecord) -> str:
-    if record.error:
-        first = record.error.splitlines()[0]
-        what = "PUSH FAILED" if record.outcome is Outcome.PUSH_FAILED else "FAILED"
-        return f"{what}: " + (first[:70] + "..." if len(first) > 70 else first)
-    return record.outcome.value
 
 
 def reference_of(record: ImageRecord) -> str:
@@ -39,26 +31,23 @@ def attestation_of(record: ImageRecord) -> str:
     return f"signed ({record.signature}); SBOM + provenance attested at {record.provenance}"
 
 
+def _row(r: ImageRecord) -> tuple[str, ...]:
+    return (
+        r.name,
+        reference_of(r),
+        ", ".join(t for t in r.tags if not t.startswith(CACHE_TAG_PREFIX)),
+        r.result(70),
+        human_size(r.size_bytes) if r.size_bytes is not None else "-",
+        f"{r.duration_s:.1f}s",
+    )
+
+
 def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Path | None) -> str:
     records = list(records)
-    rows = [
-        (
-            r.name,
-            reference_of(r),
-            ", ".join(t for t in r.tags if not t.startswith(CACHE_TAG_PREFIX)),
-            result_of(r),
-            human_size(r.size_bytes) if r.size_bytes is not None else "-",
-            f"{r.duration_s:.1f}s",
-        )
-        for r in records
-    ]
-    lines = [render_table(("image", "reference", "tags", "result", "size", "time"), rows)]
+    lines = [render_table(("image", "reference", "tags", "result", "size", "time"), map(_row, records))]
     lines += [f"{r.name}: layer cache: {r.cache}" for r in records if r.cache]
     lines += [f"{r.name}: {attestation_of(r)}" for r in records if r.signature]
-    for r in records:
-        if r.error:
-            log = r.log_path or (str(log_dir / f"{r.name}.log") if log_dir else "")
-            lines.append(f"{r.name}: {r.error.splitlines()[0]}" + (f" (log: {log})" if log else ""))
+    lines += [_error_line(r, log_dir) for r in records if r.error]
     where = [f"report: {report_path}"] if report_path else []
     where += [f"logs: {log_dir}/"] if log_dir else []
     if where:
@@ -66,8 +55,13 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
     return "\n".join(lines)
 
 
+def _error_line(record: ImageRecord, log_dir: Path | None) -> str:
+    log = record.log_path or (str(log_dir / f"{record.name}.log") if log_dir else "")
+    return f"{record.name}: {record.error.splitlines()[0]}" + (f" (log: {log})" if log else "")
+
+
 def as_json_text(records: Iterable[ImageRecord]) -> str:
-    return json.dumps({"version": VERSION, "images": [r.to_dict() for r in records]}, indent=2)
+    return report.dumps(records)
 
 
 def finish(session: Session, records: list[ImageRecord], path: Path, as_json: bool) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef, names_a_host, validate_tag
 from moltbuild.registry.auth import Registries
-from moltbuild.registry.tags import put_and_confirm, resolve
+from moltbuild.registry.tags import echo_puts, put_and_confirm, resolve
 from moltbuild.settings import Settings
 
 
@@ -57,8 +57,7 @@ def retag(
     src = parse_source(source)
     dests = [destination(src, tag) for tag in tags]
     if dry_run:
-        for dest in dests:
-            say(f"+ PUT {dest} (the manifest {src} serves)")
+        echo_puts(say, dests, f"the manifest {src} serves")
         return ""
     client = registries.client(src.host)
     found = resolve(client, src)

@@ -3,6 +3,8 @@ serves the expected digest. Push, reuse, `tag`, `tag --source` all go through he
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from moltbuild.errors import RegistryError
 from moltbuild.refs import ImageRef
 from moltbuild.registry.client import Manifest, RegistryClient
@@ -14,6 +16,12 @@ def resolve(client: RegistryClient, source: ImageRef) -> Manifest:
     if found is None:
         raise RegistryError(f"{source} not found in {source.host}; nothing to tag")
     return found
+
+
+def echo_puts(say: Callable[[str], None], refs: Iterable[ImageRef], source: str, *, prefix: str = "") -> None:
+    """What a dry run shows instead of `put_and_confirm`: one `+ PUT REF (SOURCE)` line per tag."""
+    for ref in refs:
+        say(f"{prefix}+ PUT {ref} ({source})")
 
 
 def put_and_confirm(
