@@ -358,15 +358,20 @@ def test_odd_manifests_are_noted_never_a_crash(repo: Path, capsys) -> None:
 
     assert code == 0
     lines = out.splitlines()
-    assert "note: k8s/kustomization.yml lists 'gone.yml', which is not here (remote?): not read" in lines
-    assert "note: k8s/frontend/kustomization.yml: `resources` is not a list: not read" in lines
+    assert (
+        "note: k8s/kustomization.yml: resource 'gone.yml' does not exist (k8s/gone.yml); fix the path"
+        in lines
+    )
+    assert (
+        "note: k8s/frontend/kustomization.yml: resources must be a list of paths, e.g. [deployment.yml, api/]"
+        in lines
+    )
     assert sorted(load_images(repo, table(repo))) == ["api", "frontend"]
 
     write(repo, "k8s/kustomization.yml", "- not\n- a kustomization\n")
     (repo / "pyproject.toml").unlink()
     code, _, err = init(capsys, str(repo))
     assert code == 2
-    assert err == (
-        f"error: {repo / 'k8s/kustomization.yml'}: not a kustomization (a mapping with resources: and "
-        "images:); fix it or move it out of k8s/\n"
+    assert (
+        err == "error: k8s/kustomization.yml: not a kustomization (a mapping with resources: and images:)\n"
     )

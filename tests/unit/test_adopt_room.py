@@ -1,6 +1,6 @@
-"""The adopt room's parts on their own: the deployment it reads (adopt.deployment, the one place
-init walks a kustomization tree), pyproject.toml written with tomlkit, the chosen images as a
-table. End-to-end runs of `moltbuild init` are in test_adopt.py."""
+"""The adopt room's parts on their own: the deployment it reads (adopt.deployment, a lenient view
+of the deployment model k8s.deployment), pyproject.toml written with tomlkit, the chosen images as
+a table. End-to-end runs of `moltbuild init` are in test_adopt.py."""
 
 from __future__ import annotations
 
@@ -90,11 +90,11 @@ def test_deployment_reads_lists_every_workload_kind_and_applies_namespace_and_pr
     ]
     assert found.workloads[0].label == "k8s/all.yml Deployment p-api"
     # kustomize refuses a folder without a kustomization and a missing file: noted, not read
+    # (the model's one-line messages, the ones k8s.set-images and verify refuse with)
     assert found.notes == [
-        "k8s/kustomization.yml images[1] has no name: skipped",
-        "k8s/kustomization.yml lists 'loose/', a folder without a kustomization (kustomize refuses it: "
-        "add one): not read",
-        "k8s/kustomization.yml lists 'gone.yml', which is not here (remote?): not read",
+        "k8s/loose/ has no kustomization.yml; add one, or list its files in resources:",
+        "k8s/kustomization.yml: resource 'gone.yml' does not exist (k8s/gone.yml); fix the path",
+        "k8s/kustomization.yml: images[1] needs a `name` (the image name the manifests use)",
     ]
 
 

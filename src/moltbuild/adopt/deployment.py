@@ -1,23 +1,19 @@
 """What the deployment shows init: the kustomizations under k8s/, each one's `images:` entries, and
-the workloads they deploy with their containers' images.
+the workloads they deploy with their containers' images as the manifests write them.
 
-The one place init reads the kustomization tree; `read_deployment` is its whole interface. It
-follows kustomize where kustomize is strict (a folder listed without a kustomization is not
-read, a `kind: List` holds its objects in items:, a kustomization's namespace and name prefix or
-suffix apply to what it lists) and notes, never fails on, what kustomize would refuse: init
-surveys a repository it does not own yet."""
+A thin view of the deployment model (k8s.deployment, the one reader of a kustomization tree),
+loaded leniently: init surveys a repository it does not own yet, so what kustomize would refuse
+about one listed item (a folder without a kustomization, a missing file, a `resources:` that is not
+a list, an `images:` entry without a name) is a note, and the rest is still read."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from moltbuild.adopt.recipes import SKIP_DIRS
-from moltbuild.errors import ConfigError
-from moltbuild.files import load_yaml
-from moltbuild.k8s.manifests import KUSTOMIZATION_NAMES, WORKLOAD_KINDS, kustomization_file
+from moltbuild.k8s import deployment as model
+from moltbuild.k8s.deployment import KUSTOMIZATION_NAMES, kustomization_file
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,7 @@ class Container:
 
 @dataclass(frozen=True)
 class Workload:
-    kind: str  # one of k8s.manifests.WORKLOAD_KINDS
+    kind: str  # one of k8s.deployment.WORKLOAD_KINDS
     name: str  # after the kustomizations' namePrefix/nameSuffix
     namespace: str  # "" when neither the object nor a kustomization sets one
     file: str  # relative to the root: k8s/api/deployment.yml
@@ -55,12 +51,28 @@ class Deployment:
 
 
 def read_deployment(root: Path) -> Deployment:
-    """k8s/kustomization.y(a)ml and what it lists; without one, every kustomization under k8s/."""
-    walk = _Walk(root, Deployment())
+    """k8s/kustomization.y(a)ml and what it lists; without one, every kustomization under k8s/
+    (a base found on its own and through an overlay is read once)."""
+    root = root.resolve()
+    found = Deployment()
+    read: set[str] = set()  # the files whose workloads and entries are already in `found`
     for path in find_kustomizations(root):
-        walk.found.kustomizations.append(walk.rel(path))
-        walk.found.workloads += walk.kustomization(path)
-    return walk.found
+        loaded = model.load(path, root, lenient=True)
+        found.kustomizations.append(loaded.rel(path))
+        _add(found, loaded, read)
+        read |= {loaded.rel(level.file) for level in loaded.levels}
+        read |= {loaded.rel(o.source) for o in loaded.objects}
+    return found
+
+
+def _add(found: Deployment, loaded: model.Deployment, read: set[str]) -> None:
+    """What `loaded` holds from files not `read` yet. The outermost kustomization's entries come
+    first (the top's, then each level's before its bases'): the entry kustomize applies last names
+    where an image comes from."""
+    levels = [level for level in reversed(loaded.levels) if loaded.rel(level.file) not in read]
+    found.images += [ImageEntry(e.name, loaded.rel(lv.file), e.index) for lv in levels for e in lv.images]
+    found.workloads += [w for w in _workloads(loaded) if w.file not in read]
+    found.notes += [note for note in loaded.notes if note not in found.notes]
 
 
 def find_kustomizations(root: Path) -> list[Path]:
@@ -74,99 +86,14 @@ def find_kustomizations(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
-def _field(doc: Any, *keys: str) -> Any:
-    """doc[k1][k2]...; None where a level is missing or not a mapping (a manifest is not checked)."""
-    for key in keys:
-        doc = doc.get(key) if isinstance(doc, dict) else None
-    return doc
-
-
-def _containers(doc: dict[str, Any]) -> tuple[Container, ...]:
-    spec = _field(doc, "spec", "jobTemplate", "spec") if doc["kind"] == "CronJob" else _field(doc, "spec")
-    pod = _field(spec, "template", "spec")
-    listed = [_field(pod, "initContainers"), _field(pod, "containers")]
-    found = [c for items in listed if isinstance(items, list) for c in items]
-    return tuple(Container(str(c.get("name", "")), str(c["image"])) for c in found if _field(c, "image"))
-
-
-def _objects(path: Path) -> list[Any]:
-    """The documents of a manifest file, a `kind: List`'s items in its place (as kustomize reads it)."""
-    docs = []
-    for doc in load_yaml(path, multi=True):
-        items = _field(doc, "items") if _field(doc, "kind") == "List" else None
-        docs += items if isinstance(items, list) else [doc]
-    return docs
-
-
-@dataclass
-class _Walk:
-    """Reads kustomizations and the files they list, recursively, each once."""
-
-    root: Path
-    found: Deployment
-    seen: set[Path] = field(default_factory=set)
-
-    def rel(self, path: Path) -> str:
-        return Path(os.path.relpath(path, self.root)).as_posix()
-
-    def first_time(self, path: Path) -> bool:
-        new = path.resolve() not in self.seen
-        self.seen.add(path.resolve())
-        return new
-
-    def kustomization(self, path: Path) -> list[Workload]:
-        if not self.first_time(path):
-            return []
-        rel = self.rel(path)
-        doc = load_yaml(path)
-        if not isinstance(doc, dict):
-            raise ConfigError(
-                f"{path}: not a kustomization (a mapping with resources: and images:); "
-                "fix it or move it out of k8s/"
-            )
-        for index, entry in enumerate(self.listed(doc, "images", rel)):
-            if isinstance(entry, dict) and entry.get("name"):
-                self.found.images.append(ImageEntry(str(entry["name"]), rel, index))
-            else:
-                self.found.notes.append(f"{rel} images[{index}] has no name: skipped")
-        workloads = []
-        for key in ("resources", "bases", "components"):
-            for item in self.listed(doc, key, rel):
-                workloads += self.resource(path.parent, str(item), rel)
-        return [_renamed(w, doc) for w in workloads]
-
-    def listed(self, doc: dict[str, Any], key: str, rel: str) -> list[Any]:
-        value = doc.get(key)
-        if value is None or isinstance(value, list):
-            return value or []
-        self.found.notes.append(f"{rel}: `{key}` is not a list: not read")
-        return []
-
-    def resource(self, base: Path, item: str, owner: str) -> list[Workload]:
-        target = base / item
-        if target.is_file():
-            return self.manifests(target)
-        inner = kustomization_file(target) if target.is_dir() else None
-        if inner:
-            return self.kustomization(inner)
-        why = "a folder without a kustomization (kustomize refuses it: add one)" if target.is_dir() else None
-        self.found.notes.append(f"{owner} lists {item!r}, {why or 'which is not here (remote?)'}: not read")
-        return []
-
-    def manifests(self, path: Path) -> list[Workload]:
-        if not self.first_time(path):
-            return []
-        found = []
-        for doc in _objects(path):
-            if isinstance(doc, dict) and doc.get("kind") in WORKLOAD_KINDS:
-                name, namespace = _field(doc, "metadata", "name"), _field(doc, "metadata", "namespace")
-                kind, file = str(doc["kind"]), self.rel(path)
-                found.append(Workload(kind, str(name or "?"), str(namespace or ""), file, _containers(doc)))
-        return found
-
-
-def _renamed(workload: Workload, kustomization: dict[str, Any]) -> Workload:
-    """As kustomize renders it: the kustomization's namespace, its name prefix and suffix."""
-    prefix, suffix = kustomization.get("namePrefix") or "", kustomization.get("nameSuffix") or ""
-    namespace = str(kustomization.get("namespace") or workload.namespace)
-    return replace(workload, name=f"{prefix}{workload.name}{suffix}", namespace=namespace)
+def _workloads(loaded: model.Deployment) -> list[Workload]:
+    """The model's workloads, each with its containers' images as written, init containers first."""
+    containers: dict[tuple[str, str, str], list[model.Container]] = {}
+    for c in loaded.containers:
+        containers.setdefault((c.source, c.kind, c.workload), []).append(c)
+    workloads = []
+    for w in loaded.workloads:
+        mine = sorted(containers.get((w.source, w.kind, w.name), []), key=lambda c: not c.init)
+        shown = tuple(Container(c.name, c.written) for c in mine)
+        workloads.append(Workload(w.kind, w.name, w.namespace, w.source, shown))
+    return workloads

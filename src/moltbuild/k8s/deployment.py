@@ -8,13 +8,16 @@ api/filters/imagetag, v5): a level's entries apply one after the other, to every
 `initContainers` image; a base's entries apply before the level that lists it, a component's after
 its parent's resources and before its parent's own entries. An entry's `name` matches an image's
 name exactly (`nginx` is not `docker.io/library/nginx`), whatever its tag and digest; a new tag, a
-digest or both replace the old tag and digest. Patches and generators are not applied (`notes`)."""
+digest or both replace the old tag and digest. Patches and generators are not applied (`notes`).
+A lenient load (init's survey of a repository it does not own yet) notes, instead of raising, each
+refusal about one listed item: a missing path, a folder without a kustomization, a key that is not
+a list, an `images:` entry without a name."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,13 +175,14 @@ def kustomization_file(folder: Path) -> Path | None:
     return next((folder / n for n in KUSTOMIZATION_NAMES if (folder / n).is_file()), None)
 
 
-def load(path: Path, root: Path | None = None) -> Deployment:
+def load(path: Path, root: Path | None = None, *, lenient: bool = False) -> Deployment:
     """The deployment of the kustomization `path` (a file, or a folder holding one). `root`: where
-    paths in messages and `source` start."""
+    paths in messages and `source` start. `lenient`: what kustomize refuses about one listed item
+    is a note (the same one-line message) and the rest is still read."""
     top = path if path.is_file() or not path.is_dir() else kustomization_file(path)
     if top is None:
         raise ConfigError(f"{_rel(root, path)}/ has no kustomization.yml; add one, or pass the file")
-    build = _Build(root)
+    build = _Build(root, lenient)
     objects = build.kustomization(top, ())
     return Deployment(top, tuple(build.levels), tuple(objects), tuple(build.notes), root)
 
@@ -202,23 +206,35 @@ def read_kustomization(kfile: Path, shown: str | None = None) -> dict[str, Any]:
     return {k: None if isinstance(v, str) and v in _NULL else v for k, v in spec.items()}
 
 
-def image_entries(spec: Mapping[str, Any], kfile: Path, shown: str | None = None) -> tuple[ImageEntry, ...]:
-    """The `images:` of a kustomization read by `read_kustomization`, checked."""
+def _raise(message: str) -> None:
+    raise ConfigError(message)
+
+
+def image_entries(
+    spec: Mapping[str, Any], kfile: Path, shown: str | None = None, refuse: Callable[[str], None] = _raise
+) -> tuple[ImageEntry, ...]:
+    """The `images:` of a kustomization read by `read_kustomization`, checked; `refuse` gets what
+    is wrong (raises by default), and what it lets pass is left out."""
     shown = shown or str(kfile)
     images = spec.get("images") or []
     if not isinstance(images, list):
-        raise ConfigError(f"{shown}: `images` must be a list of name/newName/newTag/digest entries")
-    return tuple(_image_entry(kfile, i, item, shown) for i, item in enumerate(images))
+        refuse(f"{shown}: `images` must be a list of name/newName/newTag/digest entries")
+        return ()
+    entries = (_image_entry(kfile, i, item, shown, refuse) for i, item in enumerate(images))
+    return tuple(e for e in entries if e is not None)
 
 
-def _image_entry(kfile: Path, index: int, item: Any, shown: str) -> ImageEntry:
+def _image_entry(
+    kfile: Path, index: int, item: Any, shown: str, refuse: Callable[[str], None]
+) -> ImageEntry | None:
     values = (
         {k: v for k, v in item.items() if isinstance(v, str) and v not in _NULL}
         if isinstance(item, dict)
         else {}
     )
     if not values.get("name"):
-        raise ConfigError(f"{shown}: images[{index}] needs a `name` (the image name the manifests use)")
+        refuse(f"{shown}: images[{index}] needs a `name` (the image name the manifests use)")
+        return None
     keys = ("name", "newName", "newTag", "digest", "tagSuffix")
     return ImageEntry(kfile, index, *(values.get(k, "") for k in keys))
 
@@ -226,6 +242,7 @@ def _image_entry(kfile: Path, index: int, item: Any, shown: str) -> ImageEntry:
 @dataclass
 class _Build:
     root: Path | None
+    lenient: bool = False
     levels: list[Level] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -239,14 +256,20 @@ class _Build:
         objects = [] if into is None else into
         stack = (*stack, kfile.parent.resolve())
         for key in ("resources", "bases", "components"):
-            for entry in _paths(spec, key, shown):
+            for entry in _paths(spec, key, shown, self.refuse):
                 self.entry(kfile, entry, stack, objects, component=key == "components")
-        level = Level(kfile, into is not None, image_entries(spec, kfile, shown))
+        level = Level(kfile, into is not None, image_entries(spec, kfile, shown, self.refuse))
         self.levels.append(level)
         _transform(level, [b for o in objects for b in o.boxes])
         self.notes += [f"{shown}: {key} not applied" for key in _NOT_APPLIED if spec.get(key)]
         objects[:] = [_renamed(o, spec) for o in objects]
         return objects
+
+    def refuse(self, message: str) -> None:
+        """Kustomize refuses it: an error, or in a lenient load a note."""
+        if not self.lenient:
+            raise ConfigError(message)
+        self.notes.append(message)
 
     def entry(
         self, kfile: Path, entry: str, stack: tuple[Path, ...], objects: list[Object], *, component: bool
@@ -257,23 +280,19 @@ class _Build:
             return
         path = (kfile.parent / entry).resolve()
         if path.is_dir():
-            if path in stack:
-                raise ConfigError(f"{shown}: {entry} leads back to {_rel(self.root, path)}/; remove the loop")
             inner = kustomization_file(path)
-            if inner is None:
-                shown = _rel(self.root, path)
-                raise ConfigError(
-                    f"{shown}/ has no kustomization.yml; add one, or list its files in resources:"
-                )
-            if component:
+            if path in stack:
+                self.refuse(f"{shown}: {entry} leads back to {_rel(self.root, path)}/; remove the loop")
+            elif inner is None:
+                where = _rel(self.root, path)
+                self.refuse(f"{where}/ has no kustomization.yml; add one, or list its files in resources:")
+            elif component:
                 self.kustomization(inner, stack, objects)
             else:
                 objects += self.kustomization(inner, stack)
         elif not path.is_file():
             what = "component" if component else "resource"
-            raise ConfigError(
-                f"{shown}: {what} {entry!r} does not exist ({_rel(self.root, path)}); fix the path"
-            )
+            self.refuse(f"{shown}: {what} {entry!r} does not exist ({_rel(self.root, path)}); fix the path")
         else:
             objects += file_objects(path)
 
@@ -290,10 +309,11 @@ def _transform(level: Level, boxes: list[_Box]) -> None:
                 box.steps.append((image, box.spec["image"]))
 
 
-def _paths(spec: Mapping[str, Any], key: str, shown: str) -> list[str]:
+def _paths(spec: Mapping[str, Any], key: str, shown: str, refuse: Callable[[str], None]) -> list[str]:
     entries = spec.get(key) or []
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise ConfigError(f"{shown}: {key} must be a list of paths, e.g. [deployment.yml, api/]")
+        refuse(f"{shown}: {key} must be a list of paths, e.g. [deployment.yml, api/]")
+        return []
     return entries
 
 
