@@ -20,7 +20,7 @@ from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import changes_since, plan_facts
 from moltbuild.plan.changes import select_changed
-from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, make_plan, render_plan
+from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, check_settings, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
 from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
@@ -251,6 +251,7 @@ def choose(session: Session, request: BuildRequest) -> tuple[str, str]:
 
 def plan_for(session: Session, request: BuildRequest, names: list[str] | None = None) -> BuildPlan:
     name, reason = choose(session, request)
+    check_settings(session.settings)
     inputs = PlanInputs(session.settings, plan_facts(session, request, names), name, reason)
     return make_plan(request, inputs)
 

@@ -148,10 +148,16 @@ class _Project:
     registry_cache: bool
 
 
+def check_settings(settings: Settings) -> ImageRef:
+    """The settings planning reads, checked before any fact is gathered (a bad setting is named
+    before git or a Dockerfile is asked anything); returns the registry prefix."""
+    settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
+    return registry_prefix(settings["MOLTBUILD_REGISTRY"])
+
+
 def _project(request: BuildRequest, inputs: PlanInputs) -> _Project:
     settings, tool = inputs.settings, inputs.facts.tool
-    registry = registry_prefix(settings["MOLTBUILD_REGISTRY"])  # settings are checked before any work
-    settings.seconds("MOLTBUILD_IDLE_TIMEOUT")
+    registry = check_settings(settings)
     semver = tool.get("semver", False)
     if not isinstance(semver, bool):
         raise ConfigError(f"[tool.moltbuild] semver must be true or false, found {semver!r}")
