@@ -1,3 +1,3 @@
-"""moltbuild: build, tag, push and verify the moltbook container images from anywhere."""
+"""moltbuild: build, tag, push and verify a repository's container images from anywhere."""
 
 __version__ = "0.1.0"

@@ -77,7 +77,7 @@ def project(tmp_path: Path) -> Path:
 def fake(tmp_path: Path, monkeypatch) -> Iterator[FakeCluster]:
     """The fake API, with KUBECONFIG pointing at it (what kubectl users have)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE) as cluster:
+    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
         yield cluster
 
@@ -461,7 +461,7 @@ def test_open_wants_the_registry_secret_only_when_credentials_are_needed(project
         f"namespace {NAMESPACE} has no Secret {SECRET_NAME} with the credentials for reg.example; "
         "fix: invoke kaniko.setup"
     )
-    Cluster(namespace=NAMESPACE).apply(registry_secret(NAMESPACE, {"reg.example": creds}))
+    Cluster(namespace=NAMESPACE, environ=os.environ).apply(registry_secret(NAMESPACE, {"reg.example": creds}))
     backend_for(project, []).open(run)  # no error now
 
 
@@ -542,7 +542,7 @@ def test_status_with_a_kubeconfig_names_cluster_context_namespace_and_the_missin
         and status.fix == "invoke kaniko.setup"
     )
 
-    Cluster(namespace=NAMESPACE).apply(registry_secret(NAMESPACE, {}))
+    Cluster(namespace=NAMESPACE, environ=os.environ).apply(registry_secret(NAMESPACE, {}))
     status = backend_for(project, []).status()
     assert status.works and status.reason == f"{where}; builds run as Kaniko Jobs" and status.fix == ""
 
@@ -557,7 +557,7 @@ def test_status_names_the_rights_rbac_denies(project, fake):
 
 def test_status_of_a_cluster_that_does_not_answer(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE) as gone:
+    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     status = backend_for(project, []).status()
     assert status.available and not status.works
@@ -569,7 +569,7 @@ def test_status_of_a_cluster_that_does_not_answer(project, tmp_path, monkeypatch
 
 
 def test_apply_creates_then_updates_the_setup_objects(project, fake):
-    cluster = Cluster(namespace=NAMESPACE)
+    cluster = Cluster(namespace=NAMESPACE, environ=os.environ)
     objects = setup_objects(project, NAMESPACE)
     assert {o["kind"] for o in objects} >= {"ServiceAccount", "Role", "RoleBinding"}
     assert [cluster.apply(o) for o in objects] == ["created"] * len(objects)
@@ -581,7 +581,7 @@ def test_apply_creates_then_updates_the_setup_objects(project, fake):
 
 
 def test_a_forbidden_or_failing_call_is_a_cluster_error_naming_the_fix(fake):
-    cluster = Cluster(namespace=NAMESPACE)
+    cluster = Cluster(namespace=NAMESPACE, environ=os.environ)
     fake.fake[f"get /api/v1/namespaces/{NAMESPACE}/pods"] << 403
     with pytest.raises(ClusterError) as caught:
         cluster.job_pod("some-job")
@@ -595,7 +595,7 @@ def test_a_forbidden_or_failing_call_is_a_cluster_error_naming_the_fix(fake):
 
 
 def test_exec_stdin_delivers_every_byte_and_logs_stream_lines(fake):
-    cluster = Cluster(namespace=NAMESPACE)
+    cluster = Cluster(namespace=NAMESPACE, environ=os.environ)
     fake.core.create_namespaced_pod(
         NAMESPACE,
         {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
@@ -613,15 +613,15 @@ def test_exec_stdin_delivers_every_byte_and_logs_stream_lines(fake):
 
 def test_delete_job_on_a_cluster_that_does_not_answer_is_a_cluster_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE) as gone:
+    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     with pytest.raises(ClusterError, match=r"does not answer"):
-        Cluster(namespace=NAMESPACE).delete_job("any")
+        Cluster(namespace=NAMESPACE, environ=os.environ).delete_job("any")
 
 
 def test_open_on_a_cluster_that_does_not_answer_is_a_cluster_error(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE) as gone:
+    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     creds = Credentials("ci", Secret(PASSWORD), "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     with pytest.raises(ClusterError, match=r"does not answer"):
@@ -630,7 +630,7 @@ def test_open_on_a_cluster_that_does_not_answer_is_a_cluster_error(project, tmp_
 
 def test_a_cluster_going_away_mid_build_is_a_cluster_error(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE) as going:
+    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as going:
         monkeypatch.setenv("KUBECONFIG", str(going.kubeconfig(tmp_path / "kubeconfig")))
         backend = backend_for(project, [])  # the run context reads the environment at its start
         backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "moltbuild"
-NAMES = re.compile(r'ardenone|"api"|"frontend"')
+NAMES = re.compile(r'ardenone|moltbook|"api"|"frontend"', re.IGNORECASE)
 
 
 def test_no_app_or_organisation_name_in_the_package():

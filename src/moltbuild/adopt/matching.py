@@ -55,7 +55,7 @@ class Matched:
 
 
 def _fit(label: str, name: str) -> int:
-    """2: the same words (api, api); 1: one ends or starts the other (api, moltbook-api); 0."""
+    """2: the same words (api, api); 1: one ends or starts the other (api, shop-api); 0."""
     a, b = tokens(label), tokens(name)
     if not a or not b:
         return 0
@@ -208,7 +208,7 @@ def _unique(name: str, recipe: Recipe, used: set[str]) -> str:
 
 def name_images(items: list[Item], pinned: list[str]) -> list[Choice]:
     """Each image named after its folder (api), less the prefix every `pinned` image name shares
-    (moltbook-): moltbook-frontend/ gives frontend. Names stay unique."""
+    (shop-): shop-web/ gives web. Names stay unique."""
     prefix = _common_prefix(pinned)
     choices, used = [], set()
     for recipe, repository, image, why in items:

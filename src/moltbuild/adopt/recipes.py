@@ -16,7 +16,7 @@ SKIP_DIRS = frozenset({".git", "node_modules", "build", "vendor", "third_party",
 
 
 def tokens(text: str) -> tuple[str, ...]:
-    """The lower-case words of a name: moltbook_API-v2 -> (moltbook, api, v2)."""
+    """The lower-case words of a name: shop_API-v2 -> (shop, api, v2)."""
     return tuple(t for t in re.split(r"[^a-z0-9]+", text.lower()) if t)
 
 

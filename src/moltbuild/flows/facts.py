@@ -81,8 +81,10 @@ def _default_branch(git: _Git) -> str:
 
 
 def _source(git: _Git) -> str:
+    """The origin remote's URL; without one, `[tool.moltbuild] source` of the checkout, else none."""
     remote = git.line("config", "--get", "remote.origin.url")
-    return (source_url(remote) if remote else None) or DEFAULT_SOURCE
+    configured = str(read_tool_table(git.repo).get("source") or "")
+    return (source_url(remote) if remote else None) or configured or DEFAULT_SOURCE
 
 
 def plan_facts(session: Session, request: BuildRequest, names: Iterable[str] | None = None) -> PlanFacts:

@@ -32,12 +32,12 @@ class Cluster:
         self,
         *,
         context: str | None = None,
-        namespace: str = "moltbook",
-        environ: Mapping[str, str] | None = None,
+        namespace: str = "default",
+        environ: Mapping[str, str],
     ):
         self.context = context or None
         self.namespace = namespace
-        self.environ = dict(os.environ if environ is None else environ)  # the run context's
+        self.environ = dict(environ)  # the run context's (KUBECONFIG, proxies): never os.environ here
 
     # -- connection ----------------------------------------------------------------------------
 

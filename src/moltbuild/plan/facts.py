@@ -14,7 +14,7 @@ from moltbuild.dockerfile import Dockerfile
 from moltbuild.project import ImageConfig
 from moltbuild.smoke.probes import SmokePlan
 
-DEFAULT_SOURCE = "https://github.com/moltbook-org/moltbook"
+DEFAULT_SOURCE = ""  # no origin remote and no [tool.moltbuild] source: the labels say none
 ZERO_SHA = re.compile(r"^0+$")  # GitHub's `before` on a branch's first push: there is no base
 
 

@@ -175,7 +175,7 @@ KEYS: dict[str, KeySpec] = {
             flag=True,
         ),
         KeySpec("MOLTBUILD_KUBE_CONTEXT", "kubeconfig context for kaniko (default: current)", "kube_context"),
-        KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbook"),
+        KeySpec("MOLTBUILD_KUBE_NAMESPACE", "namespace kaniko Jobs run in", "kube_namespace", "moltbuild"),
         KeySpec(
             "MOLTBUILD_KANIKO_IMAGE",
             "kaniko executor image, pinned by digest",

@@ -29,7 +29,7 @@ SMOKE_KEYS = frozenset(SMOKE_KEYS_ORDER)
 class HttpCheck:
     path: str
     port: int  # the container's port
-    origin: str  # "k8s/api.yml Deployment moltbook-api readinessProbe", or the pyproject table
+    origin: str  # "k8s/api.yml Deployment shop-api readinessProbe", or the pyproject table
     initial_delay_s: float = 0.0  # the probe's initialDelaySeconds
     period_s: float = 10.0  # periodSeconds
     failure_threshold: int = 3  # failureThreshold: how long Kubernetes itself would wait
@@ -55,7 +55,7 @@ class SmokePlan:
     env: tuple[tuple[str, str | Secret], ...] = ()
     # Variables the workload sets that the container does not get, each with why ("secret x/y").
     env_missing: tuple[str, ...] = ()
-    # Every workload that runs the image: "k8s/api/deployment.yml Deployment moltbook-api".
+    # Every workload that runs the image: "k8s/api/deployment.yml Deployment shop-api".
     workloads: tuple[str, ...] = ()
     probes: int = 0  # the httpGet probes of those workloads (`http` asks each path and port once)
 

@@ -90,7 +90,7 @@ def _no_log() -> contextlib.nullcontext[None]:
 def leaks_secret(arg: str, secret: str) -> bool:
     """`arg` passes `secret` as a credential: equal to it, a word of it (a script, a header) or a
     credential-shaped part of it (user:secret@, --password=secret, --creds user:secret). A
-    secret that is only a substring of an ordinary argument (`moltbook` in a path, an image name
+    secret that is only a substring of an ordinary argument (`shop` in a path, an image name
     or a tag) is no leak: refusing it would refuse every build."""
     return secret in arg and _credential_shapes(secret).fullmatch(arg) is not None
 
