@@ -77,7 +77,7 @@ def project(tmp_path: Path) -> Path:
 def fake(tmp_path: Path, monkeypatch) -> Iterator[FakeCluster]:
     """The fake API, with KUBECONFIG pointing at it (what kubectl users have)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as cluster:
+    with FakeCluster(namespace=NAMESPACE) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
         yield cluster
 
@@ -557,7 +557,7 @@ def test_status_names_the_rights_rbac_denies(project, fake):
 
 def test_status_of_a_cluster_that_does_not_answer(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
+    with FakeCluster(namespace=NAMESPACE) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     status = backend_for(project, []).status()
     assert status.available and not status.works
@@ -613,7 +613,7 @@ def test_exec_stdin_delivers_every_byte_and_logs_stream_lines(fake):
 
 def test_delete_job_on_a_cluster_that_does_not_answer_is_a_cluster_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
+    with FakeCluster(namespace=NAMESPACE) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     with pytest.raises(ClusterError, match=r"does not answer"):
         Cluster(namespace=NAMESPACE, environ=os.environ).delete_job("any")
@@ -621,7 +621,7 @@ def test_delete_job_on_a_cluster_that_does_not_answer_is_a_cluster_error(tmp_pat
 
 def test_open_on_a_cluster_that_does_not_answer_is_a_cluster_error(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as gone:
+    with FakeCluster(namespace=NAMESPACE) as gone:
         monkeypatch.setenv("KUBECONFIG", str(gone.kubeconfig(tmp_path / "kubeconfig")))
     creds = Credentials("ci", Secret(PASSWORD), "REGISTRY_USERNAME/REGISTRY_PASSWORD")
     with pytest.raises(ClusterError, match=r"does not answer"):
@@ -630,7 +630,7 @@ def test_open_on_a_cluster_that_does_not_answer_is_a_cluster_error(project, tmp_
 
 def test_a_cluster_going_away_mid_build_is_a_cluster_error(project, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with FakeCluster(namespace=NAMESPACE, environ=os.environ) as going:
+    with FakeCluster(namespace=NAMESPACE) as going:
         monkeypatch.setenv("KUBECONFIG", str(going.kubeconfig(tmp_path / "kubeconfig")))
         backend = backend_for(project, [])  # the run context reads the environment at its start
         backend.open(RunSpec(tmp_path, registries=Registries(backend.settings)))
