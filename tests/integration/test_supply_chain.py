@@ -158,7 +158,14 @@ def test_without_a_key_attachments_are_unsigned_and_tampering_still_shows(git_pr
 
     verified = invoke(git_project, "verify", env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "UNSIGNED, provenance and SBOM attached; signature not checked" in verified.stdout
+    assert verified.stdout.count("not signed; provenance and SBOM attached") == 2
+    assert (
+        verified.stdout.strip().splitlines()[-1].startswith("signatures not checked: no MOLTBUILD_VERIFY_KEY")
+    )
+    required = invoke(
+        git_project, "verify", env={**env, "MOLTBUILD_ATTEST": "on"}
+    )  # the policy: now it fails
+    assert required.returncode != 0 and "requires a signature" in required.stderr
 
     move_attestations(mirror.url, entries["api"], entries["frontend"])
     moved = invoke(git_project, "verify", env=env)

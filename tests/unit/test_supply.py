@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
 from moltbuild.supply.provenance import (
     PROVENANCE_TYPE,
     BuildFacts,
+    build_type,
     commit_of,
     decode_envelope,
     predicate,
+    purl,
     statement,
     subject_digests,
 )
@@ -69,13 +72,49 @@ def test_provenance_names_commit_args_bases_and_the_machine():
         "digest": {"gitCommit": COMMIT},
     }
     assert {
-        "uri": "oci://python:3.12-slim",
+        "uri": f"pkg:docker/library/python@sha256:{'b' * 64}?repository_url=docker.io",
         "name": "python:3.12-slim",
         "digest": {"sha256": "b" * 64},
     } in deps
-    assert {"uri": "oci://busybox:1.36", "name": "busybox:1.36"} in deps  # unresolved: no made-up digest
+    unresolved = {"uri": "pkg:docker/library/busybox@1.36?repository_url=docker.io", "name": "busybox:1.36"}
+    assert unresolved in deps  # no made-up digest
     assert body["runDetails"]["builder"]["id"].startswith("urn:moltbuild:builder:buildah:")
     assert "invocationId" not in body["runDetails"]["metadata"]
+
+
+def test_builder_ids_are_uris_without_spaces(monkeypatch):
+    monkeypatch.setattr("socket.gethostname", lambda: "dev pod/1")
+    built = predicate(facts(backend="kaniko"))["runDetails"]["builder"]["id"]
+    assert built == "urn:moltbuild:builder:kaniko:dev%20pod%2F1"
+
+
+def test_a_dirty_tree_claims_no_exact_commit():
+    deps = predicate(facts(dirty=True))["buildDefinition"]["resolvedDependencies"]
+    assert deps[0] == {
+        "uri": "git+https://github.com/ardenone/moltbook-org@refs/heads/main",
+        "annotations": {"dirty": True, "headCommit": COMMIT},
+    }
+    assert not any("gitCommit" in d.get("digest", {}) for d in deps)
+
+
+def test_a_base_in_a_private_registry_is_a_purl_with_its_host():
+    assert purl("reg.example:5000/ns/base:1", "") == "pkg:docker/ns/base@1?repository_url=reg.example:5000"
+    assert purl("${UNSET}", "") == "${UNSET}"  # no image name: kept as written
+
+
+def test_the_build_type_resolves_to_its_document_in_this_repository():
+    root = Path(__file__).resolve().parents[2]
+    urls = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]
+    body = predicate(facts())["buildDefinition"]
+    assert body["buildType"] == urls["Repository"] + "/blob/main/docs/buildtype-image-v1.md"
+    assert build_type({}) == "urn:moltbuild:buildtype:image:v1"
+    doc = (root / "docs" / "buildtype-image-v1.md").read_text()
+    for key in [
+        *body["externalParameters"],
+        *body["internalParameters"],
+        *body["externalParameters"]["source"],
+    ]:
+        assert f"`{key}`" in doc, key
 
 
 def test_provenance_on_github_names_the_workflow_run():

@@ -20,7 +20,7 @@ from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
-from moltbuild.supply.cosign import Signer
+from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
 from moltbuild.system import owners
@@ -41,10 +41,18 @@ def _missing(session: Session) -> list[str]:
 
 
 def preflight(session: Session) -> None:
-    """`MOLTBUILD_ATTEST=on` without the tools stops before any build, not after the push."""
+    """`MOLTBUILD_ATTEST=on` without the tools, or a signing key its password does not open, stops
+    before any build, not after the push."""
     missing = _missing(session)
-    if session.settings.choice("MOLTBUILD_ATTEST") == "on" and missing:
+    mode = session.settings.choice("MOLTBUILD_ATTEST")
+    if mode == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
+    signer = Signer.from_settings(session.settings, session.environ)
+    if mode == "off" or missing or signer.mode is not Mode.KEY:
+        return
+    with owners.private_dir() as tmp:
+        access = RegistryAccess(host="", plain_http=False, ca="", config_dir=Path(tmp))
+        Cosign(session.runner, access).check_key(signer, Path(tmp) / "signing.pub")
 
 
 def wanted(session: Session) -> bool:
@@ -192,6 +200,7 @@ def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Att
         signer=signer,
         sbom_format=session.settings.choice("MOLTBUILD_SBOM_FORMAT"),
         workdir=folder,
+        verifier=Verifier.from_settings(session.settings),
     )
 
 

@@ -1,6 +1,7 @@
 """`invoke verify`: every reported and every pinned image is in the registry with its digest,
 and (unless `--no-attestations` or MOLTBUILD_ATTEST=off) carries a signature by the expected
-signer, SLSA provenance for that digest and commit, and an SBOM. With `--kustomization`, what is
+signer, SLSA provenance for that digest and commit, and an SBOM (when an unsigned image fails:
+`supply.check.Policy`). With `--kustomization`, what is
 checked is what kustomize renders: each workload container's image, read through the deployment
 model (`k8s/deployment`)."""
 
@@ -18,7 +19,7 @@ from moltbuild.refs import ImageRef
 from moltbuild.registry import verify as registry_verify
 from moltbuild.registry.verify import Check, Target
 from moltbuild.supply import check as supply_check
-from moltbuild.supply.cosign import Cosign, Verifier
+from moltbuild.supply.cosign import Cosign
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
 from moltbuild.system import owners
 
@@ -34,6 +35,9 @@ def verify_and_show(
     """`invoke verify`: the checks on stdout, then a one-line error naming the first that failed."""
     checks = verify(session, report_path=report_path, kustomization=kustomization, attestations=attestations)
     session.runner.emit(registry_verify.render(checks, as_json=as_json))
+    if any(c.verdict == supply_check.UNSIGNED for c in checks):
+        unchecked = supply_check.Policy.from_settings(session.settings).unchecked()
+        (session.runner.warn if as_json else session.runner.emit)(unchecked)  # stdout stays JSON
     registry_verify.raise_on_failure(checks)
 
 
@@ -54,8 +58,8 @@ def verify(
     )
     if not attestations or session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return checks
-    verifier = Verifier.from_settings(session.settings)
-    if verifier and not find_tool(session.runner, "cosign"):
+    policy = supply_check.Policy.from_settings(session.settings)
+    if policy.verifier and not find_tool(session.runner, "cosign"):
         raise ConfigError(f"MOLTBUILD_VERIFY_KEY/IDENTITY is set but cosign is not installed: {INSTALL_HINT}")
     commits = {
         (r.repository, r.digest): supply_check.Expected(r.revision, r.input_digest)
@@ -63,7 +67,7 @@ def verify(
         if r.digest
     }
     with owners.private_dir() as tmp:
-        attest = _Attestations(session, verifier, Path(tmp), commits)
+        attest = _Attestations(session, policy, Path(tmp), commits)
         return [attest.check(c) for c in checks]
 
 
@@ -100,8 +104,8 @@ def deployed_targets(kustomization: Path, ours: set[str], root: Path | None = No
 class _Attestations:
     """One attestation check per digest, however many tags point at it."""
 
-    def __init__(self, session: Session, verifier: Verifier | None, workdir: Path, commits: dict):
-        self.session, self.verifier, self.workdir, self.commits = session, verifier, workdir, commits
+    def __init__(self, session: Session, policy: supply_check.Policy, workdir: Path, commits: dict):
+        self.session, self.policy, self.workdir, self.commits = session, policy, workdir, commits
         self.done: dict[str, supply_check.Finding] = {}
 
     def check(self, found: Check) -> Check:
@@ -112,17 +116,16 @@ class _Attestations:
         if key not in self.done:
             self.done[key] = self._finding(ref, found.actual)
         finding = self.done[key]
-        verdict = "ok" if finding.ok else "unattested"
-        return dataclasses.replace(found, verdict=verdict, reason=found.reason or finding.reason)
+        return dataclasses.replace(found, verdict=finding.verdict, reason=found.reason or finding.reason)
 
     def _finding(self, ref: ImageRef, digest: str) -> supply_check.Finding:
         commit = self.commits.get((ref.name, digest), supply_check.Expected())
-        if self.verifier is None:
-            return supply_check.without_verifier(
-                self.session.registries.client(ref.host), ref, digest, commit
-            )
+        verifier = self.policy.verifier
+        if verifier is None:
+            client = self.session.registries.client(ref.host)
+            return supply_check.without_verifier(client, ref, digest, commit, self.policy)
         access = RegistryAccess.prepare(
             ref.host, self.session.settings, self.workdir / ref.host.replace(":", "_")
         )
         cosign = Cosign(self.session.runner, access)
-        return supply_check.with_verifier(cosign, ref, digest, commit, self.verifier)
+        return supply_check.with_verifier(cosign, ref, digest, commit, verifier)

@@ -15,6 +15,8 @@ from moltbuild.registry.auth import Registries
 from moltbuild.settings import Settings
 from moltbuild.system.tables import render_table
 
+PASSING = ("ok", "unsigned")  # unsigned: nothing configures signing (supply.check.Policy)
+
 
 @dataclass
 class Target:
@@ -33,7 +35,7 @@ class Check:
     ref: str
     expected: str
     actual: str
-    verdict: str  # ok | missing | mismatch | error | not-pushed | not-pinned
+    verdict: str  # ok | unsigned (passes) | missing | mismatch | error | not-pushed | not-pinned | unattested
     reason: str
 
 
@@ -122,7 +124,7 @@ def verify(
 def render(checks: list[Check], as_json: bool = False) -> str:
     if as_json:
         return json.dumps(
-            {"ok": all(c.verdict == "ok" for c in checks), "checks": [asdict(c) for c in checks]}, indent=2
+            {"ok": all(c.verdict in PASSING for c in checks), "checks": [asdict(c) for c in checks]}, indent=2
         )
     rows = [(c.origin, c.ref, _short(c.expected), _short(c.actual), c.verdict, c.reason) for c in checks]
     return render_table(("from", "image", "expected", "actual", "verdict", "reason"), rows)
@@ -133,7 +135,7 @@ def _short(digest: str) -> str:
 
 
 def raise_on_failure(checks: list[Check]) -> None:
-    bad = [c for c in checks if c.verdict != "ok"]
+    bad = [c for c in checks if c.verdict not in PASSING]
     if bad:
         first = bad[0]
         raise RegistryError(

@@ -233,6 +233,11 @@ KEYS: dict[str, KeySpec] = {
         KeySpec("MOLTBUILD_SIGNING_KEY", "cosign private key file that signs pushed images and attestations"),
         KeySpec("MOLTBUILD_SIGNING_PASSWORD", "password of MOLTBUILD_SIGNING_KEY", secret=True),
         KeySpec(
+            "COSIGN_PASSWORD",
+            "cosign's own variable: the key's password when MOLTBUILD_SIGNING_PASSWORD is unset",
+            secret=True,
+        ),
+        KeySpec(
             "MOLTBUILD_VERIFY_KEY", "cosign public key `invoke verify` checks signatures with", "verify_key"
         ),
         KeySpec(

@@ -41,31 +41,35 @@ class Attester:
     signer: Signer
     sbom_format: str
     workdir: Path
+    verifier: Verifier | None = None  # MOLTBUILD_VERIFY_KEY / _IDENTITY: whose signature counts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def already(self, ref: ImageRef, digest: str) -> Attached | None:
         """A digest attested before (a reused image, a retried push) keeps what it has, as long as
         it has what this run would attach: provenance, an SBOM, and, when we sign, signed ones and a
-        signature our key verifies (after a key rotation the image is signed again)."""
+        signature the configured signer's key or identity verifies (after a key rotation, or one
+        signed by anybody else, the image is signed again)."""
         signing = self.signer.mode is not Mode.UNSIGNED
         found = [a for a in attached.read(self.client, ref.repository, digest) if a.signed or not signing]
         if not _complete({a.predicate_type for a in found}):
             return None
-        signed = attached.is_signed(self.client, ref.repository, digest)
-        if signing and not (signed and self._ours(ref, digest)):
+        signed = attached.is_signed(self.client, ref.repository, digest) and self._ours(ref, digest)
+        if signing and not signed:
             return None
         att = str(ref.with_tag(attached.tag_for(digest, "att")))
         sig = str(ref.with_tag(attached.tag_for(digest, "sig"))) if signed else "unsigned"
         return Attached(att, att, sig, note="already attested")
 
     def _ours(self, ref: ImageRef, digest: str) -> bool:
-        """Signed by this run's key (keyless: any signature; its identity is the verifier's job)."""
-        if self.signer.mode is not Mode.KEY:
-            return True
+        """Signed by the configured signer: this run's key, else the verifier's key or keyless
+        identity; a signature nobody configured vouches for counts as none."""
         cosign = Cosign(self.runner, self.access)
-        with self.lock:  # images are attested in parallel; the key file is written once
-            pub = cosign.public_key(self.signer, self.workdir / "signing.pub")
-        return cosign.verify(f"{ref.name}@{digest}", Verifier(key=str(pub))).ok
+        verifier = self.verifier
+        if self.signer.mode is Mode.KEY:
+            with self.lock:  # images are attested in parallel; the key file is written once
+                pub = cosign.public_key(self.signer, self.workdir / "signing.pub")
+            verifier = Verifier(key=str(pub))
+        return verifier is not None and cosign.verify(f"{ref.name}@{digest}", verifier).ok
 
     def attest(self, facts: BuildFacts) -> Attached:
         ref = ImageRef.parse(facts.repository, "image repository")

@@ -1,7 +1,7 @@
 """Does a digest carry what a release needs: a signature by the expected signer, SLSA provenance
 for exactly this digest (and the recorded commit), and an SBOM? With a verifier (a public key or
 a keyless identity) cosign decides, as a user's `cosign verify` would; without one the attached
-statements are read from the registry and the answer says the signature went unchecked."""
+statements are read from the registry. `Policy` says, once, when an unsigned image fails."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from moltbuild.refs import ImageRef
 from moltbuild.registry.client import RegistryClient
+from moltbuild.settings import Settings
 from moltbuild.supply import attached
-from moltbuild.supply.cosign import Cosign, Verifier
+from moltbuild.supply.cosign import Cosign, Verifier, last_line
 from moltbuild.supply.provenance import (
     PROVENANCE_TYPE,
     SBOM_TYPES,
@@ -19,24 +20,46 @@ from moltbuild.supply.provenance import (
     input_digest_of,
     subject_digests,
 )
-from moltbuild.system.processes import Result
 
 SBOM_KINDS = tuple(SBOM_TYPES)
 
 
+OK, UNSIGNED, UNATTESTED = "ok", "unsigned", "unattested"  # `unsigned` passes, and says so
+SIGNING_SETTINGS = ("MOLTBUILD_SIGNING_KEY", "MOLTBUILD_VERIFY_KEY", "MOLTBUILD_VERIFY_IDENTITY")
+UNCHECKED = (
+    "signatures not checked: no MOLTBUILD_VERIFY_KEY, MOLTBUILD_VERIFY_IDENTITY or MOLTBUILD_SIGNING_KEY "
+    "is set and MOLTBUILD_ATTEST is not on, so rows say `unsigned`; set one to fail unsigned images"
+)
+
+
 @dataclass(frozen=True)
 class Finding:
-    ok: bool
+    verdict: str  # OK, UNSIGNED or UNATTESTED
     reason: str  # what is wrong, or on success what was checked
 
+    @property
+    def ok(self) -> bool:
+        return self.verdict == OK
 
-def _last_line(res: Result) -> str:
-    lines = [
-        line for line in (res.stderr or "").splitlines() if line.strip() and not line.startswith("WARNING")
-    ]
-    last = lines[-1] if lines else ""
-    last = last.removeprefix("Error: ").removeprefix("error during command execution:").strip()
-    return last[:200] or f"exit {res.returncode}"
+
+@dataclass(frozen=True)
+class Policy:
+    """The verify policy, stated once: when anything configures signing or verification, an unsigned
+    or unattested image fails; with nothing configured, no image is `ok` on its signature: each
+    says `unsigned` and `unchecked()` is the line that says what was not checked."""
+
+    verifier: Verifier | None = None  # cosign decides whose signature it is
+    required_by: tuple[str, ...] = ()  # the settings that make a signature required
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        required = [key for key in SIGNING_SETTINGS if settings.get(key)]
+        if settings.choice("MOLTBUILD_ATTEST") == "on":
+            required.append("MOLTBUILD_ATTEST=on")
+        return cls(Verifier.from_settings(settings), tuple(required))
+
+    def unchecked(self) -> str:
+        return "" if self.required_by else UNCHECKED
 
 
 @dataclass(frozen=True)
@@ -78,28 +101,42 @@ def with_verifier(
     by_digest = str(ref.bare().with_digest(digest))
     signed = cosign.verify(by_digest, verifier)
     if not signed.ok:
-        return Finding(False, f"no signature by {verifier.describe()} ({_last_line(signed)})")
+        return Finding(UNATTESTED, f"no signature by {verifier.describe()} ({last_line(signed)})")
     proven = cosign.verify_attestation(by_digest, verifier, "provenance")
     if not proven.ok:
-        return Finding(False, f"no SLSA provenance signed by {verifier.describe()} ({_last_line(proven)})")
+        return Finding(
+            UNATTESTED, f"no SLSA provenance signed by {verifier.describe()} ({last_line(proven)})"
+        )
     statements = [s for s in map(decode_envelope, proven.stdout.splitlines()) if s]
     problem = _statement_problem(statements, digest, expected)
     if problem:
-        return Finding(False, problem)
+        return Finding(UNATTESTED, problem)
     if not any(cosign.verify_attestation(by_digest, verifier, kind).ok for kind in SBOM_KINDS):
-        return Finding(False, f"no SBOM attestation signed by {verifier.describe()}")
-    return Finding(True, f"signed by {verifier.describe()}; provenance and SBOM attested")
+        return Finding(UNATTESTED, f"no SBOM attestation signed by {verifier.describe()}")
+    return Finding(OK, f"signed by {verifier.describe()}; provenance and SBOM attested")
 
 
-def without_verifier(client: RegistryClient, ref: ImageRef, digest: str, expected: Expected) -> Finding:
+def without_verifier(
+    client: RegistryClient, ref: ImageRef, digest: str, expected: Expected, policy: Policy
+) -> Finding:
+    """What the registry holds, read directly: the signature is there or not, its signer unknown."""
     found = attached.read(client, ref.repository, digest)
     statements = [a.statement for a in found if a.predicate_type == PROVENANCE_TYPE]
     problem = _statement_problem(statements, digest, expected)
+    if not problem and not any(a.predicate_type in SBOM_TYPES.values() for a in found):
+        problem = "no SBOM attached"
     if problem:
-        return Finding(False, problem)
-    if not any(a.predicate_type in SBOM_TYPES.values() for a in found):
-        return Finding(False, "no SBOM attached")
-    signed = "signed, " if attached.is_signed(client, ref.repository, digest) else "UNSIGNED, "
+        return Finding(UNATTESTED, problem)
+    signed = attached.is_signed(client, ref.repository, digest) and all(a.signed for a in found)
+    return _signature_finding(signed, policy)
+
+
+def _signature_finding(signed: bool, policy: Policy) -> Finding:
+    if not policy.required_by:
+        what = "a signature is attached, its signer not checked" if signed else "not signed"
+        return Finding(UNSIGNED, f"{what}; provenance and SBOM attached")
+    if not signed:
+        return Finding(UNATTESTED, f"not signed, and {' and '.join(policy.required_by)} requires a signature")
     return Finding(
-        True, f"{signed}provenance and SBOM attached; signature not checked (no MOLTBUILD_VERIFY_KEY)"
+        OK, "signed, provenance and SBOM attached; signer not checked (MOLTBUILD_VERIFY_KEY is unset)"
     )

@@ -4,7 +4,9 @@ OCI referrers API need), so a user's own `cosign verify` agrees with `invoke ver
 
 A key signs without the public transparency log (private image names stay private; nothing
 reaches Rekor from a laptop); keyless (GitHub's OIDC identity) goes through Fulcio and Rekor as
-sigstore intends. The key's password reaches cosign as COSIGN_PASSWORD, never in argv."""
+sigstore intends. The key's password (MOLTBUILD_SIGNING_PASSWORD, else the user's own
+COSIGN_PASSWORD) reaches cosign as COSIGN_PASSWORD, never in argv; `check_key` opens the key
+before any build."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from moltbuild.errors import ConfigError
 from moltbuild.settings import Secret, Settings
 from moltbuild.supply.tools import RegistryAccess, require_tool
 from moltbuild.system.processes import Result, Runner
@@ -40,7 +43,8 @@ class Signer:
     def from_settings(cls, settings: Settings, environ: Mapping[str, str]) -> Signer:
         key = settings.get("MOLTBUILD_SIGNING_KEY")
         if key:
-            password = settings.get("MOLTBUILD_SIGNING_PASSWORD") or None
+            # cosign's own COSIGN_PASSWORD counts too: a cosign user already has it set.
+            password = settings.get("MOLTBUILD_SIGNING_PASSWORD") or settings.get("COSIGN_PASSWORD") or None
             return cls(Mode.KEY, str(Path(key).expanduser()), password)
         # GitHub Actions with `id-token: write` hands out an OIDC token: cosign signs keyless.
         if environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
@@ -131,6 +135,24 @@ class Cosign:
             )
         return out
 
+    def check_key(self, signer: Signer, out: Path) -> None:
+        """The signing key opens with its password: found before any build, not after the push."""
+        res = self.runner.run(
+            [self.binary, "public-key", "--key", signer.key, "--outfile", str(out)],
+            env=self._env(signer),
+            timeout=60,
+            check=False,
+            mutates=False,
+            what="cosign public-key",
+        )
+        if res.ok:
+            return
+        given = "the password given" if signer.password else "an empty password"
+        raise ConfigError(
+            f"MOLTBUILD_SIGNING_KEY={signer.key} does not open with {given} ({last_line(res)}): set its "
+            "password in MOLTBUILD_SIGNING_PASSWORD (or cosign's COSIGN_PASSWORD)"
+        )
+
     def verify(self, ref: str, verifier: Verifier) -> Result:
         return self.runner.run(
             [self.binary, "verify", *verifier.argv(), *self._registry_argv(), "--output", "json", ref],
@@ -144,3 +166,13 @@ class Cosign:
         argv = [self.binary, "verify-attestation", *verifier.argv(), *self._registry_argv()]
         argv += ["--type", PREDICATE_TYPES[kind], ref]
         return self.runner.run(argv, env=self._env(), timeout=300, check=False, mutates=False)
+
+
+def last_line(res: Result) -> str:
+    """cosign's own reason, the last line it wrote to stderr that is not a warning."""
+    lines = [
+        line for line in (res.stderr or "").splitlines() if line.strip() and not line.startswith("WARNING")
+    ]
+    last = lines[-1] if lines else ""
+    last = last.removeprefix("Error: ").removeprefix("error during command execution:").strip()
+    return last[:200] or f"exit {res.returncode}"

@@ -1,23 +1,32 @@
 """SLSA v1 provenance (https://slsa.dev/provenance/v1) for one pushed image, as plain data: who
-built it, from which commit, with which arguments and bases, when. cosign wraps the predicate in
-an in-toto statement whose subject is the digest; unsigned, `statement` does the same."""
+built it, from which commit (a dirty tree is no exact commit), with which arguments and bases
+(package URLs), when. cosign wraps the predicate in an in-toto statement whose subject is the
+digest; unsigned, `statement` does the same. The build type resolves to its document."""
 
 from __future__ import annotations
 
 import base64
+import functools
+import importlib.metadata
 import json
 import socket
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from moltbuild import __version__
+from moltbuild.errors import MoltbuildError
+from moltbuild.refs import ImageRef
 from moltbuild.settings import ci_platform
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
-# What the parameters below mean: docs/buildtype-image-v1.md (a URN: no project owns the URL space).
-BUILD_TYPE = "urn:moltbuild:buildtype:image:v1"
+# What the parameters below mean: this document, at moltbuild's repository when [project.urls] names it.
+BUILD_TYPE_DOC = "docs/buildtype-image-v1.md"
+BUILD_TYPE_URN = "urn:moltbuild:buildtype:image:v1"
 SBOM_TYPES = {"spdx-json": "https://spdx.dev/Document", "cyclonedx-json": "https://cyclonedx.org/bom"}
 INTOTO_PAYLOAD = "application/vnd.in-toto+json"
 
@@ -48,8 +57,34 @@ class BuildFacts:
     environ: Mapping[str, str] = field(default_factory=dict)
 
 
+def build_type(project_urls: Mapping[str, str]) -> str:
+    """A URI that resolves to the build type's document in moltbuild's repository; the URN the
+    document is named by when the repository is not known."""
+    repo = project_urls.get("Repository", "").rstrip("/")
+    if repo.startswith("https://github.com/"):
+        return f"{repo}/blob/main/{BUILD_TYPE_DOC}"
+    return f"{repo}/{BUILD_TYPE_DOC}" if repo.startswith("https://") else BUILD_TYPE_URN
+
+
+@functools.cache
+def own_project_urls() -> dict[str, str]:
+    """moltbuild's own [project.urls]: from the installed distribution, else its source checkout."""
+    try:
+        entries = importlib.metadata.metadata("moltbuild").get_all("Project-URL") or []
+        return dict(tuple(part.strip() for part in e.split(",", 1)) for e in entries if "," in e)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        return {}
+    return dict(project.get("urls", {})) if project.get("name") == "moltbuild" else {}
+
+
 def builder(environ: Mapping[str, str], backend: str) -> tuple[str, str]:
-    """(builder id, invocation id): the GitHub workflow run when there is one, else the machine."""
+    """(builder id, invocation id): the GitHub workflow run when there is one, else the machine
+    (a URN: the host name percent-encoded, no spaces)."""
     repo, run = environ.get("GITHUB_REPOSITORY", ""), environ.get("GITHUB_RUN_ID", "")
     if ci_platform(environ) == "github-actions" and repo and run:
         server = environ.get("GITHUB_SERVER_URL", "https://github.com")
@@ -57,8 +92,19 @@ def builder(environ: Mapping[str, str], backend: str) -> tuple[str, str]:
         attempt = environ.get("GITHUB_RUN_ATTEMPT", "1")
         who = f"{server}/{workflow}" if workflow else f"{server}/{repo}/actions"
         return who, f"{server}/{repo}/actions/runs/{run}/attempts/{attempt}"
-    where = "kaniko Job from " if backend == "kaniko" else ""
-    return f"urn:moltbuild:builder:{backend}:{where}{socket.gethostname()}", ""
+    return f"urn:moltbuild:builder:{quote(backend, safe='')}:{quote(socket.gethostname(), safe='')}", ""
+
+
+def purl(base: str, digest: str) -> str:
+    """A base image as a package URL (pkg:docker/NAMESPACE/NAME@VERSION?repository_url=HOST): the
+    digest as version when known, else the tag; the name as written when it is no image name."""
+    try:
+        ref = ImageRef.parse(base, "base image", default_tag="latest")
+    except MoltbuildError:
+        return base
+    version = digest if digest.startswith("sha256:") else (ref.digest or ref.tag or "latest")
+    path = quote(ref.repository, safe="/")
+    return f"pkg:docker/{path}@{quote(version, safe=':')}?repository_url={quote(ref.host, safe=':')}"
 
 
 def _dependencies(facts: BuildFacts) -> list[dict[str, Any]]:
@@ -66,9 +112,12 @@ def _dependencies(facts: BuildFacts) -> list[dict[str, Any]]:
     if facts.commit:
         uri = f"git+{facts.source}" if facts.source else "git+local"
         ref = f"@refs/heads/{facts.branch}" if facts.branch else ""
-        deps.append({"uri": uri + ref, "digest": {"gitCommit": facts.commit}})
+        source: dict[str, Any] = {"uri": uri + ref, "digest": {"gitCommit": facts.commit}}
+        if facts.dirty:  # the commit plus changes: no digest claims the exact tree
+            source = {"uri": uri + ref, "annotations": {"dirty": True, "headCommit": facts.commit}}
+        deps.append(source)
     for base, digest in sorted(facts.bases.items()):
-        entry: dict[str, Any] = {"uri": f"oci://{base}", "name": base}
+        entry: dict[str, Any] = {"uri": purl(base, digest), "name": base}
         if digest.startswith("sha256:"):
             entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
         deps.append(entry)
@@ -82,7 +131,7 @@ def predicate(facts: BuildFacts) -> dict[str, Any]:
         metadata["invocationId"] = invocation
     return {
         "buildDefinition": {
-            "buildType": BUILD_TYPE,
+            "buildType": build_type(own_project_urls()),
             "externalParameters": {
                 "image": facts.image,
                 "repository": facts.repository,

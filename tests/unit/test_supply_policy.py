@@ -1,0 +1,207 @@
+"""Trust, below the tools: when `invoke verify` fails an unsigned image (the policy, stated once),
+whose signature makes an image "already attested", and the signing key's password (cosign's own
+COSIGN_PASSWORD too) checked before any build. cosign is a scripted runner: no process starts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from moltbuild import report
+from moltbuild.errors import ConfigError, RegistryError
+from moltbuild.flows import attest as attest_flow
+from moltbuild.flows import verify as verify_flow
+from moltbuild.flows.context import Session
+from moltbuild.refs import ImageRef
+from moltbuild.settings import Secret, load_settings
+from moltbuild.supply import attached, check
+from moltbuild.supply.attest import Attester
+from moltbuild.supply.cosign import Mode, Signer, Verifier
+from moltbuild.supply.provenance import PROVENANCE_TYPE, SBOM_TYPES, statement
+from moltbuild.supply.tools import RegistryAccess
+from moltbuild.system.processes import Result, Runner
+from tests.unit.records import image_record, pushed_entry
+from tests.unit.test_registry_client import FakeRegistry
+from tests.unit.verdicts import storage_verdict
+
+REPO = "ns/moltbook-api"
+COMMIT = "a" * 40  # the report's revision (tests.unit.records)
+
+
+class ScriptedCosign(Runner):
+    """Answers `cosign VERB` from a table instead of starting it; records argv and environment."""
+
+    def __init__(self, bindir: Path, answers: dict[str, Result] | None = None):
+        super().__init__(out=lambda _: None, environ={"PATH": str(bindir)})
+        self.answers, self.calls = answers or {}, []
+        for tool in ("cosign", "syft"):  # found on PATH, never run
+            (bindir / tool).write_text("")
+            (bindir / tool).chmod(0o755)
+
+    def run(self, argv, **kwargs):
+        self.calls.append((argv, dict(kwargs.get("env") or {})))
+        return self.answers.get(argv[1], Result(argv, 0))
+
+
+@pytest.fixture()
+def fake(httpserver_ipv4: HTTPServer) -> Iterator[FakeRegistry]:
+    yield FakeRegistry(httpserver_ipv4)
+    httpserver_ipv4.check()
+
+
+def session(tmp_path: Path, host: str, runner: Runner | None = None, **environ: str) -> Session:
+    env = {"MOLTBUILD_INSECURE_REGISTRIES": host, **environ}
+    s = Session(
+        settings=load_settings(tmp_path, environ=env, tool_config={"registry": f"{host}/ns"}),
+        runner=runner or Runner(out=lambda _: None, environ={}),
+        environ={},
+    )
+    s.storage = storage_verdict()
+    return s
+
+
+def attested_image(tmp_path: Path, fake: FakeRegistry, *, signed: bool = False) -> tuple[Path, str]:
+    """An image in the report with provenance and an SBOM attached (and, signed, a `.sig`)."""
+    digest, _ = fake.add_image(REPO, "sha-1")
+    path = tmp_path / "images.json"
+    entry = pushed_entry("api", repository=f"{fake.host}/{REPO}", digest=digest, tags=["sha-1"])
+    path.write_text(json.dumps(report.document([image_record(entry)])))
+    name = f"{fake.host}/{REPO}"
+    body = {"buildDefinition": {"externalParameters": {"source": {"commit": COMMIT}}}}
+    statements = [
+        statement(name, digest, PROVENANCE_TYPE, body),
+        statement(name, digest, SBOM_TYPES["spdx-json"], {}),
+    ]
+    client = session(tmp_path, fake.host).registries.client(fake.host)
+    attached.write_unsigned(client, REPO, digest, statements)
+    if signed:
+        _sign(fake, digest)
+    return path, digest
+
+
+def _sign(fake: FakeRegistry, digest: str) -> None:
+    """What `cosign sign` and `cosign attest` leave: a `.sig` and DSSE layers with a signature."""
+    media, body = fake.manifests[(REPO, attached.tag_for(digest, "att"))]
+    for layer in json.loads(body)["layers"]:
+        envelope = json.loads(fake.blobs[(REPO, layer["digest"])])
+        fake.blobs[(REPO, layer["digest"])] = json.dumps(
+            envelope | {"signatures": [{"sig": "MEU="}]}
+        ).encode()
+    fake.manifests[(REPO, attached.tag_for(digest, "sig"))] = (media, body)
+
+
+def test_with_nothing_configured_an_unsigned_image_says_unsigned_and_the_output_says_what_was_not_checked(
+    tmp_path, fake, capsys
+):
+    path, _ = attested_image(tmp_path, fake)
+    (row,) = verify_flow.verify(session(tmp_path, fake.host), report_path=path)
+    assert row.verdict == "unsigned" and "not signed" in row.reason
+    verify_flow.verify_and_show(session(tmp_path, fake.host), report_path=path)  # passes
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == check.UNCHECKED and "MOLTBUILD_VERIFY_KEY" in out[-1]
+
+
+def test_a_signed_image_is_not_ok_either_while_nothing_says_whose_signature_counts(tmp_path, fake):
+    path, _ = attested_image(tmp_path, fake, signed=True)
+    (row,) = verify_flow.verify(session(tmp_path, fake.host), report_path=path)
+    assert row.verdict == "unsigned" and "signer not checked" in row.reason
+
+
+@pytest.mark.parametrize("setting", ["MOLTBUILD_SIGNING_KEY", "MOLTBUILD_ATTEST"])
+def test_once_signing_is_configured_an_unsigned_image_fails_verify(tmp_path, fake, setting, capsys):
+    key = tmp_path / "cosign.key"
+    key.write_text("k")
+    value = str(key) if setting == "MOLTBUILD_SIGNING_KEY" else "ON"  # read as a choice: any case
+    path, _ = attested_image(tmp_path, fake)
+    s = session(tmp_path, fake.host, **{setting: value})
+    (row,) = verify_flow.verify(s, report_path=path)
+    assert row.verdict == "unattested" and "requires a signature" in row.reason
+    with pytest.raises(RegistryError, match="1 of 1 checks failed"):
+        verify_flow.verify_and_show(s, report_path=path)
+    assert check.UNCHECKED not in capsys.readouterr().out
+
+
+def test_the_policy_names_what_requires_a_signature(tmp_path):
+    pub = tmp_path / "cosign.pub"
+    pub.write_text("p")
+    none = check.Policy.from_settings(load_settings(tmp_path, environ={}, tool_config={}))
+    assert none == check.Policy() and none.unchecked() == check.UNCHECKED
+    env = {"MOLTBUILD_VERIFY_KEY": str(pub), "MOLTBUILD_ATTEST": "on"}
+    keyed = check.Policy.from_settings(load_settings(tmp_path, environ=env, tool_config={}))
+    assert keyed.required_by == ("MOLTBUILD_VERIFY_KEY", "MOLTBUILD_ATTEST=on") and keyed.unchecked() == ""
+    assert keyed.verifier == Verifier(key=str(pub))
+
+
+def attester(tmp_path: Path, fake: FakeRegistry, runner: Runner, verifier: Verifier | None) -> Attester:
+    s = session(tmp_path, fake.host)
+    return Attester(
+        runner=runner,
+        client=s.registries.client(fake.host),
+        access=RegistryAccess.prepare(fake.host, s.settings, tmp_path / "work"),
+        signer=Signer(Mode.KEYLESS),
+        sbom_format="spdx-json",
+        workdir=tmp_path / "work",
+        verifier=verifier,
+    )
+
+
+def test_already_attested_counts_only_a_signature_the_configured_identity_verifies(tmp_path, fake):
+    _, digest = attested_image(tmp_path, fake, signed=True)
+    ref = ImageRef.parse(f"{fake.host}/{REPO}", "test")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    identity = Verifier(
+        identity="^https://github.com/o/r/", issuer="https://token.actions.githubusercontent.com"
+    )
+    # Keyless with no identity configured: nobody says whose signature counts, so it is signed again.
+    assert attester(tmp_path, fake, ScriptedCosign(bindir), None).already(ref, digest) is None
+    stranger = ScriptedCosign(bindir, {"verify": Result([], 1, "", "Error: no matching signatures")})
+    assert attester(tmp_path, fake, stranger, identity).already(ref, digest) is None
+    assert "--certificate-identity-regexp" in stranger.calls[0][0]
+    ours = attester(tmp_path, fake, ScriptedCosign(bindir), identity).already(ref, digest)
+    assert ours is not None and ours.signature.endswith(".sig") and ours.note == "already attested"
+
+
+def test_cosign_password_alone_opens_the_key_before_any_build_and_never_in_argv(tmp_path):
+    key = tmp_path / "cosign.key"
+    key.write_text("k")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = ScriptedCosign(bindir)
+    s = session(
+        tmp_path, "reg.example:5000", runner, MOLTBUILD_SIGNING_KEY=str(key), COSIGN_PASSWORD="pw-canary-9"
+    )
+    assert Signer.from_settings(s.settings, {}).password == Secret("pw-canary-9")
+    attest_flow.preflight(s)
+    ((argv, env),) = runner.calls
+    assert argv[1:4] == ["public-key", "--key", str(key)] and env["COSIGN_PASSWORD"] == "pw-canary-9"
+    assert not any("canary" in arg for arg in argv)
+    assert "pw-canary-9" in s.settings.secrets  # masked in every log line
+
+
+@pytest.mark.parametrize("password", ["", "wrong-canary"])
+def test_a_key_its_password_does_not_open_stops_before_any_build_naming_both_settings(tmp_path, password):
+    key = tmp_path / "cosign.key"
+    key.write_text("k")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    failed = Result([], 1, "", "Error: reading key: decrypt: encrypted: decryption failed\nmain.go:74: error")
+    runner = ScriptedCosign(bindir, {"public-key": failed})
+    env = {"MOLTBUILD_SIGNING_KEY": str(key), "MOLTBUILD_SIGNING_PASSWORD": password}
+    with pytest.raises(ConfigError) as raised:
+        attest_flow.preflight(session(tmp_path, "reg.example:5000", runner, **env))
+    message = raised.value.message
+    assert "\n" not in message and "MOLTBUILD_SIGNING_PASSWORD" in message and "COSIGN_PASSWORD" in message
+    assert ("an empty password" in message) == (password == "")
+    off = session(
+        tmp_path,
+        "reg.example:5000",
+        ScriptedCosign(bindir, {"public-key": failed}),
+        MOLTBUILD_ATTEST="off",
+        **env,
+    )
+    attest_flow.preflight(off)  # nothing is signed: the key is not asked
