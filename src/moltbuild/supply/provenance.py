@@ -6,7 +6,6 @@ digest; unsigned, `statement` does the same. The build type resolves to its docu
 from __future__ import annotations
 
 import base64
-import functools
 import importlib.metadata
 import json
 import socket
@@ -66,7 +65,6 @@ def build_type(project_urls: Mapping[str, str]) -> str:
     return f"{repo}/{BUILD_TYPE_DOC}" if repo.startswith("https://") else BUILD_TYPE_URN
 
 
-@functools.cache
 def own_project_urls() -> dict[str, str]:
     """moltbuild's own [project.urls]: from the installed distribution, else its source checkout."""
     try:
