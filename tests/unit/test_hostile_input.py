@@ -175,32 +175,55 @@ def test_masking_covers_secrets_of_four_characters_or_more(secret, text, shown):
 @pytest.mark.parametrize(
     ("arg", "refused"),
     [
+        # The argument is the secret, or carries it whole as a value: refused.
         ("moltbook", True),
         ("--password=moltbook", True),
         ("--build-arg=REGISTRY_TOKEN=moltbook", True),
+        ("--label=org.opencontainers.image.title=moltbook", True),  # KEY=SECRET, whatever the key
+        ("APP_NAME='moltbook'", True),
         ("user:moltbook", True),
+        ("--creds=user:moltbook", True),
         ("https://user:moltbook@ghcr.io/v2/", True),
         ("https://moltbook@github.com/o/r.git", True),
         ("Authorization: Bearer moltbook", True),
         ("echo 'moltbook' | login", True),
+        ("echo moltbook | docker login --password-stdin", True),
+        ("login -u me --password moltbook", True),
+        # The secret's text inside a path, tag, sha, name or sentence: no guess, passed.
         ("/work/moltbook/api", False),
         ("ghcr.io/ardenone/moltbook-api:sha-abc1234", False),
         ("ghcr.io/ardenone/api:moltbook-1", False),
+        ("ghcr.io/ardenone/api:moltbook", False),
         ("ghcr.io/x/moltbook@sha256:" + "1" * 64, False),
-        ("--label=org.opencontainers.image.title=moltbook", False),
+        ("--label=org.opencontainers.image.source=https://github.com/acme/moltbook", False),
+        ("--label=org.opencontainers.image.revision=4eb809a4b5moltbook072abf", False),
         ("moltbook-frontend", False),
+        ("refs/heads/moltbook", False),
+        ("pin moltbook images to sha-abc1234", False),
     ],
 )
-def test_argv_is_refused_only_when_it_passes_the_secret_as_a_credential(arg, refused):
+def test_argv_is_refused_only_when_it_passes_the_secret_as_a_value(arg, refused):
     from moltbuild.errors import CommandError
 
-    run = Runner(secrets=["moltbook"], out=lambda _: None, environ={"PATH": os.environ["PATH"]})
+    # A dry run: the guard runs first, and nothing starts.
+    run = Runner(secrets=["moltbook"], out=lambda _: None, environ={}, dry_run=True)
     if refused:
         with pytest.raises(CommandError, match="refusing to pass a secret in argv") as exc:
             run.run(["true", arg])
         assert "moltbook" not in str(exc.value)
     else:
         assert run.run(["true", arg]).ok
+
+
+def test_a_secret_that_reads_like_a_branch_is_refused_only_as_a_value():
+    from moltbuild.errors import CommandError
+
+    run = Runner(secrets=["main"], out=lambda _: None, environ={}, dry_run=True)
+    for arg in ("/work/main/api", "ghcr.io/acme/api:main", "--label=ref=refs/heads/main"):
+        assert run.run(["buildah", "push", arg]).ok
+    for arg in ("--password=main", "main"):
+        with pytest.raises(CommandError, match="refusing to pass a secret in argv"):
+            run.run(["buildah", "login", arg])
 
 
 def test_a_secret_too_short_to_mask_is_said_once(tmp_path, capsys):

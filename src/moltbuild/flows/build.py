@@ -26,6 +26,7 @@ from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
 from moltbuild.system import owners
+from moltbuild.system.console import mask_known_secrets
 from moltbuild.system.locks import run_lock
 
 
@@ -63,10 +64,10 @@ def to_record(
         revision=image.revision or plan.git.sha,
         backend_reason=plan.backend_reason,
         log_path=str(result.log_path) if result.log_path else None,
-        smoke=result.smoke or smoke,
+        smoke=mask_known_secrets(result.smoke or smoke),  # text people read: masked; data stays exact
         push=plan.push,
         size_bytes=result.size_bytes,
-        error=error,
+        error=mask_known_secrets(error),
         cache=result.cache,
     )
 

@@ -28,6 +28,7 @@ from moltbuild.registry.auth import preflight_push
 from moltbuild.registry.tags import echo_puts, put_and_confirm
 from moltbuild.report import ImageRecord, Outcome
 from moltbuild.system import owners
+from moltbuild.system.console import mask_known_secrets
 from moltbuild.system.locks import run_lock
 
 
@@ -175,7 +176,8 @@ def _pushed(session: Session, backends: _Backends, record: ImageRecord, *, dry_r
             raise
         say(f"[{record.name}] {Outcome.PUSH_FAILED.label}: {exc.message}")
         took = round(time.monotonic() - start, 2)
-        return record.but(outcome=Outcome.PUSH_FAILED, error=exc.message, push=True, duration_s=took)
+        error = mask_known_secrets(exc.message)  # the report is read by people: masked
+        return record.but(outcome=Outcome.PUSH_FAILED, error=error, push=True, duration_s=took)
     if dry_run:
         return record
     if record.pushed and digest != record.digest:

@@ -1,7 +1,9 @@
 """The only place that starts processes.
 
-Commands are argv lists; secrets go through stdin or files, never argv; every echoed or
-captured line is masked; in dry-run, commands that change anything are echoed, not run.
+Commands are argv lists; secrets go through stdin or files, never argv. What a command prints
+comes back exact (data read from git or a tool stays data); masking happens where text is shown:
+echoed commands, console lines, logs and error messages. In dry-run, commands that change anything
+are echoed, not run.
 """
 
 from __future__ import annotations
@@ -62,14 +64,20 @@ class Result:
         return self.returncode == 0
 
 
-def _credential_shapes(secret: str) -> re.Pattern[str]:
+# A word that hands the next word over as a credential: `Bearer SECRET`, `echo SECRET | login`.
+_INTRODUCERS = frozenset({"bearer", "basic", "token", "echo", "printf", "-p"})
+_FLAG_RE = re.compile(r"--?[\w-]*(?:pass|token|secret|cred|auth|key)[\w-]*", re.I)  # --password SECRET
+_PUNCT = "'\"`;,()|&"
+
+
+def _value_shape(secret: str) -> re.Pattern[str]:
+    """An argument (or a word of one) whose value is the secret, whole."""
     s = re.escape(secret)
+    keys = r"(?:[^\s=]+=)"
     return re.compile(
-        rf"{s}"  # the argument is the secret
-        rf"|.*(?::|//){s}@.*"  # user:secret@host, https://secret@host
-        rf"|[^\s:/@=]+:{s}"  # --creds user:secret
-        rf"|.*(?i:pass|token|secret|cred|auth|key)[\w.-]*=(?:[^\s=:]*:)?{s}"  # --password=secret
-        rf"|(?:.*[\s'\"])?{s}(?:[\s'\"].*)?"  # a word of a script or header: echo secret, Bearer secret
+        rf"{keys}+['\"]?{s}['\"]?"  # KEY=SECRET, --password=SECRET, --build-arg=TOKEN=SECRET
+        rf"|{keys}*[^\s:/@=]+:{s}"  # user:SECRET, --creds=user:SECRET
+        rf"|{keys}*(?:[A-Za-z][\w+.-]*://)?(?:[^\s:/@]*:)?{s}@\S*"  # user:SECRET@host, https://SECRET@host
     )
 
 
@@ -88,11 +96,25 @@ def _no_log() -> contextlib.nullcontext[None]:
 
 
 def leaks_secret(arg: str, secret: str) -> bool:
-    """`arg` passes `secret` as a credential: equal to it, a word of it (a script, a header) or a
-    credential-shaped part of it (user:secret@, --password=secret, --creds user:secret). A
-    secret that is only a substring of an ordinary argument (`shop` in a path, an image name
-    or a tag) is no leak: refusing it would refuse every build."""
-    return secret in arg and _credential_shapes(secret).fullmatch(arg) is not None
+    """`arg` passes `secret` as a value: it is the secret, or carries it whole as a value
+    (`--password=SECRET`, `KEY=SECRET`, `user:SECRET`, `https://user:SECRET@host`, a quoted
+    'SECRET' or `Bearer SECRET` in a script or header). Never a guess from a substring: a secret
+    inside a path, tag, sha or name, or a plain word of a sentence, is no leak."""
+    if not secret or secret not in arg:
+        return False
+    shape = _value_shape(secret)
+    quoted = re.search(rf"(['\"]){re.escape(secret)}\1", arg)
+    if arg == secret or shape.fullmatch(arg) or quoted:
+        return True
+    words = [w.strip(_PUNCT) for w in arg.split()]
+    return any(
+        shape.fullmatch(word) or (word == secret and _introduces(before))
+        for before, word in zip(["", *words], words, strict=False)
+    )
+
+
+def _introduces(word: str) -> bool:
+    return word.lower() in _INTRODUCERS or _FLAG_RE.fullmatch(word) is not None
 
 
 class Runner:
@@ -202,9 +224,9 @@ class Runner:
             out, err = self._communicate(proc, data, timeout, argv, what)
         if watch.stalled:
             err = f"{err}\n{watch.message()}"
-        result = Result(self.mask_argv(argv), proc.returncode, self.mask(out), self.mask(err))
+        result = Result(argv, proc.returncode, out, err)  # exact: callers read data from it
         if check and proc.returncode != 0:
-            raise CommandError(result.argv, proc.returncode, result.stderr or result.stdout, what=what)
+            raise self._failure(argv, proc.returncode, err or out, what)
         return result
 
     def _communicate(
@@ -214,9 +236,12 @@ class Runner:
             return proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_tree(proc)
-            out, err = proc.communicate()
-            result = Result(self.mask_argv(argv), -9, self.mask(out), self.mask(err))
-            raise CommandError(result.argv, -9, f"timed out after {timeout}s", what=what) from None
+            proc.communicate()
+            raise self._failure(argv, -9, f"timed out after {timeout}s", what) from None
+
+    def _failure(self, argv: list[str], code: int, tail: str, what: str) -> CommandError:
+        """The error a failed command raises: its text is shown to people, so masked."""
+        return CommandError(self.mask_argv(argv), code, self.mask(tail), what=self.mask(what))
 
     def stream(
         self,
@@ -255,9 +280,9 @@ class Runner:
         if watch.stalled:
             tail.append(watch.message())
             self.say(f"{prefix}{watch.message()}")
-        result = Result(self.mask_argv(argv), proc.returncode, "\n".join(tail))
+        result = Result(argv, proc.returncode, "\n".join(tail))  # exact, like run()'s
         if proc.returncode != 0:
-            raise CommandError(result.argv, proc.returncode, result.stdout, what=what)
+            raise self._failure(argv, proc.returncode, result.stdout, what)
         return result
 
     def _pump(
@@ -286,16 +311,17 @@ class Runner:
     def _copy_output(
         self, proc: subprocess.Popen, data: str | None, prefix: str, tail: deque[str], log: Any, header: str
     ) -> OSError | None:
-        """Feed stdin, then show, keep and log each output line; the first log error, not raised."""
+        """Feed stdin, then show and log each output line (masked) and keep it (exact); the first
+        log error, not raised."""
         failed = _log_line(log, header)
         if data is not None and proc.stdin:
             proc.stdin.write(data)
             proc.stdin.close()
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = self.console.output_line(prefix, raw)
+            line = raw.rstrip("\n")
             tail.append(line)
-            failed = failed or _log_line(log, line)
+            failed = failed or _log_line(log, self.console.output_line(prefix, line))
         proc.wait()
         return failed
 
