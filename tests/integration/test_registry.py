@@ -282,6 +282,16 @@ def test_404_and_401_are_never_retried(mirror, tmp_path):
 # -- the acceptance flow, as a user types it -----------------------------------------------------
 
 
+def workload(folder: Path, *images: str) -> None:
+    """folder/deployment.yml: one Deployment running `images`, one container each."""
+    containers = "".join(f"        - {{name: c{i}, image: {image}}}\n" for i, image in enumerate(images))
+    (folder / "deployment.yml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n"
+        "  selector: {matchLabels: {app: app}}\n  template:\n    metadata: {labels: {app: app}}\n"
+        f"    spec:\n      containers:\n{containers}"
+    )
+
+
 def test_verify_kustomization_retag_and_skip_unchanged(git_project, mirror, storage_root, tmp_path):
     env = build_env(mirror, storage_root, "accept")
     first = invoke(git_project, "build", "--push", "--backend", "buildah", env=env)
@@ -291,8 +301,10 @@ def test_verify_kustomization_retag_and_skip_unchanged(git_project, mirror, stor
     sha = f"sha-{head_short(git_project)}"
     api = read_report(git_project)["api"]
     kust = tmp_path / "kustomization.yml"
+    # verify checks what kustomize renders: the images the workloads run, after the images: entries
+    workload(tmp_path, "ghcr.io/ardenone/moltbook-api", "ghcr.io/ardenone/moltbook-frontend")
     kust.write_text(
-        "images:\n"
+        "resources: [deployment.yml]\nimages:\n"
         f"  - name: ghcr.io/ardenone/moltbook-api\n    newName: {api['repository']}\n    newTag: {sha}\n"
         f"  - name: ghcr.io/ardenone/moltbook-frontend\n    newName: {mirror.host}/accept/moltbook-frontend\n"
         "    newTag: never-pushed\n"
@@ -300,14 +312,16 @@ def test_verify_kustomization_retag_and_skip_unchanged(git_project, mirror, stor
     bad = invoke(git_project, "verify", "--kustomization", str(kust), env=env)
     assert bad.returncode != 0
     assert "moltbook-frontend:never-pushed" in bad.stderr + bad.stdout and "missing" in bad.stdout
+    workload(tmp_path, "x")
     kust.write_text(
-        f"images:\n  - name: x\n    newName: {api['repository']}\n    newTag: {sha}\n"
-        f"    digest: sha256:{'0' * 64}\n"
+        f"resources: [deployment.yml]\nimages:\n  - name: x\n    newName: {api['repository']}\n"
+        f"    newTag: {sha}\n    digest: sha256:{'0' * 64}\n"
     )
     mismatch = invoke(git_project, "verify", "--kustomization", str(kust), "--json", env=env)
     assert mismatch.returncode != 0
-    verdicts = {c["origin"]: c["verdict"] for c in json.loads(mismatch.stdout)["checks"]}
-    assert verdicts["kustomization.yml"] == "mismatch"
+    checks = {c["origin"]: c for c in json.loads(mismatch.stdout)["checks"]}
+    pinned = checks[f"{kust} images[0]"]  # kustomize renders NAME:TAG@DIGEST: pulled by that digest
+    assert (pinned["verdict"], pinned["reason"]) == ("missing", "the registry has no such digest")
 
     tagged = invoke(
         git_project, "tag", "--source", f"{api['repository']}:{sha}", "--tag", "promoted", env=env
