@@ -33,38 +33,52 @@ class RegistryClient(RegistrySession):
     """One registry host: its session (auth, retries, deadlines) and the operations on it."""
 
     def manifest(self, name: str, reference: str, *, method: str = "HEAD") -> Manifest | None:
-        """A manifest by tag or digest (None when the registry has no such tag/digest)."""
+        """A manifest by tag or digest (None when the registry has no such tag/digest). A HEAD
+        answered without `Docker-Content-Digest` is asked again with GET: the bytes decide."""
         with self.operation(f"read manifest {name}:{reference}"):
-            resp = self.request(
-                method,
-                f"/v2/{name}/manifests/{reference}",
-                scope=f"repository:{name}:pull",
-                headers={"Accept": ACCEPT},
-            )
+            resp = self._manifest_answer(method, name, reference)
+            if resp is not None and method == "HEAD" and not resp.headers.get("Docker-Content-Digest"):
+                method, resp = "GET", self._manifest_answer("GET", name, reference)
+        if resp is None:
+            return None
+        media_type = resp.headers.get("Content-Type", "").split(";")[0]
+        if method == "HEAD":
+            claimed = resp.headers["Docker-Content-Digest"]
+            if reference.startswith("sha256:") and claimed != reference:
+                raise self._altered(f"{name}@{reference}", "manifest", claimed, reference)
+            return Manifest(claimed, media_type)
+        self.json_object(resp, f"manifest {name}:{reference}")
+        claimed = resp.headers.get("Docker-Content-Digest", "")
+        expected = [d for d in (claimed, reference) if d.startswith("sha256:")]
+        digest = self._checked(f"{name}:{reference}", "manifest", resp.content, expected)
+        return Manifest(digest, media_type, resp.content)
+
+    def _manifest_answer(self, method: str, name: str, reference: str) -> requests.Response | None:
+        resp = self.request(
+            method,
+            f"/v2/{name}/manifests/{reference}",
+            scope=f"repository:{name}:pull",
+            headers={"Accept": ACCEPT},
+        )
         if resp.status_code == 404:
             return None
         self._raise_for(resp, f"manifest {name}:{reference}")
-        digest = resp.headers.get("Docker-Content-Digest", "")
-        if method == "GET":  # the bytes decide, not the headers
-            digest = self._checked_digest(name, reference, resp.content, digest)
-        return Manifest(
-            digest,
-            resp.headers.get("Content-Type", "").split(";")[0],
-            resp.content if method == "GET" else b"",
-        )
+        return resp
 
-    def _checked_digest(self, name: str, reference: str, body: bytes, claimed: str) -> str:
-        """The sha256 of what was served; a header or a by-digest reference that disagrees with the
-        bytes is a registry (or proxy) that altered them."""
+    def _checked(self, what: str, kind: str, body: bytes, expected: list[str]) -> str:
+        """The sha256 of what was served; an expected digest (a header, the reference asked for)
+        that disagrees with the bytes is a registry (or proxy) that altered them."""
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
-        expected = [d for d in (claimed, reference) if d.startswith("sha256:")]
         wrong = next((d for d in expected if d != actual), None)
         if wrong:
-            raise RegistryError(
-                f"{self.host}: {name}:{reference} served a manifest whose sha256 is {actual}, not "
-                f"{wrong}: the registry or something between altered it; do not trust this registry"
-            )
+            raise self._altered(what, kind, actual, wrong)
         return actual
+
+    def _altered(self, what: str, kind: str, actual: str, expected: str) -> RegistryError:
+        return RegistryError(
+            f"{self.host}: {what} served a {kind} whose sha256 is {actual}, not {expected}: the "
+            "registry or something between altered it; do not trust this registry"
+        )
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
         resp = self.request(
@@ -89,7 +103,7 @@ class RegistryClient(RegistrySession):
                     "image name and MOLTBUILD_REGISTRY"
                 )
             self._raise_for(resp, f"tags of {name}")
-            out += resp.json().get("tags") or []
+            out += self.json_object(resp, f"tags of {name}").get("tags") or []
             path = resp.links.get("next", {}).get("url")
         return out
 
@@ -100,13 +114,16 @@ class RegistryClient(RegistrySession):
         while path:
             resp = self.request("GET", path, scope="registry:catalog:*")
             self._raise_for(resp, "the catalog")
-            out += resp.json().get("repositories") or []
+            out += self.json_object(resp, "the catalog").get("repositories") or []
             path = resp.links.get("next", {}).get("url")
         return out
 
     def blob(self, name: str, digest: str) -> bytes:
         resp = self.request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
         self._raise_for(resp, f"blob {digest[:19]} of {name}")
+        if not digest.startswith("sha256:"):
+            raise RegistryError(f"{self.host}: blob {name}@{digest}: only sha256 digests can be checked")
+        self._checked(f"{name}@{digest}", "blob", resp.content, [digest])
         return resp.content
 
     def has_blob(self, name: str, digest: str) -> bool:
@@ -184,7 +201,16 @@ class RegistryClient(RegistrySession):
             if not doc["manifests"]:
                 return None
             return self.image_config(name, doc["manifests"][0]["digest"])
-        return json.loads(self.blob(name, doc["config"]["digest"]))
+        digest = doc["config"]["digest"]
+        try:
+            config = json.loads(self.blob(name, digest))
+        except ValueError:
+            config = None
+        if not isinstance(config, dict):
+            raise RegistryError(
+                f"{self.host}: config blob {digest} of {name} is not JSON; the image is broken"
+            )
+        return config
 
     def copy(self, source_name: str, reference: str, name: str, tag: str) -> str:
         """Tag `source_name:reference` as `name:tag` by copying the manifest; no pull, no daemon."""

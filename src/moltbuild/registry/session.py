@@ -1,6 +1,8 @@
 """The registry's HTTP side on one requests.Session: the 401 challenge (bearer tokens per scope,
-basic auth), credentials refused over plain HTTP, the HTTPS-then-HTTP fallback of a loopback
-registry, one deadline per operation, and retries through the one policy (system/retry.py).
+basic auth), credentials kept to the registry's own origin (never sent along a `Link` or
+`Location` to another host, never over plain HTTP to an untrusted one), redirects followed here,
+JSON answers checked, the HTTPS-then-HTTP fallback of a loopback registry, one deadline per
+operation, and retries through the one policy (system/retry.py).
 The OCI operations on top of it are in registry/client.py."""
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ OPERATION_FACTOR = 3  # an operation (its requests and their retries) gets this 
 # 1 + 4 retries, 0.5 1 2 4 s apart; a Retry-After is honoured up to a minute in all.
 RETRY = RetryPolicy(attempts=5, base=0.5, cap=30.0, max_wait=60.0)
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,7 @@ class RegistrySession:
             raise RegistryError(
                 f"{self.host}: token service {realm} answered HTTP {resp.status_code}; try again later"
             )
-        data = _json_object(resp)
-        if data is None:
-            raise RegistryError(f"{self.host}: token service {realm} answered something that is not JSON")
+        data = self.json_object(resp, "token service")
         token = data.get("token") or data.get("access_token")
         if not token:
             raise RegistryError(f"{self.host}: token service answered without a token")
@@ -167,7 +169,27 @@ class RegistrySession:
         """One request with the policy's retries on dropped connections and transient statuses,
         all within the current operation's deadline (a request of its own when none is open)."""
         with self.operation(f"{method} {urlsplit(url).path}") as deadline:
-            return self._send_within(deadline, method, url, **kwargs)
+            return self._follow(deadline, method, url, kwargs)
+
+    def _follow(self, deadline: Deadline, method: str, url: str, kwargs: dict) -> requests.Response:
+        """Redirects followed here, not by requests, so every hop passes the credential rules: the
+        credentials stay with the origin they were sent to and are dropped for good at the first
+        hop elsewhere (blob storage, a stranger); more than MAX_REDIRECTS hops is a loop."""
+        first = url
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._send_within(deadline, method, url, allow_redirects=False, **kwargs)
+            target = resp.headers.get("Location") if resp.status_code in _REDIRECTS else None
+            if not target:
+                return resp
+            url = urljoin(resp.url, target)
+            if _origin(url) != _origin(resp.url) or not self._can_send_credentials(url):
+                kwargs = _without_credentials(kwargs)
+            if _becomes_get(resp.status_code, method):
+                method, kwargs = "GET", {k: v for k, v in kwargs.items() if k not in ("data", "json")}
+        raise RegistryError(
+            f"{self.host}: {first} redirects more than {MAX_REDIRECTS} times (a redirect loop); "
+            "the registry or a proxy in front of it is misconfigured"
+        )
 
     def _send_within(self, deadline: Deadline, method: str, url: str, **kwargs) -> requests.Response:
         tries = self.retry.start()
@@ -258,14 +280,22 @@ class RegistrySession:
         self, method: str, path: str, *, scope: str | list[str] | None = None, **kwargs
     ) -> requests.Response:
         """`path` on this registry (or a whole URL), answering a 401 challenge once: a bearer token
-        for `scope`, or basic auth where the credentials may go."""
+        for `scope`, or basic auth where the credentials may go. A URL on another origin (a `Link`
+        or `Location` naming another host or port) gets no credentials and no challenge answered."""
         url = path if path.startswith(("http://", "https://")) else urljoin(self.base + "/", path.lstrip("/"))
+        own = _origin(url) == _origin(self.base)
         headers = dict(kwargs.pop("headers", {}) or {})
-        if self._basic_known and self.has_credentials:
+        if own and self._basic_known and self._basic_allowed(url, kwargs):
             kwargs["auth"] = self._basic()
         resp = self._send(method, url, headers=headers, **kwargs)
-        if resp.status_code != 401:
+        if resp.status_code != 401 or not own:
             return resp
+        return self._answer_challenge(resp, method, url, scope, headers, kwargs)
+
+    def _answer_challenge(
+        self, resp: requests.Response, method: str, url: str, scope: str | list[str] | None, headers, kwargs
+    ) -> requests.Response:
+        """The request again with a bearer token or basic auth, as the 401 asks; else the 401."""
         challenge = resp.headers.get("WWW-Authenticate", "")
         if challenge.lower().startswith("bearer"):
             headers["Authorization"] = f"Bearer {self._bearer(challenge, scope)}"
@@ -297,13 +327,40 @@ class RegistrySession:
         with self.operation(what, fresh=True, seconds=self.timeout):
             self.request("GET", "/v2/")
 
+    def json_object(self, resp: requests.Response, what: str) -> dict:
+        """The answer's JSON object, or a RegistryError naming the URL and what came instead (a
+        login page, a proxy's error page)."""
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return data
+        got = resp.headers.get("Content-Type", "").split(";")[0] or "no content type"
+        raise RegistryError(
+            f"{self.host}: {what}: {resp.url} answered HTTP {resp.status_code} with {got}, not JSON; "
+            "a login page or proxy in front of the registry? check MOLTBUILD_REGISTRY"
+        )
 
-def _json_object(resp: requests.Response) -> dict | None:
-    try:
-        data = resp.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what credentials are scoped to (as browsers scope them)."""
+    parts = urlsplit(url)
+    return (
+        parts.scheme,
+        (parts.hostname or "").lower(),
+        parts.port or {"http": 80, "https": 443}.get(parts.scheme),
+    )
+
+
+def _becomes_get(status: int, method: str) -> bool:
+    """A redirect that turns the request into a GET (as browsers and requests do)."""
+    return (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
+
+
+def _without_credentials(kwargs: dict) -> dict:
+    headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
+    return {**{k: v for k, v in kwargs.items() if k != "auth"}, "headers": headers}
 
 
 def _dns_failure(exc: Exception) -> bool:
