@@ -18,6 +18,7 @@ import requests
 
 from moltbuild.errors import CommandError, JobError, MoltbuildError
 from moltbuild.settings import MASK, Secret
+from moltbuild.smoke import oci
 from moltbuild.smoke.probes import Healthcheck, HttpCheck, SmokePlan
 from moltbuild.smoke.runtime import SMOKE_LABEL, ContainerRuntime, env_file, exposed_ports, healthcheck_of
 from moltbuild.system import owners, state
@@ -136,19 +137,8 @@ class SmokeCheck:
         ports = sorted(set(self.plan.ports) | exposed_ports(config))
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
         with self._env_file(container) as env_args:
-            self.rt(
-                "run",
-                "-d",
-                "--name",
-                container,
-                "--label",
-                f"{SMOKE_LABEL}={owners.token()}",
-                *env_args,
-                *self.rt.run_flags,
-                *publish,
-                image,
-                timeout=120,
-            )
+            label = f"{SMOKE_LABEL}={owners.token()}"
+            self._start(container, ["-d", "--name", container, "--label", label, *env_args], publish, image)
         started = time.monotonic()
         hosts = {p: self._host_port(container, p) for p in self.plan.ports}
         healthy = self._wait_healthy(container, health, started) if health else None
@@ -157,6 +147,24 @@ class SmokeCheck:
         if self.plan.command:
             self._command(container)
         return healthy
+
+    def _start(self, container: str, args: list[str], publish: list[str], image: str) -> None:
+        """`run` the container; when the OCI runtime cannot start one here, once with the other
+        one podman has, which this runtime then keeps for the rest of the run."""
+        argv = ["run", *args, *self.rt.run_flags, *publish, image]
+        try:
+            self.rt(*argv, timeout=120)
+        except CommandError as exc:
+            other = oci.fallback(self.rt, exc)
+            if not other:
+                raise
+            self.rt.remove(container)  # podman created it before the runtime failed
+            self.say(f"{self.prefix}smoke: note: {_clip(exc.tail.strip().splitlines()[-1])}; trying {other}")
+            self.rt.use_oci(other)
+            self.rt(*argv, timeout=120)
+            self.say(
+                f"{self.prefix}smoke: note: {other} starts containers here; used for the rest of the run"
+            )
 
     @contextlib.contextmanager
     def _env_file(self, container: str) -> Iterator[list[str]]:
