@@ -134,3 +134,87 @@ def test_doctor_says_which_runtime_starts_the_smoke_containers(tmp_path: Path):
         "podman runs the smoke containers with crun"
     )
     assert "not installed" in oci.doctor_line(podman(script), which=found())
+
+
+# === what the check says: optional secrets, a crash at start =====================================
+
+OPTIONAL = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  template:
+    spec:
+      containers:
+        - name: api
+          image: ghcr.io/acme/api:1
+          envFrom: [{secretRef: {name: extra, optional: true}}]
+          env:
+            - {name: MODE, value: prod}
+            - {name: SENTRY_DSN, valueFrom: {secretKeyRef: {name: sentry, key: dsn, optional: true}}}
+            - {name: DB_URL, valueFrom: {secretKeyRef: {name: db, key: url}}}
+"""
+
+
+def test_optional_secrets_are_reported_as_optional_and_the_pass_line_has_no_stray_colons(tmp_path):
+    from moltbuild.smoke.probes import smoke_plan
+
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "api.yml").write_text(OPTIONAL)
+    smoke = smoke_plan(tmp_path, "ghcr.io/acme/api", None, "[tool.moltbuild.images.api]")
+    assert [m.split(":")[0] for m in smoke.env_missing] == ["DB_URL"]
+    assert "give it" in smoke.env_missing[0]
+    assert [m.split(":")[0] for m in smoke.env_optional] == ["envFrom secret extra", "SENTRY_DSN"]
+    assert not [m for m in smoke.env_optional if "give it" in m]
+    plan_ = replace(smoke, command=("true",))
+    summary = run_smoke(podman(ScriptedPodman(default="runc")), "api", "img", plan_, print, "").summary
+    assert summary.endswith(
+        "; env from k8s/api.yml Deployment api: 1 variable(s), not given: DB_URL, "
+        "optional, not given: envFrom secret extra, SENTRY_DSN"
+    )
+
+
+NODE_CRASH = """\
+node:internal/modules/cjs/loader:1080
+  throw err;
+  ^
+
+Error: Cannot find module 'express'
+Require stack:
+- /app/server.js
+    at Module._resolveFilename (node:internal/modules/cjs/loader:1077:15)
+    at Module._load (node:internal/modules/cjs/loader:922:27)
+    at Object.<anonymous> (/app/server.js:1:17) {
+  code: 'MODULE_NOT_FOUND',
+  requireStack: [ '/app/server.js' ]
+}
+
+Node.js v18.19.0
+"""
+
+PYTHON_CRASH = """\
+Traceback (most recent call last):
+  File "/app/main.py", line 3, in <module>
+    settings = load()
+  File "/app/settings.py", line 9, in load
+    return os.environ["DATABASE_URL"]
+KeyError: 'DATABASE_URL'
+"""
+
+
+@pytest.mark.parametrize(
+    "logs, line",
+    [(NODE_CRASH, "Error: Cannot find module 'express'"), (PYTHON_CRASH, "KeyError: 'DATABASE_URL'")],
+)
+def test_a_crash_at_start_is_summarised_by_its_error_line(logs, line):
+    class Crashed(ScriptedPodman):
+        def answer(self, args, *, crun):
+            if args[0] == "inspect":
+                return Result(args, 0, stdout="exited 1")
+            if args[0] == "logs":
+                return Result(args, 0, stdout=logs)
+            return super().answer(args, crun=crun)
+
+    with pytest.raises(Exception) as err:
+        run_smoke(podman(Crashed(default="runc")), "api", "img", SmokePlan(command=("true",)), print, "")
+    assert err.value.message == f"smoke check failed: the container exited at start with code 1: {line}"
