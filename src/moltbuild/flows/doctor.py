@@ -141,7 +141,7 @@ def render(report: dict[str, Any], as_json: bool = False) -> str:
         for what, present in report["credentials"].items()
     ]
     lines += [_images_line(name, st) for name, st in report.get("images", {}).items()]
-    lines += [f"smoke:     {report['smoke']}"] if report.get("smoke") else []
+    lines.append(f"smoke:     {report.get('smoke', 'not asked')}")
     lines += [f"warning:   {warning}" for warning in report["warnings"]]
     if report["problems"]:
         lines += ["", "problems and fixes:"]
