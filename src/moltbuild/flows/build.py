@@ -203,7 +203,6 @@ def _build_phase(
     """Open the backend once, run every image's job, tidy and close (also after Ctrl-C)."""
     runner = session.runner.derive(dry_run=dry_run)
     backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
-    _require_smoke_runtime(backend, plan, to_build, dry_run=dry_run)
     host = plan.registry.host
     with owners.private_dir() as tmp:  # 0700: auth files live here
         ok = False
@@ -219,6 +218,7 @@ def _build_phase(
                     report=record.path,
                 )
             )
+            _require_smoke_runtime(backend, plan, to_build, dry_run=dry_run)  # after open: its config
             ok = not any(r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say))
         finally:
             _finish(backend, ok, to_build)
@@ -228,7 +228,7 @@ def _require_smoke_runtime(
     backend: Backend, plan: BuildPlan, images: list[ImagePlan], *, dry_run: bool
 ) -> None:
     """A push never goes out unchecked: without the runtime the release check needs, refuse
-    before anything is built (a dry run says a real run would stop)."""
+    before any image is built (a dry run says a real run would stop)."""
     if not (plan.push and backend.keeps_images):
         return
     try:
