@@ -151,7 +151,7 @@ def test_a_build_with_push_uploads_once_and_puts_every_other_tag(tmp_path, fake)
     assert all(served.values()) and len({body for _, body in served.values()}) == 1
     assert result.digest and result.tags_pushed == ("sha-abc1234", "main", "rc1")
     assert result.image_id == "sha256:" + "e" * 64 and result.size_bytes and result.size_bytes > 0
-    assert result.smoke == "skipped (--no-smoke)"
+    assert result.smoke == "skipped: --no-smoke"
     puts = [path for method, path in fake.requests() if method == "PUT"]
     assert puts == [f"/v2/{REPO}/manifests/main", f"/v2/{REPO}/manifests/rc1"]  # no second upload
 

@@ -29,6 +29,7 @@ from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryErr
 from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.tags import echo_puts, put_and_confirm
+from moltbuild.smoke import oci
 from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
 from moltbuild.system.processes import IDLE_CUT
 
@@ -274,6 +275,10 @@ class LocalBackend(Backend):
             cache=cache,
         )
 
+    @cached_property
+    def smoke_runtime(self) -> ContainerRuntime:
+        return self.runtime()
+
     def cancel(self) -> None:
         """Ctrl-C / SIGTERM: smoke containers are removed first, then every child process stops."""
         stop_all()
@@ -282,7 +287,7 @@ class LocalBackend(Backend):
     def smoke(self, image: ImagePlan, image_id: str | None, log: JobLog) -> str:
         """Start the image and check it before anything is pushed; a failure is a JobError."""
         if image.smoke is None:
-            return "skipped (--no-smoke)"
+            return oci.skipped(self.settings)
         if image.multi_platform or not image_id:
             return "skipped: a multi-platform list is not run locally"
         if self.dry_run:
@@ -290,8 +295,8 @@ class LocalBackend(Backend):
                 f"{log.prefix}+ smoke check: run {image.name}, wait for its HEALTHCHECK, GET its probe paths"
             )
             return ""
-        runtime = self.runtime()
-        if not shutil.which(runtime.argv[0]):
+        runtime = self.smoke_runtime  # one per run: it keeps the OCI runtime that works here
+        if not shutil.which(runtime.argv[0]):  # a push was refused before building (flows.build)
             note = f"skipped: {runtime.argv[0]} is not installed (invoke setup)"
             self.runner.say(f"{log.prefix}smoke: {note}")
             return note

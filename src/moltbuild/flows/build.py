@@ -25,6 +25,7 @@ from moltbuild.plan.request import BuildRequest
 from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.report import ImageRecord
+from moltbuild.smoke import oci
 from moltbuild.system import owners
 from moltbuild.system.console import mask_known_secrets
 from moltbuild.system.locks import run_lock
@@ -218,9 +219,25 @@ def _build_phase(
                     report=record.path,
                 )
             )
+            _require_smoke_runtime(backend, plan, to_build, dry_run=dry_run)  # after open: its config
             ok = not any(r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say))
         finally:
             _finish(backend, ok, to_build)
+
+
+def _require_smoke_runtime(
+    backend: Backend, plan: BuildPlan, images: list[ImagePlan], *, dry_run: bool
+) -> None:
+    """A push never goes out unchecked: without the runtime the release check needs, refuse
+    before any image is built (a dry run says a real run would stop)."""
+    if not (plan.push and backend.keeps_images):
+        return
+    try:
+        oci.require_runtime(backend.runtime().argv[0], images)
+    except ConfigError as exc:
+        if not dry_run:
+            raise
+        backend.runner.warn(f"{exc.message}; a real run stops here")
 
 
 def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
@@ -287,6 +304,8 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
     for warning in session.settings.warnings:  # e.g. a misspelt MOLTBUILD_* key: say it where it bites
         session.runner.warn(warning)
     request = _legacy_tags(session, request)
+    if not session.settings.flag("MOLTBUILD_SMOKE"):  # the report says which turned it off
+        request = replace(request, smoke=False)
     names = [c.name for c in select_images(session.images, only=request.only)]
     if request.changed:
         names = _changed_names(session, request, names)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from moltbuild.backends.selection import choose_backend
+from moltbuild.backends.selection import backend_class, choose_backend, make_backend
 from moltbuild.errors import MoltbuildError
 from moltbuild.flows.clean import storage_stats
 from moltbuild.flows.context import Session
 from moltbuild.settings import KEYS
+from moltbuild.smoke import oci
 from moltbuild.system.tables import human_size, render_table
 
 
@@ -83,7 +84,22 @@ def collect(session: Session) -> dict[str, Any]:
         "problems": problems,
         "warnings": session.settings.warnings,
         "images": storage_stats(session),
+        "smoke": _smoke_runtime(session, picked),
     }
+
+
+def _smoke_runtime(session: Session, picked: str | None) -> str:
+    """Which container runtime (and OCI runtime) runs the release check here."""
+    if picked is None or not backend_class(picked).keeps_images:
+        return (
+            f"the {picked or 'no'} backend keeps no local image: `invoke smoke --ref REF` where podman works"
+        )
+    try:
+        return oci.doctor_line(
+            make_backend(picked, session.runner, session.settings, session.storage).runtime()
+        )
+    except MoltbuildError as exc:
+        return f"cannot tell ({exc.message.splitlines()[0]})"
 
 
 def _anonymous_push(session: Session, registry: str) -> str:
@@ -125,6 +141,7 @@ def render(report: dict[str, Any], as_json: bool = False) -> str:
         for what, present in report["credentials"].items()
     ]
     lines += [_images_line(name, st) for name, st in report.get("images", {}).items()]
+    lines.append(f"smoke:     {report.get('smoke', 'not asked')}")
     lines += [f"warning:   {warning}" for warning in report["warnings"]]
     if report["problems"]:
         lines += ["", "problems and fixes:"]

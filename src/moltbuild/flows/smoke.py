@@ -57,6 +57,7 @@ def _account(cfg: ImageConfig, plan: SmokePlan) -> list[str]:
     files = ", ".join(dict.fromkeys(label.rsplit(" ", 2)[0] for label in plan.workloads))
     lines = [f"{cfg.name}: {plan.found} ({files}) checked"]
     lines += [f"{cfg.name}: note: the smoke container does not get {m}" for m in plan.env_missing]
+    lines += [f"{cfg.name}: note: the smoke container does not get {m}" for m in plan.env_optional]
     return lines
 
 

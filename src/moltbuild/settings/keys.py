@@ -164,6 +164,14 @@ KEYS: dict[str, KeySpec] = {
             flag=True,
         ),
         KeySpec(
+            "MOLTBUILD_SMOKE",
+            "0/off skips the release check (start the image before the push), like --no-smoke; a push "
+            "without a container runtime is refused unless it is off",
+            "smoke",
+            "1",
+            flag=True,
+        ),
+        KeySpec(
             "MOLTBUILD_VERBOSE",
             "1 prints every command and all tool output (always in build/logs/NAME.log); --verbose",
             "verbose",

@@ -24,6 +24,7 @@ Value = str | Secret
 class WorkloadEnv:
     values: tuple[tuple[str, Value], ...] = ()
     missing: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()  # "NAME: why": marked optional, so a pod starts without them too
 
 
 def configured_env(configured: Any, where: str) -> dict[str, Secret]:
@@ -56,10 +57,14 @@ def workload_env(
     if not seen:
         return WorkloadEnv(tuple(given.items()))
     (first_label, first), *others = seen.items()
-    missing = {**first.missing, **_disagreements(first_label, first, others, first.missing)}
+    unset = {**first.missing, **first.optional}
+    missing = {**first.missing, **_disagreements(first_label, first, others, unset)}
     values = {**first.values, **given}
-    missing = {var: why for var, why in missing.items() if var not in given}
-    return WorkloadEnv(tuple(values.items()), tuple(f"{var}: {why}" for var, why in missing.items()))
+    return WorkloadEnv(tuple(values.items()), _lines(missing, given), _lines(first.optional, given))
+
+
+def _lines(unset: Mapping[str, str], given: Mapping[str, Secret]) -> tuple[str, ...]:
+    return tuple(f"{var}: {why}" for var, why in unset.items() if var not in given)
 
 
 def _disagreements(
@@ -80,14 +85,17 @@ class _Env:
 
     values: dict[str, Value] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    optional: dict[str, str] = field(default_factory=dict)
 
     def set(self, var: str, value: Value) -> None:
         self.missing.pop(var, None)
+        self.optional.pop(var, None)
         self.values[var] = value
 
-    def miss(self, var: str, why: str) -> None:
+    def miss(self, var: str, why: str, *, optional: bool = False) -> None:
         self.values.pop(var, None)
-        self.missing[var] = why
+        (self.missing if not optional else self.optional)[var] = why
+        (self.optional if not optional else self.missing).pop(var, None)
 
 
 def _container_env(
@@ -141,10 +149,14 @@ def _env_from(
         for key, value in data.items():
             env.set(prefix + key, value)
     elif isinstance(source.get("secretRef"), dict):
-        name = source["secretRef"].get("name")
-        env.missing[f"envFrom secret {name}"] = (
-            f"its keys are not known here; the check gives only what {table} env sets "
-            f"({', '.join(sorted(given)) or 'nothing'})"
+        ref = source["secretRef"]
+        optional = bool(ref.get("optional"))
+        env.miss(
+            f"envFrom secret {ref.get('name')}",
+            ("optional; " if optional else "")
+            + f"its keys are not known here; the check gives only what {table} env sets "
+            f"({', '.join(sorted(given)) or 'nothing'})",
+            optional=optional,
         )
 
 
@@ -187,10 +199,13 @@ def _config_map_key(src: _From, var: str, ref: dict[str, Any]) -> None:
 
 
 def _secret_key(src: _From, var: str, ref: dict[str, Any]) -> None:
+    secret = f"secret {ref.get('name')}/{ref.get('key')}"
     if var in src.given:
         src.env.set(var, src.given[var])
+    elif ref.get("optional"):
+        src.env.miss(var, f"optional {secret}; the check runs without it, as a pod may", optional=True)
     else:
-        src.env.miss(var, f"secret {ref.get('name')}/{ref.get('key')}; give it in {src.table} env")
+        src.env.miss(var, f"{secret}; give it in {src.table} env")
 
 
 def _pod_field(src: _From, var: str, ref: dict[str, Any]) -> None:

@@ -55,6 +55,8 @@ class SmokePlan:
     env: tuple[tuple[str, str | Secret], ...] = ()
     # Variables the workload sets that the container does not get, each with why ("secret x/y").
     env_missing: tuple[str, ...] = ()
+    # Variables from secrets marked `optional: true` the container does not get: a pod starts without them.
+    env_optional: tuple[str, ...] = ()
     # Every workload that runs the image: "k8s/api/deployment.yml Deployment shop-api".
     workloads: tuple[str, ...] = ()
     probes: int = 0  # the httpGet probes of those workloads (`http` asks each path and port once)
@@ -180,6 +182,7 @@ def smoke_plan(
         health,
         env=env.values,
         env_missing=env.missing,
+        env_optional=env.optional,
         workloads=tuple(dict.fromkeys(w.label for w, _ in running)),
         probes=len(found),
     )

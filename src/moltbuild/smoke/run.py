@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -18,6 +19,7 @@ import requests
 
 from moltbuild.errors import CommandError, JobError, MoltbuildError
 from moltbuild.settings import MASK, Secret
+from moltbuild.smoke import oci
 from moltbuild.smoke.probes import Healthcheck, HttpCheck, SmokePlan
 from moltbuild.smoke.runtime import SMOKE_LABEL, ContainerRuntime, env_file, exposed_ports, healthcheck_of
 from moltbuild.system import owners, state
@@ -39,6 +41,13 @@ __all__ = [
 CAP_S = 600.0
 POLL_S = 0.25  # faster than any interval: a healthy image passes at its first good answer
 _TAIL = 20  # container log lines shown when a check fails
+_SEARCHED = 200  # ... and searched for the error line (a Java stack runs long after it)
+# An unindented line naming the error: "Error: ...", "KeyError: ...", "java.lang.X: ...",
+# "Exception in thread ...", "panic: ...", "fatal: ..." (stack frames are indented).
+_ERROR_LINE = re.compile(
+    r"(?:Uncaught )?(?:[\w.$]*(?:Error|Exception)\b.*|Exception in thread .*|Caused by: .*|"
+    r"(?:panic|fatal|FATAL|ERROR|error)(?:\[\w+\])?: .*)$"
+)
 _QUOTED = 3  # of which the failure line quotes the last few
 _WIDTH = 200  # characters kept of one quoted line
 
@@ -106,7 +115,8 @@ class SmokeCheck:
         self.rt, self.name, self.plan, self.say, self.prefix = runtime, name, plan, say, prefix
         self.hidden = _secret_values(plan.env)
         state.remember_secrets(self.hidden)  # an error line that reaches the CLI is masked too
-        self.missing = list(plan.env_missing)  # "NAME (why)": what the container does not get
+        self.missing = list(plan.env_missing)  # "NAME: why", "NAME (why)": what the container does not get
+        self.optional = list(plan.env_optional)  # the same, for secrets marked optional
         self.given = 0
 
     def run(self, image: str) -> SmokeOutcome:
@@ -136,19 +146,8 @@ class SmokeCheck:
         ports = sorted(set(self.plan.ports) | exposed_ports(config))
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
         with self._env_file(container) as env_args:
-            self.rt(
-                "run",
-                "-d",
-                "--name",
-                container,
-                "--label",
-                f"{SMOKE_LABEL}={owners.token()}",
-                *env_args,
-                *self.rt.run_flags,
-                *publish,
-                image,
-                timeout=120,
-            )
+            label = f"{SMOKE_LABEL}={owners.token()}"
+            self._start(container, ["-d", "--name", container, "--label", label, *env_args], publish, image)
         started = time.monotonic()
         hosts = {p: self._host_port(container, p) for p in self.plan.ports}
         healthy = self._wait_healthy(container, health, started) if health else None
@@ -157,6 +156,24 @@ class SmokeCheck:
         if self.plan.command:
             self._command(container)
         return healthy
+
+    def _start(self, container: str, args: list[str], publish: list[str], image: str) -> None:
+        """`run` the container; when the OCI runtime cannot start one here, once with the other
+        one podman has, which this runtime then keeps for the rest of the run."""
+        argv = ["run", *args, *self.rt.run_flags, *publish, image]
+        try:
+            self.rt(*argv, timeout=120)
+        except CommandError as exc:
+            other = oci.fallback(self.rt, exc)
+            if not other:
+                raise
+            self.rt.remove(container)  # podman created it before the runtime failed
+            self.say(f"{self.prefix}smoke: note: {_clip(exc.tail.strip().splitlines()[-1])}; trying {other}")
+            self.rt.use_oci(other)
+            self.rt(*argv, timeout=120)
+            self.say(
+                f"{self.prefix}smoke: note: {other} starts containers here; used for the rest of the run"
+            )
 
     @contextlib.contextmanager
     def _env_file(self, container: str) -> Iterator[list[str]]:
@@ -185,13 +202,12 @@ class SmokeCheck:
             state.done(key)
 
     def _env_note(self) -> str:
-        if not (self.plan.env or self.missing):
+        if not (self.plan.env or self.missing or self.optional):
             return ""
         source = f" from {', '.join(self.plan.workloads)}" if self.plan.workloads else ""
         note = f"; env{source}: {self.given} variable(s)"
-        return note + (
-            f", not given: {', '.join(m.split(' ', 1)[0] for m in self.missing)}" if self.missing else ""
-        )
+        note += f", not given: {_names(self.missing)}" if self.missing else ""
+        return note + (f", optional, not given: {_names(self.optional)}" if self.optional else "")
 
     def _mask(self, text: str) -> str:
         for value in self.hidden:
@@ -228,13 +244,12 @@ class SmokeCheck:
 
     def _fail(self, container: str, reason: str, *, quote: bool = False) -> NoReturn:
         """Show the container's last log lines and raise the one-line reason (masked)."""
-        logs = self.rt("logs", "--tail", str(_TAIL), container, check=False, timeout=30, mutates=False)
-        lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()[-_TAIL:]]
-        for line in lines:
+        logs = self.rt("logs", "--tail", str(_SEARCHED), container, check=False, timeout=30, mutates=False)
+        lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()]
+        for line in lines[-_TAIL:]:
             self.say(f"{self.prefix}  | {line}")
         if quote:
-            shown = [_clip(ln) for ln in lines if ln.strip()][-_QUOTED:]
-            reason += f"; last lines: {' | '.join(shown)}" if shown else "; it printed nothing"
+            reason += _crash_summary(lines)
         if self.missing:
             reason += f"; it did not get: {', '.join(self.missing)}"
         raise JobError(f"smoke check failed: {self._mask(reason)}")
@@ -304,6 +319,21 @@ class SmokeCheck:
             out = _output(res)
             reason = f"smoke command `{' '.join(self.plan.command)}` exited {res.returncode}"
             self._fail(container, reason + (f": {out}" if out else ""))
+
+
+def _names(unset: list[str]) -> str:
+    """The variables of "NAME: why" / "NAME (why)" entries."""
+    return ", ".join(re.split(r": | \(", m, maxsplit=1)[0] for m in unset)
+
+
+def _crash_summary(lines: list[str]) -> str:
+    """What a container that exited at start said: its error line (the last one, the outermost
+    exception) rather than the stack frames after it, else its last lines."""
+    errors = [ln for ln in lines if _ERROR_LINE.match(ln)]
+    if errors:
+        return f": {_clip(errors[-1])}"
+    shown = [_clip(ln) for ln in lines if ln.strip()][-_QUOTED:]
+    return f"; last lines: {' | '.join(shown)}" if shown else "; it printed nothing"
 
 
 def _health_failure(hc: Healthcheck, failures: int, status: str, output: str) -> str:

@@ -40,6 +40,10 @@ class ContainerRuntime:
             [*self.argv, *args], env=self.env, check=check, timeout=timeout, mutates=mutates
         )
 
+    def use_oci(self, name: str) -> None:
+        """Start containers with podman's OCI runtime `name` from now on (this object's run)."""
+        self.argv = [self.argv[0], "--runtime", name, *self.argv[1:]]
+
     def remove(self, container: str) -> None:
         """Kill, then remove: an app that ignores SIGTERM as PID 1 (busybox httpd) would hold
         `rm -f` for its 10 s stop timeout."""
