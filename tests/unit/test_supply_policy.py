@@ -4,6 +4,7 @@ COSIGN_PASSWORD too) checked before any build. cosign is a scripted runner: no p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,11 +87,14 @@ def attested_image(tmp_path: Path, fake: FakeRegistry, *, signed: bool = False) 
 def _sign(fake: FakeRegistry, digest: str) -> None:
     """What `cosign sign` and `cosign attest` leave: a `.sig` and DSSE layers with a signature."""
     media, body = fake.manifests[(REPO, attached.tag_for(digest, "att"))]
-    for layer in json.loads(body)["layers"]:
+    manifest = json.loads(body)
+    for layer in manifest["layers"]:  # signed envelopes are new blobs: the client checks each digest
         envelope = json.loads(fake.blobs[(REPO, layer["digest"])])
-        fake.blobs[(REPO, layer["digest"])] = json.dumps(
-            envelope | {"signatures": [{"sig": "MEU="}]}
-        ).encode()
+        signed = json.dumps(envelope | {"signatures": [{"sig": "MEU="}]}).encode()
+        layer["digest"], layer["size"] = "sha256:" + hashlib.sha256(signed).hexdigest(), len(signed)
+        fake.blobs[(REPO, layer["digest"])] = signed
+    body = json.dumps(manifest).encode()
+    fake.manifests[(REPO, attached.tag_for(digest, "att"))] = (media, body)
     fake.manifests[(REPO, attached.tag_for(digest, "sig"))] = (media, body)
 
 
