@@ -5,7 +5,6 @@ does), and what it rewrites them to (a new tag, a digest or both replace the old
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ def split(image: str) -> tuple[str, str, str]:
     return image[:colon], image[colon + 1 :], ""
 
 
-@functools.lru_cache(maxsize=512)
 def _pattern(name: str) -> re.Pattern[str] | None:
-    try:  # as kustomize builds it: the name is not escaped (`ngin.` matches `nginx`)
+    try:  # as kustomize builds it: the name is not escaped (`ngin.` matches `nginx`); re caches it
         return re.compile(f"^{name}(:{_TAG})?(@sha256:{_TAG})?\\Z")
     except re.error:
         return None
