@@ -153,3 +153,16 @@ def test_traceback_is_a_known_setting(tmp_path):
     assert found.flag("MOLTBUILD_TRACEBACK") is True
     assert not [w for w in found.warnings if w.startswith("unknown setting MOLTBUILD_TRACEBACK ")]
     assert any("MOLTBUILD_TRACEBAK" in w and "did you mean MOLTBUILD_TRACEBACK" in w for w in found.warnings)
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e400", "nan", "-inf", "0", "soon"])
+def test_seconds_refuse_what_no_deadline_can_reach_in_one_line(tmp_path, raw):
+    s = settings(tmp_path, environ={"MOLTBUILD_IDLE_TIMEOUT": raw})
+    with pytest.raises(ConfigError) as exc:
+        s.seconds("MOLTBUILD_IDLE_TIMEOUT")
+    line = str(exc.value)
+    assert "\n" not in line and line.startswith(f"MOLTBUILD_IDLE_TIMEOUT={raw!r} (from environment)")
+    assert line.endswith("e.g. 60")
+    assert (
+        settings(tmp_path, environ={"MOLTBUILD_IDLE_TIMEOUT": "2.5"}).seconds("MOLTBUILD_IDLE_TIMEOUT") == 2.5
+    )

@@ -4,8 +4,10 @@ import pytest
 
 from moltbuild.errors import ConfigError
 from moltbuild.plan.tags import (
+    DEFAULT_TEMPLATES,
     GitState,
     check_templates,
+    latest_notes,
     plan_tags,
     sanitize_branch,
     source_url,
@@ -126,3 +128,16 @@ def test_semver_tags_from_a_version_tag_on_head():
     assert plan_tags(tagged, semver=True) == ["sha-abcdef0", "main", "latest", "1.4.2", "1.4", "1"]
     assert plan_tags(tagged) == ["sha-abcdef0", "main", "latest"]  # off unless asked
     assert "1.4.2" not in plan_tags(state(dirty=True, version_tags=("v1.4.2",)), semver=True)
+
+
+def test_a_literal_latest_template_follows_the_only_a_clean_default_branch_rule():
+    templates = check_templates(["{sha7}", "latest"])
+    assert plan_tags(state(branch="main"), templates=templates) == ["abcdef0", "latest"]
+    assert latest_notes(state(branch="main"), templates) == ()
+    assert plan_tags(state(branch="main", dirty=True), templates=templates) == ["abcdef0-dirty"]
+    assert plan_tags(state(branch="feature/Login"), templates=templates) == ["abcdef0"]
+    (dirty,) = latest_notes(state(branch="main", dirty=True), templates)
+    assert "renders 'latest': not pushed, the tree has changes" in dirty
+    (branch,) = latest_notes(state(branch="feature/Login"), templates)
+    assert "branch feature/Login is not the default main" in branch
+    assert latest_notes(state(dirty=True), DEFAULT_TEMPLATES) == ()  # nothing renders it: nothing to say

@@ -253,7 +253,10 @@ def _image_plan(
         cache=ImageRef(ref.host, ref.repository + CACHE_REPOSITORY_SUFFIX)
         if project.registry_cache
         else None,
-        notes=_unused_args_note(cfg, sorted(set(cfg.build_args) - declared)),
+        notes=(
+            *tagging.latest_notes(state, project.templates),
+            *_unused_args_note(cfg, sorted(set(cfg.build_args) - declared)),
+        ),
     )
 
 

@@ -12,7 +12,15 @@ from moltbuild.errors import ConfigError
 from moltbuild.plan.facts import DEFAULT_SOURCE, GitState
 from moltbuild.refs import validate_tag
 
-__all__ = ["DEFAULT_SOURCE", "GitState", "check_templates", "plan_tags", "source_url", "version_of"]
+__all__ = [
+    "DEFAULT_SOURCE",
+    "GitState",
+    "check_templates",
+    "latest_notes",
+    "plan_tags",
+    "source_url",
+    "version_of",
+]
 
 
 def sanitize_branch(branch: str) -> str:
@@ -103,12 +111,31 @@ def plan_tags(
     with a clean tree, X.Y.Z, X.Y and X for a vX.Y.Z git tag on HEAD (with `semver`), then
     --tag values. Every tag is checked against the OCI grammar here, before any work."""
     rendered = [render_template(template, state) for template in templates]
-    tags = _unique(tag for tag in rendered if tag)
-    if state.branch == state.default_branch and not state.dirty:
+    moves = moves_latest(state)
+    # A template that renders `latest` is held to the same rule as the tag added here.
+    tags = _unique(tag for tag in rendered if tag and (tag != "latest" or moves))
+    if moves:
         tags.append("latest")
     if semver and not state.dirty:
         tags = _unique([*tags, *_semver_tags(state.version_tags)])
     return _unique([*tags, *(validate_tag(tag) for tag in extra)])
+
+
+def moves_latest(state: GitState) -> bool:
+    """Only a clean tree on the default branch moves `latest`."""
+    return state.branch == state.default_branch and not state.dirty
+
+
+def latest_notes(state: GitState, templates: Iterable[str]) -> tuple[str, ...]:
+    """The plan's note when a template renders `latest` that `plan_tags` drops."""
+    if moves_latest(state) or "latest" not in (render_template(t, state) for t in templates):
+        return ()
+    why = (
+        "the tree has changes"
+        if state.dirty
+        else f"branch {state.branch or '(none: detached HEAD)'} is not the default {state.default_branch}"
+    )
+    return (f"{WHERE} renders 'latest': not pushed, {why} (only a clean default branch moves latest)",)
 
 
 def _semver_tags(version_tags: Iterable[str]) -> list[str]:

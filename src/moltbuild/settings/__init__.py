@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -99,15 +100,16 @@ class Settings:
         return self.values[key].source
 
     def seconds(self, key: str) -> float:
-        """A setting in seconds: a positive number, else a ConfigError naming the key."""
+        """A setting in seconds: a positive finite number (`inf`, `1e400`, `nan` are refused: a
+        deadline must be reachable), else a ConfigError naming the key."""
         raw = str(self[key])
         try:
             value = float(raw)
         except ValueError:
             value = -1.0
-        if not value > 0:
+        if not (math.isfinite(value) and value > 0):
             raise ConfigError(
-                f"{key}={raw!r} (from {self.source(key)}) must be a number of seconds above 0, e.g. 60"
+                f"{key}={raw!r} (from {self.source(key)}) must be a finite number of seconds above 0, e.g. 60"
             )
         return value
 
