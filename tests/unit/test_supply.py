@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from moltbuild.errors import ConfigError
+from moltbuild.errors import CommandError, ConfigError
 from moltbuild.settings import Secret, load_settings
-from moltbuild.supply import attached, check
+from moltbuild.supply import attached, check, sbom
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
 from moltbuild.supply.provenance import (
     PROVENANCE_TYPE,
@@ -26,7 +26,7 @@ from moltbuild.supply.provenance import (
     subject_digests,
 )
 from moltbuild.supply.tools import RegistryAccess
-from moltbuild.system.processes import Runner
+from moltbuild.system.processes import Result, Runner
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -315,3 +315,37 @@ def test_a_docker_hub_push_target_reaches_syft_and_cosign_under_the_keychain_key
     access = RegistryAccess.prepare("docker.io", s, tmp_path / "work")
     auths = json.loads((access.config_dir / "config.json").read_text())["auths"]
     assert list(auths) == ["https://index.docker.io/v1/"]
+
+
+SYFT_ERROR = (
+    "[0000] ERROR \x1b[31mcould not determine source: errors occurred resolving 'r/x@sha256:00':\n"
+    "  - oci-registry: failed to get image descriptor from registry: connection refused\x1b[0m\n"
+)
+
+
+class ScriptedSyft(Runner):
+    """Fails as syft does on an unreachable registry: with --quiet it prints nothing at all."""
+
+    def __init__(self, bindir: Path):
+        super().__init__(out=lambda _: None, environ={"PATH": str(bindir)}, secrets=["hunter22"])
+        (bindir / "syft").write_text("")
+        (bindir / "syft").chmod(0o755)
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, **kwargs):
+        self.calls.append(argv)
+        result = Result(argv, 1, "", "" if "--quiet" in argv else SYFT_ERROR + "token hunter22\n")
+        if kwargs.get("check", True):
+            raise self._failure(argv, 1, result.stderr, kwargs.get("what", ""))
+        return result
+
+
+def test_a_syft_failure_says_what_syft_said(tmp_path):
+    runner = ScriptedSyft(tmp_path)
+    access = RegistryAccess("r", plain_http=False, ca="", config_dir=tmp_path)
+    with pytest.raises(CommandError) as exc:
+        sbom.generate(runner, "r/x@sha256:00", access, "spdx-json", tmp_path / "sbom.json")
+    line = str(exc.value)
+    assert line.startswith("syft SBOM of r/x@sha256:00 failed with exit code 1: could not determine source")
+    assert "oci-registry: failed to get image descriptor from registry: connection refused" in line
+    assert "\x1b" not in line and "\n" not in line and "hunter22" not in line

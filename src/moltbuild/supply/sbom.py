@@ -4,13 +4,15 @@ Kaniko-built image never exists on this machine)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from moltbuild.errors import MoltbuildError
+from moltbuild.errors import CommandError, MoltbuildError
 from moltbuild.supply.tools import RegistryAccess, require_tool
 from moltbuild.system.processes import Runner
 
 SYFT_FORMATS = ("spdx-json", "cyclonedx-json")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def syft_env(access: RegistryAccess) -> dict[str, str]:
@@ -27,13 +29,24 @@ def syft_env(access: RegistryAccess) -> dict[str, str]:
 def generate(runner: Runner, ref: str, access: RegistryAccess, fmt: str, out: Path) -> int:
     """Write the SBOM of `ref` (REPO@DIGEST) to `out`; the number of packages it lists."""
     syft = require_tool(runner, "syft")
-    runner.run(
-        [syft, "scan", f"registry:{ref}", "--quiet", "--output", f"{fmt}={out}"],
-        env=syft_env(access),
-        timeout=900,
-        what=f"syft SBOM of {ref}",
-    )
+    what = f"syft SBOM of {ref}"
+    # Not --quiet: that silences syft's own error too, leaving only an exit code.
+    argv = [syft, "scan", f"registry:{ref}", "--output", f"{fmt}={out}"]
+    result = runner.run(argv, env=syft_env(access), timeout=900, what=what, check=False)
+    if not result.ok:
+        said = runner.mask(syft_said(result.stderr or result.stdout))
+        raise CommandError(runner.mask_argv(argv), result.returncode, said, what=runner.mask(what))
     return package_count(out)
+
+
+def syft_said(stderr: str, limit: int = 400) -> str:
+    """syft's error as one line: its ERROR line and the causes listed under it, colours dropped."""
+    lines = [_ANSI.sub("", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line]
+    start = next((i for i, line in enumerate(lines) if "ERROR" in line), max(len(lines) - 3, 0))
+    text = " ".join(lines[start:])
+    text = re.sub(r"^\[\d+\]\s*ERROR\s*", "", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def package_count(path: Path) -> int:
