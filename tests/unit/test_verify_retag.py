@@ -207,3 +207,91 @@ def test_verify_hashes_what_the_registry_serves(tmp_path, httpserver_ipv4):
     assert check.verdict == "error" and check.ref == f"{host}/ns/api:sha-abc1234"
     assert check.reason.startswith(f"{host}: ns/api:sha-abc1234 served a manifest whose sha256 is")
     assert report.read(path)[0].digest == digest  # the report is not touched
+
+
+# -- tag --source into another repository: the signature and attestations follow the image ------
+
+
+def promote_session(tmp_path: Path, fake, said: list[str]):
+    from moltbuild.flows.context import Session
+    from moltbuild.settings import load_settings
+    from moltbuild.system.processes import Runner
+
+    env = {"MOLTBUILD_INSECURE_REGISTRIES": fake.host}
+    settings = load_settings(tmp_path, environ=env, tool_config={"registry": f"{fake.host}/ns"})
+    return Session(settings=settings, runner=Runner(out=said.append, environ={}), environ={})
+
+
+def sign(fake, repo: str, digest: str) -> str:
+    """What `cosign sign` leaves: a `.sig` manifest whose layer is the signed payload."""
+    import json
+
+    from moltbuild.supply.attached import tag_for
+    from tests.unit.test_registry_client import OCI_CONFIG, OCI_MANIFEST, sha
+
+    payload = json.dumps({"critical": {"image": {"docker-manifest-digest": digest}}}).encode()
+    config = b"{}"
+    fake.blobs[(repo, sha(payload))] = payload
+    fake.blobs[(repo, sha(config))] = config
+    layer = {
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "digest": sha(payload),
+        "size": len(payload),
+        "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
+    }
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha(config), "size": len(config)},
+            "layers": [layer],
+        }
+    ).encode()
+    fake._store(repo, tag_for(digest, "sig"), OCI_MANIFEST, body)
+    return tag_for(digest, "sig")
+
+
+@pytest.mark.parametrize("mount", [True, False])
+def test_a_promotion_into_another_repository_carries_the_signature_and_attestations(
+    tmp_path, httpserver_ipv4, mount
+):
+    from moltbuild.flows.retag import tag_images
+    from moltbuild.supply import attached
+    from tests.unit.test_registry_client import FakeRegistry
+
+    fake, said = FakeRegistry(httpserver_ipv4, mount=mount), []
+    digest, _ = fake.add_image("ns/app", "sha-1")
+    session = promote_session(tmp_path, fake, said)
+    client = session.registries.client(fake.host)
+    sig = sign(fake, "ns/app", digest)
+    att = attached.write_unsigned(client, "ns/app", digest, [{"predicateType": "https://slsa.dev/x"}])
+    tag_images(session, ["ns/released:v1"], source=f"{fake.host}/ns/app:sha-1")
+    assert fake.manifests[("ns/released", "v1")] == fake.manifests[("ns/app", "sha-1")]
+    assert attached.is_signed(client, "ns/released", digest)
+    assert fake.manifests[("ns/released", sig)] == fake.manifests[("ns/app", sig)]
+    (copied,) = attached.read(client, "ns/released", digest)
+    assert copied.predicate_type == "https://slsa.dev/x"
+    assert said[-1] == f"{fake.host}/ns/released: copied {sig}, {att} from {fake.host}/ns/app"
+    httpserver_ipv4.check()
+
+
+def test_a_promotion_without_signature_says_so_and_one_in_the_same_repository_copies_nothing(
+    tmp_path, httpserver_ipv4
+):
+    from moltbuild.flows.retag import tag_images
+    from tests.unit.test_registry_client import FakeRegistry
+
+    fake, said = FakeRegistry(httpserver_ipv4), []
+    digest, _ = fake.add_image("ns/app", "sha-1")
+    session = promote_session(tmp_path, fake, said)
+    tag_images(session, ["ns/released:v1"], source=f"{fake.host}/ns/app:sha-1")
+    assert fake.manifests[("ns/released", "v1")] == fake.manifests[("ns/app", "sha-1")]
+    assert said[-1].startswith(f"{fake.host}/ns/released: no signature to copy")
+    said.clear()
+    sign(fake, "ns/app", digest)
+    tag_images(session, ["rc1"], source=f"{fake.host}/ns/app:sha-1")
+    assert said == [f"{fake.host}/ns/app:rc1 -> {digest}"]  # the .sig already sits beside it
+    tag_images(session, ["ns/other:v1"], source=f"{fake.host}/ns/app:sha-1", dry_run=True)
+    assert said[-1] == f"+ copy the signature and attestations of {fake.host}/ns/app:sha-1 (if any) into " + (
+        f"{fake.host}/ns/other"
+    )

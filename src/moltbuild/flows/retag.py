@@ -1,5 +1,6 @@
-"""`invoke tag`: more tags, in the registry (no pull, no push): on any image named by `--source`,
-or on the images of the last build."""
+"""`invoke tag`: more tags, in the registry (no pull, no push): on any image named by `--source`
+(into another repository with its cosign signature and attestations), or on the images of the
+last build."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from collections.abc import Sequence
 from moltbuild.flows import publish
 from moltbuild.flows.context import Session
 from moltbuild.registry import promote
+from moltbuild.supply.attached import tag_for
+
+
+def cosign_tags(digest: str) -> list[str]:
+    """What cosign attaches to `digest` by tag: its signature and its attestations."""
+    return [tag_for(digest, "sig"), tag_for(digest, "att")]
 
 
 def tag_images(
@@ -27,6 +34,7 @@ def tag_images(
             say=session.runner.say,
             dry_run=dry_run,
             registries=session.registries,
+            attachments=cosign_tags,
         )
     else:
         publish.tag_built(session, list(tags), only=only, dry_run=dry_run, as_json=as_json)

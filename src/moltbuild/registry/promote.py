@@ -1,4 +1,5 @@
-"""Remote tagging: copy a manifest to new tags, across repositories by mounting blobs first."""
+"""Remote tagging: copy a manifest to new tags, across repositories by mounting blobs first, and
+with it the signature and attestation tags attached to it (cosign's tag scheme)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef, names_a_host, validate_tag
 from moltbuild.registry.auth import Registries
+from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.tags import echo_puts, put_and_confirm, resolve
 from moltbuild.settings import Settings
 
@@ -49,15 +51,20 @@ def retag(
     say: Callable[[str], None],
     dry_run: bool = False,
     registries: Registries,
+    attachments: Callable[[str], list[str]] | None = None,
 ) -> str:
     """Tag `source` as each of `tags` (TAG, or NAME:TAG / HOST/NAME:TAG for another repository);
-    the digest they now serve ('' in a dry run, which contacts no registry)."""
+    the digest they now serve ('' in a dry run, which contacts no registry). Into another
+    repository the tags `attachments(digest)` names (cosign's .sig/.att) follow the image."""
     if not tags:
         raise ConfigError("pass at least one --tag")
     src = parse_source(source)
     dests = [destination(src, tag) for tag in tags]
+    others = _other_repositories(src, dests)
     if dry_run:
         echo_puts(say, dests, f"the manifest {src} serves")
+        for repo in others if attachments else ():
+            say(f"+ copy the signature and attestations of {src} (if any) into {repo}")
         return ""
     client = registries.client(src.host)
     found = resolve(client, src)
@@ -65,4 +72,37 @@ def retag(
         assert dest.tag is not None
         put_and_confirm(client, dest.bare(), [dest.tag], digest=found.digest, manifest=found, source=src)
         say(f"{dest} -> {found.digest}")
+    for repo in others if attachments else ():
+        copy_attachments(client, src.bare(), repo, attachments(found.digest), say=say)
     return found.digest
+
+
+def _other_repositories(src: ImageRef, dests: list[ImageRef]) -> list[ImageRef]:
+    """The destinations' repositories other than the source's: the same repository already holds
+    the signature tags beside the image."""
+    repos = {dest.bare().repository: dest.bare() for dest in dests}
+    repos.pop(src.repository, None)
+    return list(repos.values())
+
+
+def copy_attachments(
+    client: RegistryClient,
+    source: ImageRef,
+    destination: ImageRef,
+    tags: list[str],
+    *,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Copy each of `tags` that `source` holds into `destination` (blobs mounted, else copied,
+    then the manifest); the tags copied. Says what it copied, or that there was nothing."""
+    copied = []
+    for tag in tags:
+        found = client.manifest(source.repository, tag, method="GET")
+        if found is not None:
+            put_and_confirm(client, destination, [tag], digest=found.digest, manifest=found, source=source)
+            copied.append(tag)
+    if copied:
+        say(f"{destination}: copied {', '.join(copied)} from {source}")
+    else:
+        say(f"{destination}: no signature to copy ({source} holds none of {', '.join(tags)})")
+    return copied
