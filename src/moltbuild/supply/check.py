@@ -18,6 +18,7 @@ from moltbuild.supply.provenance import (
     commit_of,
     decode_envelope,
     input_digest_of,
+    invocation_of,
     subject_digests,
 )
 
@@ -77,9 +78,10 @@ def _statement_problem(statements: list[dict], digest: str, expected: Expected) 
     if not mine:
         return f"the provenance is for another digest ({_subjects(statements)}), not {digest[:19]}"
     if expected.commit and not any(_vouches(s, expected) for s in mine):
+        run = invocation_of(mine[0])  # signed by cosign v2 it is spelt `invocationID`: either is read
         return (
             f"the provenance names commit {commit_of(mine[0])[:12] or '(none)'} and other inputs, "
-            f"the report {expected.commit[:12]}"
+            f"the report {expected.commit[:12]}" + (f" (built by {run})" if run else "")
         )
     return ""
 

@@ -21,7 +21,12 @@ from moltbuild.errors import MoltbuildError
 from moltbuild.refs import ImageRef
 from moltbuild.settings import ci_platform
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+# What `cosign attest` (v2 and v3) wraps every predicate in: the unsigned path writes the same, so a
+# policy matching `_type` sees one kind whether or not the image was signed.
+STATEMENT_TYPE = "https://in-toto.io/Statement/v0.1"
+# SLSA v1 spells it `invocationId`; cosign v2 re-marshals the predicate through in-toto-golang's
+# struct (Go matches keys case-insensitively) and emits `invocationID`. Readers accept both.
+INVOCATION_KEYS = ("invocationId", "invocationID")
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 # What the parameters below mean: this document, at moltbuild's repository when [project.urls] names it.
 BUILD_TYPE_DOC = "docs/buildtype-image-v1.md"
@@ -126,7 +131,7 @@ def predicate(facts: BuildFacts) -> dict[str, Any]:
     builder_id, invocation = builder(facts.environ, facts.backend)
     metadata = {"startedOn": facts.started, "finishedOn": facts.finished}
     if invocation:
-        metadata["invocationId"] = invocation
+        metadata[INVOCATION_KEYS[0]] = invocation
     return {
         "buildDefinition": {
             "buildType": build_type(own_project_urls()),
@@ -194,6 +199,15 @@ def commit_of(found: Mapping[str, Any]) -> str:
     try:
         return str(found["predicate"]["buildDefinition"]["externalParameters"]["source"]["commit"])
     except (KeyError, TypeError):
+        return ""
+
+
+def invocation_of(found: Mapping[str, Any]) -> str:
+    """The build run's id, under either spelling (see INVOCATION_KEYS); '' when none is recorded."""
+    try:
+        metadata = found["predicate"]["runDetails"]["metadata"]
+        return next((str(metadata[k]) for k in INVOCATION_KEYS if metadata.get(k)), "")
+    except (KeyError, TypeError, AttributeError):
         return ""
 
 
