@@ -3,6 +3,7 @@ built with its folder as the context."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from dataclasses import dataclass
@@ -73,11 +74,20 @@ def readable_name(rel: str) -> bool:
     return "\ufffd" not in rel
 
 
+def _unquote(line: str) -> str:
+    """A name as git lists it ("caf\\303\\251" for café), as os.fsdecode would give it."""
+    if not (line.startswith('"') and line.endswith('"')):
+        return line
+    raw: bytes = codecs.escape_decode(line[1:-1].encode("ascii"))[0]  # type: ignore[attr-defined]
+    return os.fsdecode(raw)
+
+
 def _listed_files(runner: Runner, root: Path, in_git: bool) -> list[str]:
     if in_git:
-        argv = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        # Quoted, the listing is ASCII: a name that is not UTF-8 arrives whole, as git's escapes.
+        argv = ["git", "-c", "core.quotePath=true", "ls-files", "--cached", "--others", "--exclude-standard"]
         result = runner.run(argv, cwd=root, mutates=False, what="git ls-files")
-        return [p for p in result.stdout.split("\0") if p]
+        return [_unquote(line) for line in result.stdout.splitlines() if line]
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
