@@ -77,7 +77,7 @@ def test_a_planned_table_that_does_not_load_is_inits_fault_not_the_files(repo: P
         with_table(path, '[project]\nname = "shop"\n', survey)
 
     said = caught.value.message
-    assert said.startswith(f"{path}: the [tool.moltbuild] table init planned does not load beside this file (")
+    assert said.startswith(f"{path}: the [tool.moltbuild] table init planned does not load beside this")
     assert "pyproject.toml itself is fine and unchanged: add the table by hand" in said
     assert "invalid" not in said
 
