@@ -87,24 +87,39 @@ def refuse_aliases(path: Path, source: str) -> None:
         raise ConfigError(f"{path}:{line}: {problem}")
 
 
+def _load(loader: Any, source: str, multi: bool) -> Any:
+    if multi:
+        return [doc for doc in loader.load_all(source) if doc is not None]
+    return loader.load(source)
+
+
+def _load_either(source: str, typ: str, multi: bool) -> Any:
+    """The C loader (fast); where its scanner or parser refuses, the pure one, which reads some
+    valid YAML the C one does not (`{image: 127.0.0.1:5000/x}`, as kubectl reads it)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.parser import ParserError
+    from ruamel.yaml.scanner import ScannerError
+
+    try:
+        return _load(YAML(typ=typ), source, multi)
+    except (ScannerError, ParserError):
+        return _load(YAML(typ=typ, pure=True), source, multi)
+
+
 def load_yaml(
     path: Path, *, text: str | None = None, typ: str = "safe", multi: bool = False, yaml: Any = None
 ) -> Any:
     """One document (or, `multi`, every non-empty one) of a YAML file. `typ` as ruamel names it:
     safe, base (every scalar a string), rt (round trip); or a configured `yaml`. At most
     MAX_YAML_BYTES, no aliases."""
-    from ruamel.yaml import YAML  # imported on use: most commands read no YAML
-    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.error import YAMLError  # imported on use: most commands read no YAML
 
-    loader = yaml or YAML(typ=typ)
     source = read_text(path, "YAML file") if text is None else text
     if len(source) > MAX_YAML_BYTES:
         raise _too_large(path, len(source), "YAML file")
     refuse_aliases(path, source)
     try:
-        if multi:
-            return [doc for doc in loader.load_all(source) if doc is not None]
-        return loader.load(source)
+        return _load(yaml, source, multi) if yaml is not None else _load_either(source, typ, multi)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

@@ -210,7 +210,13 @@ def test_a_tool_table_that_cannot_take_the_table_is_one_line(repo: Path, capsys)
     assert main(["init", str(repo)]) == 2
     err = capsys.readouterr().err
 
-    said = "[tool.moltbuild] cannot join the `tool` this file defines ("
+    # The file is valid: the planned table is what does not fit, and the fix is said.
+    said = "the [tool.moltbuild] table init planned does not load beside this file ("
     assert err.startswith(f"error: {repo / 'pyproject.toml'}: {said}")
-    assert err.endswith("; add it by hand\n") and len(err.splitlines()) == 1
+    assert "invalid" not in err
+    assert err.endswith(
+        "pyproject.toml itself is fine and unchanged: `tool` here is an inline table, which a "
+        "[tool.moltbuild] header cannot extend: make it [tool.NAME] tables, then run init again\n"
+    )
+    assert len(err.splitlines()) == 1
     assert (repo / "pyproject.toml").read_text() == original

@@ -3,12 +3,13 @@ shown (a unified diff for --dry-run) or written (atomically)."""
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from moltbuild.adopt.pyproject import Change, plan_pyproject
+from moltbuild.adopt.pyproject import Change, line_ending, plan_pyproject
 from moltbuild.adopt.survey import Survey
 from moltbuild.files import read_text, write_atomic
 
@@ -36,21 +37,33 @@ hints.install(ns)  # a "did you mean" after invoke's own parse errors
 '''
 
 
+def _imports_moltbuild(tree: ast.Module) -> bool:
+    """An `import moltbuild...` or `from moltbuild... import` anywhere (a comment does not count)."""
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+    return any(name == "moltbuild" or name.startswith("moltbuild.") for name in names)
+
+
 def plan_tasks(root: Path) -> tuple[Change | None, list[str]]:
     path = root / "tasks.py"
     if not path.exists():
         return Change(path, None, TASKS_PY, "the invoke tasks (invoke --list)"), []
-    if "moltbuild" in read_text(path, "tasks.py"):
+    try:
+        tree = ast.parse(read_text(path, "tasks.py"), filename=str(path))
+    except SyntaxError as exc:
+        return None, [f"tasks.py:{exc.lineno}: not valid Python ({exc.msg}); unchanged: fix it first"]
+    if _imports_moltbuild(tree):
         return None, ["tasks.py exists and loads moltbuild; unchanged"]
     return None, ["tasks.py exists without moltbuild's tasks; unchanged: add moltbuild.cli's collections"]
 
 
 def plan_gitignore(root: Path) -> tuple[Change | None, list[str]]:
     path = root / ".gitignore"
-    old = read_text(path, ".gitignore") if path.is_file() else None
+    old = read_text(path, ".gitignore", keep_newlines=True) if path.is_file() else None
     if old is not None and IGNORES_BUILD.intersection(line.strip() for line in old.splitlines()):
         return None, [".gitignore already ignores build/; unchanged"]
-    new = (old or "") + ("\n" if old and not old.endswith("\n") else "") + "build/\n"
+    nl = line_ending(old or "")
+    new = (old or "") + (nl if old and not old.endswith("\n") else "") + "build/" + nl
     return Change(path, old, new, "added build/ (reports and logs)"), []
 
 
@@ -82,7 +95,8 @@ def apply(changes: list[Change], root: Path, *, dry_run: bool, say: Callable[[st
         if dry_run:
             say(diff(change, root))
         else:
-            write_atomic(change.path, change.new)
+            # Through a symlink to the file it names: the link stays a link.
+            write_atomic(change.path.resolve() if change.path.is_symlink() else change.path, change.new)
             say(f"wrote {_rel(root, change.path)}: {change.what}")
     if dry_run:
         say(f"dry run: nothing written ({len(changes)} file(s) would change)")

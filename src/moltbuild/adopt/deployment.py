@@ -8,10 +8,12 @@ a list, an `images:` entry without a name) is a note, and the rest is still read
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moltbuild.adopt.recipes import SKIP_DIRS
+from moltbuild.adopt.recipes import SKIP_DIRS, readable_name
+from moltbuild.errors import ConfigError
 from moltbuild.k8s import deployment as model
 from moltbuild.k8s.deployment import KUSTOMIZATION_NAMES, kustomization_file
 
@@ -62,7 +64,45 @@ def read_deployment(root: Path) -> Deployment:
         _add(found, loaded, read)
         read |= {loaded.rel(level.file) for level in loaded.levels}
         read |= {loaded.rel(o.source) for o in loaded.objects}
+    found.notes += _shared_pins(root, found.images, read)
     return found
+
+
+def _all_kustomizations(root: Path) -> list[Path]:
+    """Every kustomization in the repository, outside dependency folders, by path."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and readable_name(d))
+        found += [Path(folder, f) for f in sorted(files) if f in KUSTOMIZATION_NAMES]
+    return found
+
+
+def _pins_of(path: Path, root: Path, read: set[str]) -> list[tuple[str, str]]:
+    """(image name, kustomization) for each `images:` entry of the kustomizations init did not read."""
+    try:
+        loaded = model.load(path, root, lenient=True)
+    except ConfigError:
+        return []  # not one init can read: it pins nothing here
+    levels = [level for level in loaded.levels if loaded.rel(level.file) not in read]
+    return [(e.name, loaded.rel(level.file)) for level in levels for e in level.images]
+
+
+def _shared_pins(root: Path, images: list[ImageEntry], read: set[str]) -> list[str]:
+    """A note for each image a second kustomization also pins: set-images edits one of them."""
+    first: dict[str, str] = {}
+    for entry in images:
+        first.setdefault(entry.name, entry.source)
+    seconds = [(e.name, e.source) for e in images]
+    for path in _all_kustomizations(root):
+        if path.relative_to(root).as_posix() not in read:
+            seconds += _pins_of(path, root, read)
+    notes = [
+        f"{first[name]} and {source} both pin {name}: invoke k8s.set-images edits one per run "
+        "(--kustomization picks it); keep the other in step"
+        for name, source in seconds
+        if first.get(name, source) != source
+    ]
+    return list(dict.fromkeys(notes))
 
 
 def _add(found: Deployment, loaded: model.Deployment, read: set[str]) -> None:
@@ -82,7 +122,9 @@ def find_kustomizations(root: Path) -> list[Path]:
     if top or not k8s.is_dir():
         return [top] if top else []
     found = [p for p in k8s.rglob("*") if p.name in KUSTOMIZATION_NAMES and p.is_file()]
-    found = [p for p in found if not SKIP_DIRS.intersection(p.relative_to(root).parts)]
+    found = [
+        p for p in found if not SKIP_DIRS.intersection(p.relative_to(root).parts) and readable_name(str(p))
+    ]
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 

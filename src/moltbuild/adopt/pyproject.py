@@ -11,7 +11,7 @@ from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Table
+from tomlkit.items import AoT, InlineTable, Table
 
 from moltbuild.adopt.matching import Choice
 from moltbuild.adopt.survey import Survey
@@ -110,26 +110,61 @@ def _would_add(survey: Survey, table: dict[str, Any]) -> list[str]:
     return lines + [f"    {line}" for block in blocks for line in block.splitlines()]
 
 
+def line_ending(text: str) -> str:
+    """The file's own line ending (its first line's): what init's added lines are written with."""
+    return "\r\n" if text.partition("\n")[0].endswith("\r") else "\n"
+
+
+def _gap(old: str, nl: str) -> str:
+    """What goes between `old` and a new table: a blank line."""
+    if not old or old.endswith(nl + nl):
+        return ""
+    return nl if old.endswith("\n") else nl + nl
+
+
+def _tool_fix(doc: tomlkit.TOMLDocument) -> str:
+    """How to make room for [tool.moltbuild] beside the `tool` this file already has."""
+    tool = doc.get("tool")
+    kinds = ((InlineTable, "an inline table"), (AoT, "an array of tables ([[tool]])"), (Table, ""))
+    kind = next((name for cls, name in kinds if isinstance(tool, cls)), "not a table")
+    if tool is None or not kind:
+        return "add [tool.moltbuild] and its [tool.moltbuild.images.NAME] tables by hand"
+    return f"`tool` here is {kind}, which a [tool.moltbuild] header cannot extend: make it [tool.NAME] tables"
+
+
+def _not_loading(path: Path, why: str, fix: str) -> ConfigError:
+    return ConfigError(
+        f"{path}: the [tool.moltbuild] table init planned does not load beside this file ({why}); "
+        f"{path.name} itself is fine and unchanged: {fix}, then run init again"
+    )
+
+
 def with_table(path: Path, old: str, survey: Survey) -> str:
-    """`old` (kept byte for byte), a blank line, then [tool.moltbuild]; checked to load as
-    moltbuild reads it."""
-    gap = "" if not old or old.endswith("\n\n") else "\n" if old.endswith("\n") else "\n\n"
-    doc = _parse(path, old + gap)  # only whitespace added: the parse keeps every byte
+    """`old` (kept byte for byte), a blank line, then [tool.moltbuild] in the file's own line
+    ending; checked to load as moltbuild reads it. Failing that, the planned table is at fault."""
+    nl = line_ending(old)
+    head = old + _gap(old, nl)
+    doc = _parse(path, head)  # only whitespace added: the parse keeps every byte
+    fix = _tool_fix(doc)
     try:
         doc.append("tool", _nested("tool", "moltbuild", leaf=moltbuild_table(survey))["tool"])
         new = tomlkit.dumps(doc)
+        if not new.startswith(head):
+            raise ValueError("tomlkit changed the bytes already there")
+        new = head + new[len(head) :].replace("\n", nl)
         table = _existing_table(tomllib.loads(new))
     except (TOMLKitError, tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ConfigError(
-            f"{path}: [tool.moltbuild] cannot join the `tool` this file defines ({exc}); add it by hand"
-        ) from None
-    load_images(survey.root, table)  # what it writes must load
+        raise _not_loading(path, str(exc), fix) from None
+    try:
+        load_images(survey.root, table)  # what it writes must load
+    except ConfigError as exc:
+        raise _not_loading(path, exc.message, "add the table by hand and report this init bug") from None
     return new
 
 
 def plan_pyproject(survey: Survey) -> tuple[Change | None, list[str]]:
     path = survey.root / "pyproject.toml"
-    old = read_text(path, "pyproject.toml") if path.is_file() else None
+    old = read_text(path, "pyproject.toml", keep_newlines=True) if path.is_file() else None
     table = _existing_table(_parse(path, old).unwrap()) if old is not None else None
     if table is not None:
         return None, _would_add(survey, table)

@@ -3,6 +3,7 @@ built with its folder as the context."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from dataclasses import dataclass
@@ -63,16 +64,49 @@ def _is_dockerfile(name: str) -> bool:
     return lower == "dockerfile" or lower.startswith("dockerfile.") or lower.endswith(".dockerfile")
 
 
+def readable_name(rel: str) -> bool:
+    """A file name that is UTF-8 (git's bytes decode without a replacement, os.walk's without a
+    surrogate): anything else cannot be written into TOML or said, so init skips it."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\ufffd" not in rel
+
+
+def _unquote(line: str) -> str:
+    """A name as git lists it ("caf\\303\\251" for café), as os.fsdecode would give it."""
+    if not (line.startswith('"') and line.endswith('"')):
+        return line
+    raw: bytes = codecs.escape_decode(line[1:-1].encode("ascii"))[0]  # type: ignore[attr-defined]
+    return os.fsdecode(raw)
+
+
 def _listed_files(runner: Runner, root: Path, in_git: bool) -> list[str]:
     if in_git:
-        argv = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        # Quoted, the listing is ASCII: a name that is not UTF-8 arrives whole, as git's escapes.
+        argv = ["git", "-c", "core.quotePath=true", "ls-files", "--cached", "--others", "--exclude-standard"]
         result = runner.run(argv, cwd=root, mutates=False, what="git ls-files")
-        return [p for p in result.stdout.split("\0") if p]
+        return [_unquote(line) for line in result.stdout.splitlines() if line]
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         found += [Path(folder, f).relative_to(root).as_posix() for f in files]
     return found
+
+
+def _is_containerfile(name: str) -> bool:
+    lower = name.lower()
+    return lower == "containerfile" or lower.startswith("containerfile.") or lower.endswith(".containerfile")
+
+
+def containerfile_note(recipe: Recipe) -> str:
+    """A Containerfile: found, not read as an image recipe yet; the line that declares it."""
+    return (
+        f"{recipe.path}: the name is found but not read as an image recipe yet (init reads Dockerfile, "
+        f'Dockerfile.NAME, NAME.Dockerfile); to build it, add dockerfile = "{recipe.dockerfile}" '
+        f'(context = "{recipe.context}") to its [tool.moltbuild.images.NAME]'
+    )
 
 
 def _recipe(root: Path, rel: str) -> Recipe:
@@ -91,11 +125,19 @@ def _recipe(root: Path, rel: str) -> Recipe:
     )
 
 
-def find_recipes(runner: Runner, root: Path, in_git: bool) -> list[Recipe]:
-    """Every Dockerfile git would track (ignored files left out), outside dependency folders."""
-    recipes = []
+def find_recipes(runner: Runner, root: Path, in_git: bool) -> tuple[list[Recipe], list[Recipe], list[str]]:
+    """Every Dockerfile git would track (ignored files left out), outside dependency folders; the
+    Containerfiles found there; a note for each file name that is not UTF-8 (skipped)."""
+    recipes, containerfiles, notes = [], [], []
     for rel in sorted(_listed_files(runner, root, in_git)):
         parts = rel.split("/")
-        if _is_dockerfile(parts[-1]) and not SKIP_DIRS.intersection(parts[:-1]) and (root / rel).is_file():
+        if SKIP_DIRS.intersection(parts[:-1]):
+            continue
+        if not readable_name(rel):
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            notes.append(f"{shown}: the file name is not UTF-8; skipped")
+        elif _is_dockerfile(parts[-1]) and (root / rel).is_file():
             recipes.append(_recipe(root, rel))
-    return recipes
+        elif _is_containerfile(parts[-1]) and (root / rel).is_file():
+            containerfiles.append(_recipe(root, rel))
+    return recipes, containerfiles, notes

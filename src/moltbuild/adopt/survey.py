@@ -9,7 +9,7 @@ from pathlib import Path
 
 from moltbuild.adopt.deployment import Deployment, Workload, read_deployment
 from moltbuild.adopt.matching import Choice, Item, Matched, Wanted, choose_registry, match, name_images
-from moltbuild.adopt.recipes import Recipe, find_recipes, locate
+from moltbuild.adopt.recipes import Recipe, containerfile_note, find_recipes, locate
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef, names_a_host
 from moltbuild.system.processes import Runner
@@ -35,14 +35,14 @@ def survey_repository(runner: Runner, path: Path | None) -> Survey:
     """Find, match and name; raise only when there is nothing to adopt or a file cannot be read."""
     root, in_git = locate(runner, path)
     how = "git: tracked and untracked files, ignored left out" if in_git else "no git: every file"
-    survey = Survey(root=root, listing=how, recipes=find_recipes(runner, root, in_git))
+    recipes, containerfiles, notes = find_recipes(runner, root, in_git)
+    unread = [containerfile_note(recipe) for recipe in containerfiles]
+    survey = Survey(root=root, listing=how, recipes=recipes, notes=notes + unread)
     if not survey.recipes:
-        raise ConfigError(
-            f"no Dockerfile under {root} ({how}; node_modules, vendor and build skipped); "
-            "run init in the repository that holds them"
-        )
+        raise ConfigError(_nothing_to_adopt(root, how, unread))
     deployment = read_deployment(root)
-    survey.kustomizations, survey.notes = deployment.kustomizations, list(deployment.notes)
+    survey.kustomizations = deployment.kustomizations
+    survey.notes += deployment.notes
     survey.wanted = wanted_images(deployment, survey.notes)
     matched = match(survey.recipes, survey.wanted)
     survey.undecided += matched.undecided
@@ -55,6 +55,13 @@ def survey_repository(runner: Runner, path: Path | None) -> Survey:
         if image.ref not in matched.decided | matched.tied
     ]
     return survey
+
+
+def _nothing_to_adopt(root: Path, how: str, unread: list[str]) -> str:
+    where = f"under {root} ({how}; node_modules, vendor and build skipped)"
+    if unread:  # a Containerfile: say its name is not read, not that there is nothing
+        return f"{unread[0]} (no Dockerfile {where})"
+    return f"no Dockerfile {where}; run init in the repository that holds them"
 
 
 def _items(recipes: list[Recipe], kept: list[Item], matched: Matched) -> list[Item]:
