@@ -64,6 +64,11 @@ def test_run_captures_stdout_and_stderr_and_passes_env_and_cwd(tmp_path):
     assert res.stderr.strip() == "oops"
 
 
+def test_a_tools_non_utf8_output_is_read_not_a_crash():
+    res = quiet().run(py("import sys; sys.stdout.buffer.write(b'a\\xffb')"), mutates=False)
+    assert res.stdout == "a\ufffdb"  # a file name in another encoding: replaced, the run goes on
+
+
 def test_run_feeds_stdin():
     res = quiet().run(py("import sys; print(sys.stdin.read().upper())"), stdin="abc")
     assert res.stdout.strip() == "ABC"

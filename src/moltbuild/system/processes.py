@@ -217,8 +217,14 @@ class Runner:
         if echo:
             self.announce(argv, env)
         data = stdin.reveal() if isinstance(stdin, Secret) else stdin
-        proc = self._start(
-            argv, env, cwd, stdin=data is not None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        proc = self._start(  # "replace": a tool's non-UTF-8 byte (a file name) is no crash
+            argv,
+            env,
+            cwd,
+            stdin=data is not None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            errors="replace",
         )
         with watching(proc, idle_timeout) as watch:
             out, err = self._communicate(proc, data, timeout, argv, what)
