@@ -249,7 +249,7 @@ def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
 
 
 def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> None:
-    failed = [r for r in records if r.error]
+    failed = [r for r in records if not r.ok]
     if failed:
         first = failed[0]
         names = ", ".join(r.name for r in failed)

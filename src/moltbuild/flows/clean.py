@@ -74,9 +74,7 @@ def _last_builds(session: Session) -> dict[str, set[str]]:
         records = report.read(report.default_path(session.settings.project_root))
     except MoltbuildError:
         return {}  # no usable report: nothing counts as superseded
-    return {
-        r.ref.name: {str(r.ref.with_tag(t)) for t in r.tags} for r in records if r.image_id and not r.error
-    }
+    return {r.ref.name: {str(r.ref.with_tag(t)) for t in r.tags} for r in records if r.image_id and r.ok}
 
 
 def storage_stats(session: Session) -> dict[str, dict[str, int]]:

@@ -155,7 +155,7 @@ def push_built(
         )
         ghactions.publish("moltbuild: push", updated, session.environ)
         finish(session, updated, path, as_json)
-    failed = [r for r in updated if r.error]
+    failed = [r for r in updated if not r.ok]
     if failed:
         raise report.RunFailed(f"{len(failed)} image(s) failed to push: {failed[0].error}", updated)
     return updated
