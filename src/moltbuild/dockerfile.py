@@ -1,6 +1,7 @@
 """One reading of a Dockerfile, for everything that needs one: the bases to pull (plan), the
 stage an image is built from (`target`, else the last), what that stage EXPOSEs and its
-HEALTHCHECK (smoke, static check), and which build ARGs it declares."""
+HEALTHCHECK (smoke, static check), which build ARGs it declares, and the `RUN --mount`s of type
+secret and cache (the secrets a build must be given, the caches it keeps)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,26 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """One `RUN --mount=type=secret|cache,...`: its type, the secret's id (or the cache's target),
+    the line, and whether BuildKit would run the step without it (`required=false`, secrets only)."""
+
+    type: str
+    id: str
+    line: int
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class Dockerfile:
     path: Path
     stages: tuple[Stage, ...]
     global_args: dict[str, str] = field(default_factory=dict)  # ARGs before the first FROM
+    mounts: tuple[Mount, ...] = ()  # RUN --mount of type secret or cache, in order
+
+    @property
+    def secret_mounts(self) -> tuple[Mount, ...]:
+        return tuple(m for m in self.mounts if m.type == "secret")
 
     @classmethod
     def read(cls, path: Path, build_args: dict[str, str] | None = None) -> Dockerfile:
@@ -108,6 +125,15 @@ class _Reading:
         self.path, self.given = path, given
         self.global_args: dict[str, str] = {}
         self.stages: list[dict] = []
+        self.mounts: list[Mount] = []
+
+    def run(self, rest: str, number: int) -> None:
+        for word in rest.split():
+            if not word.startswith("--"):
+                break  # the options come first; the command follows
+            if word.startswith("--mount="):
+                mount = _mount(word.removeprefix("--mount="), number, self.path)
+                self.mounts += [mount] if mount else []
 
     def arg(self, rest: str, number: int) -> None:
         for m in filter(None, (_ARG_RE.match(word) for word in rest.split())):
@@ -137,7 +163,7 @@ class _Reading:
             Stage(**{**s, "exposed": frozenset(s["exposed"]), "args": frozenset(s["args"])})
             for s in self.stages
         )
-        return Dockerfile(self.path, frozen, self.global_args)
+        return Dockerfile(self.path, frozen, self.global_args, tuple(self.mounts))
 
 
 _INSTRUCTIONS = {
@@ -145,7 +171,26 @@ _INSTRUCTIONS = {
     "FROM": _Reading.from_,
     "EXPOSE": _Reading.expose,
     "HEALTHCHECK": _Reading.healthcheck,
+    "RUN": _Reading.run,
 }
+
+
+def _mount(spec: str, number: int, path: Path) -> Mount | None:
+    """A secret or cache mount (others: None). A secret's id defaults to its target's file name,
+    as BuildKit reads it; a secret with neither is refused here, naming the line."""
+    opts: dict[str, str] = {}
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        opts[key.strip().lower()] = value.strip().strip("\"'")
+    kind = opts.get("type", "bind")
+    if kind == "cache":
+        return Mount("cache", opts.get("id") or opts.get("target") or opts.get("dst", ""), number)
+    if kind != "secret":
+        return None
+    secret_id = opts.get("id") or opts.get("target", opts.get("dst", "")).rstrip("/").rsplit("/", 1)[-1]
+    if not secret_id:
+        raise ConfigError(f"{path}:{number}: RUN --mount=type=secret names no id; add id=NAME")
+    return Mount("secret", secret_id, number, optional=opts.get("required", "").lower() == "false")
 
 
 def _from(rest: str, number: int, stages: list[dict], args: dict[str, str], path: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,11 @@ from moltbuild.errors import ConfigError
 # its own); pushing anywhere else needs the project's registry in pyproject.toml.
 DEFAULT_REGISTRY = "localhost:5000/moltbuild"
 _WHERE = "pyproject.toml [tool.moltbuild.images"
-IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
+IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke", "secrets"}
+SECRET_SOURCES = ("env:", "file:")
+_SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A build arg so named holds a credential: build args land in the image history and the provenance.
+_SECRET_ARG = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|_KEY$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class ImageConfig:
     # extra smoke checks: {path, port}, {command}, {env} (env values stand in for secrets: not shown)
     smoke: dict[str, Any] | None = field(default=None, repr=False)
     manifest_name: str = ""  # the name k8s/ manifests use for the image (REGISTRY/REPOSITORY)
+    # build secrets: id -> where its value is read at build time ("env:VAR" or "file:PATH" relative
+    # to the project); never the value itself
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -102,17 +110,50 @@ def _image(project_root: Path, tool: dict[str, Any], name: str, raw: dict[str, A
     platforms = raw.get("platforms", ())
     if isinstance(platforms, str):
         platforms = parse_only(platforms)  # a comma list, blanks dropped
+    build_args = {str(k): str(v) for k, v in (raw.get("build_args") or {}).items()}
+    _refuse_secret_args(name, build_args)
     return ImageConfig(
         name=name,
         repository=raw["repository"],
         context=context,
         dockerfile=dockerfile,
-        build_args={str(k): str(v) for k, v in (raw.get("build_args") or {}).items()},
+        build_args=build_args,
         platforms=tuple(platforms),
         target=raw.get("target"),
         smoke=raw.get("smoke"),
         manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
+        secrets=_secrets(name, raw.get("secrets")),
     )
+
+
+def _refuse_secret_args(name: str, build_args: dict[str, str]) -> None:
+    for key, value in build_args.items():
+        if value and _SECRET_ARG.search(key):
+            raise ConfigError(
+                f"{_WHERE}.{name}] build_args {key!r} looks like a secret: a build arg stays in the image "
+                f"history and the provenance; pass it as a build secret instead: secrets = {{{key.lower()} = "
+                f'"env:{key}"}} and RUN --mount=type=secret,id={key.lower()} (docs/secrets.md)'
+            )
+
+
+def _secrets(name: str, raw: Any) -> dict[str, str]:
+    """`secrets = {ID = "env:VAR" | "file:PATH"}`, checked; values are read only when building."""
+    where = f"{_WHERE}.{name}] secrets"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where} must be a table, e.g. secrets = {{npmrc = "env:NPM_TOKEN"}}')
+    found: dict[str, str] = {}
+    for key, source in raw.items():
+        if not _SECRET_ID.match(str(key)):
+            raise ConfigError(f"{where}: id {key!r} may hold only letters, digits, '.', '_' and '-'")
+        if not isinstance(source, str) or not source.startswith(SECRET_SOURCES) or not source[5:].strip():
+            raise ConfigError(
+                f'{where}.{key}: say where the value comes from, "env:VARIABLE" or "file:PATH" '
+                "(relative to the repository); never the value itself (not shown here)"
+            )
+        found[str(key)] = source
+    return found
 
 
 def manifest_registry(tool: dict[str, Any]) -> str:

@@ -6,13 +6,14 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moltbuild.backends import layercache
 from moltbuild.backends.contract import BackendStatus, JobLog, PushTarget, RunSpec
 from moltbuild.backends.local import LocalBackend
+from moltbuild.backends.secrets import secret_argv, secret_files
 from moltbuild.errors import CommandError, MoltbuildError
 from moltbuild.plan.bases import parse_base, registries_conf
 from moltbuild.smoke.run import ContainerRuntime
@@ -94,9 +95,17 @@ class BuildahBackend(LocalBackend):
     def iidfile(self, image: ImagePlan) -> str:
         return self._file(f"{image.name}.iid")
 
-    def build_argv(self, image: ImagePlan, *, no_cache: bool = False, cache: bool = True) -> list[str]:
+    def build_argv(
+        self,
+        image: ImagePlan,
+        *,
+        no_cache: bool = False,
+        cache: bool = True,
+        secrets: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """`bud` for one image; with `cache` (and a planned `image.cache`) it reads and writes the
-        layer cache in the registry, through the same authfile and TLS settings as the push."""
+        layer cache in the registry, through the same authfile and TLS settings as the push;
+        `secrets`: id -> the file holding its value (the value itself never in argv)."""
         argv = [
             *self.global_argv(),
             "bud",
@@ -118,6 +127,7 @@ class BuildahBackend(LocalBackend):
         argv += ["--target", image.target] if image.target else []
         # created and every file and history time: a rebuild gives the same digest
         argv += ["--timestamp", str(image.timestamp)] if image.timestamp else []
+        argv += secret_argv(secrets or {})
         return [*argv, *self._cache_flags(image, no_cache, cache), str(image.context)]
 
     def _output_argv(self, image: ImagePlan) -> list[str]:
@@ -240,14 +250,16 @@ class BuildahBackend(LocalBackend):
             name = image.refs[0]
             for verb in (("manifest", "rm"), ("rmi",)):
                 self.runner.run([*self.global_argv(), *verb, name], env=self.env(), check=False, timeout=120)
-        self.runner.stream(
-            self.build_argv(image, no_cache=no_cache, cache=cache),
-            prefix=log.prefix,
-            env=self.env(),
-            log_path=log.path,
-            what=f"buildah build of {image.name}",
-            idle_timeout=idle,
-        )
+        root, workdir = self.settings.project_root, Path(self._file("."))
+        with secret_files(image.secrets, self.runner, root, workdir, dry_run=self.dry_run) as secrets:
+            self.runner.stream(
+                self.build_argv(image, no_cache=no_cache, cache=cache, secrets=secrets),
+                prefix=log.prefix,
+                env=self.env(),
+                log_path=log.path,
+                what=f"buildah build of {image.name}",
+                idle_timeout=idle,
+            )
 
     def built_id(self, image: ImagePlan) -> str | None:
         if image.multi_platform:

@@ -153,6 +153,10 @@ class Backend(ABC):
     def status(self) -> BackendStatus:
         """Probe, read-only: is the tool here, and can it build in this place?"""
 
+    def check_images(self, images: Sequence[ImagePlan]) -> None:  # noqa: B027 (optional)
+        """Before `open`, also in a dry run: refuse what this backend cannot build (one line naming
+        the image and what to do), before any image starts."""
+
     @abstractmethod
     def open(self, run: RunSpec) -> None:
         """Per-run setup before any job: config files and logins in `run.workdir`, bases ready."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moltbuild.backends.contract import ARCHES, BackendStatus, JobLog, PushTarget, RunSpec
 from moltbuild.backends.local import LocalBackend
+from moltbuild.backends.secrets import secret_argv, secret_files
 from moltbuild.errors import CommandError, ConfigError, MoltbuildError
 from moltbuild.plan.bases import parse_base
 from moltbuild.refs import is_loopback
@@ -129,7 +131,13 @@ class DockerBackend(LocalBackend):
         return self._file(f"{image.name}.iid")
 
     def build_argv(
-        self, image: ImagePlan, *, no_cache: bool = False, buildx: bool = False, cache: bool = False
+        self,
+        image: ImagePlan,
+        *,
+        no_cache: bool = False,
+        buildx: bool = False,
+        cache: bool = False,
+        secrets: Mapping[str, str] | None = None,
     ) -> list[str]:
         """`docker build`; with `cache` (BuildKit, a planned `image.cache`) it reads REPO/cache:buildkit
         and writes the inline cache into the image (pushed there after the image, `export_cache`)."""
@@ -146,7 +154,7 @@ class DockerBackend(LocalBackend):
             argv.append("--no-cache")
         elif cache and image.cache:
             argv += ["--cache-from", f"{image.cache}:{INLINE_TAG}", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-        return [*argv, str(image.context)]
+        return [*argv, *secret_argv(secrets or {}), str(image.context)]
 
     def env(self) -> dict[str, str]:
         return {"DOCKER_CONFIG": self._file("docker-config")}
@@ -204,12 +212,17 @@ class DockerBackend(LocalBackend):
                 "use --backend buildah for multi-platform images"
             )
         cache = image.cache is not None and not no_cache
-        argv = self.build_argv(
-            image, no_cache=no_cache, buildx=self.has_buildx, cache=cache and self.buildkit
-        )
-        self.runner.stream(
-            argv, prefix=log.prefix, env=self.env(), log_path=log.path, what=f"docker build of {image.name}"
-        )
+        # Build secrets are BuildKit's: without buildx, the daemon's own BuildKit (DOCKER_BUILDKIT=1)
+        env = {**self.env(), "DOCKER_BUILDKIT": "1"} if image.secrets and not self.has_buildx else self.env()
+        root, workdir = self.settings.project_root, Path(self._file("."))
+        with secret_files(image.secrets, self.runner, root, workdir, dry_run=self.dry_run) as secrets:
+            buildkit_cache = cache and self.buildkit
+            argv = self.build_argv(
+                image, no_cache=no_cache, buildx=self.has_buildx, cache=buildkit_cache, secrets=secrets
+            )
+            self.runner.stream(
+                argv, prefix=log.prefix, env=env, log_path=log.path, what=f"docker build of {image.name}"
+            )
         if not cache:
             return ""
         if not self.buildkit:

@@ -9,7 +9,7 @@ import shlex
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -108,6 +108,18 @@ class KanikoBackend(Backend):
                 self.cluster.delete_job(name)
             except MoltbuildError as exc:
                 self.runner.say(f"could not delete Job {name}: {exc.message}")
+
+    def check_images(self, images: Sequence[ImagePlan]) -> None:
+        """The kaniko executor has no build secrets: a Dockerfile that mounts one is refused before
+        any Job, with what to do instead."""
+        for image in images:
+            if image.secret_mounts:
+                raise ConfigError(
+                    f"{image.name}: {image.dockerfile.name} mounts build secret {image.secret_mounts[0]!r} "
+                    "(RUN --mount=type=secret) and the kaniko executor cannot mount secrets; build it "
+                    "locally (--backend buildah or docker), or bake the step that needs the secret "
+                    "into a base image built elsewhere (docs/secrets.md)"
+                )
 
     def open(self, run: RunSpec) -> None:
         if self.settings.get("MOLTBUILD_REGISTRY_CA"):

@@ -25,7 +25,8 @@ from moltbuild.backends.contract import (
     retry_transient,
 )
 from moltbuild.backends.imagestore import ImageStore, Owner
-from moltbuild.errors import CommandError, JobError, MoltbuildError, RegistryError
+from moltbuild.backends.secrets import problems as secret_problems
+from moltbuild.errors import CommandError, ConfigError, JobError, MoltbuildError, RegistryError
 from moltbuild.registry.auth import Registries
 from moltbuild.registry.client import RegistryClient
 from moltbuild.registry.tags import echo_puts, put_and_confirm
@@ -123,6 +124,16 @@ class LocalBackend(Backend):
         self.workdir = run.workdir
         self._report = run.report
         self.write_config(run)
+
+    def check_images(self, images: Sequence[ImagePlan]) -> None:
+        """Every build secret's value can be read (a dry run warns when building instead)."""
+        if self.dry_run:
+            return
+        for image in images:
+            missing = secret_problems(image.secrets, self.runner.environ, self.settings.project_root)
+            if missing:
+                where = f"[tool.moltbuild.images.{image.name}] secrets"
+                raise ConfigError(f"{image.name}: {missing[0]} ({where})")
 
     def open(self, run: RunSpec) -> None:
         self.prepare(run)

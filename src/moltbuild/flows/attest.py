@@ -76,6 +76,7 @@ class ImageInputs:
     dockerfile: Path
     target: str | None
     bases: tuple[str, ...]
+    secrets: tuple[str, ...] = ()  # build secrets' ids (provenance names no value)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ class RunInputs:
 
     @classmethod
     def of_plan(cls, plan: BuildPlan) -> RunInputs:
-        images = {i.name: ImageInputs(i.build_args, i.dockerfile, i.target, i.bases) for i in plan.images}
+        images = {
+            i.name: ImageInputs(i.build_args, i.dockerfile, i.target, i.bases, tuple(k for k, _ in i.secrets))
+            for i in plan.images
+        }
         return cls(plan.git, plan.mirror, plan.pulls, images)
 
     @classmethod
@@ -99,7 +103,11 @@ class RunInputs:
         mirror = session.settings.get("MOLTBUILD_BASE_MIRROR") or None
         images = {
             c.name: ImageInputs(
-                c.build_args, c.dockerfile, c.target, tuple(dockerfile_bases(c.dockerfile, c.build_args))
+                c.build_args,
+                c.dockerfile,
+                c.target,
+                tuple(dockerfile_bases(c.dockerfile, c.build_args)),
+                tuple(sorted(c.secrets)),
             )
             for c in session.images.values()
         }
@@ -220,6 +228,7 @@ def _facts(session: Session, inputs: RunInputs, record: ImageRecord, started: st
         dirty=inputs.git.dirty,
         branch=inputs.git.branch,
         build_args=image.build_args,
+        secrets=image.secrets,
         dockerfile=str(dockerfile),
         target=image.target,
         platforms=tuple(record.platforms),

@@ -205,6 +205,7 @@ def _build_phase(
     runner = session.runner.derive(dry_run=dry_run)
     backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
     host = plan.registry.host
+    backend.check_images(to_build)  # what it cannot build is refused before anything starts
     with owners.private_dir() as tmp:  # 0700: auth files live here
         ok = False
         try:

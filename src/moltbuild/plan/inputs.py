@@ -152,8 +152,10 @@ def input_digest(
     build_args: Mapping[str, str],
     target: str | None,
     platforms: Iterable[str],
+    secret_ids: Iterable[str] = (),
 ) -> str:
-    """sha256 over everything that decides the image's content, in a stable order."""
+    """sha256 over everything that decides the image's content, in a stable order. Build secrets
+    count by id only (a rotated token does not rebuild); a cache mount's content is no input."""
     files = _walk(context)  # a file any builder may copy counts
     h = hashlib.sha256()
     if sum(f.size for f in files) >= PARALLEL_BYTES:  # reads and hashlib release the GIL
@@ -169,6 +171,8 @@ def input_digest(
         "target": target or "",
         "platforms": sorted(platforms),
     }
+    if secret_ids:  # only then: images without secrets keep the digests they had
+        meta["secrets"] = sorted(secret_ids)
     h.update(json.dumps(meta, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
 

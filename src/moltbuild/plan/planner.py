@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moltbuild.errors import ConfigError
 from moltbuild.plan import bases as baseimages
+from moltbuild.plan import secrets as build_secrets
 from moltbuild.plan import tags as tagging
 from moltbuild.plan.facts import ImageFacts, PlanFacts
 from moltbuild.plan.inputs import input_digest
@@ -54,6 +55,9 @@ class ImagePlan:
     revision: str = ""  # the commit the context comes from (its own repository's, for a submodule)
     notes: tuple[str, ...] = ()  # what the plan says once about this image (e.g. args not passed)
     cache: ImageRef | None = None  # the layer cache in the registry (REPO/cache) read and written
+    # build secrets the Dockerfile mounts: (id, "env:VAR" | "file:PATH"), never a value
+    secrets: tuple[tuple[str, str], ...] = ()
+    secret_mounts: tuple[str, ...] = ()  # every secret id a RUN --mount names (given or not)
 
     @property
     def cache_ref(self) -> ImageRef:
@@ -224,7 +228,10 @@ def _image_plan(
     # Build args only where the Dockerfile declares them: anything else only draws a warning.
     declared = dockerfile.declared_args
     configured = {k: v for k, v in cfg.build_args.items() if k in declared}
-    digest = input_digest(cfg.context, cfg.dockerfile, configured, cfg.target, platforms)
+    secrets, secret_notes = build_secrets.used_secrets(cfg, dockerfile)
+    digest = input_digest(
+        cfg.context, cfg.dockerfile, configured, cfg.target, platforms, [key for key, _ in secrets]
+    )
     labels = _labels(state, epoch, digest)
     standard = {
         "VERSION": labels["org.opencontainers.image.version"],
@@ -256,7 +263,10 @@ def _image_plan(
         notes=(
             *tagging.latest_notes(state, project.templates),
             *_unused_args_note(cfg, sorted(set(cfg.build_args) - declared)),
+            *secret_notes,
         ),
+        secrets=secrets,
+        secret_mounts=tuple(dict.fromkeys(m.id for m in dockerfile.secret_mounts)),
     )
 
 
@@ -304,7 +314,8 @@ def _row(img: ImagePlan) -> tuple[str, ...]:
 def _args_lines(img: ImagePlan) -> list[str]:
     args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
     shown = f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}"
-    return [shown, *(f"{img.name} note: {note}" for note in img.notes)]
+    given = [f"{img.name} secrets: {build_secrets.describe(img.secrets)}"] if img.secrets else []
+    return [shown, *given, *(f"{img.name} note: {note}" for note in img.notes)]
 
 
 def _revision_lines(plan: BuildPlan) -> list[str]:

@@ -59,6 +59,7 @@ class BuildFacts:
     finished: str
     reused: bool = False
     environ: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # the build secrets' ids: never a value, nor where it came from
 
 
 def build_type(project_urls: Mapping[str, str]) -> str:
@@ -142,6 +143,7 @@ def predicate(facts: BuildFacts) -> dict[str, Any]:
                 "dockerfile": facts.dockerfile,
                 "target": facts.target or "",
                 "buildArgs": dict(sorted(facts.build_args.items())),
+                **({"secrets": sorted(facts.secrets)} if facts.secrets else {}),
                 "platforms": list(facts.platforms),
                 "source": {"repository": facts.source, "commit": facts.commit, "dirty": facts.dirty},
             },

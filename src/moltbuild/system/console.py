@@ -100,6 +100,13 @@ class Console:
         self._board = LiveBoard(_write_stdout) if live and not verbose else None
         self._folded: set[tuple[str, int]] = set()  # (prefix, which FOLDED line) already said
 
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Secrets learnt during the run (build secrets' values): masked and kept out of argv too."""
+        with self._lock:
+            self.all_secrets = sorted({*self.all_secrets, *(v for v in values if v)}, key=len, reverse=True)
+            self.secrets = maskable(self.all_secrets)
+        state.remember_secrets(self.secrets)
+
     def to_stderr(self) -> Console:
         """The same console with progress on stderr: stdout stays for `--json`."""
         clone = copy.copy(self)
