@@ -126,9 +126,14 @@ def _image(project_root: Path, tool: dict[str, Any], name: str, raw: dict[str, A
     )
 
 
+def looks_secret(arg: str) -> bool:
+    """A build arg whose name says it holds a credential (TOKEN, PASSWORD, SECRET, *_KEY)."""
+    return bool(_SECRET_ARG.search(arg))
+
+
 def _refuse_secret_args(name: str, build_args: dict[str, str]) -> None:
     for key, value in build_args.items():
-        if value and _SECRET_ARG.search(key):
+        if value and looks_secret(key):
             raise ConfigError(
                 f"{_WHERE}.{name}] build_args {key!r} looks like a secret: a build arg stays in the image "
                 f"history and the provenance; pass it as a build secret instead: secrets = {{{key.lower()} = "

@@ -1,6 +1,6 @@
 """`moltbuild init` and the user's files as they are: line endings and links kept, a planned table
-that does not load blamed on init, tasks.py read as Python, names it does not read (Containerfile,
-non-UTF-8) said, a second kustomization pinning the same image noted."""
+that does not load blamed on init, tasks.py read as Python, names it does not read (non-UTF-8) said,
+a Containerfile read like a Dockerfile, a second kustomization pinning the same image noted."""
 
 from __future__ import annotations
 
@@ -92,23 +92,16 @@ def test_a_tasks_py_naming_moltbuild_only_in_a_comment_does_not_load_it(repo: Pa
     assert "tasks.py exists and loads moltbuild; unchanged" in init(capsys, repo)[1]
 
 
-def test_a_containerfile_is_named_as_not_read_yet(repo: Path, capsys) -> None:
+def test_a_containerfile_is_read_like_a_dockerfile(repo: Path, capsys) -> None:
     write(repo, "worker/Containerfile", "FROM python:3.12\n")
+    write(repo, "jobs/Containerfile.nightly", "FROM python:3.12\n")
 
     out = init(capsys, repo)[1]
 
-    assert (
-        "note: worker/Containerfile: the name is found but not read as an image recipe yet (init reads "
-        'Dockerfile, Dockerfile.NAME, NAME.Dockerfile); to build it, add dockerfile = "Containerfile" '
-        '(context = "worker/") to its [tool.moltbuild.images.NAME]'
-    ) in out.splitlines()
-
-    (repo / "api" / "Dockerfile").unlink()
-    (repo / "pyproject.toml").unlink()
-    code, _, err = init(capsys, repo)
-    assert code == 2
-    assert err.startswith("error: worker/Containerfile: the name is found but not read as an image recipe")
-    assert "no Dockerfile under" in err and len(err.splitlines()) == 1
+    assert "Dockerfile: worker/Containerfile" in out.splitlines()
+    table = (repo / "pyproject.toml").read_text()
+    assert '[tool.moltbuild.images.worker]\nrepository = "worker"\ncontext = "worker/"\n' in table
+    assert 'dockerfile = "Containerfile"' in table and 'dockerfile = "Containerfile.nightly"' in table
 
 
 @pytest.mark.parametrize("in_git", [True, False])

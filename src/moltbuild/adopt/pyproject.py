@@ -49,6 +49,12 @@ def image_table(choice: Choice) -> Table:
     table.append("repository", choice.repository)
     table.append("context", choice.recipe.context)
     table.append("dockerfile", choice.recipe.dockerfile)
+    if choice.recipe.target:
+        table.append("target", choice.recipe.target)
+    if choice.recipe.build_args:
+        args = tomlkit.inline_table()
+        args.update(dict(choice.recipe.build_args))
+        table.append("build_args", args)
     return table
 
 

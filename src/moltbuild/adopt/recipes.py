@@ -1,5 +1,6 @@
-"""Where and what: the root to adopt (the git top level) and the Dockerfiles in it, each a Recipe
-built with its folder as the context."""
+"""Where and what: the root to adopt (the git top level) and the Dockerfiles (Containerfiles) in
+it, each a Recipe built with its folder as the context; a compose file's `build:` gives a Recipe
+too (adopt/compose.py), with its own context, args, target and repository."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from moltbuild.errors import ConfigError, ToolMissingError
 from moltbuild.system.processes import Runner
 
+# The names `docker compose` looks for, in its order of preference
+COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 # Dependency, output and tool folders: a Dockerfile there is someone else's.
 SKIP_DIRS = frozenset({".git", "node_modules", "build", "vendor", "third_party", ".venv", "venv", ".nox"})
 
@@ -23,13 +26,19 @@ def tokens(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A Dockerfile found: built with its folder as the context."""
+    """A Dockerfile found: built with its folder as the context (or as a compose file says)."""
 
     path: str  # relative to the root: api/Dockerfile
     context: str  # api/ (. for the root)
     dockerfile: str  # relative to the context: Dockerfile, Dockerfile.worker
     folder: str  # the folder's name (the repository's for a Dockerfile at the top)
     variant: str = ""  # X of Dockerfile.X or X.Dockerfile
+    # from a compose file's `build:`: where (compose.yaml services.api), the args, the target and
+    # the repository its `image:` names
+    origin: str = ""
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str = ""
+    repository: str = ""
 
     @property
     def base_name(self) -> str:
@@ -57,11 +66,15 @@ def locate(runner: Runner, path: Path | None) -> tuple[Path, bool]:
     return (top.resolve(), True) if top else (here.resolve(), False)
 
 
+RECIPE_WORDS = ("dockerfile", "containerfile")
+
+
 def _is_dockerfile(name: str) -> bool:
+    """Dockerfile, Dockerfile.NAME, NAME.Dockerfile, and the same for Containerfile."""
     lower = name.lower()
-    if lower.endswith(".dockerignore"):
+    if lower.endswith((".dockerignore", ".containerignore")):
         return False
-    return lower == "dockerfile" or lower.startswith("dockerfile.") or lower.endswith(".dockerfile")
+    return any(lower == w or lower.startswith(f"{w}.") or lower.endswith(f".{w}") for w in RECIPE_WORDS)
 
 
 def readable_name(rel: str) -> bool:
@@ -95,27 +108,16 @@ def _listed_files(runner: Runner, root: Path, in_git: bool) -> list[str]:
     return found
 
 
-def _is_containerfile(name: str) -> bool:
-    lower = name.lower()
-    return lower == "containerfile" or lower.startswith("containerfile.") or lower.endswith(".containerfile")
-
-
-def containerfile_note(recipe: Recipe) -> str:
-    """A Containerfile: found, not read as an image recipe yet; the line that declares it."""
-    return (
-        f"{recipe.path}: the name is found but not read as an image recipe yet (init reads Dockerfile, "
-        f'Dockerfile.NAME, NAME.Dockerfile); to build it, add dockerfile = "{recipe.dockerfile}" '
-        f'(context = "{recipe.context}") to its [tool.moltbuild.images.NAME]'
-    )
-
-
 def _recipe(root: Path, rel: str) -> Recipe:
     path = Path(rel)
     parent = path.parent.as_posix()
     name, lower = path.name, path.name.lower()
-    variant = name[len("dockerfile.") :] if lower.startswith("dockerfile.") else ""
-    if lower.endswith(".dockerfile"):
-        variant = name[: -len(".dockerfile")]
+    variant = ""
+    for word in RECIPE_WORDS:
+        if lower.startswith(f"{word}."):
+            variant = name[len(word) + 1 :]
+        elif lower.endswith(f".{word}"):
+            variant = name[: -len(word) - 1]
     return Recipe(
         path=rel,
         context="." if parent == "." else f"{parent}/",
@@ -125,10 +127,11 @@ def _recipe(root: Path, rel: str) -> Recipe:
     )
 
 
-def find_recipes(runner: Runner, root: Path, in_git: bool) -> tuple[list[Recipe], list[Recipe], list[str]]:
-    """Every Dockerfile git would track (ignored files left out), outside dependency folders; the
-    Containerfiles found there; a note for each file name that is not UTF-8 (skipped)."""
-    recipes, containerfiles, notes = [], [], []
+def find_recipes(runner: Runner, root: Path, in_git: bool) -> tuple[list[Recipe], list[str], list[str]]:
+    """Every Dockerfile or Containerfile git would track (ignored files left out), outside
+    dependency folders; the compose files found there; a note for each file name that is not
+    UTF-8 (skipped)."""
+    recipes, composes, notes = [], [], []
     for rel in sorted(_listed_files(runner, root, in_git)):
         parts = rel.split("/")
         if SKIP_DIRS.intersection(parts[:-1]):
@@ -138,6 +141,6 @@ def find_recipes(runner: Runner, root: Path, in_git: bool) -> tuple[list[Recipe]
             notes.append(f"{shown}: the file name is not UTF-8; skipped")
         elif _is_dockerfile(parts[-1]) and (root / rel).is_file():
             recipes.append(_recipe(root, rel))
-        elif _is_containerfile(parts[-1]) and (root / rel).is_file():
-            containerfiles.append(_recipe(root, rel))
-    return recipes, containerfiles, notes
+        elif parts[-1] in COMPOSE_NAMES and (root / rel).is_file():
+            composes.append(rel)
+    return recipes, composes, notes

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moltbuild.adopt.compose import compose_recipes
 from moltbuild.adopt.deployment import Deployment, Workload, read_deployment
 from moltbuild.adopt.matching import Choice, Item, Matched, Wanted, choose_registry, match, name_images
-from moltbuild.adopt.recipes import Recipe, containerfile_note, find_recipes, locate
+from moltbuild.adopt.recipes import Recipe, find_recipes, locate
 from moltbuild.errors import ConfigError
 from moltbuild.refs import ImageRef, names_a_host
 from moltbuild.system.processes import Runner
@@ -35,11 +36,13 @@ def survey_repository(runner: Runner, path: Path | None) -> Survey:
     """Find, match and name; raise only when there is nothing to adopt or a file cannot be read."""
     root, in_git = locate(runner, path)
     how = "git: tracked and untracked files, ignored left out" if in_git else "no git: every file"
-    recipes, containerfiles, notes = find_recipes(runner, root, in_git)
-    unread = [containerfile_note(recipe) for recipe in containerfiles]
-    survey = Survey(root=root, listing=how, recipes=recipes, notes=notes + unread)
+    found, composes, notes = find_recipes(runner, root, in_git)
+    composed = compose_recipes(root, composes, notes)  # compose first: it says context, args, target
+    built = {recipe.path for recipe in composed}
+    recipes = composed + [recipe for recipe in found if recipe.path not in built]
+    survey = Survey(root=root, listing=how, recipes=recipes, notes=notes)
     if not survey.recipes:
-        raise ConfigError(_nothing_to_adopt(root, how, unread))
+        raise ConfigError(_nothing_to_adopt(root, how, notes))
     deployment = read_deployment(root)
     survey.kustomizations = deployment.kustomizations
     survey.notes += deployment.notes
@@ -57,18 +60,21 @@ def survey_repository(runner: Runner, path: Path | None) -> Survey:
     return survey
 
 
-def _nothing_to_adopt(root: Path, how: str, unread: list[str]) -> str:
+def _nothing_to_adopt(root: Path, how: str, notes: list[str]) -> str:
     where = f"under {root} ({how}; node_modules, vendor and build skipped)"
-    if unread:  # a Containerfile: say its name is not read, not that there is nothing
-        return f"{unread[0]} (no Dockerfile {where})"
-    return f"no Dockerfile {where}; run init in the repository that holds them"
+    if notes:  # e.g. a compose service init could not use: say why, not only that there is nothing
+        return f"{notes[0]} (no Dockerfile {where})"
+    return (
+        f"no Dockerfile {where}; run init in the repository that holds them (init also reads "
+        "Containerfile and compose files' build:)"
+    )
 
 
 def _items(recipes: list[Recipe], kept: list[Item], matched: Matched) -> list[Item]:
     """The paired Dockerfiles, then those no image fits (repository from the folder), by path."""
     done = matched.decided | matched.tied
     items = kept + [
-        (recipe, recipe.base_name, None, "no kustomization image fits it")
+        (recipe, recipe.repository or recipe.base_name, None, "no kustomization image fits it")
         for recipe in recipes
         if recipe.path not in done and recipe.base_name
     ]
@@ -113,7 +119,7 @@ def _attach(workloads: list[Workload], wanted: dict[str, Wanted]) -> None:
 def findings(survey: Survey) -> list[str]:
     """What was found and decided, in plain lines."""
     lines = [f"root: {survey.root} ({survey.listing})"]
-    lines += [f"Dockerfile: {r.path}" for r in survey.recipes]
+    lines += [f"Dockerfile: {r.path}" + (f" (from {r.origin})" if r.origin else "") for r in survey.recipes]
     if not survey.kustomizations:
         lines.append("kustomization: none under k8s/ (repositories come from the folders)")
     for rel in survey.kustomizations:
