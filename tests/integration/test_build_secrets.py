@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +130,44 @@ def test_a_secret_reaches_run_and_no_output_and_a_cache_mount_persists(repo, mir
         assert provenance and b'"secrets":["tok"]' in provenance[0].replace(b" ", b""), entry
     finally:
         target.stop()
+
+
+def test_docker_buildkit_mounts_the_secret_and_shows_it_nowhere(
+    repo, mirror, storage_root, dockerd, tmp_path
+):
+    """BuildKit through the daemon (DOCKER_BUILDKIT=1 with the CLI before 23 at /usr/bin/docker)."""
+    bindir = tmp_path / "docker-cli"
+    bindir.mkdir()
+    (bindir / "docker").symlink_to("/usr/bin/docker")
+    env = build_env(mirror, storage_root, "dsec", DOCKER_HOST=dockerd, SEC_TOKEN=CANARY)
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    built = invoke(repo, "build", "--no-smoke", "--backend", "docker", env=env)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr
+    log = (repo / "build" / "logs" / "app.log").read_text()
+    assert "secret-checked" in log, log[-2000:]
+    history = subprocess.run(
+        ["/usr/bin/docker", "-H", dockerd, "history", "--no-trunc", read_report(repo)["app"]["image_id"]],
+        capture_output=True,
+        text=True,
+    )
+    texts = [built.stdout, built.stderr, log, history.stdout, (repo / "build" / "images.json").read_text()]
+    assert history.returncode == 0 and not [t[:200] for t in texts if CANARY in t]
+
+
+def test_moltbuild_init_proposes_the_table_from_a_compose_file(tmp_path):
+    repo = tmp_path / "shop"
+    (repo / "api").mkdir(parents=True)
+    (repo / "api" / "Dockerfile").write_text("FROM busybox:1.36\nARG MODE\n")
+    (repo / "docker-compose.yml").write_text(
+        "services:\n  api:\n    image: ghcr.io/shop/shop-api:1\n"
+        "    build: {context: ./api, args: {MODE: release}}\n"
+    )
+    _git(repo, "init", "-q", "-b", "main")
+    done = subprocess.run(
+        [sys.executable, "-m", "moltbuild.cli.main", "init"], cwd=repo, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dockerfile: api/Dockerfile (from docker-compose.yml services.api.build)" in done.stdout
+    table = (repo / "pyproject.toml").read_text()
+    assert '[tool.moltbuild.images.api]\nrepository = "shop-api"\ncontext = "api/"' in table
+    assert 'build_args = {MODE = "release"}' in table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,6 +124,22 @@ class DockerBackend(LocalBackend):
         return self.has_buildx or truthy(
             self.runner.environ.get("DOCKER_BUILDKIT"), "DOCKER_BUILDKIT", "environment"
         )
+
+    def check_images(self, images: Sequence[ImagePlan]) -> None:
+        """Build secrets need BuildKit: buildx, or a CLI before 23 with DOCKER_BUILDKIT=1 (from 23 on,
+        DOCKER_BUILDKIT=1 without buildx is refused by the CLI itself)."""
+        super().check_images(images)
+        needing = [image.name for image in images if image.secrets]
+        if not needing or self.has_buildx:
+            return
+        argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
+        res = self.runner.run(argv, mutates=False, check=False, timeout=15)
+        major = res.stdout.strip().split(".", 1)[0]
+        if major.isdigit() and int(major) >= 23:
+            raise ConfigError(
+                f"{needing[0]}: build secrets need BuildKit, and this docker CLI ({res.stdout.strip()}) has "
+                "no buildx; install the buildx plugin, or build with --backend buildah"
+            )
 
     # -- argv, kept pure -----------------------------------------------------------------------
 
