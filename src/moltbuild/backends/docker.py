@@ -126,10 +126,10 @@ class DockerBackend(LocalBackend):
         )
 
     def check_images(self, images: Sequence[ImagePlan]) -> None:
-        """Build secrets need BuildKit: buildx, or a CLI before 23 with DOCKER_BUILDKIT=1 (from 23 on,
+        """RUN --mount needs BuildKit: buildx, or a CLI before 23 with DOCKER_BUILDKIT=1 (from 23 on,
         DOCKER_BUILDKIT=1 without buildx is refused by the CLI itself)."""
         super().check_images(images)
-        needing = [image.name for image in images if image.secrets]
+        needing = [image.name for image in images if image.run_mounts]
         if not needing or self.has_buildx:
             return
         argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
@@ -137,8 +137,8 @@ class DockerBackend(LocalBackend):
         major = res.stdout.strip().split(".", 1)[0]
         if major.isdigit() and int(major) >= 23:
             raise ConfigError(
-                f"{needing[0]}: build secrets need BuildKit, and this docker CLI ({res.stdout.strip()}) has "
-                "no buildx; install the buildx plugin, or build with --backend buildah"
+                f"{needing[0]}: RUN --mount (build secrets, cache mounts) needs BuildKit and this docker "
+                f"CLI ({res.stdout.strip()}) has no buildx; install buildx, or use --backend buildah"
             )
 
     # -- argv, kept pure -----------------------------------------------------------------------
@@ -228,8 +228,11 @@ class DockerBackend(LocalBackend):
                 "use --backend buildah for multi-platform images"
             )
         cache = image.cache is not None and not no_cache
-        # Build secrets are BuildKit's: without buildx, the daemon's own BuildKit (DOCKER_BUILDKIT=1)
-        env = {**self.env(), "DOCKER_BUILDKIT": "1"} if image.secrets and not self.has_buildx else self.env()
+        # RUN --mount is BuildKit's (the classic builder of a CLI before 23 ignores it: a cache's
+        # files would land in the layer): without buildx, the daemon's own BuildKit
+        env = (
+            {**self.env(), "DOCKER_BUILDKIT": "1"} if image.run_mounts and not self.has_buildx else self.env()
+        )
         root, workdir = self.settings.project_root, Path(self._file("."))
         with secret_files(image.secrets, self.runner, root, workdir, dry_run=self.dry_run) as secrets:
             buildkit_cache = cache and self.buildkit

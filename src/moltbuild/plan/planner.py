@@ -58,6 +58,7 @@ class ImagePlan:
     # build secrets the Dockerfile mounts: (id, "env:VAR" | "file:PATH"), never a value
     secrets: tuple[tuple[str, str], ...] = ()
     secret_mounts: tuple[str, ...] = ()  # every secret id a RUN --mount names (given or not)
+    run_mounts: bool = False  # RUN --mount of type secret or cache: a BuildKit (or buildah) feature
 
     @property
     def cache_ref(self) -> ImageRef:
@@ -267,6 +268,7 @@ def _image_plan(
         ),
         secrets=secrets,
         secret_mounts=tuple(dict.fromkeys(m.id for m in dockerfile.secret_mounts)),
+        run_mounts=bool(dockerfile.mounts),
     )
 
 
