@@ -238,11 +238,7 @@ def _running(pods: list[dict[str, Any]], ref: str) -> list[tuple[str, str]]:
     for pod in pods:
         if podstatus.deleting(pod) or pod.get("status", {}).get("phase") != "Running":
             continue
-        running = {
-            s["name"]
-            for s in pod["status"].get("containerStatuses") or []
-            if s.get("state", {}).get("running")
-        }
+        running = {s["name"] for s in pod["status"].get("containerStatuses") or [] if podstatus.running(s)}
         for container in pod["spec"].get("containers") or []:
             if container.get("image") == ref and container["name"] in running:
                 found.append((pod["metadata"]["name"], container["name"]))

@@ -79,7 +79,12 @@ def not_ready_running(pod: Mapping[str, Any]) -> list[str]:
     if _get(pod, "status", "phase") != "Running":
         return []
     statuses = _get(pod, "status", "containerStatuses") or []
-    return [str(s.get("name")) for s in statuses if _get(s, "state", "running") and not s.get("ready")]
+    return [str(s.get("name")) for s in statuses if running(s) and not s.get("ready")]
+
+
+def running(status: Mapping[str, Any]) -> bool:
+    """A container status says it runs (`state.running` may be an empty mapping)."""
+    return isinstance(_get(status, "state", "running"), Mapping)
 
 
 def probe_threshold(pod: Mapping[str, Any], container: str) -> int:
