@@ -219,7 +219,7 @@ class ClusterTarget:
             for obj in self.cluster.objects(api_version, kind, self.labels)["items"]:
                 self.cluster.delete(api_version, kind, obj["metadata"]["name"])
         _delete_pods(self.cluster, self.labels)
-        if self._created and not _others(self.cluster, self.labels):
+        if self._created and not _others(self.cluster, self.session_id):
             self.cluster.delete("v1", "Namespace", self.namespace)
 
 
@@ -263,12 +263,12 @@ def _delete_pods(cluster: Cluster, labels: str, timeout: int = 30) -> None:
         )
 
 
-def _others(cluster: Cluster, labels: str) -> bool:
+def _others(cluster: Cluster, session: str) -> bool:
     """Whether the namespace holds an object that is not the session's (ignoring its defaults)."""
     for api_version, kind in _OTHERS:
         for obj in cluster.objects(api_version, kind)["items"]:
             meta = obj["metadata"]
-            ours = meta.get("labels", {}).get(SESSION_LABEL) == labels.split("=", 1)[1]
+            ours = meta.get("labels", {}).get(SESSION_LABEL) == session
             default = meta["name"] in _DEFAULTS or obj.get("type") == "kubernetes.io/service-account-token"
             if not ours and not default:
                 return True
