@@ -102,11 +102,16 @@ class ClusterTarget:
         for name in refs:
             detail = {"ref": refs[name], "namespace": self.namespace, "notes": list(dev.notes)}
             self._send(Event("deployed", name, time.monotonic() - since, detail))
-        waited = {wl for wl, images in dev.runs.items() if images & set(refs) and wl[0] == "Deployment"}
-        unwaited = {i for wl, images in dev.runs.items() if wl[0] != "Deployment" for i in images & set(refs)}
-        for name in sorted(unwaited):  # StatefulSets, DaemonSets, Jobs: applied, not waited for
-            self._send(Event("ready", name, time.monotonic() - since, {"note": "applied; not waited for"}))
-        return self._roll_out(dev, {wl[1]: generations[wl[1]] for wl in waited}, set(refs), since)
+        waited = {
+            wl[1]: generations[wl[1]]
+            for wl, images in dev.runs.items()
+            if images & set(refs) and wl[0] == "Deployment"
+        }
+        others = _not_waited_for(dev, set(refs))
+        for name, (kind, detail) in others.items():
+            self._send(Event(kind, name, time.monotonic() - since, detail))
+        rolled = self._roll_out(dev, waited, set(refs), since)
+        return rolled and all(kind == "ready" for kind, _ in others.values())
 
     def _ensure_namespace(self) -> None:
         labels = {**MANAGED_BY, CREATED_BY: self.session_id}
@@ -223,6 +228,20 @@ class ClusterTarget:
             self.cluster.delete("v1", "Namespace", self.namespace)
 
 
+def _not_waited_for(dev: DevObjects, changed: set[str]) -> dict[str, tuple[str, dict[str, str]]]:
+    """The changed images no Deployment runs: ready when another workload kind runs them (applied,
+    not waited for), failed when nothing applied runs them."""
+    found: dict[str, tuple[str, dict[str, str]]] = {}
+    in_deployments = {i for (kind, _), images in dev.runs.items() if kind == "Deployment" for i in images}
+    elsewhere = {i for (kind, _), images in dev.runs.items() if kind != "Deployment" for i in images}
+    for image in sorted(changed - in_deployments):
+        if image in elsewhere:
+            found[image] = ("ready", {"note": "applied; only Deployments are waited for"})
+        else:
+            found[image] = ("failed", {"reason": "no workload applied runs it (see the notes of `deployed`)"})
+    return found
+
+
 def _failure(result: Result) -> dict[str, Any]:
     detail: dict[str, Any] = {"reason": result.reason, "workload": f"{result.kind}/{result.name}"}
     if result.pod:
@@ -236,13 +255,17 @@ def _running(pods: list[dict[str, Any]], ref: str) -> list[tuple[str, str]]:
     """(pod, container) of every running container whose image is `ref`."""
     found = []
     for pod in pods:
-        if podstatus.deleting(pod) or pod.get("status", {}).get("phase") != "Running":
-            continue
-        running = {s["name"] for s in pod["status"].get("containerStatuses") or [] if podstatus.running(s)}
+        running = _running_containers(pod)
         for container in pod["spec"].get("containers") or []:
             if container.get("image") == ref and container["name"] in running:
                 found.append((pod["metadata"]["name"], container["name"]))
     return found
+
+
+def _running_containers(pod: dict[str, Any]) -> set[str]:
+    if podstatus.deleting(pod) or pod.get("status", {}).get("phase") != "Running":
+        return set()
+    return {s["name"] for s in pod["status"].get("containerStatuses") or [] if podstatus.running(s)}
 
 
 def _delete_pods(cluster: Cluster, labels: str, timeout: int = 30) -> None:

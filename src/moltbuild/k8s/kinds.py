@@ -79,7 +79,8 @@ class AnyKind:
     def changes(
         self, api_version: str, kind: str, labels: str, since: str, timeout: int
     ) -> Iterator[dict[str, Any]]:
-        """Each changed object (its JSON) after resourceVersion `since`, for up to `timeout` s."""
+        """Each changed object (its JSON) after resourceVersion `since`, for up to `timeout` s; ends
+        early when the watch breaks (the caller lists again)."""
         res = self._kind(api_version, kind)
         events = self._call(
             f"watch {kind}",
@@ -90,9 +91,13 @@ class AnyKind:
             resource_version=since,
             timeout=timeout,
         )
+        from kubernetes.client.exceptions import ApiException
+
         try:
             for event in events:
                 if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                     yield event["raw_object"]
+        except ApiException:  # 410 Gone (the version expired) and the like: the caller lists again
+            return
         finally:
             events.close()  # ends the watch's request at once
