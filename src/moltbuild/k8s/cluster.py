@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
-from moltbuild.errors import MoltbuildError
-
-
-class ClusterError(MoltbuildError):
-    """The cluster refused or could not be reached."""
+from moltbuild.k8s.kinds import AnyKind, ClusterError
 
 
 def _reason(exc: Exception) -> str:
@@ -27,16 +23,21 @@ def _reason(exc: Exception) -> str:
     return str(getattr(exc, "reason", None) or exc).splitlines()[0][:300]
 
 
-class Cluster:
+class Cluster(AnyKind):
     def __init__(
         self,
         *,
         context: str | None = None,
         namespace: str = "default",
         environ: Mapping[str, str],
+        forbidden_fix: str = "",
     ):
         self.context = context or None
         self.namespace = namespace
+        # what a 403 tells the user to do (default: the kaniko runner's Role)
+        self.forbidden_fix = forbidden_fix or (
+            "invoke kaniko.setup, or ask for the moltbuild-kaniko-runner Role in namespace " + namespace
+        )
         self.environ = dict(environ)  # the run context's (KUBECONFIG, proxies): never os.environ here
 
     # -- connection ----------------------------------------------------------------------------
@@ -112,10 +113,7 @@ class Cluster:
             if exc.status == 404 and missing_ok:
                 return None
             if exc.status == 403:
-                raise ClusterError(
-                    f"{what}: forbidden ({_reason(exc)}); fix: invoke kaniko.setup, or ask for the "
-                    "moltbuild-kaniko-runner Role in namespace " + self.namespace
-                ) from None
+                raise ClusterError(f"{what}: forbidden ({_reason(exc)}); fix: {self.forbidden_fix}") from None
             raise ClusterError(f"{what}: HTTP {exc.status}: {_reason(exc)}") from None
         except (OSError, ValueError) as exc:  # connection refused, TLS, timeouts (urllib3 errors)
             raise ClusterError(f"{what}: the cluster does not answer ({_reason(exc)})") from None
@@ -179,8 +177,8 @@ class Cluster:
         self._call(f"update {kind} {name}", patch, name, self.namespace, obj)
         return "updated"
 
-    def ensure_namespace(self) -> str:
-        """The namespace, created when missing; 'created' or 'exists'."""
+    def ensure_namespace(self, labels: Mapping[str, str] | None = None) -> str:
+        """The namespace, created when missing (with `labels`); 'created' or 'exists'."""
         from kubernetes import client
 
         core = client.CoreV1Api(self.api)
@@ -189,7 +187,8 @@ class Cluster:
         )
         if found is not None:
             return "exists"
-        body = {"metadata": {"name": self.namespace, "labels": {"app.kubernetes.io/managed-by": "moltbuild"}}}
+        labels = labels or {"app.kubernetes.io/managed-by": "moltbuild"}
+        body = {"metadata": {"name": self.namespace, "labels": dict(labels)}}
         self._call(f"create namespace {self.namespace}", core.create_namespace, body)
         return "created"
 
@@ -251,6 +250,37 @@ class Cluster:
     def pod(self, name: str) -> Any:
         return self._call(f"read pod {name}", self.core.read_namespaced_pod, name, self.namespace)
 
+    def log_tail(self, pod: str, container: str, lines: int, *, previous: bool = False) -> list[str]:
+        """The container's last `lines` log lines (`previous`: of the instance before a restart)."""
+        text = self._call(
+            f"logs of pod {pod}",
+            self.core.read_namespaced_pod_log,
+            pod,
+            self.namespace,
+            container=container,
+            tail_lines=lines,
+            previous=previous,
+            missing_ok=True,
+        )
+        return str(text or "").splitlines()
+
+    def portforward(self, pod: str, port: int) -> Any:
+        """A socket to `port` of the pod, through the API server (as `kubectl port-forward`);
+        closing it ends the forward."""
+        from kubernetes import client
+        from kubernetes.stream import portforward
+
+        api = self.new_api()  # the stream swaps the request method of its client: one each
+        pf = self._call(
+            f"port-forward to pod {pod}:{port}",
+            portforward,
+            client.CoreV1Api(api).connect_get_namespaced_pod_portforward,
+            pod,
+            self.namespace,
+            ports=str(port),
+        )
+        return pf.socket(port)
+
     def exec_stdin(
         self, pod: str, container: str, command: list[str], data: bytes, timeout: float
     ) -> tuple[int, str]:
@@ -281,8 +311,9 @@ class Cluster:
         finally:
             api.close()
 
-    def logs(self, pod: str, container: str) -> Iterator[str]:
-        """The container's log lines as they come, until it ends."""
+    def logs(self, pod: str, container: str, opened: Callable[[Any], None] | None = None) -> Iterator[str]:
+        """The container's log lines as they come, until it ends; `opened` gets the response (its
+        `close()` ends the stream from another thread)."""
         resp = self._call(
             f"logs of pod {pod}",
             self.core.read_namespaced_pod_log,
@@ -292,6 +323,8 @@ class Cluster:
             follow=True,
             _preload_content=False,
         )
+        if opened is not None:
+            opened(resp)
         pending = b""
         try:
             for chunk in resp.stream(1024):

@@ -40,7 +40,18 @@ _NOT_APPLIED = (
     "secretGenerator",
     "helmCharts",
 )
-_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {  # kinds kustomize (and the dev namespace) leave without a namespace
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+}
 _NULL = ("", "~", "null", "Null", "NULL")  # every scalar is read as text: these are YAML's null
 
 
@@ -363,7 +374,7 @@ def _boxes(node: Any, path: tuple[str, ...] = ()) -> Iterator[_Box]:
 
 def _renamed(obj: Object, spec: Mapping[str, Any]) -> Object:
     namespace = obj.namespace
-    if spec.get("namespace") and obj.kind not in _CLUSTER_SCOPED:
+    if spec.get("namespace") and obj.kind not in CLUSTER_SCOPED:
         namespace = str(spec["namespace"])
     name = f"{spec.get('namePrefix') or ''}{obj.name}{spec.get('nameSuffix') or ''}"
     return dataclasses.replace(obj, namespace=namespace, name=name)

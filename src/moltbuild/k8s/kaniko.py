@@ -141,6 +141,8 @@ def masked(obj: dict[str, Any]) -> dict[str, Any]:
     shown = copy.deepcopy(obj)
     if shown.get("kind") == "Secret":
         shown["data"] = {key: "****" for key in shown.get("data", {})}
+        if "stringData" in shown:
+            shown["stringData"] = {key: "****" for key in shown["stringData"] or {}}
     return shown
 
 

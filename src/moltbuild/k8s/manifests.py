@@ -40,6 +40,8 @@ class Manifests:
     image_names: Mapping[str, frozenset[str]] = field(default_factory=dict)
     how: str = ""  # "rendered by kubectl kustomize k8s", "read from k8s/kustomization.yml and ..."
     notes: tuple[str, ...] = ()  # what the reading could not do: remote resources, patches
+    # every object as rendered (or read), with its final namespace and name: shared, never edit
+    objects: tuple[Object, ...] = field(default=(), repr=False)
 
     def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return self.config_maps.get((namespace or "default", name))
@@ -174,6 +176,7 @@ def _manifests(
 ) -> Manifests:
     workloads, config_maps = [], {}
     originals = {}
+    objects = tuple(objects)
     for obj in objects:
         if obj.kind in WORKLOAD_KINDS:
             pod = deployment.pod_spec(obj.kind, obj.doc)
@@ -185,7 +188,7 @@ def _manifests(
     # read from the files, a workload still names a ConfigMap as its file does (kustomize would
     # rename the reference along with the ConfigMap)
     config_maps = {**originals, **config_maps}
-    return Manifests(tuple(workloads), config_maps, _renames(model), how, tuple(unapplied))
+    return Manifests(tuple(workloads), config_maps, _renames(model), how, tuple(unapplied), objects)
 
 
 def _renames(model: deployment.Deployment) -> dict[str, frozenset[str]]:
