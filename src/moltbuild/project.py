@@ -16,7 +16,8 @@ from moltbuild.errors import ConfigError
 # its own); pushing anywhere else needs the project's registry in pyproject.toml.
 DEFAULT_REGISTRY = "localhost:5000/moltbuild"
 _WHERE = "pyproject.toml [tool.moltbuild.images"
-IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke"}
+IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke", "dev"}
+DEV_KEYS = {"sync"}  # [tool.moltbuild.images.NAME.dev]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class ImageConfig:
     # extra smoke checks: {path, port}, {command}, {env} (env values stand in for secrets: not shown)
     smoke: dict[str, Any] | None = field(default=None, repr=False)
     manifest_name: str = ""  # the name k8s/ manifests use for the image (REGISTRY/REPOSITORY)
+    # `invoke dev`: (glob below the context, directory in the container) a changed file is copied to
+    sync: tuple[tuple[str, str], ...] = ()
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -112,7 +115,41 @@ def _image(project_root: Path, tool: dict[str, Any], name: str, raw: dict[str, A
         target=raw.get("target"),
         smoke=raw.get("smoke"),
         manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
+        sync=sync_rules(name, raw.get("dev")),
     )
+
+
+def sync_rules(name: str, dev: Any) -> tuple[tuple[str, str], ...]:
+    """[tool.moltbuild.images.NAME.dev] sync = {"GLOB" = "/DIR/"}: each glob relative to the
+    context (`**` crosses directories), each destination an absolute directory in the container."""
+    where = f"{_WHERE}.{name}.dev]"
+    if dev is None:
+        return ()
+    if not isinstance(dev, dict):
+        raise ConfigError(
+            f'{where[:-1]}] dev must be a table, e.g. dev = {{ sync = {{ "src/*.css" = "/www/" }} }}'
+        )
+    unknown = set(dev) - DEV_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown key {sorted(unknown)[0]!r}; allowed: sync")
+    sync = dev.get("sync", {})
+    if not isinstance(sync, dict):
+        raise ConfigError(
+            f'{where} sync must be a table of "GLOB" = "/DIR/", e.g. {{ "src/*.css" = "/www/" }}'
+        )
+    rules = []
+    for glob, dest in sync.items():
+        if not glob.strip() or glob.startswith("/") or ".." in glob.split("/"):
+            raise ConfigError(
+                f"{where} sync key {glob!r} must be a glob relative to the context, e.g. src/*.css"
+            )
+        if not isinstance(dest, str) or not dest.startswith("/"):
+            raise ConfigError(
+                f"{where} sync {glob!r} = {dest!r}: the destination must be an absolute directory in the "
+                'container, e.g. "/www/"'
+            )
+        rules.append((glob, dest))
+    return tuple(rules)
 
 
 def manifest_registry(tool: dict[str, Any]) -> str:
