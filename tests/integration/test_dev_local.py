@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import build_env
 from tests.conftest import need_tool
+from tests.integration.conftest import build_env
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from moltbuild import report
 from moltbuild.dev import choose
 from moltbuild.dev.events import Printer
 from moltbuild.dev.target import Emit, Event, Target
-from moltbuild.dev.watch import Batches, Watch, WatchedImage, by_image, sync_plan
+from moltbuild.dev.watch import Batches, Watch, WatchedImage, by_image, classify
 from moltbuild.errors import JobError, MoltbuildError
 from moltbuild.flows.build import execute, plan_for
 from moltbuild.flows.context import Session
@@ -66,7 +66,7 @@ class Loop:
         return self.request.target == "cluster"
 
     def plan(self, names: Sequence[str]) -> BuildPlan:
-        request = BuildRequest(push=self.push, only=tuple(names), smoke=False)
+        request = BuildRequest(push=self.push, only=tuple(names), smoke=False, dry_run=self.request.dry_run)
         return dev_plan(plan_for(self.session, request, list(names)))
 
     def build(self, names: Sequence[str], since: float) -> dict[str, str]:
@@ -140,11 +140,10 @@ class Loop:
         root = self.session.settings.project_root
         files = sorted({_shown(p, root) for ps in grouped.values() for p in ps})
         self.emit(Event("change", None, 0.0, {"files": files, "images": sorted(grouped)}))
-        rebuild = []
-        for name, changed in grouped.items():
-            copies = sync_plan(self.watched[name], changed) if name in self.built else None
-            if not (copies and self.target.sync(name, copies, self.emit, since)):
-                rebuild.append(name)
+        sync, rebuild = classify(grouped, self.watched, self.built)
+        for name, copies in sync.items():
+            if not self.target.sync(name, copies, self.emit, since):
+                rebuild.append(name)  # nothing running, no cp: the image is rebuilt instead
         if rebuild:
             self.cycle(rebuild, since)
 

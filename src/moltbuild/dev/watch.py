@@ -8,7 +8,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +126,23 @@ def sync_plan(image: WatchedImage, paths: Iterable[Path]) -> list[tuple[Path, st
             return None
         files.append((path, dest))
     return files or None
+
+
+def classify(
+    grouped: Mapping[str, list[Path]], images: Mapping[str, WatchedImage], running: Iterable[str]
+) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
+    """Per image of a batch: the files to copy in (every path matches a sync rule and the image
+    runs already), else a rebuild. Returns (sync: name -> files, rebuild: names)."""
+    running = set(running)
+    sync: dict[str, list[tuple[Path, str]]] = {}
+    rebuild: list[str] = []
+    for name, paths in grouped.items():
+        files = sync_plan(images[name], paths) if name in running else None
+        if files:
+            sync[name] = files
+        else:
+            rebuild.append(name)
+    return sync, rebuild
 
 
 @dataclass
