@@ -113,7 +113,10 @@ class LocalTarget:
         emit(Event("deployed", name, time.monotonic() - since, {"ref": ref, "container": container}))
         running.logs = self._follow(name, container, emit)
         try:
-            check.wait_ready(container, healthcheck_of(config) or plan.healthcheck, started)
+            # Readiness as Kubernetes sees it: the probe paths; the HEALTHCHECK (an exec per
+            # poll, slower) only for an image no probe asks
+            health = None if plan.http else healthcheck_of(config) or plan.healthcheck
+            check.wait_ready(container, health, started)
         except MoltbuildError as exc:
             lines = [ln.split("| ", 1)[-1] for ln in said if "  | " in ln]
             emit(Event("failed", name, time.monotonic() - since, {"reason": exc.message, "lines": lines}))
