@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,7 +102,21 @@ def _by_hand(ws: Workspace, clone: Path, edits: _Edits) -> Callable[[], float]:
         subprocess.run(build, cwd=clone, env=ws.env, check=True, capture_output=True)
         (rec,) = [r for r in report.read(clone / "build" / "images.json") if r.name == "api"]
         subprocess.run([*podman, "rm", "-f", name], capture_output=True)
-        run = [*podman, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", rec.image_id]
+        # as the smoke check runs it here: runc (crun refuses hybrid cgroups), podman's ulimits
+        oci = ["--runtime", "runc"] if shutil.which("runc") else []
+        limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+        run = [
+            *podman,
+            *oci,
+            "run",
+            "-d",
+            *limits,
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:8000",
+            rec.image_id,
+        ]
         subprocess.run(run, check=True, capture_output=True)
         _wait_for(f"http://127.0.0.1:{port}/healthz", marker)
         return time.perf_counter() - start
