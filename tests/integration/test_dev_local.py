@@ -149,3 +149,20 @@ def test_dev_local_loop(git_project, mirror, storage_root):
     assert status.stdout == ""
     leftover = subprocess.run(["pgrep", "-s", str(loop.proc.pid)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_dev_once_runs_one_cycle_and_cleans_up(git_project, mirror, storage_root):
+    need_tool("podman")
+    env = build_env(mirror, storage_root, "dev")
+    res = subprocess.run(
+        [sys.executable, "-m", "invoke", "dev", "--once", "--frontend-only", "--json"],
+        cwd=git_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    kinds = [json.loads(line)["event"] for line in res.stdout.splitlines()]
+    assert [k for k in kinds if k != "log"] == ["built", "deployed", "ready", "url", "stopped"]
+    assert _containers(env) == []

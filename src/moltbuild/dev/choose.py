@@ -112,7 +112,10 @@ def local_target(session: Session, configs: Sequence[ImageConfig], *, dry_run: b
 
 def cluster_target(session: Session, names: Sequence[str], synced: frozenset[str]) -> Target:
     """The other helper's ClusterTarget (moltbuild.dev.cluster), imported on use."""
-    from moltbuild.dev.cluster import ClusterTarget  # type: ignore[import-not-found]
+    try:
+        from moltbuild.dev.cluster import ClusterTarget  # type: ignore[import-not-found]
+    except ImportError as exc:  # a checkout without the cluster target: say so, no traceback
+        raise ConfigError(f"--cluster is not available here ({exc}); use --local") from None
 
     namespace = dev_namespace(session.settings, session.environ)
     return ClusterTarget(session, namespace=namespace, images=tuple(names), synced=synced)
