@@ -116,7 +116,7 @@ class LocalTarget:
             # Readiness as Kubernetes sees it: the probe paths; the HEALTHCHECK (an exec per
             # poll, slower) only for an image no probe asks
             health = None if plan.http else healthcheck_of(config) or plan.healthcheck
-            check.wait_ready(container, health, started)
+            check.wait_ready(container, health, started, hosts=running.ports)
         except MoltbuildError as exc:
             lines = [ln.split("| ", 1)[-1] for ln in said if "  | " in ln]
             emit(Event("failed", name, time.monotonic() - since, {"reason": exc.message, "lines": lines}))

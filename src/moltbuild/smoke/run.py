@@ -160,10 +160,17 @@ class SmokeCheck:
             self._start(container, ["-d", "--name", container, "--label", label, *env_args], publish, image)
         return time.monotonic()
 
-    def wait_ready(self, container: str, health: Healthcheck | None, started: float) -> float | None:
+    def wait_ready(
+        self,
+        container: str,
+        health: Healthcheck | None,
+        started: float,
+        hosts: dict[int, int] | None = None,
+    ) -> float | None:
         """Wait for the HEALTHCHECK, then ask every probe path; JobError (after showing the last
-        log lines through `say`) when the container fails. The seconds it took to become healthy."""
-        hosts = {p: self._host_port(container, p) for p in self.plan.ports}
+        log lines through `say`) when the container fails. The seconds it took to become healthy.
+        `hosts`: container port -> host port when the caller published fixed ones."""
+        hosts = hosts or {p: self._host_port(container, p) for p in self.plan.ports}
         healthy = self._wait_healthy(container, health, started) if health else None
         for check in self.plan.http:
             self._probe(container, check, hosts[check.port], started)
@@ -308,10 +315,10 @@ class SmokeCheck:
         bound = probe_bound(check)
         until, capped = self._until(started, bound, f"GET {check.path}")
         while True:
-            self._alive(container)
             last, final = _get(url)
             if not last:
-                return
+                return  # it answered: alive (asking the runtime first costs a call per poll)
+            self._alive(container)
             if final or time.monotonic() >= until:
                 break
             time.sleep(POLL_S)
