@@ -71,6 +71,13 @@ def build(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def dev(session: nox.Session) -> None:
+    """`invoke dev`: watch, rebuild what changed, run it until Ctrl-C; e.g. nox -s dev -- --cluster."""
+    install(session)
+    session.run("invoke", "dev", *session.posargs)
+
+
+@nox.session(default=False)
 def verify(session: nox.Session) -> None:
     """`invoke verify`: every reported image:tag is in the registry with its digest."""
     install(session)

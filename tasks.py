@@ -8,10 +8,10 @@ sys.path.insert(0, str(Path(__file__).parent / "src"))
 
 from invoke import Collection
 
-from moltbuild.cli import build, core, env, gh, hints, k8s, kaniko, registry
+from moltbuild.cli import build, core, dev, env, gh, hints, k8s, kaniko, registry
 
 ns = Collection()
-for module in (core, build, registry):
+for module in (core, build, registry, dev):
     for task in module.ns.tasks.values():
         ns.add_task(task)
 ns.add_collection(env.ns)

@@ -17,7 +17,11 @@ from moltbuild.errors import ConfigError
 # its own); pushing anywhere else needs the project's registry in pyproject.toml.
 DEFAULT_REGISTRY = "localhost:5000/moltbuild"
 _WHERE = "pyproject.toml [tool.moltbuild.images"
-IMAGE_KEYS = {"repository", "context", "dockerfile", "build_args", "platforms", "target", "smoke", "secrets"}
+IMAGE_KEYS = {
+    *("repository", "context", "dockerfile", "build_args", "platforms", "target"),
+    *("smoke", "secrets", "dev"),
+}
+DEV_KEYS = {"sync"}  # [tool.moltbuild.images.NAME.dev]
 SECRET_SOURCES = ("env:", "file:")
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 # A build arg so named holds a credential: build args land in the image history and the provenance.
@@ -39,6 +43,8 @@ class ImageConfig:
     # build secrets: id -> where its value is read at build time ("env:VAR" or "file:PATH" relative
     # to the project); never the value itself
     secrets: dict[str, str] = field(default_factory=dict)
+    # `invoke dev`: (glob below the context, directory in the container) a changed file is copied to
+    sync: tuple[tuple[str, str], ...] = ()
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -123,6 +129,7 @@ def _image(project_root: Path, tool: dict[str, Any], name: str, raw: dict[str, A
         smoke=raw.get("smoke"),
         manifest_name=f"{manifest_registry(tool)}/{raw['repository']}",
         secrets=_secrets(name, raw.get("secrets")),
+        sync=sync_rules(name, raw.get("dev")),
     )
 
 
@@ -159,6 +166,39 @@ def _secrets(name: str, raw: Any) -> dict[str, str]:
             )
         found[str(key)] = source
     return found
+
+
+def sync_rules(name: str, dev: Any) -> tuple[tuple[str, str], ...]:
+    """[tool.moltbuild.images.NAME.dev] sync = {"GLOB" = "/DIR/"}: each glob relative to the
+    context (`**` crosses directories), each destination an absolute directory in the container."""
+    where = f"{_WHERE}.{name}.dev]"
+    if dev is None:
+        return ()
+    if not isinstance(dev, dict):
+        raise ConfigError(
+            f'{where[:-1]}] dev must be a table, e.g. dev = {{ sync = {{ "src/*.css" = "/www/" }} }}'
+        )
+    unknown = set(dev) - DEV_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown key {sorted(unknown)[0]!r}; allowed: sync")
+    sync = dev.get("sync", {})
+    if not isinstance(sync, dict):
+        raise ConfigError(
+            f'{where} sync must be a table of "GLOB" = "/DIR/", e.g. {{ "src/*.css" = "/www/" }}'
+        )
+    rules = []
+    for glob, dest in sync.items():
+        if not glob.strip() or glob.startswith("/") or ".." in glob.split("/"):
+            raise ConfigError(
+                f"{where} sync key {glob!r} must be a glob relative to the context, e.g. src/*.css"
+            )
+        if not isinstance(dest, str) or not dest.startswith("/"):
+            raise ConfigError(
+                f"{where} sync {glob!r} = {dest!r}: the destination must be an absolute directory in the "
+                'container, e.g. "/www/"'
+            )
+        rules.append((glob, dest))
+    return tuple(rules)
 
 
 def manifest_registry(tool: dict[str, Any]) -> str:

@@ -23,10 +23,10 @@ TASKS_PY = '''\
 
 from invoke import Collection
 
-from moltbuild.cli import build, core, env, gh, hints, k8s, kaniko, registry
+from moltbuild.cli import build, core, dev, env, gh, hints, k8s, kaniko, registry
 
 ns = Collection()
-for module in (core, build, registry):
+for module in (core, build, registry, dev):
     for task in module.ns.tasks.values():
         ns.add_task(task)
 ns.add_collection(env.ns)

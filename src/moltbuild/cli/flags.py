@@ -154,9 +154,18 @@ FLAGS = {
         Flag(
             "keep",
             False,
-            "keep the finished Jobs (debugging)",
+            "keep the finished Jobs (debugging); dev: leave its containers or dev-namespace objects on exit",
             setting="MOLTBUILD_KANIKO_KEEP",
             value=_switch,
+        ),
+        # invoke dev: its request is dev.loop.DevRequest (cli/dev.py fills it from these)
+        Flag("local", False, "dev: run the images with podman (or docker) on 127.0.0.1 (the default)"),
+        Flag("cluster", False, "dev: build, push to MOLTBUILD_REGISTRY and deploy into the dev namespace"),
+        Flag(
+            "builder", None, "dev: the backend the loop builds with (kaniko: in the cluster, --cluster only)"
+        ),
+        Flag(
+            "once", False, "dev: one cycle (build, deploy, wait until ready, print the URLs), then clean up"
         ),
     )
 }

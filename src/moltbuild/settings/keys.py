@@ -263,5 +263,16 @@ KEYS: dict[str, KeySpec] = {
         KeySpec(
             "MOLTBUILD_KANIKO_KEEP", "1 keeps finished kaniko Jobs (debugging)", "kaniko_keep", flag=True
         ),
+        KeySpec(
+            "MOLTBUILD_DEV_NAMESPACE",
+            "namespace `invoke dev --cluster` deploys into (created if missing; default dev-USER; never "
+            "the project's MOLTBUILD_KUBE_NAMESPACE)",
+        ),
+        KeySpec(
+            "MOLTBUILD_DEV_DEBOUNCE",
+            "seconds `invoke dev` waits for more changes before it acts on a batch (changes during a "
+            "build always make the next one)",
+            default="0.2",
+        ),
     )
 }

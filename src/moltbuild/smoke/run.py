@@ -145,16 +145,35 @@ class SmokeCheck:
         """Start the container and run every check; the seconds it took to become healthy."""
         ports = sorted(set(self.plan.ports) | exposed_ports(config))
         publish = [a for p in ports for a in ("-p", f"127.0.0.1::{p}")]
+        started = self.launch(container, image, publish)
+        healthy = self.wait_ready(container, health, started)
+        if self.plan.command:
+            self._command(container)
+        return healthy
+
+    def launch(self, container: str, image: str, publish: list[str]) -> float:
+        """Start IMAGE detached as CONTAINER with the workload's env (an --env-file), the smoke
+        label (a later run removes it once this process is gone) and PUBLISH (`-p` arguments);
+        returns when it started (monotonic). `invoke dev` runs its containers this way too."""
         with self._env_file(container) as env_args:
             label = f"{SMOKE_LABEL}={owners.token()}"
             self._start(container, ["-d", "--name", container, "--label", label, *env_args], publish, image)
-        started = time.monotonic()
-        hosts = {p: self._host_port(container, p) for p in self.plan.ports}
+        return time.monotonic()
+
+    def wait_ready(
+        self,
+        container: str,
+        health: Healthcheck | None,
+        started: float,
+        hosts: dict[int, int] | None = None,
+    ) -> float | None:
+        """Wait for the HEALTHCHECK, then ask every probe path; JobError (after showing the last
+        log lines through `say`) when the container fails. The seconds it took to become healthy.
+        `hosts`: container port -> host port when the caller published fixed ones."""
+        hosts = hosts or {p: self._host_port(container, p) for p in self.plan.ports}
         healthy = self._wait_healthy(container, health, started) if health else None
         for check in self.plan.http:
             self._probe(container, check, hosts[check.port], started)
-        if self.plan.command:
-            self._command(container)
         return healthy
 
     def _start(self, container: str, args: list[str], publish: list[str], image: str) -> None:
@@ -296,10 +315,10 @@ class SmokeCheck:
         bound = probe_bound(check)
         until, capped = self._until(started, bound, f"GET {check.path}")
         while True:
-            self._alive(container)
             last, final = _get(url)
             if not last:
-                return
+                return  # it answered: alive (asking the runtime first costs a call per poll)
+            self._alive(container)
             if final or time.monotonic() >= until:
                 break
             time.sleep(POLL_S)

@@ -340,6 +340,14 @@ class Runner:
         with log_path.open("ab") as log:
             return self._start(argv, env, None, stdin=False, stdout=log, stderr=subprocess.STDOUT, text=False)
 
+    def follow(self, argv: list[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        """Start a reader that runs until stopped (`podman logs -f`): its output (stdout and
+        stderr, text lines) on the returned process's stdout; tracked, so Ctrl-C stops it."""
+        self._check_argv(argv)
+        return self._start(
+            argv, env, None, stdin=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, errors="replace"
+        )
+
     def _start(
         self,
         argv: list[str],
