@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -204,3 +205,70 @@ def test_close_leaves_no_object_forward_or_thread(deployed, target, env):
     while time.monotonic() < deadline and set(threading.enumerate()) - target.threads_before:
         time.sleep(0.1)
     assert not set(threading.enumerate()) - target.threads_before
+
+
+def test_invoke_dev_cluster_serves_an_edit_and_a_synced_file_then_ctrl_c_leaves_nothing(env, built):
+    """The issue's acceptance, as a user types it: `invoke dev --cluster --json` prints a url for
+    each image; an edit to app.py is answered there after a rebuild, a synced frontend file without
+    one; SIGINT then leaves no object in the dev namespace, no forward and no changed file."""
+    from tests.integration.test_dev_local import Loop, _get, _served
+
+    project, _ = built
+    namespace = f"dev-loop-{uuid.uuid4().hex[:6]}"
+    loop = Loop(
+        project, {**env, "MOLTBUILD_DEV_NAMESPACE": namespace, "MOLTBUILD_DEV_DEBOUNCE": "0.2"}, "--cluster"
+    )
+    try:
+        urls = {}
+        for name in ("api", "frontend"):
+            seen = [e for e in loop.seen if e["event"] == "url" and e["image"] == name]
+            urls[name] = (seen[0] if seen else loop.wait("url", name, timeout=240))["url"]
+        assert '"status": "ok"' in _get(urls["api"] + "healthz")
+
+        app = project / "api" / "moltbook_api" / "app.py"
+        good = app.read_text()
+        app.write_text(good.replace('{"status": "ok"}', '{"status": "ok", "dev": "cluster"}'))
+        _served(urls["api"] + "healthz", '"dev": "cluster"', timeout=30)
+        built_event = next(e for e in loop.seen if e["event"] == "built" and e["image"] == "api")
+        assert built_event["ref"].startswith(env["MOLTBUILD_REGISTRY"]) and "@sha256:" in built_event["ref"]
+
+        css = project / "moltbook-frontend" / "src" / "styles.css"
+        style = css.read_text()
+        mark = len(loop.seen)
+        css.write_text(style + "\n/* synced-in-cluster */\n")
+        _served(urls["frontend"] + "styles.css", "synced-in-cluster", timeout=5)
+        loop.wait("synced", "frontend", timeout=5)
+        assert loop.builds_since(mark, "frontend") == 0
+        app.write_text(good)
+        css.write_text(style)
+    finally:
+        os.killpg(loop.proc.pid, signal.SIGINT) if loop.proc.poll() is None else None
+        code = loop.proc.wait(timeout=90)
+    stderr = "".join(loop.stderr)
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    for url in urls.values():
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"{url} still forwarded after Ctrl-C"
+    left = subprocess.run(
+        [
+            "kubectl",
+            "get",
+            "all,configmap,secret",
+            "-n",
+            namespace,
+            "-l",
+            "moltbuild.dev/session",
+            "-o",
+            "name",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert left.stdout.strip() == "", left.stdout
+    status = subprocess.run(
+        ["git", "-C", str(project), "status", "--porcelain"], capture_output=True, text=True
+    )
+    assert status.stdout == ""

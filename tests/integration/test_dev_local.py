@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 class Loop:
     """The loop as a child process; its JSON events read in a thread."""
 
-    def __init__(self, project: Path, env: dict[str, str]) -> None:
+    def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "dev", "--local", "--json"],
+            [sys.executable, "-m", "invoke", "dev", *(args or ("--local",)), "--json"],
             cwd=project,
             env=env,
             stdout=subprocess.PIPE,

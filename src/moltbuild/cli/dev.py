@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from invoke import Collection
@@ -27,6 +28,10 @@ DEV_FLAGS = (
 def dev(c: Any, **given: Any) -> None:
     """Watch, rebuild what changed, run it (--local, the default, or --cluster), until Ctrl-C."""
     from moltbuild.dev.choose import pick_target
+
+    # A loop started from a script's `&` inherits SIGINT ignored; like Go's signal.Notify, the loop
+    # takes it back so `kill -INT` (the Ctrl-C of scripts and tests) still stops it cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from moltbuild.dev.loop import DevRequest, run_dev
 
     build, _ = flags.build_request({k: v for k, v in given.items() if flags.FLAGS[k].field})

@@ -91,8 +91,8 @@ def _pump(a: Any, b: Any, stop: threading.Event) -> None:
         for sock in readable:
             try:
                 data = sock.recv(_CHUNK)
-            except OSError:
+                if not data:
+                    return
+                peers[sock].sendall(data)
+            except OSError:  # either side went away (the client left, the pod was replaced)
                 return
-            if not data:
-                return
-            peers[sock].sendall(data)
