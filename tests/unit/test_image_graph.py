@@ -228,3 +228,16 @@ def test_a_base_without_a_usable_pin_stops_its_dependents(tmp_path):
     assert todo.done(img[0], rec) == [
         (img[1], "not built: base base was not pushed (a backend without a local store needs --push)")
     ]
+
+
+class StorelessBackend(RecordingBackend):
+    keeps_images = False  # like Kaniko: a base reaches its dependents only through the registry
+
+
+def test_a_backend_without_a_store_refuses_a_graph_without_push_before_any_job(tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "recording", StorelessBackend)
+    StorelessBackend.instances.clear()
+    p = plan(*_graph_images(tmp_path)[:2])
+    with pytest.raises(ConfigError, match=r"^svc-a is built FROM base of this project, .* add --push"):
+        build.execute(session(tmp_path), p, dry_run=False, report_path=tmp_path / "r" / "images.json")
+    assert [c[0] for c in StorelessBackend.instances[0].calls] == ["open"]  # no job started

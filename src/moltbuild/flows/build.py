@@ -230,10 +230,25 @@ def _build_phase(
                 )
             )
             _require_smoke_runtime(backend, plan, to_build, dry_run=dry_run)  # after open: its config
+            _require_graph_push(backend, plan, to_build)
             todo.workdir, todo.local = Path(tmp), backend.keeps_images  # pinned Dockerfiles: outside the tree
+            todo.dry_run = dry_run
             ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record))
         finally:
             _finish(backend, ok, to_build)
+
+
+def _require_graph_push(backend: Backend, plan: BuildPlan, images: list[ImagePlan]) -> None:
+    """A backend without a local store (Kaniko) hands a base to its dependents only through the
+    registry: without --push, refuse before any Job starts."""
+    here = {i.name for i in images}
+    needs = [(i.name, link.image) for i in images for link in i.needs if link.image in here]
+    if needs and not plan.push and not backend.keeps_images:
+        image, base = needs[0]
+        raise ConfigError(
+            f"{image} is built FROM {base} of this project, and the {plan.backend} backend keeps no "
+            f"local images: add --push (the base then reaches {image} by digest), or --only {base}"
+        )
 
 
 def _require_smoke_runtime(

@@ -18,7 +18,6 @@ from moltbuild.plan import graph
 from moltbuild.plan.planner import BuildPlan, ImagePlan
 from moltbuild.report import ImageRecord
 
-
 NOT_BUILT = "not built: "  # how a dependent's error starts when its base failed (never started)
 
 
@@ -30,15 +29,15 @@ class Pin:
     digest: str
 
 
-def pin_of(image: ImagePlan, record: ImageRecord, *, local: bool) -> Pin | None:
+def pin_of(image: ImagePlan, record: ImageRecord, *, local: bool, dry_run: bool = False) -> Pin | None:
     """Where dependents find `image` after `record`: the registry digest once pushed, else (a
     backend that keeps images) the local image under its input tag; None: nowhere usable."""
     if not record.ok:
         return None
     if record.digest:
         return Pin(f"{image.ref.name}@{record.digest}", record.digest)
-    if local and record.image_id:
-        return Pin(str(image.ref.with_tag(image.tags[-1])), record.image_id)
+    if (local and record.image_id) or dry_run:
+        return Pin(str(image.ref.with_tag(image.tags[-1])), record.image_id or "(dry run)")
     return None
 
 
@@ -83,6 +82,7 @@ class Schedule:
     pins: dict[str, Pin]  # bases done in this run (reused ones before the first build)
     workdir: Path = Path()  # where pinned Dockerfiles go (the backend's private run directory)
     local: bool = True  # the backend keeps images: a base not pushed is usable by its input tag
+    dry_run: bool = False
     waiting: dict[str, ImagePlan] = field(default_factory=dict)
     needs: dict[str, set[str]] = field(default_factory=dict)
 
@@ -98,7 +98,7 @@ class Schedule:
 
     def done(self, image: ImagePlan, record: ImageRecord) -> list[tuple[ImagePlan, str]]:
         """Mark `image` done; the images that now cannot start, each with why (not started)."""
-        pin = pin_of(image, record, local=self.local)
+        pin = pin_of(image, record, local=self.local, dry_run=self.dry_run)
         if pin is not None:
             self.pins[image.name] = pin
             for needed in self.needs.values():
