@@ -98,17 +98,32 @@ def plan_facts(session: Session, request: BuildRequest, names: Iterable[str] | N
     needs = image_needs(session, [c.name for c in selected])
     wanted = {c.name for c in selected} if request.no_deps else set(needs)
     project = git_state(root, runner, session.environ)
-    states: dict[Path | None, GitState] = {repo_root(root, runner): project}
+    top = repo_root(root, runner)
+    states: dict[Path | None, GitState] = {top: project}
     images = []
     for name in needs:
         cfg = session.images[name]
-        repo = repo_root(cfg.context, runner)
+        repo = top if _inside_checkout(cfg.context, root) else repo_root(cfg.context, runner)
         if repo not in states:
             states[repo] = git_state(repo, runner, session.environ) if repo else project
         dockerfile = _dockerfile(cfg)
         smoke = smoke_plan_for(root, cfg, runner, dockerfile) if request.smoke and name in wanted else None
         images.append(ImageFacts(cfg, dockerfile, states[repo], smoke, wanted=name in wanted))
     return PlanFacts(project, tuple(images), read_tool_table(root), session.environ)
+
+
+def _inside_checkout(path: Path, root: Path) -> bool:
+    """`path` is in the project's own checkout: under the root with no .git (a submodule, a nested
+    clone) between. Decided on the file system: one git process per image adds up at 30 images."""
+    root = root.resolve()
+    here = path.resolve()
+    if here != root and root not in here.parents:
+        return False
+    while here != root:
+        if (here / ".git").exists():
+            return False
+        here = here.parent
+    return True
 
 
 def image_needs(session: Session, names: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
