@@ -163,3 +163,29 @@ def run(rounds: int = 3, sizes: tuple[int, ...] = (5, 30)) -> dict[int, dict[str
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:]]
     run(args[0] if args else 3, tuple(args[1:]) or (5, 30))
+
+
+def rows(rounds: int) -> list:
+    """benchmarks.suite's rows: each measure at 30 / at 5 images, and verify / the skopeo loop."""
+    from benchmarks.suite import row
+
+    results = run(rounds)
+    small, large = results[5], results[30]
+    out = []
+    for name in ("changed", "unchanged build --push", "one service changed", "base changed", "verify"):
+        r = row(f"scale: {name}, 30 / 5 images", "30 images", "5 images", "<= 4", large[name], small[name])
+        r.notes.append(f"30 images: {summary(large)[name]}; 5 images: {summary(small)[name]}")
+        if name in GOALS:
+            r.notes.append(f"goal at 30 images: <= {GOALS[name]:.0f} s")
+        out.append(r)
+    out.append(
+        row(
+            "scale: verify 120 refs / skopeo inspect loop (30 images)",
+            "verify",
+            "skopeo loop",
+            "<= 0.3",
+            large["verify"],
+            large["skopeo"],
+        )
+    )
+    return out

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import registry_cache
+from benchmarks import registry_cache, scale
 from benchmarks.attest_cost import attest_times
 from benchmarks.push_once import push_phase, rebuild_vs_raw
 from benchmarks.workspace import ROOT, Workspace, workspace
@@ -326,6 +326,7 @@ def main(rounds: int = 5, aged_builds: int = 40) -> None:
         extra["reproducible"] = len(set(ids.values())) == 1
     with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
         rows.append(registry_cache_row(ws, rounds))
+    rows += scale.rows(rounds)
     rows.append(list_row(rounds))
     with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:
         rows.append(hashing_row(Path(tmp), rounds))

@@ -19,7 +19,7 @@ from moltbuild.backends.contract import ImageResult, JobLog
 from moltbuild.backends.selection import BACKENDS
 from moltbuild.dockerfile import parse
 from moltbuild.errors import ConfigError, JobError
-from moltbuild.flows import build, schedule
+from moltbuild.flows import build, schedule, summary
 from moltbuild.flows import facts as gather
 from moltbuild.flows.context import Session
 from moltbuild.plan import graph
@@ -208,6 +208,8 @@ def test_build_follows_the_graph_pins_each_base_and_a_failed_base_starts_no_depe
     by = {r.name: r for r in records}
     assert by["deep"].base_image == "127.0.0.1:5000/ns/svc-a" and by["deep"].base_digest == "id-svc-a"
     assert by["solo"].base_image == "" and "base_image" not in by["solo"].to_dict()
+    shown = summary.render(records, None, None)
+    assert "deep: built FROM 127.0.0.1:5000/ns/svc-a (id-svc-a)" in shown and "solo: built" not in shown
 
     OrderedBackend.events = []
     OrderedBackend.fail = {"svc-a": JobError("boom")}
