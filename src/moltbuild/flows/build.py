@@ -155,6 +155,7 @@ def _run_in_order(
         lambda image, why: to_record(plan, image, None, error=why),
         finished,
         backend.cancel,
+        backend.runner.say,
     )
 
 

@@ -46,11 +46,7 @@ def pinned(image: ImagePlan, pins: dict[str, Pin], workdir: Path) -> ImagePlan:
     whose FROMs name its bases as `pins` has them (a base not in this run: by its input tag)."""
     if not image.needs:
         return image
-    lines = {
-        n: (pins[link.image].ref if link.image in pins else link.unbuilt)
-        for link in image.needs
-        for n in link.use.lines
-    }
+    lines = {n: _ref(link, pins) for link in image.needs for n in link.use.lines}
     try:
         text = graph.pinned_dockerfile(image.dockerfile.read_text(encoding="utf-8"), lines)
     except ConfigError as exc:
@@ -62,6 +58,11 @@ def pinned(image: ImagePlan, pins: dict[str, Pin], workdir: Path) -> ImagePlan:
     if ignore.is_file():
         shutil.copyfile(ignore, target.with_name(target.name + ".dockerignore"))
     return replace(image, dockerfile=target)
+
+
+def _ref(link: graph.BaseLink, pins: dict[str, Pin]) -> str:
+    """What a dependent's FROM names: the base as this run has it, else as pushed (--no-deps)."""
+    return pins[link.image].ref if link.image in pins else link.unbuilt
 
 
 def with_base(record: ImageRecord, image: ImagePlan, pins: dict[str, Pin]) -> ImageRecord:
@@ -117,6 +118,7 @@ def run(
     not_built: Callable[[ImagePlan, str], ImageRecord],
     finished: Callable[[ImageRecord], None],
     cancel: Callable[[], None],
+    say: Callable[[str], None] = lambda _: None,
 ) -> list[ImageRecord]:
     """Every image of `schedule`, each started when its bases are done, `plan.jobs` at once;
     `finished` sees each record the moment it is known."""
@@ -138,6 +140,9 @@ def run(
             except ConfigError as exc:
                 settle(image, not_built(image, exc.message))
                 continue
+            if build is not image:
+                froms = ", ".join(dict.fromkeys(_ref(link, schedule.pins) for link in image.needs))
+                say(f"[{image.name}] FROM {froms} (in {build.dockerfile}, a copy of {image.dockerfile})")
             running[pool.submit(job, build)] = image
 
     try:
