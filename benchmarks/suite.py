@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import dev_loop, registry_cache
+from benchmarks import dev_loop, registry_cache, scale
 from benchmarks.attest_cost import attest_times
 from benchmarks.push_once import push_phase, rebuild_vs_raw
 from benchmarks.workspace import ROOT, Workspace, workspace
@@ -336,6 +336,7 @@ def main(rounds: int = 5, aged_builds: int = 40) -> None:
                 *dev_loop.measure(ws, rounds).values(),
             )
         )
+    rows += scale.rows(rounds)
     rows.append(list_row(rounds))
     with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:
         rows.append(hashing_row(Path(tmp), rounds))

@@ -86,6 +86,8 @@ class ImageRecord:
     signature: str = ""  # HOST/PATH:sha256-<hex>.sig, "unsigned", or "" (not attested)
     error: str = ""
     cache: str = ""  # what the build did with the registry layer cache ('' when it used none)
+    base_image: str = ""  # HOST/PATH of the project image it is built FROM (the image graph), if any
+    base_digest: str = ""  # that base as this run built or reused it (digest, or local image ID)
 
     def __post_init__(self) -> None:
         if self.outcome.ok == bool(self.error):
@@ -115,7 +117,7 @@ class ImageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("error", "cache"):
+        for optional in ("error", "cache", "base_image", "base_digest"):
             if not data[optional]:
                 del data[optional]
         data["outcome"] = self.outcome.value
@@ -186,6 +188,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     **{key: (_is_text, "a string") for key in ("revision", "backend_reason", "smoke", "sbom")},
     **{key: (_is_text, "a string") for key in ("provenance", "signature", "error", "cache")},
+    **{key: (_is_text, "a string") for key in ("base_image", "base_digest")},
     # Derived (`pushed`) or written by earlier versions only (`skipped`; `status` is not read).
     "pushed": (_is_bool, "true or false"),
     "skipped": (_is_bool, "true or false"),

@@ -14,6 +14,7 @@ BUILD_FLAGS = (
     "api_only",
     "frontend_only",
     "only",
+    "no_deps",
     "tag",
     "backend",
     "platform",

@@ -108,6 +108,13 @@ FLAGS = {
         ),
         Flag("base", None, "git revision --changed compares with", field="base"),
         Flag(
+            "no_deps",
+            False,
+            "with --only: not the project images it is built FROM (those are used as the registry "
+            "has them, by their input tag)",
+            field="no_deps",
+        ),
+        Flag(
             "no_smoke",
             False,
             "do not start the image and check its HEALTHCHECK and probe paths before the push",

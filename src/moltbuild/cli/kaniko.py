@@ -13,6 +13,7 @@ BUILD_FLAGS = (
     "api_only",
     "frontend_only",
     "only",
+    "no_deps",
     "tag",
     "no_cache",
     "rebuild",

@@ -15,15 +15,16 @@ from moltbuild.backends.selection import choose_backend, make_backend, statuses_
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.files import room_to_write
-from moltbuild.flows import attest, reuse
+from moltbuild.flows import attest, reuse, schedule
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
-from moltbuild.flows.facts import changes_since, plan_facts
+from moltbuild.flows.facts import changes_since, image_needs, plan_facts
 from moltbuild.plan.changes import select_changed
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, check_settings, make_plan, render_plan
 from moltbuild.plan.request import BuildRequest
 from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
+from moltbuild.registry.client import RegistryClient
 from moltbuild.report import ImageRecord
 from moltbuild.smoke import oci
 from moltbuild.system import owners
@@ -80,29 +81,38 @@ def _reuse_phase(
     *,
     dry_run: bool,
     record: Callable[[ImageRecord], None],
-) -> set[str]:
-    """Names of the images the registry already has from the same inputs (tagged, recorded)."""
+) -> dict[str, schedule.Pin]:
+    """The images the registry already has from the same inputs (tagged, recorded), asked all at
+    once (--jobs, at least 8: each is a few small requests): name -> where dependents find it."""
     if not plan.push or plan.rebuild:
-        return set()
-    say = session.runner.say
+        return {}
     client = session.registries.client(plan.registry.host, creds)
-    reused = set()
-    for image in plan.images:
-        try:
-            hit = reuse.find(client, image, say)
-        except MoltbuildError as exc:
-            if not dry_run:
-                raise
-            say(
-                f"[{image.name}] cannot ask the registry whether it has these inputs ({exc.message}); "
-                "a real run asks first"
-            )
-            continue
-        if hit:
-            result = reuse.apply(client, hit, dry_run=dry_run, say=say)
-            record(to_record(plan, image, result, reused=True))
-            reused.add(image.name)
-    return reused
+    with cf.ThreadPoolExecutor(max_workers=max(8, plan.jobs)) as pool:
+        found = list(pool.map(lambda image: _reuse_one(session, client, image, dry_run=dry_run), plan.images))
+    pins = {}
+    for image, result in zip(plan.images, found, strict=True):
+        if result is not None:
+            rec = to_record(plan, image, result, reused=True)
+            pins[image.name] = schedule.pin_of(image, rec, local=False) or schedule.Pin("", "")
+            record(schedule.with_base(rec, image, pins))
+    return pins
+
+
+def _reuse_one(
+    session: Session, client: RegistryClient, image: ImagePlan, *, dry_run: bool
+) -> ImageResult | None:
+    say = session.runner.say
+    try:
+        hit = reuse.find(client, image, say)
+    except MoltbuildError as exc:
+        if not dry_run:
+            raise
+        say(
+            f"[{image.name}] cannot ask the registry whether it has these inputs ({exc.message}); "
+            "a real run asks first"
+        )
+        return None
+    return reuse.apply(client, hit, dry_run=dry_run, say=say) if hit else None
 
 
 def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None) -> ImageRecord:
@@ -124,31 +134,29 @@ def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | No
     return to_record(plan, image, result)
 
 
-def _run_parallel(
+def _run_in_order(
     backend: Backend,
     plan: BuildPlan,
-    images: list[ImagePlan],
+    todo: schedule.Schedule,
     log_dir: Path | None,
     record: Callable[[ImageRecord], None],
-    say: Callable[[str], None],
 ) -> list[ImageRecord]:
-    """`plan.jobs` images at once; each record is written the moment it is known."""
-    records = []
-    pool = cf.ThreadPoolExecutor(max_workers=min(plan.jobs, len(images)))
-    futures = [pool.submit(_job, backend, plan, image, log_dir) for image in images]
-    try:
-        for fut in cf.as_completed(futures):
-            rec = fut.result()
-            records.append(rec)
-            record(rec)
-            backend.runner.settle(f"[{rec.name}] ")
-            say(f"[{rec.name}] {rec.outcome.label} in {rec.duration_s:.1f}s")
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        backend.cancel()
-        raise
-    pool.shutdown(wait=True)
-    return records
+    """Each image once its bases are done, `plan.jobs` at once; each record written when known."""
+
+    def finished(rec: ImageRecord) -> None:
+        record(rec)
+        backend.runner.settle(f"[{rec.name}] ")
+        shown = rec.result(200) if rec.error.startswith(schedule.NOT_BUILT) else rec.outcome.label
+        backend.runner.say(f"[{rec.name}] {shown} in {rec.duration_s:.1f}s")
+
+    return schedule.run(
+        todo,
+        lambda image: _job(backend, plan, image, log_dir),
+        lambda image, why: to_record(plan, image, None, error=why),
+        finished,
+        backend.cancel,
+        backend.runner.say,
+    )
 
 
 def _push_credentials(session: Session, plan: BuildPlan, *, dry_run: bool) -> Credentials | None:
@@ -177,11 +185,12 @@ def execute(
     if plan.push and not dry_run:
         attest.preflight(session)
     started = attest.now()
-    reused = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
-    to_build = [image for image in plan.images if image.name not in reused]
+    pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
+    to_build = [image for image in plan.images if image.name not in pins]
     log_dir = None if dry_run else path.parent / "logs"
     if to_build:
-        _build_phase(session, plan, to_build, creds, dry_run=dry_run, log_dir=log_dir, record=record)
+        todo = schedule.Schedule(plan, to_build, pins)
+        _build_phase(session, plan, todo, creds, dry_run=dry_run, log_dir=log_dir, record=record)
     records = sorted(record.written, key=lambda r: r.name)
     if plan.push and not dry_run:
         records = attest.attest_and_record(
@@ -194,14 +203,16 @@ def execute(
 def _build_phase(
     session: Session,
     plan: BuildPlan,
-    to_build: list[ImagePlan],
+    todo: schedule.Schedule,
     creds: Credentials | None,
     *,
     dry_run: bool,
     log_dir: Path | None,
     record: report.Recorder,
 ) -> None:
-    """Open the backend once, run every image's job, tidy and close (also after Ctrl-C)."""
+    """Open the backend once, run every image's job in the graph's order, tidy and close (also
+    after Ctrl-C)."""
+    to_build = todo.images
     runner = session.runner.derive(dry_run=dry_run)
     backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
     host = plan.registry.host
@@ -221,9 +232,25 @@ def _build_phase(
                 )
             )
             _require_smoke_runtime(backend, plan, to_build, dry_run=dry_run)  # after open: its config
-            ok = not any(r.error for r in _run_parallel(backend, plan, to_build, log_dir, record, runner.say))
+            _require_graph_push(backend, plan, to_build)
+            todo.workdir, todo.local = Path(tmp), backend.keeps_images  # pinned Dockerfiles: outside the tree
+            todo.dry_run = dry_run
+            ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record))
         finally:
             _finish(backend, ok, to_build)
+
+
+def _require_graph_push(backend: Backend, plan: BuildPlan, images: list[ImagePlan]) -> None:
+    """A backend without a local store (Kaniko) hands a base to its dependents only through the
+    registry: without --push, refuse before any Job starts."""
+    here = {i.name for i in images}
+    needs = [(i.name, link.image) for i in images for link in i.needs if link.image in here]
+    if needs and not plan.push and not backend.keeps_images:
+        image, base = needs[0]
+        raise ConfigError(
+            f"{image} is built FROM {base} of this project, and the {plan.backend} backend keeps no "
+            f"local images: add --push (the base then reaches {image} by digest), or --only {base}"
+        )
 
 
 def _require_smoke_runtime(
@@ -289,7 +316,7 @@ def _changed_names(session: Session, request: BuildRequest, names: list[str]) ->
     root = session.settings.project_root
     facts = changes_since(session, request.base, during="--changed")
     base = facts.base
-    wanted, account = select_changed(root, session.images, facts)
+    wanted, account = select_changed(root, session.images, facts, image_needs(session))
     session.runner.say(account)
     names = [n for n in names if n in wanted]
     if not names:

@@ -11,12 +11,15 @@ from pathlib import Path
 from moltbuild.dockerfile import Dockerfile
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
+from moltbuild.plan import graph
 from moltbuild.plan.changes import check_explicit_base, resolve_base
 from moltbuild.plan.facts import DEFAULT_SOURCE, ZERO_SHA, ChangeFacts, GitState, ImageFacts, PlanFacts
 from moltbuild.plan.request import BuildRequest
 from moltbuild.plan.tags import source_url
 from moltbuild.project import ImageConfig, read_tool_table, select_images
+from moltbuild.refs import registry_prefix
 from moltbuild.smoke.probes import smoke_plan_for
+from moltbuild.system import state
 from moltbuild.system.processes import Runner
 
 
@@ -88,31 +91,68 @@ def _source(git: _Git) -> str:
 
 
 def plan_facts(session: Session, request: BuildRequest, names: Iterable[str] | None = None) -> PlanFacts:
-    """The facts of the images to plan (`names`, default: the request's selection)."""
+    """The facts of the images to plan (`names`, default: the request's selection), with every
+    image of the project they are built FROM (built too unless --no-deps; facts for the digest)."""
     root, runner = session.settings.project_root, session.runner
-    configs = select_images(dict(session.images), only=request.only if names is None else list(names))
+    selected = select_images(dict(session.images), only=request.only if names is None else list(names))
+    needs = image_needs(session, [c.name for c in selected])
+    wanted = {c.name for c in selected} if request.no_deps else set(needs)
     project = git_state(root, runner, session.environ)
-    states: dict[Path | None, GitState] = {repo_root(root, runner): project}
-    parsed: dict[tuple[Path, tuple[tuple[str, str], ...]], Dockerfile] = {}
+    top = repo_root(root, runner)
+    states: dict[Path | None, GitState] = {top: project}
     images = []
-    for cfg in configs:
-        repo = repo_root(cfg.context, runner)
+    for name in needs:
+        cfg = session.images[name]
+        repo = top if _inside_checkout(cfg.context, root) else repo_root(cfg.context, runner)
         if repo not in states:
             states[repo] = git_state(repo, runner, session.environ) if repo else project
-        dockerfile = _dockerfile(cfg, parsed)
-        smoke = smoke_plan_for(root, cfg, runner, dockerfile) if request.smoke else None
-        images.append(ImageFacts(cfg, dockerfile, states[repo], smoke))
+        dockerfile = _dockerfile(cfg)
+        smoke = smoke_plan_for(root, cfg, runner, dockerfile) if request.smoke and name in wanted else None
+        images.append(ImageFacts(cfg, dockerfile, states[repo], smoke, wanted=name in wanted))
     return PlanFacts(project, tuple(images), read_tool_table(root), session.environ)
 
 
-def _dockerfile(cfg: ImageConfig, parsed: dict) -> Dockerfile:
-    """The image's Dockerfile read once per run (images sharing one with the same args share the
-    model), its target checked: a typo stops here."""
-    key = (cfg.dockerfile, tuple(sorted(cfg.build_args.items())))
-    if key not in parsed:
-        parsed[key] = Dockerfile.read(cfg.dockerfile, cfg.build_args)
-    parsed[key].stage(cfg.target, f"target of [tool.moltbuild.images.{cfg.name}]")
-    return parsed[key]
+def _inside_checkout(path: Path, root: Path) -> bool:
+    """`path` is in the project's own checkout: under the root with no .git (a submodule, a nested
+    clone) between. Decided on the file system: one git process per image adds up at 30 images."""
+    root = root.resolve()
+    here = path.resolve()
+    if here != root and root not in here.parents:
+        return False
+    while here != root:
+        if (here / ".git").exists():
+            return False
+        here = here.parent
+    return True
+
+
+def image_needs(session: Session, names: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Each image of `names` (default: all) and every image they are built FROM, transitively,
+    bases first: name -> the project images its FROMs name. A cycle is refused here."""
+    registry = registry_prefix(session.settings["MOLTBUILD_REGISTRY"])
+    repos = graph.repositories(registry, session.images.values())
+    found: dict[str, tuple[str, ...]] = {}
+    stack = list(session.images if names is None else names)
+    while stack:
+        name = stack.pop()
+        if name not in found:
+            uses = graph.project_bases(_dockerfile(session.images[name]), repos, name)
+            found[name] = tuple(u.image for u in uses)
+            stack.extend(found[name])
+    return {n: found[n] for n in graph.order({n: found[n] for n in session.images if n in found})}
+
+
+def _dockerfile(cfg: ImageConfig) -> Dockerfile:
+    """The image's Dockerfile read once per command (images sharing one with the same args share
+    the model), its target checked: a typo stops here."""
+    dockerfile = _read(cfg.dockerfile, tuple(sorted(cfg.build_args.items())))
+    dockerfile.stage(cfg.target, f"target of [tool.moltbuild.images.{cfg.name}]")
+    return dockerfile
+
+
+@state.command_cache(maxsize=256)
+def _read(path: Path, args: tuple[tuple[str, str], ...]) -> Dockerfile:
+    return Dockerfile.read(path, dict(args))
 
 
 def change_facts(root: Path, base: str, runner: Runner) -> ChangeFacts:

@@ -46,6 +46,7 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
     records = list(records)
     lines = [render_table(("image", "reference", "tags", "result", "size", "time"), map(_row, records))]
     lines += [f"{r.name}: layer cache: {r.cache}" for r in records if r.cache]
+    lines += [f"{r.name}: built FROM {_base_of(r)}" for r in records if r.base_image and r.ok]
     lines += [f"{r.name}: {attestation_of(r)}" for r in records if r.signature]
     lines += [_error_line(r, log_dir) for r in records if r.error]
     where = [f"report: {report_path}"] if report_path else []
@@ -53,6 +54,14 @@ def render(records: Iterable[ImageRecord], report_path: Path | None, log_dir: Pa
     if where:
         lines.append("; ".join(where))
     return "\n".join(lines)
+
+
+def _base_of(record: ImageRecord) -> str:
+    """The project image it was built FROM (the image graph), as this run had it."""
+    digest = record.base_digest
+    if digest.startswith("sha256:") and record.digest:
+        return f"{record.base_image}@{digest}"
+    return f"{record.base_image} ({digest.removeprefix('sha256:')[:12] or 'as pushed'})"
 
 
 def _error_line(record: ImageRecord, log_dir: Path | None) -> str:

@@ -7,6 +7,7 @@ model (`k8s/deployment`)."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def verify(
     }
     with owners.private_dir() as tmp:
         attest = _Attestations(session, policy, Path(tmp), commits)
-        return [attest.check(c) for c in checks]
+        return attest.check_all(checks)
 
 
 def _ours(report_path: Path) -> set[str]:
@@ -107,6 +108,21 @@ class _Attestations:
     def __init__(self, session: Session, policy: supply_check.Policy, workdir: Path, commits: dict):
         self.session, self.policy, self.workdir, self.commits = session, policy, workdir, commits
         self.done: dict[str, supply_check.Finding] = {}
+        self.access: dict[str, RegistryAccess] = {}
+
+    def check_all(self, checks: list[Check], workers: int = 8) -> list[Check]:
+        """Each distinct digest checked once, several at once (each is registry or cosign I/O)."""
+        wanted = {}
+        for found in checks:
+            if found.verdict == "ok" and found.actual.startswith("sha256:"):
+                ref = ImageRef.parse(found.ref, "checked reference")
+                wanted.setdefault(f"{ref.name}@{found.actual}", (ref, found.actual))
+        self._prepare({ref.host for ref, _ in wanted.values()})
+        with cf.ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted)))) as pool:
+            self.done = dict(
+                zip(wanted, pool.map(lambda item: self._finding(*item), wanted.values()), strict=True)
+            )
+        return [self.check(c) for c in checks]
 
     def check(self, found: Check) -> Check:
         if found.verdict != "ok" or not found.actual.startswith("sha256:"):
@@ -118,13 +134,22 @@ class _Attestations:
         finding = self.done[key]
         return dataclasses.replace(found, verdict=finding.verdict, reason=found.reason or finding.reason)
 
+    def _prepare(self, hosts: set[str]) -> None:
+        """cosign's registry access, once per host before the checks run at once."""
+        if self.policy.verifier is None:
+            return
+        for host in hosts:
+            self.access[host] = RegistryAccess.prepare(
+                host, self.session.settings, self.workdir / host.replace(":", "_")
+            )
+
     def _finding(self, ref: ImageRef, digest: str) -> supply_check.Finding:
         commit = self.commits.get((ref.name, digest), supply_check.Expected())
         verifier = self.policy.verifier
         if verifier is None:
             client = self.session.registries.client(ref.host)
             return supply_check.without_verifier(client, ref, digest, commit, self.policy)
-        access = RegistryAccess.prepare(
+        access = self.access.get(ref.host) or RegistryAccess.prepare(
             ref.host, self.session.settings, self.workdir / ref.host.replace(":", "_")
         )
         cosign = Cosign(self.session.runner, access)

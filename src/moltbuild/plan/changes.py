@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moltbuild.errors import ConfigError
+from moltbuild.plan import graph
 from moltbuild.plan.facts import ZERO_SHA, ChangeFacts
 from moltbuild.plan.inputs import rule_sets
 from moltbuild.project import ImageConfig
@@ -55,21 +56,25 @@ def check_explicit_base(facts: ChangeFacts) -> None:
         )
 
 
-def _image_settings(pyproject_text: str, name: str) -> dict | None:
+def _images_tables(pyproject_text: str) -> dict:
+    """[tool.moltbuild.images] of one pyproject.toml text, parsed once per comparison (not per
+    image: 30 images would parse it 60 times)."""
     try:
-        return (
-            ((tomllib.loads(pyproject_text).get("tool") or {}).get("moltbuild") or {})
-            .get("images", {})
-            .get(name)
-        )
+        tool = (tomllib.loads(pyproject_text).get("tool") or {}).get("moltbuild") or {}
     except tomllib.TOMLDecodeError:
-        return None
+        return {}
+    images = tool.get("images")
+    return images if isinstance(images, dict) else {}
 
 
 def changed_images(
-    root: Path, images: dict[str, ImageConfig], facts: ChangeFacts
+    root: Path,
+    images: dict[str, ImageConfig],
+    facts: ChangeFacts,
+    needs: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[str | None, list[Change]]:
-    """(resolved base sha or None, one Change per image)."""
+    """(resolved base sha or None, one Change per image). With the image graph (`needs`: name ->
+    the project images it is built FROM), an image whose base changed has changed too."""
     base, sha = facts.base, facts.sha
     if ZERO_SHA.match(base):
         return None, [
@@ -79,20 +84,35 @@ def changed_images(
         return None, [
             Change(n, True, f"base {base} is not a known commit here: building everything") for n in images
         ]
-    return sha, [_change(root, name, cfg, facts) for name, cfg in images.items()]
+    tables = (_images_tables(facts.old_pyproject), _images_tables(facts.new_pyproject))
+    changes = [_change(root, name, cfg, facts, tables) for name, cfg in images.items()]
+    return sha, propagate(changes, needs or {})
 
 
-def _change(root: Path, name: str, cfg: ImageConfig, facts: ChangeFacts) -> Change:
+def propagate(changes: list[Change], needs: Mapping[str, Iterable[str]]) -> list[Change]:
+    """Each unchanged image built FROM a changed one (transitively) changed, naming the base."""
+    reached = graph.dependents([c.image for c in changes if c.changed], needs)
+    return [
+        Change(c.image, True, f"its base {reached[c.image]} changed")
+        if c.image in reached and not c.changed
+        else c
+        for c in changes
+    ]
+
+
+def _change(root: Path, name: str, cfg: ImageConfig, facts: ChangeFacts, tables: tuple[dict, dict]) -> Change:
     context = cfg.context.relative_to(root).as_posix()
     dockerfile = cfg.dockerfile.relative_to(root).as_posix()
     prefix = "" if context == "." else context.rstrip("/") + "/"
-    own = _own_change(name, dockerfile, prefix, facts)
+    own = _own_change(name, dockerfile, prefix, facts, tables)
     return own or _context_change(root, name, prefix, facts.paths)
 
 
-def _own_change(name: str, dockerfile: str, prefix: str, facts: ChangeFacts) -> Change | None:
+def _own_change(
+    name: str, dockerfile: str, prefix: str, facts: ChangeFacts, tables: tuple[dict, dict]
+) -> Change | None:
     """A change to the image's settings, Dockerfile or .dockerignore (each counts, ignored or not)."""
-    if _image_settings(facts.old_pyproject, name) != _image_settings(facts.new_pyproject, name):
+    if tables[0].get(name) != tables[1].get(name):
         return Change(name, True, "its settings in pyproject.toml changed")
     for path in (dockerfile, prefix + ".dockerignore"):
         if path in facts.paths:
@@ -129,9 +149,14 @@ def render(base: str, sha: str | None, changes: list[Change], as_json: bool = Fa
     return head + "\n" + render_table(("image", "changed", "why"), rows)
 
 
-def select_changed(root: Path, images: dict[str, ImageConfig], facts: ChangeFacts) -> tuple[list[str], str]:
+def select_changed(
+    root: Path,
+    images: dict[str, ImageConfig],
+    facts: ChangeFacts,
+    needs: Mapping[str, Iterable[str]] | None = None,
+) -> tuple[list[str], str]:
     """Names of the changed images and a one-line account for the console."""
-    sha, changes = changed_images(root, images, facts)
+    sha, changes = changed_images(root, images, facts, needs)
     names = [c.image for c in changes if c.changed]
     summary = "; ".join(f"{c.image}: {c.reason}" for c in changes)
     return names, f"changed since {facts.base}{f' ({sha[:12]})' if sha else ''}: {summary}"

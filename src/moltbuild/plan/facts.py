@@ -42,6 +42,7 @@ class ImageFacts:
     dockerfile: Dockerfile
     git: GitState
     smoke: SmokePlan | None = None
+    wanted: bool = True  # False: here only as a base whose inputs a dependent's digest includes (--no-deps)
 
 
 @dataclass(frozen=True)

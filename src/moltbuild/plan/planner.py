@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moltbuild.errors import ConfigError
 from moltbuild.plan import bases as baseimages
+from moltbuild.plan import graph
 from moltbuild.plan import secrets as build_secrets
 from moltbuild.plan import tags as tagging
 from moltbuild.plan.facts import ImageFacts, PlanFacts
@@ -59,6 +60,7 @@ class ImagePlan:
     secrets: tuple[tuple[str, str], ...] = ()
     secret_mounts: tuple[str, ...] = ()  # every secret id a RUN --mount names (given or not)
     run_mounts: bool = False  # RUN --mount of type secret or cache: a BuildKit (or buildah) feature
+    needs: tuple[graph.BaseLink, ...] = ()  # the project images its FROMs name (the image graph)
 
     @property
     def cache_ref(self) -> ImageRef:
@@ -199,7 +201,14 @@ def make_plan(request: BuildRequest, inputs: PlanInputs) -> BuildPlan:
     """The whole plan, before anything runs, of the images in `inputs.facts` (the flow selected
     them); the backend is the caller's choice, passed in `inputs`."""
     project = _project(request, inputs)
-    images = [_image_plan(image, request, inputs.facts.environ, project) for image in inputs.facts.images]
+    facts = {i.config.name: i for i in inputs.facts.images}
+    repos = graph.repositories(project.registry, (i.config for i in facts.values()))
+    uses = {n: graph.project_bases(i.dockerfile, repos, n) for n, i in facts.items()}
+    planned: dict[str, ImagePlan] = {}
+    for name in graph.order({n: [u.image for u in us] for n, us in uses.items()}):
+        links = tuple(_link(use, planned[use.image]) for use in uses[name] if use.image in planned)
+        planned[name] = _image_plan(facts[name], request, inputs.facts.environ, project, links)
+    images = [planned[n] for n in planned if facts[n].wanted]
     pulls = {base: baseimages.mirrored(base, project.mirror) for image in images for base in image.bases}
     return BuildPlan(
         images=tuple(images),
@@ -217,8 +226,18 @@ def make_plan(request: BuildRequest, inputs: PlanInputs) -> BuildPlan:
     )
 
 
+def _link(use: graph.BaseUse, base: ImagePlan) -> graph.BaseLink:
+    return graph.BaseLink(
+        use, base.ref, base.input_digest, str(base.ref.with_tag(cache_tag(base.input_digest)))
+    )
+
+
 def _image_plan(
-    image: ImageFacts, request: BuildRequest, environ: Mapping[str, str], project: _Project
+    image: ImageFacts,
+    request: BuildRequest,
+    environ: Mapping[str, str],
+    project: _Project,
+    needs: tuple[graph.BaseLink, ...] = (),
 ) -> ImagePlan:
     # Tags, labels and times come from the repository that holds the build context: the
     # project's own, or another checkout inside it (a submodule).
@@ -233,6 +252,8 @@ def _image_plan(
     digest = input_digest(
         cfg.context, cfg.dockerfile, configured, cfg.target, platforms, [key for key, _ in secrets]
     )
+    if needs:  # built FROM another image of the project: its inputs are this image's too
+        digest = graph.with_bases(digest, (link.input_digest for link in needs))
     labels = _labels(state, epoch, digest)
     standard = {
         "VERSION": labels["org.opencontainers.image.version"],
@@ -254,7 +275,8 @@ def _image_plan(
         target=cfg.target,
         platforms=platforms,
         input_digest=digest,
-        bases=tuple(dockerfile.bases()),
+        bases=tuple(b for b in dockerfile.bases() if b not in {link.use.named for link in needs}),
+        needs=needs,
         timestamp=epoch,
         smoke=image.smoke if request.smoke else None,
         revision=state.sha,
@@ -303,9 +325,12 @@ def render_plan(plan: BuildPlan) -> str:
     ]
     if plan.pulls:
         lines.append("bases:    " + ", ".join(_pull_shown(base, src) for base, src in plan.pulls.items()))
+    edges = graph.render_edges({i.name: [link.image for link in i.needs] for i in plan.images})
+    if edges:
+        lines.append(f"graph:    {edges} (a base first; each image FROM it by digest)")
     rows = [_row(img) for img in plan.images]
     lines += ["", render_table(("image", "repository", "tags", "platforms", "input digest"), rows)]
-    return "\n".join([*lines, *(line for img in plan.images for line in _args_lines(img))])
+    return "\n".join([*lines, *(line for img in plan.images for line in _args_lines(img, plan))])
 
 
 def _row(img: ImagePlan) -> tuple[str, ...]:
@@ -313,11 +338,18 @@ def _row(img: ImagePlan) -> tuple[str, ...]:
     return (img.name, img.repository, ", ".join(img.tags), platforms, img.input_digest[:19])
 
 
-def _args_lines(img: ImagePlan) -> list[str]:
+def _args_lines(img: ImagePlan, plan: BuildPlan) -> list[str]:
     args = " ".join(f"{k}={v}" for k, v in img.build_args.items())
     shown = f"\n{img.name} build args: {args or '(none: the Dockerfile declares no ARG)'}"
+    here = {i.name for i in plan.images}
+    unbuilt = [
+        f"FROM {link.image} as pushed with its current inputs ({link.unbuilt}): "
+        "not built in this run (--no-deps)"
+        for link in img.needs
+        if link.image not in here
+    ]
     given = [f"{img.name} secrets: {build_secrets.describe(img.secrets)}"] if img.secrets else []
-    return [shown, *given, *(f"{img.name} note: {note}" for note in img.notes)]
+    return [shown, *given, *(f"{img.name} note: {note}" for note in (*img.notes, *unbuilt))]
 
 
 def _revision_lines(plan: BuildPlan) -> list[str]:

@@ -44,6 +44,7 @@ class BuildRequest:
     force: bool = False
     rebuild: bool = False
     changed: bool = False
+    no_deps: bool = False  # --only without the project images the selection is built FROM
     base: str | None = None
     smoke: bool = True
     dry_run: bool = False
