@@ -295,3 +295,22 @@ def test_a_promotion_without_signature_says_so_and_one_in_the_same_repository_co
     assert said[-1] == f"+ copy the signature and attestations of {fake.host}/ns/app:sha-1 (if any) into " + (
         f"{fake.host}/ns/other"
     )
+
+
+def test_a_deployed_host_that_does_not_resolve_names_the_kustomization_entry(tmp_path: Path):
+    from moltbuild.settings import load_settings
+
+    path = deploying(
+        tmp_path,
+        "images:\n  - name: app\n    newName: no-such-registry.invalid/team/app\n    newTag: v1\n",
+        "app",
+    )
+    (target,) = deployed_targets(path, set())
+    settings = load_settings(tmp_path, environ={}, tool_config={})
+    found = registry_verify.check(target, Registries(settings))
+    assert found.verdict == "error"
+    assert found.reason == (
+        f"no-such-registry.invalid: the name does not resolve (DNS); the host comes from {path} "
+        "images[0] (app): check it there, or the network's DNS"
+    )
+    assert "MOLTBUILD_REGISTRY" not in found.reason

@@ -286,7 +286,7 @@ def render_plan(plan: BuildPlan) -> str:
         *_revision_lines(plan),
         f"push:     {'yes, to ' + plan.registry.name if plan.push else 'no (add --push)'}",
         f"reuse:    {_reuse_line(plan)}",
-        f"cache:    {plan.cache_note or 'local layers'}",
+        f"cache:    {_cache_line(plan)}",
         f"smoke:    {_smoke_line(plan)}",
     ]
     if plan.pulls:
@@ -335,7 +335,17 @@ def _reuse_line(plan: BuildPlan) -> str:
     )
 
 
+def _cache_line(plan: BuildPlan) -> str:
+    if plan.backend != "kaniko":
+        return plan.cache_note or "local layers"
+    if plan.push and any(img.cache for img in plan.images):
+        return f"REPO{CACHE_REPOSITORY_SUFFIX} in the registry (kaniko's --cache-repo; no local layers)"
+    return "none (each kaniko Job starts empty; REPO/cache is used with --push)"
+
+
 def _smoke_line(plan: BuildPlan) -> str:
+    if plan.backend == "kaniko":  # the Job pushes what it built: nothing runs here first
+        return "no local smoke: kaniko Jobs build and push in the cluster (invoke smoke --ref REF after)"
     if any(img.smoke is None for img in plan.images):
         return "no (--no-smoke)"
     parts = []
