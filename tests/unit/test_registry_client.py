@@ -385,6 +385,19 @@ def test_put_manifest_without_a_digest_header_returns_the_body_hash(server):
     assert client_for(server).put_manifest("app", "v9", b"{}", OCI_MANIFEST) == sha(b"{}")
 
 
+def test_put_manifest_refuses_a_served_digest_that_is_not_the_sent_bytes(server):
+    other = sha(b"something else")
+    server.expect_request("/v2/app/manifests/v9", method="PUT").respond_with_data(
+        "", status=201, headers={"Docker-Content-Digest": other}
+    )
+    with pytest.raises(RegistryError) as caught:
+        client_for(server).put_manifest("app", "v9", b"{}", OCI_MANIFEST)
+    assert caught.value.message.count("\n") == 0
+    assert f"answered Docker-Content-Digest {other}, but the bytes sent hash to {sha(b'{}')}" in (
+        caught.value.message
+    )
+
+
 # -- error bodies -------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from moltbuild import report
+from moltbuild.cli.flags import FLAGS
 from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.flows import attest as attest_flow
 from moltbuild.flows import verify as verify_flow
@@ -127,6 +128,26 @@ def test_once_signing_is_configured_an_unsigned_image_fails_verify(tmp_path, fak
     with pytest.raises(RegistryError, match="1 of 1 checks failed"):
         verify_flow.verify_and_show(s, report_path=path)
     assert check.UNCHECKED not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("attest", ["auto", "off"])
+def test_require_signed_fails_an_unsigned_image_with_nothing_else_configured(tmp_path, fake, attest, capsys):
+    path, _ = attested_image(tmp_path, fake)
+    s = session(tmp_path, fake.host, MOLTBUILD_ATTEST=attest)
+    (row,) = verify_flow.verify(s, report_path=path, require_signed=True)
+    assert row.verdict == "unattested" and "--require-signed requires a signature" in row.reason
+    with pytest.raises(RegistryError, match="1 of 1 checks failed"):
+        verify_flow.verify_and_show(s, report_path=path, require_signed=True)
+    assert check.UNCHECKED not in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--require-signed and --no-attestations contradict"):
+        verify_flow.verify(s, report_path=path, require_signed=True, attestations=False)
+
+
+def test_require_signed_is_the_verify_commands_flag():
+    from moltbuild.cli.registry import verify as verify_task
+
+    assert verify_task.help["require-signed"] == FLAGS["require_signed"].help
+    assert "--require-signed" in " ".join(f"--{name}" for name in verify_task.help)
 
 
 def test_the_policy_names_what_requires_a_signature(tmp_path):

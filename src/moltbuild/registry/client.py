@@ -89,7 +89,15 @@ class RegistryClient(RegistrySession):
             headers={"Content-Type": media_type},
         )
         self._raise_for(resp, f"manifest push of {name}:{reference}", pushing=True)
-        return resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        sent = "sha256:" + hashlib.sha256(body).hexdigest()
+        claimed = resp.headers.get("Docker-Content-Digest") or sent
+        if claimed != sent:  # it stored other bytes than those sent (or says so): nothing to trust
+            raise RegistryError(
+                f"{self.host}: manifest push of {name}:{reference} answered Docker-Content-Digest "
+                f"{claimed}, but the bytes sent hash to {sent}: the registry or something between "
+                "altered them; do not trust this registry"
+            )
+        return sent
 
     def tags(self, name: str, *, page_size: int | None = None) -> list[str]:
         """Every tag, following `Link: <...>; rel="next"` pagination."""
