@@ -243,7 +243,7 @@ def _base_digest(session: Session, record: ImageRecord, inputs: RunInputs, sourc
             return ref.digest
         if ref.host not in {record.ref.host, (inputs.mirror or "").split("/", 1)[0]}:
             return ""
-        found = session.registries.client(ref.host).manifest(ref.repository, ref.reference)
+        found = session.registries.client(ref.host).resolved(ref.repository, ref.reference)
     except MoltbuildError:
         return ""
     return found.digest if found else ""

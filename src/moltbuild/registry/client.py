@@ -28,6 +28,13 @@ class Manifest:
     media_type: str
     body: bytes = b""
 
+    def digests(self) -> set[str]:
+        """Its digest and, for an index (read with GET), each platform manifest's: a local copy
+        pulled through it carries one of these."""
+        doc = json.loads(self.body) if self.body else {}
+        children = doc.get("manifests") if isinstance(doc, dict) else None
+        return {self.digest, *(str(c.get("digest")) for c in children or [] if isinstance(c, dict))}
+
 
 class RegistryClient(RegistrySession):
     """One registry host: its session (auth, retries, deadlines) and the operations on it."""
@@ -52,6 +59,15 @@ class RegistryClient(RegistrySession):
         expected = [d for d in (claimed, reference) if d.startswith("sha256:")]
         digest = self._checked(f"{name}:{reference}", "manifest", resp.content, expected)
         return Manifest(digest, media_type, resp.content)
+
+    def resolved(self, name: str, reference: str) -> Manifest | None:
+        """What `name:reference` serves, asked once per run (this client lives for one run): a
+        base's tag is resolved once, and the pull check and the provenance see the same digest."""
+        key = (name, reference)
+        cache: dict[tuple[str, str], Manifest | None] = self.__dict__.setdefault("_resolved", {})
+        if key not in cache:
+            cache[key] = self.manifest(name, reference, method="GET")
+        return cache[key]
 
     def _manifest_answer(self, method: str, name: str, reference: str) -> requests.Response | None:
         resp = self.request(
