@@ -35,11 +35,13 @@ def key_pair(folder: Path, password: str) -> tuple[Path, Path]:
     return folder / "cosign.key", folder / "cosign.pub"
 
 
-def cosign(*args: str, home: Path) -> subprocess.CompletedProcess:
-    """The user's own cosign, with an empty docker config: what anyone can check."""
+def cosign(*args: str, home: Path, password: str = "") -> subprocess.CompletedProcess:
+    """The user's own cosign, with an empty docker config: what anyone can check (`password`:
+    the key's, for a user's own `cosign sign`)."""
     (home / "docker").mkdir(parents=True, exist_ok=True)
     (home / "docker" / "config.json").write_text('{"auths": {}}')
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}
+    env |= {"COSIGN_PASSWORD": password} if password else {}
     return subprocess.run(["cosign", *args], env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -28,12 +28,15 @@ class Manifest:
     media_type: str
     body: bytes = b""
 
-    def digests(self) -> set[str]:
-        """Its digest and, for an index (read with GET), each platform manifest's: a local copy
-        pulled through it carries one of these."""
+    def platforms(self) -> list[str]:
+        """For an index (read with GET), each platform manifest's digest, in its order; else none."""
         doc = json.loads(self.body) if self.body else {}
         children = doc.get("manifests") if isinstance(doc, dict) else None
-        return {self.digest, *(str(c.get("digest")) for c in children or [] if isinstance(c, dict))}
+        return [str(c.get("digest")) for c in children or [] if isinstance(c, dict)]
+
+    def digests(self) -> set[str]:
+        """Its digest and its platforms': a local copy pulled through it carries one of these."""
+        return {self.digest, *self.platforms()}
 
 
 class RegistryClient(RegistrySession):
