@@ -153,6 +153,22 @@ class RegistryClient(RegistrySession):
         self._checked(f"{name}@{digest}", "blob", resp.content, [digest])
         return resp.content
 
+    def blobs_answer(self, name: str, reference: str) -> None:
+        """Every blob of `name@reference` (each platform's too) answers a HEAD, redirects followed
+        and bounded: what a tool about to pull the image (syft) needs, asked first so a redirect
+        loop or a missing blob is one line, not that tool's minutes of retries."""
+        with self.operation(f"check the blobs of {name}@{reference}"):
+            found = self.manifest(name, reference, method="GET")
+            children = [self.manifest(name, d, method="GET") for d in found.platforms()] if found else []
+            for manifest in children or [found]:
+                if manifest is None:
+                    raise RegistryError(f"{self.host}: {name}@{reference} is not (wholly) in the registry")
+                doc = json.loads(manifest.body)
+                for desc in [doc.get("config") or {}, *(doc.get("layers") or [])]:
+                    digest = str(desc.get("digest"))
+                    resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+                    self._raise_for(resp, f"blob {digest[:19]} of {name}")
+
     def has_blob(self, name: str, digest: str) -> bool:
         resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
         return resp.status_code == 200
