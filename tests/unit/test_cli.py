@@ -678,6 +678,15 @@ def test_verify_prints_its_checks_and_exits_0_when_all_hold(cli, record):
     assert shown["ok"] is True and [c["ref"] for c in shown["checks"]] == [c.ref for c in checks]
 
 
+def test_verify_help_shows_require_signed_as_declared_in_the_flag_table(cli):
+    from moltbuild.cli.flags import FLAGS
+
+    result = cli("verify", "--help")
+    assert result.code == 0, result.err
+    assert "--require-signed" in result.out
+    assert " ".join(FLAGS["require_signed"].help.split()[:4]) in " ".join(result.out.split())
+
+
 def test_verify_fails_naming_the_first_bad_check(cli, record):
     checks = [check("ok", "ghcr.io/o/api:rc1"), check("mismatch", "ghcr.io/o/frontend:rc1")]
     verified = record("moltbuild.flows.verify.verify", result=checks)

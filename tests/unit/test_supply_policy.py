@@ -13,7 +13,6 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from moltbuild import report
-from moltbuild.cli.flags import FLAGS
 from moltbuild.errors import ConfigError, RegistryError
 from moltbuild.flows import attest as attest_flow
 from moltbuild.flows import verify as verify_flow
@@ -141,13 +140,6 @@ def test_require_signed_fails_an_unsigned_image_with_nothing_else_configured(tmp
     assert check.UNCHECKED not in capsys.readouterr().out
     with pytest.raises(ConfigError, match="--require-signed and --no-attestations contradict"):
         verify_flow.verify(s, report_path=path, require_signed=True, attestations=False)
-
-
-def test_require_signed_is_the_verify_commands_flag():
-    from moltbuild.cli.registry import verify as verify_task
-
-    assert verify_task.help["require-signed"] == FLAGS["require_signed"].help
-    assert "--require-signed" in " ".join(f"--{name}" for name in verify_task.help)
 
 
 def test_the_policy_names_what_requires_a_signature(tmp_path):

@@ -357,7 +357,8 @@ class LocalBackend(Backend):
         digest or the registry cannot say (noted)."""
         try:
             ref = ImageRef.parse(source, "base image", default_tag="latest")
-            found = None if ref.digest else self.registry(ref.host).resolved(ref.repository, ref.reference)
+            host = "registry-1.docker.io" if ref.on_docker_hub else ref.host  # Docker Hub's API host
+            found = None if ref.digest else self.registry(host).resolved(ref.repository, ref.reference)
         except MoltbuildError as exc:
             first = exc.message.splitlines()[0][:200]
             self.runner.say(f"note: cannot ask what {source} serves now ({first}); a local copy is kept")
