@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from moltbuild.registry.client import ACCEPT
-from tests.conftest import need_tool
+from tests.conftest import ROOT, need_tool
 from tests.integration.conftest import assert_report_matches_registry, build_env, invoke, read_report
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,13 @@ def key_pair(folder: Path, password: str) -> tuple[Path, Path]:
     return folder / "cosign.key", folder / "cosign.pub"
 
 
-def cosign(*args: str, home: Path) -> subprocess.CompletedProcess:
-    """The user's own cosign, with an empty docker config: what anyone can check."""
+def cosign(*args: str, home: Path, password: str = "") -> subprocess.CompletedProcess:
+    """The user's own cosign, with an empty docker config: what anyone can check (`password`:
+    the key's, for a user's own `cosign sign`)."""
     (home / "docker").mkdir(parents=True, exist_ok=True)
     (home / "docker" / "config.json").write_text('{"auths": {}}')
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}
+    env |= {"COSIGN_PASSWORD": password} if password else {}
     return subprocess.run(["cosign", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -79,6 +81,35 @@ def put_manifest(url: str, source: str, body: requests.Response, name: str, refe
     assert put.status_code == 201, put.text
 
 
+POLICY = ROOT / "docs" / "policy" / "provenance.rego"
+
+
+def assert_policy(ref: str, plain: tuple[str, ...], home: Path) -> None:
+    """The handbook's Rego policy admits the provenance; the same policy expecting another builder
+    refuses it (cosign evaluates it, not moltbuild)."""
+    kind = ("--type", "slsaprovenance1")
+    admitted = cosign("verify-attestation", *plain, *kind, "--policy", str(POLICY), ref, home=home)
+    assert admitted.returncode == 0, admitted.stderr
+    strict = home / "strict.rego"
+    strict.write_text(POLICY.read_text().replace('"urn:moltbuild:builder:"', '"urn:elsewhere:"'))
+    refused = cosign("verify-attestation", *plain, *kind, "--policy", str(strict), ref, home=home)
+    assert refused.returncode != 0 and "validation errors occurred" in refused.stderr, refused.stderr
+
+
+def assert_bases_by_mirror_digest(statement: dict, mirror_url: str) -> None:
+    """Docker Hub bases (pulled through MOLTBUILD_BASE_MIRROR) are purls with the digest the
+    mirror serves for their tag."""
+    bases = [d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"] if "name" in d]
+    assert bases, statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    for dep in bases:
+        name, tag = dep["name"].split(":")
+        served = requests.head(
+            f"{mirror_url}/v2/mirror/library/{name}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10
+        ).headers["Docker-Content-Digest"]
+        assert dep["digest"] == {"sha256": served.removeprefix("sha256:")}
+        assert dep["uri"].startswith(f"pkg:docker/library/{name}@{served}?repository_url=docker.io")
+
+
 def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storage_root, tmp_path):
     need_tool("cosign", "syft")
     key, pub = key_pair(tmp_path / "keys", PASSWORD)
@@ -107,6 +138,8 @@ def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storag
         assert statement["subject"][0]["digest"]["sha256"] == entry["digest"].removeprefix("sha256:")
         source = statement["predicate"]["buildDefinition"]["externalParameters"]["source"]
         assert source["commit"] == commit and source["dirty"] is False
+        assert_bases_by_mirror_digest(statement, mirror.url)
+        assert_policy(ref, plain, tmp_path)
         sbom = cosign("verify-attestation", *plain, "--type", "spdxjson", ref, home=tmp_path)
         assert sbom.returncode == 0, sbom.stderr
         assert payloads(sbom.stdout)[0]["predicate"]["packages"], "an SBOM that lists packages"

@@ -12,8 +12,9 @@ from moltbuild.backends.secrets import secret_files
 from moltbuild.dockerfile import Dockerfile, parse
 from moltbuild.errors import ConfigError
 from moltbuild.plan.facts import GitState, ImageFacts, PlanFacts
-from moltbuild.plan.planner import PlanInputs, make_plan, render_plan
+from moltbuild.plan.planner import PlanInputs, make_plan
 from moltbuild.plan.request import BuildRequest
+from moltbuild.plan.shown import render_plan
 from moltbuild.project import load_images
 from moltbuild.settings import load_settings
 from moltbuild.supply.provenance import BuildFacts, predicate

@@ -656,7 +656,15 @@ def check(verdict: str, ref: str) -> Check:
 def test_verify_prints_its_checks_and_exits_0_when_all_hold(cli, record):
     checks = [check("ok", "ghcr.io/o/api:rc1"), check("ok", "ghcr.io/o/frontend:rc1")]
     verified = record("moltbuild.flows.verify.verify", result=checks)
-    result = cli("verify", "--report", "r.json", "--kustomization", "k8s/kustomization.yml", "--json")
+    result = cli(
+        "verify",
+        "--report",
+        "r.json",
+        "--kustomization",
+        "k8s/kustomization.yml",
+        "--json",
+        "--require-signed",
+    )
     assert result.code == 0, result.err
     (session,), kwargs = verified.one()
     assert type(session.registries).__name__ == "Registries"  # the run's clients, one per host
@@ -664,16 +672,31 @@ def test_verify_prints_its_checks_and_exits_0_when_all_hold(cli, record):
         "report_path": Path("r.json"),
         "kustomization": Path("k8s/kustomization.yml"),
         "attestations": True,
+        "require_signed": True,
     }
     shown = json.loads(result.out)
     assert shown["ok"] is True and [c["ref"] for c in shown["checks"]] == [c.ref for c in checks]
+
+
+def test_verify_help_shows_require_signed_as_declared_in_the_flag_table(cli):
+    from moltbuild.cli.flags import FLAGS
+
+    result = cli("verify", "--help")
+    assert result.code == 0, result.err
+    assert "--require-signed" in result.out
+    assert " ".join(FLAGS["require_signed"].help.split()[:4]) in " ".join(result.out.split())
 
 
 def test_verify_fails_naming_the_first_bad_check(cli, record):
     checks = [check("ok", "ghcr.io/o/api:rc1"), check("mismatch", "ghcr.io/o/frontend:rc1")]
     verified = record("moltbuild.flows.verify.verify", result=checks)
     result = cli("verify", "--no-attestations")
-    assert verified.one()[1] == {"report_path": None, "kustomization": None, "attestations": False}
+    assert verified.one()[1] == {
+        "report_path": None,
+        "kustomization": None,
+        "attestations": False,
+        "require_signed": False,
+    }
     assert "mismatch" in result.out
     line = one_line_error(result, RegistryError.exit_code)
     assert "1 of 2 checks failed" in line and "ghcr.io/o/frontend:rc1" in line

@@ -13,8 +13,9 @@ import pytest
 from moltbuild.errors import CommandError
 from moltbuild.flows import facts as gather
 from moltbuild.flows.context import Session
-from moltbuild.plan.planner import PlanInputs, make_plan, render_plan
+from moltbuild.plan.planner import PlanInputs, make_plan
 from moltbuild.plan.request import BuildRequest
+from moltbuild.plan.shown import render_plan
 from moltbuild.settings import MASK
 from moltbuild.system.processes import Runner
 

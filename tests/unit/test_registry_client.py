@@ -385,6 +385,19 @@ def test_put_manifest_without_a_digest_header_returns_the_body_hash(server):
     assert client_for(server).put_manifest("app", "v9", b"{}", OCI_MANIFEST) == sha(b"{}")
 
 
+def test_put_manifest_refuses_a_served_digest_that_is_not_the_sent_bytes(server):
+    other = sha(b"something else")
+    server.expect_request("/v2/app/manifests/v9", method="PUT").respond_with_data(
+        "", status=201, headers={"Docker-Content-Digest": other}
+    )
+    with pytest.raises(RegistryError) as caught:
+        client_for(server).put_manifest("app", "v9", b"{}", OCI_MANIFEST)
+    assert caught.value.message.count("\n") == 0
+    assert f"answered Docker-Content-Digest {other}, but the bytes sent hash to {sha(b'{}')}" in (
+        caught.value.message
+    )
+
+
 # -- error bodies -------------------------------------------------------------------------------
 
 
@@ -907,3 +920,17 @@ def test_a_name_that_does_not_resolve_is_reported_at_once(sleeps):
         "MOLTBUILD_REGISTRY or the network's DNS"
     )
     assert sleeps == []  # no retry can make a name resolve
+
+
+def test_a_tag_is_resolved_once_per_client_and_an_index_names_its_platforms(server):
+    reg = FakeRegistry(server)
+    index, body = reg.add_index("base", "1")
+    client = client_for(reg)
+    first = client.resolved("base", "1")
+    asked = len(server.log)
+    assert client.resolved("base", "1") is first and len(server.log) == asked  # once per run
+    children = {c["digest"] for c in json.loads(body)["manifests"]}
+    assert first.digests() == {index, *children} and len(children) == 2
+    image, _ = reg.add_image("other", "1")
+    assert client.resolved("other", "1").digests() == {image}
+    assert client.resolved("other", "nope") is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from moltbuild.errors import ConfigError
 from moltbuild.flows.context import Session
 from moltbuild.flows.smoke import static_check
 from moltbuild.k8s.manifests import load_manifests
-from moltbuild.plan.planner import BuildPlan, ImagePlan, render_plan
+from moltbuild.plan.planner import BuildPlan, ImagePlan
+from moltbuild.plan.shown import render_plan
 from moltbuild.plan.tags import GitState
 from moltbuild.project import load_images
 from moltbuild.refs import ImageRef
@@ -598,3 +600,21 @@ def test_a_kustomization_kustomize_cannot_render_is_a_one_line_error(repo, tmp_p
     )
     assert message.endswith("; fix the kustomization (`kustomize build k8s` shows the whole error)")
     assert "nowhere.yml" in message
+
+
+def test_the_kaniko_plan_says_jobs_build_in_the_cluster_without_a_local_smoke_or_local_layers(repo):
+    smoke = smoke_plan_for(repo, config(repo, "api"))
+    ref = ImageRef.parse("ghcr.io/acme/api", "t")
+    image = ImagePlan(
+        "api", ref, ("sha-1",), repo, repo / "api" / "Dockerfile", {}, {}, None, (), "", (), smoke
+    )
+    image = replace(image, cache=ImageRef.parse("ghcr.io/acme/api/cache", "t"))
+    git = GitState("a" * 40, "main", "main", False, "https://example.org/r")
+    plan = BuildPlan((image,), "kaniko", "test", True, ImageRef.parse("ghcr.io/acme", "t"), git, None)
+    lines = render_plan(plan).splitlines()
+    smoke_line = next(line for line in lines if line.startswith("smoke:"))
+    cache_line = next(line for line in lines if line.startswith("cache:"))
+    assert "no local smoke" in smoke_line and "kaniko Jobs build and push in the cluster" in smoke_line
+    assert "runs before the push" not in smoke_line
+    assert "local layers" not in cache_line.replace("no local layers", "")
+    assert "--cache-repo" in cache_line

@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from moltbuild.errors import ConfigError
+from moltbuild.flows import attest as attest_flow
+from moltbuild.flows.context import Session
+from moltbuild.settings import load_settings
+from moltbuild.system.processes import Runner
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = yaml.safe_load((ROOT / ".github/workflows/build-images.yml").read_text())
 HANDBOOK = (ROOT / "docs/handbook.md").read_text()
@@ -16,16 +22,64 @@ SERVER, REPO = "https://github.com", "ardenone/moltbook-org"
 SIGNER = f"{SERVER}/{REPO}/.github/workflows/build-images.yml@"
 
 
-def verify_step() -> dict:
+def step_index(text: str) -> int:
     steps = WORKFLOW["jobs"]["build"]["steps"]
-    return next(s for s in steps if "invoke verify" in s.get("run", ""))
+    return next(i for i, s in enumerate(steps) if text in s.get("run", ""))
+
+
+def identity_step() -> dict:
+    return WORKFLOW["jobs"]["build"]["steps"][step_index("MOLTBUILD_VERIFY_IDENTITY=")]
 
 
 def workflow_identity() -> str:
-    """What the step's shell makes of the server and repository: dots escaped, then its suffix."""
-    step = verify_step()
-    assert "sed 's/[.]/\\\\./g'" in step["run"] and '"^$repo$IDENTITY_REF"' in step["run"]
-    return "^" + f"{SERVER}/{REPO}".replace(".", r"\.") + step["env"]["IDENTITY_REF"]
+    """What the step's shell makes of the server and repository: dots escaped, then the job's
+    suffix; written to GITHUB_ENV, so the build and the verify step read the same identity."""
+    run = identity_step()["run"]
+    assert "sed 's/[.]/\\\\./g'" in run and '"MOLTBUILD_VERIFY_IDENTITY=^$repo$IDENTITY_REF"' in run
+    assert '>> "$GITHUB_ENV"' in run
+    return "^" + f"{SERVER}/{REPO}".replace(".", r"\.") + WORKFLOW["jobs"]["build"]["env"]["IDENTITY_REF"]
+
+
+def test_the_build_knows_whose_signature_counts_before_it_builds_or_signs():
+    assert step_index("MOLTBUILD_VERIFY_IDENTITY=") < step_index("invoke build") < step_index("invoke verify")
+
+
+def keyless_run(tmp_path: Path, ref: str) -> Session:
+    """The build step of the workflow on `ref`: GitHub's OIDC token, its workflow ref, the identity."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    for tool in ("cosign", "syft"):  # found on PATH, never run
+        (bindir / tool).write_text("")
+        (bindir / tool).chmod(0o755)
+    environ = {
+        "GITHUB_SERVER_URL": SERVER,
+        "GITHUB_WORKFLOW_REF": f"{REPO}/.github/workflows/build-images.yml@{ref}",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.example",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+        "MOLTBUILD_ATTEST": "on",
+        "MOLTBUILD_VERIFY_IDENTITY": workflow_identity(),
+    }
+    settings = load_settings(tmp_path, environ=environ, tool_config={})
+    return Session(
+        settings=settings, runner=Runner(out=lambda _: None, environ={"PATH": str(bindir)}), environ=environ
+    )
+
+
+@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/tags/v1.2.3"])
+def test_a_release_ref_signs(tmp_path, ref):
+    attest_flow.preflight(keyless_run(tmp_path, ref))  # no refusal: the identity admits it
+
+
+@pytest.mark.parametrize("ref", ["refs/heads/feature", "refs/heads/main-evil", "refs/tags/1.2.3"])
+def test_a_dispatch_from_another_ref_stops_before_building_or_signing(tmp_path, ref):
+    with pytest.raises(ConfigError) as refused:
+        attest_flow.preflight(keyless_run(tmp_path, ref))
+    message = refused.value.message
+    assert "\n" not in message
+    assert message.startswith(
+        f"this run would sign keyless as {SIGNER}{ref}, which MOLTBUILD_VERIFY_IDENTITY"
+    )
+    assert "nothing is built or signed" in message and "main or a v* tag" in message
 
 
 @pytest.mark.parametrize("ref", ["refs/heads/main", "refs/tags/v1.2.3", "refs/tags/v2"])

@@ -129,6 +129,19 @@ def test_once_signing_is_configured_an_unsigned_image_fails_verify(tmp_path, fak
     assert check.UNCHECKED not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("attest", ["auto", "off"])
+def test_require_signed_fails_an_unsigned_image_with_nothing_else_configured(tmp_path, fake, attest, capsys):
+    path, _ = attested_image(tmp_path, fake)
+    s = session(tmp_path, fake.host, MOLTBUILD_ATTEST=attest)
+    (row,) = verify_flow.verify(s, report_path=path, require_signed=True)
+    assert row.verdict == "unattested" and "--require-signed requires a signature" in row.reason
+    with pytest.raises(RegistryError, match="1 of 1 checks failed"):
+        verify_flow.verify_and_show(s, report_path=path, require_signed=True)
+    assert check.UNCHECKED not in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--require-signed and --no-attestations contradict"):
+        verify_flow.verify(s, report_path=path, require_signed=True, attestations=False)
+
+
 def test_the_policy_names_what_requires_a_signature(tmp_path):
     pub = tmp_path / "cosign.pub"
     pub.write_text("p")
@@ -209,3 +222,35 @@ def test_a_key_its_password_does_not_open_stops_before_any_build_naming_both_set
         **env,
     )
     attest_flow.preflight(off)  # nothing is signed: the key is not asked
+
+
+class LoopingBlobs(FakeRegistry):
+    """Blobs of one repository redirect to themselves (a misconfigured storage redirect)."""
+
+    def handle(self, request):
+        from werkzeug import Response
+
+        if request.path.startswith(f"/v2/{REPO}/blobs/sha256:"):
+            return Response("", 307, {"Location": request.path})
+        return super().handle(request)
+
+
+def test_a_blob_redirect_loop_is_one_line_before_syft_starts(tmp_path, httpserver_ipv4):
+    from moltbuild.supply.provenance import BuildFacts
+
+    fake = LoopingBlobs(httpserver_ipv4)
+    digest, _ = fake.add_image(REPO, "sha-1")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = ScriptedCosign(bindir)
+    facts = BuildFacts(
+        "api", f"{fake.host}/{REPO}", digest, ("sha-1",), "", COMMIT, False, "main", {}, "Dockerfile",
+        None, (), "", {}, "buildah", "", "", "",
+    )  # fmt: skip
+    with pytest.raises(RegistryError) as caught:
+        attester(tmp_path, fake, runner, None).attest(facts)
+    assert "\n" not in caught.value.message
+    assert caught.value.message.endswith(
+        "(a redirect loop); the registry or a proxy in front of it is misconfigured"
+    )
+    assert runner.calls == []  # syft never started: no minutes of its retries

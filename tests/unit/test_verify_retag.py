@@ -275,6 +275,24 @@ def test_a_promotion_into_another_repository_carries_the_signature_and_attestati
     httpserver_ipv4.check()
 
 
+def test_a_promoted_index_carries_each_platforms_signature(tmp_path, httpserver_ipv4):
+    import json
+
+    from moltbuild.flows.retag import tag_images
+    from tests.unit.test_registry_client import FakeRegistry
+
+    fake, said = FakeRegistry(httpserver_ipv4), []
+    index, body = fake.add_index("ns/app", "sha-1")
+    platforms = [c["digest"] for c in json.loads(body)["manifests"]]
+    sigs = [sign(fake, "ns/app", d) for d in (index, platforms[0])]  # the second platform: unsigned
+    tag_images(promote_session(tmp_path, fake, said), ["ns/released:v1"], source=f"{fake.host}/ns/app:sha-1")
+    for sig in sigs:
+        assert fake.manifests[("ns/released", sig)] == fake.manifests[("ns/app", sig)]
+    copied = [line for line in said if "copied" in line]
+    assert copied == [f"{fake.host}/ns/released: copied {sig} from {fake.host}/ns/app" for sig in sigs]
+    assert not any("no signature to copy" in line for line in said)  # an unsigned platform: silent
+
+
 def test_a_promotion_without_signature_says_so_and_one_in_the_same_repository_copies_nothing(
     tmp_path, httpserver_ipv4
 ):
@@ -295,3 +313,22 @@ def test_a_promotion_without_signature_says_so_and_one_in_the_same_repository_co
     assert said[-1] == f"+ copy the signature and attestations of {fake.host}/ns/app:sha-1 (if any) into " + (
         f"{fake.host}/ns/other"
     )
+
+
+def test_a_deployed_host_that_does_not_resolve_names_the_kustomization_entry(tmp_path: Path):
+    from moltbuild.settings import load_settings
+
+    path = deploying(
+        tmp_path,
+        "images:\n  - name: app\n    newName: no-such-registry.invalid/team/app\n    newTag: v1\n",
+        "app",
+    )
+    (target,) = deployed_targets(path, set())
+    settings = load_settings(tmp_path, environ={}, tool_config={})
+    found = registry_verify.check(target, Registries(settings))
+    assert found.verdict == "error"
+    assert found.reason == (
+        f"no-such-registry.invalid: the name does not resolve (DNS); the host comes from {path} "
+        "images[0] (app): check it there, or the network's DNS"
+    )
+    assert "MOLTBUILD_REGISTRY" not in found.reason

@@ -203,14 +203,15 @@ class BuildahBackend(LocalBackend):
 
     def pull_base(self, base: str, source: str) -> None:
         # registries.conf rewrites docker.io to the mirror, so the image keeps its Docker Hub name.
+        name = str(parse_base(base))
         argv = [
             *self.global_argv(),
             "pull",
             "--policy",
-            "missing",
+            "always" if self._base_moved(name, source) else "missing",
             "--authfile",
             self._file("auth.json"),
-            str(parse_base(base)),
+            name,
         ]
         self.runner.run(
             argv,
@@ -220,6 +221,27 @@ class BuildahBackend(LocalBackend):
             echo=True,
             idle_timeout=self.idle_timeout,
         )
+
+    def _base_moved(self, name: str, source: str) -> bool:
+        """Whether the local copy of base `name` is not what `source` serves now (buildah 1.28
+        has no `--policy newer`); False without a local copy (pulled anyway) or an answer."""
+        if self.dry_run:
+            return False
+        listed = self.runner.run(
+            [*self.global_argv(), "images", "--json", name], env=self.env(), check=False, timeout=120
+        )
+        try:
+            local = {str(i.get("digest")) for i in json.loads(listed.stdout)} if listed.ok else set()
+        except (ValueError, AttributeError):
+            local = set()
+        served = self.base_served(source) if local else None
+        if served is None or local & served.digests():
+            return False
+        self.runner.say(
+            f"base {name}: {source} now serves {served.digest[:19]}, the local copy is "
+            f"{sorted(local)[0][:19]}: pulling it again"
+        )
+        return True
 
     def build(self, image: ImagePlan, *, no_cache: bool, log: JobLog) -> str:
         cache = None if no_cache else image.cache

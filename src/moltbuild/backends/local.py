@@ -27,8 +27,9 @@ from moltbuild.backends.contract import (
 from moltbuild.backends.imagestore import ImageStore, Owner
 from moltbuild.backends.secrets import problems as secret_problems
 from moltbuild.errors import CommandError, ConfigError, JobError, MoltbuildError, RegistryError
+from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import Registries
-from moltbuild.registry.client import RegistryClient
+from moltbuild.registry.client import Manifest, RegistryClient
 from moltbuild.registry.tags import echo_puts, put_and_confirm
 from moltbuild.smoke import oci
 from moltbuild.smoke.run import ContainerRuntime, run_smoke, stop_all
@@ -36,7 +37,6 @@ from moltbuild.system.processes import IDLE_CUT
 
 if TYPE_CHECKING:
     from moltbuild.plan.planner import ImagePlan
-    from moltbuild.refs import ImageRef
     from moltbuild.registry.auth import Credentials
 
 MIRROR_HINT = (
@@ -362,6 +362,19 @@ class LocalBackend(Backend):
         (within one MOLTBUILD_IDLE_TIMEOUT): a frozen registry ends the run, naming it."""
         if IDLE_CUT in exc.tail:
             self.registry(ref.host).answering(f"push of {ref} stalled; is the registry still there?")
+
+    def base_served(self, source: str) -> Manifest | None:
+        """What a base's source serves now (its tag asked once per run); None when it is pinned by
+        digest or the registry cannot say (noted)."""
+        try:
+            ref = ImageRef.parse(source, "base image", default_tag="latest")
+            host = "registry-1.docker.io" if ref.on_docker_hub else ref.host  # Docker Hub's API host
+            found = None if ref.digest else self.registry(host).resolved(ref.repository, ref.reference)
+        except MoltbuildError as exc:
+            first = exc.message.splitlines()[0][:200]
+            self.runner.say(f"note: cannot ask what {source} serves now ({first}); a local copy is kept")
+            return None
+        return found
 
     def registry(self, host: str) -> RegistryClient:
         """The run's client for `host` (one per host per run, with this run's login)."""

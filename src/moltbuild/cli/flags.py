@@ -158,6 +158,11 @@ FLAGS = {
             "seconds a Job may take (default MOLTBUILD_KANIKO_TIMEOUT or 1800)",
             setting="MOLTBUILD_KANIKO_TIMEOUT",
         ),
+        Flag(  # `invoke verify` only: the run's policy (supply.check.Policy), not a build setting
+            "require_signed",
+            False,
+            "fail every unsigned or unattested image, even when no signing or verify key is set",
+        ),
         Flag(
             "keep",
             False,

@@ -7,6 +7,7 @@ from pathlib import Path
 from invoke import Collection, task
 
 from moltbuild.cli import edge, run_context
+from moltbuild.cli.flags import helps
 
 
 @task(
@@ -15,10 +16,11 @@ from moltbuild.cli import edge, run_context
         "kustomization": "also check every image this kustomization references",
         "json": "print machine-readable JSON",
         "no-attestations": "only digests: skip the signature, provenance and SBOM checks",
+        **helps("require_signed"),
     }
 )
 @edge
-def verify(c, report=None, kustomization=None, json=False, no_attestations=False):
+def verify(c, report=None, kustomization=None, json=False, no_attestations=False, require_signed=False):
     """Check every reported/deployed image:tag: in the registry with its digest, signed, with
     SLSA provenance for that digest and commit and an SBOM attached."""
     from moltbuild.flows.verify import verify_and_show
@@ -29,6 +31,7 @@ def verify(c, report=None, kustomization=None, json=False, no_attestations=False
         kustomization=Path(kustomization) if kustomization else None,
         attestations=not no_attestations,
         as_json=json,
+        require_signed=require_signed,
     )
 
 

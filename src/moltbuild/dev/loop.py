@@ -19,8 +19,9 @@ from moltbuild.dev.watch import Batches, Watch, WatchedImage, by_image, classify
 from moltbuild.errors import JobError, MoltbuildError
 from moltbuild.flows.build import execute, plan_for
 from moltbuild.flows.context import Session
-from moltbuild.plan.planner import BuildPlan, ImagePlan, cache_tag, render_plan
+from moltbuild.plan.planner import BuildPlan, ImagePlan, cache_tag
 from moltbuild.plan.request import BuildRequest
+from moltbuild.plan.shown import render_plan
 from moltbuild.project import select_images
 from moltbuild.report import ImageRecord
 from moltbuild.system.locks import run_lock

@@ -20,7 +20,7 @@ from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
-from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
+from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
 from moltbuild.system import owners
@@ -48,7 +48,12 @@ def preflight(session: Session) -> None:
     if mode == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
     signer = Signer.from_settings(session.settings, session.environ)
-    if mode == "off" or missing or signer.mode is not Mode.KEY:
+    if mode == "off" or missing:
+        return
+    refusal = identity_refusal(signer, Verifier.from_settings(session.settings), session.environ)
+    if refusal:  # a dispatch from another branch: say so before signing what verify would refuse
+        raise ConfigError(refusal)
+    if signer.mode is not Mode.KEY:
         return
     with owners.private_dir() as tmp:
         access = RegistryAccess(host="", plain_http=False, ca="", config_dir=Path(tmp))
@@ -252,7 +257,7 @@ def _base_digest(session: Session, record: ImageRecord, inputs: RunInputs, sourc
             return ref.digest
         if ref.host not in {record.ref.host, (inputs.mirror or "").split("/", 1)[0]}:
             return ""
-        found = session.registries.client(ref.host).manifest(ref.repository, ref.reference)
+        found = session.registries.client(ref.host).resolved(ref.repository, ref.reference)
     except MoltbuildError:
         return ""
     return found.digest if found else ""

@@ -20,8 +20,9 @@ from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import changes_since, image_needs, plan_facts
 from moltbuild.plan.changes import select_changed
-from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, check_settings, make_plan, render_plan
+from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, check_settings, make_plan
 from moltbuild.plan.request import BuildRequest
+from moltbuild.plan.shown import render_plan
 from moltbuild.project import select_images
 from moltbuild.registry.auth import Credentials, preflight_push
 from moltbuild.registry.client import RegistryClient

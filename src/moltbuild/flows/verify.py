@@ -32,9 +32,16 @@ def verify_and_show(
     kustomization: Path | None = None,
     attestations: bool = True,
     as_json: bool = False,
+    require_signed: bool = False,
 ) -> None:
     """`invoke verify`: the checks on stdout, then a one-line error naming the first that failed."""
-    checks = verify(session, report_path=report_path, kustomization=kustomization, attestations=attestations)
+    checks = verify(
+        session,
+        report_path=report_path,
+        kustomization=kustomization,
+        attestations=attestations,
+        require_signed=require_signed,
+    )
     session.runner.emit(registry_verify.render(checks, as_json=as_json))
     if any(c.verdict == supply_check.UNSIGNED for c in checks):
         unchecked = supply_check.Policy.from_settings(session.settings).unchecked()
@@ -48,7 +55,12 @@ def verify(
     report_path: Path | None = None,
     kustomization: Path | None = None,
     attestations: bool = True,
+    require_signed: bool = False,
 ) -> list[Check]:
+    """The registry checks, then (unless turned off) each digest's signature and attestations;
+    `require_signed` (--require-signed) fails an unsigned image even when no setting would."""
+    if require_signed and not attestations:
+        raise ConfigError("--require-signed and --no-attestations contradict each other: drop one")
     root = session.settings.project_root
     path = report_path or report.default_path(root)
     deployed = None
@@ -57,9 +69,9 @@ def verify(
     checks = registry_verify.verify(
         session.settings, registries=session.registries, report_path=report_path, deployed=deployed
     )
-    if not attestations or session.settings.choice("MOLTBUILD_ATTEST") == "off":
+    if not attestations or (session.settings.choice("MOLTBUILD_ATTEST") == "off" and not require_signed):
         return checks
-    policy = supply_check.Policy.from_settings(session.settings)
+    policy = supply_check.Policy.from_settings(session.settings, require_signed=require_signed)
     if policy.verifier and not find_tool(session.runner, "cosign"):
         raise ConfigError(f"MOLTBUILD_VERIFY_KEY/IDENTITY is set but cosign is not installed: {INSTALL_HINT}")
     commits = {

@@ -28,6 +28,16 @@ class Manifest:
     media_type: str
     body: bytes = b""
 
+    def platforms(self) -> list[str]:
+        """For an index (read with GET), each platform manifest's digest, in its order; else none."""
+        doc = json.loads(self.body) if self.body else {}
+        children = doc.get("manifests") if isinstance(doc, dict) else None
+        return [str(c.get("digest")) for c in children or [] if isinstance(c, dict)]
+
+    def digests(self) -> set[str]:
+        """Its digest and its platforms': a local copy pulled through it carries one of these."""
+        return {self.digest, *self.platforms()}
+
 
 class RegistryClient(RegistrySession):
     """One registry host: its session (auth, retries, deadlines) and the operations on it."""
@@ -52,6 +62,15 @@ class RegistryClient(RegistrySession):
         expected = [d for d in (claimed, reference) if d.startswith("sha256:")]
         digest = self._checked(f"{name}:{reference}", "manifest", resp.content, expected)
         return Manifest(digest, media_type, resp.content)
+
+    def resolved(self, name: str, reference: str) -> Manifest | None:
+        """What `name:reference` serves, asked once per run (this client lives for one run): a
+        base's tag is resolved once, and the pull check and the provenance see the same digest."""
+        key = (name, reference)
+        cache: dict[tuple[str, str], Manifest | None] = self.__dict__.setdefault("_resolved", {})
+        if key not in cache:
+            cache[key] = self.manifest(name, reference, method="GET")
+        return cache[key]
 
     def _manifest_answer(self, method: str, name: str, reference: str) -> requests.Response | None:
         resp = self.request(
@@ -89,7 +108,15 @@ class RegistryClient(RegistrySession):
             headers={"Content-Type": media_type},
         )
         self._raise_for(resp, f"manifest push of {name}:{reference}", pushing=True)
-        return resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        sent = "sha256:" + hashlib.sha256(body).hexdigest()
+        claimed = resp.headers.get("Docker-Content-Digest") or sent
+        if claimed != sent:  # it stored other bytes than those sent (or says so): nothing to trust
+            raise RegistryError(
+                f"{self.host}: manifest push of {name}:{reference} answered Docker-Content-Digest "
+                f"{claimed}, but the bytes sent hash to {sent}: the registry or something between "
+                "altered them; do not trust this registry"
+            )
+        return sent
 
     def tags(self, name: str, *, page_size: int | None = None) -> list[str]:
         """Every tag, following `Link: <...>; rel="next"` pagination."""
@@ -125,6 +152,22 @@ class RegistryClient(RegistrySession):
             raise RegistryError(f"{self.host}: blob {name}@{digest}: only sha256 digests can be checked")
         self._checked(f"{name}@{digest}", "blob", resp.content, [digest])
         return resp.content
+
+    def blobs_answer(self, name: str, reference: str) -> None:
+        """Every blob of `name@reference` (each platform's too) answers a HEAD, redirects followed
+        and bounded: what a tool about to pull the image (syft) needs, asked first so a redirect
+        loop or a missing blob is one line, not that tool's minutes of retries."""
+        with self.operation(f"check the blobs of {name}@{reference}"):
+            found = self.manifest(name, reference, method="GET")
+            children = [self.manifest(name, d, method="GET") for d in found.platforms()] if found else []
+            for manifest in children or [found]:
+                if manifest is None:
+                    raise RegistryError(f"{self.host}: {name}@{reference} is not (wholly) in the registry")
+                doc = json.loads(manifest.body)
+                for desc in [doc.get("config") or {}, *(doc.get("layers") or [])]:
+                    digest = str(desc.get("digest"))
+                    resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+                    self._raise_for(resp, f"blob {digest[:19]} of {name}")
 
     def has_blob(self, name: str, digest: str) -> bool:
         resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")

@@ -74,6 +74,8 @@ def retag(
         say(f"{dest} -> {found.digest}")
     for repo in others if attachments else ():
         copy_attachments(client, src.bare(), repo, attachments(found.digest), say=say)
+        for platform in found.platforms():  # `cosign sign --recursive` signs each platform too
+            copy_attachments(client, src.bare(), repo, attachments(platform), say=say, quiet=True)
     return found.digest
 
 
@@ -92,9 +94,11 @@ def copy_attachments(
     tags: list[str],
     *,
     say: Callable[[str], None],
+    quiet: bool = False,
 ) -> list[str]:
     """Copy each of `tags` that `source` holds into `destination` (blobs mounted, else copied,
-    then the manifest); the tags copied. Says what it copied, or that there was nothing."""
+    then the manifest); the tags copied. Says what it copied, or (unless `quiet`: a platform of
+    an index) that there was nothing."""
     copied = []
     for tag in tags:
         found = client.manifest(source.repository, tag, method="GET")
@@ -103,6 +107,6 @@ def copy_attachments(
             copied.append(tag)
     if copied:
         say(f"{destination}: copied {', '.join(copied)} from {source}")
-    else:
+    elif not quiet:
         say(f"{destination}: no signature to copy ({source} holds none of {', '.join(tags)})")
     return copied

@@ -42,6 +42,18 @@ class Deadline:
         return self.end - time.monotonic()
 
 
+class UnresolvedHost(RegistryError):
+    """The registry's host name does not resolve; `host` is that name (callers that know where the
+    name came from say so)."""
+
+    def __init__(self, host: str):
+        super().__init__(
+            f"{host}: the name does not resolve (DNS); check the host in MOLTBUILD_REGISTRY or the "
+            "network's DNS"
+        )
+        self.host = host
+
+
 class _Stalled(Exception):
     """A request that did not finish within what its operation had left."""
 
@@ -208,10 +220,7 @@ class RegistrySession:
     def _wait_after_error(self, tries: Tries, deadline: Deadline, exc: Exception) -> None:
         """Wait before trying again after no answer; or the RegistryError that ends the tries."""
         if _dns_failure(exc):  # a name that does not resolve will not resolve in 9 s either
-            raise RegistryError(
-                f"{self.host}: the name does not resolve (DNS); check the host in "
-                "MOLTBUILD_REGISTRY or the network's DNS"
-            ) from None
+            raise UnresolvedHost(self.host) from None
         if deadline.left() <= 0 or isinstance(exc, _Stalled):
             raise self._too_slow(deadline) from None
         wait = tries.after_failure()

@@ -12,6 +12,7 @@ from moltbuild import report
 from moltbuild.errors import ConfigError, MoltbuildError, RegistryError
 from moltbuild.refs import ImageRef
 from moltbuild.registry.auth import Registries
+from moltbuild.registry.session import UnresolvedHost
 from moltbuild.settings import Settings
 from moltbuild.system.tables import render_table
 
@@ -74,6 +75,8 @@ def check(target: Target, clients: Registries) -> Check:
         client = clients.client(target.ref.host)  # GET: the manifest's bytes are hashed, not trusted
         with client.operation(f"verify {ref}"):
             found = client.manifest(target.ref.repository, target.ref.reference, method="GET")
+    except UnresolvedHost as exc:
+        return Check(target.origin, target.image, ref, expected, "-", "error", _unresolved(exc, target))
     except MoltbuildError as exc:
         return Check(target.origin, target.image, ref, expected, "-", "error", exc.message)
     if found is None:
@@ -97,6 +100,17 @@ def check(target: Target, clients: Registries) -> Check:
             "the registry serves another digest",
         )
     return Check(target.origin, target.image, ref, expected, found.digest, "ok", "")
+
+
+def _unresolved(exc: UnresolvedHost, target: Target) -> str:
+    """The DNS failure, naming where the host came from: the report was written with
+    MOLTBUILD_REGISTRY; a deployed image's host is written in its kustomization or manifest."""
+    if target.origin == "report":
+        return exc.message
+    return (
+        f"{exc.host}: the name does not resolve (DNS); the host comes from {target.origin} "
+        f"({target.image}): check it there, or the network's DNS"
+    )
 
 
 def verify(

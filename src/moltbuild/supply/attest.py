@@ -75,6 +75,7 @@ class Attester:
         ref = ImageRef.parse(facts.repository, "image repository")
         by_digest = f"{ref.name}@{facts.digest}"
         sbom_path = self.workdir / f"{facts.image}.sbom.json"
+        self.client.blobs_answer(ref.repository, facts.digest)  # syft would retry a loop for minutes
         packages = sbom.generate(self.runner, by_digest, self.access, self.sbom_format, sbom_path)
         body = predicate(facts)
         att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))

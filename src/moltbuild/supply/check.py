@@ -29,7 +29,8 @@ OK, UNSIGNED, UNATTESTED = "ok", "unsigned", "unattested"  # `unsigned` passes, 
 SIGNING_SETTINGS = ("MOLTBUILD_SIGNING_KEY", "MOLTBUILD_VERIFY_KEY", "MOLTBUILD_VERIFY_IDENTITY")
 UNCHECKED = (
     "signatures not checked: no MOLTBUILD_VERIFY_KEY, MOLTBUILD_VERIFY_IDENTITY or MOLTBUILD_SIGNING_KEY "
-    "is set and MOLTBUILD_ATTEST is not on, so rows say `unsigned`; set one to fail unsigned images"
+    "is set and MOLTBUILD_ATTEST is not on, so rows say `unsigned`; set one (or pass --require-signed) "
+    "to fail unsigned images"
 )
 
 
@@ -53,10 +54,12 @@ class Policy:
     required_by: tuple[str, ...] = ()  # the settings that make a signature required
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
+    def from_settings(cls, settings: Settings, *, require_signed: bool = False) -> Policy:
+        """`require_signed` (verify's --require-signed) requires a signature whatever is set."""
         required = [key for key in SIGNING_SETTINGS if settings.get(key)]
         if settings.choice("MOLTBUILD_ATTEST") == "on":
             required.append("MOLTBUILD_ATTEST=on")
+        required += ["--require-signed"] if require_signed else []
         return cls(Verifier.from_settings(settings), tuple(required))
 
     def unchecked(self) -> str:

@@ -11,6 +11,7 @@ before any build."""
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,28 @@ class Verifier:
 
     def describe(self) -> str:
         return f"the key {self.key}" if self.key else f"the identity {self.identity} ({self.issuer})"
+
+
+def keyless_identity(environ: Mapping[str, str]) -> str:
+    """The certificate identity a keyless signature made in this GitHub workflow run carries
+    (SERVER/OWNER/REPO/.github/workflows/FILE@REF: the ref the run is on); '' outside a workflow."""
+    workflow = environ.get("GITHUB_WORKFLOW_REF", "")
+    return f"{environ.get('GITHUB_SERVER_URL', 'https://github.com')}/{workflow}" if workflow else ""
+
+
+def identity_refusal(signer: Signer, verifier: Verifier | None, environ: Mapping[str, str]) -> str:
+    """Why this run must not sign: its keyless identity is one MOLTBUILD_VERIFY_IDENTITY does not
+    admit, so its own verify would refuse what it signs ('' when it would pass, or cannot be told)."""
+    identity = keyless_identity(environ)
+    if signer.mode is not Mode.KEYLESS or verifier is None or not verifier.identity or not identity:
+        return ""
+    if re.search(verifier.identity, identity):
+        return ""
+    return (
+        f"this run would sign keyless as {identity}, which MOLTBUILD_VERIFY_IDENTITY "
+        f"({verifier.identity}) does not admit, so its own verify would fail: nothing is built or "
+        "signed; run it on a ref the identity admits (this workflow: main or a v* tag)"
+    )
 
 
 class Cosign:

@@ -12,6 +12,7 @@ from moltbuild.supply.tools import RegistryAccess, require_tool
 from moltbuild.system.processes import Runner
 
 SYFT_FORMATS = ("spdx-json", "cyclonedx-json")
+SYFT_TIMEOUT = 600  # seconds
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -32,7 +33,9 @@ def generate(runner: Runner, ref: str, access: RegistryAccess, fmt: str, out: Pa
     what = f"syft SBOM of {ref}"
     # Not --quiet: that silences syft's own error too, leaving only an exit code.
     argv = [syft, "scan", f"registry:{ref}", "--output", f"{fmt}={out}"]
-    result = runner.run(argv, env=syft_env(access), timeout=900, what=what, check=False)
+    # Bounded: the registry answered for every blob just before (Attester.attest), so a scan that
+    # is still running after this long is stuck, not slow.
+    result = runner.run(argv, env=syft_env(access), timeout=SYFT_TIMEOUT, what=what, check=False)
     if not result.ok:
         said = runner.mask(syft_said(result.stderr or result.stdout))
         raise CommandError(runner.mask_argv(argv), result.returncode, said, what=runner.mask(what))
