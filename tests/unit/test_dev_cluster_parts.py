@@ -144,9 +144,34 @@ def test_a_synced_container_gets_the_dev_patch_and_says_so(manifests):
         "capabilities": {"drop": ["ALL"]},
     }
     assert "securityContext" not in web["sidecar"]
-    (patch,) = dev.patches
+    (patch,) = [p for p in dev.patches if " container " in p]
     assert patch.startswith("Deployment/web container web: readOnlyRootFilesystem: false")
     assert "securityContext" not in containers(by_kind_name(dev)[("Deployment", "worker")])["worker"]
+
+
+def test_a_deployment_rolls_every_new_pod_at_once_in_the_dev_namespace_and_says_so(manifests):
+    dev = build(manifests)
+    for name in ("web", "worker"):
+        strategy = by_kind_name(dev)[("Deployment", name)]["spec"]["strategy"]
+        assert strategy == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0},
+        }
+    assert (
+        "Deployment/web: every new pod at once (strategy.rollingUpdate maxSurge 100%, maxUnavailable 0) "
+        "(dev namespace only)" in dev.patches
+    )
+    (web,) = [o for o in manifests.objects if (o.kind, o.name) == ("Deployment", "web")]
+    assert "strategy" not in web.doc["spec"]  # the rendered objects stay as they were
+
+
+def test_a_recreate_strategy_is_the_apps_choice_and_stays(manifests):
+    for obj in manifests.objects:
+        if obj.kind == "Deployment" and obj.name == "worker":
+            obj.doc["spec"]["strategy"] = {"type": "Recreate"}
+    dev = build(manifests)
+    assert by_kind_name(dev)[("Deployment", "worker")]["spec"]["strategy"] == {"type": "Recreate"}
+    assert not any(p.startswith("Deployment/worker:") for p in dev.patches)
 
 
 def test_the_namespace_the_manifests_deploy_to_is_refused_as_a_dev_namespace(manifests):

@@ -88,6 +88,7 @@ def dev_objects(
                 patches.append(f"{shown} container {name}: {patch} (synced: dev namespace only)")
         if containers:
             runs[(obj.kind, obj.name)] = frozenset(containers.values())
+            patches += [f"{shown}: {p} (dev namespace only)" for p in all_at_once(doc)]
         objects.append(doc)
     return DevObjects(tuple(objects), tuple(patches), tuple(notes), runs)
 
@@ -107,6 +108,19 @@ def moved(doc: Mapping[str, Any], name: str, namespace: str, session: str) -> di
         tmeta["labels"] = {**mapping(tmeta.get("labels")), **labels}
     out.pop("status", None)
     return out
+
+
+def all_at_once(doc: dict[str, Any]) -> list[str]:
+    """A Deployment rolls every new pod at once (maxSurge 100%, maxUnavailable 0): one readiness
+    wait per change instead of one per replica, and the old pods serve until the new are ready.
+    A `Recreate` strategy is the app's choice (a volume only one pod may hold) and stays."""
+    spec = doc.get("spec")
+    if doc.get("kind") != "Deployment" or not isinstance(spec, dict):
+        return []
+    if mapping(spec.get("strategy")).get("type") == "Recreate":
+        return []
+    spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}}
+    return ["every new pod at once (strategy.rollingUpdate maxSurge 100%, maxUnavailable 0)"]
 
 
 def pod_template(kind: str, doc: dict[str, Any]) -> dict[str, Any] | None:
