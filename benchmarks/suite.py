@@ -227,7 +227,7 @@ def hashing_row(base: Path, rounds: int) -> Row:
         "context hashing, 50k small files / tar c | sha256sum",
         "input_digest",
         "tar | sha256sum",
-        "<= 1.5",
+        "<= 1.3",
         t["ours"],
         t["tar"],
     )
