@@ -14,6 +14,7 @@ from pathlib import Path
 
 from moltbuild.backends.buildah import storage_flags
 from moltbuild.registry.local import LocalRegistry
+from moltbuild.system.processes import Runner
 from tests.support import offline_bases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ class Workspace:
 
 @contextlib.contextmanager
 def workspace(namespace: str = "bench", **settings: str) -> Iterator[Workspace]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg") as reg:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg", Runner(environ=os.environ)) as reg:
         base = Path(tmp)
         offline_bases.build_and_push(f"{reg.host}/mirror", storage_root=base / "bases")
         storage = base / "storage"
