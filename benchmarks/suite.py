@@ -268,12 +268,13 @@ def aged_storage_row(ws: Workspace, rounds: int, builds: int) -> tuple[Row, dict
     return r, ids
 
 
-def registry_cache_row(ws: Workspace, rounds: int) -> Row:
+def registry_cache_row(ws: Workspace, rounds: int, used: bool = False) -> Row:
     """A new runner (empty storage) rebuilding an app with 33 PyPI packages after a one-line change:
-    with the registry layer cache / without it."""
-    t, cache_lines = registry_cache.measure(ws, rounds)
+    with the registry layer cache / without it; `used`: the cache filled from a used storage."""
+    t, cache_lines = registry_cache.measure(ws, rounds, used=used)
+    filled = "filled from a used storage" if used else "filled from an empty one"
     r = row(
-        "new runner, one-line change: registry cache / none (pip, 33 pkgs)",
+        f"new runner, one-line change: registry cache / none (pip, 33 pkgs; {filled})",
         "REPO/cache",
         "MOLTBUILD_REGISTRY_CACHE=0",
         "<= 0.3",
@@ -326,6 +327,8 @@ def main(rounds: int = 5, aged_builds: int = 40) -> None:
         extra["reproducible"] = len(set(ids.values())) == 1
     with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
         rows.append(registry_cache_row(ws, rounds))
+    with workspace("benchused", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
+        rows.append(registry_cache_row(ws, rounds, used=True))
     rows.append(list_row(rounds))
     with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:
         rows.append(hashing_row(Path(tmp), rounds))

@@ -29,7 +29,10 @@ class Workspace:
 
 @contextlib.contextmanager
 def workspace(namespace: str = "bench", **settings: str) -> Iterator[Workspace]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, LocalRegistry(Path(tmp) / "reg", Runner(environ=os.environ)) as reg:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        LocalRegistry(Path(tmp) / "reg", Runner(environ=os.environ)) as reg,
+    ):
         base = Path(tmp)
         offline_bases.build_and_push(f"{reg.host}/mirror", storage_root=base / "bases")
         storage = base / "storage"
