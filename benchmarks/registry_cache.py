@@ -1,6 +1,8 @@
 """The registry layer cache on a new runner: an app whose image installs 33 real packages from
-PyPI (pip, in the build container), rebuilt after a one-line source change in an EMPTY storage,
-with the layer cache in the registry (REPO/cache) / without it (MOLTBUILD_REGISTRY_CACHE=0).
+PyPI (pip, in the build container, byte-compiling them: pip's default compile step), rebuilt after
+a one-line source change in an EMPTY storage, with the layer cache in the registry (REPO/cache) /
+without it (MOLTBUILD_REGISTRY_CACHE=0). `used=True`: the build that fills the cache runs in a
+storage that built the app before (its dependency step a local hit), as a developer's would.
 
     python -m benchmarks.registry_cache [ROUNDS]     (root; buildah, docker-registry; PyPI reachable)
 
@@ -59,7 +61,7 @@ FROM python:3.12-slim
 WORKDIR /app
 COPY pip.whl /opt/pip.whl
 COPY requirements.txt /app/requirements.txt
-RUN python3 /opt/pip.whl/pip install --no-cache-dir --disable-pip-version-check --no-compile \\
+RUN python3 /opt/pip.whl/pip install --no-cache-dir --disable-pip-version-check \\
     --target /app/deps -r /app/requirements.txt
 COPY app.py /app/app.py
 ENV PYTHONPATH=/app/deps
@@ -141,12 +143,38 @@ class Rebuilds:
         return record.cache
 
 
-def measure(ws: Workspace, rounds: int) -> tuple[dict[str, list[float]], list[str]]:
+def fill_from_used_storage(builds: Rebuilds) -> None:
+    """A developer's storage: the app built at an earlier commit without the cache, then the
+    commit that fills REPO/cache built there (its dependency step a local hit)."""
+    from benchmarks.suite import invoke
+
+    storage = builds.ws.base / "used-storage"
+    env = {**builds.env, "MOLTBUILD_STORAGE_ROOT": str(storage)}
+    try:
+        invoke(
+            builds.ws,
+            "build",
+            "--push",
+            "--no-smoke",
+            cwd=builds.project,
+            env={**env, "MOLTBUILD_REGISTRY_CACHE": "0"},
+        )
+        builds.change()
+        invoke(builds.ws, "build", "--push", "--no-smoke", cwd=builds.project, env=env)
+    finally:
+        release_storage(storage)
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def measure(ws: Workspace, rounds: int, used: bool = False) -> tuple[dict[str, list[float]], list[str]]:
     """Interleaved times of both sides, and what the cached builds' reports say about the cache."""
     from benchmarks.suite import interleave
 
     builds = Rebuilds(ws, make_project(ws.base))
-    builds.build(cache=True)  # the first build on the first runner fills REPO/cache
+    if used:
+        fill_from_used_storage(builds)
+    else:
+        builds.build(cache=True)  # the first build on the first runner fills REPO/cache
     builds.cache_lines.clear()
     times = interleave(
         rounds,
@@ -155,12 +183,12 @@ def measure(ws: Workspace, rounds: int) -> tuple[dict[str, list[float]], list[st
     return times, sorted(set(builds.cache_lines))
 
 
-def main(rounds: int = 5) -> None:
+def main(rounds: int = 5, used: int = 0) -> None:
     from benchmarks.suite import registry_cache_row, render
 
     with workspace("benchcache", MOLTBUILD_BACKEND="buildah", MOLTBUILD_ATTEST="off") as ws:
-        print(render([registry_cache_row(ws, rounds)]))
+        print(render([registry_cache_row(ws, rounds, used=bool(used))]))
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:2]))
+    main(*(int(a) for a in sys.argv[1:3]))

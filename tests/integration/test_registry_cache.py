@@ -136,6 +136,40 @@ def test_a_fresh_storage_after_a_one_line_change_reuses_the_dependency_layer_fro
     assert step(new, "/app/moltbook_api/") != step(old, "/app/moltbook_api/")  # the changed source
 
 
+def one_line_change(project: Path, n: int) -> None:
+    app = project / "api" / "moltbook_api" / "app.py"
+    app.write_text(app.read_text() + f"# change {n}\n")
+    commit_all(project, f"api: change {n}")
+
+
+def test_entries_pushed_from_a_used_storage_serve_an_empty_one(dep_project, mirror, tmp_path):
+    """A developer's storage (the dependency step built at an earlier commit, no cache then)
+    pushes entries that a new runner finds; moltbuild's own labels add no entry per label."""
+    used = tmp_path / "used" / "storage"
+    env = build_env(mirror, used, "lused")
+    fresh = tmp_path / "fresh" / "storage"
+    try:
+        earlier = invoke(dep_project, *BUILD, env={**env, "MOLTBUILD_REGISTRY_CACHE": "0"})
+        assert earlier.returncode == 0, earlier.stdout[-3000:] + earlier.stderr
+        one_line_change(dep_project, 1)
+        first = invoke(dep_project, *BUILD, env=env)  # the dependency step: a local hit
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+        before = read_report(dep_project)["api"]
+        log = (dep_project / "build" / "logs" / "api.log").read_text()
+        assert log.count("LABEL") == 2, log  # the Dockerfile's own, and moltbuild's five in one
+        one_line_change(dep_project, 2)
+        second = invoke(dep_project, *BUILD, env={**env, "MOLTBUILD_STORAGE_ROOT": str(fresh)})
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr
+    finally:
+        release_storage(used)
+        release_storage(fresh)
+    after = read_report(dep_project)["api"]
+    assert counts(after["cache"], "lused")[0] >= 2, after["cache"]
+    old = layers_by_step(mirror.url, "lused/moltbook-api", before["digest"])
+    new = layers_by_step(mirror.url, "lused/moltbook-api", after["digest"])
+    assert step(new, "os.urandom") == step(old, "os.urandom")  # random bytes: only the cache gives these
+
+
 def test_a_registry_that_refuses_the_cache_repository_only_warns(dep_project, mirror, storage_root):
     proxy = FaultProxy(mirror.url, refuse=r"^\S+ /v2/lrefused/moltbook-api/cache/").start()
     try:

@@ -239,3 +239,16 @@ def test_docker_uses_buildkit_through_buildx_or_docker_buildkit(tmp_path, buildx
     b = make_backend("docker", Runner(environ=environ), settings, storage(), dry_run=True)
     b.__dict__["has_buildx"] = buildx  # what `docker buildx version` answered
     assert b.buildkit is buildkit
+
+
+def test_buildah_applies_the_labels_in_one_step_quoted(tmp_path):
+    """One LABEL step, not one per --label (each a layer-cache entry pushed and never reused);
+    quotes, backslashes and `$` reach the image as written."""
+    labels = {"org.opencontainers.image.source": 'https://e.org/a$b"q\\', "dev.x": "1"}
+    argv = backend("buildah", tmp_path).build_argv(image(labels=labels))
+    assert "--label" not in argv
+    extra = Path(argv[argv.index("-f", argv.index("-f") + 1) + 1])
+    assert (
+        extra.read_text()
+        == 'LABEL "org.opencontainers.image.source"="https://e.org/a\\$b\\"q\\\\" "dev.x"="1"\n'
+    )

@@ -36,6 +36,11 @@ def storage_flags(root: str | Path) -> list[str]:
     return ["--root", str(root), "--runroot", runroot]
 
 
+def _quoted(text: str) -> str:
+    """A Dockerfile double-quoted word: `\\`, `"` and `$` (no variable expansion) escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
 class BuildahBackend(LocalBackend):
     name = "buildah"
     binary = "buildah"
@@ -121,14 +126,26 @@ class BuildahBackend(LocalBackend):
             "-f",
             str(image.dockerfile),
         ]
+        argv += self._labels_argv(image)
         argv += self._output_argv(image)
         argv += [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
-        argv += [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
         argv += ["--target", image.target] if image.target else []
         # created and every file and history time: a rebuild gives the same digest
         argv += ["--timestamp", str(image.timestamp)] if image.timestamp else []
         argv += secret_argv(secrets or {})
         return [*argv, *self._cache_flags(image, no_cache, cache), str(image.context)]
+
+    def _labels_argv(self, image: ImagePlan) -> list[str]:
+        """The labels as ONE `LABEL` step in a second Containerfile (buildah appends it to the last
+        stage, as it does `--label`, which adds one step each): a commit's labels change every
+        time, so each step is a layer-cache entry pushed and never reused. With --target buildah
+        1.28 drops both ways' labels: --label kept there, as before."""
+        if image.target or not image.labels:
+            return [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
+        path = Path(self._file(f"{image.name}.labels.Containerfile"))
+        pairs = " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in image.labels.items())
+        path.write_text(f"LABEL {pairs}\n")
+        return ["-f", str(path)]
 
     def _output_argv(self, image: ImagePlan) -> list[str]:
         """Where the build goes: tagged with its refs (the ID in an iidfile), or for several

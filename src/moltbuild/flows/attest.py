@@ -5,7 +5,9 @@ SBOM, SLSA provenance and, with a signer, a cosign signature. `MOLTBUILD_ATTEST`
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_ref
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
 from moltbuild.system import owners
+from moltbuild.system.processes import Runner
+from moltbuild.system.state import command_cache
 
 TOOLS = ("syft", "cosign")
 
@@ -55,9 +59,15 @@ def preflight(session: Session) -> None:
         raise ConfigError(refusal)
     if signer.mode is not Mode.KEY:
         return
+    _check_key(session.runner, signer)
+
+
+@command_cache(maxsize=4)
+def _check_key(runner: Runner, signer: Signer) -> None:
+    """Once per command: `build --push` checks before the build and again before attesting."""
     with owners.private_dir() as tmp:
         access = RegistryAccess(host="", plain_http=False, ca="", config_dir=Path(tmp))
-        Cosign(session.runner, access).check_key(signer, Path(tmp) / "signing.pub")
+        Cosign(runner, access).check_key(signer, Path(tmp) / "signing.pub")
 
 
 def wanted(session: Session) -> bool:
@@ -121,12 +131,18 @@ class RunInputs:
 
 
 def attest_and_record(
-    session: Session, inputs: Callable[[], RunInputs], records: list[ImageRecord], started: str, path: Path
+    session: Session,
+    inputs: Callable[[], RunInputs],
+    records: list[ImageRecord],
+    started: str,
+    path: Path,
+    early: Attesting | None = None,
 ) -> list[ImageRecord]:
     """Attest what the registry now has and write the references into the report (also those
-    that were attested when another image failed)."""
+    that were attested when another image failed). `early`: the images submitted while the run
+    built are already under way."""
     try:
-        done = attest_records(session, inputs, records, started)
+        done = attest_records(session, inputs, records, started, early)
     except AttestError as exc:
         _record(path, exc.records)
         raise
@@ -141,54 +157,109 @@ def _record(path: Path, records: list[ImageRecord]) -> None:
 
 
 def attest_records(
-    session: Session, inputs: Callable[[], RunInputs], records: list[ImageRecord], started: str
+    session: Session,
+    inputs: Callable[[], RunInputs],
+    records: list[ImageRecord],
+    started: str,
+    early: Attesting | None = None,
 ) -> list[ImageRecord]:
     """The records with their attestation references; an image that could not be attested keeps
     its push and makes the run fail after every image was tried. `inputs` is asked only when
     something is attested."""
     todo = [r for r in records if r.outcome.in_registry and r.digest]
-    if not todo or not wanted(session):
+    if early is None and todo and wanted(session):
+        early = Attesting(session, inputs, started)
+    if early is None or not todo:
+        if early is not None:
+            early.close()
         return records
-    known = inputs()
-    signer = Signer.from_settings(session.settings, session.environ)
     say = session.runner.say
-    say(f"attest: SBOM + SLSA provenance for {len(todo)} image(s), {signer.describe()}")
-    done, failures = _attest_all(
-        session, todo, signer, lambda record: _facts(session, known, record, started)
-    )
+    say(f"attest: SBOM + SLSA provenance for {len(todo)} image(s), {early.signer.describe()}")
+    try:
+        done, failures = early.collect(todo)
+    finally:
+        early.close()
     out = {r.name: _with_references(r, done.get(r.name)) for r in records}
     if failures:
         raise AttestError(f"pushed, but not attested: {'; '.join(sorted(failures))}", list(out.values()))
     return list(out.values())
 
 
-def _attest_all(
-    session: Session, todo: list[ImageRecord], signer: Signer, facts: Callable[[ImageRecord], BuildFacts]
-) -> tuple[dict[str, Attached], list[str]]:
-    """Each image's attestation (already there, or made now), and a line per image that failed."""
-    done: dict[str, Attached] = {}
-    failures: list[str] = []
-    with owners.private_dir() as tmp:  # 0700: the registry credential file lives here
-        hosts = {r.ref.host for r in todo}
-        attesters = {h: _attester(session, h, signer, Path(tmp)) for h in sorted(hosts)}
+def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> Attesting | None:
+    """For a pushing run: attestation that starts per image the moment its push is recorded
+    (while other images still build and the storage is tidied); None when this run attests nothing."""
+    return Attesting(session, inputs, started) if wanted(session) else None
 
-        def one(record: ImageRecord) -> Attached:
-            attester = attesters[record.ref.host]
-            found = attester.already(record.ref, str(record.digest))  # reused, or pushed again
-            return found or attester.attest(facts(record))
 
-        # Images in parallel, as they were built: each is a syft scan and a few cosign calls.
-        with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {pool.submit(one, record): record for record in todo}
-            for future in cf.as_completed(futures):
-                record = futures[future]
-                try:
-                    done[record.name] = future.result()
-                except MoltbuildError as exc:
-                    failures.append(f"{record.name}: {exc.message}")
-                    continue
-                session.runner.say(f"[{record.name}] {_said(done[record.name])}")
-    return done, failures
+@dataclass
+class Recorder(report.Recorder):
+    """The run's recorder that also hands each pushed image to `attesting` the moment it is known."""
+
+    attesting: Attesting | None = None
+
+    def __call__(self, record: ImageRecord) -> None:
+        super().__call__(record)
+        if self.attesting is not None:
+            self.attesting.submit(record)
+
+
+class Attesting:
+    """The run's attestations, each image started when submitted, two at a time (each is a syft
+    scan and a few cosign calls); `collect` waits for them. Registry credentials live in a 0700
+    folder until `close`."""
+
+    def __init__(self, session: Session, inputs: Callable[[], RunInputs], started: str):
+        self.session, self.inputs, self.started = session, inputs, started
+        self.signer = Signer.from_settings(session.settings, session.environ)
+        self._stack = contextlib.ExitStack()
+        self._tmp = Path(self._stack.enter_context(owners.private_dir()))
+        self._pool = cf.ThreadPoolExecutor(max_workers=2)
+        self._lock = threading.Lock()
+        self._attesters: dict[str, Attester] = {}
+        self._known: RunInputs | None = None
+        self._futures: dict[str, cf.Future[Attached]] = {}
+
+    def submit(self, record: ImageRecord) -> None:
+        if record.outcome.in_registry and record.digest and record.name not in self._futures:
+            self._futures[record.name] = self._pool.submit(self._one, record)
+
+    def _one(self, record: ImageRecord) -> Attached:
+        with self._lock:
+            host = record.ref.host
+            if host not in self._attesters:
+                self._attesters[host] = _attester(self.session, host, self.signer, self._tmp)
+            attester = self._attesters[host]
+        found = attester.already(record.ref, str(record.digest))  # reused, or pushed again
+        if found:
+            return found
+        with self._lock:
+            if self._known is None:
+                self._known = self.inputs()
+            known = self._known
+        return attester.attest(_facts(self.session, known, record, self.started))
+
+    def collect(self, todo: list[ImageRecord]) -> tuple[dict[str, Attached], list[str]]:
+        """Each image's attestation (already there, or made now), and a line per image that failed."""
+        for record in todo:
+            self.submit(record)
+        wanted_names = {r.name for r in todo}
+        futures = {f: name for name, f in self._futures.items() if name in wanted_names}
+        done: dict[str, Attached] = {}
+        failures: list[str] = []
+        for future in cf.as_completed(futures):
+            name = futures[future]
+            try:
+                done[name] = future.result()
+            except MoltbuildError as exc:
+                failures.append(f"{name}: {exc.message}")
+                continue
+            self.session.runner.say(f"[{name}] {_said(done[name])}")
+        return done, failures
+
+    def close(self) -> None:
+        """Nothing left running (after Ctrl-C too: queued images are dropped), the folder gone."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stack.close()
 
 
 def _with_references(record: ImageRecord, done: Attached | None) -> ImageRecord:

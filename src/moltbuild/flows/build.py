@@ -4,6 +4,7 @@ parallel, record each image the moment it is known, summarise. It never knows wh
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -181,22 +182,27 @@ def execute(
 ) -> list[ImageRecord]:
     """Reuse what the registry already has, build the rest in parallel, record every image."""
     path = report_path or report.default_path(session.settings.project_root)
-    record = report.Recorder(path, dry_run)
     creds = _push_credentials(session, plan, dry_run=dry_run)
     if plan.push and not dry_run:
         attest.preflight(session)
     started = attest.now()
-    pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
-    to_build = [image for image in plan.images if image.name not in pins]
-    log_dir = None if dry_run else path.parent / "logs"
-    if to_build:
-        todo = schedule.Schedule(plan, to_build, pins)
-        _build_phase(session, plan, todo, creds, dry_run=dry_run, log_dir=log_dir, record=record)
+    inputs = functools.partial(attest.RunInputs.of_plan, plan)
+    early = attest.start(session, inputs, started) if plan.push and not dry_run else None
+    record = attest.Recorder(path, dry_run, attesting=early)  # each pushed image's attestation starts at once
+    try:
+        pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
+        to_build = [image for image in plan.images if image.name not in pins]
+        log_dir = None if dry_run else path.parent / "logs"
+        if to_build:
+            todo = schedule.Schedule(plan, to_build, pins)
+            _build_phase(session, plan, todo, creds, dry_run=dry_run, log_dir=log_dir, record=record)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     records = sorted(record.written, key=lambda r: r.name)
-    if plan.push and not dry_run:
-        records = attest.attest_and_record(
-            session, lambda: attest.RunInputs.of_plan(plan), records, started, path
-        )
+    if early is not None:
+        records = attest.attest_and_record(session, inputs, records, started, path, early)
     _raise_for_failures(records, log_dir)
     return records
 

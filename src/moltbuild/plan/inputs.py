@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import gzip
 import hashlib
-import io
 import json
 import os
 import stat
-import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from moltbuild.errors import ConfigError
 from moltbuild.plan.ignore import IgnoreRules
+
+if TYPE_CHECKING:
+    from tarfile import TarFile
 
 # Threads pay off for large files only: for many small ones the GIL hand-offs cost more (measured).
 PARALLEL_BYTES = 32 << 20
@@ -96,14 +95,18 @@ def _scan(
     rel_dir, abs_dir, inherited = folder
     folders: list[_Folder] = []
     files: list[ContextFile] = []
+    pairs = list(zip(sets, inherited, strict=True))
     with os.scandir(abs_dir) as entries:
         for entry in entries:
-            rel = f"{rel_dir}{entry.name}"
-            hits = [r.hits(rel, h) for r, h in zip(sets, inherited, strict=True)]
-            sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
+            rel = rel_dir + entry.name
             if not entry.is_dir(follow_symlinks=False):
-                files += [_entry(entry, rel)] if sent else []
-            elif sent or any(r.enter_excluded_dir(rel, superset=superset) for r in sets):
+                # A file needs only the verdict; most contexts have one rule set (no differing syntax).
+                if any(not r.excluded_below(rel, h) for r, h in pairs):
+                    files.append(_entry(entry, rel))
+                continue
+            hits = [r.hits(rel, h) for r, h in pairs]
+            sent = any(not r.verdict(h) for r, h in zip(sets, hits, strict=True))
+            if sent or any(r.enter_excluded_dir(rel, superset=superset) for r in sets):
                 folders.append((rel + "/", entry.path, hits))
     return folders, files
 
@@ -138,12 +141,13 @@ def _small_digest(path: str, size: int) -> str:
 
 
 def _line(f: ContextFile) -> bytes:
-    executable = bool(f.mode & 0o111) and not f.symlink
     if f.symlink or f.size > SMALL_FILE:
         digest = _file_digest(f.path, f.symlink)
     else:
         digest = _small_digest(f.path, f.size)
-    return b"file " + os.fsencode(f.rel) + f" {'x' if executable else '-'} {digest}\n".encode()
+    flag = "x" if f.mode & 0o111 and not f.symlink else "-"
+    # One encode per file: utf-8 + surrogateescape is what os.fsencode does for the name on POSIX.
+    return f"file {f.rel} {flag} {digest}\n".encode("utf-8", "surrogateescape")
 
 
 def input_digest(
@@ -159,6 +163,8 @@ def input_digest(
     files = _walk(context)  # a file any builder may copy counts
     h = hashlib.sha256()
     if sum(f.size for f in files) >= PARALLEL_BYTES:  # reads and hashlib release the GIL
+        import concurrent.futures as cf  # 20 ms of imports a small context never needs
+
         with cf.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
             for line in pool.map(_line, files, chunksize=64):
                 h.update(line)
@@ -177,7 +183,7 @@ def input_digest(
     return "sha256:" + h.hexdigest()
 
 
-def _tar_entry(tar: tarfile.TarFile, path: Path, name: str) -> None:
+def _tar_entry(tar: TarFile, path: Path, name: str) -> None:
     info = tar.gettarinfo(str(path), arcname=name)
     # Owner and time are not part of the inputs: the same files give the same bytes anywhere.
     info.uid = info.gid = 0
@@ -193,6 +199,10 @@ def _tar_entry(tar: tarfile.TarFile, path: Path, name: str) -> None:
 def context_tarball(context: Path, dockerfile: Path) -> bytes:
     """The gzip'd tar a remote builder receives: `context/` holds exactly the files a local build
     would send (.dockerignore applied), `Dockerfile` beside it, so it never lands in the image."""
+    import gzip  # kaniko only: not imported by every plan
+    import io
+    import tarfile
+
     buf = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz,
