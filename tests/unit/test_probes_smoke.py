@@ -602,7 +602,7 @@ def test_a_container_that_exits_at_start_stops_the_check_at_once_and_says_why(fa
     start = time.monotonic()
     with pytest.raises(JobError) as info:
         fake.check(plan)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20  # not the 150 s Docker would wait
     assert info.value.message == (
         "smoke check failed: the container exited at start with code 1: error: DATABASE_URL is not set; "
         f"it did not get: {missing}"
@@ -622,7 +622,7 @@ def test_an_exit_while_probes_wait_is_caught_too(fake, refused_port):
     start = time.monotonic()
     with pytest.raises(JobError) as info:
         fake.check(SmokePlan((HttpCheck("/healthz", 8000, "k8s"),)))  # Kubernetes would wait 30s
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20
     assert info.value.message == (
         "smoke check failed: the container exited at start with code 0; last lines: boom: missing setting"
     )
@@ -641,7 +641,7 @@ def test_a_container_removed_under_the_check_is_named_not_waited_for(tmp_path):
             fake.check(plan)
     finally:
         fake.close()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20
 
 
 def test_a_failing_healthcheck_names_its_command_and_last_output(fake):
@@ -655,7 +655,7 @@ def test_a_failing_healthcheck_names_its_command_and_last_output(fake):
         f"smoke check failed: HEALTHCHECK {json.dumps(failing, separators=(',', ':'))} failed 3 times "
         "(exit 1): wget: server returned error: HTTP/1.1 404"
     )
-    assert 0.4 <= time.monotonic() - start < 5  # three failures 0.2s apart, not a flat wait
+    assert 0.4 <= time.monotonic() - start < 20  # three failures 0.2s apart, not a flat wait
     assert fake.verbs().count("exec") >= 3
     assert_removed(fake)
 
@@ -675,7 +675,7 @@ def test_healthcheck_failures_in_the_start_period_do_not_count(fake, tmp_path):
         SmokePlan(healthcheck=Healthcheck(up, interval_s=0.01, start_period_s=10, retries=1))
     )
     healthy = float(re.search(r"healthy after (\d+\.\d)s", outcome.summary).group(1))
-    assert 0.5 <= healthy < 5
+    assert 0.5 <= healthy < 9.5  # within the 10 s start period
     assert fake.verbs().count("exec") >= 2
 
     fake.state.joinpath("calls.jsonl").unlink()
@@ -683,7 +683,7 @@ def test_healthcheck_failures_in_the_start_period_do_not_count(fake, tmp_path):
     start = time.monotonic()
     with pytest.raises(JobError, match=r"failed 2 times \(exit 1\)$"):
         fake.check(SmokePlan(healthcheck=Healthcheck(never, interval_s=0.01, start_period_s=1, retries=2)))
-    assert 1 <= time.monotonic() - start < 5
+    assert 1 <= time.monotonic() - start < 20
     assert fake.verbs().count("exec") > 2  # the checks within the start period ran, uncounted
 
 
@@ -695,7 +695,7 @@ def test_a_path_the_app_does_not_serve_fails_at_once(fake, http_port):
     with pytest.raises(JobError) as info:
         fake.check(SmokePlan((HttpCheck("/nope", 8000, origin),)))
     assert info.value.message == f"smoke check failed: {origin}: GET /nope (container port 8000) answered 404"
-    assert time.monotonic() - start < 2.5
+    assert time.monotonic() - start < 20  # not the probe's 30 s
     assert_removed(fake)
 
 
@@ -706,7 +706,7 @@ def test_a_port_nobody_answers_fails_when_the_probe_would(fake, refused_port):
     start = time.monotonic()
     with pytest.raises(JobError) as info:
         fake.check(SmokePlan((check,)))
-    assert 0.8 <= time.monotonic() - start < 5
+    assert 0.8 <= time.monotonic() - start < 20
     assert info.value.message == (
         "smoke check failed: k8s: GET /healthz (container port 8000) no answer (ConnectionError) for 0.8s "
         "(initialDelaySeconds 0.2 + periodSeconds 0.3 x failureThreshold 2)"
@@ -721,7 +721,7 @@ def test_the_safety_cap_cuts_a_long_wait_and_says_so(fake, refused_port, monkeyp
     start = time.monotonic()
     with pytest.raises(JobError) as info:
         fake.check(SmokePlan((HttpCheck("/healthz", 8000, "k8s"),)))
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20
     assert info.value.message.endswith(
         "GET /healthz (container port 8000) no answer (ConnectionError); "
         "stopped at the 0.5s safety cap (GET /healthz allows 30s)"
