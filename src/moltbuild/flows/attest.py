@@ -22,7 +22,7 @@ from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
 from moltbuild.supply.provenance import BuildFacts
-from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
+from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, installed, present_or_coming
 from moltbuild.system import owners
 
 TOOLS = ("syft", "cosign")
@@ -37,7 +37,9 @@ def now() -> str:
 
 
 def _missing(session: Session) -> list[str]:
-    return [t for t in TOOLS if not find_tool(session.runner, t)]
+    """Tools neither installed nor being prepared (`invoke setup` in the background): the build
+    starts without waiting for them; attesting waits (find_tool)."""
+    return [t for t in TOOLS if not present_or_coming(session.runner, t)]
 
 
 def preflight(session: Session) -> None:
@@ -48,8 +50,8 @@ def preflight(session: Session) -> None:
     if mode == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
     signer = Signer.from_settings(session.settings, session.environ)
-    if mode == "off" or missing or signer.mode is not Mode.KEY:
-        return
+    if mode == "off" or missing or signer.mode is not Mode.KEY or not installed(session.runner, "cosign"):
+        return  # a cosign still being prepared checks the key when it signs
     with owners.private_dir() as tmp:
         access = RegistryAccess(host="", plain_http=False, ca="", config_dir=Path(tmp))
         Cosign(session.runner, access).check_key(signer, Path(tmp) / "signing.pub")

@@ -1,0 +1,34 @@
+"""`python -m moltbuild.cli.tools`: the background half of `invoke setup`, which makes the locked Go
+tools ready (each under its file lock) while the command that started it goes on."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from moltbuild.errors import MoltbuildError
+from moltbuild.system import gotools, toollock
+from moltbuild.system.processes import Runner
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moltbuild.cli.tools", description=__doc__)
+    parser.add_argument("--bindir", required=True, help="where the tools go")
+    parser.add_argument("--lock", default=str(toollock.LOCK_PATH), help="the tool lock")
+    parser.add_argument("--cache", default="", help="a folder of verified binaries (MOLTBUILD_TOOL_CACHE)")
+    args = parser.parse_args(argv)
+    runner = Runner(environ=os.environ)  # stdout: the log `invoke setup` named
+    places = gotools.Places.of(os.environ, Path(args.bindir), args.cache)
+    try:
+        outcomes = gotools.prepare(runner, toollock.load(Path(args.lock)), places)
+    except MoltbuildError as exc:
+        runner.warn(f"setup (background): {exc}")
+        return 1
+    runner.say(f"setup (background): {', '.join(f'{n} {o}' for n, o in outcomes.items())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
