@@ -87,8 +87,9 @@ def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def _renderer(runner: Runner) -> tuple[str, ...] | None:
-    gotools.wait_ready(runner.environ, "kustomize", runner.say)  # `invoke setup` may still build it
     search = runner.environ.get("PATH") or os.defpath
+    if not shutil.which("kubectl", path=search):  # else kubectl's kustomize renders while setup builds ours
+        gotools.wait_ready(runner.environ, "kustomize", runner.say)
     for tool, verb in (("kustomize", "build"), ("kubectl", "kustomize")):
         found = shutil.which(tool, path=search)
         if found:
