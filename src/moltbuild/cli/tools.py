@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", default=str(toollock.LOCK_PATH), help="the tool lock")
     parser.add_argument("--cache", default="", help="a folder of verified binaries (MOLTBUILD_TOOL_CACHE)")
     args = parser.parse_args(argv)
+    os.nice(10)  # beside the work: the build that started with it keeps the CPU it needs
     runner = Runner(environ=os.environ)  # stdout: the log `invoke setup` named
     places = gotools.Places.of(os.environ, Path(args.bindir), args.cache)
     try:
