@@ -151,3 +151,18 @@ def test_a_tool_being_prepared_is_coming_and_waited_for(tmp_path):
         gotools.wait_ready(environ, "cosign", said.append, timeout=0.2)
         assert said and said[0].startswith("waiting for cosign: `invoke setup` is still preparing it")
     assert not gotools.preparing(environ, "cosign")
+
+
+def test_setup_says_the_go_floor_before_it_goes_to_the_background(tmp_path):
+    from moltbuild.flows import install
+
+    lock = lock_of(tmp_path, go_min="1.25.0")
+    runner = Runner(out=lambda _: None, environ={"PATH": "/nonexistent"})
+    said = install.warn_go_floor(runner, lock, places(tmp_path))
+    assert said == [
+        "tiny v1.2.3 needs Go 1.25.0 or newer; no `go` on PATH: install Go 1.26.8 "
+        "(the lock's hashes are of builds with it): https://go.dev/dl/"
+    ]
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tiny").write_bytes(GOOD)  # already there: no Go needed
+    assert install.warn_go_floor(runner, lock, places(tmp_path)) == []

@@ -64,9 +64,23 @@ def background_argv(lock: Lock, places: Places) -> list[str]:
     return argv + (["--cache", str(places.cache)] if places.cache else [])
 
 
+def warn_go_floor(runner: Runner, lock: Lock, places: Places) -> list[str]:
+    """The Go floor said before going to the background, whose log is easy to miss."""
+    go = gotools.go_found(runner)
+    problems = [
+        toollock.floor_problem(t, go, lock)
+        for t in lock.tools.values()
+        if not (places.bindir / t.name).is_file()
+    ]
+    for problem in filter(None, problems):
+        runner.warn(f"setup: {problem} (unless a verified copy is in MOLTBUILD_TOOL_CACHE)")
+    return [p for p in problems if p]
+
+
 def start_background(runner: Runner, lock: Lock, places: Places) -> None:
     """Start the preparation and return once it holds every tool's lock: a command run right after
     waits for the tool it needs instead of finding it missing."""
+    warn_go_floor(runner, lock, places)
     log = places.state / "prepare.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
