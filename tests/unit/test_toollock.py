@@ -135,7 +135,8 @@ def test_a_dry_run_shows_the_go_install_with_the_locks_flags(tmp_path):
     assert gotools.make_ready(runner, lock, lock.tools["tiny"], places(tmp_path), go="1.26.8") == "built"
     shown = "\n".join(said)
     assert "go install -trimpath example.com/tiny/cmd/tiny@v1.2.3" in shown and "CGO_ENABLED=0" in shown
-    assert not (tmp_path / "bin").exists()
+    assert gotools.prepare(runner, lock, places(tmp_path)) == {"tiny": "missing"}  # no go on PATH
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "state").exists()  # no lock files either
 
 
 def test_a_tool_being_prepared_is_coming_and_waited_for(tmp_path):

@@ -136,7 +136,10 @@ def prepare(runner: Runner, lock: Lock, places: Places, names: list[str] | None 
     outcomes = {}
     wanted = [lock.tools[n] for n in names] if names else list(lock.tools.values())
     with ExitStack() as stack:  # all locks first, in lock order: a waiter never sees a gap
-        held = [stack.enter_context(_hold(places.state, t.name, runner.say)) for t in wanted]
+        if runner.dry_run:  # a dry run creates nothing, lock files included
+            held = [lambda: None for _ in wanted]
+        else:
+            held = [stack.enter_context(_hold(places.state, t.name, runner.say)) for t in wanted]
         go = go_found(runner)
         for tool, release in zip(wanted, held, strict=True):
             try:
