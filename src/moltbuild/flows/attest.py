@@ -22,7 +22,7 @@ from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier
 from moltbuild.supply.provenance import BuildFacts
-from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, installed, present_or_coming
+from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
 from moltbuild.system import owners
 
 TOOLS = ("syft", "cosign")
@@ -61,6 +61,8 @@ def wanted(session: Session) -> bool:
     """Whether this run attests what it pushes (auto without the tools: a warning, no)."""
     if session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return False
+    for tool in TOOLS:  # after the push: wait for a tool `invoke setup` is still preparing
+        find_tool(session.runner, tool)
     preflight(session)
     missing = _missing(session)
     if missing:
