@@ -41,6 +41,8 @@ def install_tools(
 
 
 def say_outcomes(runner: Runner, outcomes: Mapping[str, str], places: Places) -> None:
+    if runner.dry_run:
+        return
     ready = [n for n, o in outcomes.items() if o != "missing"]
     runner.say(f"setup: Go tools ready in {places.bindir}: {', '.join(ready) or 'none'}")
     if ready and not _on_path(runner, places.bindir):
