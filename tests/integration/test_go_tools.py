@@ -29,7 +29,7 @@ def lock(tmp_path_factory) -> Lock:
     base = toollock.load()
     runner = Runner(out=lambda _: None, environ=os.environ)
     draft = Lock(base.go, base.flags, base.env, {"tomlv": TOMLV}, path)
-    made = install.relock_tools(runner, draft, gotools.Places.of(os.environ))
+    made = install.relock_tools(runner, draft)
     assert toollock.load(path).tools["tomlv"].sha256 == made.tools["tomlv"].sha256
     return made
 

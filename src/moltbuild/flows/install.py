@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moltbuild.errors import ConfigError
+from moltbuild.files import write_atomic
 from moltbuild.system import gotools, packages, toollock
 from moltbuild.system.gotools import Places
 from moltbuild.system.processes import Runner
@@ -33,7 +34,7 @@ def install_tools(
     lock = toollock.load()
     places = gotools.Places.of(environ, bindir, cache)
     if relock:
-        relock_tools(runner, lock, places)
+        relock_tools(runner, lock)
     elif wait or dry_run:
         say_outcomes(runner, gotools.prepare(runner, lock, places), places)
     else:
@@ -99,7 +100,7 @@ def start_background(runner: Runner, lock: Lock, places: Places) -> None:
     )
 
 
-def relock_tools(runner: Runner, lock: Lock, places: Places) -> Lock:
+def relock_tools(runner: Runner, lock: Lock) -> Lock:
     """Build every tool fresh with this Go and the lock's flags; write its hash and Go floor."""
     go = gotools.go_found(runner)
     if go is None:
@@ -111,6 +112,6 @@ def relock_tools(runner: Runner, lock: Lock, places: Places) -> Lock:
         fresh = fresh.with_tool(replace(tool, go_min=go_min, sha256={toollock.platform(): digest}))
         runner.say(f"setup: {tool.title()}: sha256 {digest} (Go {go}; its go.mod asks for {go_min})")
     if not runner.dry_run:
-        lock.path.write_text(toollock.dumps(fresh))
+        write_atomic(lock.path, toollock.dumps(fresh))  # never a half-written lock
         runner.say(f"setup: wrote {lock.path}; the next setup anywhere builds or restores exactly these")
     return fresh
