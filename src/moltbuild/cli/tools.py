@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from moltbuild.errors import MoltbuildError
-from moltbuild.system import gotools, toollock
+from moltbuild.system import children, gotools, toollock
 from moltbuild.system.processes import Runner
+
+
+def _stop(signum: int, frame: object) -> None:
+    children.terminate_all()  # now, while the `go install` (its own session) is still tracked
+    raise KeyboardInterrupt(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,11 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(10)  # beside the work: the build that started with it keeps the CPU it needs
     runner = Runner(environ=os.environ)  # stdout: the log `invoke setup` named
     places = gotools.Places.of(os.environ, Path(args.bindir), args.cache)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         outcomes = gotools.prepare(runner, toollock.load(Path(args.lock)), places)
     except MoltbuildError as exc:
         runner.warn(f"setup (background): {exc}")
         return 1
+    except KeyboardInterrupt:  # SIGTERM too (_stop)
+        runner.warn("setup (background): stopped")
+        return 130
     runner.say(f"setup (background): {', '.join(f'{n} {o}' for n, o in outcomes.items())}")
     return 0
 
