@@ -29,8 +29,14 @@ def lock(tmp_path_factory) -> Lock:
     base = toollock.load()
     runner = Runner(out=lambda _: None, environ=os.environ)
     draft = Lock(base.go, base.flags, base.env, {"tomlv": TOMLV}, path)
-    made = install.relock_tools(runner, draft)
-    assert toollock.load(path).tools["tomlv"].sha256 == made.tools["tomlv"].sha256
+    places = gotools.Places(path.parent / "bin", path.parent / "cache", path.parent / "state")
+    made = install.relock_tools(runner, draft, places)
+    digest = made.tools["tomlv"].sha256[toollock.platform()]
+    assert toollock.load(path).tools["tomlv"].sha256 == {toollock.platform(): digest}
+    assert made.tools["tomlv"].go_min == "1.18"  # the module's go.mod
+    # what was locked is also installed and cached: no second build
+    assert toollock.sha256_file(places.bindir / "tomlv") == digest
+    assert toollock.sha256_file(places.cache / "tomlv" / "v1.6.0" / "tomlv") == digest
     return made
 
 

@@ -34,7 +34,7 @@ def install_tools(
     lock = toollock.load()
     places = gotools.Places.of(environ, bindir, cache)
     if relock:
-        relock_tools(runner, lock)
+        relock_tools(runner, lock, places)
     elif wait or dry_run:
         say_outcomes(runner, gotools.prepare(runner, lock, places), places)
     else:
@@ -100,14 +100,15 @@ def start_background(runner: Runner, lock: Lock, places: Places) -> None:
     )
 
 
-def relock_tools(runner: Runner, lock: Lock) -> Lock:
-    """Build every tool fresh with this Go and the lock's flags; write its hash and Go floor."""
+def relock_tools(runner: Runner, lock: Lock, places: Places | None = None) -> Lock:
+    """Build every tool fresh with this Go and the lock's flags; write its hash and Go floor; the
+    binaries go to `places` (no second build to install what was just locked)."""
     go = gotools.go_found(runner)
     if go is None:
         raise ConfigError("invoke setup --relock needs `go` on PATH: https://go.dev/dl/")
     fresh = Lock(go, lock.flags, lock.env, {}, lock.path)
     for tool in lock.tools.values():
-        digest, go_min = gotools.build_fresh(runner, lock, tool)
+        digest, go_min = gotools.build_fresh(runner, lock, tool, places)
         # Other platforms' hashes go: nothing here can tell whether they still hold.
         fresh = fresh.with_tool(replace(tool, go_min=go_min, sha256={toollock.platform(): digest}))
         runner.say(f"setup: {tool.title()}: sha256 {digest} (Go {go}; its go.mod asks for {go_min})")

@@ -206,6 +206,13 @@ def preparing(environ: Mapping[str, str], name: str) -> bool:
     return False
 
 
+def _targets(tool: Tool, places: Places | None) -> list[Path]:
+    if places is None:
+        return []
+    cached = [places.cache / tool.name / tool.version / tool.name] if places.cache else []
+    return [places.bindir / tool.name, *cached]
+
+
 def untrack(proc: subprocess.Popen) -> None:
     state.untrack(proc)
 
@@ -216,13 +223,16 @@ def pause(proc: subprocess.Popen, seconds: float) -> None:
         proc.wait(timeout=seconds)
 
 
-def build_fresh(runner: Runner, lock: Lock, tool: Tool) -> tuple[str, str]:
-    """For a relock: the sha256 of a fresh build and the `go` line of the module's go.mod."""
+def build_fresh(runner: Runner, lock: Lock, tool: Tool, places: Places | None = None) -> tuple[str, str]:
+    """For a relock: the sha256 of a fresh build and the `go` line of the module's go.mod; the
+    binary installed in `places` (tool folder and cache), as the new lock will name it."""
     with tempfile.TemporaryDirectory(prefix="moltbuild-relock-") as tmp:
         binary = build(runner, lock, tool, Path(tmp))
         if runner.dry_run:
             return "0" * 64, tool.go_min
         digest = toollock.sha256_file(binary)
+        for target in _targets(tool, places):
+            _install(binary, target)
         stamped = runner.run(["go", "version", "-m", str(binary)], mutates=False, timeout=60).stdout
     module = next(f[1] for f in map(str.split, stamped.splitlines()) if f and f[0] == "mod")
     cache = runner.run(["go", "env", "GOMODCACHE"], mutates=False, timeout=60).stdout.strip()
