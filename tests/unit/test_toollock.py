@@ -42,6 +42,7 @@ def test_the_repositorys_lock_pins_every_go_tool_with_its_go_floor():
     assert "-trimpath" in lock.flags and lock.env["CGO_ENABLED"] == "0"
     for tool in lock.tools.values():
         assert tool.version.startswith("v") and toollock.go_version(f"go{tool.go_min}") == tool.go_min
+        assert len(tool.sha256["linux/amd64"]) == 64  # GitHub's runners and this machine: relocked
         assert all(len(h) == 64 for h in tool.sha256.values())
 
 
