@@ -6,6 +6,7 @@ actions/checkout; the workflow uses no other action, so every step runs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def run_act(repo: Path, event: str, payload: dict, env: dict[str, str], tmp_path
     event_file = tmp_path / f"{event}.json"
     event_file.write_text(json.dumps(payload))
     settings = [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
+    settings += no_actions_cache(repo, tmp_path)
     out = subprocess.run(
         [
             act_binary(),
@@ -90,6 +92,21 @@ def run_act(repo: Path, event: str, payload: dict, env: dict[str, str], tmp_path
     assert out.returncode == 0, log[-6000:]
     assert CANARY not in log
     return log
+
+
+def no_actions_cache(repo: Path, tmp_path: Path) -> list[str]:
+    """act cannot reach GitHub's cache (nor clone actions/cache offline): a stand-in that restores
+    nothing, so `invoke setup` verifies or builds the Go tools itself, as on a cache miss."""
+    text = (repo / ".github" / "workflows" / "build-images.yml").read_text()
+    refs = set(re.findall(r"uses: actions/cache/restore@([0-9a-f]{40})", text))
+    stub = tmp_path / "no-actions-cache" / "restore"
+    stub.mkdir(parents=True)
+    step = '{run: "echo act - no Actions cache", shell: bash}'
+    (stub / "action.yml").write_text(
+        f"name: no cache\ndescription: act\ninputs: {{path: {{}}, key: {{}}}}\n"
+        f"runs: {{using: composite, steps: [{step}]}}\n"
+    )
+    return [a for ref in refs for a in ("--local-repository", f"actions/cache@{ref}={stub.parent}")]
 
 
 def pinned(remote: Path) -> dict[str, dict]:

@@ -639,11 +639,16 @@ def test_clean_refuses_a_store_it_does_not_know(cli):
 
 def test_setup_gives_the_packages_step_a_dry_runner(cli, record):
     installed = record("moltbuild.system.packages.setup", result=[])
-    built = record("moltbuild.system.packages.setup_go_tools", result=[])
+    built = record("moltbuild.system.gotools.prepare", result={})
+    background = record("moltbuild.flows.install.start_background", result=None)
+    relocked = record("moltbuild.flows.install.relock_tools", result=None)
     assert cli("setup", "--dry-run").code == 0
-    assert cli("setup").code == 0
-    assert [args[0].dry_run for args, _ in installed.calls] == [True, False]
-    assert [args[0].dry_run for args, _ in built.calls] == [True, False]  # kustomize, from Go
+    assert cli("setup").code == 0  # the Go tools in the background: the command returns
+    assert cli("setup", "--wait").code == 0
+    assert cli("setup", "--relock").code == 0
+    assert [args[0].dry_run for args, _ in installed.calls] == [True, False, False, False]
+    assert [args[0].dry_run for args, _ in built.calls] == [True, False]  # --dry-run and --wait
+    assert len(background.calls) == 1 and len(relocked.calls) == 1
 
 
 def check(verdict: str, ref: str) -> Check:

@@ -58,37 +58,3 @@ def test_root_runs_apt_get_directly(debian, monkeypatch):
     runner = ScriptedRunner({})
     sysdeps.setup(runner, packages=["buildah"], root=debian)
     assert runner.calls[-1][0] == "apt-get"
-
-
-def test_go_tools_at_their_version_are_not_built_again(tmp_path):
-    from moltbuild.system.packages import GO_TOOLS, setup_go_tools
-    from moltbuild.system.processes import Runner
-
-    said: list[str] = []
-    for name, (_module, version, _why) in GO_TOOLS.items():
-        tool = tmp_path / name
-        tool.write_text(f"#!/bin/sh\necho {version}\n")  # what `NAME version` prints
-        tool.chmod(0o755)
-    runner = Runner(out=said.append, environ={"PATH": "/nonexistent"})  # no go: nothing could be built
-    assert setup_go_tools(runner, tmp_path) == [] and said == []
-
-
-def test_go_tools_without_go_say_so_and_a_dry_run_shows_the_build(tmp_path):
-    from moltbuild.system.packages import GO_TOOLS, setup_go_tools
-    from moltbuild.system.processes import Runner
-
-    said: list[str] = []
-    assert setup_go_tools(Runner(out=said.append, environ={"PATH": str(tmp_path)}), tmp_path) == []
-    assert said == [
-        f"setup: {n} {v} not built: no `go` on PATH (install Go 1.22 or newer)"
-        for n, (_, v, _) in GO_TOOLS.items()
-    ]
-    (tmp_path / "go").write_text("#!/bin/sh\nexit 1\n")
-    (tmp_path / "go").chmod(0o755)
-    said.clear()
-    dry = Runner(dry_run=True, out=said.append, environ={"PATH": str(tmp_path)})
-    assert setup_go_tools(dry, tmp_path / "bin") == []
-    shown = "\n".join(said)
-    for module, version, _ in GO_TOOLS.values():
-        assert f"go install {module}@{version}" in shown
-    assert not (tmp_path / "bin").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from invoke import Collection, task
 
@@ -18,13 +19,30 @@ def doctor(c, json=False):
     show(run_context(), as_json=json)
 
 
-@task(help={"dry-run": "print the apt-get commands, run nothing"})
+@task(
+    help={
+        "dry-run": "print the apt-get and go commands, run nothing",
+        "wait": "make the Go tools ready before returning (default: in the background)",
+        "relock": "rebuild the Go tools and write their sha256 and Go floor into the lock",
+    }
+)
 @edge
-def setup(c, dry_run=False):
-    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; build kustomize."""
+def setup(c, dry_run=False, wait=False, relock=False):
+    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; make the
+    locked Go tools (kustomize, syft, cosign) ready in the background, verified against the lock."""
     from moltbuild.flows.install import install_tools
+    from moltbuild.settings import load_settings
 
-    install_tools(environ=os.environ, dry_run=dry_run)  # may run before any project exists
+    settings = load_settings(Path.cwd(), environ=os.environ)  # may run before any project exists
+    tool_dir = settings.get("MOLTBUILD_TOOL_DIR")
+    install_tools(
+        environ=os.environ,
+        dry_run=dry_run,
+        wait=wait,
+        relock=relock,
+        bindir=Path(tool_dir) if tool_dir else None,
+        cache=settings.get("MOLTBUILD_TOOL_CACHE") or "",
+    )
 
 
 @task(

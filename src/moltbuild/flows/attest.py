@@ -24,7 +24,7 @@ from moltbuild.report import ImageRecord, Outcome, RunFailed
 from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
 from moltbuild.supply.provenance import BuildFacts
-from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool
+from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
 from moltbuild.system import owners
 from moltbuild.system.processes import Runner
 from moltbuild.system.state import command_cache
@@ -41,7 +41,9 @@ def now() -> str:
 
 
 def _missing(session: Session) -> list[str]:
-    return [t for t in TOOLS if not find_tool(session.runner, t)]
+    """Tools neither installed nor being prepared (`invoke setup` in the background): the build
+    starts without waiting for them; attesting waits (find_tool)."""
+    return [t for t in TOOLS if not present_or_coming(session.runner, t)]
 
 
 def preflight(session: Session) -> None:
@@ -57,8 +59,8 @@ def preflight(session: Session) -> None:
     refusal = identity_refusal(signer, Verifier.from_settings(session.settings), session.environ)
     if refusal:  # a dispatch from another branch: say so before signing what verify would refuse
         raise ConfigError(refusal)
-    if signer.mode is not Mode.KEY:
-        return
+    if signer.mode is not Mode.KEY or not installed(session.runner, "cosign"):
+        return  # a cosign still being prepared checks the key when it signs
     _check_key(session.runner, signer)
 
 
@@ -74,6 +76,8 @@ def wanted(session: Session) -> bool:
     """Whether this run attests what it pushes (auto without the tools: a warning, no)."""
     if session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return False
+    for tool in TOOLS:  # after the push: wait for a tool `invoke setup` is still preparing
+        find_tool(session.runner, tool)
     preflight(session)
     missing = _missing(session)
     if missing:

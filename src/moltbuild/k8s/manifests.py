@@ -23,7 +23,7 @@ from moltbuild.files import load_yaml
 from moltbuild.k8s import deployment
 from moltbuild.k8s.deployment import WORKLOAD_KINDS, Object, Workload, kustomization_file, mapping
 from moltbuild.refs import ImageRef
-from moltbuild.system import state
+from moltbuild.system import gotools, state
 from moltbuild.system.processes import Runner
 
 __all__ = ["WORKLOAD_KINDS", "Manifests", "Workload", "kustomization_file", "load_manifests"]
@@ -90,6 +90,8 @@ def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 def _renderer(runner: Runner) -> tuple[str, ...] | None:
     search = runner.environ.get("PATH") or os.defpath
+    if not shutil.which("kubectl", path=search):  # else kubectl's kustomize renders while setup builds ours
+        gotools.wait_ready(runner.environ, "kustomize", runner.say)
     for tool, verb in (("kustomize", "build"), ("kubectl", "kustomize")):
         found = shutil.which(tool, path=search)
         if found:

@@ -232,6 +232,16 @@ KEYS: dict[str, KeySpec] = {
             choices=("auto", "on", "off"),
         ),
         KeySpec(
+            "MOLTBUILD_TOOL_CACHE",
+            "a folder of Go-built tools (kustomize, syft, cosign) shared between runs or machines: "
+            "`invoke setup` uses a binary from it only when its sha256 is the lock's",
+        ),
+        KeySpec(
+            "MOLTBUILD_TOOL_DIR",
+            "where `invoke setup` puts the Go-built tools (default /usr/local/bin for root, else "
+            "~/.local/bin); put it on PATH",
+        ),
+        KeySpec(
             "MOLTBUILD_SBOM_FORMAT",
             "SBOM format",
             "sbom_format",

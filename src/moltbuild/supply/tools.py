@@ -1,4 +1,5 @@
-"""What syft and cosign need to reach a registry: the binary, a private DOCKER_CONFIG holding
+"""What syft and cosign need to reach a registry: the binary (waited for while `invoke setup`
+prepares it), a private DOCKER_CONFIG holding
 the one credential for the image's registry (a file, never argv), and the plain-HTTP / TLS
 choices the settings make for that host."""
 
@@ -12,13 +13,27 @@ from pathlib import Path
 from moltbuild.errors import ConfigError
 from moltbuild.registry.auth import credentials_for, docker_config
 from moltbuild.settings import Settings
+from moltbuild.system import gotools
 from moltbuild.system.processes import Runner
 
-INSTALL_HINT = "run `invoke setup` (it builds syft and cosign from their Go modules)"
+INSTALL_HINT = "run `invoke setup` (it makes syft and cosign ready from the tool lock)"
 
 
 def find_tool(runner: Runner, name: str) -> str | None:
+    """The tool on PATH; first waits for it if `invoke setup` is still preparing it."""
+    gotools.wait_ready(runner.environ, name, runner.say)
     return shutil.which(name, path=runner.environ.get("PATH"))
+
+
+def installed(runner: Runner, name: str) -> bool:
+    """On PATH now (no waiting)."""
+    return bool(shutil.which(name, path=runner.environ.get("PATH")))
+
+
+def present_or_coming(runner: Runner, name: str) -> bool:
+    """On PATH, or being prepared by `invoke setup` in the background (checked before a build,
+    so a build need not wait for it)."""
+    return installed(runner, name) or gotools.preparing(runner.environ, name)
 
 
 def require_tool(runner: Runner, name: str) -> str:

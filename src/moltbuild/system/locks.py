@@ -84,6 +84,11 @@ def _git_folder(directory: Path, runner: Runner) -> Path | None:
     return (directory / out).resolve() if res.ok and out else None
 
 
+def user_cache(environ: Mapping[str, str]) -> Path:
+    """The user's moltbuild cache folder (XDG_CACHE_HOME or ~/.cache)."""
+    return _cache_folder(environ)
+
+
 def _cache_folder(environ: Mapping[str, str]) -> Path:
     cache = environ.get("XDG_CACHE_HOME", "")
     if cache and Path(cache).is_absolute():

@@ -1,11 +1,10 @@
-"""System tools the pipeline and its tests need, installed by `invoke setup`."""
+"""System packages the pipeline and its tests need, installed with apt-get by `invoke setup`."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
-import tempfile
 from pathlib import Path
 
 from moltbuild.errors import ToolMissingError
@@ -27,21 +26,8 @@ PACKAGES = {
 }
 
 
-# Tools built from their Go modules at pinned versions (`go install`), where no Debian package
-# has them: name -> (module, version, what needs it).
-GO_TOOLS = {
-    "kustomize": (
-        "sigs.k8s.io/kustomize/kustomize/v5",
-        "v5.7.1",
-        "renders k8s/ as Kubernetes does (patches, overlays) for the smoke check",
-    ),
-    "syft": ("github.com/anchore/syft/cmd/syft", "v1.57.1", "the SBOM of every pushed image"),
-    "cosign": (
-        "github.com/sigstore/cosign/v2/cmd/cosign",
-        "v2.6.5",
-        "signs pushed images and attaches their SBOM and SLSA provenance",
-    ),
-}
+# The Go-built tools (kustomize, syft, cosign) are pinned in go-tools.lock.toml (system/toollock.py)
+# and made ready by system/gotools.py.
 
 
 def is_debian_like(root: Path = Path("/")) -> bool:
@@ -98,52 +84,6 @@ def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Pat
         what="apt-get install",
     )
     return missing
-
-
-def go_tools_dir() -> Path:
-    """Where built Go tools go: on PATH everywhere for root, else the user's ~/.local/bin."""
-    return Path("/usr/local/bin") if os.geteuid() == 0 else Path.home() / ".local" / "bin"
-
-
-def setup_go_tools(runner: Runner, bindir: Path | None = None) -> list[str]:
-    """Build each Go tool missing at its pinned version (once per machine: Go caches the build)."""
-    bindir = bindir or go_tools_dir()
-    built = []
-    for name, (module, version, _why) in GO_TOOLS.items():
-        if _has_version(runner, bindir / name, version):
-            continue
-        if not shutil.which("go", path=runner.environ.get("PATH")):
-            runner.say(f"setup: {name} {version} not built: no `go` on PATH (install Go 1.22 or newer)")
-            continue
-        runner.say(f"setup: building {name} {version} from {module} (once per machine)")
-        if runner.dry_run:
-            runner.run(["go", "install", f"{module}@{version}"], env={"GOBIN": str(bindir)})
-            continue
-        with tempfile.TemporaryDirectory(prefix="moltbuild-go-") as tmp:
-            runner.run(
-                ["go", "install", f"{module}@{version}"],
-                env={"GOBIN": tmp},
-                timeout=1800,
-                what=f"go install {name}",
-            )
-            bindir.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(Path(tmp) / name), bindir / f".{name}.new")
-            os.replace(bindir / f".{name}.new", bindir / name)  # never a half-copied binary on PATH
-        built.append(name)
-    return built
-
-
-def _has_version(runner: Runner, binary: Path, version: str) -> bool:
-    """The module version Go stamped into the binary (`go version -m`): some tools print none of
-    their own when built with `go install`. Without go, what `NAME version` prints."""
-    if not binary.is_file():
-        return False
-    if shutil.which("go", path=runner.environ.get("PATH")):
-        res = runner.run(["go", "version", "-m", str(binary)], mutates=False, check=False, timeout=30)
-        stamped = [line.split() for line in res.stdout.splitlines() if line.strip().startswith("mod")]
-        return res.ok and any(len(f) >= 3 and f[2] == version for f in stamped)
-    res = runner.run([str(binary), "version"], mutates=False, check=False, timeout=30)
-    return res.ok and version in res.stdout
 
 
 def _sudo(runner: Runner) -> list[str] | None:
