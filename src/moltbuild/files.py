@@ -106,6 +106,19 @@ def _load_either(source: str, typ: str, multi: bool) -> Any:
         return _load(YAML(typ=typ, pure=True), source, multi)
 
 
+def yaml_events(text: str) -> list[Any]:
+    """The parser's events of `text` (for positions: what a load drops), with the same fallback
+    to the pure parser as `load_yaml` where the C one refuses valid YAML."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.parser import ParserError
+    from ruamel.yaml.scanner import ScannerError
+
+    try:
+        return list(YAML(typ="safe").parse(text))
+    except (ScannerError, ParserError):
+        return list(YAML(typ="safe", pure=True).parse(text))
+
+
 def load_yaml(
     path: Path, *, text: str | None = None, typ: str = "safe", multi: bool = False, yaml: Any = None
 ) -> Any:

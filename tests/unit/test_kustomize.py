@@ -10,6 +10,7 @@ from ruamel.yaml import YAML
 
 from moltbuild import report
 from moltbuild.errors import ConfigError
+from moltbuild.files import load_yaml
 from moltbuild.k8s import kustomize
 from moltbuild.k8s.kustomize import Pin, edited, set_images, yaml_string
 from moltbuild.system.locks import lock_outside_tree
@@ -376,3 +377,21 @@ def test_without_git_the_lock_falls_back_to_the_users_cache(repo, home):
     assert lock.parent == home / ".cache" / "moltbuild" / "locks" and not lock.parent.exists()
     assert lock_outside_tree(path, runner()).parent == (repo / ".git" / "moltbuild").resolve()
     assert lock.name == lock_outside_tree(path, runner()).name  # same file, same name wherever it is
+
+
+def test_a_flow_entry_with_a_registry_port_is_pinned_as_kubectl_reads_it(kust):
+    """`- {name: x, newName: 127.0.0.1:5000/x}` is valid YAML the C parser refuses: the positions of
+    the images block are found with the pure parser instead of a one-line 'invalid YAML'."""
+    text = kust.read_text().replace("images:\n", "images:\n  - {name: side, newName: 127.0.0.1:5000/side}\n")
+    kust.write_text(text)
+    changed = set_images(
+        kust, [Pin(API, "127.0.0.1:5000/ns/moltbook-api", "sha-abc1234", D1)], runner=runner()
+    )
+    assert changed == [f"{API} -> 127.0.0.1:5000/ns/moltbook-api:sha-abc1234@{D1}"]
+    after = kust.read_text()
+    assert "  - {name: side, newName: 127.0.0.1:5000/side}\n" in after
+    entries = {e["name"]: e for e in load_yaml(kust)["images"]}
+    assert entries[API]["digest"] == D1 and entries["side"] == {
+        "name": "side",
+        "newName": "127.0.0.1:5000/side",
+    }

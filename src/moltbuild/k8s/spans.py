@@ -8,16 +8,17 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from moltbuild.files import yaml_events
+
 _ODD_BREAKS = re.compile(r"\r(?!\n)|[\x85\u2028\u2029]")  # line breaks YAML counts and we would not
 
 
 def _root_keys(text: str) -> Iterator[tuple[str | None, int]]:
     """The top-level keys of a block-mapping document, (key, line), then (None, line) of the first
     line past the mapping; nothing at all for anything else. One pass of the C parser over the events."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.events import CollectionStartEvent, MappingStartEvent
 
-    events = iter(YAML(typ="safe").parse(text))
+    events = iter(yaml_events(text))
     for event in events:
         if isinstance(event, CollectionStartEvent):
             if isinstance(event, MappingStartEvent) and not event.flow_style:
@@ -97,7 +98,6 @@ def images_span(text: str) -> tuple[int, int, str] | None:
 
 def _entry_names(block: str) -> list[list[Any]] | None:
     """[name, first line] of each entry of the block's `images` list; None unless block style."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.events import (
         CollectionEndEvent,
         CollectionStartEvent,
@@ -106,7 +106,7 @@ def _entry_names(block: str) -> list[list[Any]] | None:
 
     entries: list[list[Any]] = []
     depth, children, key = 0, 0, None
-    for event in YAML(typ="safe").parse(block):
+    for event in yaml_events(block):
         if depth == 3 and isinstance(event, NodeEvent):  # a key or a value of an entry
             key = _entry_key(event, children, key, entries)
             children += 1
