@@ -142,3 +142,22 @@ def test_sync_rules_read_from_the_image_table(tmp_path):
         '[tool.moltbuild.images.web.dev]\nsync = { "src/*.css" = "/www/" }\n'
     )
     assert load_images(tmp_path)["web"].sync == (("src/*.css", "/www/"),)
+
+
+def test_a_file_created_and_gone_within_a_batch_is_no_change(tmp_path):
+    from watchfiles import Change
+
+    from moltbuild.dev.watch import settled
+
+    app, temp, gone = tmp_path / "app.py", tmp_path / "sedFQtvKj", tmp_path / "old.py"
+    app.write_text("x")
+    changes = {
+        (Change.added, str(temp)),
+        (Change.modified, str(temp)),
+        (Change.deleted, str(temp)),  # sed -i's temp file: written, renamed over app.py
+        (Change.added, str(app)),
+        (Change.deleted, str(gone)),  # a real deletion stays a change
+    }
+    assert sorted(settled(changes)) == sorted([app, gone])
+    temp.write_text("kept")  # created, deleted, created again: there now, so a change
+    assert temp in settled({(Change.added, str(temp)), (Change.deleted, str(temp))})

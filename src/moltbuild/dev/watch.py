@@ -5,12 +5,14 @@ while the loop is busy wait in the queue and come out as one batch."""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from moltbuild.plan.ignore import IgnoreRules
 from moltbuild.plan.inputs import rule_sets
@@ -168,6 +170,19 @@ class Batches:
                 return batch
 
 
+def settled(changes: Iterable[tuple[Any, str]]) -> list[Path]:
+    """The paths a watch batch changed, less the transient ones: created and gone again within it
+    (the temp file of `sed -i` or an editor's atomic save), which no build would ever read."""
+    kinds: dict[str, set[str]] = {}
+    for change, path in changes:
+        kinds.setdefault(path, set()).add(getattr(change, "name", str(change)))
+    return [
+        Path(path)
+        for path, seen in kinds.items()
+        if not ({"added", "deleted"} <= seen and not os.path.lexists(path))
+    ]
+
+
 class Watch:
     """watchfiles on the contexts in a thread, feeding `batches`; `stop` ends it."""
 
@@ -192,7 +207,7 @@ class Watch:
             yield_on_timeout=False,
             raise_interrupt=False,
         ):
-            self.batches.put(path for _, path in changes)
+            self.batches.put(settled(changes))
 
     def stop(self) -> None:
         self._stop.set()
