@@ -41,14 +41,20 @@ class ProcessTree:
                 found.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
         return found
 
+    @staticmethod
+    def _cmdline(pid: int) -> str:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
     def environs(self) -> list[tuple[str, str]]:
         """(cmdline, environment block) of every process in the tree."""
         found = []
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 env = Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
-                found.append((cmd.strip(), env))
+                cmd = self._cmdline(pid)
+                if cmd:  # empty: the process is mid-exec or exiting; the next sample names it
+                    found.append((cmd, env))
         return found
 
     def wait_for(self, text: str, timeout: float) -> bool:
