@@ -100,7 +100,7 @@ def no_actions_cache(repo: Path, tmp_path: Path) -> list[str]:
     text = (repo / ".github" / "workflows" / "build-images.yml").read_text()
     refs = set(re.findall(r"uses: actions/cache/restore@([0-9a-f]{40})", text))
     stub = tmp_path / "no-actions-cache" / "restore"
-    stub.mkdir(parents=True)
+    stub.mkdir(parents=True, exist_ok=True)  # one stand-in for every act run of the test
     step = '{run: "echo act - no Actions cache", shell: bash}'
     (stub / "action.yml").write_text(
         f"name: no cache\ndescription: act\ninputs: {{path: {{}}, key: {{}}}}\n"

@@ -143,8 +143,7 @@ class BuildahBackend(LocalBackend):
         if image.target or not image.labels:
             return [a for k, v in image.labels.items() for a in ("--label", f"{k}={v}")]
         path = Path(self._file(f"{image.name}.labels.Containerfile"))
-        pairs = " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in image.labels.items())
-        path.write_text(f"LABEL {pairs}\n")
+        path.write_text(_label_step(image) + "\n")
         return ["-f", str(path)]
 
     def _output_argv(self, image: ImagePlan) -> list[str]:
@@ -291,8 +290,11 @@ class BuildahBackend(LocalBackend):
                 self.runner.run([*self.global_argv(), *verb, name], env=self.env(), check=False, timeout=120)
         root, workdir = self.settings.project_root, Path(self._file("."))
         with secret_files(image.secrets, self.runner, root, workdir, dry_run=self.dry_run) as secrets:
+            argv = self.build_argv(image, no_cache=no_cache, cache=cache, secrets=secrets)
+            if self.dry_run and image.labels and not image.target:  # what the second -f file says
+                self.runner.say(f"{log.prefix}+ {image.name}.labels.Containerfile: {_label_step(image)}")
             self.runner.stream(
-                self.build_argv(image, no_cache=no_cache, cache=cache, secrets=secrets),
+                argv,
                 prefix=log.prefix,
                 env=self.env(),
                 log_path=log.path,
@@ -337,3 +339,8 @@ class BuildahBackend(LocalBackend):
             idle_timeout=self.idle_timeout,
         )
         return "" if self.dry_run else digestfile.read_text().strip()
+
+
+def _label_step(image: ImagePlan) -> str:
+    """moltbuild's labels as one LABEL instruction (values quoted, `$` escaped)."""
+    return "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in image.labels.items())
