@@ -264,11 +264,12 @@ class SmokeCheck:
     def _fail(self, container: str, reason: str, *, quote: bool = False) -> NoReturn:
         """Show the container's last log lines and raise the one-line reason (masked)."""
         logs = self.rt("logs", "--tail", str(_SEARCHED), container, check=False, timeout=30, mutates=False)
-        lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()]
+        # a failed `logs` is the runtime's complaint (a --rm container removed since), not the app's
+        lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()] if logs.ok else []
         for line in lines[-_TAIL:]:
             self.say(f"{self.prefix}  | {line}")
         if quote:
-            reason += _crash_summary(lines)
+            reason += _crash_summary(lines) if logs.ok else " (removed since: its logs went with it)"
         if self.missing:
             reason += f"; it did not get: {', '.join(self.missing)}"
         raise JobError(f"smoke check failed: {self._mask(reason)}")
