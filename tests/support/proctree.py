@@ -37,8 +37,7 @@ class ProcessTree:
         found = []
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-                found.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+                found.append(self._cmdline(pid))
         return found
 
     @staticmethod
