@@ -8,7 +8,8 @@ HTTP servers (state/ports.json: container port -> host port) or free ports.
 State lives in $FAKE_PODMAN_STATE: calls.jsonl (every argv), inspect.json (what `image inspect`
 prints), containers/NAME/ (env.json, ports.json, log, pid, exitcode) and received/NAME.json (each
 env file as it was when `run` read it: path, text, its mode and its directory's). Switches, each a
-file: no-image, run-fails, run-delay (seconds `run` waits after reading its env files). Where it
+file: no-image, run-fails, run-delay (seconds `run` waits after reading its env files), logs-late
+(how many `logs` calls print nothing yet: conmon's log writer behind the recorded exit). Where it
 differs from podman: the container's stdout and stderr share one log, which `logs` prints on stdout.
 """
 
@@ -215,7 +216,12 @@ def logs(args: list[str]) -> None:
     tail = -1
     if args[0] == "--tail":
         tail, args = int(args[1]), args[2:]
-    lines = (container(args[0]) / "log").read_text().splitlines(keepends=True)
+    home = container(args[0])
+    late = STATE / "logs-late"
+    if late.exists() and int(late.read_text() or 0) > 0:
+        late.write_text(str(int(late.read_text()) - 1))
+        return
+    lines = (home / "log").read_text().splitlines(keepends=True)
     sys.stdout.write("".join(lines if tail < 0 else lines[len(lines) - tail :]))
 
 

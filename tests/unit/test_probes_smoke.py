@@ -582,6 +582,20 @@ def test_a_value_the_env_file_cannot_carry_is_left_out_with_a_note(fake):
     assert_removed(fake)
 
 
+def test_an_exit_recorded_before_its_log_is_written_still_quotes_the_error_line(fake):
+    # conmon records the exit before its log writer drains the pipe (seen in CI under load): the
+    # first two reads of the log are empty, the third has what the app printed
+    fake.image({"Cmd": [PY, "-c", "raise SystemExit('Error: boom, broken on purpose')"]})
+    fake.set("logs-late", "2")
+    with pytest.raises(JobError) as info:
+        fake.check(SmokePlan(healthcheck=Healthcheck(ok_command(1), interval_s=30, retries=3)))
+    assert info.value.message == (
+        "smoke check failed: the container exited at start with code 1: Error: boom, broken on purpose"
+    )
+    assert fake.calls().count(["logs", "--tail", "200", started_container(fake)]) == 3
+    assert_removed(fake)
+
+
 def test_a_container_that_exits_at_start_stops_the_check_at_once_and_says_why(fake):
     secret = "s3cr3t-t0ken-value"
     app = (
