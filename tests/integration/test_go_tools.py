@@ -12,7 +12,7 @@ import time
 import pytest
 
 from moltbuild.flows import install
-from moltbuild.system import gotools, toollock
+from moltbuild.system import gotools, state, toollock
 from moltbuild.system.processes import Runner
 from moltbuild.system.toollock import Lock, Tool
 from tests.conftest import ROOT, need_tool
@@ -90,6 +90,7 @@ def test_setup_returns_while_the_tools_build_and_a_user_waits_for_its_tool(lock,
     assert gotools.preparing(environ, "tomlv") and not (places.bindir / "tomlv").exists()
     assert "preparing tomlv in the background" in said[-1]
     said.clear()
+    state.begin_command()  # the note is said once per command
     gotools.wait_ready(environ, "tomlv", said.append, timeout=120)
     assert said and said[0].startswith("waiting for tomlv")
     assert toollock.sha256_file(places.bindir / "tomlv") == lock.tools["tomlv"].sha256[toollock.platform()]

@@ -110,6 +110,15 @@ def assert_bases_by_mirror_digest(statement: dict, mirror_url: str) -> None:
         assert dep["uri"].startswith(f"pkg:docker/library/{name}@{served}?repository_url=docker.io")
 
 
+def assert_sbom_names_the_pushed_image(doc: dict, entry: dict) -> None:
+    """An SBOM made from the image's local copy names what the registry has, as a scan of the
+    registry would: the repository, and the pushed manifest's digest as the root's version."""
+    assert doc["packages"], "an SBOM that lists packages"
+    root = next(p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-DocumentRoot-Image"))
+    assert doc["name"] == root["name"] == entry["repository"]
+    assert root["versionInfo"] == entry["digest"]
+
+
 def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storage_root, tmp_path):
     need_tool("cosign", "syft")
     key, pub = key_pair(tmp_path / "keys", PASSWORD)
@@ -142,7 +151,9 @@ def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storag
         assert_policy(ref, plain, tmp_path)
         sbom = cosign("verify-attestation", *plain, "--type", "spdxjson", ref, home=tmp_path)
         assert sbom.returncode == 0, sbom.stderr
-        assert payloads(sbom.stdout)[0]["predicate"]["packages"], "an SBOM that lists packages"
+        assert_sbom_names_the_pushed_image(payloads(sbom.stdout)[0]["predicate"], entry)
+    # buildah's images were scanned from their local copies while they were checked and pushed
+    assert built.stdout.count("read from its local copy, before the push") == 2, built.stdout
 
     verify_env = {**env, "MOLTBUILD_VERIFY_KEY": str(pub)}
     verified = invoke(git_project, "verify", env=verify_env)

@@ -20,7 +20,7 @@ from moltbuild.flows.context import Session
 from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings
 from moltbuild.supply import attached, check
-from moltbuild.supply.attest import Attester
+from moltbuild.supply.attest import FROM_REGISTRY, LOCAL_COPY, Attester, LocalSbom
 from moltbuild.supply.cosign import Mode, Signer, Verifier
 from moltbuild.supply.provenance import PROVENANCE_TYPE, SBOM_TYPES, statement
 from moltbuild.supply.tools import RegistryAccess
@@ -254,3 +254,39 @@ def test_a_blob_redirect_loop_is_one_line_before_syft_starts(tmp_path, httpserve
         "(a redirect loop); the registry or a proxy in front of it is misconfigured"
     )
     assert runner.calls == []  # syft never started: no minutes of its retries
+
+
+def facts_of(fake: FakeRegistry, digest: str):
+    from moltbuild.supply.provenance import BuildFacts
+
+    return BuildFacts(
+        "api", f"{fake.host}/{REPO}", digest, ("sha-1",), "", COMMIT, False, "main", {}, "Dockerfile",
+        None, (), "", {}, "buildah", "", "", "",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("same_manifest", [True, False])
+def test_the_sbom_of_the_local_copy_is_attached_only_when_it_names_the_pushed_manifest(
+    tmp_path, fake, same_manifest
+):
+    digest, _ = fake.add_image(REPO, "sha-1")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = ScriptedCosign(bindir)
+    local = tmp_path / "local-sbom.json"
+    local.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}] * 7}))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "api.sbom.json").write_text(
+        json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}]})
+    )
+    copy = LocalSbom(digest if same_manifest else "sha256:" + "0" * 64, local, 7)
+    done = attester(tmp_path, fake, runner, None).attest(facts_of(fake, digest), lambda: copy)
+    scans = [argv for argv, _ in runner.calls if argv[1] == "scan"]
+    attests = [argv for argv, _ in runner.calls if argv[1] == "attest"]
+    if same_manifest:
+        assert scans == [] and done.scanned == LOCAL_COPY and done.packages == 7
+        assert str(local) in attests[-1]  # the SBOM's attestation carries the local scan
+    else:  # compressed differently: the bytes it describes are not the pushed ones
+        assert [a[2] for a in scans] == [f"registry:{fake.host}/{REPO}@{digest}"]
+        assert done.scanned == FROM_REGISTRY and done.packages == 1
+        assert str(local) not in " ".join(a for argv in attests for a in argv)

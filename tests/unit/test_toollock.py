@@ -10,7 +10,7 @@ import pytest
 from filelock import FileLock
 
 from moltbuild.errors import ConfigError
-from moltbuild.system import gotools, toollock
+from moltbuild.system import gotools, state, toollock
 from moltbuild.system.processes import Runner
 from moltbuild.system.toollock import Lock, Tool
 
@@ -147,11 +147,17 @@ def test_a_tool_being_prepared_is_coming_and_waited_for(tmp_path):
     path = gotools.lock_path(gotools.state_dir(environ), "cosign")
     path.parent.mkdir(parents=True)
     held = FileLock(str(path))
+    state.begin_command()
     with held:
         assert gotools.preparing(environ, "cosign")
         said: list[str] = []
         gotools.wait_ready(environ, "cosign", said.append, timeout=0.2)
         assert said and said[0].startswith("waiting for cosign: `invoke setup` is still preparing it")
+        gotools.wait_ready(environ, "cosign", said.append, timeout=0.2)  # the next image's wait
+        assert len(said) == 1  # said once per command
+        state.begin_command()
+        gotools.wait_ready(environ, "cosign", said.append, timeout=0.2)
+        assert len(said) == 2
     assert not gotools.preparing(environ, "cosign")
 
 

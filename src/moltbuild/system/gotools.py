@@ -184,7 +184,8 @@ def wait_ready(
         lock.acquire(timeout=0.05)
     except Timeout:
         log = state_dir(environ) / "prepare.log"
-        say(f"waiting for {name}: `invoke setup` is still preparing it (progress: {log})")
+        if state.first_in_command(f"waiting for {name}"):  # images attested at once wait for one tool
+            say(f"waiting for {name}: `invoke setup` is still preparing it (progress: {log})")
         try:
             lock.acquire(timeout=timeout)
         except Timeout:

@@ -26,6 +26,7 @@ _cleanups: dict[str, Callable[[], None]] = {}  # e.g. a smoke container's remova
 _secrets: set[str] = set()  # every secret a Runner of this process was given
 _interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: no new smoke check starts
 _said: set[str] = set()  # warnings given once per process
+_noted: set[str] = set()  # notes given once per command (begin_command empties it)
 _caches: list[Callable[[], None]] = [project.clear_cache]  # each cache's clear(), emptied per command
 
 
@@ -33,6 +34,8 @@ def begin_command() -> None:
     """A new command: a previous command's interruption and cached readings no longer apply."""
     _interrupted.clear()
     clear_caches()
+    with _lock:
+        _noted.clear()
 
 
 def command_cache(maxsize: int) -> Callable[[_F], _F]:
@@ -106,6 +109,16 @@ def first_time(key: str) -> bool:
         if key in _said:
             return False
         _said.add(key)
+        return True
+
+
+def first_in_command(key: str) -> bool:
+    """True the first time `key` is asked about in this command: a note said once, not once per
+    image or thread that meets the same thing."""
+    with _lock:
+        if key in _noted:
+            return False
+        _noted.add(key)
         return True
 
 
