@@ -21,7 +21,7 @@ from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings
 from moltbuild.supply import attached, check
 from moltbuild.supply.attest import FROM_REGISTRY, LOCAL_COPY, Attester, LocalSbom
-from moltbuild.supply.cosign import Mode, Signer, Verifier
+from moltbuild.supply.cosign import PREDICATE_TYPES, Mode, Signer, Verifier
 from moltbuild.supply.provenance import PROVENANCE_TYPE, SBOM_TYPES, statement
 from moltbuild.supply.tools import RegistryAccess
 from moltbuild.system.processes import Result, Runner
@@ -290,3 +290,49 @@ def test_the_sbom_of_the_local_copy_is_attached_only_when_it_names_the_pushed_ma
         assert [a[2] for a in scans] == [f"registry:{fake.host}/{REPO}@{digest}"]
         assert done.scanned == FROM_REGISTRY and done.packages == 1
         assert str(local) not in " ".join(a for argv in attests for a in argv)
+
+
+class KeyedCosign(ScriptedCosign):
+    """cosign with a key: `attest --no-upload=true` prints the envelope it signed (here a fake
+    signature over the statement cosign would make); any other verb succeeds silently."""
+
+    def run(self, argv, **kwargs):
+        if argv[1] == "attest" and "--no-upload=true" in argv:
+            self.calls.append((argv, dict(kwargs.get("env") or {})))
+            kind = {v: k for k, v in PREDICATE_TYPES.items()}[argv[argv.index("--type") + 1]]
+            uri = PROVENANCE_TYPE if kind == "provenance" else SBOM_TYPES[kind]
+            predicate = json.loads(Path(argv[argv.index("--predicate") + 1]).read_text())
+            statement = {
+                "_type": "https://in-toto.io/Statement/v0.1",
+                "predicateType": uri,
+                "predicate": predicate,
+            }
+            signed = json.loads(attached.envelope(statement)) | {"signatures": [{"keyid": "", "sig": kind}]}
+            return Result(argv, 0, json.dumps(signed) + "\n")
+        return super().run(argv, **kwargs)
+
+
+def test_with_a_key_both_attestations_go_up_in_one_att_write_replacing_their_kinds(tmp_path, fake):
+    digest, _ = fake.add_image(REPO, "sha-1")
+    other = statement(f"{fake.host}/{REPO}", digest, "https://example.org/vuln-scan/v1", {"ok": True})
+    old = statement(f"{fake.host}/{REPO}", digest, PROVENANCE_TYPE, {"old": True})
+    client = session(tmp_path, fake.host).registries.client(fake.host)
+    attached.write(client, REPO, digest, [(attached.envelope(old), PROVENANCE_TYPE)], replace_signed=True)
+    attached.write(
+        client, REPO, digest, [(attached.envelope(other), other["predicateType"])], replace_signed=True
+    )
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = KeyedCosign(bindir)
+    local = tmp_path / "local-sbom.json"
+    local.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}] * 3}))
+    keyed = attester(tmp_path, fake, runner, None)
+    keyed.signer = Signer(Mode.KEY, key=str(tmp_path / "cosign.key"))
+    done = keyed.attest(facts_of(fake, digest), lambda: LocalSbom(digest, local, 3))
+    assert done.signature.endswith(".sig") and done.packages == 3
+    verbs = [argv[1:2] + [a for a in argv if a.startswith("--no-upload")] for argv, _ in runner.calls]
+    assert sorted(verbs) == [["attest", "--no-upload=true"]] * 2 + [["sign"]]  # cosign uploads no .att
+    found = {a.predicate_type: a for a in attached.read(client, REPO, digest)}
+    assert set(found) == {PROVENANCE_TYPE, SBOM_TYPES["spdx-json"], other["predicateType"]}  # old replaced
+    assert found[PROVENANCE_TYPE].signed and found[PROVENANCE_TYPE].statement["predicate"]["buildDefinition"]
+    assert found[SBOM_TYPES["spdx-json"]].statement["predicate"]["packages"] == [{}] * 3

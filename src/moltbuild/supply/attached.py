@@ -1,5 +1,6 @@
-"""What is attached to a digest in cosign's tag scheme, read and (unsigned) written through the
-registry client: `sha256-<hex>.att` (DSSE envelopes, one layer each) and `sha256-<hex>.sig`.
+"""What is attached to a digest in cosign's tag scheme, read and written through the registry
+client: `sha256-<hex>.att` (DSSE envelopes, one layer each: unsigned ones, or envelopes cosign
+signed with a key) and `sha256-<hex>.sig`.
 
 Unsigned attestations use cosign's own layout with an empty signature list, so `cosign download
 attestation` shows them and a later signed run can be told apart from them."""
@@ -68,16 +69,25 @@ def write_unsigned(
 ) -> str:
     """Attach `statements` unsigned, replacing earlier unsigned ones of the same predicate types
     and keeping any signed ones; the `.att` reference."""
-    kept = _kept_layers(client, name, digest, {str(s["predicateType"]) for s in statements})
+    items = [(envelope(s), str(s["predicateType"])) for s in statements]
+    return write(client, name, digest, items, replace_signed=False)
+
+
+def write(
+    client: RegistryClient, name: str, digest: str, items: list[tuple[bytes, str]], *, replace_signed: bool
+) -> str:
+    """Attach DSSE envelopes (each with its predicate type) in one `.att` manifest write, as
+    `cosign attest` lays them out; earlier ones of the same types are replaced (signed ones only
+    when `replace_signed`: an unsigned run never drops a signature). The `.att` reference."""
+    kept = _kept_layers(client, name, digest, {kind for _, kind in items}, replace_signed)
     layers = list(kept)
-    for statement in statements:
-        data = envelope(statement)
+    for data, kind in items:
         layers.append(
             {
                 "mediaType": DSSE_LAYER,
                 "size": len(data),
                 "digest": client.push_blob(name, data),
-                "annotations": {SIGNATURE_ANNOTATION: "", "predicateType": statement["predicateType"]},
+                "annotations": {SIGNATURE_ANNOTATION: "", "predicateType": kind},
             }
         )
     config = json.dumps(
@@ -99,7 +109,9 @@ def write_unsigned(
     return tag
 
 
-def _kept_layers(client: RegistryClient, name: str, digest: str, replaced: set[str]) -> list[dict[str, Any]]:
+def _kept_layers(
+    client: RegistryClient, name: str, digest: str, replaced: set[str], replace_signed: bool
+) -> list[dict[str, Any]]:
     found = client.manifest(name, tag_for(digest, "att"), method="GET")
     if found is None:
         return []
@@ -107,7 +119,9 @@ def _kept_layers(client: RegistryClient, name: str, digest: str, replaced: set[s
     kept = []
     for layer in layers:
         kind = (layer.get("annotations") or {}).get("predicateType", "")
-        if kind in replaced and not json.loads(client.blob(name, layer["digest"])).get("signatures"):
-            continue  # an unsigned one of the same kind: this run's replaces it
+        if kind in replaced and (
+            replace_signed or not json.loads(client.blob(name, layer["digest"])).get("signatures")
+        ):
+            continue  # one of the same kind this write replaces
         kept.append(layer)
     return kept

@@ -128,22 +128,31 @@ class Attester:
         return path, packages, FROM_REGISTRY
 
     def _signed(self, ref: ImageRef, by_digest: str, facts: BuildFacts, body: dict, scan: Scan) -> Attached:
-        """syft, `cosign sign` and the provenance `cosign attest` at once (the signature has its own
-        `.sig` tag); the SBOM's attestation after both, since the two share the `.att` tag and each
-        `cosign attest` rewrites it: the same manifests as one call after another, in less time."""
-        provenance_path = self.workdir / f"{facts.image}.provenance.json"
-        provenance_path.write_text(json.dumps(body, indent=1))
+        """syft, `cosign sign` and the provenance attestation at once (the signature has its own
+        `.sig` tag). With a key, cosign signs both attestations without uploading them and one
+        `.att` write attaches the two; keyless (a certificate per envelope), cosign attaches each,
+        the SBOM's after the provenance's since each rewrites the `.att` tag."""
+        provenance = self.workdir / f"{facts.image}.provenance.json"
+        provenance.write_text(json.dumps(body, indent=1))
         cosign = Cosign(self.runner, self.access)
-        with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        keyed = self.signer.mode is Mode.KEY
+        with cf.ThreadPoolExecutor(max_workers=3) as pool:
             signed = pool.submit(cosign.sign, by_digest, self.signer)
-            proven = pool.submit(cosign.attest, by_digest, self.signer, "provenance", provenance_path)
+            attest = cosign.envelope if keyed else cosign.attest
+            proven = pool.submit(attest, by_digest, self.signer, "provenance", provenance)
             try:
                 sbom_path, packages, scanned = scan()
+                if keyed:
+                    sbom_envelope = cosign.envelope(by_digest, self.signer, self.sbom_format, sbom_path)
             finally:
                 cf.wait([signed, proven])
             signed.result()
             proven.result()
-        cosign.attest(by_digest, self.signer, self.sbom_format, sbom_path)
+        if keyed:
+            items = [(proven.result(), PROVENANCE_TYPE), (sbom_envelope, SBOM_TYPES[self.sbom_format])]
+            attached.write(self.client, ref.repository, facts.digest, items, replace_signed=True)
+        else:
+            cosign.attest(by_digest, self.signer, self.sbom_format, sbom_path)
         att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))
         sig = str(ref.with_tag(attached.tag_for(facts.digest, "sig")))
         return Attached(att, att, sig, packages, scanned=scanned)

@@ -136,16 +136,20 @@ class Cosign:
         )
 
     def attest(self, ref: str, signer: Signer, kind: str, predicate: Path) -> None:
-        argv = [
-            self.binary,
-            "attest",
-            "--yes",
-            "--replace",
-            *self._signer_argv(signer),
-            *self._registry_argv(),
-        ]
-        argv += ["--type", PREDICATE_TYPES[kind], "--predicate", str(predicate), ref]
+        """Attach a signed attestation (replacing one of the same predicate type)."""
+        argv = self._attest_argv(ref, signer, kind, predicate, "--replace")
         self.runner.run(argv, env=self._env(signer), timeout=300, what=f"cosign attest ({kind}) {ref}")
+
+    def envelope(self, ref: str, signer: Signer, kind: str, predicate: Path) -> bytes:
+        """The signed DSSE envelope `attest` would attach, not uploaded: with a key and no
+        transparency log it is all the layer holds, so several go up in one `.att` write."""
+        argv = self._attest_argv(ref, signer, kind, predicate, "--no-upload=true")
+        res = self.runner.run(argv, env=self._env(signer), timeout=300, what=f"cosign attest ({kind}) {ref}")
+        return res.stdout.strip().encode()
+
+    def _attest_argv(self, ref: str, signer: Signer, kind: str, predicate: Path, *extra: str) -> list[str]:
+        argv = [self.binary, "attest", "--yes", *extra, *self._signer_argv(signer), *self._registry_argv()]
+        return [*argv, "--type", PREDICATE_TYPES[kind], "--predicate", str(predicate), ref]
 
     def public_key(self, signer: Signer, out: Path) -> Path:
         """The public half of the signing key (written once per run)."""
