@@ -34,10 +34,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def env():
     """The cluster's env (the running one, or one this session starts and stops)."""
-    may_start = os.environ.get("CI") == "true" or os.environ.get("MOLTBUILD_TEST_CLUSTER") == "1"
-    with session.shared_cluster(may_start) as state:
-        if state is None:
-            pytest.skip("no cluster: run `nox -s cluster` first, or set MOLTBUILD_TEST_CLUSTER=1")
+    with session.cluster_or_skip() as state:
         yield cluster_env(state)
 
 

@@ -35,10 +35,7 @@ CRASH_CMD = '["sh", "-c", "echo starting up; echo Error: the crash this test ask
 
 @pytest.fixture(scope="module")
 def env():
-    may_start = os.environ.get("CI") == "true" or os.environ.get("MOLTBUILD_TEST_CLUSTER") == "1"
-    with session.shared_cluster(may_start) as state:
-        if state is None:
-            pytest.skip("no cluster: run `nox -s cluster` first, or set MOLTBUILD_TEST_CLUSTER=1")
+    with session.cluster_or_skip() as state:
         keys = {k: v for k, v in cluster_env(state).items() if k.startswith(("MOLTBUILD_", "KUBECONFIG"))}
         yield clean_env(**keys, MOLTBUILD_REGISTRY_CACHE="off")
 

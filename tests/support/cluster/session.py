@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from tests.support.cluster import cluster, procs
 
@@ -55,6 +58,17 @@ def shared_cluster(may_start: bool, log=print, machine: Machine | None = None) -
         finally:
             if started:
                 _stop_unless_used(users, m, log)
+
+
+@contextlib.contextmanager
+def cluster_or_skip() -> Iterator[Path]:
+    """The shared cluster for a test fixture: started when CI=true or MOLTBUILD_TEST_CLUSTER=1 allow
+    it (`nox -s tests` sets it), else the tests that need it skip (a skip fails under CI=true)."""
+    may_start = os.environ.get("CI") == "true" or os.environ.get("MOLTBUILD_TEST_CLUSTER") == "1"
+    with shared_cluster(may_start) as state:
+        if state is None:
+            pytest.skip("no cluster: run `nox -s cluster` first, or set MOLTBUILD_TEST_CLUSTER=1")
+        yield state
 
 
 def _stop_unless_used(users, m: Machine, log) -> None:
