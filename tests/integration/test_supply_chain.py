@@ -111,8 +111,8 @@ def assert_bases_by_mirror_digest(statement: dict, mirror_url: str) -> None:
 
 
 def assert_sbom_names_the_pushed_image(doc: dict, entry: dict) -> None:
-    """An SBOM made from the image's local copy names what the registry has, as a scan of the
-    registry would: the repository, and the pushed manifest's digest as the root's version."""
+    """The SBOM names what the registry has: the repository, and the pushed manifest's digest as
+    the root's version."""
     assert doc["packages"], "an SBOM that lists packages"
     root = next(p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-DocumentRoot-Image"))
     assert doc["name"] == root["name"] == entry["repository"]
@@ -152,8 +152,6 @@ def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storag
         sbom = cosign("verify-attestation", *plain, "--type", "spdxjson", ref, home=tmp_path)
         assert sbom.returncode == 0, sbom.stderr
         assert_sbom_names_the_pushed_image(payloads(sbom.stdout)[0]["predicate"], entry)
-    # buildah's images were scanned from their local copies while they were checked and pushed
-    assert built.stdout.count("read from its local copy, before the push") == 2, built.stdout
 
     verify_env = {**env, "MOLTBUILD_VERIFY_KEY": str(pub)}
     verified = invoke(git_project, "verify", env=verify_env)

@@ -61,7 +61,7 @@ class RecordingBackend(Backend):
         assert run.workdir.is_dir() and (run.workdir.stat().st_mode & 0o777) == 0o700
         self.calls.append(("open", dict(run.logins), dict(run.bases)))
 
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built=None):
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         self.calls.append(("produce", image.name, push, log.prefix))
         if image.name in self.fail:
             time.sleep(0.05)  # a failure takes time too: the record must say how much

@@ -327,16 +327,6 @@ class BuildahBackend(LocalBackend):
     def state_dir(self) -> Path:
         return Path(self.storage.path) / "moltbuild"  # beside the images it describes, gone with them
 
-    exports_oci = True
-
-    def export_oci(self, image_id: str, dest: Path) -> str:
-        # compressed as `push` compresses (gzip, the blob cache's known digests): the same manifest
-        argv = [*self.global_argv(), "push", "--quiet", image_id, f"oci:{dest}"]
-        self.runner.run(argv, env=self.env(), timeout=600, what=f"OCI copy of {image_id[:12]}")
-        if self.dry_run:
-            return ""
-        return str(json.loads((dest / "index.json").read_text())["manifests"][0]["digest"])
-
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         digestfile = Path(self._file(f"{target.name}.digest"))
         digestfile.unlink(missing_ok=True)

@@ -24,8 +24,6 @@ from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner, terminate_all
 from moltbuild.system.retry import RetryPolicy, transient_text
 
-Built = Callable[[str], None]  # told the local image id of a built image (Backend.produce)
-
 if TYPE_CHECKING:  # annotations only: `invoke verify` and `--list` load no image store or smoke code
     from moltbuild.backends.imagestore import ImageStore
     from moltbuild.smoke.run import ContainerRuntime
@@ -192,15 +190,6 @@ class Backend(ABC):
         """Push an image an earlier run built here, under every tag of `target`."""
         raise self._lacks("local images to push")
 
-    #: Can write a built image as an OCI layout (`export_oci`): the flows then make its SBOM from
-    #: that copy while the smoke check and the push run, instead of reading it back afterwards.
-    exports_oci: ClassVar[bool] = False
-
-    def export_oci(self, image_id: str, dest: Path) -> str:
-        """Write the built image IMAGE_ID as an OCI layout at DEST, layers compressed as a push
-        compresses them; the digest of its manifest (what the registry names it, when pushed)."""
-        raise self._lacks("OCI export")
-
     def _lacks(self, what: str) -> MoltbuildError:
         return MoltbuildError(
             f"the {self.name} backend has no {what}; a caller must check `keeps_images` first "
@@ -208,10 +197,6 @@ class Backend(ABC):
         )
 
     @abstractmethod
-    def produce(
-        self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built: Built | None = None
-    ) -> ImageResult:
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
         """Build `image`; with `push`, leave every one of its tags in the registry at one digest.
-        `built`, when given, is called with the local image id once a single-platform image that
-        will be pushed exists here, before its smoke check (a backend keeping no image never calls
-        it). Failures raise JobError (a MoltbuildError)."""
+        Failures raise JobError (a MoltbuildError)."""

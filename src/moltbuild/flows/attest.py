@@ -7,25 +7,21 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
-import functools
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.backends.contract import Backend, Built
 from moltbuild.errors import ConfigError, MoltbuildError
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import git_state
 from moltbuild.plan.bases import dockerfile_bases, mirrored
-from moltbuild.plan.planner import BuildPlan, ImagePlan
+from moltbuild.plan.planner import BuildPlan
 from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
 from moltbuild.report import ImageRecord, Outcome, RunFailed
-from moltbuild.supply import sbom
-from moltbuild.supply.attest import Attached, Attester, LocalSbom
+from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
@@ -226,47 +222,6 @@ class Attesting:
         self._attesters: dict[str, Attester] = {}
         self._known: RunInputs | None = None
         self._futures: dict[str, cf.Future[Attached]] = {}
-        self._scans = cf.ThreadPoolExecutor(max_workers=2)  # its own: `_one` waits for these
-        self._local: dict[str, cf.Future[LocalSbom | None]] = {}
-        self._copies: list[cf.Future[None]] = []
-
-    def when_built(self, backend: Backend, image: ImagePlan) -> Built | None:
-        """What `produce` calls once IMAGE exists here: its SBOM starts from a local copy, beside the
-        smoke check and the push (a backend that cannot copy it out: the registry is read after)."""
-        if not backend.exports_oci:
-            return None
-        return lambda image_id: self.prescan(
-            image.name, image.ref.name, functools.partial(backend.export_oci, image_id)
-        )
-
-    def prescan(self, name: str, repository: str, export: Callable[[Path], str]) -> None:
-        """Copy the image out (`export` writes an OCI layout, returns its manifest's digest), then
-        scan the copy; `_one` uses the SBOM when the pushed digest is that manifest's."""
-        layout = self._tmp / f"{name}.oci"
-        copied = self._scans.submit(export, layout)
-        self._copies.append(copied)
-        self._local[name] = self._scans.submit(self._scan_copy, name, repository, layout, copied)
-
-    def _scan_copy(
-        self, name: str, repository: str, layout: Path, copied: cf.Future[str]
-    ) -> LocalSbom | None:
-        try:
-            manifest = copied.result()
-            out = self._tmp / f"{name}.local-sbom.json"
-            fmt = self.session.settings.choice("MOLTBUILD_SBOM_FORMAT")
-            packages = sbom.generate_local(self.session.runner, layout, repository, fmt, out)
-            return LocalSbom(manifest, out, packages)
-        except (MoltbuildError, cf.CancelledError) as exc:
-            why = exc.message if isinstance(exc, MoltbuildError) else "stopped"
-            say = self.session.runner.say
-            say(f"[{name}] attest: no SBOM from the local copy ({why}); the registry is read instead")
-            return None
-        finally:
-            shutil.rmtree(layout, ignore_errors=True)
-
-    def copied(self) -> None:
-        """Every local copy written: the backend's store may close after this."""
-        cf.wait(self._copies)
 
     def submit(self, record: ImageRecord) -> None:
         if record.outcome.in_registry and record.digest and record.name not in self._futures:
@@ -285,8 +240,7 @@ class Attesting:
             if self._known is None:
                 self._known = self.inputs()
             known = self._known
-        local = self._local.get(record.name)
-        return attester.attest(_facts(self.session, known, record, self.started), local and local.result)
+        return attester.attest(_facts(self.session, known, record, self.started))
 
     def collect(self, todo: list[ImageRecord]) -> tuple[dict[str, Attached], list[str]]:
         """Each image's attestation (already there, or made now), and a line per image that failed."""
@@ -309,7 +263,6 @@ class Attesting:
     def close(self) -> None:
         """Nothing left running (after Ctrl-C too: queued images are dropped), the folder gone."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._scans.shutdown(wait=True, cancel_futures=True)
         self._stack.close()
 
 
@@ -323,7 +276,7 @@ def _said(done: Attached) -> str:
     if done.note:
         return f"{done.note}: {done.provenance}"
     what = "signed, SBOM" if done.signature != "unsigned" else "UNSIGNED SBOM"
-    return f"{what} ({done.packages} packages, read from {done.scanned}) + provenance at {done.provenance}"
+    return f"{what} ({done.packages} packages) + provenance at {done.provenance}"
 
 
 def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Attester:

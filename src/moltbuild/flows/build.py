@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.backends.contract import Backend, Built, ImageResult, JobLog, RunSpec
+from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
@@ -117,9 +117,7 @@ def _reuse_one(
     return reuse.apply(client, hit, dry_run=dry_run, say=say) if hit else None
 
 
-def _job(
-    backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None, built: Built | None = None
-) -> ImageRecord:
+def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None) -> ImageRecord:
     log_path = None
     if log_dir is not None:
         log_path = log_dir / f"{image.name}.log"
@@ -129,7 +127,7 @@ def _job(
     log = JobLog(f"[{image.name}] ", log_path)
     start = time.monotonic()
     try:
-        result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log, built=built)
+        result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
     except MoltbuildError as exc:
         # A failed image keeps its log and its time, like a good one (and its image, when built).
         built = exc if isinstance(exc, JobError) else JobError(exc.message)
@@ -144,10 +142,8 @@ def _run_in_order(
     todo: schedule.Schedule,
     log_dir: Path | None,
     record: Callable[[ImageRecord], None],
-    attesting: attest.Attesting | None = None,
 ) -> list[ImageRecord]:
-    """Each image once its bases are done, `plan.jobs` at once; each record written when known.
-    `attesting`: the run's attestations, each image's SBOM started as soon as it is built."""
+    """Each image once its bases are done, `plan.jobs` at once; each record written when known."""
 
     def finished(rec: ImageRecord) -> None:
         record(rec)
@@ -157,7 +153,7 @@ def _run_in_order(
 
     return schedule.run(
         todo,
-        lambda image: _job(backend, plan, image, log_dir, attesting and attesting.when_built(backend, image)),
+        lambda image: _job(backend, plan, image, log_dir),
         lambda image, why: to_record(plan, image, None, error=why),
         finished,
         backend.cancel,
@@ -219,7 +215,7 @@ def _build_phase(
     *,
     dry_run: bool,
     log_dir: Path | None,
-    record: attest.Recorder,
+    record: report.Recorder,
 ) -> None:
     """Open the backend once, run every image's job in the graph's order, tidy and close (also
     after Ctrl-C)."""
@@ -228,7 +224,6 @@ def _build_phase(
     backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
     host = plan.registry.host
     backend.check_images(to_build)  # what it cannot build is refused before anything starts
-    attesting = record.attesting
     with owners.private_dir() as tmp:  # 0700: auth files live here
         ok = False
         try:
@@ -247,10 +242,8 @@ def _build_phase(
             _require_graph_push(backend, plan, to_build)
             todo.workdir, todo.local = Path(tmp), backend.keeps_images  # pinned Dockerfiles: outside the tree
             todo.dry_run = dry_run
-            ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record, attesting))
+            ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record))
         finally:
-            if attesting is not None:
-                attesting.copied()  # the images' local copies are written before the store closes
             _finish(backend, ok, to_build)
 
 

@@ -1,6 +1,5 @@
-"""The SBOM of a pushed image, made by syft: from the registry (every backend: a Kaniko-built image
-never exists on this machine), or from a local OCI copy of the image made before its push, which a
-scan names as the registry scan does (the caller checks that the manifests are the same)."""
+"""The SBOM of a pushed image, made by syft from the registry (the same for every backend: a
+Kaniko-built image never exists on this machine)."""
 
 from __future__ import annotations
 
@@ -30,24 +29,13 @@ def syft_env(access: RegistryAccess) -> dict[str, str]:
 
 def generate(runner: Runner, ref: str, access: RegistryAccess, fmt: str, out: Path) -> int:
     """Write the SBOM of `ref` (REPO@DIGEST) to `out`; the number of packages it lists."""
+    syft = require_tool(runner, "syft")
+    what = f"syft SBOM of {ref}"
+    # Not --quiet: that silences syft's own error too, leaving only an exit code.
+    argv = [syft, "scan", f"registry:{ref}", "--output", f"{fmt}={out}"]
     # Bounded: the registry answered for every blob just before (Attester.attest), so a scan that
     # is still running after this long is stuck, not slow.
-    return _scan(runner, [f"registry:{ref}"], syft_env(access), fmt, out, f"syft SBOM of {ref}")
-
-
-def generate_local(runner: Runner, layout: Path, name: str, fmt: str, out: Path) -> int:
-    """Write the SBOM of the OCI layout at `layout` (the image as it will be pushed) to `out`,
-    named `name` (its repository) as a scan of the registry names it; the number of packages."""
-    env = {"SYFT_CHECK_FOR_APP_UPDATE": "false"}
-    argv = [f"oci-dir:{layout}", "--source-name", name]
-    return _scan(runner, argv, env, fmt, out, f"syft SBOM of {name} (local copy)")
-
-
-def _scan(runner: Runner, source: list[str], env: dict[str, str], fmt: str, out: Path, what: str) -> int:
-    syft = require_tool(runner, "syft")
-    # Not --quiet: that silences syft's own error too, leaving only an exit code.
-    argv = [syft, "scan", *source, "--output", f"{fmt}={out}"]
-    result = runner.run(argv, env=env, timeout=SYFT_TIMEOUT, what=what, check=False)
+    result = runner.run(argv, env=syft_env(access), timeout=SYFT_TIMEOUT, what=what, check=False)
     if not result.ok:
         said = runner.mask(syft_said(result.stderr or result.stdout))
         raise CommandError(runner.mask_argv(argv), result.returncode, said, what=runner.mask(what))
