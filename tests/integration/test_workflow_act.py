@@ -36,10 +36,6 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture()
 def repo(tmp_path) -> Path:
-    return copy_checkout(tmp_path)
-
-
-def copy_checkout(tmp_path: Path) -> Path:
     """This checkout's files (tracked and new, not ignored) as a repository whose origin is a bare one."""
     files = (
         subprocess.run(
