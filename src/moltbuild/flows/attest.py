@@ -25,7 +25,7 @@ from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
-from moltbuild.system import owners
+from moltbuild.system import gotools, owners
 from moltbuild.system.processes import Runner
 from moltbuild.system.state import command_cache
 
@@ -191,7 +191,11 @@ def attest_records(
 
 def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> Attesting | None:
     """For a pushing run: attestation that starts per image the moment its push is recorded
-    (while other images still build and the storage is tidied); None when this run attests nothing."""
+    (while other images still build and the storage is tidied); None when this run attests nothing,
+    or when `invoke setup` is still preparing a tool: the build never waits for one (after the
+    push, attest_records waits)."""
+    if any(gotools.preparing(session.runner.environ, t) for t in TOOLS):
+        return None
     return Attesting(session, inputs, started) if wanted(session) else None
 
 
