@@ -59,16 +59,23 @@ class ActFailed(Exception):
 class Job:
     wall: float
     steps: dict[str, float]  # step name -> seconds, act's figure
-    waits: list[str] = field(default_factory=list)  # "waiting for TOOL" lines, with their gap
+    # ("waiting for TOOL", seconds to the next line, the step it was in)
+    waits: list[tuple[str, float, str]] = field(default_factory=list)
     background: str = ""  # the background preparation's last line
     background_s: float | None = None  # from the setup step's start to the end of that log
     log: list[str] = field(default_factory=list)  # act's output, each line with its second
 
     def tools(self) -> float:
-        return sum(s for name, s in self.steps.items() if name.startswith(TOOL_STEPS))
+        """The tool steps, and any wait for a tool later in the job."""
+        return sum(s for name, s in self.steps.items() if name.startswith(TOOL_STEPS)) + self.waited()
+
+    def waited(self) -> float:
+        return sum(gap for _, gap, _ in self.waits)
 
     def image_work(self) -> float:
-        return sum(s for name, s in self.steps.items() if name.startswith("Build what"))
+        """The build step without its waits for a tool."""
+        waits = sum(gap for _, gap, where in self.waits if where.startswith("Build what"))
+        return sum(s for name, s in self.steps.items() if name.startswith("Build what")) - waits
 
 
 def prepared_cache(folder: Path) -> Path:
@@ -138,15 +145,17 @@ def run_job(
 
 def summarize(lines: list[tuple[float, str]], wall: float, log: Path, start: float) -> Job:
     job = Job(wall, {}, log=[f"{at:7.1f} {line}" for at, line in lines])
-    setup_at = None
+    setup_at, current = None, ""
     for i, (at, line) in enumerate(lines):
         if (m := STEP_END.search(line)) and m.group(1) != "restore":
             job.steps[m.group(1)] = go_duration(m.group(2))
+        if "⭐ Run Main " in line:
+            current = line.split("⭐ Run Main ", 1)[1]
         if "Run Main System tools" in line:
             setup_at = at
         if "waiting for " in line:
             gap = (lines[i + 1][0] if i + 1 < len(lines) else wall) - at
-            job.waits.append(f"{line.split('| ', 1)[-1].strip()} ({gap:.1f} s to the next line)")
+            job.waits.append((line.split("| ", 1)[-1].split(":", 1)[0], gap, current))
     if log.is_file():
         job.background = (log.read_text().strip().splitlines() or [""])[-1]
         if setup_at is not None:  # the log's mtime on the monotonic clock of `lines`
@@ -173,43 +182,36 @@ def spread(values: list[float]) -> str:
 
 
 def render(warm: list[Job], first: Job, cold: Job | None, cold_note: str) -> str:
-    lines = [
+    head = (
         f"{'GitHub build job under act, warm tool cache (s)':66} {'median':>7} {'min':>6} {'max':>6}  target"
-    ]
-    rows = [
-        ("tool time: install moltbuild + cache restore + invoke setup", [j.tools() for j in warm], "<= 60"),
-        (
-            "  Install moltbuild (venv, pip install -e .)",
-            [j.steps.get("Install moltbuild", 0.0) for j in warm],
-            "",
-        ),
-        ("  Go tools from the cache (the restore stand-in)", [step(j, "Go tools") for j in warm], ""),
-        (
-            "  System tools (invoke setup: apt check, restore started)",
-            [step(j, "System tools") for j in warm],
-            "",
-        ),
-        ("  background setup done, after the setup step began", [j.background_s or 0.0 for j in warm], ""),
-        ("image work: Build what the registry lacks (one api change)", [j.image_work() for j in warm], ""),
-        ("job wall time (act start to exit)", [j.wall for j in warm], ""),
-    ]
-    lines += [f"{name:66} {spread(v)}  {target}" for name, v, target in rows]
-    for j in warm:
-        lines.append(f"    background: {j.background}")
-        lines += [f"    {w}" for w in j.waits] or ["    no 'waiting for TOOL' in the job's output"]
-    lines.append(f"    warm-up (both images built): tools {first.tools():.1f} s, job {first.wall:.1f} s")
-    lines.append(
-        "    steps of the last round: " + ", ".join(f"{n[:28]} {s:.1f}" for n, s in warm[-1].steps.items())
     )
-    if cold:
-        lines.append(
-            f"cold (no cache, Go tools built from source): tools {cold.tools():.1f} s, job {cold.wall:.1f} s"
-        )
-        lines += [f"    {w}" for w in cold.waits] + [
-            f"    background: {cold.background} after {cold.background_s or 0:.0f} s"
-        ]
-    else:
-        lines.append(f"cold (no cache): {cold_note}")
+    rows = [
+        ("tool time: install + restore + invoke setup + waits", Job.tools, "<= 60"),
+        ("  Install moltbuild (venv, pip install -e .)", lambda j: step(j, "Install moltbuild"), ""),
+        ("  Go tools from the cache (the restore stand-in)", lambda j: step(j, "Go tools"), ""),
+        (
+            "  System tools (invoke setup: apt check, tools in the background)",
+            lambda j: step(j, "System"),
+            "",
+        ),
+        ("  waits for a tool later in the job ('waiting for TOOL')", Job.waited, ""),
+        ("  (background setup done, after the setup step began)", lambda j: j.background_s or 0.0, ""),
+        ("image work: Build what the registry lacks (one api change)", Job.image_work, ""),
+        ("job wall time (act start to exit)", lambda j: j.wall, ""),
+    ]
+    lines = [head] + [f"{name:66} {spread([of(j) for j in warm])}  {target}" for name, of, target in rows]
+    lines += sorted({f"    background: {j.background}" for j in warm})
+    lines.append(f"    warm-up (both images built): tools {first.tools():.1f} s, job {first.wall:.1f} s")
+    last = ", ".join(f"{n[:24]} {s:.1f}" for n, s in warm[-1].steps.items())
+    lines.append(f"    steps of the last round: {last}")
+    if cold is None:
+        return "\n".join([*lines, f"cold (no cache): {cold_note}"])
+    lines.append(
+        f"cold (no cache, tools built from source): tools {cold.tools():.1f} s (waits {cold.waited():.1f}),"
+        f" image work {cold.image_work():.1f} s, job {cold.wall:.1f} s"
+    )
+    lines += [f"    waiting for {tool[len('waiting for ') :]}: {gap:.1f} s" for tool, gap, _ in cold.waits]
+    lines.append(f"    background: {cold.background}, {cold.background_s or 0:.0f} s after setup began")
     return "\n".join(lines)
 
 
