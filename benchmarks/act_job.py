@@ -139,6 +139,8 @@ def run_job(
         return None
     rc, wall = proc.wait(), time.monotonic() - start
     if rc:
+        stop_background(lines)  # a failed job leaves the Go builds running
+        (LOGS / f"{home.name}-failed.log").write_text("\n".join(f"{at:7.1f} {ln}" for at, ln in lines) + "\n")
         raise ActFailed("act failed:\n" + "\n".join(line for _, line in lines[-60:]))
     return summarize(lines, wall, gotools.state_dir({"HOME": str(home)}) / "prepare.log", start)
 
@@ -163,12 +165,17 @@ def summarize(lines: list[tuple[float, str]], wall: float, log: Path, start: flo
     return job
 
 
-def stop(proc: subprocess.Popen, lines: list[tuple[float, str]]) -> None:
-    """act and the background `invoke setup` it started (pid from setup's own line) stopped."""
+def stop_background(lines: list[tuple[float, str]]) -> None:
+    """The background `invoke setup` act's job started (pid from setup's own line) stopped."""
     for _, line in list(lines):
         if m := re.search(r"in the background \(pid (\d+)", line):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(m.group(1)), signal.SIGTERM)
+
+
+def stop(proc: subprocess.Popen, lines: list[tuple[float, str]]) -> None:
+    """act and the background `invoke setup` it started stopped."""
+    stop_background(lines)
     proc.terminate()
     try:
         proc.wait(30)
@@ -181,7 +188,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):7.1f} {min(values):6.1f} {max(values):6.1f}"
 
 
-def render(warm: list[Job], first: Job, cold: Job | None, cold_note: str) -> str:
+def render(warm: list[Job], first: Job | None, cold: Job | None, cold_note: str) -> str:
+    if not warm or first is None:
+        return render_cold(cold, cold_note)
     head = (
         f"{'GitHub build job under act, warm tool cache (s)':66} {'median':>7} {'min':>6} {'max':>6}  target"
     )
@@ -204,8 +213,13 @@ def render(warm: list[Job], first: Job, cold: Job | None, cold_note: str) -> str
     lines.append(f"    warm-up (both images built): tools {first.tools():.1f} s, job {first.wall:.1f} s")
     last = ", ".join(f"{n[:24]} {s:.1f}" for n, s in warm[-1].steps.items())
     lines.append(f"    steps of the last round: {last}")
+    return "\n".join([*lines, render_cold(cold, cold_note)])
+
+
+def render_cold(cold: Job | None, cold_note: str) -> str:
     if cold is None:
-        return "\n".join([*lines, f"cold (no cache): {cold_note}"])
+        return f"cold (no cache): {cold_note}"
+    lines = []
     lines.append(
         f"cold (no cache, tools built from source): tools {cold.tools():.1f} s (waits {cold.waited():.1f}),"
         f" image work {cold.image_work():.1f} s, job {cold.wall:.1f} s"
@@ -238,10 +252,11 @@ def cold_row(ws: Workspace) -> tuple[Job | None, str]:
 
 def main(rounds: int = 3, cold: int = 1) -> None:
     load = os.getloadavg()
+    LOGS.mkdir(parents=True, exist_ok=True)
     with workspace("benchact") as ws:
         prepared = prepared_cache(ws.base / "prepared-tool-cache")
         warm_args = warm_stand_in(ws.clone, ws.base, prepared)
-        first = run_job(ws, ws.base / "home-warmup", warm_args)
+        first = run_job(ws, ws.base / "home-warmup", warm_args) if rounds else None
         warm = []
         for n in range(rounds):
             change(ws.clone, "api/moltbook_api/app.py", f"bench act round {n}")

@@ -225,10 +225,8 @@ def test_a_key_its_password_does_not_open_stops_before_any_build_naming_both_set
 
 
 def test_a_push_starts_building_while_setup_still_prepares_a_tool_and_attests_after(tmp_path):
-    """`attest.start` runs before the first image is built: it never waits for a tool `invoke setup`
-    is still preparing in the background (attest_records waits for it after the push)."""
-    import threading
-
+    """Before the first image is built: a tool `invoke setup` is still preparing defers attestation
+    to after the push (where attest_and_record waits for it) instead of `start` waiting for it."""
     from filelock import FileLock
 
     from moltbuild.system import gotools
@@ -236,20 +234,16 @@ def test_a_push_starts_building_while_setup_still_prepares_a_tool_and_attests_af
     bindir = tmp_path / "bin"
     bindir.mkdir()
     runner = ScriptedCosign(bindir)
-    said: list[str] = []
-    runner.say = said.append
     runner.environ["HOME"] = str(tmp_path / "home")
     s = session(tmp_path, "reg.example:5000", runner, MOLTBUILD_ATTEST="on")
     lock = gotools.lock_path(gotools.state_dir(runner.environ), "syft")
     lock.parent.mkdir(parents=True)
-    held = FileLock(str(lock))
-    results: list[object] = []
-    with held:  # the background setup building syft
-        starting = threading.Thread(target=lambda: results.append(attest_flow.start(s, list, "now")))
-        starting.start()
-        starting.join(10)
-        assert results == [None] and not said, "the build would have waited for syft"
-    early = attest_flow.start(s, list, "now")  # syft ready: attestation starts beside the build
+    with FileLock(str(lock)):  # the background setup building syft
+        assert attest_flow.deferred(s)
+        off = session(tmp_path, "reg.example:5000", runner, MOLTBUILD_ATTEST="off")
+        assert not attest_flow.deferred(off)  # nothing to attest, nothing to wait for
+    assert not attest_flow.deferred(s)  # syft ready: attestation starts beside the build
+    early = attest_flow.start(s, list, "now")
     assert isinstance(early, attest_flow.Attesting)
     early.close()
 

@@ -191,12 +191,16 @@ def attest_records(
 
 def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> Attesting | None:
     """For a pushing run: attestation that starts per image the moment its push is recorded
-    (while other images still build and the storage is tidied); None when this run attests nothing,
-    or when `invoke setup` is still preparing a tool: the build never waits for one (after the
-    push, attest_records waits)."""
-    if any(gotools.preparing(session.runner.environ, t) for t in TOOLS):
-        return None
+    (while other images still build and the storage is tidied); None when this run attests nothing."""
     return Attesting(session, inputs, started) if wanted(session) else None
+
+
+def deferred(session: Session) -> bool:
+    """`invoke setup` is still preparing syft or cosign: a pushing build starts without waiting for
+    them (`start` would) and attests after the push (attest_and_record waits for them there)."""
+    if session.settings.choice("MOLTBUILD_ATTEST") == "off":
+        return False
+    return any(gotools.preparing(session.runner.environ, t) for t in TOOLS)
 
 
 @dataclass
