@@ -65,22 +65,8 @@ def repo(tmp_path) -> Path:
 def run_act(repo: Path, event: str, payload: dict, env: dict[str, str], tmp_path: Path) -> str:
     event_file = tmp_path / f"{event}.json"
     event_file.write_text(json.dumps(payload))
-    settings = [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
-    settings += no_actions_cache(repo, tmp_path)
     out = subprocess.run(
-        [
-            act_binary(),
-            event,
-            "-P",
-            "ubuntu-latest=-self-hosted",
-            "-W",
-            ".github/workflows/build-images.yml",
-            "-e",
-            str(event_file),
-            *settings,
-            "-s",
-            f"GITHUB_TOKEN={CANARY}",
-        ],
+        act_argv(event, event_file, env, no_actions_cache(repo, tmp_path)),
         cwd=repo,
         # act's own state in a HOME of this test; pip's download cache shared (safe across processes)
         env=clean_env(HOME=str(tmp_path / "home"), PIP_CACHE_DIR=str(Path.home() / ".cache" / "pip")),
@@ -94,19 +80,44 @@ def run_act(repo: Path, event: str, payload: dict, env: dict[str, str], tmp_path
     return log
 
 
+def act_argv(event: str, event_file: Path, env: dict[str, str], extra: list[str]) -> list[str]:
+    """act running build-images.yml on this host for `event`, with `env` as MOLTBUILD_* settings."""
+    settings = [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
+    return [
+        act_binary(),
+        event,
+        "-P",
+        "ubuntu-latest=-self-hosted",
+        "-W",
+        ".github/workflows/build-images.yml",
+        "-e",
+        str(event_file),
+        *settings,
+        *extra,
+        "-s",
+        f"GITHUB_TOKEN={CANARY}",
+    ]
+
+
 def no_actions_cache(repo: Path, tmp_path: Path) -> list[str]:
     """act cannot reach GitHub's cache (nor clone actions/cache offline): a stand-in that restores
     nothing, so `invoke setup` verifies or builds the Go tools itself, as on a cache miss."""
+    step = '{run: "echo act - no Actions cache", shell: bash}'
+    return cache_stand_in(repo, tmp_path / "no-actions-cache", step)
+
+
+def cache_stand_in(repo: Path, folder: Path, step: str) -> list[str]:
+    """act's --local-repository arguments that make every actions/cache/restore@SHA of the workflow
+    the composite action in `folder`/restore running `step` (inputs: path, key)."""
     text = (repo / ".github" / "workflows" / "build-images.yml").read_text()
     refs = set(re.findall(r"uses: actions/cache/restore@([0-9a-f]{40})", text))
-    stub = tmp_path / "no-actions-cache" / "restore"
+    stub = folder / "restore"
     stub.mkdir(parents=True, exist_ok=True)  # one stand-in for every act run of the test
-    step = '{run: "echo act - no Actions cache", shell: bash}'
     (stub / "action.yml").write_text(
-        f"name: no cache\ndescription: act\ninputs: {{path: {{}}, key: {{}}}}\n"
+        f"name: cache stand-in\ndescription: act\ninputs: {{path: {{}}, key: {{}}}}\n"
         f"runs: {{using: composite, steps: [{step}]}}\n"
     )
-    return [a for ref in refs for a in ("--local-repository", f"actions/cache@{ref}={stub.parent}")]
+    return [a for ref in refs for a in ("--local-repository", f"actions/cache@{ref}={folder}")]
 
 
 def pinned(remote: Path) -> dict[str, dict]:

@@ -224,6 +224,30 @@ def test_a_key_its_password_does_not_open_stops_before_any_build_naming_both_set
     attest_flow.preflight(off)  # nothing is signed: the key is not asked
 
 
+def test_a_push_starts_building_while_setup_still_prepares_a_tool_and_attests_after(tmp_path):
+    """Before the first image is built: a tool `invoke setup` is still preparing defers attestation
+    to after the push (where attest_and_record waits for it) instead of `start` waiting for it."""
+    from filelock import FileLock
+
+    from moltbuild.system import gotools
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = ScriptedCosign(bindir)
+    runner.environ["HOME"] = str(tmp_path / "home")
+    s = session(tmp_path, "reg.example:5000", runner, MOLTBUILD_ATTEST="on")
+    lock = gotools.lock_path(gotools.state_dir(runner.environ), "syft")
+    lock.parent.mkdir(parents=True)
+    with FileLock(str(lock)):  # the background setup building syft
+        assert attest_flow.deferred(s)
+        off = session(tmp_path, "reg.example:5000", runner, MOLTBUILD_ATTEST="off")
+        assert not attest_flow.deferred(off)  # nothing to attest, nothing to wait for
+    assert not attest_flow.deferred(s)  # syft ready: attestation starts beside the build
+    early = attest_flow.start(s, list, "now")
+    assert isinstance(early, attest_flow.Attesting)
+    early.close()
+
+
 class LoopingBlobs(FakeRegistry):
     """Blobs of one repository redirect to themselves (a misconfigured storage redirect)."""
 

@@ -25,7 +25,7 @@ from moltbuild.supply.attest import Attached, Attester
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
 from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
-from moltbuild.system import owners
+from moltbuild.system import gotools, owners
 from moltbuild.system.processes import Runner
 from moltbuild.system.state import command_cache
 
@@ -193,6 +193,14 @@ def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> At
     """For a pushing run: attestation that starts per image the moment its push is recorded
     (while other images still build and the storage is tidied); None when this run attests nothing."""
     return Attesting(session, inputs, started) if wanted(session) else None
+
+
+def deferred(session: Session) -> bool:
+    """`invoke setup` is still preparing syft or cosign: a pushing build starts without waiting for
+    them (`start` would) and attests after the push (attest_and_record waits for them there)."""
+    if session.settings.choice("MOLTBUILD_ATTEST") == "off":
+        return False
+    return any(gotools.preparing(session.runner.environ, t) for t in TOOLS)
 
 
 @dataclass

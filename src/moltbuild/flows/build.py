@@ -187,7 +187,9 @@ def execute(
         attest.preflight(session)
     started = attest.now()
     inputs = functools.partial(attest.RunInputs.of_plan, plan)
-    early = attest.start(session, inputs, started) if plan.push and not dry_run else None
+    pushing = plan.push and not dry_run
+    later = pushing and attest.deferred(session)  # a tool still being prepared: attest after the push
+    early = attest.start(session, inputs, started) if pushing and not later else None
     record = attest.Recorder(path, dry_run, attesting=early)  # each pushed image's attestation starts at once
     try:
         pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
@@ -201,7 +203,7 @@ def execute(
             early.close()
         raise
     records = sorted(record.written, key=lambda r: r.name)
-    if early is not None:
+    if early is not None or later:
         records = attest.attest_and_record(session, inputs, records, started, path, early)
     _raise_for_failures(records, log_dir)
     return records
