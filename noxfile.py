@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
     """Unit and real integration tests; installs the system tools first (invoke setup); builds the
     test cluster's binaries and images once per machine (the tests start the cluster once)."""
     install(session, "test")
-    session.run("invoke", "setup", "--wait")  # the tests look for the Go tools at once
+    session.run("invoke", "setup", "--wait", "--tests")  # the tests look for the Go tools at once
     session.run("python", "-m", "tests.support.cluster", "prepare")  # Kubernetes, kaniko: cached by version
     # A newcomer runs what CI runs: the cluster tests start the (cached) cluster instead of skipping.
     session.env.setdefault("MOLTBUILD_TEST_CLUSTER", "1")
@@ -88,7 +88,7 @@ def verify(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmark ratio in one run, interleaved; table on stdout, build/bench.json."""
     install(session, "test")
-    session.run("invoke", "setup", "--wait")
+    session.run("invoke", "setup", "--wait", "--tests")
     session.run("python", "-m", "benchmarks.suite", *session.posargs)  # [ROUNDS [AGED_BUILDS]]
 
 
@@ -97,7 +97,7 @@ def pipeline(session: nox.Session) -> None:
     """The main job: set up, check this machine, build, push and verify both images. The Go tools
     (SBOM, signing, kustomize) are made ready in the background: the first build does not wait."""
     install(session)
-    session.run("invoke", "setup")
+    session.run("invoke", "setup", "--tests")  # docker-registry: the embedded registry
     session.run("invoke", "pipeline", *session.posargs)
 
 

@@ -646,9 +646,11 @@ def test_setup_gives_the_packages_step_a_dry_runner(cli, record):
     assert cli("setup").code == 0  # the Go tools in the background: the command returns
     assert cli("setup", "--wait").code == 0
     assert cli("setup", "--relock").code == 0
-    assert [args[0].dry_run for args, _ in installed.calls] == [True, False, False, False]
+    assert cli("setup", "--tests").code == 0
+    assert [args[0].dry_run for args, _ in installed.calls] == [True, False, False, False, False]
+    assert [kw["tests"] for _, kw in installed.calls] == [False, False, False, False, True]
     assert [args[0].dry_run for args, _ in built.calls] == [True, False]  # --dry-run and --wait
-    assert len(background.calls) == 1 and len(relocked.calls) == 1
+    assert len(background.calls) == 2 and len(relocked.calls) == 1
 
 
 def check(verdict: str, ref: str) -> Check:

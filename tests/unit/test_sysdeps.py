@@ -34,7 +34,7 @@ def debian(tmp_path):
 
 def test_not_root_uses_sudo_n_when_it_works(debian, monkeypatch):
     monkeypatch.setattr(sysdeps.os, "geteuid", lambda: 1001)
-    monkeypatch.setattr(sysdeps.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(sysdeps.shutil, "which", lambda tool, path=None: f"/usr/bin/{tool}")
     runner = ScriptedRunner({"sudo": 0})
     assert sysdeps.setup(runner, packages=["buildah", "skopeo"], root=debian) == ["buildah"]
     update, install = runner.calls[-2:]
@@ -44,7 +44,7 @@ def test_not_root_uses_sudo_n_when_it_works(debian, monkeypatch):
 
 def test_not_root_without_sudo_prints_the_command(debian, monkeypatch):
     monkeypatch.setattr(sysdeps.os, "geteuid", lambda: 1001)
-    monkeypatch.setattr(sysdeps.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(sysdeps.shutil, "which", lambda tool, path=None: f"/usr/bin/{tool}")
     runner = ScriptedRunner({"sudo": 1})
     with pytest.raises(
         ToolMissingError, match=r"no password-less sudo; run as root: apt-get update && .* buildah"
@@ -58,3 +58,18 @@ def test_root_runs_apt_get_directly(debian, monkeypatch):
     runner = ScriptedRunner({})
     sysdeps.setup(runner, packages=["buildah"], root=debian)
     assert runner.calls[-1][0] == "apt-get"
+
+
+def test_a_build_job_gets_what_building_needs_and_the_tests_get_the_rest(debian, monkeypatch):
+    # a CI runner: docker-ce's dockerd on PATH, no docker.io package; nothing of ours installed
+    monkeypatch.setattr(sysdeps.os, "geteuid", lambda: 0)
+    only_dockerd = {"dockerd": "/usr/bin/dockerd"}
+    monkeypatch.setattr(sysdeps.shutil, "which", lambda tool, path=None: only_dockerd.get(tool))
+    build = ScriptedRunner({})
+    installed = sysdeps.setup(build, root=debian)
+    assert set(installed) == {"buildah", "fuse-overlayfs", "podman", "git"}  # skopeo: installed already
+    assert not {"docker.io", "python3.11", "docker-registry"} & set(build.calls[-1])
+    tests = ScriptedRunner({})
+    installed = sysdeps.setup(tests, tests=True, root=debian)
+    assert {"docker-registry", "python3.11", "busybox-static"} <= set(installed)
+    assert "docker.io" not in installed  # its dockerd is there: apt-get would clash with docker-ce

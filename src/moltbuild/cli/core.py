@@ -24,11 +24,13 @@ def doctor(c, json=False):
         "dry-run": "print the apt-get and go commands, run nothing",
         "wait": "make the Go tools ready before returning (default: in the background)",
         "relock": "rebuild the Go tools and write their sha256 and Go floor into the lock",
+        "tests": "also what the tests and nox -s pipeline's embedded registry use (docker-registry, "
+        "docker.io, busybox-static, python3.11, apache2-utils, openssl)",
     }
 )
 @edge
-def setup(c, dry_run=False, wait=False, relock=False):
-    """Install the system tools (buildah, skopeo, docker-registry, ...) with apt-get; make the
+def setup(c, dry_run=False, wait=False, relock=False, tests=False):
+    """Install the system tools a build needs (buildah, skopeo, podman, ...) with apt-get; make the
     locked Go tools (kustomize, syft, cosign) ready in the background, verified against the lock."""
     from moltbuild.flows.install import install_tools
     from moltbuild.settings import load_settings
@@ -42,6 +44,7 @@ def setup(c, dry_run=False, wait=False, relock=False):
         relock=relock,
         bindir=Path(tool_dir) if tool_dir else None,
         cache=settings.get("MOLTBUILD_TOOL_CACHE") or "",
+        tests=tests,
     )
 
 

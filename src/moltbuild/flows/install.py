@@ -1,7 +1,8 @@
-"""`invoke setup`: the system tools (buildah, skopeo, docker-registry, ...) installed with apt-get,
-then the Go-built tools of the lock (kustomize, syft, cosign) made ready beside the work: in a
-background process by default (a build needs none of them; attest, verify and kustomize wait for
-theirs), in the foreground with --wait; `--relock` rebuilds them and rewrites the lock."""
+"""`invoke setup`: the system tools a build needs (buildah, skopeo, podman, ...; with --tests also
+what the tests use) installed with apt-get, then the Go-built tools of the lock (kustomize, syft,
+cosign) made ready beside the work: in a background process by default (a build needs none of
+them; attest, verify and kustomize wait for theirs), in the foreground with --wait; `--relock`
+rebuilds them and rewrites the lock."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ def install_tools(
     relock: bool = False,
     bindir: Path | None = None,
     cache: str = "",
+    tests: bool = False,
 ) -> None:
     runner = Runner(dry_run=dry_run, environ=environ)
-    packages.setup(runner)
+    packages.setup(runner, tests=tests)
     lock = toollock.load()
     places = gotools.Places.of(environ, bindir, cache)
     if relock:

@@ -5,25 +5,41 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild.errors import ToolMissingError
 from moltbuild.system.processes import Runner
 
-# Debian/Ubuntu package -> what needs it.
+
+@dataclass(frozen=True)
+class Package:
+    why: str
+    tests: bool = False  # only the tests and `nox -s pipeline`'s embedded registry: `setup --tests`
+    provided_by: str = ""  # a command that serves the same purpose when another package installed it
+
+
+# Debian/Ubuntu package -> what needs it. A build job (a CI runner, a devpod) gets the first group
+# only: an apt-get of docker.io next to a runner's docker-ce fails on containerd, and python3.11 is
+# not in every release's archive.
 PACKAGES = {
-    "buildah": "daemonless builds (the devpod backend)",
-    "skopeo": "inspecting images in registries",
-    "fuse-overlayfs": "overlay storage for buildah on nested overlay",
-    "docker-registry": "the embedded registry of `nox -s pipeline` and the tests",
-    "docker.io": "the docker backend (dockerd + CLI)",
-    "podman": "the smoke check runs built images (buildah's storage) before they are pushed",
-    "busybox-static": "offline base images for the tests",
-    "python3.11": "the offline python base image stand-in for the tests",
-    "apache2-utils": "htpasswd for registry basic-auth tests",
-    "git": "the tag plan reads HEAD",
-    "openssl": "test TLS certificates",
+    "buildah": Package("daemonless builds (the devpod backend)"),
+    "skopeo": Package("inspecting images in registries"),
+    "fuse-overlayfs": Package("overlay storage for buildah on nested overlay"),
+    "podman": Package("the smoke check runs built images (buildah's storage) before they are pushed"),
+    "git": Package("the tag plan reads HEAD"),
+    "docker-registry": Package("the embedded registry of `nox -s pipeline` and the tests", tests=True),
+    "docker.io": Package("the docker backend's tests (dockerd + CLI)", tests=True, provided_by="dockerd"),
+    "busybox-static": Package("offline base images for the tests", tests=True),
+    "python3.11": Package("the offline python base image stand-in for the tests", tests=True),
+    "apache2-utils": Package("htpasswd for registry basic-auth tests", tests=True),
+    "openssl": Package("test TLS certificates", tests=True),
 }
+
+
+def wanted(*, tests: bool) -> list[str]:
+    """What `invoke setup` installs: what building needs, and with `tests` what the tests use."""
+    return [name for name, pkg in PACKAGES.items() if tests or not pkg.tests]
 
 
 # The Go-built tools (kustomize, syft, cosign) are pinned in go-tools.lock.toml (system/toollock.py)
@@ -48,16 +64,23 @@ def missing_packages(runner: Runner, packages: list[str]) -> list[str]:
         ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages], mutates=False, check=False
     )
     installed = {line.split()[0] for line in res.stdout.splitlines() if line.endswith(" installed")}
-    return [p for p in packages if p not in installed]
+    return [p for p in packages if p not in installed and not _provided(runner, p)]
+
+
+def _provided(runner: Runner, name: str) -> bool:
+    command = PACKAGES[name].provided_by if name in PACKAGES else ""
+    return bool(command) and shutil.which(command, path=runner.environ.get("PATH")) is not None
 
 
 def install_command(packages: list[str]) -> str:
     return f"apt-get update && apt-get install -y --no-install-recommends {shlex.join(packages)}"
 
 
-def setup(runner: Runner, *, packages: list[str] | None = None, root: Path = Path("/")) -> list[str]:
+def setup(
+    runner: Runner, *, packages: list[str] | None = None, tests: bool = False, root: Path = Path("/")
+) -> list[str]:
     """Install what is missing; returns what was installed. Idempotent and fast when done."""
-    packages = packages or list(PACKAGES)
+    packages = packages or wanted(tests=tests)
     if not is_debian_like(root):
         raise ToolMissingError(
             "automatic setup supports Debian/Ubuntu only; install these with your package "
