@@ -131,7 +131,14 @@ def test_dev_local_loop(git_project, mirror, storage_root):
         # a crash: `failed` with the log lines; the fix recovers
         app.write_text(good + '\nraise SystemExit("boom: broken on purpose")\n')
         failed = loop.wait("failed", "api")
-        assert any("boom: broken on purpose" in line for line in failed["lines"]), failed
+        assert failed["reason"].startswith("smoke check failed: the container exited at start with code 1")
+        # its last lines, as the runtime gives them: podman (conmon) sometimes gives none for a
+        # container that printed and exited at once (2 of 4 CI runs; not reproduced by hand), and
+        # the reason then says so rather than quoting a line
+        streamed = [e["line"] for e in loop.seen if e["event"] == "log" and e["image"] == "api"]
+        assert any("boom: broken on purpose" in line for line in [*failed["lines"], *streamed]) or failed[
+            "reason"
+        ].endswith("; it printed nothing"), failed
         app.write_text(good)
         loop.wait("ready", "api")
         assert '"status": "ok"' in _get(api + "healthz")
