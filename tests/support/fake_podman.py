@@ -8,9 +8,10 @@ HTTP servers (state/ports.json: container port -> host port) or free ports.
 State lives in $FAKE_PODMAN_STATE: calls.jsonl (every argv), inspect.json (what `image inspect`
 prints), containers/NAME/ (env.json, ports.json, log, pid, exitcode) and received/NAME.json (each
 env file as it was when `run` read it: path, text, its mode and its directory's). Switches, each a
-file: no-image, run-fails, run-delay (seconds `run` waits after reading its env files), logs-late
-(how many `logs` calls print nothing yet: conmon's log writer behind the recorded exit). Where it
-differs from podman: the container's stdout and stderr share one log, which `logs` prints on stdout.
+file: no-image, run-fails, run-delay (seconds `run` waits after reading its env files). The log is
+conmon's k8s-file: a record per piece of output as it was read, `F text` for a line, `P text` for a
+piece without its newline yet. Where it differs from podman: the container's stdout and stderr share
+one log, which `logs` prints on stdout.
 """
 
 from __future__ import annotations
@@ -30,16 +31,32 @@ from pathlib import Path
 STATE = Path(os.environ["FAKE_PODMAN_STATE"])
 CONTAINERS = STATE / "containers"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# conmon's part: run the container's command, record how it ended; with --rm, remove the container.
+# conmon's part: run the container's command, write its output as k8s-file records as it comes
+# (a piece read before its newline is a P record), record how it ended after the output is drained;
+# with --rm, remove the container.
 MONITOR = """\
-import shutil, subprocess, sys
+import os, shutil, subprocess, sys, threading
 from pathlib import Path
 home, rm, argv = Path(sys.argv[1]), sys.argv[2] == "rm", sys.argv[3:]
+log = (home / "log").open("a")
+
+def records(read):
+    while chunk := read():
+        *lines, rest = chunk.decode(errors="replace").split("\\n")
+        log.write("".join(f"F {line}\\n" for line in lines) + (f"P {rest}\\n" if rest else ""))
+        log.flush()
+
 try:
-    code = subprocess.call(argv)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 except OSError as exc:
-    print(exc, file=sys.stderr)
+    log.write(f"F {exc}\\n")
     code = 127
+else:
+    pump = threading.Thread(target=records, args=(lambda: os.read(proc.stdout.fileno(), 8192),))
+    pump.start()
+    code = proc.wait()
+    pump.join(timeout=2)  # conmon drains what is there; a child left holding the pipe is not waited for
+log.close()
 code = 128 - code if code < 0 else code
 (home / "exitcode.tmp").write_text(str(code))
 (home / "exitcode.tmp").replace(home / "exitcode")
@@ -171,12 +188,13 @@ def run(args: list[str]) -> None:
         published[port] = [ip or "0.0.0.0", int(host or wanted.get(port) or free_port())]
     (home / "ports.json").write_text(json.dumps(published))
     (home / "env.json").write_text(json.dumps(env))
-    with (home / "log").open("w") as log:
+    (home / "log").touch()
+    with (home / "monitor.out").open("w") as out:  # the monitor's own trouble, apart from the log
         monitor = subprocess.Popen(
             [sys.executable, "-c", MONITOR, str(home), "rm" if "--rm" in switches else "keep", *argv],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -213,16 +231,15 @@ def execute(args: list[str]) -> None:
 
 
 def logs(args: list[str]) -> None:
+    """The log's lines, P pieces joined to the line they start. With `--tail N` as podman 4.3 reads
+    a k8s-file (fixed upstream by containers/podman#19562): the last N records, P pieces' text lost."""
     tail = -1
     if args[0] == "--tail":
         tail, args = int(args[1]), args[2:]
-    home = container(args[0])
-    late = STATE / "logs-late"
-    if late.exists() and int(late.read_text() or 0) > 0:
-        late.write_text(str(int(late.read_text()) - 1))
-        return
-    lines = (home / "log").read_text().splitlines(keepends=True)
-    sys.stdout.write("".join(lines if tail < 0 else lines[len(lines) - tail :]))
+    records = (container(args[0]) / "log").read_text().splitlines()
+    if tail >= 0:
+        records = [f"F {r[2:] if r.startswith('F') else ''}" for r in records[len(records) - tail :]]
+    sys.stdout.write("".join(r[2:] + ("" if r.startswith("P") else "\n") for r in records))
 
 
 def port(args: list[str]) -> None:

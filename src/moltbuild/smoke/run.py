@@ -42,7 +42,6 @@ CAP_S = 600.0
 POLL_S = 0.25  # faster than any interval: a healthy image passes at its first good answer
 _TAIL = 20  # container log lines shown when a check fails
 _SEARCHED = 200  # ... and searched for the error line (a Java stack runs long after it)
-_LOG_LAG_S = 2.0  # how long an exited container's empty log is asked again (its writer may lag)
 # An unindented line naming the error: "Error: ...", "KeyError: ...", "java.lang.X: ...",
 # "Exception in thread ...", "panic: ...", "fatal: ..." (stack frames are indented).
 _ERROR_LINE = re.compile(
@@ -264,7 +263,7 @@ class SmokeCheck:
 
     def _fail(self, container: str, reason: str, *, quote: bool = False) -> NoReturn:
         """Show the container's last log lines and raise the one-line reason (masked)."""
-        read, lines = self._last_lines(container, exited=quote)
+        read, lines = self._last_lines(container)
         for line in lines[-_TAIL:]:
             self.say(f"{self.prefix}  | {line}")
         if quote:
@@ -273,19 +272,13 @@ class SmokeCheck:
             reason += f"; it did not get: {', '.join(self.missing)}"
         raise JobError(f"smoke check failed: {self._mask(reason)}")
 
-    def _last_lines(self, container: str, *, exited: bool) -> tuple[bool, list[str]]:
-        """Whether the log could be read, and its last lines (masked). The runtime can record an exit
-        before its log writer has drained the container's output (podman's conmon, under load), so
-        the empty log of an exited container is asked again for a moment before it counts as silent.
-        A failed `logs` is the runtime's complaint (a --rm container removed since), not the app's."""
-        until = time.monotonic() + (_LOG_LAG_S if exited else 0.0)
-        while True:
-            tail = ("--tail", str(_SEARCHED))
-            logs = self.rt("logs", *tail, container, check=False, timeout=30, mutates=False)
-            lines = [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()]
-            if not logs.ok or lines or time.monotonic() >= until:
-                return logs.ok, lines if logs.ok else []
-            time.sleep(POLL_S)
+    def _last_lines(self, container: str) -> tuple[bool, list[str]]:
+        """Whether the log could be read, and its last lines (masked). A failed `logs` is the
+        runtime's complaint (a --rm container removed since), not the app's."""
+        logs = self.rt.logs(container)
+        if not logs.ok:
+            return False, []
+        return True, [self._mask(ln) for ln in (logs.stdout + logs.stderr).strip().splitlines()][-_SEARCHED:]
 
     def _until(self, started: float, bound: float, what: str) -> tuple[float, str]:
         """When to stop waiting, and what the failure line adds when the safety cap cut the wait."""

@@ -12,7 +12,7 @@ from typing import Any
 from moltbuild.settings import Secret
 from moltbuild.smoke.probes import Healthcheck
 from moltbuild.system import owners
-from moltbuild.system.processes import Runner
+from moltbuild.system.processes import Result, Runner
 
 _NS = 1e9
 # podman (pkg/env ParseFile) and docker (cli opts/file.go) read --env-file alike: a KEY=VALUE
@@ -49,6 +49,13 @@ class ContainerRuntime:
         `rm -f` for its 10 s stop timeout."""
         self("kill", container, check=False, timeout=60)
         self("rm", "-f", container, check=False, timeout=60)
+
+    def logs(self, container: str) -> Result:
+        """The container's whole log (stdout and stderr). Never `--tail`: podman 4.3 (Debian 12;
+        fixed upstream by containers/podman#19562) loses or misplaces the text of a line written in
+        two pieces (a k8s-file `P` record), as Python writes an exception's message and its newline:
+        on a busy machine the log of `raise SystemExit("...")` came back empty."""
+        return self("logs", container, check=False, timeout=60, mutates=False)
 
     def has_image(self, image: str) -> bool:
         return self("image", "inspect", "--format", "{{.Id}}", image, check=False, mutates=False).ok
