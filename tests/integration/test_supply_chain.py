@@ -110,13 +110,24 @@ def assert_bases_by_mirror_digest(statement: dict, mirror_url: str) -> None:
         assert dep["uri"].startswith(f"pkg:docker/library/{name}@{served}?repository_url=docker.io")
 
 
-def assert_sbom_names_the_pushed_image(doc: dict, entry: dict) -> None:
-    """The SBOM names what the registry has: the repository, and the pushed manifest's digest as
-    the root's version."""
+def assert_sbom_names_the_pushed_image(doc: dict, entry: dict, registry_url: str) -> None:
+    """An SBOM made from the built image's filesystem before the push names the repository and
+    the image's config digest, which the pushed manifest references (the registry is read)."""
     assert doc["packages"], "an SBOM that lists packages"
-    root = next(p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-DocumentRoot-Image"))
+    (described,) = [
+        r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"
+    ]
+    root = next(p for p in doc["packages"] if p["SPDXID"] == described)
     assert doc["name"] == root["name"] == entry["repository"]
-    assert root["versionInfo"] == entry["digest"]
+    name = entry["repository"].split("/", 1)[1]
+    manifest = requests.get(
+        f"{registry_url}/v2/{name}/manifests/{entry['digest']}", headers={"Accept": ACCEPT}, timeout=10
+    ).json()
+    assert (
+        root["versionInfo"]
+        == manifest["config"]["digest"]
+        == f"sha256:{entry['image_id'].removeprefix('sha256:')}"
+    )
 
 
 def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storage_root, tmp_path):
@@ -151,7 +162,9 @@ def test_signed_images_pass_cosign_and_invoke_verify(git_project, mirror, storag
         assert_policy(ref, plain, tmp_path)
         sbom = cosign("verify-attestation", *plain, "--type", "spdxjson", ref, home=tmp_path)
         assert sbom.returncode == 0, sbom.stderr
-        assert_sbom_names_the_pushed_image(payloads(sbom.stdout)[0]["predicate"], entry)
+        assert_sbom_names_the_pushed_image(payloads(sbom.stdout)[0]["predicate"], entry, mirror.url)
+    # buildah's images were scanned from their mounted filesystems while they were pushed
+    assert built.stdout.count("read from its local filesystem, before the push") == 2, built.stdout
 
     verify_env = {**env, "MOLTBUILD_VERIFY_KEY": str(pub)}
     verified = invoke(git_project, "verify", env=verify_env)

@@ -182,7 +182,7 @@ class OrderedBackend(RecordingBackend):
     events: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built=None):
         with self.lock:
             self.events.append(("start", image.name, image.dockerfile.read_text()))
         time.sleep(0.05)

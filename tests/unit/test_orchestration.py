@@ -32,7 +32,7 @@ from moltbuild.plan.request import BuildRequest
 from moltbuild.plan.tags import GitState
 from moltbuild.refs import ImageRef
 from moltbuild.settings import load_settings
-from moltbuild.system.processes import Runner
+from moltbuild.system.processes import Result, Runner
 from tests.unit.verdicts import storage_verdict
 
 DIGEST = "sha256:" + "d" * 64
@@ -61,7 +61,7 @@ class RecordingBackend(Backend):
         assert run.workdir.is_dir() and (run.workdir.stat().st_mode & 0o777) == 0o700
         self.calls.append(("open", dict(run.logins), dict(run.bases)))
 
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built=None):
         self.calls.append(("produce", image.name, push, log.prefix))
         if image.name in self.fail:
             time.sleep(0.05)  # a failure takes time too: the record must say how much
@@ -332,3 +332,45 @@ def test_unit_tests_start_no_process(monkeypatch, tmp_path, recording):
         session(tmp_path), plan(image("api")), dry_run=False, report_path=tmp_path / "r.json"
     )
     assert rec.outcome is report.Outcome.BUILT and not rec.error  # the whole job ran, no process
+
+
+class SlowWrongKey(Runner):
+    """cosign and syft on PATH (never run); `cosign public-key` fails after a while, as a key its
+    password does not open does once scrypt has run."""
+
+    def __init__(self, bindir: Path):
+        super().__init__(out=lambda _: None, environ={"PATH": str(bindir)})
+        for tool in ("cosign", "syft"):
+            (bindir / tool).write_text("")
+            (bindir / tool).chmod(0o755)
+
+    def run(self, argv, **kwargs):
+        if argv[1:2] == ["public-key"]:
+            time.sleep(0.3)
+            return Result(argv, 1, "", "Error: reading key: decrypt: encrypted: decryption failed")
+        return Result(argv, 0)
+
+
+def test_a_key_that_does_not_open_stops_the_push_before_any_build_though_it_opens_beside(
+    tmp_path, recording, registry
+):
+    """The key is opened while the backend opens (not before it); its failure still comes before
+    the first image is built or pushed."""
+    (tmp_path / "bin").mkdir()
+    key = tmp_path / "cosign.key"
+    key.write_text("k")
+    config = {
+        "MOLTBUILD_INSECURE_REGISTRIES": registry,
+        "MOLTBUILD_ATTEST": "on",
+        "MOLTBUILD_SIGNING_KEY": str(key),
+        "MOLTBUILD_SIGNING_PASSWORD": "wrong",
+    }
+    settings = load_settings(tmp_path, environ=config, tool_config={"registry": f"{registry}/ns"})
+    s = Session(settings=settings, runner=SlowWrongKey(tmp_path / "bin"), environ={})
+    s.storage = storage_verdict()
+    with pytest.raises(ConfigError, match="MOLTBUILD_SIGNING_PASSWORD"):
+        build.execute(s, plan(image("api", registry=registry), push=True, registry=registry), dry_run=False)
+    (backend,) = recording.instances
+    assert [c[0] for c in backend.calls] == ["open"]  # opened beside the key check; nothing built
+    written = tmp_path / "build" / "images.json"
+    assert not written.exists() or report.read(written) == []  # nothing pushed, nothing recorded

@@ -20,7 +20,7 @@ from moltbuild.flows.context import Session
 from moltbuild.refs import ImageRef
 from moltbuild.settings import Secret, load_settings
 from moltbuild.supply import attached, check
-from moltbuild.supply.attest import Attester
+from moltbuild.supply.attest import FROM_REGISTRY, LOCAL_COPY, Attester, LocalSbom
 from moltbuild.supply.cosign import PREDICATE_TYPES, Mode, Signer, Verifier
 from moltbuild.supply.provenance import PROVENANCE_TYPE, SBOM_TYPES, statement
 from moltbuild.supply.tools import RegistryAccess
@@ -289,6 +289,35 @@ def facts_of(fake: FakeRegistry, digest: str):
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("same_config", [True, False])
+def test_the_sbom_of_the_local_image_is_attached_only_when_the_pushed_image_has_its_config(
+    tmp_path, fake, same_config
+):
+    digest, _ = fake.add_image(REPO, "sha-1")
+    config = session(tmp_path, fake.host).registries.client(fake.host).config_digest(REPO, digest)
+    assert config.startswith("sha256:") and config != digest
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runner = ScriptedCosign(bindir)
+    local = tmp_path / "local-sbom.json"
+    local.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}] * 7}))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "api.sbom.json").write_text(
+        json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}]})
+    )
+    copy = LocalSbom(config if same_config else "sha256:" + "0" * 64, local, 7)
+    done = attester(tmp_path, fake, runner, None).attest(facts_of(fake, digest), lambda: copy)
+    scans = [argv for argv, _ in runner.calls if argv[1] == "scan"]
+    attests = [argv for argv, _ in runner.calls if argv[1] == "attest"]
+    if same_config:
+        assert scans == [] and done.scanned == LOCAL_COPY and done.packages == 7
+        assert str(local) in attests[-1]  # the SBOM's attestation carries the local scan
+    else:  # another image (rebuilt since): the files it describes are not the pushed ones
+        assert [a[2] for a in scans] == [f"registry:{fake.host}/{REPO}@{digest}"]
+        assert done.scanned == FROM_REGISTRY and done.packages == 1
+        assert str(local) not in " ".join(a for argv in attests for a in argv)
+
+
 class KeyedCosign(ScriptedCosign):
     """cosign with a key: `attest --no-upload=true` prints the envelope it signed (here a fake
     signature over the statement cosign would make); any other verb succeeds silently."""
@@ -306,9 +335,6 @@ class KeyedCosign(ScriptedCosign):
             }
             signed = json.loads(attached.envelope(statement)) | {"signatures": [{"keyid": "", "sig": kind}]}
             return Result(argv, 0, json.dumps(signed) + "\n")
-        if argv[1] == "scan":  # syft: an SBOM of three packages
-            out = Path(argv[argv.index("--output") + 1].split("=", 1)[1])
-            out.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}] * 3}))
         return super().run(argv, **kwargs)
 
 
@@ -324,13 +350,15 @@ def test_with_a_key_both_attestations_go_up_in_one_att_write_replacing_their_kin
     bindir = tmp_path / "bin"
     bindir.mkdir()
     runner = KeyedCosign(bindir)
-    (tmp_path / "work").mkdir()
+    local = tmp_path / "local-sbom.json"
+    local.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{}] * 3}))
     keyed = attester(tmp_path, fake, runner, None)
     keyed.signer = Signer(Mode.KEY, key=str(tmp_path / "cosign.key"))
-    done = keyed.attest(facts_of(fake, digest))
+    config = client.config_digest(REPO, digest)
+    done = keyed.attest(facts_of(fake, digest), lambda: LocalSbom(config, local, 3))
     assert done.signature.endswith(".sig") and done.packages == 3
     verbs = [argv[1:2] + [a for a in argv if a.startswith("--no-upload")] for argv, _ in runner.calls]
-    assert sorted(verbs) == [["attest", "--no-upload=true"]] * 2 + [["scan"], ["sign"]]  # no .att upload
+    assert sorted(verbs) == [["attest", "--no-upload=true"]] * 2 + [["sign"]]  # cosign uploads no .att
     found = {a.predicate_type: a for a in attached.read(client, REPO, digest)}
     assert set(found) == {PROVENANCE_TYPE, SBOM_TYPES["spdx-json"], other["predicateType"]}  # old replaced
     assert found[PROVENANCE_TYPE].signed and found[PROVENANCE_TYPE].statement["predicate"]["buildDefinition"]

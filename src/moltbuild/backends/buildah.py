@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -326,6 +328,19 @@ class BuildahBackend(LocalBackend):
 
     def state_dir(self) -> Path:
         return Path(self.storage.path) / "moltbuild"  # beside the images it describes, gone with them
+
+    @property
+    def mounts_images(self) -> bool:  # type: ignore[override]
+        return os.geteuid() == 0  # rootless podman mounts only inside `podman unshare`
+
+    @contextlib.contextmanager
+    def mounted_image(self, image_id: str) -> Iterator[Path]:
+        rt = self.smoke_runtime
+        where = rt("image", "mount", image_id, timeout=120).stdout.strip()
+        try:
+            yield Path(where)
+        finally:
+            rt("image", "unmount", image_id, check=False, timeout=120)
 
     def push_once(self, target: PushTarget, tag: str, log: JobLog) -> str:
         digestfile = Path(self._file(f"{target.name}.digest"))

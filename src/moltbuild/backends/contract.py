@@ -7,6 +7,7 @@ The orchestration (build.py, publish.py) calls only what is declared here, in th
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 from abc import ABC, abstractmethod
@@ -23,6 +24,8 @@ from moltbuild.settings import Settings
 from moltbuild.system.host import StorageVerdict
 from moltbuild.system.processes import Runner, terminate_all
 from moltbuild.system.retry import RetryPolicy, transient_text
+
+Built = Callable[[str], None]  # told the local image id of a built image (Backend.produce)
 
 if TYPE_CHECKING:  # annotations only: `invoke verify` and `--list` load no image store or smoke code
     from moltbuild.backends.imagestore import ImageStore
@@ -190,6 +193,14 @@ class Backend(ABC):
         """Push an image an earlier run built here, under every tag of `target`."""
         raise self._lacks("local images to push")
 
+    #: Can mount a built image's filesystem (`mounted_image`): the flows then make its SBOM from
+    #: it while the smoke check and the push run, instead of reading the image back afterwards.
+    mounts_images: ClassVar[bool] = False
+
+    def mounted_image(self, image_id: str) -> contextlib.AbstractContextManager[Path]:
+        """IMAGE_ID's filesystem, mounted read-only for the time of the `with` block."""
+        raise self._lacks("image mounts")
+
     def _lacks(self, what: str) -> MoltbuildError:
         return MoltbuildError(
             f"the {self.name} backend has no {what}; a caller must check `keeps_images` first "
@@ -197,6 +208,10 @@ class Backend(ABC):
         )
 
     @abstractmethod
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+    def produce(
+        self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built: Built | None = None
+    ) -> ImageResult:
         """Build `image`; with `push`, leave every one of its tags in the registry at one digest.
-        Failures raise JobError (a MoltbuildError)."""
+        `built`, when given, is called with the local image id once a single-platform image that
+        will be pushed exists here, before its smoke check (a backend keeping no image never calls
+        it). Failures raise JobError (a MoltbuildError)."""

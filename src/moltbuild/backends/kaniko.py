@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from moltbuild.backends.contract import Backend, BackendStatus, ImageResult, JobLog, RunSpec
+from moltbuild.backends.contract import Backend, BackendStatus, Built, ImageResult, JobLog, RunSpec
 from moltbuild.backends.kaniko_job import executor_args, job_manifest, job_name, timeout_of
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.k8s.cluster import Cluster, ClusterError
@@ -138,7 +138,9 @@ class KanikoBackend(Backend):
                 f"{needs[0]}; fix: invoke kaniko.setup"
             )
 
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+    def produce(
+        self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built: Built | None = None
+    ) -> ImageResult:
         if self._run is None:
             raise MoltbuildError("kaniko backend used before open(): a bug, please report it")
         start = time.monotonic()

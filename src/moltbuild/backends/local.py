@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from moltbuild.backends.contract import (
     Backend,
     BasePull,
+    Built,
     ImageResult,
     JobLog,
     PushTarget,
@@ -255,7 +256,9 @@ class LocalBackend(Backend):
             )
         return None
 
-    def produce(self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog) -> ImageResult:
+    def produce(
+        self, image: ImagePlan, *, push: bool, no_cache: bool, log: JobLog, built: Built | None = None
+    ) -> ImageResult:
         start = time.monotonic()
         try:
             cache = self.build(image, no_cache=no_cache, log=log)
@@ -266,6 +269,8 @@ class LocalBackend(Backend):
         if image_id and not image.multi_platform:
             self._built.append(image_id)  # recorded in the store's ledger by tidy()
         platforms = image.platforms or (self.native,)
+        if built is not None and push and image_id and not image.multi_platform:
+            built(image_id)  # work that needs only the image (its SBOM) starts beside the check
         smoke = self.smoke(image, image_id, log)
         if not push:
             return ImageResult(

@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import datetime as dt
+import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from moltbuild import report
+from moltbuild.backends.contract import Backend, Built
 from moltbuild.errors import ConfigError, MoltbuildError
+from moltbuild.flows.attest_inputs import RunInputs, build_facts
 from moltbuild.flows.context import Session
-from moltbuild.flows.facts import git_state
-from moltbuild.plan.bases import dockerfile_bases, mirrored
-from moltbuild.plan.planner import BuildPlan
-from moltbuild.plan.tags import GitState
-from moltbuild.refs import ImageRef
-from moltbuild.report import ImageRecord, Outcome, RunFailed
-from moltbuild.supply.attest import Attached, Attester
+from moltbuild.plan.planner import ImagePlan
+from moltbuild.report import ImageRecord, RunFailed
+from moltbuild.supply import sbom
+from moltbuild.supply.attest import Attached, Attester, LocalSbom
 from moltbuild.supply.cosign import Cosign, Mode, Signer, Verifier, identity_refusal
-from moltbuild.supply.provenance import BuildFacts
 from moltbuild.supply.tools import INSTALL_HINT, RegistryAccess, find_tool, installed, present_or_coming
 from moltbuild.system import gotools, owners
 from moltbuild.system.processes import Runner
@@ -36,10 +35,6 @@ class AttestError(RunFailed):
     """Pushed, but not attested; `records` holds the references that were attached."""
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _missing(session: Session) -> list[str]:
     """Tools neither installed nor being prepared (`invoke setup` in the background): the build
     starts without waiting for them; attesting waits (find_tool)."""
@@ -49,19 +44,48 @@ def _missing(session: Session) -> list[str]:
 def preflight(session: Session) -> None:
     """`MOLTBUILD_ATTEST=on` without the tools, or a signing key its password does not open, stops
     before any build, not after the push."""
+    preflight_started(session).wait()
+
+
+class KeyCheck:
+    """The signing key being opened (cosign and scrypt: ~0.3 s) while the run asks the registry
+    and opens its backend; `wait` before the first registry write or build raises what it found."""
+
+    def __init__(self, check: Callable[[], None] | None = None):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if check is not None:
+            self._thread = threading.Thread(target=self._run, args=(check,), daemon=True, name="key-check")
+            self._thread.start()
+
+    def _run(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except BaseException as exc:  # handed to the thread that waits
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def preflight_started(session: Session) -> KeyCheck:
+    """preflight's checks, the key's opening started in the background (KeyCheck.wait joins it)."""
     missing = _missing(session)
     mode = session.settings.choice("MOLTBUILD_ATTEST")
     if mode == "on" and missing:
         raise ConfigError(f"MOLTBUILD_ATTEST=on but {' and '.join(missing)} not installed: {INSTALL_HINT}")
     signer = Signer.from_settings(session.settings, session.environ)
     if mode == "off" or missing:
-        return
+        return KeyCheck()
     refusal = identity_refusal(signer, Verifier.from_settings(session.settings), session.environ)
     if refusal:  # a dispatch from another branch: say so before signing what verify would refuse
         raise ConfigError(refusal)
     if signer.mode is not Mode.KEY or not installed(session.runner, "cosign"):
-        return  # a cosign still being prepared checks the key when it signs
-    _check_key(session.runner, signer)
+        return KeyCheck()  # a cosign still being prepared checks the key when it signs
+    return KeyCheck(functools.partial(_check_key, session.runner, signer))
 
 
 @command_cache(maxsize=4)
@@ -72,13 +96,15 @@ def _check_key(runner: Runner, signer: Signer) -> None:
         Cosign(runner, access).check_key(signer, Path(tmp) / "signing.pub")
 
 
-def wanted(session: Session) -> bool:
-    """Whether this run attests what it pushes (auto without the tools: a warning, no)."""
+def wanted(session: Session, *, preflighted: bool = False) -> bool:
+    """Whether this run attests what it pushes (auto without the tools: a warning, no).
+    `preflighted`: preflight_started ran (its key check may still be under way)."""
     if session.settings.choice("MOLTBUILD_ATTEST") == "off":
         return False
     for tool in TOOLS:  # after the push: wait for a tool `invoke setup` is still preparing
         find_tool(session.runner, tool)
-    preflight(session)
+    if not preflighted:
+        preflight(session)
     missing = _missing(session)
     if missing:
         session.runner.warn(
@@ -87,51 +113,6 @@ def wanted(session: Session) -> bool:
         )
         return False
     return True
-
-
-@dataclass(frozen=True)
-class ImageInputs:
-    build_args: Mapping[str, str]
-    dockerfile: Path
-    target: str | None
-    bases: tuple[str, ...]
-    secrets: tuple[str, ...] = ()  # build secrets' ids (provenance names no value)
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What provenance names beside the record: the commit and what each image was built from."""
-
-    git: GitState
-    mirror: str | None
-    pulls: Mapping[str, str]  # base as named -> where it was pulled from
-    images: Mapping[str, ImageInputs]
-
-    @classmethod
-    def of_plan(cls, plan: BuildPlan) -> RunInputs:
-        images = {
-            i.name: ImageInputs(i.build_args, i.dockerfile, i.target, i.bases, tuple(k for k, _ in i.secrets))
-            for i in plan.images
-        }
-        return cls(plan.git, plan.mirror, plan.pulls, images)
-
-    @classmethod
-    def of_project(cls, session: Session) -> RunInputs:
-        """For `invoke push`: the build ran earlier; its inputs read again from the checkout."""
-        root = session.settings.project_root
-        mirror = session.settings.get("MOLTBUILD_BASE_MIRROR") or None
-        images = {
-            c.name: ImageInputs(
-                c.build_args,
-                c.dockerfile,
-                c.target,
-                tuple(dockerfile_bases(c.dockerfile, c.build_args)),
-                tuple(sorted(c.secrets)),
-            )
-            for c in session.images.values()
-        }
-        pulls = {b: mirrored(b, mirror) for i in images.values() for b in i.bases}
-        return cls(git_state(root, session.runner, session.environ), mirror, pulls, images)
 
 
 def attest_and_record(
@@ -189,10 +170,12 @@ def attest_records(
     return list(out.values())
 
 
-def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> Attesting | None:
+def start(
+    session: Session, inputs: Callable[[], RunInputs], started: str, *, preflighted: bool = False
+) -> Attesting | None:
     """For a pushing run: attestation that starts per image the moment its push is recorded
     (while other images still build and the storage is tidied); None when this run attests nothing."""
-    return Attesting(session, inputs, started) if wanted(session) else None
+    return Attesting(session, inputs, started) if wanted(session, preflighted=preflighted) else None
 
 
 def deferred(session: Session) -> bool:
@@ -230,6 +213,44 @@ class Attesting:
         self._attesters: dict[str, Attester] = {}
         self._known: RunInputs | None = None
         self._futures: dict[str, cf.Future[Attached]] = {}
+        self._scans = cf.ThreadPoolExecutor(max_workers=2)  # its own: `_one` waits for these
+        self._local: dict[str, cf.Future[LocalSbom | None]] = {}
+
+    def when_built(self, backend: Backend, image: ImagePlan) -> Built | None:
+        """What `produce` calls once IMAGE exists here: its SBOM starts from its mounted filesystem,
+        beside the smoke check and the push (a backend that cannot mount it: the registry is read
+        after the push)."""
+        if not backend.mounts_images:
+            return None
+        return lambda image_id: self.prescan(
+            image.name, image.ref.name, image_id, functools.partial(backend.mounted_image, image_id)
+        )
+
+    def prescan(
+        self, name: str, repository: str, image_id: str, mount: Callable[[], AbstractContextManager[Path]]
+    ) -> None:
+        """Scan the image's filesystem (`mount` mounts it) while it is checked and pushed; `_one`
+        uses the SBOM when the pushed image has this image's config (IMAGE_ID)."""
+        self._local[name] = self._scans.submit(self._scan_local, name, repository, image_id, mount)
+
+    def _scan_local(
+        self, name: str, repository: str, image_id: str, mount: Callable[[], AbstractContextManager[Path]]
+    ) -> LocalSbom | None:
+        config = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+        try:
+            out = self._tmp / f"{name}.local-sbom.json"
+            fmt = self.session.settings.choice("MOLTBUILD_SBOM_FORMAT")
+            with mount() as root:
+                packages = sbom.generate_local(self.session.runner, root, repository, config, fmt, out)
+            return LocalSbom(config, out, packages)
+        except MoltbuildError as exc:
+            why = f"no SBOM from the local image ({exc.message}); the registry is read instead"
+            self.session.runner.say(f"[{name}] attest: {why}")
+            return None
+
+    def scanned(self) -> None:
+        """Every local scan over, its mount gone: the backend's store may be tidied and closed."""
+        cf.wait(list(self._local.values()))
 
     def submit(self, record: ImageRecord) -> None:
         if record.outcome.in_registry and record.digest and record.name not in self._futures:
@@ -248,7 +269,8 @@ class Attesting:
             if self._known is None:
                 self._known = self.inputs()
             known = self._known
-        return attester.attest(_facts(self.session, known, record, self.started))
+        local = self._local.get(record.name)
+        return attester.attest(build_facts(self.session, known, record, self.started), local and local.result)
 
     def collect(self, todo: list[ImageRecord]) -> tuple[dict[str, Attached], list[str]]:
         """Each image's attestation (already there, or made now), and a line per image that failed."""
@@ -271,6 +293,7 @@ class Attesting:
     def close(self) -> None:
         """Nothing left running (after Ctrl-C too: queued images are dropped), the folder gone."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._scans.shutdown(wait=True, cancel_futures=True)
         self._stack.close()
 
 
@@ -284,7 +307,7 @@ def _said(done: Attached) -> str:
     if done.note:
         return f"{done.note}: {done.provenance}"
     what = "signed, SBOM" if done.signature != "unsigned" else "UNSIGNED SBOM"
-    return f"{what} ({done.packages} packages) + provenance at {done.provenance}"
+    return f"{what} ({done.packages} packages, read from {done.scanned}) + provenance at {done.provenance}"
 
 
 def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Attester:
@@ -298,49 +321,3 @@ def _attester(session: Session, host: str, signer: Signer, workdir: Path) -> Att
         workdir=folder,
         verifier=Verifier.from_settings(session.settings),
     )
-
-
-def _facts(session: Session, inputs: RunInputs, record: ImageRecord, started: str) -> BuildFacts:
-    root = session.settings.project_root
-    image = inputs.images.get(record.name) or ImageInputs({}, root / "Dockerfile", None, ())
-    dockerfile = (
-        image.dockerfile.relative_to(root) if image.dockerfile.is_relative_to(root) else image.dockerfile
-    )
-    return BuildFacts(
-        image=record.name,
-        repository=record.repository,
-        digest=str(record.digest),
-        tags=tuple(record.tags),
-        source=inputs.git.source,
-        commit=record.revision or inputs.git.sha,
-        dirty=inputs.git.dirty,
-        branch=inputs.git.branch,
-        build_args=image.build_args,
-        secrets=image.secrets,
-        dockerfile=str(dockerfile),
-        target=image.target,
-        platforms=tuple(record.platforms),
-        input_digest=record.input_digest,
-        bases={b: _base_digest(session, record, inputs, inputs.pulls.get(b, b)) for b in image.bases},
-        backend=record.backend,
-        backend_detail=record.backend_reason,
-        started=started,
-        finished=now(),
-        reused=record.outcome is Outcome.REUSED,
-        environ=session.environ,
-    )
-
-
-def _base_digest(session: Session, record: ImageRecord, inputs: RunInputs, source: str) -> str:
-    """The digest a base resolved to where it was pulled from; '' when the registry cannot say.
-    Only the mirror and the push registry are asked: a public registry may be unreachable here."""
-    try:
-        ref = ImageRef.parse(source, "base image", default_tag="latest")
-        if ref.digest:
-            return ref.digest
-        if ref.host not in {record.ref.host, (inputs.mirror or "").split("/", 1)[0]}:
-            return ""
-        found = session.registries.client(ref.host).resolved(ref.repository, ref.reference)
-    except MoltbuildError:
-        return ""
-    return found.digest if found else ""

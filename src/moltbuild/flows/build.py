@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from moltbuild import report
-from moltbuild.backends.contract import Backend, ImageResult, JobLog, RunSpec
+from moltbuild.backends.contract import Backend, Built, ImageResult, JobLog, RunSpec
 from moltbuild.backends.selection import choose_backend, make_backend, statuses_for
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, JobError, MoltbuildError
 from moltbuild.files import room_to_write
-from moltbuild.flows import attest, reuse, schedule
+from moltbuild.flows import attest, attest_inputs, reuse, schedule
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import changes_since, image_needs, plan_facts
@@ -83,14 +83,16 @@ def _reuse_phase(
     *,
     dry_run: bool,
     record: Callable[[ImageRecord], None],
+    before_write: Callable[[], None],
 ) -> dict[str, schedule.Pin]:
     """The images the registry already has from the same inputs (tagged, recorded), asked all at
-    once (--jobs, at least 8: each is a few small requests): name -> where dependents find it."""
+    once (--jobs, at least 8: each is a few small requests): name -> where dependents find it.
+    `before_write` is called before the first tag is written."""
     if not plan.push or plan.rebuild:
         return {}
     client = session.registries.client(plan.registry.host, creds)
     with cf.ThreadPoolExecutor(max_workers=max(8, plan.jobs)) as pool:
-        found = list(pool.map(lambda image: _reuse_one(session, client, image, dry_run=dry_run), plan.images))
+        found = list(pool.map(lambda i: _reuse_one(session, client, i, before_write, dry_run), plan.images))
     pins = {}
     for image, result in zip(plan.images, found, strict=True):
         if result is not None:
@@ -101,23 +103,28 @@ def _reuse_phase(
 
 
 def _reuse_one(
-    session: Session, client: RegistryClient, image: ImagePlan, *, dry_run: bool
+    session: Session, client: RegistryClient, image: ImagePlan, before_write: Callable[[], None], dry: bool
 ) -> ImageResult | None:
     say = session.runner.say
     try:
         hit = reuse.find(client, image, say)
     except MoltbuildError as exc:
-        if not dry_run:
+        if not dry:
             raise
         say(
             f"[{image.name}] cannot ask the registry whether it has these inputs ({exc.message}); "
             "a real run asks first"
         )
         return None
-    return reuse.apply(client, hit, dry_run=dry_run, say=say) if hit else None
+    if hit is None:
+        return None
+    before_write()
+    return reuse.apply(client, hit, dry_run=dry, say=say)
 
 
-def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None) -> ImageRecord:
+def _job(
+    backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | None, built: Built | None = None
+) -> ImageRecord:
     log_path = None
     if log_dir is not None:
         log_path = log_dir / f"{image.name}.log"
@@ -127,7 +134,7 @@ def _job(backend: Backend, plan: BuildPlan, image: ImagePlan, log_dir: Path | No
     log = JobLog(f"[{image.name}] ", log_path)
     start = time.monotonic()
     try:
-        result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log)
+        result = backend.produce(image, push=plan.push, no_cache=plan.no_cache, log=log, built=built)
     except MoltbuildError as exc:
         # A failed image keeps its log and its time, like a good one (and its image, when built).
         built = exc if isinstance(exc, JobError) else JobError(exc.message)
@@ -142,8 +149,10 @@ def _run_in_order(
     todo: schedule.Schedule,
     log_dir: Path | None,
     record: Callable[[ImageRecord], None],
+    attesting: attest.Attesting | None = None,
 ) -> list[ImageRecord]:
-    """Each image once its bases are done, `plan.jobs` at once; each record written when known."""
+    """Each image once its bases are done, `plan.jobs` at once; each record written when known.
+    `attesting`: the run's attestations, each image's SBOM started as soon as it is built."""
 
     def finished(rec: ImageRecord) -> None:
         record(rec)
@@ -153,7 +162,7 @@ def _run_in_order(
 
     return schedule.run(
         todo,
-        lambda image: _job(backend, plan, image, log_dir),
+        lambda image: _job(backend, plan, image, log_dir, attesting and attesting.when_built(backend, image)),
         lambda image, why: to_record(plan, image, None, error=why),
         finished,
         backend.cancel,
@@ -183,21 +192,24 @@ def execute(
     """Reuse what the registry already has, build the rest in parallel, record every image."""
     path = report_path or report.default_path(session.settings.project_root)
     creds = _push_credentials(session, plan, dry_run=dry_run)
-    if plan.push and not dry_run:
-        attest.preflight(session)
-    started = attest.now()
-    inputs = functools.partial(attest.RunInputs.of_plan, plan)
+    # The key opens while the registry is asked and the backend opens; waited for before any write.
+    key = attest.preflight_started(session) if plan.push and not dry_run else attest.KeyCheck()
+    started = attest_inputs.now()
+    inputs = functools.partial(attest_inputs.RunInputs.of_plan, plan)
     pushing = plan.push and not dry_run
     later = pushing and attest.deferred(session)  # a tool still being prepared: attest after the push
-    early = attest.start(session, inputs, started) if pushing and not later else None
+    early = attest.start(session, inputs, started, preflighted=True) if pushing and not later else None
     record = attest.Recorder(path, dry_run, attesting=early)  # each pushed image's attestation starts at once
     try:
-        pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record)
+        pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record, before_write=key.wait)
         to_build = [image for image in plan.images if image.name not in pins]
         log_dir = None if dry_run else path.parent / "logs"
         if to_build:
             todo = schedule.Schedule(plan, to_build, pins)
-            _build_phase(session, plan, todo, creds, dry_run=dry_run, log_dir=log_dir, record=record)
+            _build_phase(
+                session, plan, todo, creds, dry_run=dry_run, log_dir=log_dir, record=record, before=key.wait
+            )
+        key.wait()
     except BaseException:
         if early is not None:
             early.close()
@@ -217,15 +229,17 @@ def _build_phase(
     *,
     dry_run: bool,
     log_dir: Path | None,
-    record: report.Recorder,
+    record: attest.Recorder,
+    before: Callable[[], None],
 ) -> None:
     """Open the backend once, run every image's job in the graph's order, tidy and close (also
-    after Ctrl-C)."""
+    after Ctrl-C). `before` is called once the backend is open, before the first job."""
     to_build = todo.images
     runner = session.runner.derive(dry_run=dry_run)
     backend = make_backend(plan.backend, runner, session.settings, session.storage, dry_run=dry_run)
     host = plan.registry.host
     backend.check_images(to_build)  # what it cannot build is refused before anything starts
+    attesting = record.attesting
     with owners.private_dir() as tmp:  # 0700: auth files live here
         ok = False
         try:
@@ -244,9 +258,11 @@ def _build_phase(
             _require_graph_push(backend, plan, to_build)
             todo.workdir, todo.local = Path(tmp), backend.keeps_images  # pinned Dockerfiles: outside the tree
             todo.dry_run = dry_run
-            ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record))
+            before()
+            ok = not any(r.error for r in _run_in_order(backend, plan, todo, log_dir, record, attesting))
         finally:
-            _finish(backend, ok, to_build)
+            # tidying leaves this run's images; their local scans end (and unmount) before the close
+            _finish(backend, ok, to_build, attesting.scanned if attesting else None)
 
 
 def _require_graph_push(backend: Backend, plan: BuildPlan, images: list[ImagePlan]) -> None:
@@ -277,12 +293,18 @@ def _require_smoke_runtime(
         backend.runner.warn(f"{exc.message}; a real run stops here")
 
 
-def _finish(backend: Backend, ok: bool, built: list[ImagePlan]) -> None:
+def _finish(
+    backend: Backend, ok: bool, built: list[ImagePlan], before_close: Callable[[], None] | None = None
+) -> None:
     """Tidy (the ledger always, pruning after a good run), then release: also after Ctrl-C."""
     try:
         backend.tidy(ok=ok, built=built)
     finally:
-        backend.close()
+        try:
+            if before_close is not None:
+                before_close()
+        finally:
+            backend.close()
 
 
 def _raise_for_failures(records: list[ImageRecord], log_dir: Path | None) -> None:

@@ -18,7 +18,7 @@ from moltbuild.backends.contract import Backend, JobLog, PushTarget, RunSpec
 from moltbuild.backends.selection import backend_class, make_backend
 from moltbuild.ci import actions as ghactions
 from moltbuild.errors import ConfigError, MoltbuildError
-from moltbuild.flows import attest
+from moltbuild.flows import attest, attest_inputs
 from moltbuild.flows.context import Session
 from moltbuild.flows.summary import finish
 from moltbuild.plan.planner import cache_tag
@@ -138,7 +138,7 @@ def push_built(
         session = session.with_runner(session.runner.to_stderr())
     say = session.runner.say
     path = report_path or report.default_path(session.settings.project_root)
-    updated, started = [], attest.now()
+    updated, started = [], attest_inputs.now()
     with (
         run_lock(path, "invoke push", say) if not dry_run else contextlib.nullcontext(),
         owners.private_dir() as tmp,  # 0700: auth files live here
@@ -151,7 +151,7 @@ def push_built(
             updated.append(new)
     if not dry_run:
         updated = attest.attest_and_record(
-            session, lambda: attest.RunInputs.of_project(session), updated, started, path
+            session, lambda: attest_inputs.RunInputs.of_project(session), updated, started, path
         )
         ghactions.publish("moltbuild: push", updated, session.environ)
         finish(session, updated, path, as_json)

@@ -222,6 +222,13 @@ class RegistryClient(RegistrySession):
         found = self.manifest(name, reference, method="GET")
         return None if found is None else self.config_of(name, found)
 
+    def config_digest(self, name: str, reference: str) -> str:
+        """The digest of a single image's config ('' for an index or a missing manifest): what two
+        copies of one image share however their layers were compressed."""
+        found = self.manifest(name, reference, method="GET")
+        config = json.loads(found.body).get("config") if found else None
+        return str(config.get("digest") or "") if isinstance(config, dict) else ""
+
     def image_size(self, name: str, found: Manifest) -> int | None:
         """Bytes a pull moves: config + layers, for an index every platform's (compressed)."""
         doc = json.loads(found.body)

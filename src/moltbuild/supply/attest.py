@@ -29,9 +29,24 @@ class Attached:
     signature: str  # HOST/PATH:sha256-<hex>.sig, or "unsigned"
     packages: int | None = None  # None: already attested, not scanned again
     note: str = ""
+    scanned: str = ""  # where syft read the image: LOCAL_COPY or FROM_REGISTRY ('' when not scanned)
 
 
-Scan = Callable[[], tuple[Path, int]]  # the SBOM file and its package count
+LOCAL_COPY = "its local filesystem, before the push"
+FROM_REGISTRY = "the registry"
+
+
+@dataclass(frozen=True)
+class LocalSbom:
+    """An SBOM syft made from the built image's filesystem before its push."""
+
+    config: str  # the image's config digest (its ID): it describes the pushed image only if equal
+    path: Path
+    packages: int
+
+
+LocalScan = Callable[[], "LocalSbom | None"]  # waits for the scan started before the push
+Scan = Callable[[], tuple[Path, int, str]]  # the SBOM file, its package count, where it was scanned
 
 
 def _complete(kinds: set[str]) -> bool:
@@ -77,15 +92,17 @@ class Attester:
             verifier = Verifier(key=str(pub))
         return verifier is not None and cosign.verify(f"{ref.name}@{digest}", verifier).ok
 
-    def attest(self, facts: BuildFacts) -> Attached:
+    def attest(self, facts: BuildFacts, local: LocalScan | None = None) -> Attached:
+        """`local`: the SBOM scan of the image's local copy, started before the push; used when it
+        has the pushed image's config, else the pushed image is scanned from the registry."""
         ref = ImageRef.parse(facts.repository, "image repository")
         by_digest = f"{ref.name}@{facts.digest}"
         self.client.blobs_answer(ref.repository, facts.digest)  # syft would retry a loop for minutes
         body = predicate(facts)
-        scan = functools.partial(self._sbom, facts, by_digest)
+        scan = functools.partial(self._sbom, facts, by_digest, local)
         if self.signer.mode is not Mode.UNSIGNED:
             return self._signed(ref, by_digest, facts, body, scan)
-        sbom_path, packages = scan()
+        sbom_path, packages, scanned = scan()
         att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))
         scanned = json.loads(sbom_path.read_text())
         statements = [
@@ -93,12 +110,25 @@ class Attester:
             statement(ref.name, facts.digest, SBOM_TYPES[self.sbom_format], scanned),
         ]
         attached.write_unsigned(self.client, ref.repository, facts.digest, statements)
-        return Attached(att, att, "unsigned", packages)
+        return Attached(att, att, "unsigned", packages, scanned=scanned)
 
-    def _sbom(self, facts: BuildFacts, by_digest: str) -> tuple[Path, int]:
-        """syft reads the pushed image back from the registry: the SBOM file and its package count."""
+    def _sbom(self, facts: BuildFacts, by_digest: str, local: LocalScan | None) -> tuple[Path, int, str]:
+        """The SBOM file, its package count and where it was scanned: the local scan's when it
+        describes the pushed image (the same config: the same layers, uncompressed), else syft reads
+        the pushed image back from the registry."""
+        repository = ImageRef.parse(facts.repository, "image repository").repository
+        made = local() if local else None
+        if made is not None:
+            pushed = self.client.config_digest(repository, facts.digest)
+            if made.config == pushed:
+                return made.path, made.packages, LOCAL_COPY
+            self.runner.say(
+                f"[{facts.image}] attest: the local image's config is {made.config}, the pushed image's "
+                f"{pushed or 'not a single image'}: the SBOM is read from the registry"
+            )
         path = self.workdir / f"{facts.image}.sbom.json"
-        return path, sbom.generate(self.runner, by_digest, self.access, self.sbom_format, path)
+        packages = sbom.generate(self.runner, by_digest, self.access, self.sbom_format, path)
+        return path, packages, FROM_REGISTRY
 
     def _signed(self, ref: ImageRef, by_digest: str, facts: BuildFacts, body: dict, scan: Scan) -> Attached:
         """syft, `cosign sign` and the provenance attestation at once (the signature has its own
@@ -114,7 +144,7 @@ class Attester:
             attest = cosign.envelope if keyed else cosign.attest
             proven = pool.submit(attest, by_digest, self.signer, "provenance", provenance)
             try:
-                sbom_path, packages = scan()
+                sbom_path, packages, scanned = scan()
                 if keyed:
                     sbom_envelope = cosign.envelope(by_digest, self.signer, self.sbom_format, sbom_path)
             finally:
@@ -128,4 +158,4 @@ class Attester:
             cosign.attest(by_digest, self.signer, self.sbom_format, sbom_path)
         att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))
         sig = str(ref.with_tag(attached.tag_for(facts.digest, "sig")))
-        return Attached(att, att, sig, packages)
+        return Attached(att, att, sig, packages, scanned=scanned)

@@ -1,5 +1,6 @@
-"""The SBOM of a pushed image, made by syft from the registry (the same for every backend: a
-Kaniko-built image never exists on this machine)."""
+"""The SBOM of a pushed image, made by syft: from the registry (every backend: a Kaniko-built image
+never exists on this machine), or from the built image's mounted filesystem before its push (the
+caller checks that the pushed image has the same config)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,27 @@ def syft_env(access: RegistryAccess) -> dict[str, str]:
 
 def generate(runner: Runner, ref: str, access: RegistryAccess, fmt: str, out: Path) -> int:
     """Write the SBOM of `ref` (REPO@DIGEST) to `out`; the number of packages it lists."""
-    syft = require_tool(runner, "syft")
-    what = f"syft SBOM of {ref}"
-    # Not --quiet: that silences syft's own error too, leaving only an exit code.
-    argv = [syft, "scan", f"registry:{ref}", "--output", f"{fmt}={out}"]
     # Bounded: the registry answered for every blob just before (Attester.attest), so a scan that
     # is still running after this long is stuck, not slow.
-    result = runner.run(argv, env=syft_env(access), timeout=SYFT_TIMEOUT, what=what, check=False)
+    return _scan(runner, [f"registry:{ref}"], syft_env(access), fmt, out, f"syft SBOM of {ref}")
+
+
+def generate_local(runner: Runner, root: Path, name: str, image_id: str, fmt: str, out: Path) -> int:
+    """Write the SBOM of a built image's filesystem mounted at `root` to `out`, named `name` (its
+    repository) at version `image_id` (its config's digest); the number of packages. syft looks
+    with the catalogers it uses for an image (a directory's would add declared, uninstalled ones):
+    the packages and files are the ones a scan of the pushed image lists."""
+    env = {"SYFT_CHECK_FOR_APP_UPDATE": "false"}
+    argv = [f"dir:{root}", "--override-default-catalogers", "image", "--source-name", name]
+    argv += ["--source-version", image_id]
+    return _scan(runner, argv, env, fmt, out, f"syft SBOM of {name} (its local filesystem)")
+
+
+def _scan(runner: Runner, source: list[str], env: dict[str, str], fmt: str, out: Path, what: str) -> int:
+    syft = require_tool(runner, "syft")
+    # Not --quiet: that silences syft's own error too, leaving only an exit code.
+    argv = [syft, "scan", *source, "--output", f"{fmt}={out}"]
+    result = runner.run(argv, env=env, timeout=SYFT_TIMEOUT, what=what, check=False)
     if not result.ok:
         said = runner.mask(syft_said(result.stderr or result.stdout))
         raise CommandError(runner.mask_argv(argv), result.returncode, said, what=runner.mask(what))
