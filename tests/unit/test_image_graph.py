@@ -22,6 +22,7 @@ from moltbuild.errors import ConfigError, JobError
 from moltbuild.flows import build, schedule, summary
 from moltbuild.flows import facts as gather
 from moltbuild.flows.context import Session
+from moltbuild.flows.records import to_record
 from moltbuild.plan import graph
 from moltbuild.plan.changes import Change, changed_images, propagate
 from moltbuild.plan.facts import ChangeFacts
@@ -226,7 +227,7 @@ def test_a_base_without_a_usable_pin_stops_its_dependents(tmp_path):
     img = _graph_images(tmp_path)
     todo = schedule.Schedule(plan(*img[:2]), list(img[:2]), {}, tmp_path, local=False)
     assert [i.name for i in todo.ready()] == ["base"]
-    rec = build.to_record(todo.plan, img[0], ImageResult("id", (), 0.1))  # built, not pushed
+    rec = to_record(todo.plan, img[0], ImageResult("id", (), 0.1))  # built, not pushed
     assert todo.done(img[0], rec) == [
         (img[1], "not built: base base was not pushed (a backend without a local store needs --push)")
     ]

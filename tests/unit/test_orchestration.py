@@ -27,6 +27,7 @@ from moltbuild.backends.selection import BACKENDS, backend_class
 from moltbuild.errors import BuildError, ConfigError, JobError, MoltbuildError
 from moltbuild.flows import build, publish
 from moltbuild.flows.context import Session
+from moltbuild.flows.records import to_record
 from moltbuild.plan.planner import BuildPlan, ImagePlan, cache_tag
 from moltbuild.plan.request import BuildRequest
 from moltbuild.plan.tags import GitState
@@ -262,7 +263,7 @@ def test_publish_pushes_every_planned_tag_of_a_built_image(tmp_path, recording, 
     monkeypatch.delenv("MOLTBUILD_REGISTRY", raising=False)
     monkeypatch.setattr(Session, "storage", storage_verdict(), raising=False)
     path = root / "build" / "images.json"
-    old = build.to_record(plan(image("api")), image("api"), ImageResult("id-api", ("linux/amd64",), 1.0))
+    old = to_record(plan(image("api")), image("api"), ImageResult("id-api", ("linux/amd64",), 1.0))
     report.update(path, old.but(tags=["sha-abc1234", "main"]))  # as versions before the input tag wrote it
     monkeypatch.setattr(publish, "preflight_push", lambda *a, **k: None)
     monkeypatch.setenv("MOLTBUILD_ATTEST", "off")  # the recording backend pushes nothing to scan
@@ -291,7 +292,7 @@ def test_a_failed_invoke_push_is_recorded_and_shown_as_push_failed(tmp_path, rec
     path = root / "build" / "images.json"
     for name in ("api", "frontend"):
         built = ImageResult(f"id-{name}", ("linux/amd64",), 1.0)
-        report.update(path, build.to_record(plan(image(name)), image(name), built))
+        report.update(path, to_record(plan(image(name)), image(name), built))
     recording.fail = {"api": MoltbuildError("push of api failed: HTTP 500")}
     lines: list[str] = []
     s = Session.create()
@@ -314,7 +315,7 @@ def test_publish_refuses_a_report_without_built_images(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[tool.moltbuild]\nregistry = "127.0.0.1:5000/ns"\n')
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "images.json"
-    failed = build.to_record(plan(image("api")), image("api"), None, error="boom")
+    failed = to_record(plan(image("api")), image("api"), None, error="boom")
     report.update(path, failed)
     with pytest.raises(ConfigError, match="records no built image"):
         publish.push_built(Session.create(), report_path=path)

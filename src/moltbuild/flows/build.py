@@ -20,6 +20,7 @@ from moltbuild.flows import attest, attest_inputs, reuse, schedule
 from moltbuild.flows import summary as summary_mod
 from moltbuild.flows.context import Session
 from moltbuild.flows.facts import changes_since, image_needs, plan_facts
+from moltbuild.flows.records import to_record
 from moltbuild.plan.changes import select_changed
 from moltbuild.plan.planner import BuildPlan, ImagePlan, PlanInputs, check_settings, make_plan
 from moltbuild.plan.request import BuildRequest
@@ -30,50 +31,7 @@ from moltbuild.registry.client import RegistryClient
 from moltbuild.report import ImageRecord
 from moltbuild.smoke import oci
 from moltbuild.system import owners
-from moltbuild.system.console import mask_known_secrets
 from moltbuild.system.locks import run_lock
-
-
-def _outcome(plan: BuildPlan, result: ImageResult, *, reused: bool, error: str) -> report.Outcome:
-    if error:  # a failed push after a good build keeps its image: `invoke push` can retry it
-        return report.Outcome.PUSH_FAILED if result.image_id and plan.push else report.Outcome.FAILED
-    if result.pushed and result.digest:
-        return report.Outcome.REUSED if reused else report.Outcome.PUSHED
-    return report.Outcome.BUILT
-
-
-def to_record(
-    plan: BuildPlan,
-    image: ImagePlan,
-    result: ImageResult | None,
-    *,
-    reused: bool = False,
-    error: str = "",
-    smoke: str = "",
-) -> ImageRecord:
-    """One image's record: its one outcome, and the result as evidence."""
-    result = result or ImageResult(None, image.platforms, 0.0)
-    return ImageRecord(
-        name=image.name,
-        repository=image.repository,
-        tags=list(image.tags),
-        digest=result.digest,
-        input_digest=image.input_digest,
-        backend=plan.backend,
-        platforms=list(result.platforms),
-        duration_s=round(result.duration_s, 2),
-        pin_tag=image.pin_tag,
-        outcome=_outcome(plan, result, reused=reused, error=error),
-        image_id=result.image_id,
-        revision=image.revision or plan.git.sha,
-        backend_reason=plan.backend_reason,
-        log_path=str(result.log_path) if result.log_path else None,
-        smoke=mask_known_secrets(result.smoke or smoke),  # text people read: masked; data stays exact
-        push=plan.push,
-        size_bytes=result.size_bytes,
-        error=mask_known_secrets(error),
-        cache=result.cache,
-    )
 
 
 def _reuse_phase(
@@ -187,13 +145,19 @@ def _push_credentials(session: Session, plan: BuildPlan, *, dry_run: bool) -> Cr
 
 
 def execute(
-    session: Session, plan: BuildPlan, *, dry_run: bool, report_path: Path | None = None
+    session: Session,
+    plan: BuildPlan,
+    *,
+    dry_run: bool,
+    report_path: Path | None = None,
+    key: attest.KeyCheck | None = None,
 ) -> list[ImageRecord]:
-    """Reuse what the registry already has, build the rest in parallel, record every image."""
+    """Reuse what the registry already has, build the rest in parallel, record every image.
+    `key`: the signing key's check, started by the caller (else here)."""
     path = report_path or report.default_path(session.settings.project_root)
+    if key is None:  # the key opens while the registry is asked and the backend opens
+        key = attest.preflight_started(session) if plan.push and not dry_run else attest.KeyCheck()
     creds = _push_credentials(session, plan, dry_run=dry_run)
-    # The key opens while the registry is asked and the backend opens; waited for before any write.
-    key = attest.preflight_started(session) if plan.push and not dry_run else attest.KeyCheck()
     started = attest_inputs.now()
     inputs = functools.partial(attest_inputs.RunInputs.of_plan, plan)
     pushing = plan.push and not dry_run
@@ -371,6 +335,8 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
         if not names:
             ghactions.publish("moltbuild: nothing changed", [], session.environ)
             return []
+    # A pushing run's signing key opens while the plan is made (waited for before any write).
+    key = attest.preflight_started(session) if request.push and not request.dry_run else None
     plan = plan_for(session, request, names)
     session.runner.say(render_plan(plan) + "\n")
     if request.dry_run:
@@ -379,17 +345,19 @@ def build_images(session: Session, request: BuildRequest) -> list[ImageRecord]:
         if request.as_json:
             session.runner.emit(summary_mod.as_json_text(records))
         return records
-    return run_plan(session, plan, request)
+    return run_plan(session, plan, request, key)
 
 
-def run_plan(session: Session, plan: BuildPlan, request: BuildRequest) -> list[ImageRecord]:
+def run_plan(
+    session: Session, plan: BuildPlan, request: BuildRequest, key: attest.KeyCheck | None = None
+) -> list[ImageRecord]:
     """The real run of `plan` under the run lock, then the step summary and the table (or JSON),
     also when an image failed: each shows the records' one outcome."""
     title = f"moltbuild: {'build and push' if request.push else 'build'} ({plan.backend})"
     path = report.default_path(session.settings.project_root)
     try:
         with run_lock(path, request.purpose, session.runner.say):
-            records = execute(session, plan, dry_run=False)
+            records = execute(session, plan, dry_run=False, key=key)
     except report.RunFailed as exc:
         _show(session, title, exc.records, path, as_json=request.as_json)
         raise
