@@ -104,10 +104,10 @@ class Attester:
             return self._signed(ref, by_digest, facts, body, scan)
         sbom_path, packages, scanned = scan()
         att = str(ref.with_tag(attached.tag_for(facts.digest, "att")))
-        scanned = json.loads(sbom_path.read_text())
+        document = json.loads(sbom_path.read_text())
         statements = [
             statement(ref.name, facts.digest, PROVENANCE_TYPE, body),
-            statement(ref.name, facts.digest, SBOM_TYPES[self.sbom_format], scanned),
+            statement(ref.name, facts.digest, SBOM_TYPES[self.sbom_format], document),
         ]
         attached.write_unsigned(self.client, ref.repository, facts.digest, statements)
         return Attached(att, att, "unsigned", packages, scanned=scanned)
