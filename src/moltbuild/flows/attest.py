@@ -52,23 +52,15 @@ class KeyCheck:
     and opens its backend; `wait` before the first registry write or build raises what it found."""
 
     def __init__(self, check: Callable[[], None] | None = None):
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._done: cf.Future[None] | None = None
         if check is not None:
-            self._thread = threading.Thread(target=self._run, args=(check,), daemon=True, name="key-check")
-            self._thread.start()
-
-    def _run(self, check: Callable[[], None]) -> None:
-        try:
-            check()
-        except BaseException as exc:  # handed to the thread that waits
-            self._error = exc
+            pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-check")
+            self._done = pool.submit(check)
+            pool.shutdown(wait=False)
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._done is not None:
+            self._done.result()
 
 
 def preflight_started(session: Session) -> KeyCheck:
@@ -170,12 +162,11 @@ def attest_records(
     return list(out.values())
 
 
-def start(
-    session: Session, inputs: Callable[[], RunInputs], started: str, *, preflighted: bool = False
-) -> Attesting | None:
-    """For a pushing run: attestation that starts per image the moment its push is recorded
-    (while other images still build and the storage is tidied); None when this run attests nothing."""
-    return Attesting(session, inputs, started) if wanted(session, preflighted=preflighted) else None
+def start(session: Session, inputs: Callable[[], RunInputs], started: str) -> Attesting | None:
+    """For a pushing run whose preflight_started ran: attestation that starts per image the moment
+    its push is recorded (while other images still build and the storage is tidied); None when this
+    run attests nothing."""
+    return Attesting(session, inputs, started) if wanted(session, preflighted=True) else None
 
 
 def deferred(session: Session) -> bool:

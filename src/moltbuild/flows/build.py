@@ -162,7 +162,7 @@ def execute(
     inputs = functools.partial(attest_inputs.RunInputs.of_plan, plan)
     pushing = plan.push and not dry_run
     later = pushing and attest.deferred(session)  # a tool still being prepared: attest after the push
-    early = attest.start(session, inputs, started, preflighted=True) if pushing and not later else None
+    early = attest.start(session, inputs, started) if pushing and not later else None
     record = attest.Recorder(path, dry_run, attesting=early)  # each pushed image's attestation starts at once
     try:
         pins = _reuse_phase(session, plan, creds, dry_run=dry_run, record=record, before_write=key.wait)

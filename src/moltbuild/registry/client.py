@@ -38,6 +38,13 @@ class Manifest:
         """Its digest and its platforms': a local copy pulled through it carries one of these."""
         return {self.digest, *self.platforms()}
 
+    def config_digest(self) -> str:
+        """A single image's config digest (read with GET), '' for an index: what two copies of one
+        image share however their layers were compressed."""
+        doc = json.loads(self.body) if self.body else {}
+        config = doc.get("config") if isinstance(doc, dict) else None
+        return str(config.get("digest") or "") if isinstance(config, dict) else ""
+
 
 class RegistryClient(RegistrySession):
     """One registry host: its session (auth, retries, deadlines) and the operations on it."""
@@ -153,21 +160,25 @@ class RegistryClient(RegistrySession):
         self._checked(f"{name}@{digest}", "blob", resp.content, [digest])
         return resp.content
 
-    def blobs_answer(self, name: str, reference: str) -> None:
+    def blobs_answer(self, name: str, reference: str) -> Manifest:
         """Every blob of `name@reference` (each platform's too) answers a HEAD, redirects followed
         and bounded: what a tool about to pull the image (syft) needs, asked first so a redirect
-        loop or a missing blob is one line, not that tool's minutes of retries."""
+        loop or a missing blob is one line, not that tool's minutes of retries. Its manifest."""
+        missing = RegistryError(f"{self.host}: {name}@{reference} is not (wholly) in the registry")
         with self.operation(f"check the blobs of {name}@{reference}"):
             found = self.manifest(name, reference, method="GET")
-            children = [self.manifest(name, d, method="GET") for d in found.platforms()] if found else []
+            if found is None:
+                raise missing
+            children = [self.manifest(name, d, method="GET") for d in found.platforms()]
             for manifest in children or [found]:
                 if manifest is None:
-                    raise RegistryError(f"{self.host}: {name}@{reference} is not (wholly) in the registry")
+                    raise missing
                 doc = json.loads(manifest.body)
                 for desc in [doc.get("config") or {}, *(doc.get("layers") or [])]:
                     digest = str(desc.get("digest"))
                     resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
                     self._raise_for(resp, f"blob {digest[:19]} of {name}")
+        return found
 
     def has_blob(self, name: str, digest: str) -> bool:
         resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
@@ -221,13 +232,6 @@ class RegistryClient(RegistrySession):
         """The image config (labels live in ["config"]["Labels"]); for an index, its first image's."""
         found = self.manifest(name, reference, method="GET")
         return None if found is None else self.config_of(name, found)
-
-    def config_digest(self, name: str, reference: str) -> str:
-        """The digest of a single image's config ('' for an index or a missing manifest): what two
-        copies of one image share however their layers were compressed."""
-        found = self.manifest(name, reference, method="GET")
-        config = json.loads(found.body).get("config") if found else None
-        return str(config.get("digest") or "") if isinstance(config, dict) else ""
 
     def image_size(self, name: str, found: Manifest) -> int | None:
         """Bytes a pull moves: config + layers, for an index every platform's (compressed)."""

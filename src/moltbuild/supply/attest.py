@@ -93,13 +93,13 @@ class Attester:
         return verifier is not None and cosign.verify(f"{ref.name}@{digest}", verifier).ok
 
     def attest(self, facts: BuildFacts, local: LocalScan | None = None) -> Attached:
-        """`local`: the SBOM scan of the image's local copy, started before the push; used when it
-        has the pushed image's config, else the pushed image is scanned from the registry."""
+        """`local`: the SBOM scan of the image's local filesystem, started before the push; used when
+        it has the pushed image's config, else the pushed image is scanned from the registry."""
         ref = ImageRef.parse(facts.repository, "image repository")
         by_digest = f"{ref.name}@{facts.digest}"
-        self.client.blobs_answer(ref.repository, facts.digest)  # syft would retry a loop for minutes
+        pushed = self.client.blobs_answer(ref.repository, facts.digest)  # syft would retry a loop for minutes
         body = predicate(facts)
-        scan = functools.partial(self._sbom, facts, by_digest, local)
+        scan = functools.partial(self._sbom, facts, by_digest, pushed.config_digest(), local)
         if self.signer.mode is not Mode.UNSIGNED:
             return self._signed(ref, by_digest, facts, body, scan)
         sbom_path, packages, scanned = scan()
@@ -112,14 +112,14 @@ class Attester:
         attached.write_unsigned(self.client, ref.repository, facts.digest, statements)
         return Attached(att, att, "unsigned", packages, scanned=scanned)
 
-    def _sbom(self, facts: BuildFacts, by_digest: str, local: LocalScan | None) -> tuple[Path, int, str]:
+    def _sbom(
+        self, facts: BuildFacts, by_digest: str, pushed: str, local: LocalScan | None
+    ) -> tuple[Path, int, str]:
         """The SBOM file, its package count and where it was scanned: the local scan's when it
-        describes the pushed image (the same config: the same layers, uncompressed), else syft reads
-        the pushed image back from the registry."""
-        repository = ImageRef.parse(facts.repository, "image repository").repository
+        describes the pushed image (its config digest is `pushed`: the same layers, uncompressed),
+        else syft reads the pushed image back from the registry."""
         made = local() if local else None
         if made is not None:
-            pushed = self.client.config_digest(repository, facts.digest)
             if made.config == pushed:
                 return made.path, made.packages, LOCAL_COPY
             self.runner.say(
